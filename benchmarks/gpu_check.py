@@ -1,0 +1,176 @@
+"""One short GPU session: the Triton kernel against float64 on real MNIST, then timings.
+
+    python benchmarks/gpu_check.py --out results/bench-gpu.json
+
+1. Correctness on MNIST-scale data (test images against training images as the bank),
+   for each tl.dot precision mode and the torch backend: max |error| in nats per sigma
+   against the float64 reference, and nearest-index agreement; the split-bank path too.
+2. Timings with CUDA events (median of repeats after warm-up) at (n, m, d) =
+   (10k, 10k, 784) with 1 and 16 sigmas, (10k, 1M, 784) and (256, 1M, 784) with 10:
+   the triton backend, the torch backend, and beside them, in the same run, a float32
+   torch.matmul of the same shape (the roofline ganbench compares against) and a TF32 one.
+Writes a JSON with the device, driver, versions, every time and ratio; prints a table last.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import triton
+
+from ganbench import parzen
+from ganbench.data import load_mnist
+from ganbench.kernels import parzen_lse
+
+PAPER_GRID = np.logspace(-1, 0, 10)
+
+
+def cuda_time(function, repeats: int, warmup: int = 2) -> float:
+    """Median seconds of ``function()`` over repeats, timed with CUDA events after warm-up."""
+    for _ in range(warmup):
+        function()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        function()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
+    return float(np.median(times))
+
+
+def matmul_time(n: int, m: int, d: int, tf32: bool, repeats: int) -> float:
+    """A plain (n, d) @ (d, m) product in column chunks (the full output of 10k x 1M would be 40 GB)."""
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    a = torch.randn(n, d, device="cuda")
+    chunk = min(m, 65_536)
+    b = torch.randn(d, chunk, device="cuda")
+    out = torch.empty(n, chunk, device="cuda")
+    chunks = triton.cdiv(m, chunk)
+
+    def run():
+        for _ in range(chunks):
+            torch.matmul(a, b, out=out)
+
+    seconds = cuda_time(run, repeats)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    return seconds
+
+
+def triton_fixed(queries, bank, precision, tiles):
+    return parzen_lse.parzen_pass_triton(torch.from_numpy(queries), torch.from_numpy(bank), PAPER_GRID,
+                                         device=torch.device("cuda"), precision=precision, **tiles)
+
+
+def correctness(mnist, report: dict) -> None:
+    queries, bank = mnist.test_x[:2000], mnist.train_x[:10_000]
+    reference = parzen.parzen_pass(queries, bank, PAPER_GRID, backend="reference")
+    rows = {}
+    fixed_tiles = {"block_m": 64, "block_n": 64, "block_k": 32}  # skip autotuning for the accuracy-only modes
+    for name, run in [
+        ("triton tf32x3", lambda: parzen.parzen_pass(queries, bank, PAPER_GRID, backend="triton", device="cuda")),
+        ("triton ieee", lambda: triton_fixed(queries, bank, "ieee", fixed_tiles)),
+        ("triton tf32", lambda: triton_fixed(queries, bank, "tf32", fixed_tiles)),
+        ("torch float32", lambda: parzen.parzen_pass(queries, bank, PAPER_GRID, backend="torch", device="cuda")),
+    ]:
+        result = run()
+        error = np.abs(result.log_sum_exp - reference.log_sum_exp).max(axis=1)
+        rows[name] = {
+            "max_abs_error_nats_per_sigma": dict(zip([f"{s:.4f}" for s in PAPER_GRID], error.tolist())),
+            "max_abs_error_nats": float(error.max()),
+            "mean_abs_error_of_mean_ll": float(np.abs(result.log_sum_exp.mean(1) - reference.log_sum_exp.mean(1)).max()),
+            "nearest_index_agreement": float((result.nearest_index == reference.nearest_index).mean()),
+            "max_abs_error_min_sq_distance": float(np.abs(result.min_sq_distance - reference.min_sq_distance).max()),
+        }
+        print(f"{name:15s} max |error| {error.max():.2e} nats (sigma 0.1: {error[0]:.2e}); "
+              f"nearest agree {rows[name]['nearest_index_agreement']:.4f}", flush=True)
+    # Split-bank path: few queries against the whole training split.
+    few = mnist.test_x[:256]
+    reference_split = parzen.parzen_pass(few, mnist.train_x, PAPER_GRID, backend="reference")
+    split = parzen.parzen_pass(few, mnist.train_x, PAPER_GRID, backend="triton", device="cuda")
+    rows["triton tf32x3 split bank (256 x 50000)"] = {
+        "max_abs_error_nats": float(np.abs(split.log_sum_exp - reference_split.log_sum_exp).max()),
+        "nearest_index_agreement": float((split.nearest_index == reference_split.nearest_index).mean()),
+    }
+    report["correctness"] = rows
+
+
+def timings(mnist, report: dict, repeats: int) -> list[dict]:
+    rows = []
+    base_bank = torch.from_numpy(mnist.train_x).cuda()
+    base_queries = torch.from_numpy(np.concatenate([mnist.test_x, mnist.valid_x])).cuda()
+    cases = [(10_000, 10_000, 1), (10_000, 10_000, 16), (10_000, 1_000_000, 10), (256, 1_000_000, 10)]
+    for n, m, sigma_count in cases:
+        generator = torch.Generator(device="cuda").manual_seed(0)
+        repeat_index = torch.randint(0, len(base_bank), (m,), device="cuda", generator=generator)
+        bank = (base_bank[repeat_index] + 0.01 * torch.rand(m, 784, device="cuda", generator=generator)).contiguous()
+        queries = base_queries[:n].contiguous()
+        sigmas = np.logspace(-1, 0, sigma_count) if sigma_count > 1 else np.array([0.2])
+        big = m >= 1_000_000
+        row = {"n": n, "m": m, "d": 784, "sigmas": sigma_count}
+        started = time.perf_counter()
+        row["triton_s"] = cuda_time(lambda: parzen.parzen_pass(queries, bank, sigmas, backend="triton", device="cuda"),
+                                    repeats, warmup=1)
+        row["torch_backend_s"] = cuda_time(lambda: parzen.parzen_pass(queries, bank, sigmas, backend="torch", device="cuda"),
+                                           1 if big else repeats, warmup=1)
+        row["matmul_fp32_s"] = matmul_time(n, m, 784, tf32=False, repeats=repeats)
+        row["matmul_tf32_s"] = matmul_time(n, m, 784, tf32=True, repeats=repeats)
+        row["triton_over_matmul_fp32"] = row["triton_s"] / row["matmul_fp32_s"]
+        row["triton_over_matmul_tf32"] = row["triton_s"] / row["matmul_tf32_s"]
+        row["torch_backend_over_triton"] = row["torch_backend_s"] / row["triton_s"]
+        row["triton_tflops_gemm_equivalent"] = 2.0 * n * m * 784 / row["triton_s"] / 1e12
+        row["wall_s"] = time.perf_counter() - started
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+        del bank
+        torch.cuda.empty_cache()
+    report["timings"] = rows
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, help="JSON path to write")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    torch.backends.cuda.matmul.allow_tf32 = False
+    properties = torch.cuda.get_device_properties(0)
+    try:
+        driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                                capture_output=True, text=True).stdout.strip()
+    except OSError:
+        driver = "unknown"
+    report = {"device": torch.cuda.get_device_name(0), "multiprocessors": properties.multi_processor_count,
+              "driver": driver, "torch": torch.__version__, "triton": triton.__version__,
+              "numpy": np.__version__, "python": platform.python_version(), "repeats": args.repeats,
+              "timing": "CUDA events, median of repeats after warm-up; the 1M torch-backend rows are one run"}
+    mnist = load_mnist(fetch=False)
+    started = time.perf_counter()
+    correctness(mnist, report)
+    report["correctness_wall_s"] = time.perf_counter() - started
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2))
+    rows = timings(mnist, report, args.repeats)
+    report["autotuned_config"] = str(getattr(parzen_lse._parzen_lse_autotuned, "best_config", None))
+    Path(args.out).write_text(json.dumps(report, indent=2))
+    print(f"\n{report['device']} (driver {driver}), torch {torch.__version__}, triton {triton.__version__}")
+    print(f"{'n':>6} {'m':>8} {'S':>3} {'triton ms':>10} {'torch ms':>10} {'mm fp32 ms':>11} {'mm tf32 ms':>11} "
+          f"{'tri/fp32':>9} {'TFLOP/s':>8}")
+    for row in rows:
+        print(f"{row['n']:>6} {row['m']:>8} {row['sigmas']:>3} {row['triton_s'] * 1e3:>10.2f} "
+              f"{row['torch_backend_s'] * 1e3:>10.1f} {row['matmul_fp32_s'] * 1e3:>11.2f} "
+              f"{row['matmul_tf32_s'] * 1e3:>11.2f} {row['triton_over_matmul_fp32']:>9.2f} "
+              f"{row['triton_tflops_gemm_equivalent']:>8.1f}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""Exact merging of partial Parzen sums, so a bank can be cut into any pieces.
+
+A piece of the bank gives, per query i, its minimum squared distance mu_i, the
+bank index of that minimum, and for every sigma the *shifted* sum
+    sum_j exp(-(D_ij - mu_i) / (2 sigma^2)),
+whose terms are all <= 1 (the largest is exactly 1), so nothing overflows or
+underflows to zero at small sigma. Two pieces merge exactly by moving both to the
+smaller minimum (the log-sum-exp trick, Section 5's estimator in stable form).
+Blocks inside a backend, the Triton kernel's split bank, shards on disk and
+torch.distributed ranks all merge through these functions.
+
+Works on NumPy arrays and torch tensors alike (same function names in both).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+def _namespace(array):
+    return torch if isinstance(array, torch.Tensor) else np
+
+
+@dataclass
+class BankPartial:
+    min_sq_distance: object  # (n,) smallest squared distance to this piece of the bank
+    nearest_index: object    # (n,) global bank index of that smallest distance
+    shifted_sums: object     # (S, n) sum_j exp(-(D_ij - min_sq_distance_i) / (2 sigma_k^2))
+
+
+def half_inverse_variances(sigmas, like):
+    """1 / (2 sigma^2) per sigma, as a column to broadcast against (S, n)."""
+    sigmas = np.asarray(sigmas, dtype=np.float64)
+    scales = (0.5 / sigmas**2).reshape(-1, 1)
+    if isinstance(like, torch.Tensor):
+        return torch.as_tensor(scales, dtype=like.dtype, device=like.device)
+    return scales.astype(like.dtype)
+
+
+def from_distances(sq_distances, sigmas, index_offset: int = 0) -> BankPartial:
+    """The partial of one block of squared distances (n, N) against bank rows offset.. offset+N."""
+    xp = _namespace(sq_distances)
+    if xp is torch:
+        block_min, block_arg = sq_distances.min(dim=1)  # first index among ties
+    else:
+        block_arg = sq_distances.argmin(axis=1)  # first index among ties
+        block_min = np.take_along_axis(sq_distances, block_arg[:, None], axis=1)[:, 0]
+    shifted = sq_distances - block_min[:, None]
+    scales = half_inverse_variances(sigmas, sq_distances)
+    sums = [xp.exp(shifted * -scale).sum(1) for scale in scales[:, 0]]
+    if sums:
+        stacked = xp.stack(sums)
+    elif xp is torch:  # nearest neighbours only: no sigma, no exponentials
+        stacked = shifted.new_zeros((0, shifted.shape[0]))
+    else:
+        stacked = np.zeros((0, shifted.shape[0]), dtype=shifted.dtype)
+    return BankPartial(block_min, block_arg + index_offset, stacked)
+
+
+def merge(first: BankPartial, second: BankPartial, sigmas) -> BankPartial:
+    """Combine two pieces of the bank; ties in distance keep ``first``'s index (list lower pieces first)."""
+    xp = _namespace(first.min_sq_distance)
+    new_min = xp.minimum(first.min_sq_distance, second.min_sq_distance)
+    scales = half_inverse_variances(sigmas, first.shifted_sums)
+    # Each side's sums were shifted by its own minimum; move both to the common one.
+    # (min - new_min) >= 0, so the factors are <= 1; an empty side has min = +inf, factor 0.
+    sums = (first.shifted_sums * xp.exp(-(first.min_sq_distance - new_min) * scales)
+            + second.shifted_sums * xp.exp(-(second.min_sq_distance - new_min) * scales))
+    nearest = xp.where(second.min_sq_distance < first.min_sq_distance,
+                       second.nearest_index, first.nearest_index)
+    return BankPartial(new_min, nearest, sums)
+
+
+def log_sum_exp(partial: BankPartial, sigmas):
+    """logsumexp_j(-D_ij / (2 sigma^2)) for every sigma and query, shape (S, n)."""
+    xp = _namespace(partial.shifted_sums)
+    scales = half_inverse_variances(sigmas, partial.shifted_sums)
+    return -partial.min_sq_distance * scales + xp.log(partial.shifted_sums)

@@ -1,0 +1,80 @@
+"""Generators in and samples out: load a checkpoint or shipped generator, draw samples, read sample files."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import atomic
+from .errors import GanbenchError
+from .models import Generator, sample_noise
+
+SHIPPED_GENERATOR = Path(__file__).resolve().parent.parent / "results" / "generator.pt"
+
+
+def load_generator(path: str | Path, device="cpu") -> tuple[Generator, dict]:
+    """A generator from a training checkpoint or an exported ``generator.pt``, with its metadata."""
+    path = Path(path)
+    if not path.exists():
+        raise GanbenchError(f"no generator checkpoint at {path}; train one with `ganbench train` "
+                            "or pass the path of an existing checkpoint")
+    try:
+        payload = torch.load(path, map_location=device, weights_only=True)
+        generator = Generator().to(device)
+        generator.load_state_dict(payload["generator"])
+    except (RuntimeError, KeyError, TypeError, EOFError, ValueError, OSError) as error:
+        raise GanbenchError(f"{path} is not a readable ganbench generator ({type(error).__name__}); "
+                            "re-export it or point to another checkpoint") from None
+    generator.eval()
+    metadata = {key: value for key, value in payload.items()
+                if key in ("config", "epochs_done", "updates_done")}
+    return generator, metadata
+
+
+def export_generator(checkpoint: str | Path, out: str | Path) -> Path:
+    """Write only G's float32 weights and the run's config (about 10 MB) for shipping."""
+    payload = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    slim = {"generator": {k: v.float() for k, v in payload["generator"].items()},
+            "config": payload["config"], "epochs_done": payload["epochs_done"],
+            "updates_done": payload["updates_done"]}
+    buffer = io.BytesIO()
+    torch.save(slim, buffer)
+    return atomic.write_bytes(out, buffer.getvalue())
+
+
+@torch.no_grad()
+def generate(generator: Generator, count: int, seed: int, device="cpu", batch_size: int = 10_000) -> np.ndarray:
+    """``count`` float32 samples (count, 784) from G with their own seeded RNG (never the training RNG)."""
+    if count < 1:
+        raise GanbenchError(f"sample count must be >= 1, got {count}")
+    generator.eval()
+    rng = torch.Generator().manual_seed(seed)
+    chunks = [generator(sample_noise(min(batch_size, count - start), rng).to(device)).float().cpu()
+              for start in range(0, count, batch_size)]
+    return torch.cat(chunks).numpy()
+
+
+def save_samples(path: str | Path, samples: np.ndarray) -> Path:
+    def write(temporary: Path) -> None:
+        with open(temporary, "wb") as handle:
+            np.save(handle, samples)
+
+    return atomic.write_with(path, write)
+
+
+def load_samples(path: str | Path) -> np.ndarray:
+    """A 2-D float array from ``.npy``; images (N, H, W) are flattened to (N, H*W)."""
+    path = Path(path)
+    if not path.exists():
+        raise GanbenchError(f"samples file {path} does not exist; write one with `ganbench sample`")
+    try:
+        samples = np.load(path, allow_pickle=False, mmap_mode="r")
+    except (ValueError, OSError, EOFError) as error:
+        raise GanbenchError(f"{path} is not a readable .npy array ({error}); save samples with numpy.save") from None
+    if samples.ndim == 3:
+        samples = samples.reshape(len(samples), -1)
+    if samples.ndim != 2:
+        raise GanbenchError(f"{path} has shape {samples.shape}; expected (count, dimension) or (count, height, width)")
+    return np.asarray(samples)

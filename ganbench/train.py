@@ -1,0 +1,261 @@
+"""Algorithm 1 of the paper with the authors' MNIST optimiser, resumable to the bit.
+
+One iteration: k discriminator steps, then one generator step. With k = 1 (the
+paper's choice) D and G are updated from the same minibatch and the same forward
+pass of the dropped-out D, as the authors' AdversaryCost2 does. The generator
+maximises log D(G(z)) (the non-saturating loss, end of Section 3) unless
+``generator_loss="minimax"``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from . import atomic, parzen
+from .errors import GanbenchError
+from .models import Discriminator, Generator, sample_noise
+from .sampling import generate
+
+CHECKPOINT_NAME = "checkpoint.pt"
+LOG_NAME = "train_log.csv"
+GENERATOR_LOSSES = ("non-saturating", "minimax")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 100                  # the paper gives no stopping rule (PAPER.md)
+    batch_size: int = 100              # mnist.yaml batch_size
+    learning_rate: float = 0.1         # mnist.yaml learning_rate
+    lr_decay: float = 1.000004         # ExponentialDecay: lr / 1.000004 after every update
+    min_lr: float = 1e-6               # ExponentialDecay min_lr
+    initial_momentum: float = 0.5      # Momentum init_momentum
+    final_momentum: float = 0.7        # MomentumAdjustor final_momentum
+    momentum_start_epoch: int = 1      # MomentumAdjustor start
+    momentum_saturate_epoch: int = 250  # MomentumAdjustor saturate
+    discriminator_steps: int = 1       # k of Algorithm 1; the paper used k = 1
+    generator_loss: str = "non-saturating"  # end of Section 3; "minimax" is Eq. 1 as written
+    seed: int = 0
+    train_subset: int | None = None    # first N training images (tests); None = all 50,000
+    monitor_bank: int = 10_000         # samples in the per-epoch Parzen monitor bank
+    monitor_valid: int = 1_000         # first 1,000 validation images, as parzen_ll.py
+    monitor_sigma: float = 0.2         # fixed width for the monitor (inside the paper's grid)
+
+    def validate(self) -> None:
+        checks = [
+            (self.epochs >= 1, "epochs must be >= 1"),
+            (self.batch_size >= 1, "batch_size must be >= 1"),
+            (self.learning_rate > 0, "learning_rate must be > 0"),
+            (self.lr_decay >= 1, "lr_decay must be >= 1 (the rate is divided by it)"),
+            (self.min_lr >= 0, "min_lr must be >= 0"),
+            (0 <= self.initial_momentum < 1 and 0 <= self.final_momentum < 1, "momentum must be in [0, 1)"),
+            (self.momentum_saturate_epoch > self.momentum_start_epoch, "momentum_saturate_epoch must exceed its start"),
+            (self.discriminator_steps >= 1, "discriminator_steps (k) must be >= 1"),
+            (self.generator_loss in GENERATOR_LOSSES, f"generator_loss must be one of {GENERATOR_LOSSES}"),
+            (self.train_subset is None or self.train_subset >= self.batch_size,
+             "train_subset must hold at least one batch"),
+            (self.monitor_bank >= 1 and self.monitor_valid >= 1, "monitor sizes must be >= 1"),
+            (self.monitor_sigma > 0, "monitor_sigma must be > 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise GanbenchError(f"bad training config: {message}")
+
+
+def learning_rate_at(config: TrainConfig, updates_done: int) -> float:
+    """pylearn2 ExponentialDecay: base / decay^t, floored at min_lr."""
+    return max(config.min_lr, config.learning_rate / config.lr_decay ** updates_done)
+
+
+def momentum_at(config: TrainConfig, epochs_done: int) -> float:
+    """pylearn2 MomentumAdjustor: linear from the initial value at ``start`` to the final at ``saturate``."""
+    span = config.momentum_saturate_epoch - config.momentum_start_epoch
+    progress = min(max((epochs_done - config.momentum_start_epoch) / span, 0.0), 1.0)
+    return config.initial_momentum + (config.final_momentum - config.initial_momentum) * progress
+
+
+class MomentumSGD:
+    """The authors' rule: inc = momentum * inc - lr * grad; param += inc."""
+
+    def __init__(self, parameters):
+        self.parameters = list(parameters)
+        self.increments = [torch.zeros_like(p) for p in self.parameters]
+
+    @torch.no_grad()
+    def step(self, learning_rate: float, momentum: float) -> None:
+        for parameter, increment in zip(self.parameters, self.increments):
+            increment.mul_(momentum).add_(parameter.grad, alpha=-learning_rate)
+            parameter.add_(increment)
+
+    def state_dict(self):
+        return [increment.clone() for increment in self.increments]
+
+    def load_state_dict(self, increments):
+        for mine, saved in zip(self.increments, increments):
+            mine.copy_(saved)
+
+
+@dataclass
+class TrainState:
+    generator: Generator
+    discriminator: Discriminator
+    generator_optimizer: MomentumSGD
+    discriminator_optimizer: MomentumSGD
+    data_rng: torch.Generator      # minibatch order and noise
+    epochs_done: int = 0
+    updates_done: int = 0
+    log: list = dataclasses.field(default_factory=list)
+
+
+def _discriminator_loss(real_logits, fake_logits):
+    # 0.5 * (BCE(D(x), 1) + BCE(D(G(z)), 0)), on logits for stability.
+    return 0.5 * (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
+                  + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
+
+
+def _generator_loss(fake_logits, kind: str):
+    if kind == "non-saturating":  # maximise log D(G(z))
+        return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
+    return -F.softplus(fake_logits).mean()  # minimise log(1 - D(G(z))) = -softplus(logit)
+
+
+def new_state(config: TrainConfig, train_images: np.ndarray, device: torch.device) -> TrainState:
+    torch.manual_seed(config.seed)  # weights and dropout
+    generator, discriminator = Generator(), Discriminator()
+    generator.init_output_bias(train_images.mean(axis=0))
+    generator.to(device)
+    discriminator.to(device)
+    data_rng = torch.Generator().manual_seed(config.seed + 1)
+    return TrainState(generator, discriminator, MomentumSGD(generator.parameters()),
+                      MomentumSGD(discriminator.parameters()), data_rng)
+
+
+def train_epoch(state: TrainState, config: TrainConfig, images: torch.Tensor, progress: bool = True) -> dict:
+    """One pass over the training images (Algorithm 1, k D steps per G step)."""
+    generator, discriminator = state.generator, state.discriminator
+    generator.train()
+    discriminator.train()
+    momentum = momentum_at(config, state.epochs_done)
+    order = torch.randperm(len(images), generator=state.data_rng)
+    batches = [order[i:i + config.batch_size] for i in range(0, len(order) - config.batch_size + 1, config.batch_size)]
+    d_losses, g_losses = [], []
+    bar = tqdm(batches, desc=f"epoch {state.epochs_done + 1}", disable=not progress, leave=False)
+    for batch_number, batch in enumerate(bar):
+        real = images[batch]
+        noise = sample_noise(len(batch), state.data_rng).to(images.device)
+        fake = generator(noise)
+        real_logits = discriminator(real)
+        fake_logits = discriminator(fake)
+        d_loss = _discriminator_loss(real_logits, fake_logits)
+        learning_rate = learning_rate_at(config, state.updates_done)
+        generator_turn = (batch_number + 1) % config.discriminator_steps == 0
+        d_grads = torch.autograd.grad(d_loss, list(discriminator.parameters()), retain_graph=generator_turn)
+        if generator_turn:  # the same forward pass gives G's gradient (AdversaryCost2)
+            g_loss = _generator_loss(fake_logits, config.generator_loss)
+            g_grads = torch.autograd.grad(g_loss, list(generator.parameters()))
+            for parameter, grad in zip(generator.parameters(), g_grads):
+                parameter.grad = grad
+            state.generator_optimizer.step(learning_rate, momentum)
+            g_losses.append(g_loss.item())
+        for parameter, grad in zip(discriminator.parameters(), d_grads):
+            parameter.grad = grad
+        state.discriminator_optimizer.step(learning_rate, momentum)
+        state.updates_done += 1
+        d_losses.append(d_loss.item())
+        if batch_number % 50 == 0:
+            bar.set_postfix(d_loss=f"{d_losses[-1]:.3f}", g_loss=f"{g_losses[-1] if g_losses else float('nan'):.3f}")
+    state.epochs_done += 1
+    return {"d_loss": float(np.mean(d_losses)), "g_loss": float(np.mean(g_losses)) if g_losses else float("nan"),
+            "learning_rate": learning_rate, "momentum": momentum}
+
+
+def parzen_monitor(state: TrainState, config: TrainConfig, valid_images: np.ndarray, device) -> float:
+    bank = generate(state.generator, config.monitor_bank, seed=config.seed + 2, device=device)
+    scores = parzen.log_likelihood(valid_images[:config.monitor_valid], bank, [config.monitor_sigma],
+                                   backend="torch", device=device)
+    return float(scores.mean())
+
+
+def save_checkpoint(path: Path, state: TrainState, config: TrainConfig) -> None:
+    payload = {
+        "config": dataclasses.asdict(config),
+        "generator": state.generator.state_dict(),
+        "discriminator": state.discriminator.state_dict(),
+        "generator_optimizer": state.generator_optimizer.state_dict(),
+        "discriminator_optimizer": state.discriminator_optimizer.state_dict(),
+        "data_rng": state.data_rng.get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "epochs_done": state.epochs_done,
+        "updates_done": state.updates_done,
+        "log": state.log,
+    }
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    atomic.write_bytes(path, buffer.getvalue())
+
+
+def load_checkpoint(path: Path, train_images: np.ndarray, device: torch.device) -> tuple[TrainState, TrainConfig]:
+    if not path.exists():
+        raise GanbenchError(f"no checkpoint at {path}; drop --resume to start a new run there")
+    try:
+        payload = torch.load(path, map_location=device, weights_only=True)
+        config = TrainConfig(**payload["config"])
+        state = new_state(config, train_images, device)
+        state.generator.load_state_dict(payload["generator"])
+        state.discriminator.load_state_dict(payload["discriminator"])
+        state.generator_optimizer.load_state_dict(payload["generator_optimizer"])
+        state.discriminator_optimizer.load_state_dict(payload["discriminator_optimizer"])
+        state.data_rng.set_state(payload["data_rng"])
+        torch.set_rng_state(payload["torch_rng"])
+        if payload["cuda_rng"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(payload["cuda_rng"])
+        state.epochs_done, state.updates_done = payload["epochs_done"], payload["updates_done"]
+        state.log = list(payload["log"])
+    except (RuntimeError, KeyError, TypeError, EOFError, ValueError) as error:
+        raise GanbenchError(f"{path} is not a readable ganbench checkpoint ({type(error).__name__}); "
+                            "delete it to start over, or point --out at another run") from None
+    return state, config
+
+
+def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False, device="cpu",
+          data=None, progress: bool = True) -> TrainState:
+    """Train (or continue) a run in ``out_dir``: a checkpoint and the log are written after every epoch."""
+    from .data import load_mnist
+
+    out_dir = Path(out_dir)
+    device = torch.device(device)
+    data = data if data is not None else load_mnist()
+    checkpoint_path = out_dir / CHECKPOINT_NAME
+    if resume:
+        state, stored = load_checkpoint(checkpoint_path, data.train_x, device)
+        config = dataclasses.replace(stored, epochs=config.epochs)  # only the length may change
+    else:
+        if checkpoint_path.exists():
+            raise GanbenchError(f"{checkpoint_path} exists; add --resume to continue it, or choose another --out")
+        state = None
+    config.validate()
+    train_images = data.train_x[:config.train_subset] if config.train_subset else data.train_x
+    if state is None:
+        state = new_state(config, train_images, device)
+    images = torch.from_numpy(train_images).to(device)
+    while state.epochs_done < config.epochs:
+        started = time.perf_counter()
+        row = {"epoch": state.epochs_done + 1, **train_epoch(state, config, images, progress)}
+        row["seconds"] = time.perf_counter() - started
+        row["parzen_valid"] = parzen_monitor(state, config, data.valid_x, device)
+        state.log.append(row)
+        save_checkpoint(checkpoint_path, state, config)
+        atomic.write_text(out_dir / LOG_NAME, pd.DataFrame(state.log).to_csv(index=False))
+        if progress:
+            tqdm.write(f"epoch {row['epoch']}: d_loss {row['d_loss']:.4f} g_loss {row['g_loss']:.4f} "
+                       f"parzen@{config.monitor_sigma} {row['parzen_valid']:.1f} ({row['seconds']:.0f}s)")
+    return state

@@ -1,0 +1,1 @@
+"""Triton kernels of ganbench, shipped as ``ganbench.kernels`` (see pyproject's package-dir)."""

@@ -1,0 +1,132 @@
+"""The fused Triton kernel, run on the CPU by Triton's interpreter (TRITON_INTERPRET=1, conftest.py).
+
+Tolerances: the interpreter's tl.dot is a float32 product with float32 accumulation
+whatever ``input_precision`` says, so the float32 bound of tolerances.py applies. On a
+GPU, tf32x3 splits each operand into two tf32 parts and keeps three products: its error is
+within a small multiple of float32's (benchmarks/gpu_check.py measures it there).
+"""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from ganbench import parzen
+from ganbench.errors import GanbenchError
+from ganbench.kernels import parzen_lse
+from tolerances import float32_distance_bound, float32_log_likelihood_bound
+
+BLOCK_N = parzen_lse.INTERPRETER_BLOCKS["BLOCK_N"]
+
+
+def check_against_reference(x, bank, sigmas, **kernel_options):
+    reference = parzen.parzen_pass(x, bank, sigmas, backend="reference")
+    kernel = parzen_lse.parzen_pass_triton(torch.as_tensor(x), torch.as_tensor(bank), sigmas,
+                                           device=torch.device("cpu"), **kernel_options)
+    if len(sigmas):
+        bound = float32_log_likelihood_bound(x, bank, sigmas)
+        assert np.all(np.abs(kernel.log_sum_exp - reference.log_sum_exp) <= bound)
+    assert np.all(np.abs(kernel.min_sq_distance - reference.min_sq_distance) <= float32_distance_bound(x, bank))
+    # Nearest index: equal, or a float32 near-tie (the two distances within the bound).
+    for i in np.flatnonzero(kernel.nearest_index != reference.nearest_index):
+        exact = ((np.asarray(x[i], np.float64) - np.asarray(bank, np.float64)[kernel.nearest_index[i]]) ** 2).sum()
+        assert exact - reference.min_sq_distance[i] <= 2 * float32_distance_bound(x, bank)
+    return kernel, reference
+
+
+@pytest.mark.parametrize("n, m, d", [
+    (1, 1, 1),
+    (1, 5, 3),
+    (3, 1, 7),
+    (5, 17, 1),
+    (7, 3 * BLOCK_N + 1, 785),   # d past a multiple of BLOCK_K, m one past a block
+    (BLOCK_N + 3, 2 * BLOCK_N - 1, 33),
+])
+def test_matches_float64_reference_at_odd_sizes(n, m, d, rng):
+    x, bank = rng.random((n, d)), rng.random((m, d))
+    check_against_reference(x, bank, np.logspace(-1, 0, 10))
+
+
+@pytest.mark.parametrize("count", [1, 10, 32])
+def test_sigma_grids_of_1_10_and_32(count, rng):
+    x, bank = rng.random((9, 20)), rng.random((40, 20))
+    check_against_reference(x, bank, np.logspace(-1.5, 0.5, count))
+
+
+def test_more_than_32_sigmas_run_in_several_passes(rng):
+    x, bank = rng.random((4, 6)), rng.random((20, 6))
+    kernel, _ = check_against_reference(x, bank, np.logspace(-1, 0, 40))
+    assert kernel.log_sum_exp.shape == (40, 4)
+
+
+def test_very_small_sigma_where_every_unshifted_term_underflows(rng):
+    x, bank = rng.random((5, 30)), rng.random((25, 30))
+    # D ~ 5, sigma = 1e-3: exp(-D / 2e-6) is 0 in float32 and float64; only the shift keeps it finite.
+    kernel, reference = check_against_reference(x, bank, [1e-3, 3e-3])
+    assert np.all(np.isfinite(kernel.log_sum_exp))
+
+
+def test_nearest_ties_go_to_the_lowest_index_within_and_across_blocks_and_splits(rng):
+    bank = rng.random((5 * BLOCK_N + 2, 12)).astype(np.float32)
+    bank[2 * BLOCK_N + 1] = bank[4]       # another block
+    bank[4 * BLOCK_N + 1] = bank[4]       # another split below
+    bank[5] = bank[4]                     # same block
+    x = bank[[4, 2 * BLOCK_N + 1, 6]]
+    for rows_per_split in (None, 2 * BLOCK_N):
+        kernel, reference = check_against_reference(x, bank, [0.2], rows_per_split=rows_per_split)
+        np.testing.assert_array_equal(kernel.nearest_index, [4, 4, 6])
+        np.testing.assert_array_equal(reference.nearest_index, [4, 4, 6])
+
+
+@pytest.mark.parametrize("rows_per_split", [BLOCK_N, 2 * BLOCK_N, 3 * BLOCK_N])
+def test_split_bank_path_merges_exactly(rows_per_split, rng):
+    x, bank = rng.random((6, 40)), rng.random((7 * BLOCK_N + 5, 40))
+    sigmas = [0.1, 0.3, 1.0]
+    split, _ = check_against_reference(x, bank, sigmas, rows_per_split=rows_per_split)
+    whole, _ = check_against_reference(x, bank, sigmas)
+    # The same float32 tiles, merged in float64: splitting moves only the last digits.
+    np.testing.assert_allclose(split.log_sum_exp, whole.log_sum_exp, rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(split.nearest_index, whole.nearest_index)
+
+
+def test_nearest_only_pass(rng):
+    x, bank = rng.random((3, 5)), rng.random((9, 5))
+    kernel, reference = check_against_reference(x, bank, [])
+    assert kernel.log_sum_exp.shape == (0, 3)
+
+
+def test_backend_routes_to_the_kernel_on_cpu(rng):
+    x, bank = rng.random((4, 9)), rng.random((20, 9))
+    sigmas = [0.2, 0.9]
+    got = parzen.log_likelihood(x, bank, sigmas, backend="triton", device="cpu")
+    reference = parzen.log_likelihood(x, bank, sigmas, backend="reference")
+    assert np.all(np.abs(got - reference) <= float32_log_likelihood_bound(x, bank, sigmas))
+
+
+def test_real_mnist_through_the_kernel(mnist):
+    x, bank = mnist.test_x[:20], mnist.train_x[:3 * BLOCK_N + 1]
+    check_against_reference(x, bank, np.logspace(-1, 0, 10))
+
+
+def test_launcher_rejects_bad_arguments():
+    query, bank = torch.zeros(3, 4), torch.zeros(5, 4)
+    norms_q, norms_b = torch.zeros(3), torch.zeros(5)
+    with pytest.raises(GanbenchError, match="float32"):
+        parzen_lse.parzen_lse_launch(query.double(), bank, norms_q, norms_b, [1.0])
+    with pytest.raises(GanbenchError, match="must be"):
+        parzen_lse.parzen_lse_launch(query, torch.zeros(5, 3), norms_q, norms_b, [1.0])
+    with pytest.raises(GanbenchError, match="1 to 32"):
+        parzen_lse.parzen_lse_launch(query, bank, norms_q, norms_b, np.ones(33))
+    with pytest.raises(GanbenchError, match="precision"):
+        parzen_lse.parzen_lse_launch(query, bank, norms_q, norms_b, [1.0], precision="fp8")
+
+
+def test_without_interpreter_the_cpu_gets_a_clear_error():
+    environment = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    code = ("import numpy as np; from ganbench import parzen\n"
+            "parzen.log_likelihood(np.ones((2, 3)), np.ones((4, 3)), [1.0], backend='triton', device='cpu')")
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment)
+    assert completed.returncode != 0
+    assert "needs a CUDA GPU" in completed.stderr and "TRITON_INTERPRET=1" in completed.stderr

@@ -1,0 +1,138 @@
+"""The Parzen scorer: closed forms, the float64 reference, the torch backend, bad input."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.special import logsumexp
+from scipy.stats import multivariate_normal
+
+from ganbench import parzen, protocol
+from ganbench.errors import GanbenchError
+from tolerances import float32_log_likelihood_bound
+
+
+def direct_log_likelihood(x, bank, sigmas):
+    """The estimator written out literally (Section 5), float64, no blocking, no expansion."""
+    distances = ((x[:, None, :] - bank[None, :, :]) ** 2).sum(-1)
+    d = x.shape[1]
+    return np.stack([logsumexp(-distances / (2 * s * s), axis=1) - math.log(len(bank))
+                     - d * math.log(s * math.sqrt(2 * math.pi)) for s in sigmas])
+
+
+@pytest.mark.parametrize("backend", ["reference", "torch"])
+def test_one_point_bank_is_a_gaussian_density(backend, rng):
+    centre = rng.normal(size=(1, 3))
+    x = rng.normal(size=(20, 3))
+    for sigma in (0.3, 1.7):
+        expected = multivariate_normal(mean=centre[0], cov=sigma**2 * np.eye(3)).logpdf(x)
+        got = parzen.log_likelihood(x, centre, [sigma], backend=backend)[0]
+        # float32 torch path: distances ~10 off by ~1e-6 relative, divided by 2 sigma^2.
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12 if backend == "reference" else 1e-4)
+
+
+def test_reference_matches_the_literal_formula_at_odd_block_sizes(rng):
+    x, bank = rng.random((37, 11)), rng.random((53, 11))
+    sigmas = [0.05, 0.2, 1.0]
+    expected = direct_log_likelihood(x, bank, sigmas)
+    for query_block, bank_block in ((1, 1), (7, 10), (64, 64)):
+        got = parzen.log_likelihood(x, bank, sigmas, backend="reference", query_block=query_block, bank_block=bank_block)
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-10)
+
+
+def test_reference_survives_sigmas_where_every_term_underflows(rng):
+    x, bank = rng.random((5, 20)), rng.random((30, 20))
+    got = parzen.log_likelihood(x, bank, [1e-3], backend="reference")
+    # exp(-D / 2e-6) is 0 in float64 for D ~ 3; the shifted sum keeps it exact.
+    np.testing.assert_allclose(got, direct_log_likelihood(x, bank, [1e-3]), rtol=1e-12)
+    assert np.all(np.isfinite(got))
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1), (33, 70, 785), (100, 2049, 20)])
+def test_torch_backend_within_derived_float32_bound(shape, rng):
+    n, m, d = shape
+    x, bank = rng.random((n, d)), rng.random((m, d))
+    sigmas = np.logspace(-1, 0, 10)
+    reference = parzen.log_likelihood(x, bank, sigmas, backend="reference")
+    fast = parzen.log_likelihood(x, bank, sigmas, backend="torch", device="cpu", query_block=32, bank_block=1000)
+    bound = float32_log_likelihood_bound(x, bank, sigmas)
+    assert np.all(np.abs(fast - reference) <= bound)
+
+
+def test_torch_backend_blocks_do_not_change_the_answer(rng):
+    x, bank = rng.random((50, 30)), rng.random((300, 30))
+    sigmas = [0.1, 0.5]
+    one = parzen.parzen_pass(x, bank, sigmas, backend="torch", query_block=50, bank_block=300)
+    many = parzen.parzen_pass(x, bank, sigmas, backend="torch", query_block=7, bank_block=13)
+    np.testing.assert_allclose(one.log_sum_exp, many.log_sum_exp, rtol=0, atol=1e-4)
+    np.testing.assert_array_equal(one.nearest_index, many.nearest_index)
+
+
+def test_nearest_neighbour_ties_go_to_the_lowest_index(rng):
+    bank = rng.random((40, 6))
+    bank[29] = bank[3]  # an exact duplicate in another block
+    x = bank[[3]]
+    for backend in ("reference", "torch"):
+        result = parzen.parzen_pass(x, bank, [], backend=backend, bank_block=8)
+        assert result.nearest_index[0] == 3
+        assert result.min_sq_distance[0] <= 1e-6
+
+
+def test_accepts_torch_tensors_and_integer_images(rng):
+    x = rng.integers(0, 256, size=(4, 9))
+    bank = torch.from_numpy(rng.random((12, 9)) * 255)
+    got = parzen.log_likelihood(x, bank, [50.0], backend="reference")
+    assert got.shape == (1, 4) and got.dtype == np.float64
+
+
+@pytest.mark.parametrize("x, bank, sigmas, message", [
+    (np.full((2, 3), np.nan), np.ones((4, 3)), [0.1], "NaN or inf"),
+    (np.ones((2, 3)), np.full((4, 3), np.inf), [0.1], "NaN or inf"),
+    (np.ones((2, 3)), np.ones((4, 5)), [0.1], "dimension"),
+    (np.ones(3), np.ones((4, 3)), [0.1], "2-D"),
+    (np.ones((0, 3)), np.ones((4, 3)), [0.1], "empty"),
+    (np.ones((2, 3)), np.ones((0, 3)), [0.1], "empty"),
+    (np.ones((2, 3)), np.ones((4, 3)), [0.0], "> 0"),
+    (np.ones((2, 3)), np.ones((4, 3)), [-1.0], "> 0"),
+    (np.ones((2, 3)), np.ones((4, 3)), [], "non-empty"),
+    (np.ones((2, 3)), np.ones((4, 3)), [np.nan], "finite"),
+])
+def test_bad_input_is_a_clear_error(x, bank, sigmas, message):
+    with pytest.raises(GanbenchError, match=message):
+        parzen.log_likelihood(x, bank, sigmas, backend="torch")
+
+
+def test_unknown_backend_and_device():
+    with pytest.raises(GanbenchError, match="unknown backend"):
+        parzen.log_likelihood(np.ones((1, 2)), np.ones((1, 2)), [1.0], backend="gpu")
+    with pytest.raises(GanbenchError, match="unknown device"):
+        parzen.log_likelihood(np.ones((1, 2)), np.ones((1, 2)), [1.0], backend="torch", device="tpu:x")
+
+
+def test_standard_error_uses_ddof_zero():
+    values = np.array([1.0, 2.0, 4.0, 7.0])
+    mean, error = protocol.mean_and_standard_error(values)
+    assert mean == 3.5
+    assert error == pytest.approx(np.std(values, ddof=0) / 2.0, rel=1e-15)
+
+
+def test_protocol_selects_the_best_validation_sigma(rng):
+    bank = rng.random((200, 8))
+    valid, test = rng.random((50, 8)), rng.random((60, 8))
+    score = protocol.evaluate(bank, valid, test, "paper", backend="reference")
+    means = score.valid_means
+    assert score.sigma == max(means, key=means.get)
+    assert len(means) == 10 and score.n_test == 60 and score.n_bank == 200
+    expected = parzen.log_likelihood(test, bank, [score.sigma], backend="reference")[0]
+    assert score.mean == pytest.approx(expected.mean(), abs=1e-9)
+
+
+def test_real_mnist_training_images_torch_matches_reference(mnist):
+    """MNIST scale: 300 test images against 2,000 training images over the paper's grid."""
+    x, bank = mnist.test_x[:300], mnist.train_x[:2000]
+    sigmas = protocol.PROTOCOLS["paper"].sigma_grid
+    reference = parzen.log_likelihood(x, bank, sigmas, backend="reference")
+    fast = parzen.log_likelihood(x, bank, sigmas, backend="torch", device="cpu")
+    assert np.all(np.abs(fast - reference) <= float32_log_likelihood_bound(x, bank, sigmas))
+    # Measured here: the real float32 error is far inside the worst-case bound.
+    assert np.abs(fast - reference).max() < 0.05
