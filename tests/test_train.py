@@ -1,0 +1,132 @@
+"""The GAN core: models, schedules, Algorithm 1, checkpoints and exact resume."""
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from ganbench import models, sampling
+from ganbench.errors import GanbenchError
+from ganbench.train import TrainConfig, learning_rate_at, load_checkpoint, momentum_at, train
+
+
+def test_generator_and_discriminator_shapes_and_ranges():
+    torch.manual_seed(0)
+    generator, discriminator = models.Generator(), models.Discriminator()
+    noise = models.sample_noise(7, torch.Generator().manual_seed(0))
+    assert noise.shape == (7, 100) and noise.abs().max() <= math.sqrt(3)
+    images = generator(noise)
+    assert images.shape == (7, 784) and images.min() > 0 and images.max() < 1
+    assert discriminator(images).shape == (7,)
+    for layer in (generator.net[0], generator.net[2], generator.net[4]):
+        assert layer.weight.abs().max() <= 0.05
+    assert discriminator.net[1].linear.weight.abs().max() <= 0.005
+
+
+def test_output_bias_is_the_logit_of_pixel_means():
+    generator = models.Generator()
+    means = np.array([0.0, 0.25, 1.0] + [0.5] * 781)
+    generator.init_output_bias(means)
+    bias = generator.net[-1].bias.detach().double().numpy()
+    assert bias[1] == pytest.approx(math.log(0.25 / 0.75), abs=1e-6)
+    assert bias[0] == pytest.approx(math.log(1e-7 / (1 - 1e-7)), rel=1e-5)  # clipped away from 0
+
+
+def test_dropout_keeps_and_scales_as_the_authors_config():
+    torch.manual_seed(0)
+    discriminator = models.Discriminator().train()
+    ones = torch.ones(2000, 784)
+    image_dropout, hidden_dropout = discriminator.net[0], discriminator.net[2]
+    dropped = image_dropout(ones)
+    assert set(torch.unique(dropped).tolist()) == {0.0, 1.25}   # keep 0.8, scale 1/0.8
+    assert dropped.ne(0).float().mean().item() == pytest.approx(0.8, abs=0.01)
+    assert set(torch.unique(hidden_dropout(ones)).tolist()) == {0.0, 2.0}  # keep 0.5, scale 2
+    discriminator.eval()
+    assert torch.equal(image_dropout(ones), ones)
+
+
+def test_learning_rate_and_momentum_schedules():
+    config = TrainConfig()
+    assert learning_rate_at(config, 0) == 0.1
+    assert learning_rate_at(config, 1_000_000) == pytest.approx(0.1 / 1.000004 ** 1_000_000)
+    assert learning_rate_at(config, 10_000_000) == 1e-6  # the floor
+    assert momentum_at(config, 0) == 0.5 and momentum_at(config, 1) == 0.5
+    assert momentum_at(config, 125) == pytest.approx(0.5 + 0.2 * 124 / 249)
+    assert momentum_at(config, 250) == pytest.approx(0.7) and momentum_at(config, 400) == pytest.approx(0.7)
+
+
+def small_config(**changes):
+    base = dict(epochs=2, train_subset=300, monitor_bank=200, monitor_valid=50, seed=3)
+    base.update(changes)
+    return TrainConfig(**base)
+
+
+def test_two_epochs_give_finite_losses_a_checkpoint_and_a_log(mnist, tmp_path):
+    state = train(small_config(), tmp_path, data=mnist, progress=False)
+    assert state.epochs_done == 2 and state.updates_done == 6
+    assert all(np.isfinite([row["d_loss"], row["g_loss"], row["parzen_valid"]]).all() for row in state.log)
+    assert (tmp_path / "checkpoint.pt").exists()
+    assert len((tmp_path / "train_log.csv").read_text().strip().splitlines()) == 3
+
+
+def test_resume_equals_an_uninterrupted_run_bit_for_bit(mnist, tmp_path):
+    whole = train(small_config(epochs=3), tmp_path / "whole", data=mnist, progress=False)
+    train(small_config(epochs=1), tmp_path / "parts", data=mnist, progress=False)
+    resumed = train(small_config(epochs=3), tmp_path / "parts", resume=True, data=mnist, progress=False)
+    for a, b in zip(whole.generator.state_dict().values(), resumed.generator.state_dict().values()):
+        assert torch.equal(a, b)
+    for a, b in zip(whole.discriminator.state_dict().values(), resumed.discriminator.state_dict().values()):
+        assert torch.equal(a, b)
+    assert [r["d_loss"] for r in whole.log] == [r["d_loss"] for r in resumed.log]
+
+
+def test_a_killed_process_resumes_to_the_same_weights(mnist, tmp_path):
+    command = [sys.executable, "-m", "ganbench", "train", "--train-subset", "300", "--seed", "5"]
+    subprocess.run(command + ["--epochs", "3", "--out", str(tmp_path / "whole")], check=True, capture_output=True)
+    victim = subprocess.Popen(command + ["--epochs", "1000", "--out", str(tmp_path / "killed")],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = tmp_path / "killed" / "checkpoint.pt"
+    deadline = time.time() + 120
+    while not checkpoint.exists() and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(0.5)
+    os.kill(victim.pid, signal.SIGKILL)  # no chance to clean up: only the atomic checkpoint survives
+    victim.wait()
+    state, _ = load_checkpoint(checkpoint, mnist.train_x, torch.device("cpu"))
+    assert 1 <= state.epochs_done < 3, "the run went too fast to be killed mid-way"
+    subprocess.run(command + ["--epochs", "3", "--resume", "--out", str(tmp_path / "killed")], check=True,
+                   capture_output=True)
+    whole, _ = sampling.load_generator(tmp_path / "whole" / "checkpoint.pt")
+    resumed, _ = sampling.load_generator(checkpoint)
+    for a, b in zip(whole.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"learning_rate": -0.1}, "learning_rate"),
+    ({"discriminator_steps": 0}, "discriminator_steps"),
+    ({"generator_loss": "wasserstein"}, "generator_loss"),
+    ({"epochs": 0}, "epochs"),
+])
+def test_bad_config_is_a_clear_error(changes, message, mnist, tmp_path):
+    with pytest.raises(GanbenchError, match=message):
+        train(small_config(**changes), tmp_path, data=mnist, progress=False)
+
+
+def test_resume_without_a_checkpoint_and_overwrite_refusal(mnist, tmp_path):
+    with pytest.raises(GanbenchError, match="no checkpoint"):
+        train(small_config(), tmp_path / "empty", resume=True, data=mnist, progress=False)
+    train(small_config(epochs=1), tmp_path / "run", data=mnist, progress=False)
+    with pytest.raises(GanbenchError, match="--resume"):
+        train(small_config(epochs=1), tmp_path / "run", data=mnist, progress=False)
+
+
+def test_minimax_loss_and_k_steps_run(mnist, tmp_path):
+    state = train(small_config(epochs=1, generator_loss="minimax", discriminator_steps=2), tmp_path,
+                  data=mnist, progress=False)
+    assert np.isfinite(state.log[0]["g_loss"]) and state.updates_done == 3
