@@ -1,6 +1,8 @@
 """Input checks shared by every scorer: one clear message per mistake, never a silent wrong number."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -18,7 +20,10 @@ def as_matrix(name: str, values, *, dimension: int | None = None) -> torch.Tenso
             raise GanbenchError(f"{name} is not an array ({error})") from None
         if array.dtype.kind not in "biuf":
             raise GanbenchError(f"{name} has dtype {array.dtype}; pass real numbers")
-        tensor = torch.from_numpy(np.ascontiguousarray(array))
+        with warnings.catch_warnings():
+            # Read-only inputs (memory-mapped .npy files) are fine: ganbench never writes to them.
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            tensor = torch.from_numpy(np.ascontiguousarray(array))
     if tensor.ndim != 2:
         raise GanbenchError(f"{name} must be 2-D (count, dimension), got shape {tuple(tensor.shape)}; "
                             "flatten images to vectors first")

@@ -10,6 +10,8 @@ import numpy as np
 
 from .errors import GanbenchError
 
+SHIPPED = Path("results") / "generator.pt"
+
 
 def _add_data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", help="folder with the MNIST IDX files or mnist.pkl.gz "
@@ -55,7 +57,7 @@ def command_train(args) -> int:
     from . import data
 
     state = train(config, args.out, resume=args.resume, device=args.device or "cpu",
-                  data=data.load_mnist(args.data_dir))
+                  data=data.load_mnist(args.data_dir), max_minutes=args.max_minutes)
     last = state.log[-1] if state.log else {}
     print(json.dumps({"out": str(args.out), "epochs_done": state.epochs_done, **last}) if args.json else
           f"trained {state.epochs_done} epochs into {args.out}; last Parzen monitor {last.get('parzen_valid', float('nan')):.1f}")
@@ -84,6 +86,79 @@ def command_sample(args) -> int:
     samples = sampling.generate(generator, args.count, args.seed, device=args.device or "cpu")
     sampling.save_samples(args.out, samples)
     print(f"wrote {args.count} samples to {args.out}", file=sys.stderr)
+    return 0
+
+
+def command_reproduce(args) -> int:
+    from . import table1
+
+    config = table1.Table1Config(generator=args.generator, seed=args.seed, protocol=args.protocol,
+                                 backend=args.backend, device=args.device, data_dir=args.data_dir, tfd=args.tfd)
+    if args.train:
+        from . import data
+        from .train import TrainConfig, train
+
+        run = Path(args.train_out)
+        train(TrainConfig(epochs=args.train_epochs, seed=args.seed), run, resume=(run / "checkpoint.pt").exists(),
+              device=args.device or "cpu", data=data.load_mnist(args.data_dir))
+        from . import sampling
+
+        config.generator = str(sampling.export_generator(run / "checkpoint.pt", run / "generator.pt"))
+    result = table1.reproduce(config, ["ganbench"] + sys.argv[1:])
+    table1.write_outputs(result, args.out)
+    if args.json:
+        _print_json(result)
+    else:
+        print(table1.to_markdown(result))
+        print(f"wrote {args.out}/table1.json, table1.md, table1.csv", file=sys.stderr)
+    return 0
+
+
+def command_check(args) -> int:
+    from . import table1
+
+    rows = tuple(args.rows.split(",")) if args.rows else None
+    ok, frame = table1.check(args.file, rows, backend=args.backend)
+    with_strings = frame.assign(ok=frame["ok"].map({True: "ok", False: "MOVED"}))
+    print(with_strings.to_string(index=False, float_format=lambda v: f"{v:.6g}"))
+    if not ok:
+        print("ganbench: check failed: a measured number moved beyond its tolerance (rows marked MOVED)",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def command_nn(args) -> int:
+    from . import data, memorization, sampling
+
+    mnist = data.load_mnist(args.data_dir)
+    if args.samples:
+        samples = sampling.load_samples(args.samples)
+    else:
+        generator, _ = sampling.load_generator(args.checkpoint)
+        samples = sampling.generate(generator, args.count, args.seed)
+    report = memorization.public(memorization.report(samples, mnist.split(args.reference)[0], mnist.test_x,
+                                                     backend=args.backend, device=args.device))
+    if args.json:
+        _print_json(report)
+    else:
+        print(f"nearest {args.reference} image, squared distance quantiles:")
+        for name in ("sample_to_train", "test_to_train"):
+            print(f"  {name:16s} " + "  ".join(f"{k}={v:.2f}" for k, v in report[name].items()))
+        print(f"copy rate {report['copy_rate']:.4f} (unseen data: 0.01); exact duplicates "
+              f"{report['exact_duplicate_samples']}, near duplicates {report['near_duplicate_samples']}")
+        print("most suspicious (sample, train index, distance): " + ", ".join(
+            f"({s['sample']}, {s['train_index']}, {s['sq_distance']:.2f})" for s in report["most_suspicious"][:5]))
+    return 0
+
+
+def command_figures(args) -> int:
+    from . import data, figures
+
+    paths, _ = figures.all_figures(args.generator, data.load_mnist(args.data_dir), args.out, seed=args.seed,
+                                   backend=args.backend)
+    for name, path in paths.items():
+        print(f"{name}: {path}")
     return 0
 
 
@@ -116,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     train_parser.add_argument("--train-subset", type=int, default=None, help="use only the first N training images")
     train_parser.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
     train_parser.add_argument("--device", default=None, help="cpu or cuda")
+    train_parser.add_argument("--max-minutes", type=float, default=None,
+                              help="stop after the epoch that ends past this wall-clock budget (resumable)")
     train_parser.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     _add_data_options(train_parser)
     train_parser.set_defaults(handler=command_train)
@@ -132,6 +209,48 @@ def build_parser() -> argparse.ArgumentParser:
     sample_parser.add_argument("--out", required=True, help="output .npy, (count, 784) float32")
     sample_parser.add_argument("--device", default=None, help="cpu or cuda")
     sample_parser.set_defaults(handler=command_sample)
+
+    reproduce_parser = commands.add_parser("reproduce", help="regenerate a table of the paper", formatter_class=formatter)
+    reproduce_parser.add_argument("what", choices=("table1",), help="what to reproduce")
+    reproduce_parser.add_argument("--generator", default=str(SHIPPED), help="generator to score")
+    reproduce_parser.add_argument("--seed", type=int, default=0, help="noise seed of the bank and k-means")
+    reproduce_parser.add_argument("--protocol", default="paper", choices=("paper", "full"))
+    reproduce_parser.add_argument("--tfd", default=None, help="TFD_48x48.mat, to measure the TFD column")
+    reproduce_parser.add_argument("--out", default="results", help="folder for table1.json, .md, .csv")
+    reproduce_parser.add_argument("--train", action="store_true", help="train a generator first (same config)")
+    reproduce_parser.add_argument("--train-epochs", type=int, default=300, help="epochs for --train")
+    reproduce_parser.add_argument("--train-out", default="runs/table1", help="run folder for --train")
+    reproduce_parser.add_argument("--json", action="store_true", help="print the JSON on stdout")
+    _add_backend_options(reproduce_parser)
+    _add_data_options(reproduce_parser)
+    reproduce_parser.set_defaults(handler=command_reproduce)
+
+    check_parser = commands.add_parser("check", help="recompute a table1.json and fail if a number moved",
+                                       formatter_class=formatter)
+    check_parser.add_argument("file", help="a table1.json written by `ganbench reproduce table1`")
+    check_parser.add_argument("--rows", default=None, help="comma-separated rows (ganbench,training_images,kmeans)")
+    check_parser.add_argument("--backend", default=None, help="override the stored backend")
+    check_parser.set_defaults(handler=command_check)
+
+    nn_parser = commands.add_parser("nn", help="nearest-neighbour memorisation report", formatter_class=formatter)
+    nn_parser.add_argument("--samples", default=None, help=".npy of samples (else drawn from --checkpoint)")
+    nn_parser.add_argument("--checkpoint", default=str(SHIPPED), help="generator to sample when no --samples")
+    nn_parser.add_argument("--count", type=int, default=10_000, help="samples to draw")
+    nn_parser.add_argument("--seed", type=int, default=0, help="noise seed")
+    nn_parser.add_argument("--reference", default="train", choices=("train", "valid", "test"))
+    nn_parser.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+    _add_backend_options(nn_parser)
+    _add_data_options(nn_parser)
+    nn_parser.set_defaults(handler=command_nn)
+
+    figures_parser = commands.add_parser("figures", help="Figure 2, Figure 3 and the distance histogram",
+                                         formatter_class=formatter)
+    figures_parser.add_argument("--generator", default=str(SHIPPED), help="generator to draw")
+    figures_parser.add_argument("--seed", type=int, default=0, help="noise seed")
+    figures_parser.add_argument("--out", default="results/figures", help="output folder for the PNGs")
+    figures_parser.add_argument("--backend", default="auto", choices=("auto", "reference", "torch", "triton"))
+    _add_data_options(figures_parser)
+    figures_parser.set_defaults(handler=command_figures)
     return parser
 
 

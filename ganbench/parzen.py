@@ -117,15 +117,27 @@ def _resolve_device(device, backend: str, query_tensor: torch.Tensor) -> torch.d
 
 def centre_by_bank_mean(query: torch.Tensor, bank: torch.Tensor, dtype: torch.dtype,
                         device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Subtract the bank mean (computed in float64) from both, then cast.
+    """Subtract the bank mean (accumulated in float64) from both, in the working dtype.
 
-    Distances are unchanged, but the norms in ||x||^2 + ||s||^2 - 2 x.s shrink, which
-    cuts the cancellation of the expanded form (MNIST: mean norm^2 ~100 -> ~52).
+    Distances are unchanged, but the norms in ||x||^2 + ||s||^2 - 2 x.s shrink, which cuts
+    the cancellation of the expanded form (MNIST: mean squared norm ~100 -> ~52). The same
+    rounded mean is subtracted from every point, so its rounding cancels in every distance;
+    float32 inputs are centred in float32 (no float64 copy of a large bank), float64 inputs
+    in float64 before one rounding.
     """
-    mean = bank.to(device=device, dtype=torch.float64).mean(dim=0)
-    bank_centred = (bank.to(device=device, dtype=torch.float64) - mean).to(dtype)
-    query_centred = (query.to(device=device, dtype=torch.float64) - mean).to(dtype)
-    return query_centred, bank_centred
+    bank = bank.to(device)
+    query = query.to(device)
+    mean = bank.mean(dim=0, dtype=torch.float64)
+    if bank.dtype == torch.float64 or query.dtype == torch.float64:
+        return (query.double() - mean).to(dtype), (bank.double() - mean).to(dtype)
+    mean = mean.to(dtype)
+    return query.to(dtype) - mean, bank.to(dtype) - mean
+
+
+def squared_norms(rows: torch.Tensor, chunk: int = 65_536) -> torch.Tensor:
+    """||row||^2 per row, accumulated in float64 and rounded once, in chunks (bounded memory)."""
+    pieces = [torch.sum(part * part, dim=1, dtype=torch.float64) for part in rows.split(chunk)]
+    return torch.cat(pieces).to(rows.dtype)
 
 
 def _finish(partial: partials.BankPartial, grid) -> ParzenPass:
@@ -176,8 +188,7 @@ def _torch_pass(query, bank, grid, device, query_block, bank_block) -> ParzenPas
     query_block = query_block or DEFAULTS[f"{prefix}_query_block"]
     bank_block = bank_block or DEFAULTS[f"{prefix}_bank_block"]
     # Norms summed in float64 then rounded once: the GEMM is then the only float32 error.
-    query_norms = (query32.double() ** 2).sum(1).float()
-    bank_norms = (bank32.double() ** 2).sum(1).float()
+    query_norms, bank_norms = squared_norms(query32), squared_norms(bank32)
     pieces = []
     with torch.no_grad():
         for query_start in range(0, query32.shape[0], query_block):

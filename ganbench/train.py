@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,7 +148,8 @@ def train_epoch(state: TrainState, config: TrainConfig, images: torch.Tensor, pr
     order = torch.randperm(len(images), generator=state.data_rng)
     batches = [order[i:i + config.batch_size] for i in range(0, len(order) - config.batch_size + 1, config.batch_size)]
     d_losses, g_losses = [], []
-    bar = tqdm(batches, desc=f"epoch {state.epochs_done + 1}", disable=not progress, leave=False)
+    bar = tqdm(batches, desc=f"epoch {state.epochs_done + 1}", disable=not progress, leave=False, file=sys.stderr,
+               mininterval=1.0)
     for batch_number, batch in enumerate(bar):
         real = images[batch]
         noise = sample_noise(len(batch), state.data_rng).to(images.device)
@@ -207,7 +209,8 @@ def load_checkpoint(path: Path, train_images: np.ndarray, device: torch.device) 
     if not path.exists():
         raise GanbenchError(f"no checkpoint at {path}; drop --resume to start a new run there")
     try:
-        payload = torch.load(path, map_location=device, weights_only=True)
+        # RNG states must stay CPU tensors; the models move to ``device`` in new_state.
+        payload = torch.load(path, map_location="cpu", weights_only=True)
         config = TrainConfig(**payload["config"])
         state = new_state(config, train_images, device)
         state.generator.load_state_dict(payload["generator"])
@@ -227,8 +230,13 @@ def load_checkpoint(path: Path, train_images: np.ndarray, device: torch.device) 
 
 
 def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False, device="cpu",
-          data=None, progress: bool = True) -> TrainState:
-    """Train (or continue) a run in ``out_dir``: a checkpoint and the log are written after every epoch."""
+          data=None, progress: bool = True, max_minutes: float | None = None) -> TrainState:
+    """Train (or continue) a run in ``out_dir``: a checkpoint and the log are written after every epoch.
+
+    ``max_minutes`` stops after the first epoch that ends past that wall-clock budget
+    (the run stays resumable), for machines lent for a fixed time.
+    """
+    session_start = time.perf_counter()
     from .data import load_mnist
 
     out_dir = Path(out_dir)
@@ -255,7 +263,10 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False, dev
         state.log.append(row)
         save_checkpoint(checkpoint_path, state, config)
         atomic.write_text(out_dir / LOG_NAME, pd.DataFrame(state.log).to_csv(index=False))
+        out_of_time = max_minutes is not None and time.perf_counter() - session_start > 60 * max_minutes
         if progress:
             tqdm.write(f"epoch {row['epoch']}: d_loss {row['d_loss']:.4f} g_loss {row['g_loss']:.4f} "
-                       f"parzen@{config.monitor_sigma} {row['parzen_valid']:.1f} ({row['seconds']:.0f}s)")
+                       f"parzen@{config.monitor_sigma} {row['parzen_valid']:.1f} ({row['seconds']:.0f}s)", file=sys.stderr)
+        if out_of_time:
+            break
     return state

@@ -228,14 +228,13 @@ def parzen_pass_triton(query: torch.Tensor, bank: torch.Tensor, sigmas, *, devic
                        precision: str = "tf32x3", block_n: int | None = None, rows_per_split: int | None = None,
                        block_m: int | None = None, block_k: int | None = None):
     """The ``triton`` backend of ``ganbench.parzen``: returns a ``ParzenPass`` in float64."""
-    from ganbench.parzen import ParzenPass, centre_by_bank_mean
+    from ganbench.parzen import ParzenPass, centre_by_bank_mean, squared_norms
 
     grid = np.asarray(sigmas, dtype=np.float64).reshape(-1)
     query32, bank32 = centre_by_bank_mean(query, bank, torch.float32, device)
     query32, bank32 = query32.contiguous(), bank32.contiguous()
     # Norms summed in float64 and rounded once, so the dot products are the only float32 error.
-    query_norms = (query32.double() ** 2).sum(1).float()
-    bank_norms = (bank32.double() ** 2).sum(1).float()
+    query_norms, bank_norms = squared_norms(query32), squared_norms(bank32)
     pieces = [grid[start:start + MAX_SIGMAS] for start in range(0, grid.size, MAX_SIGMAS)] or [grid[:0]]
     log_sum_exps, merged = [], None
     for piece in pieces:

@@ -1,0 +1,98 @@
+"""The paper's figures for a generator: Figure 2 (samples beside nearest training images),
+Figure 3 (interpolation in z space), and the nearest-distance histogram of the memorisation report."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from . import atomic, memorization, sampling  # noqa: E402
+from .models import sample_noise  # noqa: E402
+
+SIDE = 28
+
+
+def _tile(images: np.ndarray, rows: int, columns: int, pad: int = 2) -> np.ndarray:
+    """(rows * columns, 784) -> one grey canvas with ``pad`` pixels between digits."""
+    canvas = np.ones((rows * (SIDE + pad) + pad, columns * (SIDE + pad) + pad), dtype=np.float32)
+    for index, image in enumerate(images[: rows * columns]):
+        r, c = divmod(index, columns)
+        top, left = pad + r * (SIDE + pad), pad + c * (SIDE + pad)
+        canvas[top:top + SIDE, left:left + SIDE] = image.reshape(SIDE, SIDE)
+    return canvas
+
+
+def _save(figure, path: Path) -> Path:
+    atomic.write_with(path, lambda temporary: figure.savefig(temporary, format="png", dpi=100, bbox_inches="tight"))
+    plt.close(figure)
+    return path
+
+
+def figure2(samples: np.ndarray, train: np.ndarray, path: Path, rows: int = 6, columns: int = 6) -> Path:
+    """Random samples; the right-most column is the nearest training image of its left neighbour."""
+    shown = samples[: rows * (columns - 1)]
+    _, nearest_index = memorization.nearest(shown[columns - 2::columns - 1], train)
+    grid = []
+    for r in range(rows):
+        row = list(shown[r * (columns - 1):(r + 1) * (columns - 1)])
+        grid.extend(row + [train[nearest_index[r, 0]]])
+    canvas = _tile(np.asarray(grid), rows, columns)
+    figure, axis = plt.subplots(figsize=(columns * 0.8, rows * 0.8))
+    axis.imshow(canvas, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    step = SIDE + 2
+    axis.add_patch(plt.Rectangle(((columns - 1) * step + 0.5, 0.5), step, rows * step, fill=False,
+                                 edgecolor="yellow", linewidth=2))
+    axis.set_axis_off()
+    axis.set_title("Samples; right column: nearest training image of the neighbouring sample", fontsize=7)
+    return _save(figure, path)
+
+
+@torch.no_grad()
+def figure3(generator, path: Path, seed: int = 0, rows: int = 8, steps: int = 10) -> Path:
+    """Each row: G applied to a linear path between two random z (Section 6, Figure 3)."""
+    rng = torch.Generator().manual_seed(seed)
+    start, end = sample_noise(rows, rng), sample_noise(rows, rng)
+    weights = torch.linspace(0, 1, steps)
+    noise = (start[:, None, :] * (1 - weights[None, :, None]) + end[:, None, :] * weights[None, :, None])
+    images = generator(noise.reshape(-1, noise.shape[-1])).numpy()
+    figure, axis = plt.subplots(figsize=(steps * 0.8, rows * 0.8))
+    axis.imshow(_tile(images, rows, steps), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    axis.set_axis_off()
+    axis.set_title("Linear interpolation in z space", fontsize=8)
+    return _save(figure, path)
+
+
+def distance_histogram(report: dict, path: Path) -> Path:
+    figure, axis = plt.subplots(figsize=(6, 3.5))
+    bins = np.linspace(0, max(report["_sample_distances"].max(), report["_test_distances"].max()), 80)
+    axis.hist(report["_test_distances"], bins=bins, alpha=0.6, density=True, label="test image -> nearest train")
+    axis.hist(report["_sample_distances"], bins=bins, alpha=0.6, density=True, label="sample -> nearest train")
+    axis.axvline(report["copy_threshold"], color="k", linestyle="--", linewidth=1, label="1% of test (copy threshold)")
+    axis.set_xlabel("squared Euclidean distance to the nearest training image")
+    axis.set_ylabel("density")
+    axis.legend(fontsize=7)
+    return _save(figure, path)
+
+
+def all_figures(generator_path: str, mnist, out_dir: str | Path, seed: int = 0, backend: str = "auto") -> dict:
+    out_dir = Path(out_dir)
+    generator, _ = sampling.load_generator(generator_path)
+    samples = sampling.generate(generator, 10_000, seed)
+    report = memorization.report(samples, mnist.train_x, mnist.test_x, backend=backend)
+    rng = np.random.default_rng(seed)
+    shown = samples[rng.permutation(len(samples))[:100]]
+    paths = {
+        "figure2": figure2(shown, mnist.train_x, out_dir / "figure2_samples_nearest.png"),
+        "figure3": figure3(generator, out_dir / "figure3_interpolation.png", seed=seed),
+        "histogram": distance_histogram(report, out_dir / "nearest_distance_histogram.png"),
+    }
+    figure, axis = plt.subplots(figsize=(8, 8))
+    axis.imshow(_tile(shown, 10, 10), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    axis.set_axis_off()
+    paths["samples"] = _save(figure, out_dir / "samples_100.png")
+    return {name: str(path) for name, path in paths.items()}, report

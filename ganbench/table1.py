@@ -1,0 +1,235 @@
+"""`ganbench reproduce table1`: the paper's Table 1, our reproduced GAN row, and sanity rows.
+
+Published rows are copied from the paper (Table 1; sources in PAPER.md). Measured rows:
+- Adversarial nets (ganbench): the shipped generator, 10,000 samples with a fixed seed;
+- Training images: the first 10,000 training images as the bank (the "true data"
+  reference of Theis et al. 2016);
+- k-means: 10,000 centroids fitted on the training split, as the bank.
+Each is scored with the same protocol; ``check`` recomputes them and compares.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import atomic, data, kmeans, memorization, protocol, sampling
+from .errors import GanbenchError
+
+PUBLISHED = [
+    # model, MNIST mean, error, TFD mean, error, source
+    ("DBN", 138, 2, 1909, 66, "Bengio, Mesnil, Dauphin, Rifai, ICML 2013"),
+    ("Stacked CAE", 121, 1.6, 2110, 50, "Bengio, Mesnil, Dauphin, Rifai, ICML 2013"),
+    ("Deep GSN", 214, 1.1, 1890, 29, "Bengio et al., ICML 2014"),
+    ("Adversarial nets", 225, 2, 2057, 26, "Goodfellow et al., NIPS 2014"),
+]
+TFD_MISSING = "not measured: TFD is not publicly distributable (pass --tfd TFD_48x48.mat)"
+BANK_SIZE = 10_000  # Section 5: 10,000 samples from G
+
+# Tolerances of the CI regression, in nats of the mean (sigma must match exactly).
+TOLERANCES = {
+    "training_images": (0.01, "deterministic: only float32 rounding moves it (the float32 error of the "
+                              "mean is <= 0.0011 nats against float64 at sigma >= 0.1), 10x margin"),
+    "ganbench": (0.02, "sampled with a fixed seed from fixed weights: deterministic up to float32 rounding "
+                       "of G's forward pass and of the scorer"),
+    "kmeans": (0.5, "Lloyd's iterations with a fixed seed; float32 near-ties in the assignment can flip "
+                    "under another BLAS build and move a few centroids"),
+}
+
+
+@dataclass
+class Table1Config:
+    generator: str = str(sampling.SHIPPED_GENERATOR)
+    seed: int = 0                   # noise seed of the GAN bank and k-means initialisation
+    protocol: str = "paper"
+    backend: str = "auto"
+    device: str | None = None
+    kmeans_iterations: int = 10
+    data_dir: str | None = None
+    tfd: str | None = None
+    rows: tuple[str, ...] = ("ganbench", "training_images", "kmeans")
+
+
+def _bank(row: str, config: Table1Config, mnist) -> np.ndarray:
+    if row == "ganbench":
+        generator, _ = sampling.load_generator(config.generator)
+        return sampling.generate(generator, BANK_SIZE, config.seed)
+    if row == "training_images":
+        return mnist.train_x[:BANK_SIZE]
+    if row == "kmeans":
+        centroids, _ = kmeans.cached_fit(mnist.train_x, BANK_SIZE, config.kmeans_iterations, config.seed,
+                                         backend=config.backend, device=config.device)
+        return centroids
+    raise GanbenchError(f"unknown row {row!r}: choose from ganbench, training_images, kmeans")
+
+
+ROW_NAMES = {"ganbench": "Adversarial nets (ganbench)", "training_images": "Training images (10,000)",
+             "kmeans": "k-means (10,000 centroids)"}
+
+
+def _device_name(config: Table1Config) -> str:
+    if (config.device or "").startswith("cuda") or (config.device is None and torch.cuda.is_available()):
+        return torch.cuda.get_device_name(0)
+    return f"cpu: {platform.processor() or platform.machine()} x{torch.get_num_threads()} threads"
+
+
+def measure_row(row: str, config: Table1Config, mnist) -> dict:
+    started = time.perf_counter()
+    bank = _bank(row, config, mnist)
+    score = protocol.evaluate(bank, mnist.valid_x, mnist.test_x, config.protocol,
+                              backend=config.backend, device=config.device)
+    tolerance, reason = TOLERANCES[row]
+    return {"mean": score.mean, "standard_error": score.standard_error, "sigma": score.sigma,
+            "n_test": score.n_test, "n_bank": score.n_bank, "seed": config.seed,
+            "seconds": time.perf_counter() - started, "device": _device_name(config),
+            "backend": config.backend, "valid_means": score.as_dict()["valid_means"],
+            "tolerance_nats": tolerance, "tolerance_reason": reason}
+
+
+def measure_tfd_training_images(path: str, config: Table1Config) -> dict:
+    """Per fold: sigma on that fold's valid set, mean on its test set; error across the 5 folds."""
+    from . import tfd
+
+    folds = tfd.load_tfd(path)
+    means, sigmas = [], []
+    for fold in folds:
+        score = protocol.evaluate(fold.train[:BANK_SIZE], fold.valid, fold.test, config.protocol,
+                                  backend=config.backend, device=config.device)
+        means.append(score.mean)
+        sigmas.append(score.sigma)
+    means = np.asarray(means)
+    return {"mean": float(means.mean()), "standard_error": float(means.std() / np.sqrt(len(means))),
+            "fold_means": means.tolist(), "fold_sigmas": sigmas}
+
+
+def provenance(config: Table1Config, command: list[str]) -> dict:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                                timeout=10).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        commit = "unknown"
+    import triton
+
+    return {"git_commit": commit, "command": " ".join(command), "python": platform.python_version(),
+            "torch": torch.__version__, "triton": triton.__version__, "numpy": np.__version__,
+            "protocol": protocol.get_protocol(config.protocol).description, "seed": config.seed,
+            "generator": str(Path(config.generator).resolve().relative_to(root))
+            if Path(config.generator).resolve().is_relative_to(root) else config.generator,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def reproduce(config: Table1Config, command: list[str]) -> dict:
+    mnist = data.load_mnist(config.data_dir)
+    rows = [{"model": name, "kind": "published", "source": source,
+             "mnist": {"mean": mn, "error": me}, "tfd": {"mean": tm, "error": te}}
+            for name, mn, me, tm, te, source in PUBLISHED]
+    for row in config.rows:
+        print(f"ganbench: measuring {ROW_NAMES[row]}", file=sys.stderr)
+        measured = {"model": ROW_NAMES[row], "key": row, "kind": "measured", "source": "this run",
+                    "mnist": measure_row(row, config, mnist), "tfd": {"status": TFD_MISSING}}
+        if config.tfd and row == "training_images":
+            measured["tfd"] = measure_tfd_training_images(config.tfd, config)
+        elif config.tfd:
+            measured["tfd"] = {"status": "not measured: ganbench ships no TFD model and fits no TFD k-means"}
+        rows.append(measured)
+    origin = provenance(config, command)
+    settings = {k: list(v) if isinstance(v, tuple) else v for k, v in config.__dict__.items()}
+    settings["generator"] = origin["generator"]  # relative to the repository when it lies inside
+    result = {"table": rows, "provenance": origin, "config": settings}
+    if "ganbench" in config.rows:
+        generator, _ = sampling.load_generator(config.generator)
+        samples = sampling.generate(generator, BANK_SIZE, config.seed)
+        result["memorization"] = memorization.public(
+            memorization.report(samples, mnist.train_x, mnist.test_x, backend=config.backend, device=config.device))
+    return result
+
+
+def _cell(entry: dict, published: bool) -> str:
+    if "mean" not in entry:
+        return entry.get("status", "")
+    error = entry["error"] if published else entry["standard_error"]
+    return f"{entry['mean']:.0f} ± {error:.1f}" if published else f"{entry['mean']:.1f} ± {error:.1f}"
+
+
+def to_frame(result: dict) -> pd.DataFrame:
+    records = []
+    for row in result["table"]:
+        published = row["kind"] == "published"
+        mnist = row["mnist"]
+        records.append({"model": row["model"], "kind": row["kind"], "MNIST": _cell(mnist, published),
+                        "TFD": _cell(row["tfd"], published),
+                        "sigma": "" if published else f"{mnist['sigma']:.4f}",
+                        "source": row["source"] if published else
+                        f"bank {mnist['n_bank']}, seed {mnist['seed']}, {mnist['seconds']:.1f} s, {mnist['device']}"})
+    return pd.DataFrame.from_records(records)
+
+
+def to_markdown(result: dict) -> str:
+    frame = to_frame(result)
+    header = "| " + " | ".join(frame.columns) + " |\n|" + "---|" * len(frame.columns) + "\n"
+    body = "".join("| " + " | ".join(str(v) for v in record) + " |\n" for record in frame.itertuples(index=False))
+    lines = ["# Table 1: Parzen window log-likelihood on MNIST (nats; higher is 'better')", "",
+             header + body,
+             f"Protocol: {result['provenance']['protocol']}. Published errors as the paper gives them; measured "
+             "errors are std / sqrt(N) over the 10,000 test images (ddof 0).", ""]
+    memo = result.get("memorization")
+    if memo:
+        lines += ["## Memorisation check of the ganbench generator", "",
+                  f"- copy rate: {memo['copy_rate']:.4f} of samples lie closer to a training image than 99% of "
+                  f"test images do (squared distance < {memo['copy_threshold']:.2f}); unseen data gives 0.01",
+                  f"- median squared distance to the nearest training image: samples "
+                  f"{memo['sample_to_train']['q50']:.2f}, test images {memo['test_to_train']['q50']:.2f}",
+                  f"- exact duplicate samples: {memo['exact_duplicate_samples']}; near duplicates: "
+                  f"{memo['near_duplicate_samples']}", ""]
+    return "\n".join(lines)
+
+
+def write_outputs(result: dict, out_dir: str | Path) -> None:
+    out_dir = Path(out_dir)
+    atomic.write_text(out_dir / "table1.json", json.dumps(result, indent=2) + "\n")
+    atomic.write_text(out_dir / "table1.md", to_markdown(result))
+    atomic.write_text(out_dir / "table1.csv", to_frame(result).to_csv(index=False))
+
+
+def check(path: str | Path, rows: tuple[str, ...] | None = None, backend: str | None = None) -> tuple[bool, pd.DataFrame]:
+    """Recompute the measured rows of a stored table1.json; a difference beyond tolerance fails."""
+    path = Path(path)
+    if not path.exists():
+        raise GanbenchError(f"{path} does not exist; create it with `ganbench reproduce table1`")
+    try:
+        stored = json.loads(path.read_text())
+        stored_rows = {row["key"]: row for row in stored["table"] if row["kind"] == "measured"}
+        settings = stored["config"]
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise GanbenchError(f"{path} is not a ganbench table1.json ({error})") from None
+    keys = tuple(rows) if rows else tuple(stored_rows)
+    missing = [key for key in keys if key not in stored_rows]
+    if missing:
+        raise GanbenchError(f"{path} has no measured row {missing[0]!r}; it holds {', '.join(stored_rows)}")
+    root = Path(__file__).resolve().parent.parent
+    generator = settings["generator"]
+    config = Table1Config(generator=str(root / generator) if not Path(generator).is_absolute() else generator,
+                          seed=settings["seed"], protocol=settings["protocol"],
+                          backend=backend or settings["backend"], kmeans_iterations=settings["kmeans_iterations"],
+                          rows=keys)
+    mnist = data.load_mnist(settings.get("data_dir"))
+    diffs = []
+    for key in keys:
+        old = stored_rows[key]["mnist"]
+        new = measure_row(key, config, mnist)
+        tolerance = old["tolerance_nats"]
+        for field, allowed in (("mean", tolerance), ("standard_error", tolerance), ("sigma", 1e-9)):
+            difference = abs(new[field] - old[field])
+            diffs.append({"row": key, "field": field, "stored": old[field], "new": new[field],
+                          "difference": difference, "tolerance": allowed, "ok": difference <= allowed})
+    frame = pd.DataFrame(diffs)
+    return bool(frame["ok"].all()), frame

@@ -1,0 +1,59 @@
+"""The command line: JSON on stdout, one-line errors on stderr, non-zero exits."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+
+def ganbench(*arguments, cwd=None):
+    return subprocess.run([sys.executable, "-m", "ganbench", *arguments], capture_output=True, text=True, cwd=cwd)
+
+
+def test_parzen_json_on_stdout(mnist, tmp_path):
+    np.save(tmp_path / "bank.npy", mnist.train_x[:300].reshape(-1, 28, 28))
+    completed = ganbench("parzen", str(tmp_path / "bank.npy"), "--json", "--backend", "torch")
+    assert completed.returncode == 0, completed.stderr
+    result = json.loads(completed.stdout)
+    assert result["n_bank"] == 300 and result["n_test"] == 10_000
+    assert result["sigma"] in [float(f"{s:.6g}") for s in np.logspace(-1, 0, 10)] or 0.1 <= result["sigma"] <= 1
+
+
+@pytest.mark.parametrize("content, arguments, message", [
+    (None, [], "does not exist"),
+    (np.full((5, 784), np.nan, dtype=np.float32), [], "NaN or inf"),
+    (np.ones((5, 10), dtype=np.float32), [], "dimension"),
+    (np.ones((5, 784), dtype=np.float32), ["--sigma", "-1"], "> 0"),
+    (np.ones((0, 784), dtype=np.float32), [], "empty"),
+    (b"garbage", [], "not a readable .npy"),
+])
+def test_bad_input_gives_one_line_and_exit_2(content, arguments, message, tmp_path, mnist):
+    path = tmp_path / "samples.npy"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        np.save(path, content)
+    completed = ganbench("parzen", str(path), "--backend", "torch", *arguments)
+    assert completed.returncode == 2
+    assert "Traceback" not in completed.stderr
+    lines = completed.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and completed.stdout == ""
+
+
+def test_sample_then_nn_json(tmp_path, mnist):
+    completed = ganbench("sample", "--count", "50", "--seed", "1", "--out", str(tmp_path / "s.npy"))
+    assert completed.returncode == 0, completed.stderr
+    samples = np.load(tmp_path / "s.npy")
+    assert samples.shape == (50, 784) and samples.dtype == np.float32
+    completed = ganbench("nn", "--samples", str(tmp_path / "s.npy"), "--json", "--backend", "torch")
+    assert completed.returncode == 0, completed.stderr
+    report = json.loads(completed.stdout)
+    assert report["n_samples"] == 50 and 0 <= report["copy_rate"] <= 1
+
+
+def test_missing_checkpoint_and_help():
+    completed = ganbench("sample", "--checkpoint", "nowhere.pt", "--out", "x.npy")
+    assert completed.returncode == 2 and "no generator checkpoint" in completed.stderr
+    for command in ("parzen", "train", "sample", "reproduce", "check", "nn", "figures"):
+        assert ganbench(command, "--help").returncode == 0

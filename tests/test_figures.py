@@ -1,0 +1,29 @@
+"""Figures: right pixel size, non-empty grids, nearest column really the nearest training image."""
+import matplotlib.image
+import numpy as np
+import torch
+
+from ganbench import figures, memorization
+from ganbench.models import Generator
+
+
+def test_tile_geometry(rng):
+    canvas = figures._tile(rng.random((12, 784)), rows=3, columns=4, pad=2)
+    assert canvas.shape == (3 * 30 + 2, 4 * 30 + 2)
+    assert canvas[2:30, 2:30].std() > 0
+
+
+def test_figure2_and_3_are_written_and_not_blank(tmp_path, mnist):
+    samples = mnist.valid_x[:30]
+    path = figures.figure2(samples, mnist.train_x[:2000], tmp_path / "f2.png", rows=6, columns=6)
+    image = matplotlib.image.imread(path)
+    assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100 and image[..., :3].std() > 0.05
+    torch.manual_seed(0)
+    path = figures.figure3(Generator(), tmp_path / "f3.png", rows=3, steps=5)
+    assert matplotlib.image.imread(path).shape[0] > 50
+
+
+def test_histogram_from_a_report(tmp_path, mnist, rng):
+    report = memorization.report(mnist.valid_x[:100], mnist.train_x[:1000], mnist.test_x[:100], backend="torch")
+    path = figures.distance_histogram(report, tmp_path / "h.png")
+    assert matplotlib.image.imread(path).std() > 0

@@ -1,0 +1,95 @@
+"""Table 1: the committed numbers are recomputed in CI; a perturbed scorer must fail the check."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.io
+
+from ganbench import parzen, table1, tfd
+from ganbench.errors import GanbenchError
+
+RESULTS = Path(__file__).resolve().parent.parent / "results"
+FAST_ROWS = ("ganbench", "training_images")  # k-means is checked by `ganbench check` in full runs
+
+
+def test_committed_table1_recomputes_within_tolerance(mnist):
+    ok, frame = table1.check(RESULTS / "table1.json", FAST_ROWS, backend="torch")
+    assert ok, frame.to_string()
+
+
+def test_sigma_off_by_one_percent_fails_the_check(mnist, monkeypatch):
+    original = parzen.log_likelihood
+    monkeypatch.setattr(parzen, "log_likelihood",
+                        lambda x, bank, sigmas, **options: original(x, bank, np.asarray(sigmas) * 1.01, **options))
+    ok, frame = table1.check(RESULTS / "table1.json", ("training_images",), backend="torch")
+    assert not ok
+    moved = frame[~frame["ok"]]
+    assert "mean" in set(moved["field"])
+    assert (moved["difference"] > moved["tolerance"]).all()
+
+
+def test_an_altered_stored_number_fails_the_check(mnist, tmp_path):
+    stored = json.loads((RESULTS / "table1.json").read_text())
+    for row in stored["table"]:
+        if row.get("key") == "training_images":
+            row["mnist"]["mean"] += 0.05
+    (tmp_path / "table1.json").write_text(json.dumps(stored))
+    ok, frame = table1.check(tmp_path / "table1.json", ("training_images",), backend="torch")
+    assert not ok and frame.loc[frame["field"] == "mean", "ok"].tolist() == [False]
+
+
+def test_committed_table_has_every_row_and_provenance():
+    stored = json.loads((RESULTS / "table1.json").read_text())
+    models = [row["model"] for row in stored["table"]]
+    for name in ("DBN", "Stacked CAE", "Deep GSN", "Adversarial nets", "Adversarial nets (ganbench)",
+                 "Training images (10,000)", "k-means (10,000 centroids)"):
+        assert name in models
+    for field in ("git_commit", "command", "torch", "triton", "protocol", "seed"):
+        assert field in stored["provenance"]
+    markdown = (RESULTS / "table1.md").read_text()
+    assert "225 ± 2.0" in markdown and "not publicly distributable" in markdown
+
+
+def test_check_of_a_missing_file_or_row():
+    with pytest.raises(GanbenchError, match="does not exist"):
+        table1.check("no/such/table1.json")
+    with pytest.raises(GanbenchError, match="no measured row"):
+        table1.check(RESULTS / "table1.json", ("vae",))
+
+
+def synthetic_tfd(path, rng, per_set=6):
+    count = 3 * per_set
+    images = rng.integers(0, 256, size=(count, 48, 48), dtype=np.uint8)
+    folds = np.stack([rng.permutation(np.repeat([1, 2, 3], per_set)) for _ in range(5)], axis=1)
+    scipy.io.savemat(path, {"images": images, "folds": folds})
+    return images, folds
+
+
+def test_tfd_loader_reads_the_five_folds(tmp_path, rng):
+    images, folds = synthetic_tfd(tmp_path / "TFD_48x48.mat", rng)
+    loaded = tfd.load_tfd(tmp_path / "TFD_48x48.mat")
+    assert len(loaded) == 5
+    for fold_index, fold in enumerate(loaded):
+        assert fold.train.shape == (6, 2304) and fold.valid.shape == (6, 2304) and fold.test.shape == (6, 2304)
+        expected = images[folds[:, fold_index] == 3].reshape(6, -1).astype(np.float32) / 255
+        np.testing.assert_array_equal(fold.test, expected)
+
+
+def test_tfd_column_is_measured_per_fold_with_error_across_folds(tmp_path, rng):
+    synthetic_tfd(tmp_path / "TFD_48x48.mat", rng)
+    result = table1.measure_tfd_training_images(str(tmp_path / "TFD_48x48.mat"), table1.Table1Config(backend="torch"))
+    means = np.asarray(result["fold_means"])
+    assert len(means) == 5 and len(result["fold_sigmas"]) == 5
+    assert result["standard_error"] == pytest.approx(means.std() / np.sqrt(5))
+
+
+def test_bad_tfd_files(tmp_path):
+    (tmp_path / "bad.mat").write_bytes(b"not a mat file")
+    with pytest.raises(GanbenchError, match="readable"):
+        tfd.load_tfd(tmp_path / "bad.mat")
+    scipy.io.savemat(tmp_path / "wrong.mat", {"images": np.zeros((4, 48, 48)), "folds": np.zeros((4, 3))})
+    with pytest.raises(GanbenchError, match="layout"):
+        tfd.load_tfd(tmp_path / "wrong.mat")
+    with pytest.raises(GanbenchError, match="does not exist"):
+        tfd.load_tfd(tmp_path / "missing.mat")
