@@ -162,6 +162,39 @@ def command_figures(args) -> int:
     return 0
 
 
+def command_bench(args) -> int:
+    import pandas as pd
+
+    from . import atomic, bench, data
+
+    cases = bench.DEFAULT_CASES if not args.quick else [bench.BenchCase(1_000, 1_000, 784, 1),
+                                                        bench.BenchCase(1_000, 1_000, 784, 10)]
+    device = args.device or ("cuda" if __import__("torch").cuda.is_available() else "cpu")
+    rows = []
+    for case in cases:
+        print(f"ganbench: benchmarking n={case.n} m={case.m} d={case.d} sigmas={case.sigmas}", file=sys.stderr)
+        rows.extend(bench.run_case(case, device=device, repeats=args.repeats))
+    mnist = data.load_mnist(args.data_dir)
+    end_to_end = bench.protocol_end_to_end(mnist, mnist.train_x[:10_000], device=device)
+    report = {"machine": bench.machine_info(), "device": device, "rows": rows, "paper_protocol": end_to_end,
+              "command": " ".join(["ganbench"] + sys.argv[1:])}
+    if args.out:
+        atomic.write_text(args.out, json.dumps(report, indent=2) + "\n")
+    if args.json:
+        _print_json(report)
+        return 0
+    frame = pd.DataFrame([r for r in rows if "seconds" in r])
+    columns = ["method", "n", "m", "sigmas", "seconds", "pairs_per_second", "gemm_gflops", "ratio_to_matmul",
+               "ratio_to_ganbench", "max_abs_error_nats"]
+    print(frame[columns].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    for row in rows:
+        if "status" in row:
+            print(f"{row['method']}: {row['status']}")
+    print(f"paper protocol end to end: ganbench {end_to_end['ganbench_seconds']:.2f} s, authors' method "
+          f"{end_to_end['authors_seconds_scaled']:.0f} s (scaled), {end_to_end['speedup']:.0f}x")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ganbench", description=(
         "Evaluate generative models as the GAN paper (Goodfellow et al. 2014) did, exactly and fast: "
@@ -251,6 +284,16 @@ def build_parser() -> argparse.ArgumentParser:
     figures_parser.add_argument("--backend", default="auto", choices=("auto", "reference", "torch", "triton"))
     _add_data_options(figures_parser)
     figures_parser.set_defaults(handler=command_figures)
+
+    bench_parser = commands.add_parser("bench", help="throughput of the scorer beside the alternatives",
+                                       formatter_class=formatter)
+    bench_parser.add_argument("--quick", action="store_true", help="only the 1,000 x 1,000 cases")
+    bench_parser.add_argument("--repeats", type=int, default=3, help="timed repeats per method (median)")
+    bench_parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    bench_parser.add_argument("--out", default=None, help="write the JSON report here (e.g. results/bench-cpu.json)")
+    bench_parser.add_argument("--json", action="store_true", help="print the JSON report on stdout")
+    _add_data_options(bench_parser)
+    bench_parser.set_defaults(handler=command_bench)
     return parser
 
 

@@ -1,0 +1,196 @@
+"""Throughput of the Parzen scorer beside what users would otherwise run, measured in one run.
+
+Every method scores the same queries against the same bank over the same sigma grid and
+is checked against the float64 reference. Rows report seconds (median of repeats),
+pairs per second, GEMM-equivalent GFLOP/s (2 n m d per pass), the ratio to a plain
+float32 matmul of the same shape (the floor: every method must at least form x.s), and
+the largest error in nats.
+"""
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+import platform
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy.special import logsumexp
+
+from . import parzen, protocol
+
+
+@dataclass
+class BenchCase:
+    n: int
+    m: int
+    d: int
+    sigmas: int
+
+
+DEFAULT_CASES = [BenchCase(1_000, 1_000, 784, 1), BenchCase(1_000, 1_000, 784, 10),
+                 BenchCase(10_000, 10_000, 784, 1), BenchCase(10_000, 10_000, 784, 10)]
+
+
+def synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def median_seconds(function, repeats: int, device: str = "cpu") -> float:
+    function()  # warm-up
+    times = []
+    for _ in range(repeats):
+        synchronize(device)
+        started = time.perf_counter()
+        function()
+        synchronize(device)
+        times.append(time.perf_counter() - started)
+    return float(np.median(times))
+
+
+def authors_log_likelihood(x: np.ndarray, bank: np.ndarray, sigma: float, batch_size: int = 100) -> np.ndarray:
+    """A faithful NumPy port of the authors' parzen_ll.py: per batch, the full (batch, m, d)
+    difference tensor, scaled by sigma, squared, summed, then a log-mean-exp."""
+    d = x.shape[1]
+    out = []
+    for start in range(0, len(x), batch_size):
+        a = (x[start:start + batch_size, None, :] - bank[None, :, :]) / sigma
+        t = -0.5 * (a ** 2).sum(2)
+        largest = t.max(1, keepdims=True)
+        out.append(largest[:, 0] + np.log(np.exp(t - largest).mean(1)) - d * math.log(sigma * math.sqrt(2 * math.pi)))
+    return np.concatenate(out)
+
+
+def cdist_log_likelihood(x: torch.Tensor, bank: torch.Tensor, sigmas, chunk: int = 1024) -> np.ndarray:
+    """What a user would write with torch: cdist, square, logsumexp, per sigma, in chunks."""
+    d, m = x.shape[1], bank.shape[0]
+    rows = []
+    for start in range(0, len(x), chunk):
+        squared = torch.cdist(x[start:start + chunk], bank) ** 2
+        rows.append(torch.stack([torch.logsumexp(-squared / (2 * s * s), dim=1) for s in sigmas]))
+    constant = torch.as_tensor(parzen.normalising_constant(sigmas, m, d), dtype=torch.float32)[:, None]
+    return (torch.cat(rows, dim=1) - constant).double().numpy()
+
+
+def machine_info() -> dict:
+    info = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
+            "cpu": _cpu_model(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+    try:
+        import triton
+
+        info["triton"] = triton.__version__
+    except ImportError:
+        info["triton"] = None
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def _cpu_model() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _data(case: BenchCase, seed: int = 0):
+    """MNIST-like inputs without the download: pixels in [0, 1], mostly dark, as digits are."""
+    rng = np.random.default_rng(seed)
+    make = lambda rows: (rng.random((rows, case.d), dtype=np.float32) ** 4)  # noqa: E731
+    return make(case.n), make(case.m), np.logspace(-1, 0, case.sigmas) if case.sigmas > 1 else np.array([0.2])
+
+
+def run_case(case: BenchCase, device: str = "cpu", repeats: int = 3, authors_slice: int = 10,
+             include_reference_timing: bool = True) -> list[dict]:
+    x, bank, sigmas = _data(case)
+    started = time.perf_counter()
+    reference = parzen.log_likelihood(x, bank, sigmas, backend="reference")
+    reference_seconds = time.perf_counter() - started  # one run: it is the slowest exact path
+    x_t, bank_t = torch.from_numpy(x).to(device), torch.from_numpy(bank).to(device)
+    a = torch.randn(case.n, case.d, device=device)
+    b = torch.randn(case.d, case.m, device=device)
+    out = torch.empty(case.n, case.m, device=device)
+    floor = median_seconds(lambda: torch.matmul(a, b, out=out), repeats, device)
+    del out
+    methods = {"ganbench torch": lambda: parzen.log_likelihood(x_t, bank_t, sigmas, backend="torch", device=device)}
+    if device.startswith("cuda"):
+        methods["ganbench triton"] = lambda: parzen.log_likelihood(x_t, bank_t, sigmas, backend="triton", device=device)
+    methods["torch cdist + logsumexp"] = lambda: cdist_log_likelihood(x_t.cpu(), bank_t.cpu(), sigmas)
+    rows = []
+    for name, method in methods.items():
+        seconds = median_seconds(method, repeats, device)
+        rows.append(_row(case, name, seconds, floor, np.abs(method() - reference).max()))
+    if include_reference_timing:
+        rows.append(_row(case, "float64 NumPy reference", reference_seconds, floor, 0.0))
+    # The authors' method, timed on a slice of the queries and scaled linearly (its cost is
+    # exactly linear in n and in the number of sigmas); accuracy checked on that slice.
+    piece = x[:authors_slice]
+    authors_log_likelihood(piece, bank, sigmas[0], batch_size=authors_slice)  # warm-up (first-touch pages)
+    started = time.perf_counter()
+    authors = np.stack([authors_log_likelihood(piece, bank, s, batch_size=authors_slice) for s in sigmas])
+    scaled = (time.perf_counter() - started) * case.n / len(piece)
+    row = _row(case, f"authors' parzen_ll.py (NumPy port; {len(piece)} queries timed, scaled)", scaled, floor,
+               np.abs(authors - reference[:, :len(piece)]).max())
+    rows.append(row)
+    rows.extend(_optional_rows(case, x, bank, sigmas, reference, floor))
+    rows.append(_row(case, "float32 matmul (floor)", floor, floor, float("nan")))
+    fastest = min(r["seconds"] for r in rows if r["method"].startswith("ganbench"))
+    for r in rows:
+        if "seconds" in r:
+            r["ratio_to_ganbench"] = r["seconds"] / fastest
+    return rows
+
+
+def _optional_rows(case, x, bank, sigmas, reference, floor) -> list[dict]:
+    rows = []
+    if importlib.util.find_spec("sklearn") is not None:
+        from sklearn.neighbors import KernelDensity
+
+        piece = x[:200]
+
+        def sklearn_scores():
+            return np.stack([KernelDensity(bandwidth=s).fit(bank).score_samples(piece) for s in sigmas])
+
+        started = time.perf_counter()
+        scores = sklearn_scores()
+        scaled = (time.perf_counter() - started) * case.n / len(piece)
+        rows.append(_row(case, f"scikit-learn KernelDensity ({len(piece)} queries timed, scaled)", scaled, floor,
+                         np.abs(scores - reference[:, :len(piece)]).max()))
+    else:
+        rows.append({"method": "scikit-learn KernelDensity", "status": "not installed"})
+    if importlib.util.find_spec("pykeops") is None:
+        rows.append({"method": "KeOps", "status": "not installed"})
+    return rows
+
+
+def _row(case: BenchCase, method: str, seconds: float, floor: float, error: float) -> dict:
+    pairs = case.n * case.m
+    return {"method": method, "n": case.n, "m": case.m, "d": case.d, "sigmas": case.sigmas,
+            "seconds": seconds, "pairs_per_second": pairs / seconds,
+            "gemm_gflops": 2.0 * pairs * case.d / seconds / 1e9, "ratio_to_matmul": seconds / floor,
+            "max_abs_error_nats": float(error)}
+
+
+def protocol_end_to_end(mnist, bank: np.ndarray, device: str = "cpu", authors_slice: int = 10) -> dict:
+    """The paper protocol (10 sigmas on 1,000 validation images, then 10,000 test images) by
+    ganbench, against the authors' method timed on a slice and scaled to the same work."""
+    started = time.perf_counter()
+    score = protocol.evaluate(bank, mnist.valid_x, mnist.test_x, "paper", backend="torch", device=device)
+    ours = time.perf_counter() - started
+    grid = protocol.PROTOCOLS["paper"].sigma_grid
+    piece = mnist.valid_x[:authors_slice]
+    authors_log_likelihood(piece, bank, grid[0], batch_size=authors_slice)  # warm-up
+    started = time.perf_counter()
+    authors_log_likelihood(piece, bank, grid[0], batch_size=authors_slice)
+    per_query_sigma = (time.perf_counter() - started) / len(piece)
+    query_sigma_evaluations = 1_000 * len(grid) + len(mnist.test_x)  # parzen_ll.py: one pass per sigma
+    authors = per_query_sigma * query_sigma_evaluations
+    return {"ganbench_seconds": ours, "authors_seconds_scaled": authors, "speedup": authors / ours,
+            "authors_timed_queries": len(piece), "query_sigma_evaluations": query_sigma_evaluations,
+            "mean": score.mean, "sigma": score.sigma}
