@@ -32,20 +32,26 @@ def _print_json(payload) -> None:
 
 
 def command_parzen(args) -> int:
-    from . import data, protocol, sampling
+    from . import banks, data, protocol, streaming
 
+    distributed = streaming.init_from_environment(args.timeout)
+    is_writer = not distributed or __import__("torch").distributed.get_rank() == 0
     mnist = data.load_mnist(args.data_dir)
-    bank = sampling.load_samples(args.samples)
+    bank = banks.open_bank(args.samples)
     if args.sigma is not None and args.sigma <= 0:
         raise GanbenchError(f"--sigma must be > 0, got {args.sigma}")
     score = protocol.evaluate(bank, mnist.valid_x, mnist.split(args.split)[0], args.protocol, sigma=args.sigma,
-                              backend=args.backend, device=args.device, precision=args.precision)
+                              scorer=streaming.log_likelihood, backend=args.backend, device=args.device,
+                              precision=args.precision, chunk_rows=args.chunk_rows, progress=is_writer)
     result = {"samples": str(args.samples), "split": args.split, "protocol": args.protocol, **score.as_dict()}
-    if args.json:
-        _print_json(result)
-    else:
-        print(f"Parzen log-likelihood on MNIST {args.split}: {score.mean:.2f} +- {score.standard_error:.2f} nats "
-              f"(sigma {score.sigma:.4f}, bank {score.n_bank}, {score.n_test} images, {score.seconds:.1f} s)")
+    if distributed:
+        result["world_size"] = __import__("torch").distributed.get_world_size()
+    if is_writer:  # only rank 0 reports
+        if args.json:
+            _print_json(result)
+        else:
+            print(f"Parzen log-likelihood on MNIST {args.split}: {score.mean:.2f} +- {score.standard_error:.2f} "
+                  f"nats (sigma {score.sigma:.4f}, bank {score.n_bank}, {score.n_test} images, {score.seconds:.1f} s)")
     return 0
 
 
@@ -82,7 +88,14 @@ def command_export(args) -> int:
 def command_sample(args) -> int:
     from . import sampling
 
+    if args.count < 1:
+        raise GanbenchError(f"--count must be >= 1, got {args.count}")
     generator, _ = sampling.load_generator(args.checkpoint, device=args.device or "cpu")
+    if args.shard_size:
+        paths = sampling.write_shards(generator, args.count, args.seed, args.out, args.shard_size,
+                                      device=args.device or "cpu")
+        print(f"wrote {args.count} samples as {len(paths)} shards in {args.out}", file=sys.stderr)
+        return 0
     samples = sampling.generate(generator, args.count, args.seed, device=args.device or "cpu")
     sampling.save_samples(args.out, samples)
     print(f"wrote {args.count} samples to {args.out}", file=sys.stderr)
@@ -204,13 +217,18 @@ def build_parser() -> argparse.ArgumentParser:
     formatter = argparse.ArgumentDefaultsHelpFormatter
 
     parzen_parser = commands.add_parser("parzen", help="score a sample bank (.npy) on MNIST", formatter_class=formatter)
-    parzen_parser.add_argument("samples", help=".npy file of samples, (count, 784) or (count, 28, 28), values in [0, 1]")
+    parzen_parser.add_argument("samples", help=".npy file of samples, (count, 784) or (count, 28, 28), values in "
+                               "[0, 1], or a folder of .npy shards (streamed; under torchrun, split across ranks)")
     parzen_parser.add_argument("--split", default="test", choices=("train", "valid", "test"), help="images to score")
     parzen_parser.add_argument("--protocol", default="paper", choices=("paper", "full"),
                                help="paper: logspace(-1,0,10) on the first 1,000 validation images; "
                                     "full: 32 widths on all 10,000")
     parzen_parser.add_argument("--sigma", type=float, default=None, help="fixed width (skips cross-validation)")
     parzen_parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    parzen_parser.add_argument("--chunk-rows", type=int, default=65_536,
+                               help="bank rows read and scored at a time (bounds memory for banks on disk)")
+    parzen_parser.add_argument("--timeout", type=float, default=300.0,
+                               help="seconds a torchrun rank waits for the others before failing")
     _add_backend_options(parzen_parser)
     _add_data_options(parzen_parser)
     parzen_parser.set_defaults(handler=command_parzen)
@@ -239,7 +257,10 @@ def build_parser() -> argparse.ArgumentParser:
     sample_parser.add_argument("--checkpoint", default="results/generator.pt", help="generator.pt or a checkpoint.pt")
     sample_parser.add_argument("--count", type=int, default=10_000, help="number of samples")
     sample_parser.add_argument("--seed", type=int, default=0, help="noise seed")
-    sample_parser.add_argument("--out", required=True, help="output .npy, (count, 784) float32")
+    sample_parser.add_argument("--out", required=True, help="output .npy, (count, 784) float32, or a folder with "
+                               "--shard-size")
+    sample_parser.add_argument("--shard-size", type=int, default=None,
+                               help="write a folder of .npy shards of this many rows, never holding the whole bank")
     sample_parser.add_argument("--device", default=None, help="cpu or cuda")
     sample_parser.set_defaults(handler=command_sample)
 

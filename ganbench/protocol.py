@@ -56,9 +56,10 @@ class ParzenScore:
                 "valid_means": {f"{s:.6g}": v for s, v in self.valid_means.items()}}
 
 
-def select_sigma(bank, valid, sigma_grid, **backend_options) -> tuple[float, dict[float, float]]:
+def select_sigma(bank, valid, sigma_grid, scorer=None, **backend_options) -> tuple[float, dict[float, float]]:
     """The width with the highest mean validation log-likelihood (one pass for the whole grid)."""
-    scores = parzen.log_likelihood(valid, bank, sigma_grid, **backend_options)
+    scorer = scorer or parzen.log_likelihood
+    scores = scorer(valid, bank, sigma_grid, **backend_options)
     means = scores.mean(axis=1)
     best = int(np.argmax(means))
     return float(sigma_grid[best]), {float(s): float(m) for s, m in zip(sigma_grid, means)}
@@ -71,15 +72,21 @@ def mean_and_standard_error(log_likelihoods: np.ndarray) -> tuple[float, float]:
 
 
 def evaluate(bank, valid, test, protocol: ParzenProtocol | str = "paper", sigma: float | None = None,
-             **backend_options) -> ParzenScore:
-    """Select sigma on ``valid`` (unless given) and score ``test`` under the bank."""
+             scorer=None, **backend_options) -> ParzenScore:
+    """Select sigma on ``valid`` (unless given) and score ``test`` under the bank.
+
+    ``scorer`` defaults to ``parzen.log_likelihood``; ``streaming.log_likelihood`` scores
+    banks on disk or across torch.distributed ranks.
+    """
+    scorer = scorer or parzen.log_likelihood
     protocol = get_protocol(protocol) if isinstance(protocol, str) else protocol
     started = time.perf_counter()
     valid_means: dict[float, float] = {}
     if sigma is None:
         valid_subset = valid[:protocol.valid_count] if protocol.valid_count else valid
-        sigma, valid_means = select_sigma(bank, valid_subset, np.asarray(protocol.sigma_grid), **backend_options)
-    scores = parzen.log_likelihood(test, bank, [sigma], **backend_options)[0]
+        sigma, valid_means = select_sigma(bank, valid_subset, np.asarray(protocol.sigma_grid), scorer,
+                                          **backend_options)
+    scores = scorer(test, bank, [sigma], **backend_options)[0]
     mean, error = mean_and_standard_error(scores)
     return ParzenScore(sigma=sigma, mean=mean, standard_error=error, n_test=len(scores), n_bank=len(bank),
                        valid_means=valid_means, seconds=time.perf_counter() - started)

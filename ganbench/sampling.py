@@ -78,3 +78,26 @@ def load_samples(path: str | Path) -> np.ndarray:
     if samples.ndim != 2:
         raise GanbenchError(f"{path} has shape {samples.shape}; expected (count, dimension) or (count, height, width)")
     return np.asarray(samples)
+
+
+def write_shards(generator: Generator, count: int, seed: int, folder: str | Path, shard_size: int,
+                 device="cpu") -> list[Path]:
+    """Stream ``count`` samples into ``folder/shard-00000.npy``...; memory holds one shard at a time.
+
+    The noise stream is the same as ``generate(count, seed)``, so the shards concatenate to its
+    samples up to float32 rounding (G's matrix products round differently at other batch sizes).
+    """
+    if shard_size < 1:
+        raise GanbenchError(f"shard size must be >= 1, got {shard_size}")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    generator.eval()
+    rng = torch.Generator().manual_seed(seed)
+    paths = []
+    with torch.no_grad():
+        for index, start in enumerate(range(0, count, shard_size)):
+            rows = min(shard_size, count - start)
+            parts = [generator(sample_noise(min(10_000, rows - done), rng).to(device)).float().cpu()
+                     for done in range(0, rows, 10_000)]
+            paths.append(save_samples(folder / f"shard-{index:05d}.npy", torch.cat(parts).numpy()))
+    return paths

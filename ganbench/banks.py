@@ -1,0 +1,101 @@
+"""Banks larger than memory: an array, a ``.npy`` file, or a folder of ``.npy`` shards, read in chunks.
+
+Chunks are read with plain file reads (no memory map), so resident memory stays at one
+chunk whatever the bank's size; the scorer merges per-chunk partial sums exactly
+(``ganbench.partials``), keeping the nearest index global.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from .errors import GanbenchError
+
+
+@dataclass(frozen=True)
+class _Shard:
+    path: Path | None
+    rows: int
+    offset: int          # byte offset of the data in the file
+    array: np.ndarray | None = None
+
+
+class Bank:
+    """A read-only (count, dimension) float32 bank that yields ``(first_row, chunk)`` pairs."""
+
+    def __init__(self, shards: list[_Shard], dimension: int, source: str):
+        self.shards, self.dimension, self.source = shards, dimension, source
+        self.count = sum(shard.rows for shard in shards)
+        if self.count == 0:
+            raise GanbenchError(f"bank {source} is empty; pass at least one sample")
+
+    def __len__(self) -> int:
+        return self.count
+
+    def chunks(self, rows: int) -> Iterator[tuple[int, np.ndarray]]:
+        first = 0
+        for shard in self.shards:
+            for start in range(0, shard.rows, rows):
+                count = min(rows, shard.rows - start)
+                if shard.array is not None:
+                    chunk = np.asarray(shard.array[start:start + count], dtype=np.float32)
+                else:
+                    with open(shard.path, "rb") as handle:
+                        handle.seek(shard.offset + start * self.dimension * 4)
+                        chunk = np.fromfile(handle, dtype="<f4", count=count * self.dimension)
+                    if chunk.size != count * self.dimension:
+                        raise GanbenchError(f"{shard.path} is shorter than its header says (truncated?); "
+                                            "rewrite it with `ganbench sample`")
+                    chunk = chunk.reshape(count, self.dimension)
+                finite_rows = np.isfinite(chunk).all(axis=1)
+                if not finite_rows.all():
+                    row = first + start + int(np.argmin(finite_rows))
+                    raise GanbenchError(f"bank {self.source} contains NaN or inf at row {row}; fix those samples")
+                yield first + start, chunk
+            first += shard.rows
+
+
+def _npy_shard(path: Path) -> tuple[_Shard, int]:
+    try:
+        with open(path, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, fortran_order, dtype = read_header(handle)
+            offset = handle.tell()
+    except (ValueError, OSError, EOFError) as error:
+        raise GanbenchError(f"{path} is not a readable .npy file ({error})") from None
+    if len(shape) == 3:
+        shape = (shape[0], shape[1] * shape[2])
+    if len(shape) != 2:
+        raise GanbenchError(f"{path} has shape {shape}; a bank is (count, dimension)")
+    if dtype != np.dtype("<f4") or fortran_order:
+        # Other dtypes or layouts: load this shard whole (it must then fit in memory).
+        array = np.load(path, allow_pickle=False, mmap_mode="r").reshape(shape[0], -1)
+        return _Shard(path, shape[0], 0, array), shape[1]
+    return _Shard(path, shape[0], offset), shape[1]
+
+
+def open_bank(source) -> Bank:
+    """An array, a ``.npy`` path, or a folder of ``*.npy`` shards (read in name order)."""
+    if not isinstance(source, (str, Path)):
+        array = np.asarray(source)
+        if array.ndim != 2:
+            raise GanbenchError(f"bank must be 2-D (count, dimension), got shape {array.shape}")
+        return Bank([_Shard(None, len(array), 0, array)], array.shape[1], "array")
+    path = Path(source)
+    if path.is_dir():
+        files = sorted(path.glob("*.npy"))
+        if not files:
+            raise GanbenchError(f"{path} holds no .npy shards; write some with `ganbench sample --shard-size`")
+    elif path.exists():
+        files = [path]
+    else:
+        raise GanbenchError(f"bank {path} does not exist; pass a .npy file or a folder of .npy shards")
+    shards, dimensions = zip(*(_npy_shard(file) for file in files))
+    if len(set(dimensions)) != 1:
+        raise GanbenchError(f"shards in {path} have different dimensions {sorted(set(dimensions))}")
+    return Bank(list(shards), dimensions[0], str(path))

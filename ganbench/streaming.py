@@ -1,0 +1,139 @@
+"""Score against a bank of any size, chunk by chunk, and across torch.distributed ranks.
+
+Each chunk (and each rank's share of the bank) gives a ``ParzenPass``; turning it back into
+shifted sums and merging with ``partials.merge`` in float64 is exact up to rounding, so a
+streamed or distributed score equals the one-shot score to float64 rounding.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+import sys
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import parzen, partials
+from .arrays import as_matrix, as_sigmas
+from .banks import Bank, open_bank
+from .errors import GanbenchError
+
+DEFAULT_CHUNK_ROWS = 65_536  # 200 MB of float32 MNIST-sized rows per chunk
+
+
+def to_partial(result: parzen.ParzenPass, sigmas, index_offset: int) -> partials.BankPartial:
+    """A backend's result back into shifted sums: sums = exp(lse + min / (2 sigma^2)), in [1, chunk size]."""
+    scales = partials.half_inverse_variances(sigmas, result.log_sum_exp)
+    return partials.BankPartial(result.min_sq_distance, result.nearest_index + index_offset,
+                                np.exp(result.log_sum_exp + result.min_sq_distance * scales))
+
+
+def stream_pass(x, bank: Bank, sigmas, *, rows: range | None = None, chunk_rows: int = DEFAULT_CHUNK_ROWS,
+                progress: bool = True, **backend_options) -> partials.BankPartial:
+    """Merge the partials of every chunk of ``bank`` (or of the rows in ``rows``) in bank order."""
+    merged = None
+    total = len(rows) if rows is not None else len(bank)
+    # A bar only when there is more than one chunk to wait for.
+    bar = tqdm(total=total, unit="samples", unit_scale=True, desc="bank", file=sys.stderr,
+               disable=not progress or total <= chunk_rows)
+    for first, chunk in bank.chunks(chunk_rows):
+        if rows is not None:
+            low, high = max(first, rows.start), min(first + len(chunk), rows.stop)
+            if low >= high:
+                continue
+            chunk, first = chunk[low - first:high - first], low
+        result = parzen.parzen_pass(x, chunk, sigmas, **backend_options)
+        piece = to_partial(result, sigmas, first)
+        merged = piece if merged is None else partials.merge(merged, piece, sigmas)
+        bar.update(len(chunk))
+    bar.close()
+    return merged
+
+
+def log_likelihood(x, bank, sigmas, *, chunk_rows: int = DEFAULT_CHUNK_ROWS, progress: bool = True,
+                   **backend_options) -> np.ndarray:
+    """``parzen.log_likelihood`` for a bank given as an array, a .npy file or a folder of shards.
+
+    Under torch.distributed (``torchrun``), each rank scores its share of the bank and the
+    partials are combined with collectives; every rank returns the same answer.
+    """
+    grid = as_sigmas(sigmas)
+    bank = bank if isinstance(bank, Bank) else open_bank(bank)
+    queries = as_matrix("x", x, dimension=bank.dimension)
+    if is_distributed():
+        share = rank_rows(len(bank), chunk_rows)
+        local = stream_pass(queries, bank, grid, rows=share, chunk_rows=chunk_rows,
+                            progress=progress and torch.distributed.get_rank() == 0, **backend_options)
+        merged = all_merge(local, grid, len(queries))
+    else:
+        merged = stream_pass(queries, bank, grid, chunk_rows=chunk_rows, progress=progress, **backend_options)
+    return partials.log_sum_exp(merged, grid) - parzen.normalising_constant(grid, len(bank), bank.dimension)[:, None]
+
+
+# ---- torch.distributed ---------------------------------------------------------------------------
+
+def is_distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def init_from_environment(timeout_seconds: float = 300.0) -> bool:
+    """Join the process group that ``torchrun`` describes (WORLD_SIZE > 1); gloo on CPU, NCCL on CUDA.
+
+    Returns False when not launched by torchrun. A rank that never starts makes the others
+    fail after ``timeout_seconds`` with a clear error instead of hanging.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1 or is_distributed():
+        return is_distributed()
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    try:
+        torch.distributed.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_seconds))
+    except (RuntimeError, ValueError) as error:
+        raise GanbenchError(f"rank {os.environ.get('RANK', '?')} of {world_size} could not join the process group "
+                            f"within {timeout_seconds:.0f} s ({str(error).splitlines()[0][:120]}); check that every "
+                            "rank started and MASTER_ADDR/MASTER_PORT are reachable") from None
+    return True
+
+
+def rank_rows(count: int, chunk_rows: int) -> range:
+    """This rank's contiguous share of the bank rows (ranks in order, so indices stay global).
+
+    Shares are whole chunks, so every chunk is scored exactly as a single process scores it
+    and only the float64 merge order differs.
+    """
+    rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    chunks = -(-count // chunk_rows)
+    return range(min(count, chunks * rank // world * chunk_rows), min(count, chunks * (rank + 1) // world * chunk_rows))
+
+
+def all_merge(local: partials.BankPartial | None, sigmas, n_queries: int) -> partials.BankPartial:
+    """Combine every rank's partial: all-reduce the minima, then the rescaled sums; the nearest
+    index follows its minimum (the lowest index among equal minima)."""
+    scales = partials.half_inverse_variances(sigmas, np.zeros(1))
+    device = torch.device("cuda") if torch.distributed.get_backend() == "nccl" else torch.device("cpu")
+    if local is None:  # a rank with no rows (more ranks than rows)
+        local = partials.BankPartial(np.full(n_queries, np.inf), np.zeros(n_queries, dtype=np.int64),
+                                     np.zeros((len(scales), n_queries)))
+    minimum = torch.as_tensor(local.min_sq_distance, dtype=torch.float64, device=device).clone()
+    collective(torch.distributed.all_reduce, minimum, op=torch.distributed.ReduceOp.MIN)
+    global_min = minimum.cpu().numpy()
+    with np.errstate(invalid="ignore"):
+        factor = np.where(np.isfinite(local.min_sq_distance),
+                          np.exp(-(local.min_sq_distance - global_min) * scales), 0.0)
+    sums = torch.as_tensor(local.shifted_sums * factor, dtype=torch.float64, device=device)
+    collective(torch.distributed.all_reduce, sums, op=torch.distributed.ReduceOp.SUM)
+    candidate = np.where(local.min_sq_distance == global_min, local.nearest_index, np.iinfo(np.int64).max)
+    nearest = torch.as_tensor(candidate, dtype=torch.int64, device=device)
+    collective(torch.distributed.all_reduce, nearest, op=torch.distributed.ReduceOp.MIN)
+    return partials.BankPartial(global_min, nearest.cpu().numpy(), sums.cpu().numpy())
+
+
+def collective(operation, tensor, **options) -> None:
+    try:
+        operation(tensor, **options)
+    except RuntimeError as error:
+        raise GanbenchError(f"rank {torch.distributed.get_rank()}: a collective failed, most likely because another "
+                            f"rank died or timed out ({str(error).splitlines()[0][:120]}); see that rank's error") from None

@@ -1,0 +1,111 @@
+"""Banks on disk and across processes: chunked and distributed scores equal the one-shot score."""
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from ganbench import banks, parzen, sampling, streaming
+from ganbench.errors import GanbenchError
+from ganbench.models import Generator
+
+
+def test_chunks_and_shards_match_the_one_shot_score(tmp_path, rng):
+    x, bank = rng.random((23, 17)), rng.random((301, 17)).astype(np.float32)
+    sigmas = [0.1, 0.4, 1.0]
+    whole = parzen.log_likelihood(x, bank, sigmas, backend="reference")
+    np.save(tmp_path / "bank.npy", bank)
+    (tmp_path / "shards").mkdir()
+    for index, start in enumerate(range(0, 301, 70)):
+        np.save(tmp_path / "shards" / f"shard-{index:05d}.npy", bank[start:start + 70])
+    for source in (bank, tmp_path / "bank.npy", tmp_path / "shards"):
+        streamed = streaming.log_likelihood(x, source, sigmas, chunk_rows=33, backend="reference", progress=False)
+        # Partial sums merge exactly; only float64 rounding separates the two.
+        np.testing.assert_allclose(streamed, whole, rtol=0, atol=1e-9)
+
+
+def test_streamed_nearest_index_is_global(rng):
+    bank = rng.random((100, 5)).astype(np.float32)
+    merged = streaming.stream_pass(bank[[77, 3]], banks.open_bank(bank), [0.3], chunk_rows=16, backend="reference",
+                                   progress=False)
+    np.testing.assert_array_equal(merged.nearest_index, [77, 3])
+
+
+def test_sharded_sampling_equals_one_shot_sampling(tmp_path):
+    torch.manual_seed(0)
+    generator = Generator()
+    paths = sampling.write_shards(generator, 25, seed=4, folder=tmp_path, shard_size=10)
+    assert [p.name for p in paths] == ["shard-00000.npy", "shard-00001.npy", "shard-00002.npy"]
+    # Same noise; other batch sizes round G's products differently, by a few float32 ulps of values <= 1.
+    np.testing.assert_allclose(np.concatenate([np.load(p) for p in paths]), sampling.generate(generator, 25, seed=4),
+                               rtol=0, atol=1e-6)
+
+
+def test_bad_banks(tmp_path):
+    with pytest.raises(GanbenchError, match="does not exist"):
+        banks.open_bank(tmp_path / "missing.npy")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(GanbenchError, match="no .npy shards"):
+        banks.open_bank(tmp_path / "empty")
+    bank = np.ones((10, 4), dtype=np.float32)
+    np.save(tmp_path / "short.npy", bank)
+    raw = (tmp_path / "short.npy").read_bytes()
+    (tmp_path / "short.npy").write_bytes(raw[:-8])
+    with pytest.raises(GanbenchError, match="truncated"):
+        list(banks.open_bank(tmp_path / "short.npy").chunks(100))
+    bank[3, 1] = np.nan
+    np.save(tmp_path / "nan.npy", bank)
+    with pytest.raises(GanbenchError, match="NaN or inf at row 3"):
+        list(banks.open_bank(tmp_path / "nan.npy").chunks(100))
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_two_gloo_processes_equal_one(tmp_path, mnist):
+    np.save(tmp_path / "bank.npy", mnist.train_x[:501])
+    base = [sys.executable, "-m", "ganbench", "parzen", str(tmp_path / "bank.npy"), "--json", "--backend", "torch",
+            "--device", "cpu", "--chunk-rows", "100"]
+    single = subprocess.run(base, capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+                str(free_port()), "-m", "ganbench"] + base[3:]
+    distributed = subprocess.run(launcher, capture_output=True, text=True, timeout=300)
+    assert distributed.returncode == 0, distributed.stderr
+    one, two = json.loads(single.stdout), json.loads(distributed.stdout)  # only rank 0 printed
+    assert two["world_size"] == 2 and two["sigma"] == one["sigma"]
+    assert two["mean"] == pytest.approx(one["mean"], abs=1e-9)
+    assert two["standard_error"] == pytest.approx(one["standard_error"], abs=1e-9)
+
+
+def rank_command(tmp_path, rank, port, bank):
+    environment = dict(os.environ, WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                       MASTER_PORT=str(port))
+    command = [sys.executable, "-m", "ganbench", "parzen", str(bank), "--sigma", "0.2", "--backend", "torch",
+               "--device", "cpu", "--timeout", "10"]
+    return subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_a_rank_that_never_starts_is_a_clear_error_not_a_hang(tmp_path, mnist):
+    np.save(tmp_path / "bank.npy", mnist.train_x[:50])
+    lonely = rank_command(tmp_path, 0, free_port(), tmp_path / "bank.npy")
+    _, stderr = lonely.communicate(timeout=120)
+    assert lonely.returncode == 2 and "could not join" in stderr and "Traceback" not in stderr
+
+
+def test_a_rank_that_dies_stops_the_others(tmp_path, mnist):
+    np.save(tmp_path / "bank.npy", mnist.train_x[:50])
+    port = free_port()
+    survivor = rank_command(tmp_path, 0, port, tmp_path / "bank.npy")
+    casualty = rank_command(tmp_path, 1, port, tmp_path / "missing.npy")  # dies after joining
+    _, casualty_err = casualty.communicate(timeout=120)
+    _, survivor_err = survivor.communicate(timeout=120)
+    assert casualty.returncode == 2 and "does not exist" in casualty_err
+    assert survivor.returncode == 2 and "Traceback" not in survivor_err
