@@ -1,4 +1,7 @@
-"""Banks larger than memory: an array, a ``.npy`` file, or a folder of ``.npy`` shards, read in chunks.
+"""Banks larger than memory: an array, a ``.npy``/``.npz`` file, or a folder of shards, read in chunks.
+
+Files holding uint8 images are divided by 255 (MNIST's scale); other dtypes must already be
+in the data's scale.
 
 Chunks are read with plain file reads (no memory map), so resident memory stays at one
 chunk whatever the bank's size; the scorer merges per-chunk partial sums exactly
@@ -21,6 +24,7 @@ class _Shard:
     rows: int
     offset: int          # byte offset of the data in the file
     array: np.ndarray | None = None
+    scale: float = 1.0   # uint8 images are divided by 255 (the data's scale)
 
 
 class Bank:
@@ -42,6 +46,8 @@ class Bank:
                 count = min(rows, shard.rows - start)
                 if shard.array is not None:
                     chunk = np.asarray(shard.array[start:start + count], dtype=np.float32)
+                    if shard.scale != 1.0:
+                        chunk = chunk * np.float32(shard.scale)
                 else:
                     with open(shard.path, "rb") as handle:
                         handle.seek(shard.offset + start * self.dimension * 4)
@@ -58,7 +64,35 @@ class Bank:
             first += shard.rows
 
 
+def _npz_shard(path: Path) -> tuple[_Shard, int]:
+    """An ``.npz`` holding one array (or one named ``samples``), loaded whole."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            names = list(archive.keys())
+            name = "samples" if "samples" in names else (names[0] if len(names) == 1 else None)
+            if name is None:
+                raise GanbenchError(f"{path} holds {names}; save one array, or name it 'samples'")
+            array = archive[name]
+    except (ValueError, OSError, EOFError) as error:
+        raise GanbenchError(f"{path} is not a readable .npz file ({error})") from None
+    return _array_shard(path, array)
+
+
+def _array_shard(path: Path | None, array: np.ndarray) -> tuple[_Shard, int]:
+    if array.ndim == 3:
+        array = array.reshape(len(array), -1)
+    if array.ndim != 2:
+        raise GanbenchError(f"{path or 'bank'} has shape {array.shape}; a bank is (count, dimension) "
+                            "or (count, height, width)")
+    if array.dtype.kind not in "uif":
+        raise GanbenchError(f"{path or 'bank'} has dtype {array.dtype}; pass numbers")
+    scale = 1.0 / 255.0 if array.dtype == np.uint8 else 1.0
+    return _Shard(path, len(array), 0, array, scale), array.shape[1]
+
+
 def _npy_shard(path: Path) -> tuple[_Shard, int]:
+    if path.suffix == ".npz":
+        return _npz_shard(path)
     try:
         with open(path, "rb") as handle:
             version = np.lib.format.read_magic(handle)
@@ -73,9 +107,8 @@ def _npy_shard(path: Path) -> tuple[_Shard, int]:
     if len(shape) != 2:
         raise GanbenchError(f"{path} has shape {shape}; a bank is (count, dimension)")
     if dtype != np.dtype("<f4") or fortran_order:
-        # Other dtypes or layouts: load this shard whole (it must then fit in memory).
-        array = np.load(path, allow_pickle=False, mmap_mode="r").reshape(shape[0], -1)
-        return _Shard(path, shape[0], 0, array), shape[1]
+        # Other dtypes or layouts: read through a memory map (uint8 images are divided by 255).
+        return _array_shard(path, np.load(path, allow_pickle=False, mmap_mode="r"))
     return _Shard(path, shape[0], offset), shape[1]
 
 
@@ -85,10 +118,10 @@ def open_bank(source) -> Bank:
         array = np.asarray(source)
         if array.ndim != 2:
             raise GanbenchError(f"bank must be 2-D (count, dimension), got shape {array.shape}")
-        return Bank([_Shard(None, len(array), 0, array)], array.shape[1], "array")
+        return Bank([_Shard(None, len(array), 0, array)], array.shape[1], "array")  # used as given
     path = Path(source)
     if path.is_dir():
-        files = sorted(path.glob("*.npy"))
+        files = sorted(path.glob("*.npy")) + sorted(path.glob("*.npz"))
         if not files:
             raise GanbenchError(f"{path} holds no .npy shards; write some with `ganbench sample --shard-size`")
     elif path.exists():

@@ -36,6 +36,9 @@ def command_parzen(args) -> int:
 
     distributed = streaming.init_from_environment(args.timeout)
     is_writer = not distributed or __import__("torch").distributed.get_rank() == 0
+    if (args.samples is None) == (args.samples_option is None):
+        raise GanbenchError("give the samples file once: `ganbench parzen FILE` or `ganbench parzen --samples FILE`")
+    args.samples = args.samples or args.samples_option
     mnist = data.load_mnist(args.data_dir)
     bank = banks.open_bank(args.samples)
     if args.sigma is not None and args.sigma <= 0:
@@ -217,8 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
     formatter = argparse.ArgumentDefaultsHelpFormatter
 
     parzen_parser = commands.add_parser("parzen", help="score a sample bank (.npy) on MNIST", formatter_class=formatter)
-    parzen_parser.add_argument("samples", help=".npy file of samples, (count, 784) or (count, 28, 28), values in "
-                               "[0, 1], or a folder of .npy shards (streamed; under torchrun, split across ranks)")
+    parzen_parser.add_argument("samples", nargs="?", help=".npy/.npz file of samples, (count, 784) or (count, 28, 28); "
+                               "uint8 images are divided by 255, other dtypes must be in [0, 1]; or a folder of "
+                               ".npy shards (streamed; under torchrun, split across ranks)")
+    parzen_parser.add_argument("--samples", dest="samples_option", default=None, help="the same, as an option")
     parzen_parser.add_argument("--split", default="test", choices=("train", "valid", "test"), help="images to score")
     parzen_parser.add_argument("--protocol", default="paper", choices=("paper", "full"),
                                help="paper: logspace(-1,0,10) on the first 1,000 validation images; "

@@ -109,3 +109,13 @@ def test_a_rank_that_dies_stops_the_others(tmp_path, mnist):
     _, survivor_err = survivor.communicate(timeout=120)
     assert casualty.returncode == 2 and "does not exist" in casualty_err
     assert survivor.returncode == 2 and "Traceback" not in survivor_err
+
+
+def test_uint8_and_npz_banks_are_scaled_to_the_data(tmp_path, rng):
+    images = rng.integers(0, 256, size=(40, 28, 28), dtype=np.uint8)
+    np.save(tmp_path / "images.npy", images)
+    np.savez(tmp_path / "images.npz", samples=images)
+    expected = images.reshape(40, -1).astype(np.float32) / 255
+    for name in ("images.npy", "images.npz"):
+        (_, chunk), = list(banks.open_bank(tmp_path / name).chunks(100))
+        np.testing.assert_allclose(chunk, expected, rtol=1e-7)
