@@ -117,6 +117,9 @@ def all_merge(local: partials.BankPartial | None, sigmas, n_queries: int) -> par
     if local is None:  # a rank with no rows (more ranks than rows)
         local = partials.BankPartial(np.full(n_queries, np.inf), np.zeros(n_queries, dtype=np.int64),
                                      np.zeros((len(scales), n_queries)))
+    if torch.distributed.get_backend() == "gloo":
+        # Names a rank that died instead of letting the collective below fail inside gloo.
+        collective(lambda _: torch.distributed.monitored_barrier(wait_all_ranks=True), None)
     minimum = torch.as_tensor(local.min_sq_distance, dtype=torch.float64, device=device).clone()
     collective(torch.distributed.all_reduce, minimum, op=torch.distributed.ReduceOp.MIN)
     global_min = minimum.cpu().numpy()
