@@ -145,7 +145,7 @@ def timings(mnist, report: dict, repeats: int, skip_large: bool = False) -> list
         row["wall_s"] = time.perf_counter() - started
         print(json.dumps(row), flush=True)
         rows.append(row)
-        del bank
+        bank = None  # free the 1M-row bank before the next case
         torch.cuda.empty_cache()
     report["timings"] = rows
     return rows

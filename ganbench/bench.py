@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.special import logsumexp
 
 from . import parzen, protocol
 
@@ -117,7 +116,6 @@ def run_case(case: BenchCase, device: str = "cpu", repeats: int = 3, authors_sli
     b = torch.randn(case.d, case.m, device=device)
     out = torch.empty(case.n, case.m, device=device)
     floor = median_seconds(lambda: torch.matmul(a, b, out=out), repeats, device)
-    del out
     methods = {"ganbench torch": lambda: parzen.log_likelihood(x_t, bank_t, sigmas, backend="torch", device=device)}
     if device.startswith("cuda"):
         methods["ganbench triton"] = lambda: parzen.log_likelihood(x_t, bank_t, sigmas, backend="triton", device=device)

@@ -6,11 +6,10 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
+from . import SHIPPED_GENERATOR
 from .errors import GanbenchError
 
-SHIPPED = Path("results") / "generator.pt"
+
 
 
 def _add_data_options(parser: argparse.ArgumentParser) -> None:
@@ -32,10 +31,12 @@ def _print_json(payload) -> None:
 
 
 def command_parzen(args) -> int:
+    import torch
+
     from . import banks, data, protocol, streaming
 
     distributed = streaming.init_from_environment(args.timeout)
-    is_writer = not distributed or __import__("torch").distributed.get_rank() == 0
+    is_writer = not distributed or torch.distributed.get_rank() == 0
     if (args.samples is None) == (args.samples_option is None):
         raise GanbenchError("give the samples file once: `ganbench parzen FILE` or `ganbench parzen --samples FILE`")
     args.samples = args.samples or args.samples_option
@@ -48,7 +49,7 @@ def command_parzen(args) -> int:
                               precision=args.precision, chunk_rows=args.chunk_rows, progress=is_writer)
     result = {"samples": str(args.samples), "split": args.split, "protocol": args.protocol, **score.as_dict()}
     if distributed:
-        result["world_size"] = __import__("torch").distributed.get_world_size()
+        result["world_size"] = torch.distributed.get_world_size()
     if is_writer:  # only rank 0 reports
         if args.json:
             _print_json(result)
@@ -61,10 +62,10 @@ def command_parzen(args) -> int:
 def command_train(args) -> int:
     from .train import TrainConfig, train
 
-    config = TrainConfig(epochs=args.epochs, seed=args.seed, discriminator_steps=args.k,
-                         generator_loss=args.generator_loss, train_subset=args.train_subset)
     from . import data
 
+    config = TrainConfig(epochs=args.epochs, seed=args.seed, discriminator_steps=args.k,
+                         generator_loss=args.generator_loss, train_subset=args.train_subset)
     state = train(config, args.out, resume=args.resume, device=args.device or "cpu",
                   data=data.load_mnist(args.data_dir), max_minutes=args.max_minutes)
     last = state.log[-1] if state.log else {}
@@ -185,7 +186,9 @@ def command_bench(args) -> int:
 
     cases = bench.DEFAULT_CASES if not args.quick else [bench.BenchCase(1_000, 1_000, 784, 1),
                                                         bench.BenchCase(1_000, 1_000, 784, 10)]
-    device = args.device or ("cuda" if __import__("torch").cuda.is_available() else "cpu")
+    import torch
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     rows = []
     for case in cases:
         print(f"ganbench: benchmarking n={case.n} m={case.m} d={case.d} sigmas={case.sigmas}", file=sys.stderr)
@@ -271,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     reproduce_parser = commands.add_parser("reproduce", help="regenerate a table of the paper", formatter_class=formatter)
     reproduce_parser.add_argument("what", choices=("table1",), help="what to reproduce")
-    reproduce_parser.add_argument("--generator", default=str(SHIPPED), help="generator to score")
+    reproduce_parser.add_argument("--generator", default=str(SHIPPED_GENERATOR), help="generator to score")
     reproduce_parser.add_argument("--seed", type=int, default=0, help="noise seed of the bank and k-means")
     reproduce_parser.add_argument("--protocol", default="paper", choices=("paper", "full"))
     reproduce_parser.add_argument("--tfd", default=None, help="TFD_48x48.mat, to measure the TFD column")
@@ -293,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     nn_parser = commands.add_parser("nn", help="nearest-neighbour memorisation report", formatter_class=formatter)
     nn_parser.add_argument("--samples", default=None, help=".npy of samples (else drawn from --checkpoint)")
-    nn_parser.add_argument("--checkpoint", default=str(SHIPPED), help="generator to sample when no --samples")
+    nn_parser.add_argument("--checkpoint", default=str(SHIPPED_GENERATOR), help="generator to sample when no --samples")
     nn_parser.add_argument("--count", type=int, default=10_000, help="samples to draw")
     nn_parser.add_argument("--seed", type=int, default=0, help="noise seed")
     nn_parser.add_argument("--reference", default="train", choices=("train", "valid", "test"))
@@ -304,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     figures_parser = commands.add_parser("figures", help="Figure 2, Figure 3 and the distance histogram",
                                          formatter_class=formatter)
-    figures_parser.add_argument("--generator", default=str(SHIPPED), help="generator to draw")
+    figures_parser.add_argument("--generator", default=str(SHIPPED_GENERATOR), help="generator to draw")
     figures_parser.add_argument("--seed", type=int, default=0, help="noise seed")
     figures_parser.add_argument("--out", default="results/figures", help="output folder for the PNGs")
     figures_parser.add_argument("--backend", default="auto", choices=("auto", "reference", "torch", "triton"))

@@ -11,7 +11,6 @@ from . import atomic
 from .errors import GanbenchError
 from .models import Generator, sample_noise
 
-SHIPPED_GENERATOR = Path(__file__).resolve().parent.parent / "results" / "generator.pt"
 
 
 def load_generator(path: str | Path, device="cpu") -> tuple[Generator, dict]:

@@ -17,7 +17,6 @@ File layout: kernel, float64 reference, launcher (checks, allocation, launch), p
 """
 from __future__ import annotations
 
-import math
 import os
 
 import numpy as np

@@ -1,6 +1,5 @@
 """Figures: right pixel size, non-empty grids, nearest column really the nearest training image."""
 import matplotlib.image
-import numpy as np
 import torch
 
 from ganbench import figures, memorization
