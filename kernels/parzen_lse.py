@@ -191,6 +191,9 @@ def parzen_lse_launch(query: torch.Tensor, bank: torch.Tensor, query_norms: torc
         raise GanbenchError(f"the kernel takes 1 to {MAX_SIGMAS} sigmas per pass, got {grid_sigmas.size}")
     if precision not in PRECISIONS:
         raise GanbenchError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    for name, block in (("block_m", block_m), ("block_n", block_n), ("block_k", block_k)):
+        if block is not None and (block < 16 or block & (block - 1)):
+            raise GanbenchError(f"{name} must be a power of two >= 16 (tl.dot tiles), got {block}")
     if query.device.type == "cpu" and not INTERPRETED:
         raise GanbenchError("the triton backend needs a CUDA GPU; on the CPU set TRITON_INTERPRET=1 "
                             "(Triton's interpreter, slow, for tests) or use --backend torch")

@@ -121,6 +121,8 @@ def test_launcher_rejects_bad_arguments():
         parzen_lse.parzen_lse_launch(query, bank, norms_q, norms_b, np.ones(33))
     with pytest.raises(GanbenchError, match="precision"):
         parzen_lse.parzen_lse_launch(query, bank, norms_q, norms_b, [1.0], precision="fp8")
+    with pytest.raises(GanbenchError, match="power of two"):
+        parzen_lse.parzen_lse_launch(query, bank, norms_q, norms_b, [1.0], block_n=100)
 
 
 def test_without_interpreter_the_cpu_gets_a_clear_error():
