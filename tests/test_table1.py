@@ -93,3 +93,19 @@ def test_bad_tfd_files(tmp_path):
         tfd.load_tfd(tmp_path / "wrong.mat")
     with pytest.raises(GanbenchError, match="does not exist"):
         tfd.load_tfd(tmp_path / "missing.mat")
+
+
+def test_check_cli_prints_a_readable_diff_and_exits_1_when_moved(mnist, tmp_path):
+    import subprocess
+    import sys
+
+    stored = json.loads((RESULTS / "table1.json").read_text())
+    for row in stored["table"]:
+        if row.get("key") == "training_images":
+            row["mnist"]["sigma"] *= 1.01
+    (tmp_path / "table1.json").write_text(json.dumps(stored))
+    completed = subprocess.run([sys.executable, "-m", "ganbench", "check", str(tmp_path / "table1.json"),
+                                "--rows", "training_images", "--backend", "torch"], capture_output=True, text=True)
+    assert completed.returncode == 1
+    assert "MOVED" in completed.stdout and "sigma" in completed.stdout and "tolerance" in completed.stdout
+    assert "check failed" in completed.stderr and "Traceback" not in completed.stderr
