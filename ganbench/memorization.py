@@ -45,13 +45,12 @@ def _top_k(queries, reference, k, device, query_block, reference_block):
     with torch.no_grad():
         for start in range(0, len(query32), query_block):
             block = query32[start:start + query_block]
-            block_norms = parzen.squared_norms(block)[:, None]
+            block_norms = parzen.squared_norms(block)
             best_d = torch.full((len(block), 0), float("inf"), device=target)
             best_i = torch.zeros((len(block), 0), dtype=torch.int64, device=target)
             for ref_start in range(0, len(reference32), reference_block):
                 chunk = reference32[ref_start:ref_start + reference_block]
-                d = torch.addmm(reference_norms[None, ref_start:ref_start + reference_block], block, chunk.T, alpha=-2.0)
-                d.add_(block_norms).clamp_(min=0.0)
+                d = parzen.sq_distance_tile(block, block_norms, chunk, reference_norms[ref_start:ref_start + len(chunk)])
                 idx = torch.arange(ref_start, ref_start + len(chunk), device=target).expand(len(block), -1)
                 all_d, all_i = torch.cat([best_d, d], 1), torch.cat([best_i, idx], 1)
                 # Stable sort on distance keeps the lower index first among ties.

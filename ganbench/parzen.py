@@ -161,6 +161,14 @@ def centre_by_bank_mean(query: torch.Tensor, bank: torch.Tensor, dtype: torch.dt
     return query.to(dtype) - mean, bank.to(dtype) - mean
 
 
+def sq_distance_tile(queries: torch.Tensor, query_norms: torch.Tensor, samples: torch.Tensor,
+                     sample_norms: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """||x||^2 + ||s||^2 - 2 x.s for a block: one GEMM with the sample norms as its addend,
+    clamped at 0 because rounding can push a true 0 slightly below it."""
+    tile = torch.addmm(sample_norms[None, :], queries, samples.T, alpha=-2.0, out=out)
+    return tile.add_(query_norms[:, None]).clamp_(min=0.0)
+
+
 def squared_norms(rows: torch.Tensor, chunk: int = 65_536) -> torch.Tensor:
     """||row||^2 per row, accumulated in float64 and rounded once, in chunks (bounded memory)."""
     pieces = [torch.sum(part * part, dim=1, dtype=torch.float64) for part in rows.split(chunk)]
@@ -235,11 +243,9 @@ def _torch_pass(query, bank, grid, device, query_block, bank_block) -> ParzenPas
                                            torch.zeros(len(grid), rows, device=device))
             for bank_start in range(0, bank32.shape[0], bank_block):
                 samples = bank32[bank_start:bank_start + bank_block]
-                distances = tile[:rows, :len(samples)]
-                # ||x||^2 + ||s||^2 - 2 x.s: one GEMM with the bank norms as its addend.
-                torch.addmm(bank_norms[None, bank_start:bank_start + len(samples)], queries, samples.T,
-                            alpha=-2.0, out=distances)
-                distances.add_(query_norms[query_start:query_start + rows, None]).clamp_(min=0.0)
+                distances = sq_distance_tile(queries, query_norms[query_start:query_start + rows], samples,
+                                             bank_norms[bank_start:bank_start + len(samples)],
+                                             out=tile[:rows, :len(samples)])
                 partials.accumulate(running, distances, scales, bank_start, shifted[:rows, :len(samples)],
                                     term[:rows, :len(samples)])
             minima.append(running.min_sq_distance)

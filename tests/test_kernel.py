@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from ganbench import parzen
+from ganbench import parzen, partials
 from ganbench.errors import GanbenchError
 from ganbench.kernels import parzen_lse
 from tolerances import float32_distance_bound, float32_log_likelihood_bound
@@ -23,6 +23,13 @@ BLOCK_N = parzen_lse.INTERPRETER_BLOCKS["BLOCK_N"]
 
 def check_against_reference(x, bank, sigmas, **kernel_options):
     reference = parzen.parzen_pass(x, bank, sigmas, backend="reference")
+    # The kernel file's own float64 reference (direct differences) agrees with ganbench's (expanded form).
+    own = parzen_lse.parzen_lse_reference(torch.as_tensor(x), torch.as_tensor(bank), sigmas)
+    np.testing.assert_array_equal(own.nearest_index.numpy(), reference.nearest_index)
+    np.testing.assert_allclose(own.min_sq_distance.numpy(), reference.min_sq_distance, rtol=1e-9, atol=1e-9)
+    if len(sigmas):
+        np.testing.assert_allclose(partials.log_sum_exp(own, sigmas).numpy(), reference.log_sum_exp,
+                                   rtol=1e-9, atol=1e-7)
     kernel = parzen_lse.parzen_pass_triton(torch.as_tensor(x), torch.as_tensor(bank), sigmas,
                                            device=torch.device("cpu"), **kernel_options)
     if len(sigmas):
