@@ -76,12 +76,13 @@ def command_train(args) -> int:
 
 def command_export(args) -> int:
     from . import atomic, sampling
-    from .train import CHECKPOINT_NAME, LOG_NAME
+    from .train import BEST_GENERATOR_NAME, CHECKPOINT_NAME, LOG_NAME
 
     run = Path(args.run)
-    checkpoint = run / CHECKPOINT_NAME
+    checkpoint = run / (BEST_GENERATOR_NAME if args.best else CHECKPOINT_NAME)
     if not checkpoint.exists():
-        raise GanbenchError(f"no checkpoint in {run}; pass the --out folder of a `ganbench train` run")
+        raise GanbenchError(f"no {checkpoint.name} in {run}; pass the --out folder of a `ganbench train` run"
+                            + (" that logged its Parzen monitor (or drop --best)" if args.best else ""))
     out = Path(args.out)
     sampling.export_generator(checkpoint, out / "generator.pt")
     atomic.write_bytes(out / LOG_NAME, (run / LOG_NAME).read_bytes())
@@ -259,6 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     export_parser = commands.add_parser("export", help="ship a run's generator weights and log", formatter_class=formatter)
     export_parser.add_argument("run", help="a `ganbench train --out` folder")
     export_parser.add_argument("--out", default="results", help="folder for generator.pt and train_log.csv")
+    export_parser.add_argument("--best", action="store_true",
+                               help="ship the epoch with the highest validation Parzen monitor, not the last one")
     export_parser.set_defaults(handler=command_export)
 
     sample_parser = commands.add_parser("sample", help="draw samples from a generator", formatter_class=formatter)

@@ -32,15 +32,21 @@ def load_generator(path: str | Path, device="cpu") -> tuple[Generator, dict]:
     return generator, metadata
 
 
-def export_generator(checkpoint: str | Path, out: str | Path) -> Path:
-    """Write only G's float32 weights and the run's config (about 10 MB) for shipping."""
-    payload = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    slim = {"generator": {k: v.float() for k, v in payload["generator"].items()},
-            "config": payload["config"], "epochs_done": payload["epochs_done"],
-            "updates_done": payload["updates_done"]}
+def save_generator(out: str | Path, generator_state: dict, config: dict, epochs_done: int,
+                   updates_done: int) -> Path:
+    """Write only G's float32 weights and the run's config (about 10 MB) for shipping, atomically."""
+    slim = {"generator": {k: v.detach().float().cpu() for k, v in generator_state.items()},
+            "config": config, "epochs_done": epochs_done, "updates_done": updates_done}
     buffer = io.BytesIO()
     torch.save(slim, buffer)
     return atomic.write_bytes(out, buffer.getvalue())
+
+
+def export_generator(checkpoint: str | Path, out: str | Path) -> Path:
+    """The generator of a training checkpoint (or an already slim generator file), slimmed for shipping."""
+    payload = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    return save_generator(out, payload["generator"], payload["config"], payload["epochs_done"],
+                          payload["updates_done"])
 
 
 @torch.no_grad()

@@ -24,9 +24,10 @@ from tqdm.auto import tqdm
 from . import atomic, parzen
 from .errors import GanbenchError
 from .models import Discriminator, Generator, sample_noise
-from .sampling import generate
+from .sampling import generate, save_generator
 
 CHECKPOINT_NAME = "checkpoint.pt"
+BEST_GENERATOR_NAME = "best_generator.pt"  # G of the epoch with the highest validation monitor
 LOG_NAME = "train_log.csv"
 GENERATOR_LOSSES = ("non-saturating", "minimax")
 
@@ -260,7 +261,13 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False, dev
         row = {"epoch": state.epochs_done + 1, **train_epoch(state, config, images, progress)}
         row["seconds"] = time.perf_counter() - started
         row["parzen_valid"] = parzen_monitor(state, config, data.valid_x, device)
+        best_before = max((earlier["parzen_valid"] for earlier in state.log), default=-np.inf)
         state.log.append(row)
+        if row["parzen_valid"] > best_before:
+            # Model selection on the validation monitor only, as the authors' per-epoch saves
+            # with monitor_ll allowed; the test split is never looked at here.
+            save_generator(out_dir / BEST_GENERATOR_NAME, state.generator.state_dict(),
+                           dataclasses.asdict(config), state.epochs_done, state.updates_done)
         save_checkpoint(checkpoint_path, state, config)
         atomic.write_text(out_dir / LOG_NAME, pd.DataFrame(state.log).to_csv(index=False))
         out_of_time = max_minutes is not None and time.perf_counter() - session_start > 60 * max_minutes

@@ -74,6 +74,18 @@ def test_two_epochs_give_finite_losses_a_checkpoint_and_a_log(mnist, tmp_path):
     assert len((tmp_path / "train_log.csv").read_text().strip().splitlines()) == 3
 
 
+def test_best_generator_is_the_epoch_with_the_highest_validation_monitor(mnist, tmp_path):
+    state = train(small_config(epochs=4), tmp_path / "run", data=mnist, progress=False)
+    monitors = [row["parzen_valid"] for row in state.log]
+    best_epoch = int(np.argmax(monitors)) + 1
+    best, metadata = sampling.load_generator(tmp_path / "run" / "best_generator.pt")
+    assert metadata["epochs_done"] == best_epoch
+    # Runs are repeatable, so a run stopped at that epoch holds the same generator.
+    stopped = train(small_config(epochs=best_epoch), tmp_path / "stopped", data=mnist, progress=False)
+    for a, b in zip(stopped.generator.state_dict().values(), best.state_dict().values()):
+        assert torch.equal(a, b)
+
+
 def test_resume_equals_an_uninterrupted_run_bit_for_bit(mnist, tmp_path):
     whole = train(small_config(epochs=3), tmp_path / "whole", data=mnist, progress=False)
     train(small_config(epochs=1), tmp_path / "parts", data=mnist, progress=False)
