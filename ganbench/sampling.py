@@ -49,16 +49,24 @@ def export_generator(checkpoint: str | Path, out: str | Path) -> Path:
                           payload["updates_done"])
 
 
-@torch.no_grad()
 def generate(generator: Generator, count: int, seed: int, device="cpu", batch_size: int = 10_000) -> np.ndarray:
     """``count`` float32 samples (count, 784) from G with their own seeded RNG (never the training RNG)."""
     if count < 1:
         raise GanbenchError(f"sample count must be >= 1, got {count}")
+    return torch.cat(list(_draw(generator, _batch_sizes(count, batch_size), seed, device))).numpy()
+
+
+def _batch_sizes(total: int, batch_size: int) -> list[int]:
+    return [min(batch_size, total - start) for start in range(0, total, batch_size)]
+
+
+@torch.no_grad()
+def _draw(generator: Generator, batch_sizes: list[int], seed: int, device):
+    """G's samples for consecutive noise batches of one seeded stream (never the training RNG)."""
     generator.eval()
     rng = torch.Generator().manual_seed(seed)
-    chunks = [generator(sample_noise(min(batch_size, count - start), rng).to(device)).float().cpu()
-              for start in range(0, count, batch_size)]
-    return torch.cat(chunks).numpy()
+    for size in batch_sizes:
+        yield generator(sample_noise(size, rng).to(device)).float().cpu()
 
 
 def save_samples(path: str | Path, samples: np.ndarray) -> Path:
@@ -96,13 +104,10 @@ def write_shards(generator: Generator, count: int, seed: int, folder: str | Path
         raise GanbenchError(f"shard size must be >= 1, got {shard_size}")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    generator.eval()
-    rng = torch.Generator().manual_seed(seed)
+    shard_rows = _batch_sizes(count, shard_size)
+    batches = _draw(generator, [size for rows in shard_rows for size in _batch_sizes(rows, 10_000)], seed, device)
     paths = []
-    with torch.no_grad():
-        for index, start in enumerate(range(0, count, shard_size)):
-            rows = min(shard_size, count - start)
-            parts = [generator(sample_noise(min(10_000, rows - done), rng).to(device)).float().cpu()
-                     for done in range(0, rows, 10_000)]
-            paths.append(save_samples(folder / f"shard-{index:05d}.npy", torch.cat(parts).numpy()))
+    for index, rows in enumerate(shard_rows):
+        parts = [next(batches) for _ in _batch_sizes(rows, 10_000)]
+        paths.append(save_samples(folder / f"shard-{index:05d}.npy", torch.cat(parts).numpy()))
     return paths
