@@ -68,11 +68,10 @@ def matmul_time(n: int, m: int, d: int, tf32: bool, repeats: int) -> float:
 
 
 def triton_fixed(queries, bank, precision, tiles, refine=True):
-    raw = parzen_lse.parzen_pass_triton(torch.from_numpy(queries).cuda(), torch.from_numpy(bank).cuda(), CHECK_GRID,
-                                        device=torch.device("cuda"), precision=precision, **tiles)
-    if not refine:
-        return raw
-    return parzen.refine_nearest(raw, torch.from_numpy(queries).cuda(), torch.from_numpy(bank).cuda(), CHECK_GRID)
+    query, samples = torch.from_numpy(queries).cuda(), torch.from_numpy(bank).cuda()
+    partial = parzen_lse.parzen_partial_triton(query, samples, CHECK_GRID, device=torch.device("cuda"),
+                                               precision=precision, **tiles)
+    return parzen.finish_pass(partial, query, samples, CHECK_GRID, refine=refine)
 
 
 def correctness(mnist, report: dict) -> None:

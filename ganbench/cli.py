@@ -33,9 +33,22 @@ def _print_json(payload) -> None:
 def command_parzen(args) -> int:
     import torch
 
-    from . import banks, data, protocol, streaming
+    from . import streaming
 
     distributed = streaming.init_from_environment(args.timeout)
+    try:
+        return _score_and_report(args, distributed)
+    finally:
+        if distributed:
+            # Leaving gloo's threads to interpreter shutdown can abort a rank after its work is done.
+            torch.distributed.destroy_process_group()
+
+
+def _score_and_report(args, distributed: bool) -> int:
+    import torch
+
+    from . import banks, data, protocol, streaming
+
     is_writer = not distributed or torch.distributed.get_rank() == 0
     if (args.samples is None) == (args.samples_option is None):
         raise GanbenchError("give the samples file once: `ganbench parzen FILE` or `ganbench parzen --samples FILE`")

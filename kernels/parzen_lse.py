@@ -226,11 +226,15 @@ def parzen_lse_launch(query: torch.Tensor, bank: torch.Tensor, query_norms: torc
 
 # ---- public function -------------------------------------------------------------------------------
 
-def parzen_pass_triton(query: torch.Tensor, bank: torch.Tensor, sigmas, *, device: torch.device,
-                       precision: str = "tf32x3", block_n: int | None = None, rows_per_split: int | None = None,
-                       block_m: int | None = None, block_k: int | None = None):
-    """The ``triton`` backend of ``ganbench.parzen``: returns a ``ParzenPass`` in float64."""
-    from ganbench.parzen import ParzenPass, centre_by_bank_mean, squared_norms
+def parzen_partial_triton(query: torch.Tensor, bank: torch.Tensor, sigmas, *, device: torch.device,
+                          precision: str = "tf32x3", block_n: int | None = None, rows_per_split: int | None = None,
+                          block_m: int | None = None, block_k: int | None = None) -> partials.BankPartial:
+    """The ``triton`` backend of ``ganbench.parzen``: the whole bank's partial, float64, on ``device``.
+
+    ``ganbench.parzen.finish_pass`` turns it into log-likelihoods (and refines the nearest
+    distance) on the same device.
+    """
+    from ganbench.parzen import centre_by_bank_mean, squared_norms
 
     grid = np.asarray(sigmas, dtype=np.float64).reshape(-1)
     query32, bank32 = centre_by_bank_mean(query, bank, torch.float32, device)
@@ -238,24 +242,30 @@ def parzen_pass_triton(query: torch.Tensor, bank: torch.Tensor, sigmas, *, devic
     # Norms summed in float64 and rounded once, so the dot products are the only float32 error.
     query_norms, bank_norms = squared_norms(query32), squared_norms(bank32)
     pieces = [grid[start:start + MAX_SIGMAS] for start in range(0, grid.size, MAX_SIGMAS)] or [grid[:0]]
-    log_sum_exps, merged = [], None
+    merged = []
     for piece in pieces:
         launch_sigmas = piece if piece.size else np.ones(1)  # nearest only: any one sigma will do
         min_out, index_out, sums_out = parzen_lse_launch(
             query32, bank32, query_norms, bank_norms, launch_sigmas, precision=precision,
             rows_per_split=rows_per_split, block_m=block_m, block_n=block_n, block_k=block_k)
-        merged = _merge_splits(min_out, index_out, sums_out, launch_sigmas)
-        if piece.size:
-            log_sum_exps.append(partials.log_sum_exp(merged, piece))
-    log_sum_exp = np.concatenate(log_sum_exps) if log_sum_exps else np.zeros((0, query.shape[0]))
-    return ParzenPass(log_sum_exp, merged.min_sq_distance, merged.nearest_index)
+        merged.append(_merge_splits(min_out, index_out, sums_out, launch_sigmas))
+    if not grid.size:
+        return partials.BankPartial(merged[0].min_sq_distance, merged[0].nearest_index,
+                                    merged[0].shifted_sums[:0])
+    # Passes of more than 32 sigmas may be tuned to other tiles, so their float32 minima can differ
+    # in the last bits: move every piece's sums to the smallest minimum, as partials.merge does.
+    minima = torch.stack([piece.min_sq_distance for piece in merged])
+    first = minima.argmin(dim=0)  # lowest piece among ties
+    common = minima.min(dim=0).values
+    sums = [piece.shifted_sums * torch.exp(-(piece.min_sq_distance - common) * partials.half_inverse_variances(
+        sigmas_piece, piece.shifted_sums)) for piece, sigmas_piece in zip(merged, pieces)]
+    nearest = torch.stack([piece.nearest_index for piece in merged]).gather(0, first[None, :])[0]
+    return partials.BankPartial(common, nearest, torch.cat(sums))
 
 
 def _merge_splits(min_out, index_out, sums_out, sigmas) -> partials.BankPartial:
-    """Second pass, in float64 on the host: merge the splits in bank order (ties keep the lower index)."""
-    mins = min_out.double().cpu().numpy()
-    indices = index_out.cpu().numpy().astype(np.int64)
-    sums = sums_out.double().cpu().numpy()
+    """Second pass, in float64 on the device: merge the splits in bank order (ties keep the lower index)."""
+    mins, indices, sums = min_out.double(), index_out.long(), sums_out.double()
     merged = partials.BankPartial(mins[0], indices[0], sums[0])
     for split in range(1, mins.shape[0]):
         merged = partials.merge(merged, partials.BankPartial(mins[split], indices[split], sums[split]), sigmas)
