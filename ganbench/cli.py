@@ -186,8 +186,10 @@ def command_nn(args) -> int:
 def command_figures(args) -> int:
     from . import data, figures
 
+    beside = Path(args.generator).parent / "train_log.csv"
+    train_log = args.train_log or (beside if beside.exists() else None)  # no log: no curve
     paths, _ = figures.all_figures(args.generator, data.load_mnist(args.data_dir), args.out, seed=args.seed,
-                                   backend=args.backend)
+                                   backend=args.backend, train_log=train_log)
     for name, path in paths.items():
         print(f"{name}: {path}")
     return 0
@@ -325,6 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
                                          formatter_class=formatter)
     figures_parser.add_argument("--generator", default=str(SHIPPED_GENERATOR), help="generator to draw")
     figures_parser.add_argument("--seed", type=int, default=0, help="noise seed")
+    figures_parser.add_argument("--train-log", default=None,
+                                help="a run's train_log.csv for the training curve (default: the one beside --generator)")
     figures_parser.add_argument("--out", default="results/figures", help="output folder for the PNGs")
     figures_parser.add_argument("--backend", default="auto", choices=("auto", "reference", "torch", "triton"))
     _add_data_options(figures_parser)

@@ -1,5 +1,6 @@
 """The paper's figures for a generator: Figure 2 (samples beside nearest training images),
-Figure 3 (interpolation in z space), and the nearest-distance histogram of the memorisation report."""
+Figure 3 (interpolation in z space), the nearest-distance histogram of the memorisation report,
+and the training curve of a run's per-epoch Parzen monitor."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,9 +10,11 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from . import atomic, memorization, sampling  # noqa: E402
+from .errors import GanbenchError  # noqa: E402
 from .models import sample_noise  # noqa: E402
 
 SIDE = 28
@@ -79,8 +82,37 @@ def distance_histogram(report: dict, path: Path) -> Path:
     return _save(figure, path)
 
 
-def all_figures(generator_path: str, mnist, out_dir: str | Path, seed: int = 0, backend: str = "auto") -> dict:
+def training_curve(log_path: str | Path, path: Path, window: int = 25) -> Path:
+    """The validation Parzen monitor over epochs (each epoch and a centred running mean) and D's loss."""
+    log_path = Path(log_path)
+    try:
+        log = pd.read_csv(log_path)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        raise GanbenchError(f"cannot read the training log {log_path} ({type(error).__name__}); "
+                            "pass the train_log.csv of a `ganbench train` run") from None
+    missing = {"epoch", "parzen_valid", "d_loss"} - set(log.columns)
+    if missing or log.empty:
+        raise GanbenchError(f"{log_path} has no rows or lacks {sorted(missing)}; "
+                            "pass the train_log.csv of a `ganbench train` run")
+    shown = log[log["parzen_valid"] > log["parzen_valid"].max() - 100]  # the first epochs sit far below
+    figure, (monitor_axis, loss_axis) = plt.subplots(2, 1, figsize=(7, 5), sharex=True, height_ratios=(3, 1))
+    monitor_axis.plot(shown["epoch"], shown["parzen_valid"], ".", markersize=2, alpha=0.4, label="each epoch")
+    running = log["parzen_valid"].rolling(window, center=True, min_periods=1).mean()
+    monitor_axis.plot(log["epoch"], running, linewidth=1.5, label=f"running mean of {window}")
+    monitor_axis.set_ylim(shown["parzen_valid"].min() - 5, shown["parzen_valid"].max() + 5)
+    monitor_axis.set_ylabel("Parzen monitor (nats)")
+    monitor_axis.set_title("1,000 validation images, sigma 0.2, 10,000 samples", fontsize=8)
+    monitor_axis.legend(fontsize=7)
+    loss_axis.plot(log["epoch"], log["d_loss"], linewidth=1)
+    loss_axis.set_ylabel("D loss")
+    loss_axis.set_xlabel("epoch")
+    return _save(figure, path)
+
+
+def all_figures(generator_path: str, mnist, out_dir: str | Path, seed: int = 0, backend: str = "auto",
+                train_log: str | Path | None = None) -> dict:
     out_dir = Path(out_dir)
+    curve = training_curve(train_log, out_dir / "training_curve.png") if train_log else None
     generator, _ = sampling.load_generator(generator_path)
     samples = sampling.generate(generator, 10_000, seed)
     report = memorization.report(samples, mnist.train_x, mnist.test_x, backend=backend)
@@ -95,4 +127,6 @@ def all_figures(generator_path: str, mnist, out_dir: str | Path, seed: int = 0, 
     axis.imshow(_tile(shown, 10, 10), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     axis.set_axis_off()
     paths["samples"] = _save(figure, out_dir / "samples_100.png")
+    if curve is not None:
+        paths["training_curve"] = curve
     return {name: str(path) for name, path in paths.items()}, report

@@ -1,8 +1,11 @@
 """Figures: right pixel size, non-empty grids, nearest column really the nearest training image."""
 import matplotlib.image
+import pandas as pd
+import pytest
 import torch
 
 from ganbench import figures, memorization
+from ganbench.errors import GanbenchError
 from ganbench.models import Generator
 
 
@@ -26,3 +29,17 @@ def test_histogram_from_a_report(tmp_path, mnist, rng):
     report = memorization.report(mnist.valid_x[:100], mnist.train_x[:1000], mnist.test_x[:100], backend="torch")
     path = figures.distance_histogram(report, tmp_path / "h.png")
     assert matplotlib.image.imread(path).std() > 0
+
+
+def test_training_curve_from_a_log_and_a_clear_error_for_a_wrong_file(tmp_path, rng):
+    epochs = range(1, 61)
+    pd.DataFrame({"epoch": epochs, "d_loss": 0.6 + 0.01 * rng.random(60),
+                  "parzen_valid": [-500.0] + [150 + e / 2 + rng.random() for e in epochs][1:]}).to_csv(
+        tmp_path / "train_log.csv", index=False)
+    path = figures.training_curve(tmp_path / "train_log.csv", tmp_path / "curve.png")
+    assert matplotlib.image.imread(path).std() > 0
+    pd.DataFrame({"epoch": [1], "loss": [0.5]}).to_csv(tmp_path / "other.csv", index=False)
+    with pytest.raises(GanbenchError, match="lacks \\['d_loss', 'parzen_valid'\\]"):
+        figures.training_curve(tmp_path / "other.csv", tmp_path / "x.png")
+    with pytest.raises(GanbenchError, match="cannot read the training log"):
+        figures.training_curve(tmp_path / "missing.csv", tmp_path / "x.png")
