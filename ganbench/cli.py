@@ -97,10 +97,29 @@ def command_export(args) -> int:
         raise GanbenchError(f"no {checkpoint.name} in {run}; pass the --out folder of a `ganbench train` run"
                             + (" that logged its Parzen monitor (or drop --best)" if args.best else ""))
     out = Path(args.out)
-    sampling.export_generator(checkpoint, out / "generator.pt")
+    selection = _best_epoch_selection(run / LOG_NAME, checkpoint) if args.best else None
+    sampling.export_generator(checkpoint, out / "generator.pt", selection)
     atomic.write_bytes(out / LOG_NAME, (run / LOG_NAME).read_bytes())
     print(f"wrote {out / 'generator.pt'} and {out / LOG_NAME}")
     return 0
+
+
+def _best_epoch_selection(log_path: Path, best_path: Path) -> str:
+    """How the best epoch was chosen, over the whole run so far; checks the log agrees with the file."""
+    import pandas as pd
+
+    from . import sampling
+
+    log = pd.read_csv(log_path)
+    best = log.loc[log["parzen_valid"].idxmax()]
+    _, metadata = sampling.load_generator(best_path)
+    if int(best["epoch"]) != metadata["epochs_done"]:
+        raise GanbenchError(f"{best_path} holds epoch {metadata['epochs_done']} but {log_path} peaks at epoch "
+                            f"{int(best['epoch'])}; resume the run for one epoch to rewrite it, or export without --best")
+    config = metadata["config"]
+    return (f"the highest per-epoch validation Parzen monitor among epochs 1-{int(log['epoch'].max())} of its run "
+            f"({best['parzen_valid']:.1f} nats at sigma {config['monitor_sigma']}, first {config['monitor_valid']} "
+            "validation images)")
 
 
 def command_sample(args) -> int:

@@ -28,25 +28,30 @@ def load_generator(path: str | Path, device="cpu") -> tuple[Generator, dict]:
                             "re-export it or point to another checkpoint") from None
     generator.eval()
     metadata = {key: value for key, value in payload.items()
-                if key in ("config", "epochs_done", "updates_done")}
+                if key in ("config", "epochs_done", "updates_done", "selection")}
     return generator, metadata
 
 
 def save_generator(out: str | Path, generator_state: dict, config: dict, epochs_done: int,
-                   updates_done: int) -> Path:
-    """Write only G's float32 weights and the run's config (about 10 MB) for shipping, atomically."""
+                   updates_done: int, selection: str | None = None) -> Path:
+    """Write only G's float32 weights and the run's config (about 10 MB) for shipping, atomically.
+
+    ``selection`` says how this epoch was chosen, when it was not simply the last one.
+    """
     slim = {"generator": {k: v.detach().float().cpu() for k, v in generator_state.items()},
             "config": config, "epochs_done": epochs_done, "updates_done": updates_done}
+    if selection:
+        slim["selection"] = selection
     buffer = io.BytesIO()
     torch.save(slim, buffer)
     return atomic.write_bytes(out, buffer.getvalue())
 
 
-def export_generator(checkpoint: str | Path, out: str | Path) -> Path:
+def export_generator(checkpoint: str | Path, out: str | Path, selection: str | None = None) -> Path:
     """The generator of a training checkpoint (or an already slim generator file), slimmed for shipping."""
     payload = torch.load(checkpoint, map_location="cpu", weights_only=True)
     return save_generator(out, payload["generator"], payload["config"], payload["epochs_done"],
-                          payload["updates_done"])
+                          payload["updates_done"], selection or payload.get("selection"))
 
 
 def generate(generator: Generator, count: int, seed: int, device="cpu", batch_size: int = 10_000) -> np.ndarray:

@@ -267,7 +267,10 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False, dev
             # Model selection on the validation monitor only, as the authors' per-epoch saves
             # with monitor_ll allowed; the test split is never looked at here.
             save_generator(out_dir / BEST_GENERATOR_NAME, state.generator.state_dict(),
-                           dataclasses.asdict(config), state.epochs_done, state.updates_done)
+                           dataclasses.asdict(config), state.epochs_done, state.updates_done,
+                           selection=f"the highest per-epoch validation Parzen monitor of its run so far "
+                                     f"({row['parzen_valid']:.1f} nats at sigma {config.monitor_sigma}, "
+                                     f"first {config.monitor_valid} validation images)")
         save_checkpoint(checkpoint_path, state, config)
         atomic.write_text(out_dir / LOG_NAME, pd.DataFrame(state.log).to_csv(index=False))
         out_of_time = max_minutes is not None and time.perf_counter() - session_start > 60 * max_minutes

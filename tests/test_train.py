@@ -7,10 +7,11 @@ import sys
 import time
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
-from ganbench import models, sampling
+from ganbench import cli, models, sampling
 from ganbench.errors import GanbenchError
 from ganbench.train import TrainConfig, learning_rate_at, load_checkpoint, momentum_at, train
 
@@ -79,11 +80,22 @@ def test_best_generator_is_the_epoch_with_the_highest_validation_monitor(mnist, 
     monitors = [row["parzen_valid"] for row in state.log]
     best_epoch = int(np.argmax(monitors)) + 1
     best, metadata = sampling.load_generator(tmp_path / "run" / "best_generator.pt")
-    assert metadata["epochs_done"] == best_epoch
+    assert metadata["epochs_done"] == best_epoch and "highest per-epoch validation Parzen monitor" in metadata["selection"]
     # Runs are repeatable, so a run stopped at that epoch holds the same generator.
     stopped = train(small_config(epochs=best_epoch), tmp_path / "stopped", data=mnist, progress=False)
     for a, b in zip(stopped.generator.state_dict().values(), best.state_dict().values()):
         assert torch.equal(a, b)
+    # `ganbench export --best` ships it and says how it was chosen, over the whole run.
+    assert cli.main(["export", str(tmp_path / "run"), "--best", "--out", str(tmp_path / "shipped")]) == 0
+    _, metadata = sampling.load_generator(tmp_path / "shipped" / "generator.pt")
+    assert metadata["epochs_done"] == best_epoch and "among epochs 1-4 of its run" in metadata["selection"]
+    # A log whose peak is another epoch than the file's is refused, not shipped.
+    log_path = tmp_path / "run" / "train_log.csv"
+    log = pd.read_csv(log_path)
+    log.loc[log["epoch"] == (2 if best_epoch == 1 else 1), "parzen_valid"] = 1e9
+    log.to_csv(log_path, index=False)
+    with pytest.raises(GanbenchError, match="peaks at epoch"):
+        cli._best_epoch_selection(tmp_path / "run" / "train_log.csv", tmp_path / "run" / "best_generator.pt")
 
 
 def test_resume_equals_an_uninterrupted_run_bit_for_bit(mnist, tmp_path):
