@@ -109,6 +109,7 @@ def _best_epoch_selection(log_path: Path, best_path: Path) -> str:
     import pandas as pd
 
     from . import sampling
+    from .train import best_epoch_selection
 
     log = pd.read_csv(log_path)
     best = log.loc[log["parzen_valid"].idxmax()]
@@ -116,10 +117,7 @@ def _best_epoch_selection(log_path: Path, best_path: Path) -> str:
     if int(best["epoch"]) != metadata["epochs_done"]:
         raise GanbenchError(f"{best_path} holds epoch {metadata['epochs_done']} but {log_path} peaks at epoch "
                             f"{int(best['epoch'])}; resume the run for one epoch to rewrite it, or export without --best")
-    config = metadata["config"]
-    return (f"the highest per-epoch validation Parzen monitor among epochs 1-{int(log['epoch'].max())} of its run "
-            f"({best['parzen_valid']:.1f} nats at sigma {config['monitor_sigma']}, first {config['monitor_valid']} "
-            "validation images)")
+    return best_epoch_selection(best["parzen_valid"], metadata["config"], int(log["epoch"].max()))
 
 
 def command_sample(args) -> int:

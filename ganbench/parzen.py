@@ -134,7 +134,7 @@ def refine_nearest(log_sum_exp: torch.Tensor, min_sq_distance: torch.Tensor, nea
     exact = ((query.to(device=bank.device, dtype=torch.float64) - nearest) ** 2).sum(1).to(device)
     if not len(grid):
         return log_sum_exp, exact
-    scales = torch.as_tensor(0.5 / np.asarray(grid, dtype=np.float64) ** 2, device=device)[:, None]
+    scales = partials.half_inverse_variances(grid, log_sum_exp)
     approximate = min_sq_distance[None, :]
     others = torch.expm1(log_sum_exp + approximate * scales)  # S - 1, the terms but the nearest
     log_sum_exp = -exact * scales + torch.log1p(others * torch.exp((exact - approximate) * scales))

@@ -11,6 +11,7 @@ from . import atomic
 from .errors import GanbenchError
 from .models import Generator, sample_noise
 
+GENERATE_BATCH = 10_000  # noise rows per forward pass of G when drawing samples
 
 
 def load_generator(path: str | Path, device="cpu") -> tuple[Generator, dict]:
@@ -54,7 +55,7 @@ def export_generator(checkpoint: str | Path, out: str | Path, selection: str | N
                           payload["updates_done"], selection or payload.get("selection"))
 
 
-def generate(generator: Generator, count: int, seed: int, device="cpu", batch_size: int = 10_000) -> np.ndarray:
+def generate(generator: Generator, count: int, seed: int, device="cpu", batch_size: int = GENERATE_BATCH) -> np.ndarray:
     """``count`` float32 samples (count, 784) from G with their own seeded RNG (never the training RNG)."""
     if count < 1:
         raise GanbenchError(f"sample count must be >= 1, got {count}")
@@ -110,9 +111,10 @@ def write_shards(generator: Generator, count: int, seed: int, folder: str | Path
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     shard_rows = _batch_sizes(count, shard_size)
-    batches = _draw(generator, [size for rows in shard_rows for size in _batch_sizes(rows, 10_000)], seed, device)
+    batches = _draw(generator, [size for rows in shard_rows for size in _batch_sizes(rows, GENERATE_BATCH)], seed,
+                    device)
     paths = []
     for index, rows in enumerate(shard_rows):
-        parts = [next(batches) for _ in _batch_sizes(rows, 10_000)]
+        parts = [next(batches) for _ in _batch_sizes(rows, GENERATE_BATCH)]
         paths.append(save_samples(folder / f"shard-{index:05d}.npy", torch.cat(parts).numpy()))
     return paths

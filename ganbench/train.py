@@ -72,6 +72,13 @@ class TrainConfig:
                 raise GanbenchError(f"bad training config: {message}")
 
 
+def best_epoch_selection(monitor: float, config: dict, epochs_run: int | None = None) -> str:
+    """How a best-by-monitor generator was chosen: while training (so far) or over a finished run."""
+    among = f"among epochs 1-{epochs_run} of its run" if epochs_run else "of its run so far"
+    return (f"the highest per-epoch validation Parzen monitor {among} ({monitor:.1f} nats at sigma "
+            f"{config['monitor_sigma']}, first {config['monitor_valid']} validation images)")
+
+
 def learning_rate_at(config: TrainConfig, updates_done: int) -> float:
     """pylearn2 ExponentialDecay: base / decay^t, floored at min_lr."""
     return max(config.min_lr, config.learning_rate / config.lr_decay ** updates_done)
@@ -268,9 +275,7 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False, dev
             # with monitor_ll allowed; the test split is never looked at here.
             save_generator(out_dir / BEST_GENERATOR_NAME, state.generator.state_dict(),
                            dataclasses.asdict(config), state.epochs_done, state.updates_done,
-                           selection=f"the highest per-epoch validation Parzen monitor of its run so far "
-                                     f"({row['parzen_valid']:.1f} nats at sigma {config.monitor_sigma}, "
-                                     f"first {config.monitor_valid} validation images)")
+                           selection=best_epoch_selection(row["parzen_valid"], dataclasses.asdict(config)))
         save_checkpoint(checkpoint_path, state, config)
         atomic.write_text(out_dir / LOG_NAME, pd.DataFrame(state.log).to_csv(index=False))
         out_of_time = max_minutes is not None and time.perf_counter() - session_start > 60 * max_minutes
