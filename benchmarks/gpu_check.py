@@ -28,7 +28,7 @@ import triton
 
 from ganbench import parzen
 from ganbench.data import load_mnist
-from ganbench.kernels import parzen_lse
+from ganbench.kernels import parzen_lse, parzen_operands
 
 PAPER_GRID = np.logspace(-1, 0, 10)
 CHECK_GRID = np.concatenate([[0.05], PAPER_GRID])  # the range: per-point error at sigma 0.05 to 1
@@ -71,7 +71,7 @@ def matmul_time(n: int, m: int, d: int, tf32: bool, repeats: int) -> float:
 def triton_fixed(queries, bank, precision, tiles, refine=True):
     query, samples = torch.from_numpy(queries).cuda(), torch.from_numpy(bank).cuda()
     partial = parzen_lse.parzen_partial_triton(query, samples, CHECK_GRID, device=torch.device("cuda"),
-                                               precision=precision, **tiles)
+                                               precision=precision, blocks=tiles)
     return parzen.finish_pass(partial, query, samples, CHECK_GRID, refine=refine)
 
 
@@ -80,7 +80,7 @@ def correctness(mnist, report: dict) -> None:
     queries, bank = mnist.test_x[:2000], mnist.train_x[:10_000]
     reference = parzen.parzen_pass(queries, bank, CHECK_GRID, backend="reference")
     rows = {}
-    fixed_tiles = {"block_m": 64, "block_n": 64, "block_k": 32}  # skip autotuning for the accuracy-only modes
+    fixed_tiles = {"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 32}  # skip autotuning for the accuracy-only modes
     runs = [
         ("triton tf32x3", lambda: parzen.parzen_pass(queries, bank, CHECK_GRID, backend="triton", device="cuda")),
         ("triton tf32x3 raw kernel", lambda: parzen.parzen_pass(queries, bank, CHECK_GRID, backend="triton",
@@ -134,18 +134,30 @@ def timings(mnist, report: dict, repeats: int, skip_large: bool = False) -> list
         started = time.perf_counter()
         row["triton_s"] = cuda_time(lambda: parzen.parzen_pass(queries, bank, sigmas, backend="triton", device="cuda"),
                                     repeats, warmup=1)
-        # The kernel alone, on inputs centred beforehand: the rest of triton_s is centring, norms,
-        # the float64 split merge and the refinement, which the next tuning round must see apart.
-        query32, bank32 = parzen.centre_by_bank_mean(queries, bank, torch.float32, torch.device("cuda"))
-        norms = parzen.squared_norms(query32), parzen.squared_norms(bank32)
-        row["kernel_only_s"] = cuda_time(lambda: parzen_lse.parzen_lse_launch(query32, bank32, *norms, sigmas),
-                                         repeats, warmup=1)
-        query32 = bank32 = norms = None
+        tuner = parzen_lse._parzen_lse_autotuned
+        row["autotuned_config"] = str(getattr(tuner, "best_config", None))
+        # Every candidate's time from the tuner (ms): what the next round of tiles should look at.
+        row["candidate_ms"] = {str(config): (list(times) if isinstance(times, (list, tuple)) else times)
+                               for config, times in (getattr(tuner, "configs_timings", None) or {}).items()}
+        # The kernel alone, on operands prepared beforehand: the rest of triton_s is the input
+        # checks, the operands kernel, the float64 split merge and the refinement.
+        blocks, centre = parzen_lse.MAX_BLOCKS, bank.mean(dim=0)
+        query_operand, query_norms, precision = parzen_operands.parzen_operands(
+            queries, centre, "query", "tf32x3", row_multiple=blocks["BLOCK_M"], width_multiple=blocks["BLOCK_K"])
+        bank_operand, bank_norms, _ = parzen_operands.parzen_operands(
+            bank, centre, "bank", "tf32x3", row_multiple=parzen_lse.SPLIT_ROWS_MULTIPLE,
+            width_multiple=blocks["BLOCK_K"])
+        norms = query_norms, bank_norms
+        row["kernel_only_s"] = cuda_time(lambda: parzen_lse.parzen_lse_launch(
+            query_operand, bank_operand, *norms, sigmas, n_queries=n, n_bank=m, precision=precision),
+            repeats, warmup=1)
+        norms = query_operand = bank_operand = None
         row["torch_backend_s"] = cuda_time(lambda: parzen.parzen_pass(queries, bank, sigmas, backend="torch", device="cuda"),
                                            1 if big else repeats, warmup=1)
         row["matmul_fp32_s"] = matmul_time(n, m, 784, tf32=False, repeats=repeats)
         row["matmul_tf32_s"] = matmul_time(n, m, 784, tf32=True, repeats=repeats)
         row["triton_over_matmul_fp32"] = row["triton_s"] / row["matmul_fp32_s"]
+        row["kernel_only_over_matmul_tf32"] = row["kernel_only_s"] / row["matmul_tf32_s"]
         row["kernel_only_over_matmul_fp32"] = row["kernel_only_s"] / row["matmul_fp32_s"]
         row["triton_over_matmul_tf32"] = row["triton_s"] / row["matmul_tf32_s"]
         row["torch_backend_over_triton"] = row["torch_backend_s"] / row["triton_s"]
@@ -156,6 +168,17 @@ def timings(mnist, report: dict, repeats: int, skip_large: bool = False) -> list
         bank = None  # free the 1M-row bank before the next case
         torch.cuda.empty_cache()
     report["timings"] = rows
+    by_case = {(row["n"], row["m"], row["sigmas"]): row for row in rows}
+    one, sixteen = by_case.get((10_000, 10_000, 1)), by_case.get((10_000, 10_000, 16))
+    if one and sixteen:
+        # The three targets at 10,000 x 10,000 x 784, each a ratio within this run.
+        report["targets"] = {
+            "16_sigmas_over_matmul_fp32 (<= 1.5)": sixteen["triton_over_matmul_fp32"],
+            "16_sigmas_over_1_sigma (<= 1.2)": sixteen["triton_s"] / one["triton_s"],
+            "16_sigmas_kernel_only_over_1_sigma_kernel_only": sixteen["kernel_only_s"] / one["kernel_only_s"],
+            "torch_backend_over_triton_16_sigmas (>= 3)": sixteen["torch_backend_over_triton"],
+        }
+        print(json.dumps(report["targets"]), flush=True)
     return rows
 
 
@@ -186,7 +209,6 @@ def main() -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))
     rows = timings(mnist, report, args.repeats, args.skip_large)
-    report["autotuned_config"] = str(getattr(parzen_lse._parzen_lse_autotuned, "best_config", None))
     Path(args.out).write_text(json.dumps(report, indent=2))
     print(f"\n{report['device']} (driver {driver}), torch {torch.__version__}, triton {triton.__version__}")
     print(f"{'n':>6} {'m':>8} {'S':>3} {'triton ms':>10} {'kernel ms':>10} {'torch ms':>10} {'mm fp32 ms':>11} {'mm tf32 ms':>11} "

@@ -38,7 +38,12 @@ def half_inverse_variances(sigmas, like):
     sigmas = np.asarray(sigmas, dtype=np.float64)
     scales = (0.5 / sigmas**2).reshape(-1, 1)
     if isinstance(like, torch.Tensor):
-        return torch.as_tensor(scales, dtype=like.dtype, device=like.device)
+        column = torch.as_tensor(scales, dtype=like.dtype)
+        if like.device.type == "cuda":
+            # From pinned memory the copy is queued on the stream: a pageable one would make the
+            # host wait for every kernel before it (a sync in the middle of a GPU pass).
+            return column.pin_memory().to(like.device, non_blocking=True)
+        return column
     return scales.astype(like.dtype)
 
 

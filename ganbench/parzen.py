@@ -95,8 +95,9 @@ def parzen_pass(x, bank, sigmas, *, backend: str = "auto", device=None, precisio
     else:
         from .kernels import parzen_lse  # imported late: Triton is only needed here
 
+        # The kernel autotunes its tiles; query_block and bank_block size the other backends' blocks.
         partial = parzen_lse.parzen_partial_triton(query_tensor, bank_tensor, grid, device=target,
-                                                   precision=precision, block_n=bank_block)
+                                                   precision=precision)
     return finish_pass(partial, query_tensor, bank_tensor, grid, refine=refine)
 
 

@@ -17,6 +17,7 @@ File layout: kernel, float64 reference, launcher (checks, allocation, launch), p
 """
 from __future__ import annotations
 
+import functools
 import os
 
 import numpy as np
@@ -26,6 +27,7 @@ import triton.language as tl
 
 from ganbench import partials
 from ganbench.errors import GanbenchError
+from ganbench.kernels import parzen_operands
 
 MAX_SIGMAS = 32            # the grid is unrolled at compile time
 LOG2_E = 1.4426950408889634
@@ -33,6 +35,7 @@ INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") == "1"  # read when triton
 PRECISIONS = ("tf32x3", "ieee", "tf32")
 SPLIT_ROWS_MULTIPLE = 256  # splits of the bank are a multiple of every BLOCK_N candidate
 INTERPRETER_BLOCKS = {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 32}
+BANK_PIECE_ROWS = 1 << 20  # bank rows per launch: the tf32x3 operand of a piece is ~10 GB at d = 784
 
 
 @triton.jit
@@ -40,26 +43,38 @@ def _parzen_lse_kernel(
     # pointers
     query_ptr, bank_ptr, query_norm_ptr, bank_norm_ptr, scale_ptr,
     min_out_ptr, index_out_ptr, sums_out_ptr,
-    # sizes
-    n_queries, n_bank, dim, rows_per_split,
-    # strides
-    stride_query_row, stride_query_col, stride_bank_row, stride_bank_col,
+    # sizes: operands are padded (rows to whole blocks, width to whole BLOCK_K), so loads need no mask
+    n_queries, n_bank, width, rows_per_split,
+    # row strides (columns are contiguous)
+    stride_query_row, stride_bank_row,
     # meta-parameters
-    NUM_SIGMAS: tl.constexpr, SIGMA_PAD: tl.constexpr, PRECISION: tl.constexpr,
+    NUM_SIGMAS: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     query_block = tl.program_id(0)
     split = tl.program_id(1)
-    rows = query_block * BLOCK_M + tl.arange(0, BLOCK_M)
+    local_rows = tl.arange(0, BLOCK_M)
+    local_columns = tl.arange(0, BLOCK_N)
+    ks = tl.arange(0, BLOCK_K)
+    rows = query_block * BLOCK_M + local_rows
     row_ok = rows < n_queries
     query_norm = tl.load(query_norm_ptr + rows, mask=row_ok, other=0.0)
-    sigma_columns = tl.arange(0, SIGMA_PAD)
-    # log2(e) / (2 sigma^2); padding columns hold 1.0 so -inf * scale stays -inf, never NaN.
-    scales = tl.load(scale_ptr + sigma_columns, mask=sigma_columns < NUM_SIGMAS, other=1.0)
+    # 64-bit row offsets, once per block: a 3 x 784-wide bank of a million rows is past 2^31 elements.
+    query_block_ptr = query_ptr + (query_block * BLOCK_M).to(tl.int64) * stride_query_row
+    query_offsets = local_rows[:, None] * stride_query_row + ks[None, :]     # (BLOCK_M, BLOCK_K)
+    bank_offsets = local_columns[None, :] * stride_bank_row + ks[:, None]    # (BLOCK_K, BLOCK_N)
 
+    # One scalar scale log2(e) / (2 sigma^2) and one (BLOCK_M,) running sum per sigma, as tuples
+    # unrolled at compile time: each sum stays in the row layout of the distance tile, so a
+    # tile's row sums are added with one add per row (a (BLOCK_M, SIGMA_PAD) tile would cost
+    # a select over every column for every sigma).
+    scales = ()
+    sums = ()
+    for sigma in tl.static_range(NUM_SIGMAS):
+        scales = scales + (tl.load(scale_ptr + sigma),)
+        sums = sums + (tl.zeros([BLOCK_M], tl.float32),)
     running_min = tl.full([BLOCK_M], float("inf"), tl.float32)
     running_index = tl.zeros([BLOCK_M], tl.int32)
-    sums = tl.zeros([BLOCK_M, SIGMA_PAD], tl.float32)
 
     split_start = split * rows_per_split
     split_end = split_start + rows_per_split
@@ -70,19 +85,20 @@ def _parzen_lse_kernel(
     for block in range(0, tl.cdiv(rows_per_split, BLOCK_N)):
         bank_start = split_start + block * BLOCK_N
         if bank_start < split_end:
-            columns = bank_start + tl.arange(0, BLOCK_N)
+            bank_block_ptr = bank_ptr + bank_start.to(tl.int64) * stride_bank_row
+            minus_dots = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+            for k_start in range(0, width, BLOCK_K):
+                queries = tl.load(query_block_ptr + query_offsets + k_start)   # (BLOCK_M, BLOCK_K)
+                samples = tl.load(bank_block_ptr + bank_offsets + k_start)     # (BLOCK_K, BLOCK_N)
+                # Each K step's products go to a fresh accumulator and then one rounded float32
+                # subtraction: tensor cores truncate every addition into their accumulator, so a
+                # chain over the whole width drifts (10x this form's error on an H200). Triton
+                # folds "acc + dot(a, b)" back into one chain, but not "acc - dot(a, b)".
+                minus_dots -= tl.dot(queries, samples, input_precision=PRECISION)
+            columns = bank_start + local_columns
             column_ok = columns < split_end
-            dots = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
-            for k_start in range(0, dim, BLOCK_K):
-                ks = k_start + tl.arange(0, BLOCK_K)
-                k_ok = ks < dim
-                queries = tl.load(query_ptr + rows[:, None] * stride_query_row + ks[None, :] * stride_query_col,
-                                  mask=row_ok[:, None] & k_ok[None, :], other=0.0)        # (BLOCK_M, BLOCK_K)
-                samples = tl.load(bank_ptr + columns[None, :] * stride_bank_row + ks[:, None] * stride_bank_col,
-                                  mask=column_ok[None, :] & k_ok[:, None], other=0.0)     # (BLOCK_K, BLOCK_N)
-                dots = tl.dot(queries, samples, dots, input_precision=PRECISION)
             bank_norm = tl.load(bank_norm_ptr + columns, mask=column_ok, other=0.0)
-            distances = tl.maximum(query_norm[:, None] + bank_norm[None, :] - 2.0 * dots, 0.0)
+            distances = tl.maximum(query_norm[:, None] + bank_norm[None, :] + 2.0 * minus_dots, 0.0)
             distances = tl.where(column_ok[None, :], distances, float("inf"))  # (BLOCK_M, BLOCK_N)
 
             block_min = tl.min(distances, axis=1)
@@ -90,48 +106,43 @@ def _parzen_lse_kernel(
             new_min = tl.minimum(running_min, block_min)
             # Strictly smaller only: an equal distance in a later block keeps the lower index.
             running_index = tl.where(block_min < running_min, bank_start + block_index, running_index)
-            # Move the old sums to the new shift (factor <= 1; 0 on the first block, where the old min is inf).
-            sums = sums * tl.exp2((new_min - running_min)[:, None] * scales[None, :])
+            # Old sums move to the new shift (factor <= 1; 0 on the first block, where the old min is inf).
+            drop = new_min - running_min
             shifted = new_min[:, None] - distances  # <= 0, shared by every sigma
+            moved = ()
             for sigma in tl.static_range(NUM_SIGMAS):
-                scale = tl.load(scale_ptr + sigma)
-                block_sum = tl.sum(tl.exp2(shifted * scale), axis=1)
-                sums += tl.where(sigma_columns[None, :] == sigma, block_sum[:, None], 0.0)
+                block_sum = tl.sum(tl.exp2(shifted * scales[sigma]), axis=1)
+                moved = moved + (sums[sigma] * tl.exp2(drop * scales[sigma]) + block_sum,)
+            sums = moved
             running_min = new_min
 
     out_rows = split * n_queries + rows
     tl.store(min_out_ptr + out_rows, running_min, mask=row_ok)
     tl.store(index_out_ptr + out_rows, running_index, mask=row_ok)
-    sum_offsets = (split * NUM_SIGMAS + sigma_columns[None, :]) * n_queries + rows[:, None]
-    tl.store(sums_out_ptr + sum_offsets, sums, mask=row_ok[:, None] & (sigma_columns[None, :] < NUM_SIGMAS))
+    for sigma in tl.static_range(NUM_SIGMAS):
+        tl.store(sums_out_ptr + (split * NUM_SIGMAS + sigma) * n_queries + rows, sums[sigma], mask=row_ok)
+
+
+# Candidate tiles, few enough to tune in seconds: (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages).
+# Both operands are staged in shared memory, (BLOCK_M + BLOCK_N) x BLOCK_K float32 a stage, so
+# deep pipelines go with narrow K; the (M, N) tile and its exponentials live in registers,
+# so 128 x 128 takes 8 warps. Checked offline with ptxas for sm_90: none of these spills at 16 sigmas.
+TUNING_CANDIDATES = [
+    (128, 128, 32, 8, 3), (128, 128, 32, 8, 4), (128, 128, 64, 8, 3),
+    (64, 128, 32, 4, 3), (64, 128, 32, 4, 4), (64, 128, 64, 4, 3), (64, 128, 32, 8, 3),
+    (128, 64, 32, 4, 4),
+]
 
 
 def _autotune_configs():
-    """Candidate tiles: large enough for tensor-core GEMM, few enough to tune in seconds."""
-    configs = [
-        triton.Config({"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k}, num_warps=warps, num_stages=stages)
-        for block_m in (64, 128) for block_n in (64, 128) for block_k in (32, 64)
-        for warps in (4, 8) for stages in (2, 3)
-    ]
-    return [config for config in configs if _keep(config)]
-
-
-def _keep(config) -> bool:
-    """Prune to one warp count per tile size and drop deep pipelines of wide K (shared-memory bound)."""
-    block_m, block_n, block_k = (config.kwargs[key] for key in ("BLOCK_M", "BLOCK_N", "BLOCK_K"))
-    tile = block_m * block_n
-    # The (M, N) tile and its exponentials live in registers: 8 warps for 128x128, else 4.
-    if config.num_warps != (8 if tile >= 128 * 128 else 4):
-        return False
-    if block_k == 64 and config.num_stages == 3:
-        return False
-    if tile <= 64 * 64 and block_k == 32:
-        return False
-    return True
+    return [triton.Config({"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k},
+                          num_warps=warps, num_stages=stages)
+            for block_m, block_n, block_k, warps, stages in TUNING_CANDIDATES]
 
 
 _parzen_lse_autotuned = triton.autotune(configs=_autotune_configs(),
-                                        key=["n_queries", "n_bank", "dim", "NUM_SIGMAS"])(_parzen_lse_kernel)
+                                        key=["n_queries", "n_bank", "width", "NUM_SIGMAS"])(_parzen_lse_kernel)
+MAX_BLOCKS = {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64}  # the largest tile of any config: operands pad to it
 
 
 # ---- float64 reference -----------------------------------------------------------------------------
@@ -154,53 +165,55 @@ def parzen_lse_reference(query: torch.Tensor, bank: torch.Tensor, sigmas) -> par
 
 # ---- launcher --------------------------------------------------------------------------------------
 
-def _split_rows(n_queries: int, n_bank: int, device: torch.device, block_n: int | None) -> int:
+def _split_rows(n_queries: int, n_bank: int, device: torch.device, block_n: int) -> int:
     """Bank rows per split: enough splits that (query blocks x splits) fills every SM about twice."""
     if device.type != "cuda":
-        return n_bank  # the interpreter runs programs one by one: splitting buys nothing
+        return triton.cdiv(n_bank, block_n) * block_n  # the interpreter runs programs one by one
     multiprocessors = torch.cuda.get_device_properties(device).multi_processor_count
-    query_blocks = triton.cdiv(n_queries, 128)
+    query_blocks = triton.cdiv(n_queries, MAX_BLOCKS["BLOCK_M"])
     splits = max(1, triton.cdiv(2 * multiprocessors, query_blocks))
-    multiple = block_n or SPLIT_ROWS_MULTIPLE
-    rows = triton.cdiv(triton.cdiv(n_bank, splits), multiple) * multiple
-    return max(rows, multiple)
+    multiple = max(block_n, SPLIT_ROWS_MULTIPLE)
+    return max(triton.cdiv(triton.cdiv(n_bank, splits), multiple) * multiple, multiple)
 
 
 def parzen_lse_launch(query: torch.Tensor, bank: torch.Tensor, query_norms: torch.Tensor,
-                      bank_norms: torch.Tensor, sigmas, *, precision: str = "tf32x3",
-                      rows_per_split: int | None = None, block_m: int | None = None,
-                      block_n: int | None = None, block_k: int | None = None):
+                      bank_norms: torch.Tensor, sigmas, *, n_queries: int, n_bank: int, precision: str = "tf32",
+                      rows_per_split: int | None = None, blocks: dict | None = None):
     """Check, allocate, launch. Returns per-split (min, index, shifted sums) as float32/int32 tensors.
 
-    ``query`` (n, d) and ``bank`` (m, d) float32 on one device, already centred; norms float32.
-    Block sizes, when given, replace autotuning (tests use them for odd sizes).
+    ``query`` and ``bank`` are operands from ``parzen_operands`` (padded, float32, one device);
+    ``n_queries`` and ``n_bank`` their real row counts; ``precision`` is the tl.dot mode.
+    ``blocks`` (BLOCK_M, BLOCK_N, BLOCK_K), when given, replaces autotuning.
     """
+    blocks = blocks or MAX_BLOCKS
     if query.ndim != 2 or bank.ndim != 2 or query.shape[1] != bank.shape[1]:
-        raise GanbenchError(f"query {tuple(query.shape)} and bank {tuple(bank.shape)} must be (n, d) and (m, d)")
+        raise GanbenchError(f"query {tuple(query.shape)} and bank {tuple(bank.shape)} must be (n, w) and (m, w)")
     for name, tensor in (("query", query), ("bank", bank), ("query_norms", query_norms), ("bank_norms", bank_norms)):
         if tensor.dtype != torch.float32:
             raise GanbenchError(f"{name} must be float32, got {tensor.dtype}")
         if tensor.device != query.device:
             raise GanbenchError(f"{name} is on {tensor.device} but query is on {query.device}")
-    if query_norms.shape != (query.shape[0],) or bank_norms.shape != (bank.shape[0],):
+        if tensor.stride(-1) != 1:
+            raise GanbenchError(f"{name} must have contiguous rows")
+    if query_norms.shape != (n_queries,) or bank_norms.shape != (n_bank,):
         raise GanbenchError("norms must be one per row of query and bank")
-    if not query_norms.is_contiguous() or not bank_norms.is_contiguous():
-        raise GanbenchError("norms must be contiguous")
+    # Unmasked loads read whole blocks: the operands must be padded to them.
+    if (query.shape[0] < triton.cdiv(n_queries, blocks["BLOCK_M"]) * blocks["BLOCK_M"]
+            or bank.shape[0] < triton.cdiv(n_bank, blocks["BLOCK_N"]) * blocks["BLOCK_N"]
+            or query.shape[1] % blocks["BLOCK_K"]):
+        raise GanbenchError("operands must be padded to whole blocks: build them with parzen_operands")
     grid_sigmas = np.asarray(sigmas, dtype=np.float64).reshape(-1)
     if not 1 <= grid_sigmas.size <= MAX_SIGMAS:
         raise GanbenchError(f"the kernel takes 1 to {MAX_SIGMAS} sigmas per pass, got {grid_sigmas.size}")
     if precision not in PRECISIONS:
         raise GanbenchError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
-    for name, block in (("block_m", block_m), ("block_n", block_n), ("block_k", block_k)):
-        if block is not None and (block < 16 or block & (block - 1)):
-            raise GanbenchError(f"{name} must be a power of two >= 16 (tl.dot tiles), got {block}")
     if query.device.type == "cpu" and not INTERPRETED:
         raise GanbenchError("the triton backend needs a CUDA GPU; on the CPU set TRITON_INTERPRET=1 "
                             "(Triton's interpreter, slow, for tests) or use --backend torch")
-    n_queries, dim = query.shape
-    n_bank = bank.shape[0]
     device = query.device
-    rows_per_split = rows_per_split or _split_rows(n_queries, n_bank, device, block_n)
+    rows_per_split = rows_per_split or _split_rows(n_queries, n_bank, device, blocks["BLOCK_N"])
+    if rows_per_split % blocks["BLOCK_N"]:
+        raise GanbenchError("rows_per_split must be a multiple of BLOCK_N")
     splits = triton.cdiv(n_bank, rows_per_split)
     num_sigmas = grid_sigmas.size
     scales = torch.tensor(LOG2_E * 0.5 / grid_sigmas**2, dtype=torch.float32, device=device)
@@ -208,52 +221,79 @@ def parzen_lse_launch(query: torch.Tensor, bank: torch.Tensor, query_norms: torc
     index_out = torch.empty(splits, n_queries, dtype=torch.int32, device=device)
     sums_out = torch.empty(splits, num_sigmas, n_queries, dtype=torch.float32, device=device)
     arguments = (query, bank, query_norms, bank_norms, scales, min_out, index_out, sums_out,
-                 n_queries, n_bank, dim, rows_per_split,
-                 query.stride(0), query.stride(1), bank.stride(0), bank.stride(1))
-    meta = {"NUM_SIGMAS": num_sigmas, "SIGMA_PAD": triton.next_power_of_2(num_sigmas), "PRECISION": precision}
-    if INTERPRETED or block_m or block_n or block_k:
-        blocks = {"BLOCK_M": block_m or INTERPRETER_BLOCKS["BLOCK_M"], "BLOCK_N": block_n or INTERPRETER_BLOCKS["BLOCK_N"],
-                  "BLOCK_K": block_k or INTERPRETER_BLOCKS["BLOCK_K"]}
-        if rows_per_split % blocks["BLOCK_N"] and splits > 1:
-            raise GanbenchError("rows_per_split must be a multiple of BLOCK_N")
-        grid = (triton.cdiv(n_queries, blocks["BLOCK_M"]), splits)
-        _parzen_lse_kernel[grid](*arguments, **meta, **blocks)
-    else:
+                 n_queries, n_bank, query.shape[1], rows_per_split, query.stride(0), bank.stride(0))
+    meta = {"NUM_SIGMAS": num_sigmas, "PRECISION": precision}
+    if blocks is MAX_BLOCKS and not INTERPRETED:
         grid = lambda config: (triton.cdiv(n_queries, config["BLOCK_M"]), splits)  # noqa: E731
         _parzen_lse_autotuned[grid](*arguments, **meta)
+    else:
+        grid = (triton.cdiv(n_queries, blocks["BLOCK_M"]), splits)
+        _parzen_lse_kernel[grid](*arguments, **meta, **blocks)
     return min_out, index_out, sums_out
 
 
 # ---- public function -------------------------------------------------------------------------------
 
 def parzen_partial_triton(query: torch.Tensor, bank: torch.Tensor, sigmas, *, device: torch.device,
-                          precision: str = "tf32x3", block_n: int | None = None, rows_per_split: int | None = None,
-                          block_m: int | None = None, block_k: int | None = None) -> partials.BankPartial:
+                          precision: str = "tf32x3", rows_per_split: int | None = None,
+                          blocks: dict | None = None, bank_piece_rows: int = BANK_PIECE_ROWS) -> partials.BankPartial:
     """The ``triton`` backend of ``ganbench.parzen``: the whole bank's partial, float64, on ``device``.
 
-    ``ganbench.parzen.finish_pass`` turns it into log-likelihoods (and refines the nearest
-    distance) on the same device.
+    The bank goes through in pieces of ``bank_piece_rows`` (the tf32x3 operand is three times
+    the bank's size), merged exactly in float64. ``ganbench.parzen.finish_pass`` turns the
+    result into log-likelihoods (and refines the nearest distance) on the same device.
     """
-    from ganbench.parzen import centre_by_bank_mean, squared_norms
-
+    if precision not in PRECISIONS:
+        raise GanbenchError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    if blocks is None and INTERPRETED:
+        blocks = INTERPRETER_BLOCKS
+    padding = blocks or MAX_BLOCKS
     grid = np.asarray(sigmas, dtype=np.float64).reshape(-1)
-    query32, bank32 = centre_by_bank_mean(query, bank, torch.float32, device)
-    query32, bank32 = query32.contiguous(), bank32.contiguous()
-    # Norms summed in float64 and rounded once, so the dot products are the only float32 error.
-    query_norms, bank_norms = squared_norms(query32), squared_norms(bank32)
+    query, bank, centre = _centring(query, bank, device)
+    operands = functools.partial(parzen_operands.parzen_operands, centre=centre, precision=precision,
+                                 width_multiple=padding["BLOCK_K"])
+    query_operand, query_norms, dot_precision = operands(query, role="query", row_multiple=padding["BLOCK_M"])
     pieces = [grid[start:start + MAX_SIGMAS] for start in range(0, grid.size, MAX_SIGMAS)] or [grid[:0]]
-    merged = []
-    for piece in pieces:
-        launch_sigmas = piece if piece.size else np.ones(1)  # nearest only: any one sigma will do
-        min_out, index_out, sums_out = parzen_lse_launch(
-            query32, bank32, query_norms, bank_norms, launch_sigmas, precision=precision,
-            rows_per_split=rows_per_split, block_m=block_m, block_n=block_n, block_k=block_k)
-        merged.append(_merge_splits(min_out, index_out, sums_out, launch_sigmas))
-    if not grid.size:
+    result = None
+    for first in range(0, len(bank), bank_piece_rows):
+        rows = bank[first:first + bank_piece_rows]
+        bank_operand, bank_norms, _ = operands(rows, role="bank", row_multiple=SPLIT_ROWS_MULTIPLE)
+        launch = functools.partial(parzen_lse_launch, query_operand, bank_operand, query_norms, bank_norms,
+                                   n_queries=len(query), n_bank=len(rows), precision=dot_precision,
+                                   rows_per_split=rows_per_split, blocks=blocks)
+        piece = _sigma_pieces([_merge_splits(*launch(piece if piece.size else np.ones(1)), piece)
+                               for piece in pieces], pieces)
+        piece.nearest_index += first
+        result = piece if result is None else partials.merge(result, piece, grid)
+    return result
+
+
+def _centring(query: torch.Tensor, bank: torch.Tensor, device: torch.device):
+    """(query, bank, centre) for the operands kernel, which subtracts the centre itself.
+
+    float32 data is centred in the kernel by the bank mean rounded to float32: the same vector
+    leaves every distance unchanged and only shrinks the norms of the expanded form, so its own
+    rounding does not matter. Other dtypes are centred here in float64 and rounded once
+    (ganbench.parzen.centre_by_bank_mean), with a zero centre for the kernel.
+    """
+    from ganbench.parzen import centre_by_bank_mean
+
+    query, bank = query.to(device), bank.to(device)
+    if query.dtype == torch.float32 and bank.dtype == torch.float32:
+        return query, bank, bank.mean(dim=0)
+    query32, bank32 = centre_by_bank_mean(query, bank, torch.float32, device)
+    return query32, bank32, torch.zeros(bank.shape[1], dtype=torch.float32, device=device)
+
+
+def _sigma_pieces(merged: list, pieces: list) -> partials.BankPartial:
+    """One partial from passes over the same bank with different sigmas (more than 32 in all).
+
+    Their float32 minima may differ in the last bits (each pass may be tuned to other tiles), so
+    every pass's sums move to the smallest minimum, as partials.merge does.
+    """
+    if not pieces[0].size:  # nearest only: the pass ran with one stand-in sigma
         return partials.BankPartial(merged[0].min_sq_distance, merged[0].nearest_index,
                                     merged[0].shifted_sums[:0])
-    # Passes of more than 32 sigmas may be tuned to other tiles, so their float32 minima can differ
-    # in the last bits: move every piece's sums to the smallest minimum, as partials.merge does.
     minima = torch.stack([piece.min_sq_distance for piece in merged])
     first = minima.argmin(dim=0)  # lowest piece among ties
     common = minima.min(dim=0).values
@@ -264,9 +304,15 @@ def parzen_partial_triton(query: torch.Tensor, bank: torch.Tensor, sigmas, *, de
 
 
 def _merge_splits(min_out, index_out, sums_out, sigmas) -> partials.BankPartial:
-    """Second pass, in float64 on the device: merge the splits in bank order (ties keep the lower index)."""
-    mins, indices, sums = min_out.double(), index_out.long(), sums_out.double()
-    merged = partials.BankPartial(mins[0], indices[0], sums[0])
-    for split in range(1, mins.shape[0]):
-        merged = partials.merge(merged, partials.BankPartial(mins[split], indices[split], sums[split]), sigmas)
-    return merged
+    """Second pass, in float64 on the device: all splits at once, as partials.merge does pairwise.
+
+    Every split's sums move to the smallest minimum; the nearest index comes from the first
+    split holding it (torch.min returns the first of equal minima), so ties keep the lower index.
+    """
+    sigmas = sigmas if len(sigmas) else np.ones(1)
+    minima, first = min_out.double().min(dim=0)
+    scales = partials.half_inverse_variances(sigmas, minima)
+    factors = torch.exp(-(min_out.double() - minima)[:, None, :] * scales[None])  # (splits, S, n), <= 1
+    sums = (sums_out.double() * factors).sum(dim=0)
+    nearest = index_out.gather(0, first[None, :])[0].long()
+    return partials.BankPartial(minima, nearest, sums)

@@ -1,9 +1,9 @@
 """The fused Triton kernel, run on the CPU by Triton's interpreter (TRITON_INTERPRET=1, conftest.py).
 
 Tolerances: the interpreter's tl.dot is a float32 product with float32 accumulation
-whatever ``input_precision`` says, so the float32 bound of tolerances.py applies. On a
-GPU, tf32x3 splits each operand into two tf32 parts and keeps three products: its error is
-within a small multiple of float32's (benchmarks/gpu_check.py measures it there).
+whatever ``input_precision`` says, so the float32 bound of tolerances.py applies, for the
+dot of length 3d that the default tf32x3 operands make (split_tf32x3=True there). On a GPU
+the tf32 MMA also truncates the low parts: benchmarks/gpu_check.py measures that error.
 """
 import os
 import subprocess
@@ -15,7 +15,7 @@ import torch
 
 from ganbench import parzen, partials
 from ganbench.errors import GanbenchError
-from ganbench.kernels import parzen_lse
+from ganbench.kernels import parzen_lse, parzen_operands
 from tolerances import float32_distance_bound, float32_log_likelihood_bound
 
 BLOCK_N = parzen_lse.INTERPRETER_BLOCKS["BLOCK_N"]
@@ -34,14 +34,16 @@ def check_against_reference(x, bank, sigmas, **kernel_options):
     partial = parzen_lse.parzen_partial_triton(query_tensor, bank_tensor, sigmas, device=torch.device("cpu"),
                                                **kernel_options)
     kernel = parzen.finish_pass(partial, query_tensor, bank_tensor, sigmas, refine=False)  # the kernel's own error
+    split = kernel_options.get("precision", "tf32x3") == "tf32x3"
+    distance_bound = float32_distance_bound(x, bank, split)
     if len(sigmas):
-        bound = float32_log_likelihood_bound(x, bank, sigmas)
+        bound = float32_log_likelihood_bound(x, bank, sigmas, split)
         assert np.all(np.abs(kernel.log_sum_exp - reference.log_sum_exp) <= bound)
-    assert np.all(np.abs(kernel.min_sq_distance - reference.min_sq_distance) <= float32_distance_bound(x, bank))
+    assert np.all(np.abs(kernel.min_sq_distance - reference.min_sq_distance) <= distance_bound)
     # Nearest index: equal, or a float32 near-tie (the two distances within the bound).
     for i in np.flatnonzero(kernel.nearest_index != reference.nearest_index):
         exact = ((np.asarray(x[i], np.float64) - np.asarray(bank, np.float64)[kernel.nearest_index[i]]) ** 2).sum()
-        assert exact - reference.min_sq_distance[i] <= 2 * float32_distance_bound(x, bank)
+        assert exact - reference.min_sq_distance[i] <= 2 * distance_bound
     return kernel, reference
 
 
@@ -53,9 +55,10 @@ def check_against_reference(x, bank, sigmas, **kernel_options):
     (7, 3 * BLOCK_N + 1, 785),   # d past a multiple of BLOCK_K, m one past a block
     (BLOCK_N + 3, 2 * BLOCK_N - 1, 33),
 ])
-def test_matches_float64_reference_at_odd_sizes(n, m, d, rng):
+@pytest.mark.parametrize("precision", ["tf32x3", "ieee"])
+def test_matches_float64_reference_at_odd_sizes(n, m, d, precision, rng):
     x, bank = rng.random((n, d)), rng.random((m, d))
-    check_against_reference(x, bank, np.logspace(-1, 0, 10))
+    check_against_reference(x, bank, np.logspace(-1, 0, 10), precision=precision)
 
 
 @pytest.mark.parametrize("count", [1, 10, 32])
@@ -111,7 +114,7 @@ def test_backend_routes_to_the_kernel_on_cpu(rng):
     sigmas = [0.2, 0.9]
     got = parzen.log_likelihood(x, bank, sigmas, backend="triton", device="cpu")
     reference = parzen.log_likelihood(x, bank, sigmas, backend="reference")
-    assert np.all(np.abs(got - reference) <= float32_log_likelihood_bound(x, bank, sigmas))
+    assert np.all(np.abs(got - reference) <= float32_log_likelihood_bound(x, bank, sigmas, split_tf32x3=True))
 
 
 def test_real_mnist_through_the_kernel(mnist):
@@ -120,18 +123,41 @@ def test_real_mnist_through_the_kernel(mnist):
 
 
 def test_launcher_rejects_bad_arguments():
-    query, bank = torch.zeros(3, 4), torch.zeros(5, 4)
+    blocks = parzen_lse.INTERPRETER_BLOCKS
+    centre = torch.zeros(4)
+    query, _ = parzen_operands.operands_launch(torch.zeros(3, 4), centre, "query", "ieee", blocks["BLOCK_M"],
+                                               blocks["BLOCK_K"])
+    bank, _ = parzen_operands.operands_launch(torch.zeros(5, 4), centre, "bank", "ieee", blocks["BLOCK_N"],
+                                              blocks["BLOCK_K"])
     norms_q, norms_b = torch.zeros(3), torch.zeros(5)
+    sizes = {"n_queries": 3, "n_bank": 5, "blocks": blocks}
     with pytest.raises(GanbenchError, match="float32"):
-        parzen_lse.parzen_lse_launch(query.double(), bank, norms_q, norms_b, [1.0])
+        parzen_lse.parzen_lse_launch(query.double(), bank, norms_q, norms_b, [1.0], **sizes)
     with pytest.raises(GanbenchError, match="must be"):
-        parzen_lse.parzen_lse_launch(query, torch.zeros(5, 3), norms_q, norms_b, [1.0])
+        parzen_lse.parzen_lse_launch(query, torch.zeros(16, 3), norms_q, norms_b, [1.0], **sizes)
     with pytest.raises(GanbenchError, match="1 to 32"):
-        parzen_lse.parzen_lse_launch(query, bank, norms_q, norms_b, np.ones(33))
+        parzen_lse.parzen_lse_launch(query, bank, norms_q, norms_b, np.ones(33), **sizes)
     with pytest.raises(GanbenchError, match="precision"):
-        parzen_lse.parzen_lse_launch(query, bank, norms_q, norms_b, [1.0], precision="fp8")
-    with pytest.raises(GanbenchError, match="power of two"):
-        parzen_lse.parzen_lse_launch(query, bank, norms_q, norms_b, [1.0], block_n=100)
+        parzen_lse.parzen_lse_launch(query, bank, norms_q, norms_b, [1.0], precision="fp8", **sizes)
+    with pytest.raises(GanbenchError, match="padded"):
+        parzen_lse.parzen_lse_launch(query[:2], bank, norms_q, norms_b, [1.0], **sizes)
+    with pytest.raises(GanbenchError, match="multiple of BLOCK_N"):
+        parzen_lse.parzen_lse_launch(query, bank, norms_q, norms_b, [1.0], rows_per_split=20, **sizes)
+    with pytest.raises(GanbenchError, match="precision"):
+        parzen_lse.parzen_partial_triton(torch.zeros(3, 4), torch.zeros(5, 4), [1.0], device=torch.device("cpu"),
+                                         precision="fp8")
+
+
+def test_bank_pieces_merge_like_one_pass(rng):
+    x, bank = rng.random((5, 12)), rng.random((3 * BLOCK_N + 7, 12))
+    sigmas = [0.2, 0.6]
+    query_tensor, bank_tensor = torch.as_tensor(x), torch.as_tensor(bank)
+    whole = parzen_lse.parzen_partial_triton(query_tensor, bank_tensor, sigmas, device=torch.device("cpu"))
+    pieces = parzen_lse.parzen_partial_triton(query_tensor, bank_tensor, sigmas, device=torch.device("cpu"),
+                                              bank_piece_rows=BLOCK_N + 3)
+    torch.testing.assert_close(pieces.nearest_index, whole.nearest_index, rtol=0, atol=0)
+    torch.testing.assert_close(partials.log_sum_exp(pieces, sigmas), partials.log_sum_exp(whole, sigmas),
+                               rtol=0, atol=1e-5)
 
 
 def test_without_interpreter_the_cpu_gets_a_clear_error():
