@@ -33,7 +33,9 @@ def as_matrix(name: str, values, *, dimension: int | None = None) -> torch.Tenso
         raise GanbenchError(f"{name} is complex; pass real numbers")
     if not tensor.is_floating_point():
         tensor = tensor.to(torch.float64)
-    if not bool(torch.isfinite(tensor).all()):
+    # One reduction and one wait for the device: min and max are NaN if any entry is, and
+    # infinite if any entry is infinite.
+    if not bool(torch.isfinite(torch.stack(torch.aminmax(tensor))).all()):
         raise GanbenchError(f"{name} contains NaN or inf; remove or fix those entries")
     if dimension is not None and tensor.shape[1] != dimension:
         raise GanbenchError(f"{name} has dimension {tensor.shape[1]} but the bank has {dimension}; "

@@ -114,7 +114,9 @@ def finish_pass(partial: partials.BankPartial, query: torch.Tensor, bank: torch.
     log_sum_exp = partials.log_sum_exp(partials.BankPartial(minima, nearest, partial.shifted_sums.double()), grid)
     if refine:
         log_sum_exp, minima = refine_nearest(log_sum_exp, minima, nearest, query, bank, grid)
-    return ParzenPass(log_sum_exp.cpu().numpy(), minima.cpu().numpy(), nearest.cpu().numpy())
+    # One copy to the host (a wait for the GPU each): the indices ride along as float64, exact below 2^53.
+    host = torch.cat([log_sum_exp, minima[None], nearest[None].double()]).cpu().numpy()
+    return ParzenPass(host[:-2], host[-2], host[-1].astype(np.int64))
 
 
 def refine_nearest(log_sum_exp: torch.Tensor, min_sq_distance: torch.Tensor, nearest_index: torch.Tensor,
