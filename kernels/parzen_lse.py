@@ -1,17 +1,29 @@
 """Fused Parzen pass: blocked squared distances, a whole sigma grid's log-sum-exp, and the nearest neighbour.
 
 For a block of queries X (BLOCK_M x d) against the bank S (m x d), one program
-- accumulates X S^T over d in BLOCK_K chunks with ``tl.dot`` (float32 accumulate),
-- forms D = ||x||^2 + ||s||^2 - 2 x.s on bank-centred data, clamped at 0,
+- accumulates X S^T over the operands' width in BLOCK_K steps with ``tl.dot`` (float32
+  accumulate), each step in a fresh accumulator added once in float32;
+- forms D = ||x||^2 + ||s||^2 - 2 x.s on bank-centred data, clamped at 0;
 - keeps one running minimum of D per row, the shift shared by every sigma: the
   largest term of -D / (2 sigma^2) is the nearest point whatever sigma is, so each
   sigma keeps only its own rescaled sum (the online log-sum-exp of fused attention,
-  with log2(e) folded into the scale so the exponential is one ``exp2``),
+  with log2(e) folded into the scale so the exponential is one ``exp2``); the sums are
+  a tuple of (BLOCK_M,) rows unrolled at compile time;
 - keeps the argmin, the nearest bank index, ties going to the lowest index.
 
+Precision: the default tf32x3 reads operands already split into tf32 parts
+(``kernels/parzen_operands.py``), so the three products are one plain TF32 dot of width 3d
+with both operands in shared memory; splitting every tile in registers instead (Triton's own
+tf32x3) ran the 16-sigma case at 3.2x a float32 matmul on an H100, against 1.37x now on an
+H200 (results/bench-gpu-NVIDIA-H200.json).
+
 The bank is split across programs (split-K style over m) so a few hundred queries
-still fill the GPU; the float64 host side merges the splits exactly
-(``ganbench.partials.merge``) and adds the normalising constant.
+still fill the GPU; the splits are merged exactly in float64 on the device.
+
+Tried and measured slower on the H200: computing one sigma in three's exponentials with a
+polynomial on the FMA units (the special-function unit's 16 exponentials per clock bound the
+16-sigma case) spilled registers and lost on every tile (the FMA_EXP_PERIOD rows of the
+H200 JSON's candidate timings).
 
 File layout: kernel, float64 reference, launcher (checks, allocation, launch), public function.
 """
@@ -35,36 +47,7 @@ INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") == "1"  # read when triton
 PRECISIONS = ("tf32x3", "ieee", "tf32")
 SPLIT_ROWS_MULTIPLE = 256  # splits of the bank are a multiple of every BLOCK_N candidate
 INTERPRETER_BLOCKS = {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 32}
-# One sigma in three may take its exponentials on the FMA units: ~10 FMA-unit operations each
-# at 128 a clock against the SFU's 16 a clock, plus the scale and the sum every term already
-# pays there, balance the two units near one in three. (The interpreter and fixed tiles use it.)
-FMA_EXP_PERIOD = 3
 BANK_PIECE_ROWS = 1 << 20  # bank rows per launch: the tf32x3 operand of a piece is ~10 GB at d = 784
-
-
-@triton.jit
-def _exp2_on_fma_units(t):
-    """2^t for t <= 0 with float32 adds and multiplies only (relative error ~1e-7, below float32's).
-
-    The special-function unit does 16 exponentials per clock per SM against 128 fused
-    multiply-adds, so with 16 sigmas the exponentials, not the tensor cores, set the pace;
-    computing every few sigmas' exponentials here (about ten FMA-unit operations each) shares
-    the load. t = j + f with j = round(t) (adding 1.5 * 2^23 rounds in the mantissa), 2^f on
-    [-1/2, 1/2] by a degree-5 polynomial fitted for relative error (max 9.1e-8 in float64), and
-    j goes straight into the exponent bits. Terms below 2^-126 come out as at most 2^-126 instead
-    of 0: next to a shifted sum >= 1 that is far below float32's rounding.
-    """
-    t = tl.maximum(t, -126.0)
-    rounded = t + 12582912.0
-    whole = rounded - 12582912.0
-    fraction = t - whole
-    power = 0.0013264727 * fraction + 0.009671513
-    power = power * fraction + 0.055507336
-    power = power * fraction + 0.24022242
-    power = power * fraction + 0.693147
-    power = power * fraction + 1.0
-    exponent = rounded.to(tl.int32, bitcast=True) - 0x4B400000  # j, from the low mantissa bits
-    return (power.to(tl.int32, bitcast=True) + (exponent << 23)).to(tl.float32, bitcast=True)
 
 
 @triton.jit
@@ -77,7 +60,7 @@ def _parzen_lse_kernel(
     # row strides (columns are contiguous)
     stride_query_row, stride_bank_row,
     # meta-parameters
-    NUM_SIGMAS: tl.constexpr, PRECISION: tl.constexpr, FMA_EXP_PERIOD: tl.constexpr,
+    NUM_SIGMAS: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     query_block = tl.program_id(0)
@@ -140,11 +123,7 @@ def _parzen_lse_kernel(
             shifted = new_min[:, None] - distances  # <= 0, shared by every sigma
             moved = ()
             for sigma in tl.static_range(NUM_SIGMAS):
-                # Every FMA_EXP_PERIOD-th sigma (0: none) takes its exponentials on the FMA units.
-                if FMA_EXP_PERIOD > 0 and sigma % FMA_EXP_PERIOD == FMA_EXP_PERIOD - 1:
-                    block_sum = tl.sum(_exp2_on_fma_units(shifted * scales[sigma]), axis=1)
-                else:
-                    block_sum = tl.sum(tl.exp2(shifted * scales[sigma]), axis=1)
+                block_sum = tl.sum(tl.exp2(shifted * scales[sigma]), axis=1)
                 moved = moved + (sums[sigma] * tl.exp2(drop * scales[sigma]) + block_sum,)
             sums = moved
             running_min = new_min
@@ -166,28 +145,16 @@ TUNING_CANDIDATES = [
     (128, 128, 32, 8, 3), (128, 128, 32, 8, 4), (128, 128, 64, 8, 3),
     (64, 128, 32, 4, 4), (64, 128, 64, 4, 3), (128, 64, 32, 4, 4),
 ]
-# Each tile is also tried with one sigma in FMA_EXP_PERIOD on the FMA units: that relieves the
-# SFU but spills registers at 16 sigmas (ptxas, sm_90), so the measurement decides.
-FMA_EXP_PERIODS = (0, FMA_EXP_PERIOD)
-
-
 def _autotune_configs():
-    return [triton.Config({"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k, "FMA_EXP_PERIOD": period},
+    return [triton.Config({"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k},
                           num_warps=warps, num_stages=stages)
-            for block_m, block_n, block_k, warps, stages in TUNING_CANDIDATES for period in FMA_EXP_PERIODS]
-
-
-def _prune(configs, named_args, **meta):
-    """With fewer sigmas than the period no exponential moves: keep one copy of each tile."""
-    return [config for config in configs
-            if config.kwargs["FMA_EXP_PERIOD"] == 0 or meta["NUM_SIGMAS"] >= config.kwargs["FMA_EXP_PERIOD"]]
+            for block_m, block_n, block_k, warps, stages in TUNING_CANDIDATES]
 
 
 # cache_results: the chosen tile is stored in Triton's cache, so only a process's first call
 # with a new shape pays for tuning (about a minute on an H200).
 _parzen_lse_autotuned = triton.autotune(configs=_autotune_configs(),
                                         key=["n_queries", "n_bank", "width", "NUM_SIGMAS"],
-                                        prune_configs_by={"early_config_prune": _prune},
                                         cache_results=True)(_parzen_lse_kernel)
 MAX_BLOCKS = {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64}  # the largest tile of any config: operands pad to it
 
@@ -230,8 +197,7 @@ def parzen_lse_launch(query: torch.Tensor, bank: torch.Tensor, query_norms: torc
 
     ``query`` and ``bank`` are operands from ``parzen_operands`` (padded, float32, one device);
     ``n_queries`` and ``n_bank`` their real row counts; ``precision`` is the tl.dot mode.
-    ``blocks`` (BLOCK_M, BLOCK_N, BLOCK_K), when given, replaces autotuning; it may also set
-    FMA_EXP_PERIOD (k > 0: every k-th sigma's exponentials on the FMA units; 0: all on the SFU).
+    ``blocks`` (BLOCK_M, BLOCK_N, BLOCK_K), when given, replaces autotuning.
     """
     blocks = blocks or MAX_BLOCKS
     if query.ndim != 2 or bank.ndim != 2 or query.shape[1] != bank.shape[1]:
@@ -276,8 +242,7 @@ def parzen_lse_launch(query: torch.Tensor, bank: torch.Tensor, query_norms: torc
         _parzen_lse_autotuned[grid](*arguments, **meta)
     else:
         grid = (triton.cdiv(n_queries, blocks["BLOCK_M"]), splits)
-        # ``blocks`` may also name num_warps, num_stages and FMA_EXP_PERIOD.
-        _parzen_lse_kernel[grid](*arguments, **meta, **{"FMA_EXP_PERIOD": FMA_EXP_PERIOD, **blocks})
+        _parzen_lse_kernel[grid](*arguments, **meta, **blocks)  # blocks may also name num_warps, num_stages
     return min_out, index_out, sums_out
 
 

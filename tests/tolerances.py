@@ -21,23 +21,13 @@ which benchmarks/gpu_check.py measures against float64.)
 import numpy as np
 
 UNIT_ROUNDOFF_FLOAT32 = 2.0 ** -24
-# The kernel's polynomial 2^t (kernels/parzen_lse.py, _exp2_on_fma_units): 9.1e-8 from the fit,
-# plus the float32 rounding of its ~8 dependent operations on values of size <= 2 (each at
-# most u of the result, ~4.8e-7 in all, counted in full rather than as a random walk).
-FMA_EXP_RELATIVE_ERROR = 9.1e-8 + 8 * UNIT_ROUNDOFF_FLOAT32
 
 
-def float32_log_likelihood_bound(x, bank, sigmas, split_tf32x3: bool = False,
-                                 exp_error: float = 0.0) -> np.ndarray:
-    """Per-sigma bound (S, 1) on |float32 log-likelihood - float64 log-likelihood|.
-
-    ``exp_error``: the relative error of each exponential beyond float32's rounding, which
-    moves the log of a sum of positive terms by at most that much (the kernel's FMA-unit
-    exponentials: FMA_EXP_RELATIVE_ERROR).
-    """
+def float32_log_likelihood_bound(x, bank, sigmas, split_tf32x3: bool = False) -> np.ndarray:
+    """Per-sigma bound (S, 1) on |float32 log-likelihood - float64 log-likelihood|."""
     distance_error = float32_distance_bound(x, bank, split_tf32x3)
     sigmas = np.asarray(sigmas, np.float64).reshape(-1, 1)
-    return distance_error / (2 * sigmas**2) + (len(bank) + 2) * UNIT_ROUNDOFF_FLOAT32 + exp_error
+    return distance_error / (2 * sigmas**2) + (len(bank) + 2) * UNIT_ROUNDOFF_FLOAT32
 
 
 def float32_distance_bound(x, bank, split_tf32x3: bool = False) -> float:
