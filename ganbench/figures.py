@@ -3,6 +3,7 @@ Figure 3 (interpolation in z space), the nearest-distance histogram of the memor
 and the training curve of a run's per-epoch Parzen monitor."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import matplotlib
@@ -16,6 +17,7 @@ import torch  # noqa: E402
 from . import atomic, memorization, sampling  # noqa: E402
 from .errors import GanbenchError  # noqa: E402
 from .models import sample_noise  # noqa: E402
+from .train import TrainConfig  # noqa: E402
 
 SIDE = 28
 
@@ -82,8 +84,12 @@ def distance_histogram(report: dict, path: Path) -> Path:
     return _save(figure, path)
 
 
-def training_curve(log_path: str | Path, path: Path, window: int = 25) -> Path:
-    """The validation Parzen monitor over epochs (each epoch and a centred running mean) and D's loss."""
+def training_curve(log_path: str | Path, path: Path, window: int = 25, config: dict | None = None) -> Path:
+    """The validation Parzen monitor over epochs (each epoch and a centred running mean) and D's loss.
+
+    ``config`` is the run's TrainConfig as a dict (stored in every generator file); its monitor
+    settings title the plot, since the log itself holds only numbers.
+    """
     log_path = Path(log_path)
     try:
         log = pd.read_csv(log_path)
@@ -101,7 +107,9 @@ def training_curve(log_path: str | Path, path: Path, window: int = 25) -> Path:
     monitor_axis.plot(log["epoch"], running, linewidth=1.5, label=f"running mean of {window}")
     monitor_axis.set_ylim(shown["parzen_valid"].min() - 5, shown["parzen_valid"].max() + 5)
     monitor_axis.set_ylabel("Parzen monitor (nats)")
-    monitor_axis.set_title("1,000 validation images, sigma 0.2, 10,000 samples", fontsize=8)
+    monitor = {**dataclasses.asdict(TrainConfig()), **(config or {})}
+    monitor_axis.set_title(f"{monitor['monitor_valid']:,} validation images, sigma {monitor['monitor_sigma']:g}, "
+                           f"{monitor['monitor_bank']:,} samples", fontsize=8)
     monitor_axis.legend(fontsize=7)
     loss_axis.plot(log["epoch"], log["d_loss"], linewidth=1)
     loss_axis.set_ylabel("D loss")
@@ -112,8 +120,9 @@ def training_curve(log_path: str | Path, path: Path, window: int = 25) -> Path:
 def all_figures(generator_path: str, mnist, out_dir: str | Path, seed: int = 0, backend: str = "auto",
                 train_log: str | Path | None = None) -> dict:
     out_dir = Path(out_dir)
-    curve = training_curve(train_log, out_dir / "training_curve.png") if train_log else None
-    generator, _ = sampling.load_generator(generator_path)
+    generator, metadata = sampling.load_generator(generator_path)
+    curve = (training_curve(train_log, out_dir / "training_curve.png", config=metadata.get("config"))
+             if train_log else None)
     samples = sampling.generate(generator, 10_000, seed)
     report = memorization.report(samples, mnist.train_x, mnist.test_x, backend=backend)
     rng = np.random.default_rng(seed)

@@ -43,3 +43,15 @@ def test_training_curve_from_a_log_and_a_clear_error_for_a_wrong_file(tmp_path, 
         figures.training_curve(tmp_path / "other.csv", tmp_path / "x.png")
     with pytest.raises(GanbenchError, match="cannot read the training log"):
         figures.training_curve(tmp_path / "missing.csv", tmp_path / "x.png")
+
+
+def test_training_curve_title_states_the_runs_monitor_settings(tmp_path, rng, monkeypatch):
+    pd.DataFrame({"epoch": [1, 2, 3], "d_loss": [0.6, 0.6, 0.6], "parzen_valid": [100.0, 110.0, 120.0]}).to_csv(
+        tmp_path / "train_log.csv", index=False)
+    titles = []
+    monkeypatch.setattr(figures, "_save", lambda figure, path: titles.append(figure.axes[0].get_title()) or path)
+    figures.training_curve(tmp_path / "train_log.csv", tmp_path / "a.png",
+                           config={"monitor_valid": 500, "monitor_sigma": 0.15, "monitor_bank": 2000})
+    figures.training_curve(tmp_path / "train_log.csv", tmp_path / "b.png")  # no config: TrainConfig's defaults
+    assert titles == ["500 validation images, sigma 0.15, 2,000 samples",
+                      "1,000 validation images, sigma 0.2, 10,000 samples"]
