@@ -104,7 +104,7 @@ def _parzen_lse_kernel(
                 samples = tl.load(bank_block_ptr + bank_offsets + k_start)     # (BLOCK_K, BLOCK_N)
                 # Each K step's products go to a fresh accumulator and then one rounded float32
                 # subtraction: tensor cores truncate every addition into their accumulator, so a
-                # chain over the whole width drifts (10x this form's error on an H200). Triton
+                # chain over the whole width drifts (26x this form's error on an H200). Triton
                 # folds "acc + dot(a, b)" back into one chain, but not "acc - dot(a, b)".
                 minus_dots -= tl.dot(queries, samples, input_precision=PRECISION)
             columns = bank_start + local_columns
