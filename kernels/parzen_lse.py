@@ -30,7 +30,6 @@ File layout: kernel, float64 reference, launcher (checks, allocation, launch), p
 from __future__ import annotations
 
 import functools
-import os
 
 import numpy as np
 import torch
@@ -43,8 +42,7 @@ from ganbench.kernels import parzen_operands
 
 MAX_SIGMAS = 32            # the grid is unrolled at compile time
 LOG2_E = 1.4426950408889634
-INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") == "1"  # read when triton.jit decorates below
-PRECISIONS = ("tf32x3", "ieee", "tf32")
+INTERPRETED, PRECISIONS = parzen_operands.INTERPRETED, parzen_operands.PRECISIONS
 SPLIT_ROWS_MULTIPLE = 256  # splits of the bank are a multiple of every BLOCK_N candidate
 INTERPRETER_BLOCKS = {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 32}
 BANK_PIECE_ROWS = 1 << 20  # bank rows per launch: the tf32x3 operand of a piece is ~10 GB at d = 784
@@ -219,11 +217,7 @@ def parzen_lse_launch(query: torch.Tensor, bank: torch.Tensor, query_norms: torc
     grid_sigmas = np.asarray(sigmas, dtype=np.float64).reshape(-1)
     if not 1 <= grid_sigmas.size <= MAX_SIGMAS:
         raise GanbenchError(f"the kernel takes 1 to {MAX_SIGMAS} sigmas per pass, got {grid_sigmas.size}")
-    if precision not in PRECISIONS:
-        raise GanbenchError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
-    if query.device.type == "cpu" and not INTERPRETED:
-        raise GanbenchError("the triton backend needs a CUDA GPU; on the CPU set TRITON_INTERPRET=1 "
-                            "(Triton's interpreter, slow, for tests) or use --backend torch")
+    parzen_operands.check_launch(precision, query.device)
     device = query.device
     rows_per_split = rows_per_split or _split_rows(n_queries, n_bank, device, blocks["BLOCK_N"])
     if rows_per_split % blocks["BLOCK_N"]:
@@ -257,8 +251,6 @@ def parzen_partial_triton(query: torch.Tensor, bank: torch.Tensor, sigmas, *, de
     the bank's size), merged exactly in float64. ``ganbench.parzen.finish_pass`` turns the
     result into log-likelihoods (and refines the nearest distance) on the same device.
     """
-    if precision not in PRECISIONS:
-        raise GanbenchError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
     if blocks is None and INTERPRETED:
         blocks = INTERPRETER_BLOCKS
     padding = blocks or MAX_BLOCKS
@@ -324,9 +316,10 @@ def _merge_splits(min_out, index_out, sums_out, sigmas) -> partials.BankPartial:
     split holding it (torch.min returns the first of equal minima), so ties keep the lower index.
     """
     sigmas = sigmas if len(sigmas) else np.ones(1)
-    minima, first = min_out.double().min(dim=0)
+    split_minima = min_out.double()
+    minima, first = split_minima.min(dim=0)
     scales = partials.half_inverse_variances(sigmas, minima)
-    factors = torch.exp(-(min_out.double() - minima)[:, None, :] * scales[None])  # (splits, S, n), <= 1
+    factors = torch.exp(-(split_minima - minima)[:, None, :] * scales[None])  # (splits, S, n), <= 1
     sums = (sums_out.double() * factors).sum(dim=0)
     nearest = index_out.gather(0, first[None, :])[0].long()
     return partials.BankPartial(minima, nearest, sums)

@@ -90,6 +90,15 @@ def parzen_operands_reference(rows: torch.Tensor, centre: torch.Tensor, role: st
 
 # ---- launcher --------------------------------------------------------------------------------------
 
+def check_launch(precision: str, device: torch.device) -> None:
+    """The checks every ganbench kernel launcher shares: a known precision, and a device Triton can run on."""
+    if precision not in PRECISIONS:
+        raise GanbenchError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    if device.type == "cpu" and not INTERPRETED:
+        raise GanbenchError("the triton backend needs a CUDA GPU; on the CPU set TRITON_INTERPRET=1 "
+                            "(Triton's interpreter, slow, for tests) or use --backend torch")
+
+
 def operands_launch(rows: torch.Tensor, centre: torch.Tensor, role: str, precision: str,
                     row_multiple: int, width_multiple: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Check, allocate (rows padded to ``row_multiple``, width to ``width_multiple``), launch."""
@@ -102,11 +111,7 @@ def operands_launch(rows: torch.Tensor, centre: torch.Tensor, role: str, precisi
         raise GanbenchError(f"rows are on {rows.device} but the centre is on {centre.device}")
     if role not in ROLES:
         raise GanbenchError(f"unknown role {role!r}: choose query or bank")
-    if precision not in PRECISIONS:
-        raise GanbenchError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
-    if rows.device.type == "cpu" and not INTERPRETED:
-        raise GanbenchError("the triton backend needs a CUDA GPU; on the CPU set TRITON_INTERPRET=1 "
-                            "(Triton's interpreter, slow, for tests) or use --backend torch")
+    check_launch(precision, rows.device)
     rows, centre = rows.contiguous(), centre.contiguous()
     count, dim = rows.shape
     parts = 3 if precision == "tf32x3" else 1
