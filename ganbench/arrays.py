@@ -9,8 +9,11 @@ import torch
 from .errors import GanbenchError
 
 
-def as_matrix(name: str, values, *, dimension: int | None = None) -> torch.Tensor:
-    """Return ``values`` as a 2-D floating torch tensor (no copy when possible), or raise."""
+def as_matrix(name: str, values, *, dimension: int | None = None, dimension_of: str = "the bank") -> torch.Tensor:
+    """Return ``values`` as a 2-D floating torch tensor (no copy when possible), or raise.
+
+    ``dimension``, when given, is the vector size of ``dimension_of``, which ``values`` must match.
+    """
     if isinstance(values, torch.Tensor):
         tensor = values.detach()
     else:
@@ -38,8 +41,8 @@ def as_matrix(name: str, values, *, dimension: int | None = None) -> torch.Tenso
     if not bool(torch.isfinite(torch.stack(torch.aminmax(tensor))).all()):
         raise GanbenchError(f"{name} contains NaN or inf; remove or fix those entries")
     if dimension is not None and tensor.shape[1] != dimension:
-        raise GanbenchError(f"{name} has dimension {tensor.shape[1]} but the bank has {dimension}; "
-                            "score data and samples of the same size")
+        raise GanbenchError(f"{name} has dimension {tensor.shape[1]} but {dimension_of} has {dimension}; "
+                            "compare vectors of one size (an MNIST image is 28 x 28 = 784)")
     return tensor
 
 

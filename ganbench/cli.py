@@ -73,12 +73,13 @@ def _score_and_report(args, distributed: bool) -> int:
 
 
 def command_train(args) -> int:
-    from .train import TrainConfig, train
-
     from . import data
+    from .train import resolve_config, train
 
-    config = TrainConfig(epochs=args.epochs, seed=args.seed, discriminator_steps=args.k,
-                         generator_loss=args.generator_loss, train_subset=args.train_subset)
+    flags = {"epochs": args.epochs, "seed": args.seed, "discriminator_steps": args.k,
+             "generator_loss": args.generator_loss, "train_subset": args.train_subset}
+    config = resolve_config(args.out, args.resume, args.config,
+                            **{name: value for name, value in flags.items() if value is not None})
     state = train(config, args.out, resume=args.resume, device=args.device or "cpu",
                   data=data.load_mnist(args.data_dir), max_minutes=args.max_minutes)
     last = state.log[-1] if state.log else {}
@@ -276,10 +277,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     train_parser = commands.add_parser("train", help="train the paper's MNIST GAN (Algorithm 1)", formatter_class=formatter)
     train_parser.add_argument("--out", required=True, help="run folder: checkpoint.pt and train_log.csv, every epoch")
-    train_parser.add_argument("--epochs", type=int, default=100, help="train until this many epochs are done")
-    train_parser.add_argument("--seed", type=int, default=0, help="seed of weights, dropout, data order and noise")
-    train_parser.add_argument("--k", type=int, default=1, help="discriminator steps per generator step")
-    train_parser.add_argument("--generator-loss", default="non-saturating", choices=("non-saturating", "minimax"))
+    train_parser.add_argument("--config", default=None,
+                              help="JSON object of TrainConfig fields (ganbench/train.py); the flags below override it")
+    train_parser.add_argument("--epochs", type=int, default=None,
+                              help="train until this many epochs are done (default: 100, or the run's on --resume)")
+    train_parser.add_argument("--seed", type=int, default=None,
+                              help="seed of weights, dropout, data order and noise (default: 0)")
+    train_parser.add_argument("--k", type=int, default=None, help="discriminator steps per generator step (default: 1)")
+    train_parser.add_argument("--generator-loss", default=None, choices=("non-saturating", "minimax"),
+                              help="default: non-saturating (end of Section 3)")
     train_parser.add_argument("--train-subset", type=int, default=None, help="use only the first N training images")
     train_parser.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
     train_parser.add_argument("--device", default=None, help="cpu or cuda")

@@ -27,7 +27,7 @@ def nearest(queries, reference, k: int = 1, *, backend: str = "auto", device=Non
     if k < 1:
         raise GanbenchError(f"k must be >= 1, got {k}")
     reference_tensor = as_matrix("reference", reference)
-    query_tensor = as_matrix("queries", queries, dimension=reference_tensor.shape[1])
+    query_tensor = as_matrix("queries", queries, dimension=reference_tensor.shape[1], dimension_of="the reference set")
     if k > reference_tensor.shape[0]:
         raise GanbenchError(f"k = {k} exceeds the {reference_tensor.shape[0]} reference points")
     if k == 1:

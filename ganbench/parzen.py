@@ -81,7 +81,7 @@ def parzen_pass(x, bank, sigmas, *, backend: str = "auto", device=None, precisio
     if grid.size:
         grid = as_sigmas(grid)
     bank_tensor = as_matrix("bank", bank)
-    query_tensor = as_matrix("x", x, dimension=bank_tensor.shape[1])
+    query_tensor = as_matrix("x (the points scored)", x, dimension=bank_tensor.shape[1])
     for name, block in (("query_block", query_block), ("bank_block", bank_block)):
         if block is not None and block < 1:
             raise GanbenchError(f"{name} must be a positive integer, got {block}")

@@ -10,23 +10,21 @@ import torch
 from . import atomic
 from .errors import GanbenchError
 from .models import Generator, sample_noise
+from .payloads import load_payload
 
+GENERATOR_FIX = "train one with `ganbench train`, or pass a checkpoint.pt or generator.pt written by ganbench"
 GENERATE_BATCH = 10_000  # noise rows per forward pass of G when drawing samples
 
 
 def load_generator(path: str | Path, device="cpu") -> tuple[Generator, dict]:
     """A generator from a training checkpoint or an exported ``generator.pt``, with its metadata."""
-    path = Path(path)
-    if not path.exists():
-        raise GanbenchError(f"no generator checkpoint at {path}; train one with `ganbench train` "
-                            "or pass the path of an existing checkpoint")
+    payload = load_payload(path, "ganbench generator", GENERATOR_FIX, ("generator",))
     try:
-        payload = torch.load(path, map_location=device, weights_only=True)
         generator = Generator().to(device)
         generator.load_state_dict(payload["generator"])
-    except (RuntimeError, KeyError, TypeError, EOFError, ValueError, OSError) as error:
-        raise GanbenchError(f"{path} is not a readable ganbench generator ({type(error).__name__}); "
-                            "re-export it or point to another checkpoint") from None
+    except (RuntimeError, TypeError, AttributeError) as error:
+        raise GanbenchError(f"{path} holds weights that do not fit the paper's MNIST generator "
+                            f"({type(error).__name__}); {GENERATOR_FIX}") from None
     generator.eval()
     metadata = {key: value for key, value in payload.items()
                 if key in ("config", "epochs_done", "updates_done", "selection")}
@@ -50,7 +48,8 @@ def save_generator(out: str | Path, generator_state: dict, config: dict, epochs_
 
 def export_generator(checkpoint: str | Path, out: str | Path, selection: str | None = None) -> Path:
     """The generator of a training checkpoint (or an already slim generator file), slimmed for shipping."""
-    payload = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    payload = load_payload(checkpoint, "ganbench checkpoint", "pass a checkpoint.pt or generator.pt written by ganbench",
+                           ("generator", "config", "epochs_done", "updates_done"))
     return save_generator(out, payload["generator"], payload["config"], payload["epochs_done"],
                           payload["updates_done"], selection or payload.get("selection"))
 

@@ -60,7 +60,7 @@ def log_likelihood(x, bank, sigmas, *, chunk_rows: int = DEFAULT_CHUNK_ROWS, pro
     """
     grid = as_sigmas(sigmas)
     bank = bank if isinstance(bank, Bank) else open_bank(bank)
-    queries = as_matrix("x", x, dimension=bank.dimension)
+    queries = as_matrix("x (the points scored)", x, dimension=bank.dimension)
     if is_distributed():
         share = rank_rows(len(bank), chunk_rows)
         local = stream_pass(queries, bank, grid, rows=share, chunk_rows=chunk_rows,

@@ -222,8 +222,9 @@ def check(path: str | Path, rows: tuple[str, ...] | None = None, backend: str | 
         stored = json.loads(path.read_text())
         stored_rows = {row["key"]: row for row in stored["table"] if row["kind"] == "measured"}
         settings = stored["config"]
-    except (json.JSONDecodeError, KeyError, TypeError) as error:
-        raise GanbenchError(f"{path} is not a ganbench table1.json ({error})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as error:
+        raise GanbenchError(f"{path} is not a ganbench table1.json ({type(error).__name__}: {error}); "
+                            "pass a file written by `ganbench reproduce table1`") from None
     keys = tuple(rows) if rows else tuple(stored_rows)
     missing = [key for key in keys if key not in stored_rows]
     if missing:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import sys
 import time
 from dataclasses import dataclass
@@ -24,11 +25,14 @@ from tqdm.auto import tqdm
 from . import atomic, parzen
 from .errors import GanbenchError
 from .models import Discriminator, Generator, sample_noise
+from .payloads import load_payload
 from .sampling import generate, save_generator
 
 CHECKPOINT_NAME = "checkpoint.pt"
 BEST_GENERATOR_NAME = "best_generator.pt"  # G of the epoch with the highest validation monitor
 LOG_NAME = "train_log.csv"
+CHECKPOINT_KEYS = ("config", "generator", "discriminator", "generator_optimizer", "discriminator_optimizer",
+                   "data_rng", "torch_rng", "cuda_rng", "epochs_done", "updates_done", "log")
 GENERATOR_LOSSES = ("non-saturating", "minimax")
 
 
@@ -52,6 +56,10 @@ class TrainConfig:
     monitor_sigma: float = 0.2         # fixed width for the monitor (inside the paper's grid)
 
     def validate(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if not _has_type(value, field.type):
+                raise GanbenchError(f"bad training config: {field.name} must be {field.type}, got {value!r}")
         checks = [
             (self.epochs >= 1, "epochs must be >= 1"),
             (self.batch_size >= 1, "batch_size must be >= 1"),
@@ -70,6 +78,52 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise GanbenchError(f"bad training config: {message}")
+
+
+def _has_type(value, annotation: str) -> bool:
+    # Annotations are strings here (``from __future__ import annotations``); bool is not a number.
+    if isinstance(value, bool):
+        return False
+    accepted = {"int": (int,), "float": (int, float), "str": (str,), "int | None": (int, type(None))}[annotation]
+    return isinstance(value, accepted)
+
+
+def read_config_file(path: str | Path) -> dict:
+    """TrainConfig fields from a JSON object, e.g. ``{"epochs": 300, "discriminator_steps": 2}``."""
+    path = Path(path)
+    if not path.is_file():
+        raise GanbenchError(f"no training config at {path}; write a JSON object of TrainConfig fields there")
+    try:
+        values = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise GanbenchError(f"{path} is not JSON ({error}); write a JSON object of TrainConfig fields") from None
+    if not isinstance(values, dict):
+        raise GanbenchError(f"{path} holds a JSON {type(values).__name__}; write an object of TrainConfig fields")
+    known = [field.name for field in dataclasses.fields(TrainConfig)]
+    unknown = [key for key in values if key not in known]
+    if unknown:
+        raise GanbenchError(f"{path}: {unknown[0]!r} is not a TrainConfig field; the fields are {', '.join(known)}")
+    return values
+
+
+def resolve_config(out_dir: str | Path, resume: bool, config_file: str | Path | None = None,
+                   **overrides) -> TrainConfig:
+    """The config one `ganbench train` call means: defaults, then the config file, then the flags given.
+
+    A resumed run keeps the config stored in its checkpoint, so that it ends as an
+    uninterrupted run would; only ``epochs`` may change. A flag or file that asks for
+    anything else is an error rather than silently ignored.
+    """
+    given = {**(read_config_file(config_file) if config_file else {}), **overrides}
+    if not resume:
+        return TrainConfig(**given)
+    stored = TrainConfig(**read_checkpoint(Path(out_dir) / CHECKPOINT_NAME, ("config",))["config"])
+    for name, value in given.items():
+        if name != "epochs" and getattr(stored, name) != value:
+            raise GanbenchError(f"{out_dir} was trained with {name}={getattr(stored, name)!r}, not {value!r}; "
+                                "a resumed run keeps its config (only epochs may change): drop that setting "
+                                "or start a new run in another --out")
+    return dataclasses.replace(stored, epochs=given.get("epochs", stored.epochs))
 
 
 def best_epoch_selection(monitor: float, config: dict, epochs_run: int | None = None) -> str:
@@ -213,12 +267,18 @@ def save_checkpoint(path: Path, state: TrainState, config: TrainConfig) -> None:
     atomic.write_bytes(path, buffer.getvalue())
 
 
-def load_checkpoint(path: Path, train_images: np.ndarray, device: torch.device) -> tuple[TrainState, TrainConfig]:
+def read_checkpoint(path: Path, required: tuple[str, ...] = CHECKPOINT_KEYS) -> dict:
+    """The raw payload of a run's checkpoint.pt, or a one-line error that says what to do."""
     if not path.exists():
         raise GanbenchError(f"no checkpoint at {path}; drop --resume to start a new run there")
+    return load_payload(path, "ganbench training checkpoint",
+                        "delete it to start over, or point --out at another run", required)
+
+
+def load_checkpoint(path: Path, train_images: np.ndarray, device: torch.device) -> tuple[TrainState, TrainConfig]:
+    payload = read_checkpoint(path)
     try:
         # RNG states must stay CPU tensors; the models move to ``device`` in new_state.
-        payload = torch.load(path, map_location="cpu", weights_only=True)
         config = TrainConfig(**payload["config"])
         state = new_state(config, train_images, device)
         state.generator.load_state_dict(payload["generator"])
@@ -231,8 +291,8 @@ def load_checkpoint(path: Path, train_images: np.ndarray, device: torch.device) 
             torch.cuda.set_rng_state_all(payload["cuda_rng"])
         state.epochs_done, state.updates_done = payload["epochs_done"], payload["updates_done"]
         state.log = list(payload["log"])
-    except (RuntimeError, KeyError, TypeError, EOFError, ValueError) as error:
-        raise GanbenchError(f"{path} is not a readable ganbench checkpoint ({type(error).__name__}); "
+    except (RuntimeError, TypeError, ValueError) as error:
+        raise GanbenchError(f"{path} does not hold a state of this trainer ({type(error).__name__}); "
                             "delete it to start over, or point --out at another run") from None
     return state, config
 

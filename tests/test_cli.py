@@ -54,7 +54,9 @@ def test_sample_then_nn_json(tmp_path, mnist):
 
 def test_missing_checkpoint_and_help():
     completed = ganbench("sample", "--checkpoint", "nowhere.pt", "--out", "x.npy")
-    assert completed.returncode == 2 and "no generator checkpoint" in completed.stderr
+    assert completed.returncode == 2 and "no ganbench generator at nowhere.pt" in completed.stderr
+    completed = ganbench("train", "--config", "nowhere.json", "--out", "run")
+    assert completed.returncode == 2 and "no training config at nowhere.json" in completed.stderr
     completed = ganbench("export", "nowhere", "--best")
     assert completed.returncode == 2 and "no best_generator.pt in nowhere" in completed.stderr
     for command in ("parzen", "train", "export", "sample", "reproduce", "check", "nn", "figures"):

@@ -51,9 +51,13 @@ def test_committed_table_has_every_row_and_provenance():
     assert "225 ± 2.0" in markdown and "not publicly distributable" in markdown
 
 
-def test_check_of_a_missing_file_or_row():
+def test_check_of_a_missing_file_or_row(tmp_path):
     with pytest.raises(GanbenchError, match="does not exist"):
         table1.check("no/such/table1.json")
+    for content in (b"\x93NUMPY binary", b"[1, 2]", b"{\"table\": 3"):
+        (tmp_path / "table1.json").write_bytes(content)
+        with pytest.raises(GanbenchError, match="is not a ganbench table1.json"):
+            table1.check(tmp_path / "table1.json")
     with pytest.raises(GanbenchError, match="no measured row"):
         table1.check(RESULTS / "table1.json", ("vae",))
 

@@ -13,7 +13,7 @@ import torch
 
 from ganbench import cli, models, sampling
 from ganbench.errors import GanbenchError
-from ganbench.train import TrainConfig, learning_rate_at, load_checkpoint, momentum_at, train
+from ganbench.train import TrainConfig, learning_rate_at, load_checkpoint, momentum_at, resolve_config, train
 
 
 def test_generator_and_discriminator_shapes_and_ranges():
@@ -148,6 +148,53 @@ def test_resume_without_a_checkpoint_and_overwrite_refusal(mnist, tmp_path):
     train(small_config(epochs=1), tmp_path / "run", data=mnist, progress=False)
     with pytest.raises(GanbenchError, match="--resume"):
         train(small_config(epochs=1), tmp_path / "run", data=mnist, progress=False)
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"epoch": 3}', "'epoch' is not a TrainConfig field"),
+    ('{"epochs": "3"}', "epochs must be int"),
+    ('{"learning_rate": true}', "learning_rate must be float"),
+    ('[3]', "holds a JSON list"),
+    ('{epochs: 3}', "is not JSON"),
+])
+def test_bad_config_file_is_a_clear_error(content, message, mnist, tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(content)
+    with pytest.raises(GanbenchError, match=message):
+        train(resolve_config(tmp_path / "run", False, path), tmp_path / "run", data=mnist, progress=False)
+
+
+def test_config_file_then_flags_and_resume_keeps_the_stored_config(mnist, tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text('{"epochs": 1, "train_subset": 300, "monitor_bank": 200, "monitor_valid": 50, "seed": 5}')
+    config = resolve_config(tmp_path / "run", False, path, seed=3)
+    assert config == small_config(epochs=1)  # the flag (seed 3) overrides the file (seed 5)
+    train(config, tmp_path / "run", data=mnist, progress=False)
+    resumed = resolve_config(tmp_path / "run", True, epochs=2, seed=3)
+    assert resumed == small_config(epochs=2)
+    assert resolve_config(tmp_path / "run", True) == small_config(epochs=1)
+    with pytest.raises(GanbenchError, match="trained with seed=3, not 4"):
+        resolve_config(tmp_path / "run", True, seed=4)
+    with pytest.raises(GanbenchError, match="no checkpoint"):
+        resolve_config(tmp_path / "elsewhere", True)
+
+
+@pytest.mark.parametrize("content", [b"not a checkpoint", None])
+def test_corrupt_checkpoint_or_generator_is_a_clear_error(content, mnist, tmp_path):
+    train(small_config(epochs=1), tmp_path, data=mnist, progress=False)
+    checkpoint = tmp_path / "checkpoint.pt"
+    whole = checkpoint.read_bytes()
+    # Garbage, or an interrupted copy (half the zip archive: its directory at the end is lost).
+    checkpoint.write_bytes(content if content is not None else whole[:len(whole) // 2])
+    with pytest.raises(GanbenchError, match="not a readable ganbench training checkpoint"):
+        train(small_config(epochs=2), tmp_path, resume=True, data=mnist, progress=False)
+    with pytest.raises(GanbenchError, match="not a readable ganbench generator"):
+        sampling.load_generator(checkpoint)
+    torch.save({"generator": {"weight": torch.zeros(3)}}, checkpoint)
+    with pytest.raises(GanbenchError, match="do not fit the paper's MNIST generator"):
+        sampling.load_generator(checkpoint)
+    with pytest.raises(GanbenchError, match="no 'config'"):
+        train(small_config(epochs=2), tmp_path, resume=True, data=mnist, progress=False)
 
 
 def test_minimax_loss_and_k_steps_run(mnist, tmp_path):

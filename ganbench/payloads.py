@@ -1,0 +1,33 @@
+"""Reading the torch files ganbench writes (training checkpoints, shipped generators).
+
+``torch.load`` reports a truncated, foreign or mistyped file with one of several
+exception types and a long message; a user needs the path, what was expected and
+what to do, in one line.
+"""
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import torch
+
+from .errors import GanbenchError
+
+# What torch.load raises on a file that is not one of ours: a truncated zip archive
+# (RuntimeError), a foreign pickle (UnpicklingError under weights_only), a folder (OSError).
+READ_ERRORS = (RuntimeError, EOFError, ValueError, OSError, pickle.UnpicklingError)
+
+
+def load_payload(path: str | Path, what: str, fix: str, required: tuple[str, ...]) -> dict:
+    """The dict stored at ``path`` (tensors on the CPU), holding at least the ``required`` keys."""
+    path = Path(path)
+    if not path.is_file():
+        raise GanbenchError(f"no {what} at {path}; {fix}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except READ_ERRORS as error:
+        raise GanbenchError(f"{path} is not a readable {what} ({type(error).__name__}); {fix}") from None
+    missing = [key for key in required if not isinstance(payload, dict) or key not in payload]
+    if missing:
+        raise GanbenchError(f"{path} is not a {what} (no {missing[0]!r} in it); {fix}")
+    return payload
