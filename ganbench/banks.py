@@ -17,6 +17,8 @@ import numpy as np
 
 from .errors import GanbenchError
 
+MNIST_RANGE = (0.0, 1.0)  # pixels as the paper's code stores them: byte / 255
+
 
 @dataclass(frozen=True)
 class _Shard:
@@ -30,8 +32,10 @@ class _Shard:
 class Bank:
     """A read-only (count, dimension) float32 bank that yields ``(first_row, chunk)`` pairs."""
 
-    def __init__(self, shards: list[_Shard], dimension: int, source: str):
+    def __init__(self, shards: list[_Shard], dimension: int, source: str,
+                 value_range: tuple[float, float] | None = None):
         self.shards, self.dimension, self.source = shards, dimension, source
+        self.value_range = value_range
         self.count = sum(shard.rows for shard in shards)
         if self.count == 0:
             raise GanbenchError(f"bank {source} is empty; pass at least one sample")
@@ -60,8 +64,27 @@ class Bank:
                 if not finite_rows.all():
                     row = first + start + int(np.argmin(finite_rows))
                     raise GanbenchError(f"bank {self.source} contains NaN or inf at row {row}; fix those samples")
+                if self.value_range is not None:
+                    self._check_range(chunk, first + start)
                 yield first + start, chunk
             first += shard.rows
+
+
+    def read_all(self, rows: int = 65_536) -> np.ndarray:
+        """The whole bank as one float32 (count, dimension) array, checked as ``chunks`` checks it."""
+        return np.concatenate([chunk for _, chunk in self.chunks(rows)])
+
+    def _check_range(self, chunk: np.ndarray, first_row: int) -> None:
+        # Samples on another scale than the data (0-255 floats, tanh outputs in [-1, 1]) still
+        # give a finite log-likelihood, only a meaningless one: refuse them.
+        low, high = self.value_range
+        outside = (chunk < low) | (chunk > high)
+        if outside.any():
+            row = int(np.argmax(outside.any(axis=1)))
+            value = chunk[row][outside[row]][0]
+            raise GanbenchError(
+                f"bank {self.source} has the value {value:.4g} at row {first_row + row}, outside the data's range "
+                f"[{low:g}, {high:g}]; rescale the samples (x / 255 for 0-255 floats, (x + 1) / 2 for tanh outputs)")
 
 
 def _npz_shard(path: Path) -> tuple[_Shard, int]:
@@ -112,13 +135,17 @@ def _npy_shard(path: Path) -> tuple[_Shard, int]:
     return _Shard(path, shape[0], offset), shape[1]
 
 
-def open_bank(source) -> Bank:
-    """An array, a ``.npy`` path, or a folder of ``*.npy`` shards (read in name order)."""
+def open_bank(source, value_range: tuple[float, float] | None = None) -> Bank:
+    """An array, a ``.npy`` path, or a folder of ``*.npy`` shards (read in name order).
+
+    ``value_range``, when given, is the data's range (MNIST: (0, 1)); a chunk with a value
+    outside it is an error when read.
+    """
     if not isinstance(source, (str, Path)):
         array = np.asarray(source)
         if array.ndim != 2:
             raise GanbenchError(f"bank must be 2-D (count, dimension), got shape {array.shape}")
-        return Bank([_Shard(None, len(array), 0, array)], array.shape[1], "array")  # used as given
+        return Bank([_Shard(None, len(array), 0, array)], array.shape[1], "array", value_range)  # used as given
     path = Path(source)
     if path.is_dir():
         files = sorted(path.glob("*.npy")) + sorted(path.glob("*.npz"))
@@ -131,4 +158,4 @@ def open_bank(source) -> Bank:
     shards, dimensions = zip(*(_npy_shard(file) for file in files))
     if len(set(dimensions)) != 1:
         raise GanbenchError(f"shards in {path} have different dimensions {sorted(set(dimensions))}")
-    return Bank(list(shards), dimensions[0], str(path))
+    return Bank(list(shards), dimensions[0], str(path), value_range)

@@ -54,7 +54,7 @@ def _score_and_report(args, distributed: bool) -> int:
         raise GanbenchError("give the samples file once: `ganbench parzen FILE` or `ganbench parzen --samples FILE`")
     args.samples = args.samples or args.samples_option
     mnist = data.load_mnist(args.data_dir)
-    bank = banks.open_bank(args.samples)
+    bank = banks.open_bank(args.samples, banks.MNIST_RANGE)
     if args.sigma is not None and args.sigma <= 0:
         raise GanbenchError(f"--sigma must be > 0, got {args.sigma}")
     score = protocol.evaluate(bank, mnist.valid_x, mnist.split(args.split)[0], args.protocol, sigma=args.sigma,
@@ -178,11 +178,11 @@ def command_check(args) -> int:
 
 
 def command_nn(args) -> int:
-    from . import data, memorization, sampling
+    from . import banks, data, memorization, sampling
 
     mnist = data.load_mnist(args.data_dir)
     if args.samples:
-        samples = sampling.load_samples(args.samples)
+        samples = banks.open_bank(args.samples, banks.MNIST_RANGE).read_all()
     else:
         generator, _ = sampling.load_generator(args.checkpoint)
         samples = sampling.generate(generator, args.count, args.seed)
@@ -336,7 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
     check_parser.set_defaults(handler=command_check)
 
     nn_parser = commands.add_parser("nn", help="nearest-neighbour memorisation report", formatter_class=formatter)
-    nn_parser.add_argument("--samples", default=None, help=".npy of samples (else drawn from --checkpoint)")
+    nn_parser.add_argument("--samples", default=None,
+                           help="samples as for `ganbench parzen` (uint8 divided by 255, else in [0, 1]); else drawn from --checkpoint")
     nn_parser.add_argument("--checkpoint", default=str(SHIPPED_GENERATOR), help="generator to sample when no --samples")
     nn_parser.add_argument("--count", type=int, default=10_000, help="samples to draw")
     nn_parser.add_argument("--seed", type=int, default=0, help="noise seed")

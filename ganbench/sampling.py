@@ -82,22 +82,6 @@ def save_samples(path: str | Path, samples: np.ndarray) -> Path:
     return atomic.write_with(path, write)
 
 
-def load_samples(path: str | Path) -> np.ndarray:
-    """A 2-D float array from ``.npy``; images (N, H, W) are flattened to (N, H*W)."""
-    path = Path(path)
-    if not path.exists():
-        raise GanbenchError(f"samples file {path} does not exist; write one with `ganbench sample`")
-    try:
-        samples = np.load(path, allow_pickle=False, mmap_mode="r")
-    except (ValueError, OSError, EOFError) as error:
-        raise GanbenchError(f"{path} is not a readable .npy array ({error}); save samples with numpy.save") from None
-    if samples.ndim == 3:
-        samples = samples.reshape(len(samples), -1)
-    if samples.ndim != 2:
-        raise GanbenchError(f"{path} has shape {samples.shape}; expected (count, dimension) or (count, height, width)")
-    return np.asarray(samples)
-
-
 def write_shards(generator: Generator, count: int, seed: int, folder: str | Path, shard_size: int,
                  device="cpu") -> list[Path]:
     """Stream ``count`` samples into ``folder/shard-00000.npy``...; memory holds one shard at a time.

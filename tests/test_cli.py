@@ -27,6 +27,7 @@ def test_parzen_json_on_stdout(mnist, tmp_path):
     (np.ones((5, 784), dtype=np.float32), ["--sigma", "-1"], "> 0"),
     (np.ones((0, 784), dtype=np.float32), [], "empty"),
     (b"garbage", [], "not a readable .npy"),
+    (np.full((5, 784), 255.0, dtype=np.float32), [], "x / 255 for 0-255 floats"),
 ])
 def test_bad_input_gives_one_line_and_exit_2(content, arguments, message, tmp_path, mnist):
     path = tmp_path / "samples.npy"

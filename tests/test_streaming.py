@@ -63,6 +63,21 @@ def test_bad_banks(tmp_path):
         list(banks.open_bank(tmp_path / "nan.npy").chunks(100))
 
 
+def test_a_bank_outside_the_data_range_is_refused_with_its_row(tmp_path):
+    bank = np.full((30, 4), 0.5, dtype=np.float32)
+    bank[0], bank[-1] = 0.0, 1.0  # the ends of the range are inside it
+    np.save(tmp_path / "bank.npy", bank)
+    assert banks.open_bank(tmp_path / "bank.npy", banks.MNIST_RANGE).read_all(rows=7).shape == (30, 4)
+    bank[23, 2] = -0.25  # a tanh output, say
+    np.save(tmp_path / "bank.npy", bank)
+    with pytest.raises(GanbenchError, match=r"value -0.25 at row 23, outside the data's range \[0, 1\].*\(x \+ 1\) / 2"):
+        banks.open_bank(tmp_path / "bank.npy", banks.MNIST_RANGE).read_all(rows=7)
+    assert len(list(banks.open_bank(tmp_path / "bank.npy").chunks(7))) == 5  # no range given: no check
+    # uint8 images are divided by 255 before the check, so 255 is inside MNIST's range.
+    np.save(tmp_path / "bytes.npy", np.full((3, 4), 255, dtype=np.uint8))
+    assert banks.open_bank(tmp_path / "bytes.npy", banks.MNIST_RANGE).read_all().max() == 1.0
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
