@@ -6,6 +6,8 @@ import sys
 import numpy as np
 import pytest
 
+from tolerances import float32_log_likelihood_bound
+
 
 def ganbench(*arguments, cwd=None):
     return subprocess.run([sys.executable, "-m", "ganbench", *arguments], capture_output=True, text=True, cwd=cwd)
@@ -18,6 +20,27 @@ def test_parzen_json_on_stdout(mnist, tmp_path):
     result = json.loads(completed.stdout)
     assert result["n_bank"] == 300 and result["n_test"] == 10_000
     assert result["sigma"] in [float(f"{s:.6g}") for s in np.logspace(-1, 0, 10)] or 0.1 <= result["sigma"] <= 1
+
+
+def test_parzen_on_your_own_data(tmp_path):
+    from ganbench import parzen
+
+    rng = np.random.default_rng(0)
+    files = {name: tmp_path / f"{name}.npy" for name in ("samples", "valid", "test")}
+    for (name, path), count in zip(files.items(), (700, 300, 101)):
+        np.save(path, rng.normal(size=(count, 3)).astype(np.float32) * 4)  # not on MNIST's [0, 1] scale
+    completed = ganbench("parzen", str(files["samples"]), "--valid", str(files["valid"]), "--test", str(files["test"]),
+                         "--json", "--backend", "torch")
+    assert completed.returncode == 0, completed.stderr
+    result = json.loads(completed.stdout)
+    assert result["test"] == str(files["test"]) and result["n_test"] == 101 and result["n_bank"] == 700
+    expected = parzen.log_likelihood(np.load(files["test"]), np.load(files["samples"]), [result["sigma"]],
+                                     backend="reference")[0]  # float64
+    test, samples = np.load(files["test"]), np.load(files["samples"])
+    bound = float32_log_likelihood_bound(test, samples, [result["sigma"]])  # the torch backend's float32 error
+    assert abs(result["mean"] - expected.mean()) <= bound.item()
+    completed = ganbench("parzen", str(files["samples"]), "--valid", str(files["valid"]))
+    assert completed.returncode == 2 and "give --valid and --test together" in completed.stderr
 
 
 @pytest.mark.parametrize("content, arguments, message", [
