@@ -99,20 +99,28 @@ def command_train(args) -> int:
 
 
 def command_export(args) -> int:
+    from .train import LOG_NAME
+
+    out = Path(args.out)
+    _export_run(Path(args.run), args.best, out)
+    print(f"wrote {out / 'generator.pt'} and {out / LOG_NAME}")
+    return 0
+
+
+def _export_run(run: Path, best: bool, out: Path) -> Path:
+    """Ship a run's last (or best-by-monitor) generator and its log to ``out``."""
     from . import atomic, sampling
     from .train import BEST_GENERATOR_NAME, CHECKPOINT_NAME, LOG_NAME
 
-    run = Path(args.run)
-    checkpoint = run / (BEST_GENERATOR_NAME if args.best else CHECKPOINT_NAME)
+    checkpoint = run / (BEST_GENERATOR_NAME if best else CHECKPOINT_NAME)
     if not checkpoint.exists():
         raise GanbenchError(f"no {checkpoint.name} in {run}; pass the --out folder of a `ganbench train` run"
-                            + (" that logged its Parzen monitor (or drop --best)" if args.best else ""))
-    out = Path(args.out)
-    selection = _best_epoch_selection(run / LOG_NAME, checkpoint) if args.best else None
-    sampling.export_generator(checkpoint, out / "generator.pt", selection)
-    atomic.write_bytes(out / LOG_NAME, (run / LOG_NAME).read_bytes())
-    print(f"wrote {out / 'generator.pt'} and {out / LOG_NAME}")
-    return 0
+                            + (" that logged its Parzen monitor (or drop --best)" if best else ""))
+    selection = _best_epoch_selection(run / LOG_NAME, checkpoint) if best else None
+    generator = sampling.export_generator(checkpoint, out / "generator.pt", selection)
+    if (run / LOG_NAME).resolve() != (out / LOG_NAME).resolve():
+        atomic.write_bytes(out / LOG_NAME, (run / LOG_NAME).read_bytes())
+    return generator
 
 
 def _best_epoch_selection(log_path: Path, best_path: Path) -> str:
@@ -155,14 +163,14 @@ def command_reproduce(args) -> int:
                                  backend=args.backend, device=args.device, data_dir=args.data_dir, tfd=args.tfd)
     if args.train:
         from . import data
-        from .train import TrainConfig, train
+        from .train import CHECKPOINT_NAME, resolve_config, train
 
+        # The shipped generator's recipe: the paper's config, then the epoch with the best validation monitor.
         run = Path(args.train_out)
-        train(TrainConfig(epochs=args.train_epochs, seed=args.seed), run, resume=(run / "checkpoint.pt").exists(),
+        resume = (run / CHECKPOINT_NAME).exists()
+        train(resolve_config(run, resume, epochs=args.train_epochs, seed=args.seed), run, resume=resume,
               device=args.device or "cpu", data=data.load_mnist(args.data_dir))
-        from . import sampling
-
-        config.generator = str(sampling.export_generator(run / "checkpoint.pt", run / "generator.pt"))
+        config.generator = str(_export_run(run, True, run))
     result = table1.reproduce(config, ["ganbench"] + sys.argv[1:])
     table1.write_outputs(result, args.out)
     if args.json:
@@ -336,7 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce_parser.add_argument("--protocol", default="paper", choices=("paper", "full"))
     reproduce_parser.add_argument("--tfd", default=None, help="TFD_48x48.mat, to measure the TFD column")
     reproduce_parser.add_argument("--out", default="results", help="folder for table1.json, .md, .csv")
-    reproduce_parser.add_argument("--train", action="store_true", help="train a generator first (same config)")
+    reproduce_parser.add_argument("--train", action="store_true",
+                                  help="train a generator first (the shipped recipe: the paper's config, then the "
+                                       "epoch with the best validation monitor)")
     reproduce_parser.add_argument("--train-epochs", type=int, default=300, help="epochs for --train")
     reproduce_parser.add_argument("--train-out", default="runs/table1", help="run folder for --train")
     reproduce_parser.add_argument("--json", action="store_true", help="print the JSON on stdout")
