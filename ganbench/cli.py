@@ -198,18 +198,26 @@ def command_check(args) -> int:
 def command_nn(args) -> int:
     from . import banks, data, memorization, sampling
 
-    mnist = data.load_mnist(args.data_dir)
+    if (args.train is None) != (args.test is None):
+        raise GanbenchError("give --train and --test together (your own training and held-out data), or neither "
+                            "(MNIST)")
+    own_data = args.train is not None
+    if own_data:  # on the user's own scale: no MNIST range check
+        reference, unseen = (banks.open_bank(path).read_all() for path in (args.train, args.test))
+    else:
+        mnist = data.load_mnist(args.data_dir)
+        reference, unseen = mnist.split(args.reference)[0], mnist.test_x
     if args.samples:
-        samples = banks.open_bank(args.samples, banks.MNIST_RANGE).read_all()
+        samples = banks.open_bank(args.samples, None if own_data else banks.MNIST_RANGE).read_all()
     else:
         generator, _ = sampling.load_generator(args.checkpoint)
         samples = sampling.generate(generator, args.count, args.seed)
-    report = memorization.public(memorization.report(samples, mnist.split(args.reference)[0], mnist.test_x,
+    report = memorization.public(memorization.report(samples, reference, unseen,
                                                      backend=args.backend, device=args.device))
     if args.json:
         _print_json(report)
     else:
-        print(f"nearest {args.reference} image, squared distance quantiles:")
+        print(f"nearest {args.train if own_data else args.reference + ' image'}, squared distance quantiles:")
         for name in ("sample_to_train", "test_to_train"):
             print(f"  {name:16s} " + "  ".join(f"{k}={v:.2f}" for k, v in report[name].items()))
         print(f"copy rate {report['copy_rate']:.4f} (unseen data: 0.01); exact duplicates "
@@ -367,7 +375,12 @@ def build_parser() -> argparse.ArgumentParser:
     nn_parser.add_argument("--checkpoint", default=str(SHIPPED_GENERATOR), help="generator to sample when no --samples")
     nn_parser.add_argument("--count", type=int, default=10_000, help="samples to draw")
     nn_parser.add_argument("--seed", type=int, default=0, help="noise seed")
-    nn_parser.add_argument("--reference", default="train", choices=("train", "valid", "test"))
+    nn_parser.add_argument("--reference", default="train", choices=("train", "valid", "test"),
+                           help="MNIST split to look for copies in")
+    nn_parser.add_argument("--train", default=None,
+                           help="your own training data to look for copies in, instead of MNIST; with --test")
+    nn_parser.add_argument("--test", default=None,
+                           help="your own held-out data, whose distances to --train calibrate the copy rate")
     nn_parser.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     _add_backend_options(nn_parser)
     _add_data_options(nn_parser)

@@ -43,6 +43,21 @@ def test_parzen_on_your_own_data(tmp_path):
     assert completed.returncode == 2 and "give --valid and --test together" in completed.stderr
 
 
+def test_memorisation_check_on_your_own_data(tmp_path):
+    rng = np.random.default_rng(1)
+    train = rng.normal(size=(500, 5)).astype(np.float32)
+    copies = train[:20] + 1e-4  # 20 samples that copy training points
+    np.save(tmp_path / "samples.npy", np.concatenate([copies, rng.normal(size=(80, 5)).astype(np.float32)]))
+    np.save(tmp_path / "train.npy", train)
+    np.save(tmp_path / "test.npy", rng.normal(size=(200, 5)).astype(np.float32))
+    completed = ganbench("nn", "--samples", str(tmp_path / "samples.npy"), "--train", str(tmp_path / "train.npy"),
+                         "--test", str(tmp_path / "test.npy"), "--json", "--backend", "torch")
+    assert completed.returncode == 0, completed.stderr
+    report = json.loads(completed.stdout)
+    assert report["n_samples"] == 100 and report["copy_rate"] >= 0.2
+    assert all(entry["sample"] < 20 and entry["train_index"] == entry["sample"] for entry in report["most_suspicious"])
+
+
 @pytest.mark.parametrize("content, arguments, message", [
     (None, [], "does not exist"),
     (np.full((5, 784), np.nan, dtype=np.float32), [], "NaN or inf"),
