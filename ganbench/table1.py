@@ -9,6 +9,7 @@ Each is scored with the same protocol; ``check`` recomputes them and compares.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import subprocess
@@ -112,20 +113,30 @@ def measure_tfd_training_images(path: str, config: Table1Config) -> dict:
             "fold_means": means.tolist(), "fold_sigmas": sigmas}
 
 
+def _git(root: Path, *arguments: str) -> str | None:
+    try:
+        completed = subprocess.run(["git", *arguments], cwd=root, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return completed.stdout if completed.returncode == 0 else None
+
+
 def provenance(config: Table1Config, command: list[str]) -> dict:
     root = Path(__file__).resolve().parent.parent
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                                timeout=10).stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        commit = "unknown"
+    commit = (_git(root, "rev-parse", "HEAD") or "").strip() or "unknown"
+    status = _git(root, "status", "--porcelain", "--untracked-files=no")
     import triton
 
-    return {"git_commit": commit, "command": " ".join(command), "python": platform.python_version(),
+    generator = Path(config.generator)
+    return {"git_commit": commit,
+            # Uncommitted changes to tracked files: the commit alone does not pin the code or weights.
+            "git_dirty": None if status is None else bool(status.strip()),
+            "command": " ".join(command), "python": platform.python_version(),
             "torch": torch.__version__, "triton": triton.__version__, "numpy": np.__version__,
             "protocol": protocol.get_protocol(config.protocol).description, "seed": config.seed,
-            "generator": str(Path(config.generator).resolve().relative_to(root))
-            if Path(config.generator).resolve().is_relative_to(root) else config.generator,
+            "generator": str(generator.resolve().relative_to(root))
+            if generator.resolve().is_relative_to(root) else config.generator,
+            "generator_sha256": hashlib.sha256(generator.read_bytes()).hexdigest() if generator.is_file() else None,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 

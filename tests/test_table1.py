@@ -1,4 +1,5 @@
 """Table 1: the committed numbers are recomputed in CI; a perturbed scorer must fail the check."""
+import hashlib
 import json
 from pathlib import Path
 
@@ -45,8 +46,10 @@ def test_committed_table_has_every_row_and_provenance():
     for name in ("DBN", "Stacked CAE", "Deep GSN", "Adversarial nets", "Adversarial nets (ganbench)",
                  "Training images (10,000)", "k-means (10,000 centroids)"):
         assert name in models
-    for field in ("git_commit", "command", "torch", "triton", "protocol", "seed"):
+    for field in ("git_commit", "git_dirty", "command", "torch", "triton", "protocol", "seed"):
         assert field in stored["provenance"]
+    shipped = hashlib.sha256((RESULTS / "generator.pt").read_bytes()).hexdigest()
+    assert stored["provenance"]["generator_sha256"] == shipped  # the table is of the shipped weights
     markdown = (RESULTS / "table1.md").read_text()
     assert "225 ± 2.0" in markdown and "not publicly distributable" in markdown
 
