@@ -69,7 +69,6 @@ class Bank:
                 yield first + start, chunk
             first += shard.rows
 
-
     def read_all(self, rows: int = 65_536) -> np.ndarray:
         """The whole bank as one float32 (count, dimension) array, checked as ``chunks`` checks it."""
         return np.concatenate([chunk for _, chunk in self.chunks(rows)])

@@ -44,6 +44,19 @@ def command_parzen(args) -> int:
             torch.distributed.destroy_process_group()
 
 
+def _read_own_data(**files) -> tuple | None:
+    """The user's own data files, given as a set (--valid/--test, --train/--test), read whole; None for MNIST."""
+    from . import banks
+
+    given = [path for path in files.values() if path is not None]
+    if not given:
+        return None
+    if len(given) != len(files):
+        raise GanbenchError(f"give {' and '.join('--' + name for name in files)} together (your own data), "
+                            "or neither (MNIST)")
+    return tuple(banks.open_bank(path).read_all() for path in given)
+
+
 def _score_and_report(args, distributed: bool) -> int:
     import torch
 
@@ -55,12 +68,10 @@ def _score_and_report(args, distributed: bool) -> int:
     args.samples = args.samples or args.samples_option
     if args.sigma is not None and args.sigma <= 0:
         raise GanbenchError(f"--sigma must be > 0, got {args.sigma}")
-    if (args.valid is None) != (args.test is None):
-        raise GanbenchError("give --valid and --test together (your own validation and held-out data), or neither "
-                            "(MNIST)")
-    if args.test is not None:
+    own_data = _read_own_data(valid=args.valid, test=args.test)
+    if own_data:
         # The user's own data, on the user's own scale: no MNIST range check on the samples.
-        valid, test = (banks.open_bank(path).read_all() for path in (args.valid, args.test))
+        valid, test = own_data
         bank, scored = banks.open_bank(args.samples), {"valid": str(args.valid), "test": str(args.test)}
     else:
         mnist = data.load_mnist(args.data_dir)
@@ -198,12 +209,9 @@ def command_check(args) -> int:
 def command_nn(args) -> int:
     from . import banks, data, memorization, sampling
 
-    if (args.train is None) != (args.test is None):
-        raise GanbenchError("give --train and --test together (your own training and held-out data), or neither "
-                            "(MNIST)")
-    own_data = args.train is not None
+    own_data = _read_own_data(train=args.train, test=args.test)
     if own_data:  # on the user's own scale: no MNIST range check
-        reference, unseen = (banks.open_bank(path).read_all() for path in (args.train, args.test))
+        reference, unseen = own_data
     else:
         mnist = data.load_mnist(args.data_dir)
         reference, unseen = mnist.split(args.reference)[0], mnist.test_x
@@ -283,10 +291,12 @@ def build_parser() -> argparse.ArgumentParser:
     formatter = argparse.ArgumentDefaultsHelpFormatter
 
     parzen_parser = commands.add_parser("parzen", help="score a sample bank on MNIST or your own held-out data",
-                                          formatter_class=formatter)
-    parzen_parser.add_argument("samples", nargs="?", help=".npy/.npz file of samples, (count, dimension) or (count, height, width); "
-                               "uint8 images are divided by 255, other dtypes must be on the data's scale ([0, 1] "
-                               "for MNIST); or a folder of .npy shards (streamed; under torchrun, split across ranks)")
+                                        formatter_class=formatter)
+    parzen_parser.add_argument("samples", nargs="?",
+                               help=".npy/.npz file of samples, (count, dimension) or (count, height, width); "
+                                    "uint8 images are divided by 255, other dtypes must be on the data's scale "
+                                    "([0, 1] for MNIST); or a folder of .npy shards (streamed; under torchrun, "
+                                    "split across ranks)")
     parzen_parser.add_argument("--samples", dest="samples_option", default=None, help="the same, as an option")
     parzen_parser.add_argument("--split", default="test", choices=("train", "valid", "test"), help="images to score")
     parzen_parser.add_argument("--valid", default=None,
@@ -371,7 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     nn_parser = commands.add_parser("nn", help="nearest-neighbour memorisation report", formatter_class=formatter)
     nn_parser.add_argument("--samples", default=None,
-                           help="samples as for `ganbench parzen` (uint8 divided by 255, else in [0, 1]); else drawn from --checkpoint")
+                           help="samples as for `ganbench parzen` (uint8 divided by 255, else in [0, 1]); "
+                                "else drawn from --checkpoint")
     nn_parser.add_argument("--checkpoint", default=str(SHIPPED_GENERATOR), help="generator to sample when no --samples")
     nn_parser.add_argument("--count", type=int, default=10_000, help="samples to draw")
     nn_parser.add_argument("--seed", type=int, default=0, help="noise seed")
