@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import triton
-
-from ganbench import parzen
-from ganbench.data import load_mnist
 from ganbench.kernels import parzen_lse, parzen_operands
+
+from ganbench.data import load_mnist
+from ganbench.scoring import parzen
 
 PAPER_GRID = np.logspace(-1, 0, 10)
 CHECK_GRID = np.concatenate([[0.05], PAPER_GRID])  # the range: per-point error at sigma 0.05 to 1
@@ -201,7 +201,8 @@ def main() -> None:
     report = {"device": torch.cuda.get_device_name(0), "multiprocessors": properties.multi_processor_count,
               "driver": driver, "torch": torch.__version__, "triton": triton.__version__,
               "numpy": np.__version__, "python": platform.python_version(), "repeats": args.repeats,
-              "timing": "CUDA events, median of repeats after warm-up (4 x repeats at 10,000 x 10,000); the 1M torch-backend rows are one run"}
+              "timing": "CUDA events, median of repeats after warm-up (4 x repeats at 10,000 x 10,000); "
+                        "the 1M torch-backend rows are one run"}
     if args.out is None:
         args.out = f"results/bench-gpu-{'-'.join(report['device'].split())}.json"
     mnist = load_mnist(fetch=False)
@@ -213,8 +214,8 @@ def main() -> None:
     rows = timings(mnist, report, args.repeats, args.skip_large)
     Path(args.out).write_text(json.dumps(report, indent=2))
     print(f"\n{report['device']} (driver {driver}), torch {torch.__version__}, triton {triton.__version__}")
-    print(f"{'n':>6} {'m':>8} {'S':>3} {'triton ms':>10} {'kernel ms':>10} {'torch ms':>10} {'mm fp32 ms':>11} {'mm tf32 ms':>11} "
-          f"{'tri/fp32':>9} {'TFLOP/s':>8}")
+    print(f"{'n':>6} {'m':>8} {'S':>3} {'triton ms':>10} {'kernel ms':>10} {'torch ms':>10} {'mm fp32 ms':>11} "
+          f"{'mm tf32 ms':>11} {'tri/fp32':>9} {'TFLOP/s':>8}")
     for row in rows:
         print(f"{row['n']:>6} {row['m']:>8} {row['sigmas']:>3} {row['triton_s'] * 1e3:>10.2f} "
               f"{row['kernel_only_s'] * 1e3:>10.2f} "

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from ganbench import parzen
 from ganbench.data import load_mnist
+from ganbench.scoring import parzen
 
 CASES = [(10_000, 10_000, 16), (256, 1_000_000, 10)]
 

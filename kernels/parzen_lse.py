@@ -35,10 +35,10 @@ import numpy as np
 import torch
 import triton
 import triton.language as tl
-
-from ganbench import partials
-from ganbench.errors import GanbenchError
 from ganbench.kernels import parzen_operands
+
+from ganbench.errors import GanbenchError
+from ganbench.scoring import partials
 
 MAX_SIGMAS = 32            # the grid is unrolled at compile time
 LOG2_E = 1.4426950408889634
@@ -245,10 +245,10 @@ def parzen_lse_launch(query: torch.Tensor, bank: torch.Tensor, query_norms: torc
 def parzen_partial_triton(query: torch.Tensor, bank: torch.Tensor, sigmas, *, device: torch.device,
                           precision: str = "tf32x3", rows_per_split: int | None = None,
                           blocks: dict | None = None, bank_piece_rows: int = BANK_PIECE_ROWS) -> partials.BankPartial:
-    """The ``triton`` backend of ``ganbench.parzen``: the whole bank's partial, float64, on ``device``.
+    """The ``triton`` backend of ``ganbench.scoring.parzen``: the whole bank's partial, float64, on ``device``.
 
     The bank goes through in pieces of ``bank_piece_rows`` (the tf32x3 operand is three times
-    the bank's size), merged exactly in float64. ``ganbench.parzen.finish_pass`` turns the
+    the bank's size), merged exactly in float64. ``ganbench.scoring.parzen.finish_pass`` turns the
     result into log-likelihoods (and refines the nearest distance) on the same device.
     """
     if blocks is None and INTERPRETED:
@@ -280,9 +280,9 @@ def _centring(query: torch.Tensor, bank: torch.Tensor, device: torch.device):
     float32 data is centred in the kernel by the bank mean rounded to float32: the same vector
     leaves every distance unchanged and only shrinks the norms of the expanded form, so its own
     rounding does not matter. Other dtypes are centred here in float64 and rounded once
-    (ganbench.parzen.centre_by_bank_mean), with a zero centre for the kernel.
+    (ganbench.scoring.parzen.centre_by_bank_mean), with a zero centre for the kernel.
     """
-    from ganbench.parzen import centre_by_bank_mean
+    from ganbench.scoring.parzen import centre_by_bank_mean
 
     query, bank = query.to(device), bank.to(device)
     if query.dtype == torch.float32 and bank.dtype == torch.float32:

@@ -23,10 +23,10 @@ import torch
 import triton
 import triton.language as tl
 
+from ganbench.defaults import PRECISIONS
 from ganbench.errors import GanbenchError
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") == "1"
-PRECISIONS = ("tf32x3", "ieee", "tf32")
 ROLES = ("query", "bank")
 # Round to tf32 on the int32 bits: add half of what the 13 dropped mantissa bits can hold, clear them.
 TF32_HALF_STEP = tl.constexpr(0x1000)

@@ -5,7 +5,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from tolerances import float32_log_likelihood_bound
 
 
@@ -23,11 +22,11 @@ def test_parzen_json_on_stdout(mnist, tmp_path):
 
 
 def test_parzen_on_your_own_data(tmp_path):
-    from ganbench import parzen
+    from ganbench.scoring import parzen
 
     rng = np.random.default_rng(0)
     files = {name: tmp_path / f"{name}.npy" for name in ("samples", "valid", "test")}
-    for (name, path), count in zip(files.items(), (700, 300, 101)):
+    for (_name, path), count in zip(files.items(), (700, 300, 101)):
         np.save(path, rng.normal(size=(count, 3)).astype(np.float32) * 4)  # not on MNIST's [0, 1] scale
     completed = ganbench("parzen", str(files["samples"]), "--valid", str(files["valid"]), "--test", str(files["test"]),
                          "--json", "--backend", "torch")

@@ -4,9 +4,9 @@ import pandas as pd
 import pytest
 import torch
 
-from ganbench import figures, memorization
 from ganbench.errors import GanbenchError
-from ganbench.models import Generator
+from ganbench.gan.models import Generator
+from ganbench.paper import figures, memorization
 
 
 def test_tile_geometry(rng):

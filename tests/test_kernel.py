@@ -12,11 +12,11 @@ import sys
 import numpy as np
 import pytest
 import torch
-
-from ganbench import parzen, partials
-from ganbench.errors import GanbenchError
 from ganbench.kernels import parzen_lse, parzen_operands
 from tolerances import float32_distance_bound, float32_log_likelihood_bound
+
+from ganbench.errors import GanbenchError
+from ganbench.scoring import partials, parzen
 
 BLOCK_N = parzen_lse.INTERPRETER_BLOCKS["BLOCK_N"]
 
@@ -162,7 +162,7 @@ def test_bank_pieces_merge_like_one_pass(rng):
 
 def test_without_interpreter_the_cpu_gets_a_clear_error():
     environment = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    code = ("import numpy as np; from ganbench import parzen\n"
+    code = ("import numpy as np; from ganbench.scoring import parzen\n"
             "parzen.log_likelihood(np.ones((2, 3)), np.ones((4, 3)), [1.0], backend='triton', device='cpu')")
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment)
     assert completed.returncode != 0

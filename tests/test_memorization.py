@@ -1,10 +1,11 @@
 """Nearest neighbours and the memorisation report."""
 import numpy as np
 import pytest
-
-from ganbench import memorization
-from ganbench.errors import GanbenchError
 from tolerances import float32_distance_bound
+
+from ganbench.errors import GanbenchError
+from ganbench.paper import memorization
+from ganbench.scoring import neighbours
 
 
 def brute_force(queries, reference, k):
@@ -17,7 +18,7 @@ def brute_force(queries, reference, k):
 @pytest.mark.parametrize("backend", ["torch", "triton"])
 def test_nearest_matches_float64_brute_force_at_odd_sizes(k, backend, rng):
     queries, reference = rng.random((37, 29)), rng.random((83, 29))
-    distances, indices = memorization.nearest(queries, reference, k=k, backend=backend, device="cpu",
+    distances, indices = neighbours.nearest(queries, reference, k=k, backend=backend, device="cpu",
                                               query_block=10, reference_block=17)
     expected_d, expected_i = brute_force(queries, reference, k)
     bound = float32_distance_bound(queries, reference)
@@ -31,7 +32,7 @@ def test_nearest_matches_float64_brute_force_at_odd_sizes(k, backend, rng):
 def test_ties_go_to_the_lowest_index(rng):
     reference = rng.random((50, 8))
     reference[[20, 41]] = reference[7]
-    distances, indices = memorization.nearest(reference[[7]], reference, k=3, backend="torch", reference_block=16)
+    distances, indices = neighbours.nearest(reference[[7]], reference, k=3, backend="torch", reference_block=16)
     np.testing.assert_array_equal(indices[0], [7, 20, 41])
 
 
@@ -55,6 +56,6 @@ def test_duplicates_within_the_samples_are_counted(rng):
 
 def test_bad_k():
     with pytest.raises(GanbenchError, match="k must be"):
-        memorization.nearest(np.ones((2, 3)), np.ones((4, 3)), k=0)
+        neighbours.nearest(np.ones((2, 3)), np.ones((4, 3)), k=0)
     with pytest.raises(GanbenchError, match="exceeds"):
-        memorization.nearest(np.ones((2, 3)), np.ones((4, 3)), k=5)
+        neighbours.nearest(np.ones((2, 3)), np.ones((4, 3)), k=5)

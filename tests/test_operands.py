@@ -6,9 +6,9 @@ norms are float64 sums rounded once, equal up to the order of the float64 additi
 """
 import pytest
 import torch
+from ganbench.kernels import parzen_operands
 
 from ganbench.errors import GanbenchError
-from ganbench.kernels import parzen_operands
 
 
 @pytest.mark.parametrize("count, dim", [(1, 1), (5, 3), (17, 33), (40, 785)])

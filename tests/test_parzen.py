@@ -6,10 +6,10 @@ import pytest
 import torch
 from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
-
-from ganbench import parzen, protocol
-from ganbench.errors import GanbenchError
 from tolerances import float32_log_likelihood_bound
+
+from ganbench.errors import GanbenchError
+from ganbench.scoring import parzen, protocol
 
 
 def direct_log_likelihood(x, bank, sigmas):

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from ganbench import banks, parzen, sampling, streaming
 from ganbench.errors import GanbenchError
-from ganbench.models import Generator
+from ganbench.gan import sampling
+from ganbench.gan.models import Generator
+from ganbench.scoring import banks, parzen, streaming
 
 
 def test_chunks_and_shards_match_the_one_shot_score(tmp_path, rng):

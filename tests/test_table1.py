@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import scipy.io
 
-from ganbench import parzen, table1, tfd
 from ganbench.errors import GanbenchError
+from ganbench.paper import table1, tfd
+from ganbench.scoring import parzen
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 FAST_ROWS = ("ganbench", "training_images")  # k-means is checked by `ganbench check` in full runs

@@ -11,9 +11,17 @@ import pandas as pd
 import pytest
 import torch
 
-from ganbench import cli, models, sampling
+from ganbench import cli
 from ganbench.errors import GanbenchError
-from ganbench.train import TrainConfig, learning_rate_at, load_checkpoint, momentum_at, resolve_config, train
+from ganbench.gan import export, models, sampling
+from ganbench.gan.train import (
+    TrainConfig,
+    learning_rate_at,
+    load_checkpoint,
+    momentum_at,
+    resolve_config,
+    train,
+)
 
 
 def test_generator_and_discriminator_shapes_and_ranges():
@@ -95,7 +103,7 @@ def test_best_generator_is_the_epoch_with_the_highest_validation_monitor(mnist, 
     log.loc[log["epoch"] == (2 if best_epoch == 1 else 1), "parzen_valid"] = 1e9
     log.to_csv(log_path, index=False)
     with pytest.raises(GanbenchError, match="peaks at epoch"):
-        cli._best_epoch_selection(tmp_path / "run" / "train_log.csv", tmp_path / "run" / "best_generator.pt")
+        export._best_epoch_selection(tmp_path / "run" / "train_log.csv", tmp_path / "run" / "best_generator.pt")
 
 
 def test_resume_equals_an_uninterrupted_run_bit_for_bit(mnist, tmp_path):

@@ -21,12 +21,17 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import partials
-from .arrays import as_matrix, as_sigmas
-from .errors import GanbenchError
+from ganbench.defaults import (
+    BACKENDS,
+    CHUNK_ROWS,
+    DEFAULT_BACKEND,
+    DEFAULT_PRECISION,
+    PRECISIONS,
+)
+from ganbench.errors import GanbenchError
+from ganbench.scoring import partials
+from ganbench.scoring.inputs import as_matrix, as_sigmas
 
-BACKENDS = ("auto", "reference", "torch", "triton")
-PRECISIONS = ("tf32x3", "ieee", "tf32")
 # Blocks sized so a (query block x bank block) float32 tile stays in a CPU core's L2
 # while the GEMM is still large enough to run near peak.
 DEFAULTS = {
@@ -49,7 +54,7 @@ class ParzenPass:
     nearest_index: np.ndarray    # (n,) int64: its bank index (lowest index among ties)
 
 
-def log_likelihood(x, bank, sigmas, *, backend: str = "auto", device=None, precision: str = "tf32x3",
+def log_likelihood(x, bank, sigmas, *, backend: str = DEFAULT_BACKEND, device=None, precision: str = DEFAULT_PRECISION,
                    query_block: int | None = None, bank_block: int | None = None) -> np.ndarray:
     """Parzen log-likelihood of every row of ``x`` under the bank, shape (len(sigmas), len(x)), float64."""
     grid = as_sigmas(sigmas)
@@ -65,7 +70,7 @@ def normalising_constant(sigmas, count: int, dimension: int) -> np.ndarray:
     return math.log(count) + dimension * np.log(sigmas * math.sqrt(2.0 * math.pi))
 
 
-def parzen_pass(x, bank, sigmas, *, backend: str = "auto", device=None, precision: str = "tf32x3",
+def parzen_pass(x, bank, sigmas, *, backend: str = DEFAULT_BACKEND, device=None, precision: str = DEFAULT_PRECISION,
                 query_block: int | None = None, bank_block: int | None = None, refine: bool = True) -> ParzenPass:
     """One pass over the bank: shifted log-sum-exp per sigma plus each query's nearest bank sample.
 
@@ -93,7 +98,9 @@ def parzen_pass(x, bank, sigmas, *, backend: str = "auto", device=None, precisio
     if backend == "torch":
         partial = _torch_pass(query_tensor, bank_tensor, grid, target, query_block, bank_block)
     else:
-        from .kernels import parzen_lse  # imported late: Triton is only needed here
+        from ganbench.kernels import (
+            parzen_lse,  # imported late: Triton is only needed here
+        )
 
         # The kernel autotunes its tiles; query_block and bank_block size the other backends' blocks.
         partial = parzen_lse.parzen_partial_triton(query_tensor, bank_tensor, grid, device=target,
@@ -190,7 +197,7 @@ def sq_distance_tile(queries: torch.Tensor, query_norms: torch.Tensor, samples: 
     return tile.add_(query_norms[:, None]).clamp_(min=0.0)
 
 
-def squared_norms(rows: torch.Tensor, chunk: int = 65_536) -> torch.Tensor:
+def squared_norms(rows: torch.Tensor, chunk: int = CHUNK_ROWS) -> torch.Tensor:
     """||row||^2 per row, accumulated in float64 and rounded once, in chunks (bounded memory)."""
     pieces = [torch.sum(part * part, dim=1, dtype=torch.float64) for part in rows.split(chunk)]
     return torch.cat(pieces).to(rows.dtype)

@@ -22,11 +22,12 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from . import atomic, parzen
-from .errors import GanbenchError
-from .models import Discriminator, Generator, sample_noise
-from .payloads import load_payload
-from .sampling import generate, save_generator
+from ganbench import atomic
+from ganbench.errors import GanbenchError
+from ganbench.gan.checkpoints import load_payload
+from ganbench.gan.models import Discriminator, Generator, sample_noise
+from ganbench.gan.sampling import generate, save_generator
+from ganbench.scoring import parzen
 
 CHECKPOINT_NAME = "checkpoint.pt"
 BEST_GENERATOR_NAME = "best_generator.pt"  # G of the epoch with the highest validation monitor
@@ -305,7 +306,7 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False, dev
     (the run stays resumable), for machines lent for a fixed time.
     """
     session_start = time.perf_counter()
-    from .data import load_mnist
+    from ganbench.data import load_mnist
 
     out_dir = Path(out_dir)
     device = torch.device(device)

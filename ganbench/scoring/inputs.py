@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 import torch
 
-from .errors import GanbenchError
+from ganbench.errors import GanbenchError
 
 
 def as_matrix(name: str, values, *, dimension: int | None = None, dimension_of: str = "the bank") -> torch.Tensor:

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import atomic
-from .errors import GanbenchError
-from .models import Generator, sample_noise
-from .payloads import load_payload
+from ganbench import atomic
+from ganbench.errors import GanbenchError
+from ganbench.gan.checkpoints import load_payload
+from ganbench.gan.models import Generator, sample_noise
 
 GENERATOR_FIX = "train one with `ganbench train`, or pass a checkpoint.pt or generator.pt written by ganbench"
 GENERATE_BATCH = 10_000  # noise rows per forward pass of G when drawing samples

@@ -14,10 +14,13 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from . import atomic, memorization, sampling  # noqa: E402
-from .errors import GanbenchError  # noqa: E402
-from .models import sample_noise  # noqa: E402
-from .train import TrainConfig  # noqa: E402
+from ganbench import atomic  # noqa: E402
+from ganbench.errors import GanbenchError
+from ganbench.gan import sampling
+from ganbench.gan.models import sample_noise  # noqa: E402
+from ganbench.gan.train import TrainConfig  # noqa: E402
+from ganbench.paper import memorization
+from ganbench.scoring import neighbours  # noqa: E402
 
 SIDE = 28
 
@@ -41,7 +44,7 @@ def _save(figure, path: Path) -> Path:
 def figure2(samples: np.ndarray, train: np.ndarray, path: Path, rows: int = 6, columns: int = 6) -> Path:
     """Random samples; the right-most column is the nearest training image of its left neighbour."""
     shown = samples[: rows * (columns - 1)]
-    _, nearest_index = memorization.nearest(shown[columns - 2::columns - 1], train)
+    _, nearest_index = neighbours.nearest(shown[columns - 2::columns - 1], train)
     grid = []
     for r in range(rows):
         row = list(shown[r * (columns - 1):(r + 1) * (columns - 1)])

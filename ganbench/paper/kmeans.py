@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import atomic, memorization
-from .data import default_cache_dir
-from .errors import GanbenchError
+from ganbench import atomic
+from ganbench.data import default_cache_dir
+from ganbench.errors import GanbenchError
+from ganbench.scoring import neighbours
 
 ALGORITHM_VERSION = 1  # bump when the algorithm changes, so old cache entries are not reused
 
@@ -29,7 +30,7 @@ def fit(points: np.ndarray, clusters: int, iterations: int = 10, seed: int = 0, 
     rng = np.random.default_rng(seed)
     centroids = points[rng.choice(len(points), size=clusters, replace=False)].copy()
     for _ in tqdm(range(iterations), desc="k-means", disable=not progress, file=sys.stderr):
-        _, assignment = memorization.nearest(points, centroids, backend=backend, device=device)
+        _, assignment = neighbours.nearest(points, centroids, backend=backend, device=device)
         assignment = assignment[:, 0]
         counts = np.bincount(assignment, minlength=clusters)
         sums = np.zeros((clusters, points.shape[1]), dtype=np.float64)

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-
 EXP_FLOOR = -87.0  # exp(-87) = 1.6e-38, just above float32's smallest normal number
 
 

@@ -5,7 +5,7 @@ in the data's scale.
 
 Chunks are read with plain file reads (no memory map), so resident memory stays at one
 chunk whatever the bank's size; the scorer merges per-chunk partial sums exactly
-(``ganbench.partials``), keeping the nearest index global.
+(``ganbench.scoring.partials``), keeping the nearest index global.
 """
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from typing import Iterator
 
 import numpy as np
 
-from .errors import GanbenchError
+from ganbench.defaults import CHUNK_ROWS
+from ganbench.errors import GanbenchError
 
 MNIST_RANGE = (0.0, 1.0)  # pixels as the paper's code stores them: byte / 255
 
@@ -69,7 +70,7 @@ class Bank:
                 yield first + start, chunk
             first += shard.rows
 
-    def read_all(self, rows: int = 65_536) -> np.ndarray:
+    def read_all(self, rows: int = CHUNK_ROWS) -> np.ndarray:
         """The whole bank as one float32 (count, dimension) array, checked as ``chunks`` checks it."""
         return np.concatenate([chunk for _, chunk in self.chunks(rows)])
 

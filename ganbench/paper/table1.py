@@ -22,8 +22,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import SHIPPED_GENERATOR, atomic, data, kmeans, memorization, protocol, sampling
-from .errors import GanbenchError
+from ganbench import SHIPPED_GENERATOR, atomic, data
+from ganbench.errors import GanbenchError
+from ganbench.gan import sampling
+from ganbench.machine import cpu_model
+from ganbench.paper import kmeans, memorization
+from ganbench.scoring import protocol
 
 PUBLISHED = [
     # model, MNIST mean, error, TFD mean, error, source
@@ -79,9 +83,7 @@ ROW_NAMES = {"ganbench": "Adversarial nets (ganbench)", "training_images": "Trai
 def _device_name(config: Table1Config) -> str:
     if (config.device or "").startswith("cuda") or (config.device is None and torch.cuda.is_available()):
         return torch.cuda.get_device_name(0)
-    from .bench import _cpu_model
-
-    return f"cpu: {_cpu_model()}, {torch.get_num_threads()} threads"
+    return f"cpu: {cpu_model()}, {torch.get_num_threads()} threads"
 
 
 def measure_row(row: str, config: Table1Config, mnist) -> dict:
@@ -99,7 +101,7 @@ def measure_row(row: str, config: Table1Config, mnist) -> dict:
 
 def measure_tfd_training_images(path: str, config: Table1Config) -> dict:
     """Per fold: sigma on that fold's valid set, mean on its test set; error across the 5 folds."""
-    from . import tfd
+    from ganbench.paper import tfd
 
     folds = tfd.load_tfd(path)
     means, sigmas = [], []
@@ -122,7 +124,7 @@ def _git(root: Path, *arguments: str) -> str | None:
 
 
 def provenance(config: Table1Config, command: list[str]) -> dict:
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]  # the repository (ganbench/paper/table1.py)
     commit = (_git(root, "rev-parse", "HEAD") or "").strip() or "unknown"
     status = _git(root, "status", "--porcelain", "--untracked-files=no")
     import triton
@@ -240,7 +242,7 @@ def check(path: str | Path, rows: tuple[str, ...] | None = None, backend: str | 
     missing = [key for key in keys if key not in stored_rows]
     if missing:
         raise GanbenchError(f"{path} has no measured row {missing[0]!r}; it holds {', '.join(stored_rows)}")
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]  # the repository (ganbench/paper/table1.py)
     generator = settings["generator"]
     config = Table1Config(generator=str(root / generator) if not Path(generator).is_absolute() else generator,
                           seed=settings["seed"], protocol=settings["protocol"],
@@ -258,3 +260,16 @@ def check(path: str | Path, rows: tuple[str, ...] | None = None, backend: str | 
                           "difference": difference, "tolerance": allowed, "ok": difference <= allowed})
     frame = pd.DataFrame(diffs)
     return bool(frame["ok"].all()), frame
+
+
+def train_shipped_recipe(run: Path, epochs: int, seed: int, device: str | None, data_dir: str | None) -> Path:
+    """Train (or resume) a generator with the shipped recipe and export it: the paper's config,
+    then the epoch with the best validation monitor. Returns the exported generator's path."""
+    from ganbench.gan.export import export_run
+    from ganbench.gan.train import CHECKPOINT_NAME, resolve_config, train
+
+    run = Path(run)
+    resume = (run / CHECKPOINT_NAME).exists()
+    train(resolve_config(run, resume, epochs=epochs, seed=seed), run, resume=resume,
+          device=device or "cpu", data=data.load_mnist(data_dir))
+    return export_run(run, True, run)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import GanbenchError
+from ganbench.errors import GanbenchError
 
 # What torch.load raises on a file that is not one of ours: a truncated zip archive
 # (RuntimeError), a foreign pickle (UnpicklingError under weights_only), a folder (OSError).

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import parzen
-from .errors import GanbenchError
+from ganbench.errors import GanbenchError
+from ganbench.scoring import parzen
 
 
 @dataclass(frozen=True)

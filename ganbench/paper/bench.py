@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import importlib.util
 import math
-import os
-import platform
+import sys
 import time
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from . import parzen, protocol
+from ganbench.machine import machine_info  # noqa: F401  (re-exported for benchmarks/)
+from ganbench.scoring import parzen, protocol
 
 
 @dataclass
@@ -72,30 +72,6 @@ def cdist_log_likelihood(x: torch.Tensor, bank: torch.Tensor, sigmas, chunk: int
         rows.append(torch.stack([torch.logsumexp(-squared / (2 * s * s), dim=1) for s in sigmas]))
     constant = torch.as_tensor(parzen.normalising_constant(sigmas, m, d), dtype=torch.float32)[:, None]
     return (torch.cat(rows, dim=1) - constant).double().numpy()
-
-
-def machine_info() -> dict:
-    info = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
-            "cpu": _cpu_model(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads()}
-    try:
-        import triton
-
-        info["triton"] = triton.__version__
-    except ImportError:
-        info["triton"] = None
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
-
-
-def _cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _data(case: BenchCase, seed: int = 0):
@@ -192,3 +168,33 @@ def protocol_end_to_end(mnist, bank: np.ndarray, device: str = "cpu", authors_sl
     return {"ganbench_seconds": ours, "authors_seconds_scaled": authors, "speedup": authors / ours,
             "authors_timed_queries": len(piece), "query_sigma_evaluations": query_sigma_evaluations,
             "mean": score.mean, "sigma": score.sigma}
+
+
+QUICK_CASES = [BenchCase(1_000, 1_000, 784, 1), BenchCase(1_000, 1_000, 784, 10)]
+TABLE_COLUMNS = ["method", "n", "m", "sigmas", "seconds", "pairs_per_second", "gemm_gflops", "ratio_to_matmul",
+                 "ratio_to_ganbench", "max_abs_error_nats"]
+
+
+def run_report(cases: list[BenchCase], mnist, device: str, repeats: int, command: str) -> dict:
+    """Every case, then the paper protocol end to end on MNIST, with the machine they ran on."""
+    rows = []
+    for case in cases:
+        print(f"ganbench: benchmarking n={case.n} m={case.m} d={case.d} sigmas={case.sigmas}", file=sys.stderr)
+        rows.extend(run_case(case, device=device, repeats=repeats))
+    end_to_end = protocol_end_to_end(mnist, mnist.train_x[:10_000], device=device)
+    return {"machine": machine_info(), "device": device, "rows": rows, "paper_protocol": end_to_end,
+            "command": command}
+
+
+def format_report(report: dict) -> str:
+    """The report as the plain-text table ``ganbench bench`` prints."""
+    import pandas as pd
+
+    frame = pd.DataFrame([row for row in report["rows"] if "seconds" in row])
+    lines = [frame[TABLE_COLUMNS].to_string(index=False, float_format=lambda v: f"{v:.4g}")]
+    statuses = {f"{row['method']}: {row['status']}" for row in report["rows"] if "status" in row}
+    lines.extend(sorted(statuses))
+    end_to_end = report["paper_protocol"]
+    lines.append(f"paper protocol end to end: ganbench {end_to_end['ganbench_seconds']:.2f} s, authors' method "
+                 f"{end_to_end['authors_seconds_scaled']:.0f} s (scaled), {end_to_end['speedup']:.0f}x")
+    return "\n".join(lines)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
-from .errors import GanbenchError
+from ganbench.errors import GanbenchError
 
 FOLDS = 5
 SET_CODES = {"train": 1, "valid": 2, "test": 3}

@@ -14,12 +14,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import parzen, partials
-from .arrays import as_matrix, as_sigmas
-from .banks import Bank, open_bank
-from .errors import GanbenchError
-
-DEFAULT_CHUNK_ROWS = 65_536  # 200 MB of float32 MNIST-sized rows per chunk
+from ganbench.defaults import CHUNK_ROWS
+from ganbench.errors import GanbenchError
+from ganbench.scoring import partials, parzen
+from ganbench.scoring.banks import Bank, open_bank
+from ganbench.scoring.inputs import as_matrix, as_sigmas
 
 
 def to_partial(result: parzen.ParzenPass, sigmas, index_offset: int) -> partials.BankPartial:
@@ -29,7 +28,7 @@ def to_partial(result: parzen.ParzenPass, sigmas, index_offset: int) -> partials
                                 np.exp(result.log_sum_exp + result.min_sq_distance * scales))
 
 
-def stream_pass(x, bank: Bank, sigmas, *, rows: range | None = None, chunk_rows: int = DEFAULT_CHUNK_ROWS,
+def stream_pass(x, bank: Bank, sigmas, *, rows: range | None = None, chunk_rows: int = CHUNK_ROWS,
                 progress: bool = True, **backend_options) -> partials.BankPartial:
     """Merge the partials of every chunk of ``bank`` (or of the rows in ``rows``) in bank order."""
     merged = None
@@ -51,7 +50,7 @@ def stream_pass(x, bank: Bank, sigmas, *, rows: range | None = None, chunk_rows:
     return merged
 
 
-def log_likelihood(x, bank, sigmas, *, chunk_rows: int = DEFAULT_CHUNK_ROWS, progress: bool = True,
+def log_likelihood(x, bank, sigmas, *, chunk_rows: int = CHUNK_ROWS, progress: bool = True,
                    **backend_options) -> np.ndarray:
     """``parzen.log_likelihood`` for a bank given as an array, a .npy file or a folder of shards.
 

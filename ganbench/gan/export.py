@@ -1,0 +1,41 @@
+"""Ship a training run's generator: the last epoch's, or the one with the best validation monitor."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from ganbench import atomic
+from ganbench.errors import GanbenchError
+from ganbench.gan import sampling
+from ganbench.gan.train import (
+    BEST_GENERATOR_NAME,
+    CHECKPOINT_NAME,
+    LOG_NAME,
+    best_epoch_selection,
+)
+
+
+def export_run(run: Path, best: bool, out: Path) -> Path:
+    """Write ``out/generator.pt`` (and the run's log beside it) from a ``ganbench train`` folder."""
+    run, out = Path(run), Path(out)
+    checkpoint = run / (BEST_GENERATOR_NAME if best else CHECKPOINT_NAME)
+    if not checkpoint.exists():
+        raise GanbenchError(f"no {checkpoint.name} in {run}; pass the --out folder of a `ganbench train` run"
+                            + (" that logged its Parzen monitor (or drop --best)" if best else ""))
+    selection = _best_epoch_selection(run / LOG_NAME, checkpoint) if best else None
+    generator = sampling.export_generator(checkpoint, out / "generator.pt", selection)
+    if (run / LOG_NAME).resolve() != (out / LOG_NAME).resolve():
+        atomic.write_bytes(out / LOG_NAME, (run / LOG_NAME).read_bytes())
+    return generator
+
+
+def _best_epoch_selection(log_path: Path, best_path: Path) -> str:
+    """How the best epoch was chosen, over the whole run so far; checks the log agrees with the file."""
+    log = pd.read_csv(log_path)
+    best = log.loc[log["parzen_valid"].idxmax()]
+    _, metadata = sampling.load_generator(best_path)
+    if int(best["epoch"]) != metadata["epochs_done"]:
+        raise GanbenchError(f"{best_path} holds epoch {metadata['epochs_done']} but {log_path} peaks at epoch "
+                            f"{int(best['epoch'])}; resume the run for one epoch to rewrite it, or export without --best")
+    return best_epoch_selection(best["parzen_valid"], metadata["config"], int(log["epoch"].max()))

@@ -1,0 +1,1 @@
+"""The paper's artefacts: Table 1, figures, the memorisation report, k-means, TFD, benchmarks."""
