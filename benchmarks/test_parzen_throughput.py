@@ -10,8 +10,7 @@ from ganbench.paper import bench
 from ganbench.scoring import parzen
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-CASES = [bench.BenchCase(1_000, 1_000, 784, 1), bench.BenchCase(1_000, 1_000, 784, 10),
-         bench.BenchCase(10_000, 10_000, 784, 1), bench.BenchCase(10_000, 10_000, 784, 10)]
+CASES = bench.DEFAULT_CASES  # the cases of `ganbench bench`, defined once
 BACKENDS = ["torch"] + (["triton"] if DEVICE == "cuda" else [])
 
 
