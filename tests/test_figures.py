@@ -52,6 +52,6 @@ def test_training_curve_title_states_the_runs_monitor_settings(tmp_path, rng, mo
     monkeypatch.setattr(figures, "_save", lambda figure, path: titles.append(figure.axes[0].get_title()) or path)
     figures.training_curve(tmp_path / "train_log.csv", tmp_path / "a.png",
                            config={"monitor_valid": 500, "monitor_sigma": 0.15, "monitor_bank": 2000})
-    figures.training_curve(tmp_path / "train_log.csv", tmp_path / "b.png")  # no config: TrainConfig's defaults
+    figures.training_curve(tmp_path / "train_log.csv", tmp_path / "b.png")  # no config: no guessed settings
     assert titles == ["500 validation images, sigma 0.15, 2,000 samples",
-                      "1,000 validation images, sigma 0.2, 10,000 samples"]
+                      "per-epoch validation Parzen monitor (settings not recorded)"]

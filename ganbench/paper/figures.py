@@ -3,7 +3,6 @@ Figure 3 (interpolation in z space), the nearest-distance histogram of the memor
 and the training curve of a run's per-epoch Parzen monitor."""
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import matplotlib
@@ -18,7 +17,6 @@ from ganbench import atomic  # noqa: E402
 from ganbench.errors import GanbenchError
 from ganbench.gan import sampling
 from ganbench.gan.models import sample_noise  # noqa: E402
-from ganbench.gan.train import TrainConfig  # noqa: E402
 from ganbench.paper import memorization
 from ganbench.scoring import neighbours  # noqa: E402
 
@@ -110,9 +108,12 @@ def training_curve(log_path: str | Path, path: Path, window: int = 25, config: d
     monitor_axis.plot(log["epoch"], running, linewidth=1.5, label=f"running mean of {window}")
     monitor_axis.set_ylim(shown["parzen_valid"].min() - 5, shown["parzen_valid"].max() + 5)
     monitor_axis.set_ylabel("Parzen monitor (nats)")
-    monitor = {**dataclasses.asdict(TrainConfig()), **(config or {})}
-    monitor_axis.set_title(f"{monitor['monitor_valid']:,} validation images, sigma {monitor['monitor_sigma']:g}, "
-                           f"{monitor['monitor_bank']:,} samples", fontsize=8)
+    settings = config or {}
+    if {"monitor_valid", "monitor_sigma", "monitor_bank"} <= set(settings):
+        monitor_axis.set_title(f"{settings['monitor_valid']:,} validation images, sigma {settings['monitor_sigma']:g}, "
+                               f"{settings['monitor_bank']:,} samples", fontsize=8)
+    else:  # a generator file without its run's config: the log alone does not say how it was measured
+        monitor_axis.set_title("per-epoch validation Parzen monitor (settings not recorded)", fontsize=8)
     monitor_axis.legend(fontsize=7)
     loss_axis.plot(log["epoch"], log["d_loss"], linewidth=1)
     loss_axis.set_ylabel("D loss")
