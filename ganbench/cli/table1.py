@@ -39,6 +39,8 @@ def command_check(args) -> int:
             raise GanbenchError("--rows selects rows of a table1.json; a saved parzen result has none")
         ok, frame = results.check(args.file, backend=args.backend, device=args.device)
     elif kind == table1.KIND:
+        if args.device:
+            raise GanbenchError("--device applies to saved parzen results; a table1.json is re-scored as stored")
         rows = tuple(args.rows.split(",")) if args.rows else None
         ok, frame = table1.check(args.file, rows, backend=args.backend)
     else:

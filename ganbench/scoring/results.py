@@ -25,11 +25,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from ganbench import __version__, atomic
 from ganbench.defaults import CHUNK_ROWS, DEFAULT_BACKEND, DEFAULT_PRECISION
 from ganbench.errors import GanbenchError
-from ganbench.scoring import banks, bounds, protocol, streaming
+from ganbench.machine import cpu_model, machine_info
+from ganbench.scoring import banks, bounds, parzen, protocol, streaming
 
 KIND = "ganbench.parzen_result"
 FORMAT = 1
@@ -81,8 +83,6 @@ def build(score: protocol.ParzenScore, bank: banks.Bank, valid: np.ndarray, test
     grid = sorted(score.valid_means.items())
     valid_rows = _valid_rows(scoring.protocol, len(valid))
     folder = Path(destination).resolve().parent
-    from ganbench.machine import machine_info
-
     return {
         "kind": KIND, "format": FORMAT,
         "result": {"mean": score.mean, "standard_error": score.standard_error, "sigma": score.sigma,
@@ -107,11 +107,6 @@ def save(path: str | os.PathLike, result: dict) -> Path:
 
 def resolve(backend: str, device: str | None) -> tuple[str, str]:
     """The backend ``auto`` becomes on this machine, and the device it runs on, in words."""
-    import torch
-
-    from ganbench.machine import cpu_model
-    from ganbench.scoring import parzen
-
     target = parzen._resolve_device(device, backend, torch.empty(0))
     if backend == "auto":
         backend = "triton" if target.type == "cuda" else "torch"
