@@ -190,9 +190,10 @@ def test_a_malformed_result_is_one_line_and_exit_2(edit, message, data, capsys):
     assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
 
 
-def test_check_still_reads_table1_files_without_a_kind(tmp_path, capsys):
+@pytest.mark.parametrize("kind", [None, "ganbench.table1"])  # None: as written before table1.json had a kind
+def test_check_still_reads_table1_files(kind, tmp_path, capsys):
     table = {"table": [{"key": "ganbench", "kind": "measured", "mnist": {}}], "config": {}}
-    (tmp_path / "table1.json").write_text(json.dumps(table))  # as written before table1.json had a kind
+    (tmp_path / "table1.json").write_text(json.dumps(table if kind is None else {"kind": kind, **table}))
     code, out, err = check(capsys, tmp_path / "table1.json", "--rows", "kmeans")
     assert code == 2 and "has no measured row 'kmeans'" in err  # reached table1's own check
 
