@@ -181,6 +181,8 @@ def test_a_changed_shard_is_named(data, capsys):
     (lambda stored: stored["selection"].update(fixed_sigma=1) or stored, "expected true or false"),
     (lambda stored: stored["tolerance"]["bounds"].pop("tf32x3") and stored, "'tolerance.bounds.tf32x3' is missing"),
     (lambda stored: stored.update(kind="ganbench.something") or stored, "kind 'ganbench.something'"),
+    (lambda stored: stored["scorer"].update(arithmetic="bfloat16") or stored, "expected one of float64"),
+    (lambda stored: stored["scorer"].update(chunk_rows=0) or stored, "expected a positive integer"),
 ])
 def test_a_malformed_result_is_one_line_and_exit_2(edit, message, data, capsys):
     path = save(data)

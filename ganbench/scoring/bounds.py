@@ -42,7 +42,7 @@ again 1-Lipschitz, so the worst chunk bounds the whole bank.
 
 These are worst cases, far above the measured errors (tests/test_parzen.py on the CPU,
 benchmarks/gpu_check.py on a GPU), and need no measurement: they hold on every machine by
-construction.
+construction (for tf32x3 on a GPU, under the tensor-core model above).
 """
 from __future__ import annotations
 

@@ -273,6 +273,12 @@ def load(path: str | os.PathLike) -> dict:
     if stored["format"] > FORMAT:
         raise GanbenchError(f"{path} has format {stored['format']}, newer than this ganbench reads ({FORMAT}); "
                             "upgrade ganbench")
+    if stored["scorer"]["arithmetic"] not in bounds.ARITHMETICS:
+        raise GanbenchError(f"{path}: scorer.arithmetic is {stored['scorer']['arithmetic']!r}, expected one of "
+                            f"{', '.join(bounds.ARITHMETICS)}")
+    for key in ("selection.valid_rows", "scorer.chunk_rows"):
+        if _lookup(stored, key) < 1:
+            raise GanbenchError(f"{path}: {key} is {_lookup(stored, key)}, expected a positive integer")
     grid = stored["selection"]["grid"]
     for index, pair in enumerate(grid):
         if not (isinstance(pair, list) and len(pair) == 2 and all(_is_number(value) for value in pair)):
