@@ -1,6 +1,8 @@
 """`ganbench parzen`: score a bank of samples on MNIST or the user's own held-out data."""
 from __future__ import annotations
 
+import sys
+
 from ganbench.cli.common import (
     add_backend_options,
     add_data_options,
@@ -53,6 +55,8 @@ def _score_and_report(args, distributed: bool) -> int:
     if distributed:
         result["world_size"] = torch.distributed.get_world_size()
     if is_writer:  # only rank 0 reports
+        if args.save:
+            _save_result(args, score, bank, valid, test)
         if args.json:
             print_json(result)
         else:
@@ -60,6 +64,17 @@ def _score_and_report(args, distributed: bool) -> int:
             print(f"Parzen log-likelihood on {scored_name}: {score.mean:.2f} +- {score.standard_error:.2f} "
                   f"nats (sigma {score.sigma:.4f}, bank {score.n_bank}, {score.n_test} images, {score.seconds:.1f} s)")
     return 0
+
+
+def _save_result(args, score, bank, valid, test) -> None:
+    from ganbench.scoring import results
+
+    inputs = results.Inputs(samples=args.samples, valid=args.valid, test=args.test, split=args.split)
+    scoring = results.Scoring(protocol=args.protocol, backend=args.backend, device=args.device,
+                              precision=args.precision, chunk_rows=args.chunk_rows)
+    result = results.build(score, bank, valid, test, inputs, scoring, args.save, " ".join(["ganbench", *sys.argv[1:]]))
+    results.save(args.save, result)
+    print(f"saved {args.save}; `ganbench check {args.save}` re-scores it", file=sys.stderr)
 
 
 def add_parsers(commands, formatter) -> None:
@@ -82,6 +97,9 @@ def add_parsers(commands, formatter) -> None:
                                     "full: 32 widths on all of them")
     parzen_parser.add_argument("--sigma", type=float, default=None, help="fixed width (skips cross-validation)")
     parzen_parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    parzen_parser.add_argument("--save", default=None, metavar="RESULT.json",
+                               help="also write a result file with the inputs' SHA-256 and derived tolerances, "
+                                    "which `ganbench check RESULT.json` re-scores (CI regression)")
     parzen_parser.add_argument("--chunk-rows", type=int, default=CHUNK_ROWS,
                                help="bank rows read and scored at a time (bounds memory for banks on disk)")
     parzen_parser.add_argument("--timeout", type=float, default=300.0,

@@ -7,6 +7,7 @@ from pathlib import Path
 from ganbench import SHIPPED_GENERATOR
 from ganbench.cli.common import add_backend_options, add_data_options, print_json
 from ganbench.defaults import BACKENDS
+from ganbench.errors import GanbenchError
 
 
 def command_reproduce(args) -> int:
@@ -28,15 +29,28 @@ def command_reproduce(args) -> int:
 
 
 def command_check(args) -> int:
+    """Re-score a saved result (``kind`` ganbench.parzen_result) or a table1.json (older ones have no kind)."""
     from ganbench.paper import table1
+    from ganbench.scoring import results
 
-    rows = tuple(args.rows.split(",")) if args.rows else None
-    ok, frame = table1.check(args.file, rows, backend=args.backend)
+    kind = results.read_json(args.file).get("kind", table1.KIND)
+    if kind == results.KIND:
+        if args.rows:
+            raise GanbenchError("--rows selects rows of a table1.json; a saved parzen result has none")
+        ok, frame = results.check(args.file, backend=args.backend, device=args.device)
+    elif kind == table1.KIND:
+        if args.device:
+            raise GanbenchError("--device applies to saved parzen results; a table1.json is re-scored as stored")
+        rows = tuple(args.rows.split(",")) if args.rows else None
+        ok, frame = table1.check(args.file, rows, backend=args.backend)
+    else:
+        raise GanbenchError(f"{args.file} has kind {kind!r}; ganbench checks {results.KIND} and {table1.KIND} files")
     with_strings = frame.assign(ok=frame["ok"].map({True: "ok", False: "MOVED"}))
     print(with_strings.to_string(index=False, float_format=lambda v: f"{v:.6g}"))
     if not ok:
-        print("ganbench: check failed: a measured number moved beyond its tolerance (rows marked MOVED)",
-              file=sys.stderr)
+        moved = frame[~frame["ok"]]
+        names = (moved["row"] + " " + moved["field"]) if "row" in moved else moved["field"]
+        print(f"ganbench: check failed: moved beyond its tolerance: {', '.join(names)}", file=sys.stderr)
         return 1
     return 0
 
@@ -72,11 +86,14 @@ def add_parsers(commands, formatter) -> None:
     add_data_options(reproduce_parser)
     reproduce_parser.set_defaults(handler=command_reproduce)
 
-    check_parser = commands.add_parser("check", help="recompute a table1.json and fail if a number moved",
+    check_parser = commands.add_parser("check", help="re-score a saved result or table1.json; exit 1 if a number moved",
                                        formatter_class=formatter)
-    check_parser.add_argument("file", help="a table1.json written by `ganbench reproduce table1`")
-    check_parser.add_argument("--rows", default=None, help="comma-separated rows (ganbench,training_images,kmeans)")
-    check_parser.add_argument("--backend", default=None, help="override the stored backend")
+    check_parser.add_argument("file", help="a result written by `ganbench parzen --save`, or a table1.json written "
+                                           "by `ganbench reproduce table1`")
+    check_parser.add_argument("--rows", default=None,
+                              help="table1.json only: comma-separated rows (ganbench,training_images,kmeans)")
+    check_parser.add_argument("--backend", default=None, choices=BACKENDS, help="override the stored backend")
+    check_parser.add_argument("--device", default=None, help="saved results only: override the stored device")
     check_parser.set_defaults(handler=command_check)
 
     figures_parser = commands.add_parser("figures", help="Figure 2, Figure 3 and the distance histogram",

@@ -38,6 +38,7 @@ PUBLISHED = [
 ]
 TFD_MISSING = "not measured: TFD is not publicly distributable (pass --tfd TFD_48x48.mat)"
 BANK_SIZE = 10_000  # Section 5: 10,000 samples from G
+KIND = "ganbench.table1"  # the ``kind`` of table1.json (files written before it have none)
 
 # Tolerances of the CI regression, in nats of the mean (sigma must match exactly).
 TOLERANCES = {
@@ -159,7 +160,7 @@ def reproduce(config: Table1Config, command: list[str]) -> dict:
     origin = provenance(config, command)
     settings = {k: list(v) if isinstance(v, tuple) else v for k, v in config.__dict__.items()}
     settings["generator"] = origin["generator"]  # relative to the repository when it lies inside
-    result = {"table": rows, "provenance": origin, "config": settings}
+    result = {"kind": KIND, "table": rows, "provenance": origin, "config": settings}
     if "ganbench" in config.rows:
         generator, metadata = sampling.load_generator(config.generator)
         result["generator_epochs"] = metadata.get("epochs_done")

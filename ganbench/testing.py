@@ -1,0 +1,69 @@
+"""Assertions for a user's own test suite: pin a model's Parzen log-likelihood in CI.
+
+    from ganbench.testing import assert_log_likelihood, assert_result_holds
+
+    def test_my_model_keeps_its_number():
+        assert_result_holds("results/my_model.json")      # saved by `ganbench parzen ... --save`
+
+    def test_my_model_scores_as_before():
+        assert_log_likelihood("samples.npy", "valid.npy", "test.npy", expected=-24.1112)
+
+Both fail with an ``AssertionError`` that says which number moved, by how much, and the
+tolerance, which is derived from the arithmetic of the scoring paths
+(``ganbench.scoring.bounds``), never tuned. A missing or changed input raises
+``GanbenchError``: the test cannot say whether the number holds.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ganbench.defaults import CHUNK_ROWS, DEFAULT_BACKEND, DEFAULT_PRECISION
+from ganbench.scoring import banks, results, streaming
+from ganbench.scoring import protocol as protocols
+
+
+def assert_log_likelihood(samples, valid, test, expected: float, *, protocol: str = "paper",
+                          sigma: float | None = None, backend: str = DEFAULT_BACKEND, device: str | None = None,
+                          precision: str = DEFAULT_PRECISION, chunk_rows: int = CHUNK_ROWS,
+                          tolerance: float | None = None) -> protocols.ParzenScore:
+    """Score ``test`` under the bank ``samples`` (sigma chosen on ``valid`` unless given) and assert
+    the mean is ``expected`` nats within ``tolerance``.
+
+    Inputs are arrays, ``.npy``/``.npz`` files or shard folders, as for ``ganbench parzen``.
+    The default tolerance is the derived bound of this run's arithmetic plus the worst bound
+    of any arithmetic that may have given ``expected`` (the float64 reference, float32 on any
+    CPU, the GPU kernel). Returns the score.
+    """
+    bank = banks.open_bank(samples)
+    valid, test = _rows(valid), _rows(test)
+    scoring = results.Scoring(protocol=protocol, backend=backend, device=device, precision=precision,
+                              chunk_rows=chunk_rows)
+    score = protocols.evaluate(bank, valid, test, protocol, sigma=sigma, scorer=streaming.log_likelihood,
+                              progress=False, **scoring.options())
+    if tolerance is None:
+        tolerance = results.tolerance_of(score, bank, valid, test, scoring)["mean"]
+    difference = score.mean - expected
+    assert abs(difference) <= tolerance, (
+        f"Parzen log-likelihood moved: {score.mean:.6f} nats, expected {expected:.6f} (difference {difference:+.6f}, "
+        f"tolerance {tolerance:.6g}; sigma {score.sigma:.6g}, bank {score.n_bank}, {score.n_test} images)")
+    return score
+
+
+def assert_result_holds(path: str | os.PathLike, *, backend: str | None = None, device: str | None = None):
+    """Re-score a result saved by ``ganbench parzen ... --save`` and assert every number holds.
+
+    Returns the comparison table (field, stored, new, difference, tolerance, ok).
+    """
+    ok, frame = results.check(path, backend=backend, device=device)
+    moved = frame[~frame["ok"]]
+    assert ok, (f"{path}: moved beyond tolerance: {', '.join(moved['field'])}\n"
+                + moved.to_string(index=False, float_format=lambda v: f"{v:.6g}"))
+    return frame
+
+
+def _rows(values) -> np.ndarray:
+    if isinstance(values, (str, os.PathLike)):
+        return banks.open_bank(values).read_all()
+    return np.asarray(values)

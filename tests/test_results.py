@@ -1,0 +1,242 @@
+"""Saved results for CI: `ganbench parzen --save`, `ganbench check`, and the pytest helpers.
+
+Small synthetic data (d = 16, sizes that are no multiple of any block) keeps these fast; the
+float32 bounds are checked against the float64 reference first, since every tolerance rests on them.
+"""
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from ganbench import testing
+from ganbench.cli import main
+from ganbench.errors import GanbenchError
+from ganbench.scoring import banks, bounds, parzen, results, streaming
+
+SIZES = {"samples": 700, "valid": 300, "test": 101}
+SCORE = ["--backend", "torch", "--chunk-rows", "256"]  # 700 samples: chunks of 256, 256 and 188 rows
+
+
+@pytest.fixture
+def data(tmp_path):
+    """Own data on its own scale (not MNIST's [0, 1]), one .npy file per role, in a folder of its own."""
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "project"
+    folder.mkdir()
+    for role, count in SIZES.items():
+        np.save(folder / f"{role}.npy", rng.normal(size=(count, 16)).astype(np.float32))
+    return folder
+
+
+def save(folder, *extra):
+    arguments = ["parzen", str(folder / "samples.npy"), "--valid", str(folder / "valid.npy"),
+                 "--test", str(folder / "test.npy"), *SCORE, "--save", str(folder / "result.json"), *extra]
+    assert main(arguments) == 0
+    return folder / "result.json"
+
+
+def check(capsys, path, *extra):
+    capsys.readouterr()
+    code = main(["check", str(path), *extra])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# ---- the bounds the tolerances rest on --------------------------------------------------------------
+
+@pytest.mark.parametrize("backend, precision, arithmetic", [("torch", "tf32x3", "float32"),
+                                                             ("triton", "tf32x3", "tf32x3"),
+                                                             ("triton", "ieee", "float32")])
+def test_every_path_lies_within_its_bound_of_the_float64_reference(backend, precision, arithmetic):
+    rng = np.random.default_rng(3)  # 200 columns: not a whole number of the kernel's K steps
+    queries, samples = rng.random((19, 200)).astype(np.float32), rng.random((141, 200)).astype(np.float32)
+    bank, sigmas = banks.open_bank(samples), np.logspace(-1, 0, 5)
+    options = {"chunk_rows": 60, "progress": False}  # three chunks, each centred on its own mean
+    exact = streaming.log_likelihood(queries, bank, sigmas, backend="reference", **options)
+    fast = streaming.log_likelihood(queries, bank, sigmas, backend=backend, precision=precision, device="cpu",
+                                    **options)
+    (norms,), rows = bounds.centred_norms([queries], bank, 60)
+    assert rows == 60
+    for k, sigma in enumerate(sigmas):
+        bound = bounds.per_image_bound(norms, sigma, arithmetic, 200, rows)
+        assert np.all(np.abs(fast[k] - exact[k]) <= bound), (sigma, np.abs(fast[k] - exact[k]).max(), bound.min())
+
+
+def test_the_kernel_steps_are_as_wide_as_the_tf32x3_bound_assumes():
+    from ganbench.kernels import parzen_lse
+
+    narrowest, widest = bounds.KERNEL_STEP_COLUMNS
+    widths = [candidate[2] for candidate in parzen_lse.TUNING_CANDIDATES]
+    widths += [parzen_lse.INTERPRETER_BLOCKS["BLOCK_K"], parzen_lse.MAX_BLOCKS["BLOCK_K"]]
+    assert all(narrowest <= width <= widest for width in widths)
+
+
+def test_a_path_without_a_derived_bound_is_refused():
+    with pytest.raises(GanbenchError, match="no derived error bound"):
+        bounds.arithmetic_of("triton", "tf32")
+
+
+# ---- save and check ---------------------------------------------------------------------------------
+
+def test_an_unchanged_result_checks_clean(data, capsys):
+    path = save(data)
+    stored = json.loads(path.read_text())
+    assert stored["kind"] == results.KIND and stored["inputs"]["samples"]["path"] == "samples.npy"
+    assert stored["scorer"]["arithmetic"] == "float32" and stored["selection"]["valid_rows"] == 300
+    assert [len(stored["inputs"][role]["sha256"]) for role in results.ROLES] == [64, 64, 64]
+    assert len(stored["selection"]["grid"]) == 10 and stored["result"]["n_test"] == 101
+    code, out, err = check(capsys, path)
+    assert code == 0, err
+    header = out.splitlines()[0].split()
+    assert header == ["field", "stored", "new", "difference", "tolerance", "ok"]
+    assert "mean" in out and "sigma" in out and "valid_mean[sigma=0.1]" in out and "MOVED" not in out
+
+
+def test_a_result_moved_with_its_folder_still_checks(data, tmp_path, capsys):
+    save(data)
+    moved = shutil.copytree(data, tmp_path / "elsewhere" / "checkout")  # paths are relative to the result
+    shutil.rmtree(data)
+    assert check(capsys, moved / "result.json")[0] == 0
+
+
+def test_a_torch_result_checks_clean_with_the_reference_backend(data, capsys):
+    path = save(data)
+    code, out, err = check(capsys, path, "--backend", "reference")
+    assert code == 0, out + err
+    assert "MOVED" not in out
+
+
+def test_sigma_one_percent_off_in_the_scorer_fails(data, capsys, monkeypatch):
+    path = save(data)
+    original = streaming.log_likelihood
+    monkeypatch.setattr(streaming, "log_likelihood",
+                        lambda x, bank, sigmas, **options: original(x, bank, np.asarray(sigmas) * 1.01, **options))
+    code, out, err = check(capsys, path)
+    assert code == 1
+    assert "moved beyond its tolerance: mean," in err and "MOVED" in out
+
+
+def test_one_sample_changed_in_the_bank_fails(data, capsys, monkeypatch):
+    path = save(data)
+    test_image = np.load(data / "test.npy")[0]
+    original = banks.Bank.chunks
+
+    def chunks_with_a_changed_sample(self, rows):
+        for first, chunk in original(self, rows):
+            if self.source.endswith("samples.npy") and first == 0:
+                chunk = chunk.copy()
+                chunk[0] = test_image  # a reader that returns one wrong row
+            yield first, chunk
+
+    monkeypatch.setattr(banks.Bank, "chunks", chunks_with_a_changed_sample)
+    code, out, err = check(capsys, path)
+    assert code == 1 and "mean" in err.split("tolerance: ")[1]
+
+
+def test_a_stored_mean_edited_by_five_hundredths_fails(data, capsys):
+    path = save(data)
+    stored = json.loads(path.read_text())
+    stored["result"]["mean"] += 0.05
+    path.write_text(json.dumps(stored))
+    code, out, err = check(capsys, path)
+    assert code == 1
+    assert err.strip().endswith("moved beyond its tolerance: mean")
+
+
+def test_a_replaced_input_cannot_be_checked(data, capsys):
+    path = save(data)
+    before = json.loads(path.read_text())["inputs"]["test"]["sha256"]
+    np.save(data / "test.npy", np.load(data / "test.npy")[::-1].copy())
+    code, out, err = check(capsys, path)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and out == ""
+    assert f"input test {data / 'test.npy'} changed" in lines[0] and before in lines[0]
+    (data / "test.npy").unlink()
+    code, out, err = check(capsys, path)
+    assert code == 2 and "input test" in err and "is missing" in err
+
+
+def test_a_changed_shard_is_named(data, capsys):
+    shards = data / "bank"
+    shards.mkdir()
+    samples = np.load(data / "samples.npy")
+    np.save(shards / "0.npy", samples[:400])
+    np.save(shards / "1.npy", samples[400:])
+    assert main(["parzen", str(shards), "--valid", str(data / "valid.npy"), "--test", str(data / "test.npy"),
+                 *SCORE, "--save", str(data / "result.json")]) == 0
+    assert [entry["name"] for entry in json.loads((data / "result.json").read_text())["inputs"]["samples"]["files"]] \
+        == ["0.npy", "1.npy"]
+    assert check(capsys, data / "result.json")[0] == 0
+    np.save(shards / "1.npy", samples[400:] + 1)
+    code, out, err = check(capsys, data / "result.json")
+    assert code == 2 and f"input samples {shards / '1.npy'} changed" in err
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda stored: "not json {", "is not JSON"),
+    (lambda stored: [1, 2], "holds a JSON list"),
+    (lambda stored: stored["result"].pop("mean") and stored, "key 'result.mean' is missing"),
+    (lambda stored: stored["result"].update(mean="224.1") or stored, "result.mean is \"224.1\", expected a number"),
+    (lambda stored: stored["selection"].update(fixed_sigma=1) or stored, "expected true or false"),
+    (lambda stored: stored["tolerance"]["bounds"].pop("tf32x3") and stored, "'tolerance.bounds.tf32x3' is missing"),
+    (lambda stored: stored.update(kind="ganbench.something") or stored, "kind 'ganbench.something'"),
+    (lambda stored: stored["scorer"].update(arithmetic="bfloat16") or stored, "expected one of float64"),
+    (lambda stored: stored["scorer"].update(chunk_rows=0) or stored, "expected a positive integer"),
+])
+def test_a_malformed_result_is_one_line_and_exit_2(edit, message, data, capsys):
+    path = save(data)
+    edited = edit(json.loads(path.read_text()))
+    path.write_text(edited if isinstance(edited, str) else json.dumps(edited))
+    code, out, err = check(capsys, path)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
+
+
+@pytest.mark.parametrize("kind", [None, "ganbench.table1"])  # None: as written before table1.json had a kind
+def test_check_still_reads_table1_files(kind, tmp_path, capsys):
+    table = {"table": [{"key": "ganbench", "kind": "measured", "mnist": {}}], "config": {}}
+    (tmp_path / "table1.json").write_text(json.dumps(table if kind is None else {"kind": kind, **table}))
+    code, out, err = check(capsys, tmp_path / "table1.json", "--rows", "kmeans")
+    assert code == 2 and "has no measured row 'kmeans'" in err  # reached table1's own check
+
+
+def test_a_fixed_sigma_result_on_mnist(mnist, tmp_path, capsys):
+    np.save(tmp_path / "samples.npy", mnist.train_x[:50])
+    assert main(["parzen", str(tmp_path / "samples.npy"), "--sigma", "0.2", "--backend", "torch",
+                 "--save", str(tmp_path / "result.json")]) == 0
+    stored = json.loads((tmp_path / "result.json").read_text())
+    assert stored["inputs"]["test"]["mnist"] == "test" and stored["selection"]["fixed_sigma"] is True
+    code, out, err = check(capsys, tmp_path / "result.json")
+    assert code == 0, err
+    assert "sigma" not in out.split()  # a fixed width is not selected, so not re-selected
+
+
+# ---- sigma selection when two widths nearly tie --------------------------------------------------------
+
+def test_a_near_tie_keeps_the_stored_sigma_and_a_clear_winner_does_not():
+    grid, tolerances = np.array([0.1, 0.2, 0.3]), np.array([0.02, 0.01, 0.01])
+    near_tie = results._selection_row(0.2, grid, np.array([-5.0, -1.0, -0.985]), tolerances)
+    assert near_tie["ok"] and near_tie["new"] == 0.3 and near_tie["tolerance"] == pytest.approx(0.02)
+    clear = results._selection_row(0.2, grid, np.array([-5.0, -1.0, -0.97]), tolerances)
+    assert not clear["ok"] and clear["new"] == 0.3 and clear["difference"] == pytest.approx(0.03)
+
+
+# ---- the pytest helpers -----------------------------------------------------------------------------
+
+def test_assert_log_likelihood_holds_and_fails(data):
+    files = [data / f"{role}.npy" for role in ("samples", "valid", "test")]
+    reference = testing.assert_log_likelihood(*files, expected=0.0, backend="reference", tolerance=np.inf)
+    score = testing.assert_log_likelihood(*files, expected=reference.mean, backend="torch")
+    assert score.sigma == reference.sigma
+    with pytest.raises(AssertionError, match="Parzen log-likelihood moved"):
+        testing.assert_log_likelihood(*files, expected=reference.mean + 0.05, backend="torch")
+
+
+def test_assert_result_holds(data, monkeypatch):
+    path = save(data)
+    assert testing.assert_result_holds(path)["ok"].all()
+    original = parzen.parzen_pass
+    monkeypatch.setattr(parzen, "parzen_pass",
+                        lambda x, bank, sigmas, **options: original(x, bank, np.asarray(sigmas) * 1.01, **options))
+    with pytest.raises(AssertionError, match="moved beyond tolerance: mean"):
+        testing.assert_result_holds(path)
