@@ -231,3 +231,8 @@ def test_the_process_group_backend_follows_the_scoring_device(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert streaming.init_from_environment(5, device="cpu", backend="auto")
     assert chosen == ["gloo"]
+
+
+def test_a_chunk_size_below_one_is_a_clear_error(rng):
+    with pytest.raises(GanbenchError, match="chunk rows must be a positive integer, got 0"):
+        streaming.log_likelihood(rng.random((2, 3)), rng.random((5, 3)), [0.5], chunk_rows=0, progress=False)
