@@ -3,6 +3,15 @@ import numpy as np
 import pytest
 from tolerances import float32_distance_bound
 
+from ganbench.cli import main
+from ganbench.defaults import (
+    KEY_EXACT_TRAINING_COPIES,
+    KEY_EXPECTED_NEAR_TRAINING_COPIES,
+    KEY_NEAR_COPY_THRESHOLD,
+    KEY_NEAR_TRAINING_COPIES,
+    KEY_SAMPLES_WITH_EXACT_TWIN,
+    KEY_SAMPLES_WITH_NEAR_TWIN,
+)
 from ganbench.errors import GanbenchError
 from ganbench.paper import memorization
 from ganbench.scoring import neighbours
@@ -51,7 +60,7 @@ def test_duplicates_within_the_samples_are_counted(rng):
     samples = rng.random((40, 10))
     samples[30] = samples[3]
     report = memorization.report(samples, rng.random((60, 10)), rng.random((50, 10)), backend="torch")
-    assert report["exact_duplicate_samples"] == 2
+    assert report[KEY_SAMPLES_WITH_EXACT_TWIN] == 2
 
 
 def test_bad_k():
@@ -59,3 +68,102 @@ def test_bad_k():
         neighbours.nearest(np.ones((2, 3)), np.ones((4, 3)), k=0)
     with pytest.raises(GanbenchError, match="exceeds"):
         neighbours.nearest(np.ones((2, 3)), np.ones((4, 3)), k=5)
+
+
+# ---- exact k > 1 and the counts of the report ---------------------------------------------------
+
+def float64_rounding_bound(queries, reference):
+    """|sum of d squared differences - exact| <= d 2^-53 sum |terms| (Higham Eq. 3.5) in any
+    order, for both the brute force and ganbench's sum: twice that separates the two."""
+    largest = ((np.abs(queries).max() + np.abs(reference).max()) ** 2) * queries.shape[1]
+    return 2 * queries.shape[1] * 2.0**-53 * largest
+
+
+@pytest.mark.parametrize("k", [2, 5])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_k_nearest_equal_float64_brute_force_at_odd_sizes(k, dtype, rng):
+    queries, reference = rng.random((37, 29)).astype(dtype), rng.random((83, 29)).astype(dtype)
+    distances, indices = neighbours.nearest(queries, reference, k=k, backend="torch", device="cpu",
+                                            query_block=10, reference_block=17)
+    expected_d, expected_i = brute_force(queries, reference, k)
+    np.testing.assert_array_equal(indices, expected_i)
+    np.testing.assert_allclose(distances, expected_d, rtol=0, atol=float64_rounding_bound(queries, reference))
+
+
+def test_k_nearest_ranks_near_ties_that_float32_cannot_resolve(rng):
+    """Twenty points at squared distances 1 + 1e-8 (20 - j) from the query, the farthest first:
+    1e-8 is far below float32's resolution of these distances (~1e-7 of the norms) and far
+    above float64's, so only the float64 ranking gives the brute-force order."""
+    dimension = 50
+    query = rng.random(dimension) + 3.0
+    directions = rng.standard_normal((20, dimension))
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    radii = np.sqrt(1 + 1e-8 * (20 - np.arange(20)))
+    near = query + radii[:, None] * directions
+    far = query + 3.0 * rng.standard_normal((45, dimension))
+    reference = np.concatenate([far[:20], near, far[20:]])
+    distances, indices = neighbours.nearest(query[None], reference, k=7, backend="torch", device="cpu",
+                                            reference_block=13)
+    expected_d, expected_i = brute_force(query[None], reference, 7)
+    np.testing.assert_array_equal(indices, expected_i)  # the last seven near points, nearest first
+    assert list(indices[0]) == list(range(39, 32, -1))
+    np.testing.assert_allclose(distances, expected_d, rtol=0, atol=float64_rounding_bound(query[None], reference))
+
+
+def test_k_nearest_ties_go_to_the_lowest_indices_across_blocks(rng):
+    reference = rng.random((90, 12))
+    copies = [5, 16, 40, 41, 77, 89]
+    reference[copies] = reference[5]
+    for query in (reference[5], reference[5] + 1e-3):  # the copy itself, and a point near all six
+        distances, indices = neighbours.nearest(query[None], reference, k=4, backend="torch", reference_block=16)
+        np.testing.assert_array_equal(indices[0], copies[:4])
+        assert len(set(distances[0])) == 1  # identical points: bit-identical float64 distances
+    distances, _ = neighbours.nearest(reference[5][None], reference, k=4, backend="torch", reference_block=16)
+    assert np.all(distances == 0.0)
+
+
+def test_identical_samples_are_exact_zeros_even_when_most_are_identical(rng):
+    # A generator that collapsed to one image for 300 of its 330 samples.
+    samples = np.concatenate([np.tile(rng.random(20), (300, 1)), rng.random((30, 20))])
+    distances, indices = neighbours.nearest(samples, samples, k=2, backend="torch", reference_block=64)
+    assert np.all(distances[:300] == 0.0)
+    np.testing.assert_array_equal(indices[:300], np.tile([0, 1], (300, 1)))
+
+
+def test_copied_samples_are_counted_as_samples_with_an_identical_twin(mnist):
+    samples = np.concatenate([mnist.valid_x[:1800], mnist.valid_x[:200]])  # 200 images, each twice
+    report = memorization.report(samples, mnist.train_x[:3000], mnist.test_x[:300], backend="torch")
+    assert report[KEY_SAMPLES_WITH_EXACT_TWIN] == 400
+    assert report[KEY_SAMPLES_WITH_NEAR_TWIN] >= 400
+    assert report[KEY_EXACT_TRAINING_COPIES] == 0
+
+
+def test_planted_copies_of_training_images_are_counted(mnist):
+    samples = mnist.valid_x[:1000].copy()
+    planted = [3, 250, 251, 600, 999]
+    samples[planted] = mnist.train_x[[10, 20, 30, 40, 2999]]
+    report = memorization.report(samples, mnist.train_x[:3000], mnist.test_x[:300], backend="torch")
+    assert report[KEY_EXACT_TRAINING_COPIES] == 5
+    # The near threshold (the closest any held-out image comes to a training image) holds the
+    # five copies, and about 1000 / 301 validation images by chance.
+    assert report[KEY_NEAR_COPY_THRESHOLD] == pytest.approx(report["_test_distances"].min())
+    assert 5 <= report[KEY_NEAR_TRAINING_COPIES] <= 5 + 15
+    assert report[KEY_EXPECTED_NEAR_TRAINING_COPIES] == pytest.approx(1000 / 301)
+    assert report[KEY_SAMPLES_WITH_EXACT_TWIN] == 0
+    assert sorted(entry["sample"] for entry in report["most_suspicious"][:5]) == planted
+
+
+def test_nn_text_output_counts_planted_copies_and_twins(tmp_path, capsys):
+    rng = np.random.default_rng(3)
+    train = rng.random((400, 6)).astype(np.float32)
+    samples = rng.random((60, 6)).astype(np.float32)
+    samples[:4] = train[[7, 8, 9, 10]]  # four copies of training points
+    samples[50:53] = samples[40]         # four samples (40, 50, 51, 52) identical to each other
+    for name, values in (("samples", samples), ("train", train), ("test", rng.random((99, 6)).astype(np.float32))):
+        np.save(tmp_path / f"{name}.npy", values)
+    assert main(["nn", "--samples", str(tmp_path / "samples.npy"), "--train", str(tmp_path / "train.npy"),
+                 "--test", str(tmp_path / "test.npy"), "--backend", "torch"]) == 0
+    text = capsys.readouterr().out
+    assert "samples identical to a training image: 4;" in text
+    assert "(unseen data: 0.60)" in text  # 60 samples / (99 + 1) held-out images
+    assert "samples with an identical other sample: 4;" in text

@@ -12,7 +12,7 @@ import torch
 from ganbench.errors import GanbenchError
 from ganbench.gan import sampling
 from ganbench.gan.models import Generator
-from ganbench.scoring import banks, parzen, streaming
+from ganbench.scoring import banks, partials, parzen, streaming
 
 
 def test_chunks_and_shards_match_the_one_shot_score(tmp_path, rng):
@@ -135,3 +135,104 @@ def test_uint8_and_npz_banks_are_scaled_to_the_data(tmp_path, rng):
     for name in ("images.npy", "images.npz"):
         (_, chunk), = list(banks.open_bank(tmp_path / name).chunks(100))
         np.testing.assert_allclose(chunk, expected, rtol=1e-7)
+
+
+# ---- each rank reads its share only; chunks independent of the shard sizes ---------------------
+
+def write_shards(folder, bank, shard_rows):
+    folder.mkdir()
+    for index, start in enumerate(range(0, len(bank), shard_rows)):
+        np.save(folder / f"shard-{index:05d}.npy", bank[start:start + shard_rows])
+    return folder
+
+
+def test_chunks_follow_the_global_rows_across_shards(tmp_path, rng):
+    bank = rng.random((301, 9)).astype(np.float32)
+    folder = write_shards(tmp_path / "shards", bank, 70)  # 70 is not a multiple of 33
+    chunks = list(banks.open_bank(folder).chunks(33))
+    assert [first for first, _ in chunks] == list(range(0, 301, 33))
+    for first, chunk in chunks:
+        np.testing.assert_array_equal(chunk, bank[first:first + 33])
+    (first, chunk), = list(banks.open_bank(folder).chunks(200, start=66, stop=139))
+    assert first == 66
+    np.testing.assert_array_equal(chunk, bank[66:139])
+    bank[72, 1] = np.inf  # in the chunk [66, 99) that spans the first two shards
+    write_shards(tmp_path / "bad", bank, 70)
+    with pytest.raises(GanbenchError, match="NaN or inf at row 72"):
+        list(banks.open_bank(tmp_path / "bad").chunks(33))
+
+
+@pytest.mark.parametrize("world", [2, 3, 8])
+def test_each_rank_reads_only_its_share_of_the_bank(tmp_path, rng, monkeypatch, world):
+    bank = rng.random((301, 17)).astype(np.float32)
+    folder = write_shards(tmp_path / "shards", bank, 70)
+    bytes_read = []
+    real_fromfile = np.fromfile
+
+    def counting_fromfile(*arguments, **options):
+        values = real_fromfile(*arguments, **options)
+        bytes_read[-1] += values.nbytes
+        return values
+
+    monkeypatch.setattr(np, "fromfile", counting_fromfile)
+    shares = []
+    for rank in range(world):  # each rank as a process of its own would run it
+        share = streaming.share_rows(301, 33, rank, world)
+        opened = banks.open_bank(folder)
+        bytes_read.append(0)
+        streaming.stream_pass(rng.random((3, 17)), opened, [0.5], rows=share, chunk_rows=33, backend="reference",
+                              progress=False)
+        assert opened.rows_read == len(share)
+        assert bytes_read[-1] == len(share) * 17 * 4
+        shares.append(share)
+    assert [row for share in shares for row in share] == list(range(301))  # a partition, in order
+    assert all(share.start % 33 == 0 for share in shares if len(share))
+
+
+def test_ranks_score_the_chunks_a_single_process_scores_whatever_the_shard_size(tmp_path, mnist):
+    """Shards of 70 rows, chunks of 33: each simulated rank's chunks are chunks of the single
+    process, so with the float32 torch backend their merged partials equal the single
+    process's up to the float64 merge order (not merely within the float32 bound)."""
+    folder = write_shards(tmp_path / "shards", mnist.train_x[:301], 70)
+    # Wide kernels: every bank term carries weight, so a chunk cut elsewhere (another centring
+    # mean, other float32 roundings) shows at ~1e-7 instead of vanishing behind the exact nearest term.
+    queries, sigmas = mnist.test_x[:20], [1.0, 3.0]
+    single_chunks = [(first, len(chunk)) for first, chunk in banks.open_bank(folder).chunks(33)]
+    single = streaming.stream_pass(queries, banks.open_bank(folder), sigmas, chunk_rows=33, backend="torch",
+                                   device="cpu", progress=False)
+    world, merged, rank_chunks = 3, None, []
+    for rank in range(world):
+        share = streaming.share_rows(301, 33, rank, world)
+        rank_chunks += [(first, len(chunk)) for first, chunk in banks.open_bank(folder).chunks(33, share.start,
+                                                                                                share.stop)]
+        local = streaming.stream_pass(queries, banks.open_bank(folder), sigmas, rows=share, chunk_rows=33,
+                                      backend="torch", device="cpu", progress=False)
+        merged = local if merged is None else partials.merge(merged, local, sigmas)
+    assert rank_chunks == single_chunks
+    np.testing.assert_array_equal(merged.nearest_index, single.nearest_index)
+    np.testing.assert_allclose(partials.log_sum_exp(merged, sigmas), partials.log_sum_exp(single, sigmas),
+                               rtol=0, atol=1e-9)
+
+
+def test_the_process_group_backend_follows_the_scoring_device(monkeypatch):
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert streaming.process_group_backend(cuda, "triton") == "nccl"
+    assert streaming.process_group_backend(cuda, "torch") == "nccl"
+    assert streaming.process_group_backend(cpu, "torch") == "gloo"
+    assert streaming.process_group_backend(cuda, "reference") == "gloo"  # NumPy on the CPU
+    # On a machine with GPUs, what `ganbench parzen --device cpu` under torchrun asks for:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert streaming.scoring_device("cpu", "auto") == cpu
+    assert streaming.scoring_device(None, "torch") == cpu
+    assert streaming.scoring_device(None, "auto").type == "cuda"
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "set_device", lambda index: chosen.append(("set_device", index)))
+    monkeypatch.setattr(torch.distributed, "init_process_group", lambda backend, **options: chosen.append(backend))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert streaming.init_from_environment(5, device="cpu", backend="auto")
+    assert chosen == ["gloo"]
+
+
+def test_a_chunk_size_below_one_is_a_clear_error(rng):
+    with pytest.raises(GanbenchError, match="chunk rows must be a positive integer, got 0"):
+        streaming.log_likelihood(rng.random((2, 3)), rng.random((5, 3)), [0.5], chunk_rows=0, progress=False)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ganbench import SHIPPED_GENERATOR
+from ganbench import defaults as keys
 from ganbench.cli.common import (
     add_backend_options,
     add_data_options,
@@ -33,12 +34,19 @@ def command_nn(args) -> int:
         print_json(report)
     else:
         print(f"nearest {args.train if own_data else args.reference + ' image'}, squared distance quantiles:")
-        for name in ("sample_to_train", "test_to_train"):
+        for name in (keys.KEY_SAMPLE_TO_TRAIN, keys.KEY_TEST_TO_TRAIN):
             print(f"  {name:16s} " + "  ".join(f"{k}={v:.2f}" for k, v in report[name].items()))
-        print(f"copy rate {report['copy_rate']:.4f} (unseen data: 0.01); exact duplicates "
-              f"{report['exact_duplicate_samples']}, near duplicates {report['near_duplicate_samples']}")
+        print(f"copy rate {report[keys.KEY_COPY_RATE]:.4f} (closer to a training image than 99% of held-out "
+              f"images, squared distance < {report[keys.KEY_COPY_THRESHOLD]:.2f}; unseen data: "
+              f"{report[keys.KEY_EXPECTED_COPY_RATE]:.2f})")
+        print(f"samples identical to a training image: {report[keys.KEY_EXACT_TRAINING_COPIES]}; at least as close "
+              f"as the closest held-out image (squared distance <= {report[keys.KEY_NEAR_COPY_THRESHOLD]:.4g}): "
+              f"{report[keys.KEY_NEAR_TRAINING_COPIES]} (unseen data: "
+              f"{report[keys.KEY_EXPECTED_NEAR_TRAINING_COPIES]:.2f})")
+        print(f"samples with an identical other sample: {report[keys.KEY_SAMPLES_WITH_EXACT_TWIN]}; with another "
+              f"sample closer than the copy threshold: {report[keys.KEY_SAMPLES_WITH_NEAR_TWIN]}")
         print("most suspicious (sample, train index, distance): " + ", ".join(
-            f"({s['sample']}, {s['train_index']}, {s['sq_distance']:.2f})" for s in report["most_suspicious"][:5]))
+            f"({s['sample']}, {s['train_index']}, {s['sq_distance']:.2f})" for s in report[keys.KEY_MOST_SUSPICIOUS][:5]))
     return 0
 
 

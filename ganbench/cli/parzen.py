@@ -18,7 +18,7 @@ def command_parzen(args) -> int:
 
     from ganbench.scoring import streaming
 
-    distributed = streaming.init_from_environment(args.timeout)
+    distributed = streaming.init_from_environment(args.timeout, device=args.device, backend=args.backend)
     try:
         return _score_and_report(args, distributed)
     finally:

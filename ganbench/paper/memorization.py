@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from ganbench import defaults as keys
 from ganbench.scoring.neighbours import nearest
 
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
+# A sample "copies" when it is closer to a training image than 99% of unseen real images are.
+COPY_QUANTILE = 0.01
 
 
 def quantiles(values: np.ndarray) -> dict[str, float]:
@@ -18,30 +21,50 @@ def quantiles(values: np.ndarray) -> dict[str, float]:
 
 
 def report(samples, train, test, *, suspicious: int = 10, backend: str = "auto", device=None) -> dict:
-    """Sample-to-train vs test-to-train nearest distances, copy rate, duplicates, suspects."""
-    sample_distances, sample_nearest = nearest(samples, train, backend=backend, device=device)
-    test_distances, _ = nearest(test, train, backend=backend, device=device)
+    """Sample-to-train vs test-to-train nearest distances, copies of training images, duplicates, suspects.
+
+    Every count is a number of samples. Distances are exact float64 squared distances to the
+    exact nearest neighbour (``nearest(..., exact_ranking=True)``), so "identical" means
+    distance 0, i.e. the same vector, with no threshold:
+    - samples_identical_to_a_training_image: samples equal to some training image;
+    - samples_near_a_training_image: samples at least as close to a training image as the
+      closest of the held-out images is (near_copy_threshold, the minimum test-to-train
+      distance); a sample distributed like unseen data lands there with probability
+      1 / (n_test + 1), hence expected_samples_near_a_training_image_for_unseen_data;
+    - copy_rate: the share of samples closer to a training image than 99% of held-out images
+      are (copy_threshold, the 1% quantile); unseen data gives 0.01;
+    - samples_with_an_identical_sample: samples that have an identical twin among the other
+      samples (200 samples copied once each give 400, not 200);
+    - samples_with_a_near_sample: samples whose nearest other sample is closer than
+      copy_threshold (identical ones included).
+    """
+    sample_distances, sample_nearest = nearest(samples, train, backend=backend, device=device, exact_ranking=True)
+    test_distances, _ = nearest(test, train, backend=backend, device=device, exact_ranking=True)
     sample_distances, sample_nearest = sample_distances[:, 0], sample_nearest[:, 0]
     test_distances = test_distances[:, 0]
-    # A sample "copies" when it is closer to a training image than 99% of unseen real images are.
-    copy_threshold = float(np.quantile(test_distances, 0.01))
-    within, _ = nearest(samples, samples, k=2, backend=backend, device=device)
-    within = within[:, 1]  # the nearest *other* sample (k=1 is the sample itself)
-    duplicate_threshold = copy_threshold
+    copy_threshold = float(np.quantile(test_distances, COPY_QUANTILE))
+    near_copy_threshold = float(test_distances.min())
+    # The nearest *other* sample: the sample itself is at distance exactly 0, so it is one of
+    # the two nearest (the second when an identical twin has a lower index).
+    within = nearest(samples, samples, k=2, backend=backend, device=device)[0][:, 1]
     order = np.argsort(sample_distances, kind="stable")[:suspicious]
     return {
-        "n_samples": int(len(sample_distances)),
-        "n_test": int(len(test_distances)),
-        "sample_to_train": quantiles(sample_distances),
-        "test_to_train": quantiles(test_distances),
-        "copy_threshold": copy_threshold,
-        "copy_rate": float(np.mean(sample_distances < copy_threshold)),
-        "expected_copy_rate_for_unseen_data": 0.01,
-        "exact_duplicate_samples": int(np.sum(within <= 1e-6)),
-        "near_duplicate_samples": int(np.sum(within < duplicate_threshold)),
-        "within_samples_nearest": quantiles(within),
-        "most_suspicious": [{"sample": int(i), "train_index": int(sample_nearest[i]),
-                             "sq_distance": float(sample_distances[i])} for i in order],
+        keys.KEY_N_SAMPLES: int(len(sample_distances)),
+        keys.KEY_N_TEST: int(len(test_distances)),
+        keys.KEY_SAMPLE_TO_TRAIN: quantiles(sample_distances),
+        keys.KEY_TEST_TO_TRAIN: quantiles(test_distances),
+        keys.KEY_COPY_THRESHOLD: copy_threshold,
+        keys.KEY_COPY_RATE: float(np.mean(sample_distances < copy_threshold)),
+        keys.KEY_EXPECTED_COPY_RATE: COPY_QUANTILE,
+        keys.KEY_EXACT_TRAINING_COPIES: int(np.sum(sample_distances == 0.0)),
+        keys.KEY_NEAR_COPY_THRESHOLD: near_copy_threshold,
+        keys.KEY_NEAR_TRAINING_COPIES: int(np.sum(sample_distances <= near_copy_threshold)),
+        keys.KEY_EXPECTED_NEAR_TRAINING_COPIES: len(sample_distances) / (len(test_distances) + 1),
+        keys.KEY_SAMPLES_WITH_EXACT_TWIN: int(np.sum(within == 0.0)),
+        keys.KEY_SAMPLES_WITH_NEAR_TWIN: int(np.sum(within < copy_threshold)),
+        keys.KEY_WITHIN_SAMPLES_NEAREST: quantiles(within),
+        keys.KEY_MOST_SUSPICIOUS: [{"sample": int(i), "train_index": int(sample_nearest[i]),
+                                    "sq_distance": float(sample_distances[i])} for i in order],
         "_sample_distances": sample_distances,
         "_test_distances": test_distances,
         "_sample_nearest": sample_nearest,

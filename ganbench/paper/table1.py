@@ -23,6 +23,12 @@ import pandas as pd
 import torch
 
 from ganbench import SHIPPED_GENERATOR, atomic, data
+from ganbench.defaults import (
+    KEY_EXACT_TRAINING_COPIES,
+    KEY_NEAR_TRAINING_COPIES,
+    KEY_SAMPLES_WITH_EXACT_TWIN,
+    KEY_SAMPLES_WITH_NEAR_TWIN,
+)
 from ganbench.errors import GanbenchError
 from ganbench.gan import sampling
 from ganbench.machine import cpu_model
@@ -215,8 +221,10 @@ def to_markdown(result: dict) -> str:
                   f"test images do (squared distance < {memo['copy_threshold']:.2f}); unseen data gives 0.01",
                   f"- median squared distance to the nearest training image: samples "
                   f"{memo['sample_to_train']['q50']:.2f}, test images {memo['test_to_train']['q50']:.2f}",
-                  f"- exact duplicate samples: {memo['exact_duplicate_samples']}; near duplicates: "
-                  f"{memo['near_duplicate_samples']}", ""]
+                  f"- samples identical to a training image: {memo[KEY_EXACT_TRAINING_COPIES]}; at least as close "
+                  f"to one as the closest test image: {memo[KEY_NEAR_TRAINING_COPIES]}",
+                  f"- samples identical to another sample: {memo[KEY_SAMPLES_WITH_EXACT_TWIN]}; closer to another "
+                  f"sample than the copy threshold: {memo[KEY_SAMPLES_WITH_NEAR_TWIN]}", ""]
     return "\n".join(lines)
 
 

@@ -38,37 +38,54 @@ class Bank:
         self.shards, self.dimension, self.source = shards, dimension, source
         self.value_range = value_range
         self.count = sum(shard.rows for shard in shards)
+        self.rows_read = 0  # rows read from the shards so far (each rank of several reads its share only)
         if self.count == 0:
             raise GanbenchError(f"bank {source} is empty; pass at least one sample")
 
     def __len__(self) -> int:
         return self.count
 
-    def chunks(self, rows: int) -> Iterator[tuple[int, np.ndarray]]:
-        first = 0
+    def chunks(self, rows: int, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """``(first_row, chunk)`` for the bank rows [start, stop), ``rows`` at a time.
+
+        Chunks follow the global row order and may span two shards, so they are the same
+        whatever the shard sizes: a chunk scored by one rank of several is the chunk a single
+        process scores. Only the rows asked for are read and checked (``rows_read`` counts them).
+        """
+        stop = self.count if stop is None else min(stop, self.count)
+        for first in range(start, stop, rows):
+            chunk = self._read_rows(first, min(first + rows, stop))
+            finite_rows = np.isfinite(chunk).all(axis=1)
+            if not finite_rows.all():
+                row = first + int(np.argmin(finite_rows))
+                raise GanbenchError(f"bank {self.source} contains NaN or inf at row {row}; fix those samples")
+            if self.value_range is not None:
+                self._check_range(chunk, first)
+            yield first, chunk
+
+    def _read_rows(self, first: int, last: int) -> np.ndarray:
+        """Bank rows [first, last) as one float32 array, read from every shard they lie in."""
+        pieces, shard_first = [], 0
         for shard in self.shards:
-            for start in range(0, shard.rows, rows):
-                count = min(rows, shard.rows - start)
-                if shard.array is not None:
-                    chunk = np.asarray(shard.array[start:start + count], dtype=np.float32)
-                    if shard.scale != 1.0:
-                        chunk = chunk * np.float32(shard.scale)
-                else:
-                    with open(shard.path, "rb") as handle:
-                        handle.seek(shard.offset + start * self.dimension * 4)
-                        chunk = np.fromfile(handle, dtype="<f4", count=count * self.dimension)
-                    if chunk.size != count * self.dimension:
-                        raise GanbenchError(f"{shard.path} is shorter than its header says (truncated?); "
-                                            "rewrite it with `ganbench sample`")
-                    chunk = chunk.reshape(count, self.dimension)
-                finite_rows = np.isfinite(chunk).all(axis=1)
-                if not finite_rows.all():
-                    row = first + start + int(np.argmin(finite_rows))
-                    raise GanbenchError(f"bank {self.source} contains NaN or inf at row {row}; fix those samples")
-                if self.value_range is not None:
-                    self._check_range(chunk, first + start)
-                yield first + start, chunk
-            first += shard.rows
+            low, high = max(first, shard_first), min(last, shard_first + shard.rows)
+            if low < high:
+                pieces.append(self._shard_rows(shard, low - shard_first, high - low))
+            shard_first += shard.rows
+        self.rows_read += last - first
+        return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+
+    def _shard_rows(self, shard: _Shard, start: int, count: int) -> np.ndarray:
+        """Rows [start, start + count) of one shard, float32 on the data's scale."""
+        if shard.array is not None:
+            chunk = np.asarray(shard.array[start:start + count], dtype=np.float32)
+            return chunk * np.float32(shard.scale) if shard.scale != 1.0 else chunk
+        with open(shard.path, "rb") as handle:
+            handle.seek(shard.offset + start * self.dimension * 4)
+            chunk = np.fromfile(handle, dtype="<f4", count=count * self.dimension)
+        if chunk.size != count * self.dimension:
+            raise GanbenchError(f"{shard.path} is shorter than its header says (truncated?); "
+                                "rewrite it with `ganbench sample`")
+        return chunk.reshape(count, self.dimension)
 
     def read_all(self, rows: int = CHUNK_ROWS) -> np.ndarray:
         """The whole bank as one float32 (count, dimension) array, checked as ``chunks`` checks it."""

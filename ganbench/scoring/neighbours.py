@@ -1,6 +1,8 @@
 """Exact nearest neighbours by squared Euclidean distance, for the memorisation checks and k-means."""
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 
@@ -8,14 +10,24 @@ from ganbench.errors import GanbenchError
 from ganbench.scoring import parzen
 from ganbench.scoring.inputs import as_matrix
 
+UNIT_ROUNDOFF_FLOAT32 = 2.0 ** -24
+# Query-candidate pairs whose float64 distance is computed at once (pairs x dimension float64:
+# 8192 x 784 is 51 MB), so a data set full of near-ties costs time, never unbounded memory.
+EXACT_PAIRS_AT_ONCE = 8192
 
-def nearest(queries, reference, k: int = 1, *, backend: str = "auto", device=None,
+
+def nearest(queries, reference, k: int = 1, *, backend: str = "auto", device=None, exact_ranking: bool = False,
             query_block: int = 1024, reference_block: int = 8192) -> tuple[np.ndarray, np.ndarray]:
     """Exact k nearest neighbours by squared Euclidean distance: (distances, indices), each (n, k).
 
-    k = 1 reuses the Parzen pass (the fused kernel on CUDA gives it with no extra distance
-    loop). Ties go to the lowest reference index. Distances are float32 GEMM-form values,
-    within the bound of tests/tolerances.py of the float64 ones.
+    k > 1, or ``exact_ranking``: the neighbours and their order are those of float64 arithmetic
+    (ties go to the lowest reference index) and the distances are float64 sums of squared
+    differences, so identical vectors are at distance exactly 0. A float32 GEMM pass only picks
+    candidates, with a margin that cannot leave out a true neighbour (``_candidate_margins``).
+
+    k = 1 otherwise reuses the Parzen pass (the fused kernel on CUDA gives it with no extra
+    distance loop): the distance is the float64 distance of the neighbour chosen in float32,
+    which may be another point within the float32 error (tests/tolerances.py) of the nearest.
     """
     if k < 1:
         raise GanbenchError(f"k must be >= 1, got {k}")
@@ -23,32 +35,136 @@ def nearest(queries, reference, k: int = 1, *, backend: str = "auto", device=Non
     query_tensor = as_matrix("queries", queries, dimension=reference_tensor.shape[1], dimension_of="the reference set")
     if k > reference_tensor.shape[0]:
         raise GanbenchError(f"k = {k} exceeds the {reference_tensor.shape[0]} reference points")
-    if k == 1:
+    if k == 1 and not exact_ranking:
         result = parzen.parzen_pass(query_tensor, reference_tensor, [], backend=backend, device=device)
         return result.min_sq_distance[:, None], result.nearest_index[:, None]
     return _top_k(query_tensor, reference_tensor, k, device, query_block, reference_block)
 
 
+def _candidate_margins(query_norms: torch.Tensor, reference_norm_max: float, dimension: int) -> torch.Tensor:
+    """Per query, a bound E on |D_float32 - D| for every reference point (float64, on the queries' device).
+
+    With u = 2^-24, A = ||x - m||^2 and B = ||s - m||^2 for the bank mean m (the centred norms):
+    - centring rounds each coordinate once, x_c = (x - m)(1 + delta), |delta| <= u, so the
+      difference vector moves by e with ||e|| <= u (||x - m|| + ||s - m||) and the distance by
+      2 ||x - s|| ||e|| + ||e||^2 <= (4u + 2u^2)(A + B);
+    - the norms are float64 sums rounded once to float32: u A and u B;
+    - ||x||^2 + ||s||^2 - 2 x.s is a sum of d + 2 terms whose absolute values add up to at most
+      A + B + 2 sum |x_k s_k| <= 2 (A + B), so in any order (BLAS blocking, FMA) it is off by
+      at most gamma_{d+2} 2 (A + B), gamma_n = n u / (1 - n u) (Higham, Accuracy and Stability
+      of Numerical Algorithms, Eq. 3.5); clamping at 0 only moves it towards the true D >= 0.
+    So |D_32 - D| <= (2 gamma_{d+2} + 6u)(A + B), times 1 + 2^-10 for the second-order terms
+    (A and B here are read from the rounded centred values).
+    """
+    steps = (dimension + 2) * UNIT_ROUNDOFF_FLOAT32
+    factor = (2 * steps / (1 - steps) + 6 * UNIT_ROUNDOFF_FLOAT32) * (1 + 2.0 ** -10)
+    return factor * (query_norms + reference_norm_max)
+
+
 def _top_k(queries, reference, k, device, query_block, reference_block):
-    """Blocked top-k on the torch backend's float32 distances (k > 1 only)."""
+    """Blocked exact top-k: float32 GEMM distances choose candidates, float64 ranks them.
+
+    Reference blocks are visited in index order, keeping per query the running top k in
+    float64 (value, index) order, whose k-th distance is T. A point j of the current block
+    belongs to the final top k only if
+    - D_j < T (it comes after every kept point, so a tie with T loses to the lower index),
+      hence D32_j < T + E; and
+    - it is among the block's own k nearest, so D_j <= (the block's k-th true distance)
+      <= t + E, where t is the block's k-th float32 distance (k of its points have D32 <= t),
+      hence D32_j <= t + 2E,
+    with E the bound of ``_candidate_margins``. Every point passing both tests gets its exact
+    float64 distance; float32 rounding can reorder near-ties, never drop a true neighbour.
+    """
     target = torch.device(device) if device else (torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
     query32, reference32 = parzen.centre_by_bank_mean(queries, reference, torch.float32, target)
     reference_norms = parzen.squared_norms(reference32)
+    reference_norm_max = float(torch.sum(reference32 * reference32, dim=1, dtype=torch.float64).max())
     distances_out, indices_out = [], []
-    with torch.no_grad():
+    with torch.no_grad(), _float32_matmul_in_full_precision():
         for start in range(0, len(query32), query_block):
             block = query32[start:start + query_block]
+            margins = _candidate_margins(torch.sum(block * block, dim=1, dtype=torch.float64),
+                                         reference_norm_max, block.shape[1])
+            best = _Running(len(block), k, target)
             block_norms = parzen.squared_norms(block)
-            best_d = torch.full((len(block), 0), float("inf"), device=target)
-            best_i = torch.zeros((len(block), 0), dtype=torch.int64, device=target)
             for ref_start in range(0, len(reference32), reference_block):
                 chunk = reference32[ref_start:ref_start + reference_block]
-                d = parzen.sq_distance_tile(block, block_norms, chunk, reference_norms[ref_start:ref_start + len(chunk)])
-                idx = torch.arange(ref_start, ref_start + len(chunk), device=target).expand(len(block), -1)
-                all_d, all_i = torch.cat([best_d, d], 1), torch.cat([best_i, idx], 1)
-                # Stable sort on distance keeps the lower index first among ties.
-                order = torch.sort(all_d, dim=1, stable=True).indices[:, :k]
-                best_d, best_i = all_d.gather(1, order), all_i.gather(1, order)
-            distances_out.append(best_d.cpu().double().numpy())
-            indices_out.append(best_i.cpu().numpy())
+                d32 = parzen.sq_distance_tile(block, block_norms, chunk, reference_norms[ref_start:ref_start + len(chunk)])
+                rows, columns = _candidates(d32, best.kth, margins, k)
+                if len(rows):
+                    exact = _exact_sq_distances(queries, reference, rows.cpu() + start, columns.cpu() + ref_start)
+                    best.add(rows, columns + ref_start, exact.to(target))
+            distances_out.append(best.distances.cpu().numpy())
+            indices_out.append(best.indices.cpu().numpy())
     return np.concatenate(distances_out), np.concatenate(indices_out)
+
+
+def _candidates(d32: torch.Tensor, kth: torch.Tensor, margins: torch.Tensor, k: int):
+    """(row, column) pairs of a tile that may enter the running top k (see ``_top_k``)."""
+    if d32.shape[1] >= k:
+        block_kth = torch.topk(d32, k, dim=1, largest=False).values[:, -1].double()
+        limit = torch.minimum(kth + margins, block_kth + 2 * margins)
+    else:  # a block with fewer than k points: every one may enter
+        limit = kth + margins
+    # Rounded up to float32 so that the comparison in float32 keeps every point below the float64 limit.
+    limit32 = torch.nextafter(limit.float(), torch.tensor(float("inf"), device=d32.device))
+    mask = d32 <= limit32[:, None]
+    mask &= (kth > 0)[:, None]  # the running top k already holds k exact copies: nothing can enter
+    return torch.nonzero(mask, as_tuple=True)
+
+
+def _exact_sq_distances(queries: torch.Tensor, reference: torch.Tensor, rows: torch.Tensor,
+                        columns: torch.Tensor) -> torch.Tensor:
+    """sum_k (x_k - s_k)^2 in float64 for each (query row, reference column) pair, in bounded pieces."""
+    pieces = []
+    for first in range(0, len(rows), EXACT_PAIRS_AT_ONCE):
+        picked_rows = rows[first:first + EXACT_PAIRS_AT_ONCE].to(queries.device)
+        picked_columns = columns[first:first + EXACT_PAIRS_AT_ONCE].to(reference.device)
+        difference = (queries.index_select(0, picked_rows).to(torch.float64)
+                      - reference.index_select(0, picked_columns).to(torch.float64).to(queries.device))
+        pieces.append((difference * difference).sum(1))
+    return torch.cat(pieces)
+
+
+class _Running:
+    """Per query, the k smallest (float64 distance, index) pairs seen so far, in that order."""
+
+    def __init__(self, queries: int, k: int, device: torch.device):
+        self.k = k
+        self.distances = torch.full((queries, k), float("inf"), dtype=torch.float64, device=device)
+        self.indices = torch.full((queries, k), torch.iinfo(torch.int64).max, dtype=torch.int64, device=device)
+
+    @property
+    def kth(self) -> torch.Tensor:
+        return self.distances[:, -1]
+
+    def add(self, rows: torch.Tensor, indices: torch.Tensor, distances: torch.Tensor) -> None:
+        """Merge candidate pairs (``rows`` ascending, as ``torch.nonzero`` gives them)."""
+        counts = torch.bincount(rows, minlength=len(self.distances))
+        width = int(counts.max())
+        starts = torch.cumsum(counts, 0) - counts
+        slots = torch.arange(len(rows), device=rows.device) - starts[rows]
+        new_distances = torch.full((len(self.distances), width), float("inf"), dtype=torch.float64,
+                                   device=rows.device)
+        new_indices = torch.full((len(self.distances), width), torch.iinfo(torch.int64).max, dtype=torch.int64,
+                                 device=rows.device)
+        new_distances[rows, slots], new_indices[rows, slots] = distances, indices
+        all_distances = torch.cat([self.distances, new_distances], 1)
+        all_indices = torch.cat([self.indices, new_indices], 1)
+        # Lexicographic (distance, index) order: sort by index, then stably by distance.
+        by_index = torch.sort(all_indices, dim=1, stable=True).indices
+        all_distances, all_indices = all_distances.gather(1, by_index), all_indices.gather(1, by_index)
+        order = torch.sort(all_distances, dim=1, stable=True).indices[:, :self.k]
+        self.distances, self.indices = all_distances.gather(1, order), all_indices.gather(1, order)
+
+
+@contextlib.contextmanager
+def _float32_matmul_in_full_precision():
+    """Keep float32 GEMMs in float32 (no TF32) while candidates are chosen: the margin of
+    ``_candidate_margins`` assumes float32 products."""
+    saved = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(saved)

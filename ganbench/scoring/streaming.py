@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ganbench.defaults import CHUNK_ROWS
+from ganbench.defaults import CHUNK_ROWS, DEFAULT_BACKEND
 from ganbench.errors import GanbenchError
 from ganbench.scoring import partials, parzen
 from ganbench.scoring.banks import Bank, open_bank
@@ -29,19 +29,17 @@ def to_partial(result: parzen.ParzenPass, sigmas, index_offset: int) -> partials
 
 
 def stream_pass(x, bank: Bank, sigmas, *, rows: range | None = None, chunk_rows: int = CHUNK_ROWS,
-                progress: bool = True, **backend_options) -> partials.BankPartial:
-    """Merge the partials of every chunk of ``bank`` (or of the rows in ``rows``) in bank order."""
+                progress: bool = True, **backend_options) -> partials.BankPartial | None:
+    """Merge the partials of every chunk of ``bank`` (or of the rows in ``rows``) in bank order.
+
+    Only those rows are read. None when ``rows`` is empty (a rank with nothing to score).
+    """
     merged = None
-    total = len(rows) if rows is not None else len(bank)
+    rows = rows if rows is not None else range(len(bank))
     # A bar only when there is more than one chunk to wait for.
-    bar = tqdm(total=total, unit="samples", unit_scale=True, desc="bank", file=sys.stderr,
-               disable=not progress or total <= chunk_rows)
-    for first, chunk in bank.chunks(chunk_rows):
-        if rows is not None:
-            low, high = max(first, rows.start), min(first + len(chunk), rows.stop)
-            if low >= high:
-                continue
-            chunk, first = chunk[low - first:high - first], low
+    bar = tqdm(total=len(rows), unit="samples", unit_scale=True, desc="bank", file=sys.stderr,
+               disable=not progress or len(rows) <= chunk_rows)
+    for first, chunk in bank.chunks(chunk_rows, rows.start, rows.stop):
         result = parzen.parzen_pass(x, chunk, sigmas, **backend_options)
         piece = to_partial(result, sigmas, first)
         merged = piece if merged is None else partials.merge(merged, piece, sigmas)
@@ -58,6 +56,8 @@ def log_likelihood(x, bank, sigmas, *, chunk_rows: int = CHUNK_ROWS, progress: b
     partials are combined with collectives; every rank returns the same answer.
     """
     grid = as_sigmas(sigmas)
+    if chunk_rows < 1:
+        raise GanbenchError(f"chunk rows must be a positive integer, got {chunk_rows}")
     bank = bank if isinstance(bank, Bank) else open_bank(bank)
     queries = as_matrix("x (the points scored)", x, dimension=bank.dimension)
     if is_distributed():
@@ -76,20 +76,22 @@ def is_distributed() -> bool:
     return torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
-def init_from_environment(timeout_seconds: float = 300.0) -> bool:
-    """Join the process group that ``torchrun`` describes (WORLD_SIZE > 1); gloo on CPU, NCCL on CUDA.
+def init_from_environment(timeout_seconds: float = 300.0, *, device=None, backend: str = DEFAULT_BACKEND) -> bool:
+    """Join the process group that ``torchrun`` describes (WORLD_SIZE > 1).
 
+    ``device`` and ``backend`` are the scorer's options: they decide where this rank scores,
+    and so whether the collectives run on gloo or NCCL (``process_group_backend``).
     Returns False when not launched by torchrun. A rank that never starts makes the others
     fail after ``timeout_seconds`` with a clear error instead of hanging.
     """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1 or is_distributed():
         return is_distributed()
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    if backend == "nccl":
+    group_backend = process_group_backend(scoring_device(device, backend), backend)
+    if group_backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     try:
-        torch.distributed.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_seconds))
+        torch.distributed.init_process_group(group_backend, timeout=datetime.timedelta(seconds=timeout_seconds))
     except (RuntimeError, ValueError) as error:
         raise GanbenchError(f"rank {os.environ.get('RANK', '?')} of {world_size} could not join the process group "
                             f"within {timeout_seconds:.0f} s ({str(error).splitlines()[0][:120]}); check that every "
@@ -97,13 +99,30 @@ def init_from_environment(timeout_seconds: float = 300.0) -> bool:
     return True
 
 
-def rank_rows(count: int, chunk_rows: int) -> range:
-    """This rank's contiguous share of the bank rows (ranks in order, so indices stay global).
+def process_group_backend(device: torch.device, scorer_backend: str) -> str:
+    """NCCL when this rank scores on a CUDA device, gloo otherwise: a ``--device cpu`` run on a
+    machine with GPUs keeps its partials on the CPU, where NCCL cannot reduce them, and the
+    reference backend computes in NumPy on the CPU whatever the device."""
+    return "nccl" if device.type == "cuda" and scorer_backend != "reference" else "gloo"
 
-    Shares are whole chunks, so every chunk is scored exactly as a single process scores it
-    and only the float64 merge order differs.
+
+def scoring_device(device, backend: str) -> torch.device:
+    """The device ``parzen.parzen_pass`` scores host arrays on for these options (its own rule)."""
+    return parzen._resolve_device(device, backend, torch.empty(0))
+
+
+def rank_rows(count: int, chunk_rows: int) -> range:
+    """This rank's share of the bank rows (``share_rows`` for this process's rank and world size)."""
+    return share_rows(count, chunk_rows, torch.distributed.get_rank(), torch.distributed.get_world_size())
+
+
+def share_rows(count: int, chunk_rows: int, rank: int, world: int) -> range:
+    """Rank ``rank``'s contiguous share of ``count`` bank rows among ``world`` ranks (in order, so
+    indices stay global).
+
+    Shares are whole chunks of the global row order (``Bank.chunks``), so every chunk is
+    scored exactly as a single process scores it and only the float64 merge order differs.
     """
-    rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
     chunks = -(-count // chunk_rows)
     return range(min(count, chunks * rank // world * chunk_rows), min(count, chunks * (rank + 1) // world * chunk_rows))
 
