@@ -19,13 +19,14 @@ def quantiles(values: np.ndarray) -> dict[str, float]:
 
 def report(samples, train, test, *, suspicious: int = 10, backend: str = "auto", device=None) -> dict:
     """Sample-to-train vs test-to-train nearest distances, copy rate, duplicates, suspects."""
-    sample_distances, sample_nearest = nearest(samples, train, backend=backend, device=device)
-    test_distances, _ = nearest(test, train, backend=backend, device=device)
+    sample_distances, sample_nearest = nearest(samples, train, backend=backend, device=device,
+                                               names=("samples", "the training data"))
+    test_distances, _ = nearest(test, train, backend=backend, device=device, names=("held-out data", "the training data"))
     sample_distances, sample_nearest = sample_distances[:, 0], sample_nearest[:, 0]
     test_distances = test_distances[:, 0]
     # A sample "copies" when it is closer to a training image than 99% of unseen real images are.
     copy_threshold = float(np.quantile(test_distances, 0.01))
-    within, _ = nearest(samples, samples, k=2, backend=backend, device=device)
+    within, _ = nearest(samples, samples, k=2, backend=backend, device=device, names=("samples", "the samples"))
     within = within[:, 1]  # the nearest *other* sample (k=1 is the sample itself)
     duplicate_threshold = copy_threshold
     order = np.argsort(sample_distances, kind="stable")[:suspicious]

@@ -4,25 +4,30 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ganbench.devices import resolve_device
 from ganbench.errors import GanbenchError
 from ganbench.scoring import parzen
 from ganbench.scoring.inputs import as_matrix
 
 
 def nearest(queries, reference, k: int = 1, *, backend: str = "auto", device=None,
-            query_block: int = 1024, reference_block: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+            query_block: int = 1024, reference_block: int = 8192,
+            names: tuple[str, str] = ("x (the points searched)", "the bank")) -> tuple[np.ndarray, np.ndarray]:
     """Exact k nearest neighbours by squared Euclidean distance: (distances, indices), each (n, k).
 
-    k = 1 reuses the Parzen pass (the fused kernel on CUDA gives it with no extra distance
-    loop). Ties go to the lowest reference index. Distances are float32 GEMM-form values,
-    within the bound of tests/tolerances.py of the float64 ones.
+    For each row of ``queries``, its k nearest rows of ``reference`` (the bank); ``names``
+    call the two in errors ("samples", "training data"). k = 1 reuses the Parzen pass (the
+    fused kernel on CUDA gives it with no extra distance loop). Ties go to the lowest bank
+    index. Distances are float32 GEMM-form values, within the bound of tests/tolerances.py
+    of the float64 ones.
     """
     if k < 1:
         raise GanbenchError(f"k must be >= 1, got {k}")
-    reference_tensor = as_matrix("reference", reference)
-    query_tensor = as_matrix("queries", queries, dimension=reference_tensor.shape[1], dimension_of="the reference set")
+    points_name, bank_name = names
+    reference_tensor = as_matrix(bank_name, reference)
+    query_tensor = as_matrix(points_name, queries, dimension=reference_tensor.shape[1], dimension_of=bank_name)
     if k > reference_tensor.shape[0]:
-        raise GanbenchError(f"k = {k} exceeds the {reference_tensor.shape[0]} reference points")
+        raise GanbenchError(f"k = {k} exceeds the number of points in {bank_name} ({reference_tensor.shape[0]})")
     if k == 1:
         result = parzen.parzen_pass(query_tensor, reference_tensor, [], backend=backend, device=device)
         return result.min_sq_distance[:, None], result.nearest_index[:, None]
@@ -31,7 +36,7 @@ def nearest(queries, reference, k: int = 1, *, backend: str = "auto", device=Non
 
 def _top_k(queries, reference, k, device, query_block, reference_block):
     """Blocked top-k on the torch backend's float32 distances (k > 1 only)."""
-    target = torch.device(device) if device else (torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
+    target = resolve_device(device)
     query32, reference32 = parzen.centre_by_bank_mean(queries, reference, torch.float32, target)
     reference_norms = parzen.squared_norms(reference32)
     distances_out, indices_out = [], []

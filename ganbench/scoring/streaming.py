@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import datetime
 import os
-import sys
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from ganbench.defaults import CHUNK_ROWS
 from ganbench.errors import GanbenchError
+from ganbench.progress import progress_bar
 from ganbench.scoring import partials, parzen
 from ganbench.scoring.banks import Bank, open_bank
 from ganbench.scoring.inputs import as_matrix, as_sigmas
@@ -31,11 +30,13 @@ def to_partial(result: parzen.ParzenPass, sigmas, index_offset: int) -> partials
 def stream_pass(x, bank: Bank, sigmas, *, rows: range | None = None, chunk_rows: int = CHUNK_ROWS,
                 progress: bool = True, **backend_options) -> partials.BankPartial:
     """Merge the partials of every chunk of ``bank`` (or of the rows in ``rows``) in bank order."""
+    if chunk_rows < 1:
+        raise GanbenchError(f"chunk_rows must be >= 1, got {chunk_rows}")
     merged = None
     total = len(rows) if rows is not None else len(bank)
     # A bar only when there is more than one chunk to wait for.
-    bar = tqdm(total=total, unit="samples", unit_scale=True, desc="bank", file=sys.stderr,
-               disable=not progress or total <= chunk_rows)
+    bar = progress_bar(total=total, unit="samples", unit_scale=True, desc="bank",
+                       enabled=progress and total > chunk_rows)
     for first, chunk in bank.chunks(chunk_rows):
         if rows is not None:
             low, high = max(first, rows.start), min(first + len(chunk), rows.stop)
