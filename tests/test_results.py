@@ -122,8 +122,8 @@ def test_one_sample_changed_in_the_bank_fails(data, capsys, monkeypatch):
     test_image = np.load(data / "test.npy")[0]
     original = banks.Bank.chunks
 
-    def chunks_with_a_changed_sample(self, rows):
-        for first, chunk in original(self, rows):
+    def chunks_with_a_changed_sample(self, rows, *span):
+        for first, chunk in original(self, rows, *span):
             if self.source.endswith("samples.npy") and first == 0:
                 chunk = chunk.copy()
                 chunk[0] = test_image  # a reader that returns one wrong row

@@ -1,7 +1,8 @@
 """The ``ganbench`` command. Results go to stdout (JSON with --json); progress and logs to stderr.
 
 Each command's parser sits beside its handler in a module of this package; ``main`` turns every
-``GanbenchError`` into one line on stderr and exit status 2.
+``GanbenchError``, and every OSError on a path the user named, into one line on stderr and exit
+status 2; any other exception is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
@@ -44,10 +45,21 @@ def main(argv: list[str] | None = None) -> int:
     except GanbenchError as error:
         print(f"ganbench: error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:
+        if error.filename is None:
+            raise  # not about a file the user named: a bug, with its traceback
+        # A path the user gave that the operating system refused (a folder, no permission, no space).
+        print(f"ganbench: error: {error.filename}: {error.strerror or type(error).__name__}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
-        print("ganbench: interrupted; finished epochs and results are saved (train: add --resume to continue)",
-              file=sys.stderr)
+        print(f"ganbench: interrupted; {getattr(args, 'on_interrupt', nothing_written)(args)}", file=sys.stderr)
         return 130
+
+
+def nothing_written(args) -> str:
+    """What an interrupt leaves behind, for commands whose outputs are written only at the end
+    (atomically); a command that saves as it goes sets its own ``on_interrupt``."""
+    return "nothing was written"
 
 
 if __name__ == "__main__":

@@ -4,16 +4,18 @@ from __future__ import annotations
 import json
 import sys
 
-from ganbench.cli.common import add_data_options, print_json
+from ganbench.cli.common import add_data_options, check_out, print_json, require_at_least
+from ganbench.devices import resolve_device
 
 
 def command_bench(args) -> int:
-    import torch
-
     from ganbench import atomic, data
     from ganbench.paper import bench
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    require_at_least("--repeats", args.repeats, 1)
+    device = str(resolve_device(args.device))
+    if args.out:
+        check_out(args.out, folder=False)
     cases = bench.QUICK_CASES if args.quick else bench.DEFAULT_CASES
     report = bench.run_report(cases, data.load_mnist(args.data_dir), device, args.repeats,
                               " ".join(["ganbench"] + sys.argv[1:]))

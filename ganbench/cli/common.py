@@ -27,6 +27,10 @@ def print_json(payload) -> None:
     sys.stdout.write("\n")
 
 
+# What each of the user's own data files is called in errors ("held-out data x.npy contains NaN").
+DATA_ROLES = {"valid": "validation data", "test": "held-out data", "train": "training data"}
+
+
 def read_own_data(**files) -> tuple | None:
     """The user's own data files, given as a set (--valid/--test, --train/--test), read whole; None for MNIST."""
     from ganbench.scoring import banks
@@ -37,4 +41,17 @@ def read_own_data(**files) -> tuple | None:
     if len(given) != len(files):
         raise GanbenchError(f"give {' and '.join('--' + name for name in files)} together (your own data), "
                             "or neither (MNIST)")
-    return tuple(banks.open_bank(path).read_all() for path in given)
+    return tuple(banks.open_bank(path, role=DATA_ROLES[name]).read_all() for name, path in files.items())
+
+
+def require_at_least(flag: str, value, minimum) -> None:
+    """A numeric option's lower bound, as a one-line error (argparse checks only the type)."""
+    if value is not None and value < minimum:
+        raise GanbenchError(f"{flag} must be >= {minimum}, got {value}")
+
+
+def check_out(path, *, folder: bool, flag: str = "--out") -> None:
+    """Refuse an output path that cannot be written before any work is done."""
+    from ganbench import atomic
+
+    atomic.check_writable(path, folder=folder, what=flag, fix=f"choose another {flag}")

@@ -1,23 +1,28 @@
 """`ganbench train`, `export` and `sample`: the paper's MNIST GAN."""
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
 
-from ganbench.cli.common import add_data_options
-from ganbench.errors import GanbenchError
+from ganbench import SHIPPED_GENERATOR
+from ganbench.cli.common import add_data_options, check_out, require_at_least
+from ganbench.defaults import DEFAULT_OUT
+from ganbench.devices import resolve_device
 
 
 def command_train(args) -> int:
     from ganbench import data
     from ganbench.gan.train import resolve_config, train
 
-    flags = {"epochs": args.epochs, "seed": args.seed, "discriminator_steps": args.k,
+    device = resolve_device(args.device, default="cpu")
+    check_out(args.out, folder=True)
+    flags = {"epochs": args.epochs, "seed": args.seed, "discriminator_steps": args.discriminator_steps,
              "generator_loss": args.generator_loss, "train_subset": args.train_subset}
     config = resolve_config(args.out, args.resume, args.config,
                             **{name: value for name, value in flags.items() if value is not None})
-    state = train(config, args.out, resume=args.resume, device=args.device or "cpu",
+    state = train(config, args.out, resume=args.resume, device=device,
                   data=data.load_mnist(args.data_dir), max_minutes=args.max_minutes)
     last = state.log[-1] if state.log else {}
     monitor = last.get("parzen_valid", float("nan"))
@@ -26,11 +31,21 @@ def command_train(args) -> int:
     return 0
 
 
+def train_interrupted(args) -> str:
+    from ganbench.gan.train import CHECKPOINT_NAME
+
+    if not (Path(args.out) / CHECKPOINT_NAME).exists():
+        return "no epoch had finished, so nothing was saved"
+    return (f"every finished epoch is saved in {args.out}; continue with "
+            f"`ganbench train --resume --out {args.out}`")
+
+
 def command_export(args) -> int:
     from ganbench.gan.export import export_run
     from ganbench.gan.train import LOG_NAME
 
     out = Path(args.out)
+    check_out(out, folder=True)
     export_run(Path(args.run), args.best, out)
     print(f"wrote {out / 'generator.pt'} and {out / LOG_NAME}")
     return 0
@@ -39,18 +54,25 @@ def command_export(args) -> int:
 def command_sample(args) -> int:
     from ganbench.gan import sampling
 
-    if args.count < 1:
-        raise GanbenchError(f"--count must be >= 1, got {args.count}")
-    generator, _ = sampling.load_generator(args.checkpoint, device=args.device or "cpu")
-    if args.shard_size:
-        paths = sampling.write_shards(generator, args.count, args.seed, args.out, args.shard_size,
-                                      device=args.device or "cpu")
+    require_at_least("--count", args.count, 1)
+    require_at_least("--shard-size", args.shard_size, 1)
+    device = resolve_device(args.device, default="cpu")
+    check_out(args.out, folder=args.shard_size is not None)
+    generator, _ = sampling.load_generator(args.checkpoint, device=device)
+    if args.shard_size is not None:
+        paths = sampling.write_shards(generator, args.count, args.seed, args.out, args.shard_size, device=device)
         print(f"wrote {args.count} samples as {len(paths)} shards in {args.out}", file=sys.stderr)
         return 0
-    samples = sampling.generate(generator, args.count, args.seed, device=args.device or "cpu")
+    samples = sampling.generate(generator, args.count, args.seed, device=device)
     sampling.save_samples(args.out, samples)
     print(f"wrote {args.count} samples to {args.out}", file=sys.stderr)
     return 0
+
+
+def sample_interrupted(args) -> str:
+    if args.shard_size is None:
+        return "nothing was written"
+    return f"the shards already in {args.out} are complete but the bank is not; run the command again"
 
 
 def add_parsers(commands, formatter) -> None:
@@ -62,7 +84,9 @@ def add_parsers(commands, formatter) -> None:
                               help="train until this many epochs are done (default: 100, or the run's on --resume)")
     train_parser.add_argument("--seed", type=int, default=None,
                               help="seed of weights, dropout, data order and noise (default: 0)")
-    train_parser.add_argument("--k", type=int, default=None, help="discriminator steps per generator step (default: 1)")
+    train_parser.add_argument("--discriminator-steps", type=int, default=None,
+                              help="k of Algorithm 1: discriminator steps per generator step (default: 1)")
+    train_parser.add_argument("--k", dest="discriminator_steps", type=int, help=argparse.SUPPRESS)  # the old name
     train_parser.add_argument("--generator-loss", default=None, choices=("non-saturating", "minimax"),
                               help="default: non-saturating (end of Section 3)")
     train_parser.add_argument("--train-subset", type=int, default=None, help="use only the first N training images")
@@ -72,17 +96,19 @@ def add_parsers(commands, formatter) -> None:
                               help="stop after the epoch that ends past this wall-clock budget (resumable)")
     train_parser.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     add_data_options(train_parser)
-    train_parser.set_defaults(handler=command_train)
+    train_parser.set_defaults(handler=command_train, on_interrupt=train_interrupted)
 
     export_parser = commands.add_parser("export", help="ship a run's generator weights and log", formatter_class=formatter)
     export_parser.add_argument("run", help="a `ganbench train --out` folder")
-    export_parser.add_argument("--out", default="results", help="folder for generator.pt and train_log.csv")
+    export_parser.add_argument("--out", default=DEFAULT_OUT, help="folder for generator.pt and train_log.csv "
+                               "(`--out results` replaces the shipped generator)")
     export_parser.add_argument("--best", action="store_true",
                                help="ship the epoch with the highest validation Parzen monitor, not the last one")
     export_parser.set_defaults(handler=command_export)
 
     sample_parser = commands.add_parser("sample", help="draw samples from a generator", formatter_class=formatter)
-    sample_parser.add_argument("--checkpoint", default="results/generator.pt", help="generator.pt or a checkpoint.pt")
+    sample_parser.add_argument("--checkpoint", default=str(SHIPPED_GENERATOR),
+                               help="generator.pt or a checkpoint.pt (default: the shipped generator)")
     sample_parser.add_argument("--count", type=int, default=10_000, help="number of samples")
     sample_parser.add_argument("--seed", type=int, default=0, help="noise seed")
     sample_parser.add_argument("--out", required=True, help="output .npy, (count, 784) float32, or a folder with "
@@ -90,4 +116,4 @@ def add_parsers(commands, formatter) -> None:
     sample_parser.add_argument("--shard-size", type=int, default=None,
                                help="write a folder of .npy shards of this many rows, never holding the whole bank")
     sample_parser.add_argument("--device", default=None, help="cpu or cuda")
-    sample_parser.set_defaults(handler=command_sample)
+    sample_parser.set_defaults(handler=command_sample, on_interrupt=sample_interrupted)

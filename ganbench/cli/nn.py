@@ -9,6 +9,7 @@ from ganbench.cli.common import (
     print_json,
     read_own_data,
 )
+from ganbench.devices import resolve_device
 
 
 def command_nn(args) -> int:
@@ -17,6 +18,8 @@ def command_nn(args) -> int:
     from ganbench.paper import memorization
     from ganbench.scoring import banks
 
+    if args.device is not None:
+        resolve_device(args.device)  # checked before any data is read
     own_data = read_own_data(train=args.train, test=args.test)
     if own_data:  # on the user's own scale: no MNIST range check
         reference, unseen = own_data
@@ -24,7 +27,7 @@ def command_nn(args) -> int:
         mnist = data.load_mnist(args.data_dir)
         reference, unseen = mnist.split(args.reference)[0], mnist.test_x
     if args.samples:
-        samples = banks.open_bank(args.samples, None if own_data else banks.MNIST_RANGE).read_all()
+        samples = banks.open_bank(args.samples, None if own_data else banks.MNIST_RANGE, role="samples").read_all()
     else:
         generator, _ = sampling.load_generator(args.checkpoint)
         samples = sampling.generate(generator, args.count, args.seed)
@@ -59,7 +62,7 @@ def add_parsers(commands, formatter) -> None:
     nn_parser.add_argument("--count", type=int, default=10_000, help="samples to draw")
     nn_parser.add_argument("--seed", type=int, default=0, help="noise seed")
     nn_parser.add_argument("--reference", default="train", choices=("train", "valid", "test"),
-                           help="MNIST split to look for copies in")
+                           help="MNIST split that serves as the training data to look for copies in")
     nn_parser.add_argument("--train", default=None,
                            help="your own training data to look for copies in, instead of MNIST; with --test")
     nn_parser.add_argument("--test", default=None,

@@ -8,6 +8,7 @@ from ganbench.cli.common import (
     add_data_options,
     print_json,
     read_own_data,
+    require_at_least,
 )
 from ganbench.defaults import CHUNK_ROWS
 from ganbench.errors import GanbenchError
@@ -39,15 +40,20 @@ def _score_and_report(args, distributed: bool) -> int:
     args.samples = args.samples or args.samples_option
     if args.sigma is not None and args.sigma <= 0:
         raise GanbenchError(f"--sigma must be > 0, got {args.sigma}")
+    require_at_least("--chunk-rows", args.chunk_rows, 1)
+    if args.split is not None and (args.valid, args.test) != (None, None):
+        raise GanbenchError("--split picks an MNIST split; with --valid and --test your own held-out data is "
+                            "scored: drop --split")
+    args.split = args.split or "test"
     own_data = read_own_data(valid=args.valid, test=args.test)
     if own_data:
         # The user's own data, on the user's own scale: no MNIST range check on the samples.
         valid, test = own_data
-        bank, scored = banks.open_bank(args.samples), {"valid": str(args.valid), "test": str(args.test)}
+        bank, scored = banks.open_bank(args.samples, role="samples"), {"valid": str(args.valid), "test": str(args.test)}
     else:
         mnist = data.load_mnist(args.data_dir)
         valid, test = mnist.valid_x, mnist.split(args.split)[0]
-        bank, scored = banks.open_bank(args.samples, banks.MNIST_RANGE), {"split": args.split}
+        bank, scored = banks.open_bank(args.samples, banks.MNIST_RANGE, role="samples"), {"split": args.split}
     score = protocol.evaluate(bank, valid, test, args.protocol, sigma=args.sigma,
                               scorer=streaming.log_likelihood, backend=args.backend, device=args.device,
                               precision=args.precision, chunk_rows=args.chunk_rows, progress=is_writer)
@@ -86,7 +92,8 @@ def add_parsers(commands, formatter) -> None:
                                     "([0, 1] for MNIST); or a folder of .npy shards (streamed; under torchrun, "
                                     "split across ranks)")
     parzen_parser.add_argument("--samples", dest="samples_option", default=None, help="the same, as an option")
-    parzen_parser.add_argument("--split", default="test", choices=("train", "valid", "test"), help="images to score")
+    parzen_parser.add_argument("--split", default=None, choices=("train", "valid", "test"),
+                               help="MNIST images to score (default: test)")
     parzen_parser.add_argument("--valid", default=None,
                                help="your own validation data (a file or shard folder, as for the samples) to choose "
                                     "sigma on, instead of MNIST's; with --test")

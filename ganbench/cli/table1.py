@@ -5,21 +5,30 @@ import sys
 from pathlib import Path
 
 from ganbench import SHIPPED_GENERATOR
-from ganbench.cli.common import add_backend_options, add_data_options, print_json
-from ganbench.defaults import BACKENDS
+from ganbench.cli.common import add_backend_options, add_data_options, check_out, print_json
+from ganbench.defaults import BACKENDS, DEFAULT_OUT
+from ganbench.devices import resolve_device
 from ganbench.errors import GanbenchError
 
 
 def command_reproduce(args) -> int:
+    from ganbench.gan import sampling
     from ganbench.paper import table1
 
+    # Everything that can be refused is refused before minutes of work.
+    if args.device is not None:
+        resolve_device(args.device)
+    check_out(args.out, folder=True)
+    if args.train:
+        check_out(args.train_out, folder=True, flag="--train-out")
+    else:
+        sampling.load_generator(args.generator)
     config = table1.Table1Config(generator=args.generator, seed=args.seed, protocol=args.protocol,
                                  backend=args.backend, device=args.device, data_dir=args.data_dir, tfd=args.tfd)
     if args.train:
         config.generator = str(table1.train_shipped_recipe(Path(args.train_out), args.train_epochs, args.seed,
                                                            args.device, args.data_dir))
-    result = table1.reproduce(config, ["ganbench"] + sys.argv[1:])
-    table1.write_outputs(result, args.out)
+    result = table1.write_outputs(table1.reproduce(config, ["ganbench"] + sys.argv[1:]), args.out)
     if args.json:
         print_json(result)
     else:
@@ -28,11 +37,20 @@ def command_reproduce(args) -> int:
     return 0
 
 
+def reproduce_interrupted(args) -> str:
+    if not args.train:
+        return "no table was written"
+    return (f"no table was written; the finished training epochs are saved in {args.train_out}, "
+            "and the same command resumes them")
+
+
 def command_check(args) -> int:
     """Re-score a saved result (``kind`` ganbench.parzen_result) or a table1.json (older ones have no kind)."""
     from ganbench.paper import table1
     from ganbench.scoring import results
 
+    if Path(args.file).is_dir():
+        raise GanbenchError(f"{args.file} is a folder; pass a table1.json or a result file saved by --save")
     kind = results.read_json(args.file).get("kind", table1.KIND)
     if kind == results.KIND:
         if args.rows:
@@ -57,8 +75,11 @@ def command_check(args) -> int:
 
 def command_figures(args) -> int:
     from ganbench import data
+    from ganbench.gan import sampling
     from ganbench.paper import figures
 
+    check_out(args.out, folder=True)
+    sampling.load_generator(args.generator)  # a wrong file is refused before MNIST is loaded
     beside = Path(args.generator).parent / "train_log.csv"
     train_log = args.train_log or (beside if beside.exists() else None)  # no log: no curve
     paths, _ = figures.all_figures(args.generator, data.load_mnist(args.data_dir), args.out, seed=args.seed,
@@ -68,6 +89,10 @@ def command_figures(args) -> int:
     return 0
 
 
+def figures_interrupted(args) -> str:
+    return f"the figures written before the interrupt are complete; the others in {args.out} were left as they were"
+
+
 def add_parsers(commands, formatter) -> None:
     reproduce_parser = commands.add_parser("reproduce", help="regenerate a table of the paper", formatter_class=formatter)
     reproduce_parser.add_argument("what", choices=("table1",), help="what to reproduce")
@@ -75,7 +100,8 @@ def add_parsers(commands, formatter) -> None:
     reproduce_parser.add_argument("--seed", type=int, default=0, help="noise seed of the bank and k-means")
     reproduce_parser.add_argument("--protocol", default="paper", choices=("paper", "full"))
     reproduce_parser.add_argument("--tfd", default=None, help="TFD_48x48.mat, to measure the TFD column")
-    reproduce_parser.add_argument("--out", default="results", help="folder for table1.json, .md, .csv")
+    reproduce_parser.add_argument("--out", default=DEFAULT_OUT, help="folder for table1.json, .md, .csv "
+                                  "(`--out results` regenerates the committed table)")
     reproduce_parser.add_argument("--train", action="store_true",
                                   help="train a generator first (the shipped recipe: the paper's config, then the "
                                        "epoch with the best validation monitor)")
@@ -84,7 +110,7 @@ def add_parsers(commands, formatter) -> None:
     reproduce_parser.add_argument("--json", action="store_true", help="print the JSON on stdout")
     add_backend_options(reproduce_parser)
     add_data_options(reproduce_parser)
-    reproduce_parser.set_defaults(handler=command_reproduce)
+    reproduce_parser.set_defaults(handler=command_reproduce, on_interrupt=reproduce_interrupted)
 
     check_parser = commands.add_parser("check", help="re-score a saved result or table1.json; exit 1 if a number moved",
                                        formatter_class=formatter)
@@ -102,8 +128,9 @@ def add_parsers(commands, formatter) -> None:
     figures_parser.add_argument("--seed", type=int, default=0, help="noise seed")
     figures_parser.add_argument("--train-log", default=None,
                                 help="a run's train_log.csv for the training curve (default: the one beside --generator)")
-    figures_parser.add_argument("--out", default="results/figures", help="output folder for the PNGs")
+    figures_parser.add_argument("--out", default=f"{DEFAULT_OUT}/figures", help="output folder for the PNGs "
+                                "(`--out results/figures` regenerates the committed figures)")
     figures_parser.add_argument("--backend", default="auto", choices=BACKENDS,
                                 help="scorer backend of the memorisation panels")
     add_data_options(figures_parser)
-    figures_parser.set_defaults(handler=command_figures)
+    figures_parser.set_defaults(handler=command_figures, on_interrupt=figures_interrupted)

@@ -14,8 +14,9 @@ import torch
 from ganbench.errors import GanbenchError
 
 # What torch.load raises on a file that is not one of ours: a truncated zip archive
-# (RuntimeError), a foreign pickle (UnpicklingError under weights_only), a folder (OSError).
-READ_ERRORS = (RuntimeError, EOFError, ValueError, OSError, pickle.UnpicklingError)
+# (RuntimeError), a foreign pickle (UnpicklingError under weights_only), a folder (OSError),
+# a text or CSV file read as a legacy pickle stream (KeyError, IndexError: LookupError).
+READ_ERRORS = (RuntimeError, EOFError, ValueError, OSError, LookupError, pickle.UnpicklingError)
 
 
 def load_payload(path: str | Path, what: str, fix: str, required: tuple[str, ...]) -> dict:

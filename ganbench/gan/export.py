@@ -24,10 +24,11 @@ def export_run(run: Path, best: bool, out: Path) -> Path:
         raise GanbenchError(f"no {checkpoint.name} in {run}; pass the --out folder of a `ganbench train` run"
                             + (" that logged its Parzen monitor (or drop --best)" if best else ""))
     selection = _best_epoch_selection(run / LOG_NAME, checkpoint) if best else None
-    generator = sampling.export_generator(checkpoint, out / "generator.pt", selection)
+    files = {out / "generator.pt": sampling.exported_generator(checkpoint, selection)}
     if (run / LOG_NAME).resolve() != (out / LOG_NAME).resolve():
-        atomic.write_bytes(out / LOG_NAME, (run / LOG_NAME).read_bytes())
-    return generator
+        files[out / LOG_NAME] = (run / LOG_NAME).read_bytes()
+    atomic.write_set(files)  # the generator and its log: both new or both old
+    return out / "generator.pt"
 
 
 def _best_epoch_selection(log_path: Path, best_path: Path) -> str:

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ganbench import atomic
+from ganbench import SHIPPED_GENERATOR, atomic
+from ganbench.devices import resolve_device
 from ganbench.errors import GanbenchError
 from ganbench.gan.checkpoints import load_payload
 from ganbench.gan.models import Generator, sample_noise
@@ -18,6 +19,10 @@ GENERATE_BATCH = 10_000  # noise rows per forward pass of G when drawing samples
 
 def load_generator(path: str | Path, device="cpu") -> tuple[Generator, dict]:
     """A generator from a training checkpoint or an exported ``generator.pt``, with its metadata."""
+    device = resolve_device(device, default="cpu")
+    if Path(path) == SHIPPED_GENERATOR and not SHIPPED_GENERATOR.is_file():
+        raise GanbenchError(f"this ganbench install has no shipped generator ({SHIPPED_GENERATOR} is missing); "
+                            "install ganbench from its repository or wheel, or pass a generator.pt of your own")
     payload = load_payload(path, "ganbench generator", GENERATOR_FIX, ("generator",))
     try:
         generator = Generator().to(device)
@@ -31,9 +36,9 @@ def load_generator(path: str | Path, device="cpu") -> tuple[Generator, dict]:
     return generator, metadata
 
 
-def save_generator(out: str | Path, generator_state: dict, config: dict, epochs_done: int,
-                   updates_done: int, selection: str | None = None) -> Path:
-    """Write only G's float32 weights and the run's config (about 10 MB) for shipping, atomically.
+def generator_file(generator_state: dict, config: dict, epochs_done: int, updates_done: int,
+                   selection: str | None = None) -> bytes:
+    """The bytes of a shipped generator: only G's float32 weights and the run's config (about 10 MB).
 
     ``selection`` says how this epoch was chosen, when it was not simply the last one.
     """
@@ -43,14 +48,20 @@ def save_generator(out: str | Path, generator_state: dict, config: dict, epochs_
         slim["selection"] = selection
     buffer = io.BytesIO()
     torch.save(slim, buffer)
-    return atomic.write_bytes(out, buffer.getvalue())
+    return buffer.getvalue()
 
 
-def export_generator(checkpoint: str | Path, out: str | Path, selection: str | None = None) -> Path:
+def save_generator(out: str | Path, generator_state: dict, config: dict, epochs_done: int,
+                   updates_done: int, selection: str | None = None) -> Path:
+    """Write ``generator_file(...)`` to ``out`` atomically."""
+    return atomic.write_bytes(out, generator_file(generator_state, config, epochs_done, updates_done, selection))
+
+
+def exported_generator(checkpoint: str | Path, selection: str | None = None) -> bytes:
     """The generator of a training checkpoint (or an already slim generator file), slimmed for shipping."""
     payload = load_payload(checkpoint, "ganbench checkpoint", "pass a checkpoint.pt or generator.pt written by ganbench",
                            ("generator", "config", "epochs_done", "updates_done"))
-    return save_generator(out, payload["generator"], payload["config"], payload["epochs_done"],
+    return generator_file(payload["generator"], payload["config"], payload["epochs_done"],
                           payload["updates_done"], selection or payload.get("selection"))
 
 
@@ -58,7 +69,7 @@ def generate(generator: Generator, count: int, seed: int, device="cpu", batch_si
     """``count`` float32 samples (count, 784) from G with their own seeded RNG (never the training RNG)."""
     if count < 1:
         raise GanbenchError(f"sample count must be >= 1, got {count}")
-    return torch.cat(list(_draw(generator, _batch_sizes(count, batch_size), seed, device))).numpy()
+    return torch.cat(list(_draw(generator, _batch_sizes(count, batch_size), seed, resolve_device(device, "cpu")))).numpy()
 
 
 def _batch_sizes(total: int, batch_size: int) -> list[int]:
@@ -92,10 +103,9 @@ def write_shards(generator: Generator, count: int, seed: int, folder: str | Path
     if shard_size < 1:
         raise GanbenchError(f"shard size must be >= 1, got {shard_size}")
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     shard_rows = _batch_sizes(count, shard_size)
     batches = _draw(generator, [size for rows in shard_rows for size in _batch_sizes(rows, GENERATE_BATCH)], seed,
-                    device)
+                    resolve_device(device, "cpu"))
     paths = []
     for index, rows in enumerate(shard_rows):
         parts = [next(batches) for _ in _batch_sizes(rows, GENERATE_BATCH)]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,13 +19,14 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from ganbench import atomic
+from ganbench.devices import resolve_device
 from ganbench.errors import GanbenchError
 from ganbench.gan.checkpoints import load_payload
 from ganbench.gan.models import Discriminator, Generator, sample_noise
 from ganbench.gan.sampling import generate, save_generator
+from ganbench.progress import progress_bar, progress_line
 from ganbench.scoring import parzen
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -211,8 +211,7 @@ def train_epoch(state: TrainState, config: TrainConfig, images: torch.Tensor, pr
     order = torch.randperm(len(images), generator=state.data_rng)
     batches = [order[i:i + config.batch_size] for i in range(0, len(order) - config.batch_size + 1, config.batch_size)]
     d_losses, g_losses = [], []
-    bar = tqdm(batches, desc=f"epoch {state.epochs_done + 1}", disable=not progress, leave=False, file=sys.stderr,
-               mininterval=1.0)
+    bar = progress_bar(batches, enabled=progress, desc=f"epoch {state.epochs_done + 1}", leave=False, mininterval=1.0)
     for batch_number, batch in enumerate(bar):
         real = images[batch]
         noise = sample_noise(len(batch), state.data_rng).to(images.device)
@@ -309,17 +308,26 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False, dev
     from ganbench.data import load_mnist
 
     out_dir = Path(out_dir)
-    device = torch.device(device)
+    device = resolve_device(device, default="cpu")
+    if max_minutes is not None and not max_minutes > 0:
+        raise GanbenchError(f"max_minutes (--max-minutes) must be > 0, got {max_minutes}")
     data = data if data is not None else load_mnist()
     checkpoint_path = out_dir / CHECKPOINT_NAME
     if resume:
         state, stored = load_checkpoint(checkpoint_path, data.train_x, device)
         config = dataclasses.replace(stored, epochs=config.epochs)  # only the length may change
+        if config.epochs < state.epochs_done:
+            raise GanbenchError(f"{out_dir} has already trained {state.epochs_done} epochs, more than epochs "
+                                f"(--epochs) {config.epochs}; it counts all epochs, not the ones to add: "
+                                f"pass at least {state.epochs_done}")
     else:
         if checkpoint_path.exists():
             raise GanbenchError(f"{checkpoint_path} exists; add --resume to continue it, or choose another --out")
         state = None
     config.validate()
+    if config.train_subset is not None and config.train_subset > len(data.train_x):
+        raise GanbenchError(f"train_subset (--train-subset) {config.train_subset} exceeds the {len(data.train_x):,} "
+                            "training images; pass at most that many, or drop it to use them all")
     train_images = data.train_x[:config.train_subset] if config.train_subset else data.train_x
     if state is None:
         state = new_state(config, train_images, device)
@@ -341,8 +349,8 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False, dev
         atomic.write_text(out_dir / LOG_NAME, pd.DataFrame(state.log).to_csv(index=False))
         out_of_time = max_minutes is not None and time.perf_counter() - session_start > 60 * max_minutes
         if progress:
-            tqdm.write(f"epoch {row['epoch']}: d_loss {row['d_loss']:.4f} g_loss {row['g_loss']:.4f} "
-                       f"parzen@{config.monitor_sigma} {row['parzen_valid']:.1f} ({row['seconds']:.0f}s)", file=sys.stderr)
+            progress_line(f"epoch {row['epoch']}: d_loss {row['d_loss']:.4f} g_loss {row['g_loss']:.4f} "
+                          f"parzen@{config.monitor_sigma} {row['parzen_valid']:.1f} ({row['seconds']:.0f}s)")
         if out_of_time:
             break
     return state

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from ganbench import atomic
 from ganbench.data import default_cache_dir
 from ganbench.errors import GanbenchError
+from ganbench.progress import progress_bar
 from ganbench.scoring import neighbours
 
 ALGORITHM_VERSION = 1  # bump when the algorithm changes, so old cache entries are not reused
@@ -30,7 +30,7 @@ def fit(points: np.ndarray, clusters: int, iterations: int = 10, seed: int = 0, 
         raise GanbenchError(f"clusters must be in 1..{len(points)}, got {clusters}")
     rng = np.random.default_rng(seed)
     centroids = points[rng.choice(len(points), size=clusters, replace=False)].copy()
-    for _ in tqdm(range(iterations), desc="k-means", disable=not progress, file=sys.stderr):
+    for _ in progress_bar(range(iterations), enabled=progress, desc="k-means"):
         _, assignment = neighbours.nearest(points, centroids, backend=backend, device=device)
         assignment = assignment[:, 0]
         counts = np.bincount(assignment, minlength=clusters)
@@ -67,5 +67,8 @@ def cached_fit(points: np.ndarray, clusters: int, iterations: int = 10, seed: in
         with open(temporary, "wb") as handle:
             np.save(handle, centroids)
 
-    atomic.write_with(path, write)
+    try:
+        atomic.write_with(path, write)
+    except GanbenchError as error:  # a read-only cache only costs the next run the fit
+        print(f"ganbench: warning: k-means centroids not cached ({error})", file=sys.stderr)
     return centroids, key

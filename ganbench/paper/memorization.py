@@ -38,15 +38,17 @@ def report(samples, train, test, *, suspicious: int = 10, backend: str = "auto",
     - samples_with_a_near_sample: samples whose nearest other sample is closer than
       copy_threshold (identical ones included).
     """
-    sample_distances, sample_nearest = nearest(samples, train, backend=backend, device=device, exact_ranking=True)
-    test_distances, _ = nearest(test, train, backend=backend, device=device, exact_ranking=True)
+    sample_distances, sample_nearest = nearest(samples, train, backend=backend, device=device, exact_ranking=True,
+                                               names=("samples", "the training data"))
+    test_distances, _ = nearest(test, train, backend=backend, device=device, exact_ranking=True,
+                                 names=("held-out data", "the training data"))
     sample_distances, sample_nearest = sample_distances[:, 0], sample_nearest[:, 0]
     test_distances = test_distances[:, 0]
     copy_threshold = float(np.quantile(test_distances, COPY_QUANTILE))
     near_copy_threshold = float(test_distances.min())
     # The nearest *other* sample: the sample itself is at distance exactly 0, so it is one of
     # the two nearest (the second when an identical twin has a lower index).
-    within = nearest(samples, samples, k=2, backend=backend, device=device)[0][:, 1]
+    within = nearest(samples, samples, k=2, backend=backend, device=device, names=("samples", "the samples"))[0][:, 1]
     order = np.argsort(sample_distances, kind="stable")[:suspicious]
     return {
         keys.KEY_N_SAMPLES: int(len(sample_distances)),

@@ -143,8 +143,7 @@ def provenance(config: Table1Config, command: list[str]) -> dict:
             "command": " ".join(command), "python": platform.python_version(),
             "torch": torch.__version__, "triton": triton.__version__, "numpy": np.__version__,
             "protocol": protocol.get_protocol(config.protocol).description, "seed": config.seed,
-            "generator": str(generator.resolve().relative_to(root))
-            if generator.resolve().is_relative_to(root) else config.generator,
+            "generator": str(generator.resolve()),  # write_outputs stores it relative to the table when inside
             "generator_sha256": hashlib.sha256(generator.read_bytes()).hexdigest() if generator.is_file() else None,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
@@ -165,7 +164,7 @@ def reproduce(config: Table1Config, command: list[str]) -> dict:
         rows.append(measured)
     origin = provenance(config, command)
     settings = {k: list(v) if isinstance(v, tuple) else v for k, v in config.__dict__.items()}
-    settings["generator"] = origin["generator"]  # relative to the repository when it lies inside
+    settings["generator"] = origin["generator"]
     result = {"kind": KIND, "table": rows, "provenance": origin, "config": settings}
     if "ganbench" in config.rows:
         generator, metadata = sampling.load_generator(config.generator)
@@ -212,8 +211,9 @@ def to_markdown(result: dict) -> str:
         lines += [f"Our GAN row is {abs(ours['mean'] - paper_mean):.1f} nats {side} the published {paper_mean} ± "
                   f"{paper_error}: the shipped generator is epoch {result.get('generator_epochs')} of the "
                   f"paper's configuration, chosen as {result.get('generator_selection', 'the last epoch of its run')} "
-                  "(the per-epoch monitor is in results/train_log.csv); the paper does not "
-                  "say how long its model trained or which checkpoint it scored.", ""]
+                  f"(the per-epoch monitor is in {Path(result['config']['generator']).parent / 'train_log.csv'}, "
+                  "beside the generator); the paper does not say how long its model trained or which "
+                  "checkpoint it scored.", ""]
     memo = result.get("memorization")
     if memo:
         lines += ["## Memorisation check of the ganbench generator", "",
@@ -228,11 +228,34 @@ def to_markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def write_outputs(result: dict, out_dir: str | Path) -> None:
+def write_outputs(result: dict, out_dir: str | Path) -> dict:
+    """Write table1.json, .md and .csv into ``out_dir`` as one set; returns the result as written.
+
+    The three files are written in full before any is renamed into place (``atomic.write_set``),
+    the JSON last: a run killed before the end leaves the old set, and a new table1.json
+    always sits beside the .md and .csv of the same run. The generator's path is stored
+    relative to ``out_dir`` when it lies inside it (a results folder that ships its generator
+    stays valid when moved or cloned), else absolute; ``check`` resolves it the same way.
+    """
     out_dir = Path(out_dir)
-    atomic.write_text(out_dir / "table1.json", json.dumps(result, indent=2) + "\n")
-    atomic.write_text(out_dir / "table1.md", to_markdown(result))
-    atomic.write_text(out_dir / "table1.csv", to_frame(result).to_csv(index=False))
+    result = {**result, "config": {**result["config"]}, "provenance": {**result["provenance"]}}
+    generator = Path(result["config"]["generator"]).resolve()
+    stored = (generator.relative_to(out_dir.resolve()).as_posix() if generator.is_relative_to(out_dir.resolve())
+              else str(generator))
+    result["config"]["generator"] = result["provenance"]["generator"] = stored
+    atomic.write_set({out_dir / "table1.md": to_markdown(result),
+                      out_dir / "table1.csv": to_frame(result).to_csv(index=False),
+                      out_dir / "table1.json": json.dumps(result, indent=2) + "\n"})
+    return result
+
+
+def stored_generator(table: Path, stored: str) -> Path:
+    """The generator a table1.json names: absolute, or relative to the table's folder."""
+    path = table.parent / stored
+    legacy = Path(__file__).resolve().parents[2] / stored
+    if not path.exists() and legacy.exists():
+        return legacy  # tables written by earlier versions stored it relative to the repository
+    return path
 
 
 def check(path: str | Path, rows: tuple[str, ...] | None = None, backend: str | None = None) -> tuple[bool, pd.DataFrame]:
@@ -251,9 +274,7 @@ def check(path: str | Path, rows: tuple[str, ...] | None = None, backend: str | 
     missing = [key for key in keys if key not in stored_rows]
     if missing:
         raise GanbenchError(f"{path} has no measured row {missing[0]!r}; it holds {', '.join(stored_rows)}")
-    root = Path(__file__).resolve().parents[2]  # the repository (ganbench/paper/table1.py)
-    generator = settings["generator"]
-    config = Table1Config(generator=str(root / generator) if not Path(generator).is_absolute() else generator,
+    config = Table1Config(generator=str(stored_generator(path, settings["generator"])),
                           seed=settings["seed"], protocol=settings["protocol"],
                           backend=backend or settings["backend"], kmeans_iterations=settings["kmeans_iterations"],
                           rows=keys)

@@ -9,6 +9,7 @@ chunk whatever the bank's size; the scorer merges per-chunk partial sums exactly
 """
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -34,13 +35,13 @@ class Bank:
     """A read-only (count, dimension) float32 bank that yields ``(first_row, chunk)`` pairs."""
 
     def __init__(self, shards: list[_Shard], dimension: int, source: str,
-                 value_range: tuple[float, float] | None = None):
+                 value_range: tuple[float, float] | None = None, role: str = "bank"):
         self.shards, self.dimension, self.source = shards, dimension, source
-        self.value_range = value_range
+        self.value_range, self.role = value_range, role  # role names the data in errors: "held-out data"
         self.count = sum(shard.rows for shard in shards)
         self.rows_read = 0  # rows read from the shards so far (each rank of several reads its share only)
         if self.count == 0:
-            raise GanbenchError(f"bank {source} is empty; pass at least one sample")
+            raise GanbenchError(f"{role} {source} is empty; pass at least one sample")
 
     def __len__(self) -> int:
         return self.count
@@ -58,7 +59,7 @@ class Bank:
             finite_rows = np.isfinite(chunk).all(axis=1)
             if not finite_rows.all():
                 row = first + int(np.argmin(finite_rows))
-                raise GanbenchError(f"bank {self.source} contains NaN or inf at row {row}; fix those samples")
+                raise GanbenchError(f"{self.role} {self.source} contains NaN or inf at row {row}; fix those rows")
             if self.value_range is not None:
                 self._check_range(chunk, first)
             yield first, chunk
@@ -100,12 +101,14 @@ class Bank:
             row = int(np.argmax(outside.any(axis=1)))
             value = chunk[row][outside[row]][0]
             raise GanbenchError(
-                f"bank {self.source} has the value {value:.4g} at row {first_row + row}, outside the data's range "
+                f"{self.role} {self.source} has the value {value:.4g} at row {first_row + row}, outside the data's range "
                 f"[{low:g}, {high:g}]; rescale the samples (x / 255 for 0-255 floats, (x + 1) / 2 for tanh outputs)")
 
 
 def _npz_shard(path: Path) -> tuple[_Shard, int]:
     """An ``.npz`` holding one array (or one named ``samples``), loaded whole."""
+    if not zipfile.is_zipfile(path):
+        raise GanbenchError(f"{path} is not an .npz file (a zip archive of .npy arrays); save it with numpy.savez")
     try:
         with np.load(path, allow_pickle=False) as archive:
             names = list(archive.keys())
@@ -113,8 +116,10 @@ def _npz_shard(path: Path) -> tuple[_Shard, int]:
             if name is None:
                 raise GanbenchError(f"{path} holds {names}; save one array, or name it 'samples'")
             array = archive[name]
-    except (ValueError, OSError, EOFError) as error:
-        raise GanbenchError(f"{path} is not a readable .npz file ({error})") from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
+        # NumPy's own text can advise loading with allow_pickle, which runs code from the file: never relay it.
+        raise GanbenchError(f"{path} is not a readable .npz file of numbers ({type(error).__name__}); "
+                            "save a numeric array with numpy.savez") from None
     return _array_shard(path, array)
 
 
@@ -146,13 +151,17 @@ def _npy_shard(path: Path) -> tuple[_Shard, int]:
         shape = (shape[0], shape[1] * shape[2])
     if len(shape) != 2:
         raise GanbenchError(f"{path} has shape {shape}; a bank is (count, dimension)")
+    if dtype.hasobject or dtype.kind not in "uif":
+        raise GanbenchError(f"{path} has dtype {dtype}; save a numeric array (float32, or uint8 images)")
+    if path.stat().st_size < offset + int(np.prod(shape)) * dtype.itemsize:
+        raise GanbenchError(f"{path} is shorter than its header says (truncated?); write it again")
     if dtype != np.dtype("<f4") or fortran_order:
         # Other dtypes or layouts: read through a memory map (uint8 images are divided by 255).
         return _array_shard(path, np.load(path, allow_pickle=False, mmap_mode="r"))
     return _Shard(path, shape[0], offset), shape[1]
 
 
-def open_bank(source, value_range: tuple[float, float] | None = None) -> Bank:
+def open_bank(source, value_range: tuple[float, float] | None = None, role: str = "bank") -> Bank:
     """An array, a ``.npy`` path, or a folder of ``*.npy`` shards (read in name order).
 
     ``value_range``, when given, is the data's range (MNIST: (0, 1)); a chunk with a value
@@ -162,7 +171,7 @@ def open_bank(source, value_range: tuple[float, float] | None = None) -> Bank:
         array = np.asarray(source)
         if array.ndim != 2:
             raise GanbenchError(f"bank must be 2-D (count, dimension), got shape {array.shape}")
-        return Bank([_Shard(None, len(array), 0, array)], array.shape[1], "array", value_range)  # used as given
+        return Bank([_Shard(None, len(array), 0, array)], array.shape[1], "array", value_range, role)  # used as given
     path = Path(source)
     if path.is_dir():
         files = sorted(path.glob("*.npy")) + sorted(path.glob("*.npz"))
@@ -171,8 +180,8 @@ def open_bank(source, value_range: tuple[float, float] | None = None) -> Bank:
     elif path.exists():
         files = [path]
     else:
-        raise GanbenchError(f"bank {path} does not exist; pass a .npy file or a folder of .npy shards")
+        raise GanbenchError(f"{role} {path} does not exist; pass a .npy file or a folder of .npy shards")
     shards, dimensions = zip(*(_npy_shard(file) for file in files))
     if len(set(dimensions)) != 1:
         raise GanbenchError(f"shards in {path} have different dimensions {sorted(set(dimensions))}")
-    return Bank(list(shards), dimensions[0], str(path), value_range)
+    return Bank(list(shards), dimensions[0], str(path), value_range, role)

@@ -6,6 +6,7 @@ import contextlib
 import numpy as np
 import torch
 
+from ganbench.devices import resolve_device
 from ganbench.errors import GanbenchError
 from ganbench.scoring import parzen
 from ganbench.scoring.inputs import as_matrix
@@ -17,8 +18,12 @@ EXACT_PAIRS_AT_ONCE = 8192
 
 
 def nearest(queries, reference, k: int = 1, *, backend: str = "auto", device=None, exact_ranking: bool = False,
-            query_block: int = 1024, reference_block: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+            query_block: int = 1024, reference_block: int = 8192,
+            names: tuple[str, str] = ("x (the points searched)", "the bank")) -> tuple[np.ndarray, np.ndarray]:
     """Exact k nearest neighbours by squared Euclidean distance: (distances, indices), each (n, k).
+
+    For each row of ``queries``, its k nearest rows of ``reference`` (the bank); ``names``
+    call the two in errors ("samples", "training data").
 
     k > 1, or ``exact_ranking``: the neighbours and their order are those of float64 arithmetic
     (ties go to the lowest reference index) and the distances are float64 sums of squared
@@ -31,10 +36,11 @@ def nearest(queries, reference, k: int = 1, *, backend: str = "auto", device=Non
     """
     if k < 1:
         raise GanbenchError(f"k must be >= 1, got {k}")
-    reference_tensor = as_matrix("reference", reference)
-    query_tensor = as_matrix("queries", queries, dimension=reference_tensor.shape[1], dimension_of="the reference set")
+    points_name, bank_name = names
+    reference_tensor = as_matrix(bank_name, reference)
+    query_tensor = as_matrix(points_name, queries, dimension=reference_tensor.shape[1], dimension_of=bank_name)
     if k > reference_tensor.shape[0]:
-        raise GanbenchError(f"k = {k} exceeds the {reference_tensor.shape[0]} reference points")
+        raise GanbenchError(f"k = {k} exceeds the number of points in {bank_name} ({reference_tensor.shape[0]})")
     if k == 1 and not exact_ranking:
         result = parzen.parzen_pass(query_tensor, reference_tensor, [], backend=backend, device=device)
         return result.min_sq_distance[:, None], result.nearest_index[:, None]
@@ -75,7 +81,7 @@ def _top_k(queries, reference, k, device, query_block, reference_block):
     with E the bound of ``_candidate_margins``. Every point passing both tests gets its exact
     float64 distance; float32 rounding can reorder near-ties, never drop a true neighbour.
     """
-    target = torch.device(device) if device else (torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
+    target = resolve_device(device)
     query32, reference32 = parzen.centre_by_bank_mean(queries, reference, torch.float32, target)
     reference_norms = parzen.squared_norms(reference32)
     reference_norm_max = float(torch.sum(reference32 * reference32, dim=1, dtype=torch.float64).max())

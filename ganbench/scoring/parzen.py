@@ -28,6 +28,7 @@ from ganbench.defaults import (
     DEFAULT_PRECISION,
     PRECISIONS,
 )
+from ganbench.devices import resolve_device
 from ganbench.errors import GanbenchError
 from ganbench.scoring import partials
 from ganbench.scoring.inputs import as_matrix, as_sigmas
@@ -152,22 +153,10 @@ def refine_nearest(log_sum_exp: torch.Tensor, min_sq_distance: torch.Tensor, nea
 
 
 def _resolve_device(device, backend: str, query_tensor: torch.Tensor) -> torch.device:
-    if device is not None:
-        try:
-            target = torch.device(device)
-        except (RuntimeError, TypeError) as error:
-            raise GanbenchError(f"unknown device {device!r} ({error}); use cpu or cuda") from None
-    elif query_tensor.device.type == "cuda":
-        target = query_tensor.device
-    elif backend in ("auto", "triton") and torch.cuda.is_available():
-        target = torch.device("cuda")
-    else:
-        target = torch.device("cpu")
-    if target.type == "cuda" and not torch.cuda.is_available():
-        raise GanbenchError("device cuda was asked for but no CUDA GPU is visible; use --device cpu")
-    if target.type not in ("cpu", "cuda"):
-        raise GanbenchError(f"device {target} is not supported; use cpu or cuda")
-    return target
+    """The device asked for; else the queries' GPU; else CUDA for the backends that want it, else the CPU."""
+    if device is None and query_tensor.device.type == "cuda":
+        return query_tensor.device
+    return resolve_device(device, default=None if backend in ("auto", "triton") else "cpu")
 
 
 def centre_by_bank_mean(query: torch.Tensor, bank: torch.Tensor, dtype: torch.dtype,

