@@ -256,7 +256,8 @@ def parzen_lse_launch(query: torch.Tensor, bank: torch.Tensor, query_norms: torc
     if splits * num_sigmas * n_queries >= 2**31:  # the sums' output offsets are int32
         raise GanbenchError(f"{splits} splits x {num_sigmas} sigmas x {n_queries} queries exceed int32 offsets; "
                             "score fewer queries at a time")
-    scales = torch.tensor(LOG2_E * 0.5 / grid_sigmas**2, dtype=torch.float32, device=device)
+    # log2(e) / (2 sigma^2): exp2 in the kernel (an error, never inf, if float32 cannot hold it)
+    scales = partials.half_inverse_variances(grid_sigmas, query, factor=LOG2_E)[:, 0].contiguous()
     min_out = torch.empty(splits, n_queries, dtype=torch.float32, device=device)
     index_out = torch.empty(splits, n_queries, dtype=torch.int32, device=device)
     sums_out = torch.empty(splits, num_sigmas, n_queries, dtype=torch.float32, device=device)
