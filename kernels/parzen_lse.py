@@ -61,6 +61,11 @@ def _parzen_lse_kernel(
     NUM_SIGMAS: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
+    # tl.arange and tl.dot need powers of two, tl.dot at least 16 on every side (parzen_lse_launch
+    # checks the same before a launch, with a clear error).
+    tl.static_assert(BLOCK_M >= 16 and (BLOCK_M & (BLOCK_M - 1)) == 0, "BLOCK_M must be a power of two >= 16")
+    tl.static_assert(BLOCK_N >= 16 and (BLOCK_N & (BLOCK_N - 1)) == 0, "BLOCK_N must be a power of two >= 16")
+    tl.static_assert(BLOCK_K >= 16 and (BLOCK_K & (BLOCK_K - 1)) == 0, "BLOCK_K must be a power of two >= 16")
     query_block = tl.program_id(0)
     split = tl.program_id(1)
     local_rows = tl.arange(0, BLOCK_M)
@@ -143,18 +148,41 @@ TUNING_CANDIDATES = [
     (128, 128, 32, 8, 3), (128, 128, 32, 8, 4), (128, 128, 64, 8, 3),
     (64, 128, 32, 4, 4), (64, 128, 64, 4, 3), (128, 64, 32, 4, 4),
 ]
+BLOCK_NAMES = ("BLOCK_M", "BLOCK_N", "BLOCK_K")
+
+
 def _autotune_configs():
     return [triton.Config({"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k},
                           num_warps=warps, num_stages=stages)
             for block_m, block_n, block_k, warps, stages in TUNING_CANDIDATES]
 
 
+def check_tiles(blocks: dict) -> None:
+    """The tile invariants the kernel's unmasked loads rely on, as one clear error each.
+
+    Every side is a power of two >= 16 (tl.arange, tl.dot). The launcher checks that the operands
+    are padded to whole tiles of ``blocks`` and that splits start on whole BLOCK_N blocks; when
+    autotuning, operands and splits are padded to MAX_BLOCKS, which every candidate's tile
+    divides (powers of two no larger than it).
+    """
+    for name in BLOCK_NAMES:
+        if not parzen_operands.is_power_of_two(blocks.get(name), smallest=16):
+            raise GanbenchError(f"{name} must be a power of two >= 16 (tl.arange and tl.dot need it), "
+                                f"got {blocks.get(name)!r}")
+
+
+# The largest tile of any candidate: operands are padded to it when the kernel autotunes.
+MAX_BLOCKS = {name: max(candidate[index] for candidate in TUNING_CANDIDATES) for index, name in enumerate(BLOCK_NAMES)}
+for _config in _autotune_configs():
+    check_tiles(_config.kwargs)  # a bad candidate fails at import, not as an out-of-bounds read on some GPU
+check_tiles(MAX_BLOCKS)
+check_tiles(INTERPRETER_BLOCKS)
+
 # cache_results: the chosen tile is stored in Triton's cache, so only a process's first call
 # with a new shape pays for tuning (about a minute on an H200).
 _parzen_lse_autotuned = triton.autotune(configs=_autotune_configs(),
                                         key=["n_queries", "n_bank", "width", "NUM_SIGMAS"],
                                         cache_results=True)(_parzen_lse_kernel)
-MAX_BLOCKS = {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64}  # the largest tile of any config: operands pad to it
 
 
 # ---- float64 reference -----------------------------------------------------------------------------
@@ -198,6 +226,7 @@ def parzen_lse_launch(query: torch.Tensor, bank: torch.Tensor, query_norms: torc
     ``blocks`` (BLOCK_M, BLOCK_N, BLOCK_K), when given, replaces autotuning.
     """
     blocks = blocks or MAX_BLOCKS
+    check_tiles(blocks)
     if query.ndim != 2 or bank.ndim != 2 or query.shape[1] != bank.shape[1]:
         raise GanbenchError(f"query {tuple(query.shape)} and bank {tuple(bank.shape)} must be (n, w) and (m, w)")
     for name, tensor in (("query", query), ("bank", bank), ("query_norms", query_norms), ("bank_norms", bank_norms)):
@@ -220,11 +249,15 @@ def parzen_lse_launch(query: torch.Tensor, bank: torch.Tensor, query_norms: torc
     parzen_operands.check_launch(precision, query.device)
     device = query.device
     rows_per_split = rows_per_split or _split_rows(n_queries, n_bank, device, blocks["BLOCK_N"])
-    if rows_per_split % blocks["BLOCK_N"]:
-        raise GanbenchError("rows_per_split must be a multiple of BLOCK_N")
+    if rows_per_split < 1 or rows_per_split % blocks["BLOCK_N"]:
+        raise GanbenchError(f"rows_per_split must be a positive multiple of BLOCK_N, got {rows_per_split}")
     splits = triton.cdiv(n_bank, rows_per_split)
     num_sigmas = grid_sigmas.size
-    scales = torch.tensor(LOG2_E * 0.5 / grid_sigmas**2, dtype=torch.float32, device=device)
+    if splits * num_sigmas * n_queries >= 2**31:  # the sums' output offsets are int32
+        raise GanbenchError(f"{splits} splits x {num_sigmas} sigmas x {n_queries} queries exceed int32 offsets; "
+                            "score fewer queries at a time")
+    # log2(e) / (2 sigma^2): exp2 in the kernel (an error, never inf, if float32 cannot hold it)
+    scales = partials.half_inverse_variances(grid_sigmas, query, factor=LOG2_E)[:, 0].contiguous()
     min_out = torch.empty(splits, n_queries, dtype=torch.float32, device=device)
     index_out = torch.empty(splits, n_queries, dtype=torch.int32, device=device)
     sums_out = torch.empty(splits, num_sigmas, n_queries, dtype=torch.float32, device=device)
@@ -254,6 +287,7 @@ def parzen_partial_triton(query: torch.Tensor, bank: torch.Tensor, sigmas, *, de
     if blocks is None and INTERPRETED:
         blocks = INTERPRETER_BLOCKS
     padding = blocks or MAX_BLOCKS
+    check_tiles(padding)
     grid = np.asarray(sigmas, dtype=np.float64).reshape(-1)
     query, bank, centre = _centring(query, bank, device)
     operands = functools.partial(parzen_operands.parzen_operands, centre=centre, precision=precision,
@@ -263,7 +297,9 @@ def parzen_partial_triton(query: torch.Tensor, bank: torch.Tensor, sigmas, *, de
     result = None
     for first in range(0, len(bank), bank_piece_rows):
         rows = bank[first:first + bank_piece_rows]
-        bank_operand, bank_norms, _ = operands(rows, role="bank", row_multiple=SPLIT_ROWS_MULTIPLE)
+        # Whole BLOCK_N blocks and whole splits (both powers of two: the larger is a multiple of the other).
+        bank_operand, bank_norms, _ = operands(rows, role="bank",
+                                               row_multiple=max(SPLIT_ROWS_MULTIPLE, padding["BLOCK_N"]))
         launch = functools.partial(parzen_lse_launch, query_operand, bank_operand, query_norms, bank_norms,
                                    n_queries=len(query), n_bank=len(rows), precision=dot_precision,
                                    rows_per_split=rows_per_split, blocks=blocks)

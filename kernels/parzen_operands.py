@@ -28,6 +28,7 @@ from ganbench.errors import GanbenchError
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") == "1"
 ROLES = ("query", "bank")
+OPERAND_BLOCKS = (16, 32) if INTERPRETED else (32, 128)  # (BLOCK_R, BLOCK_D): rows and columns a program reads at once
 # Round to tf32 on the int32 bits: add half of what the 13 dropped mantissa bits can hold, clear them.
 TF32_HALF_STEP = tl.constexpr(0x1000)
 TF32_KEEP_MASK = tl.constexpr(-0x2000)  # ~0x1FFF as int32
@@ -35,16 +36,22 @@ TF32_KEEP_MASK = tl.constexpr(-0x2000)  # ~0x1FFF as int32
 
 @triton.jit
 def _operands_kernel(rows_ptr, centre_ptr, out_ptr, norms_ptr,
-                     count, dim, stride_rows, stride_out,
+                     count, padded_count, dim, stride_rows, stride_out,
                      SPLIT: tl.constexpr, QUERY: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):
+    tl.static_assert(BLOCK_R >= 1 and (BLOCK_R & (BLOCK_R - 1)) == 0, "BLOCK_R must be a power of two (tl.arange)")
+    tl.static_assert(BLOCK_D >= 1 and (BLOCK_D & (BLOCK_D - 1)) == 0, "BLOCK_D must be a power of two (tl.arange)")
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     row_ok = rows < count
-    out_rows = out_ptr + rows.to(tl.int64)[:, None] * stride_out  # every program's rows exist (padded)
+    # The last program may reach past the padded rows (the padding need not be a multiple of
+    # BLOCK_R): every store is masked to the operand's own rows.
+    stored = (rows < padded_count)[:, None]
+    out_rows = out_ptr + rows.to(tl.int64)[:, None] * stride_out
     norms = tl.zeros([BLOCK_R], tl.float64)
     for start in range(0, dim, BLOCK_D):
         columns = start + tl.arange(0, BLOCK_D)
         column_ok = columns < dim
         inside = row_ok[:, None] & column_ok[None, :]
+        written = stored & column_ok[None, :]
         values = tl.load(rows_ptr + rows.to(tl.int64)[:, None] * stride_rows + columns[None, :], mask=inside, other=0.0)
         centre = tl.load(centre_ptr + columns, mask=column_ok, other=0.0)
         centred = tl.where(inside, values - centre[None, :], 0.0)  # padding rows stay 0
@@ -55,11 +62,11 @@ def _operands_kernel(rows_ptr, centre_ptr, out_ptr, norms_ptr,
             high = ((bits + TF32_HALF_STEP) & TF32_KEEP_MASK).to(tl.float32, bitcast=True)
             low = centred - high  # exact
             first, second = (high, low) if QUERY else (low, high)
-            tl.store(out_rows + columns[None, :], first, mask=column_ok[None, :])
-            tl.store(out_rows + dim + columns[None, :], second, mask=column_ok[None, :])
-            tl.store(out_rows + 2 * dim + columns[None, :], high, mask=column_ok[None, :])
+            tl.store(out_rows + columns[None, :], first, mask=written)
+            tl.store(out_rows + dim + columns[None, :], second, mask=written)
+            tl.store(out_rows + 2 * dim + columns[None, :], high, mask=written)
         else:
-            tl.store(out_rows + columns[None, :], centred, mask=column_ok[None, :])
+            tl.store(out_rows + columns[None, :], centred, mask=written)
     tl.store(norms_ptr + rows, norms.to(tl.float32), mask=row_ok)
 
 
@@ -90,6 +97,11 @@ def parzen_operands_reference(rows: torch.Tensor, centre: torch.Tensor, role: st
 
 # ---- launcher --------------------------------------------------------------------------------------
 
+def is_power_of_two(value, smallest: int = 1) -> bool:
+    """A tile size the kernels can use: an int (not a bool), a power of two, at least ``smallest``."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= smallest and not value & (value - 1)
+
+
 def check_launch(precision: str, device: torch.device) -> None:
     """The checks every ganbench kernel launcher shares: a known precision, and a device Triton can run on."""
     if precision not in PRECISIONS:
@@ -100,8 +112,13 @@ def check_launch(precision: str, device: torch.device) -> None:
 
 
 def operands_launch(rows: torch.Tensor, centre: torch.Tensor, role: str, precision: str,
-                    row_multiple: int, width_multiple: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Check, allocate (rows padded to ``row_multiple``, width to ``width_multiple``), launch."""
+                    row_multiple: int, width_multiple: int,
+                    blocks: tuple[int, int] = OPERAND_BLOCKS) -> tuple[torch.Tensor, torch.Tensor]:
+    """Check, allocate (rows padded to ``row_multiple``, width to ``width_multiple``), launch.
+
+    ``blocks`` (BLOCK_R, BLOCK_D) are powers of two, independent of the padding: the kernel masks
+    what lies past the rows and columns.
+    """
     if rows.ndim != 2 or centre.shape != (rows.shape[1],):
         raise GanbenchError(f"rows {tuple(rows.shape)} must be (n, d) and the centre ({rows.shape[-1]},), "
                             f"got {tuple(centre.shape)}")
@@ -111,6 +128,12 @@ def operands_launch(rows: torch.Tensor, centre: torch.Tensor, role: str, precisi
         raise GanbenchError(f"rows are on {rows.device} but the centre is on {centre.device}")
     if role not in ROLES:
         raise GanbenchError(f"unknown role {role!r}: choose query or bank")
+    for name, multiple in (("row_multiple", row_multiple), ("width_multiple", width_multiple)):
+        if not isinstance(multiple, int) or isinstance(multiple, bool) or multiple < 1:
+            raise GanbenchError(f"{name} must be a positive integer, got {multiple!r}")
+    for name, block in zip(("BLOCK_R", "BLOCK_D"), blocks):
+        if not is_power_of_two(block):
+            raise GanbenchError(f"{name} must be a power of two (tl.arange needs it), got {block!r}")
     check_launch(precision, rows.device)
     rows, centre = rows.contiguous(), centre.contiguous()
     count, dim = rows.shape
@@ -120,10 +143,9 @@ def operands_launch(rows: torch.Tensor, centre: torch.Tensor, role: str, precisi
     operand = torch.empty(padded_rows, width, dtype=torch.float32, device=rows.device)
     operand[:, parts * dim:].zero_()  # the kernel writes the first parts * dim columns of every row
     norms = torch.empty(count, dtype=torch.float32, device=rows.device)
-    block_rows = 16 if INTERPRETED else 32
-    block_dim = 32 if INTERPRETED else 128
+    block_rows, block_dim = blocks
     grid = (triton.cdiv(padded_rows, block_rows),)
-    _operands_kernel[grid](rows, centre, operand, norms, count, dim, rows.stride(0), operand.stride(0),
+    _operands_kernel[grid](rows, centre, operand, norms, count, padded_rows, dim, rows.stride(0), operand.stride(0),
                            SPLIT=parts == 3, QUERY=role == "query", BLOCK_R=block_rows, BLOCK_D=block_dim)
     return operand, norms
 

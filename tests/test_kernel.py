@@ -168,3 +168,26 @@ def test_without_interpreter_the_cpu_gets_a_clear_error():
     assert completed.returncode != 0
     assert "needs a CUDA GPU" in completed.stderr and "TRITON_INTERPRET=1" in completed.stderr
 
+
+
+@pytest.mark.parametrize("blocks", [
+    {"BLOCK_M": 32, "BLOCK_N": 16, "BLOCK_K": 16},
+    {"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 64},
+    {"BLOCK_M": 64, "BLOCK_N": 512, "BLOCK_K": 16},  # BLOCK_N past the bank's split multiple (256)
+])
+def test_non_default_tiles_match_the_float64_reference(blocks, rng):
+    x, bank = rng.random((37, 45)), rng.random((71, 45))  # multiples of no tile, a width of 3 x 45 = 135
+    check_against_reference(x, bank, [0.1, 0.5, 1.0], blocks=blocks)
+    check_against_reference(x, bank, [0.3], blocks=blocks, rows_per_split=blocks["BLOCK_N"])  # several splits
+
+
+@pytest.mark.parametrize("blocks, message", [
+    ({"BLOCK_M": 24, "BLOCK_N": 16, "BLOCK_K": 32}, "BLOCK_M must be a power of two >= 16"),
+    ({"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 8}, "BLOCK_K must be a power of two >= 16"),  # tl.dot's minimum
+    ({"BLOCK_M": 16, "BLOCK_K": 32}, "BLOCK_N must be a power of two >= 16"),
+])
+def test_tiles_the_kernel_cannot_index_are_clear_errors(blocks, message, rng):
+    x, bank = torch.as_tensor(rng.random((5, 6))), torch.as_tensor(rng.random((9, 6)))
+    with pytest.raises(GanbenchError, match=message):
+        parzen_lse.parzen_partial_triton(x, bank, [0.5], device=torch.device("cpu"), blocks=blocks)
+

@@ -52,3 +52,37 @@ def test_bad_arguments_get_clear_errors():
     with pytest.raises(GanbenchError, match="precision"):
         parzen_operands.operands_launch(rows, torch.zeros(4), "bank", "fp8", 16, 32)
     assert torch.isfinite(parzen_operands.operands_launch(rows, torch.zeros(4), "bank", "tf32", 16, 32)[1]).all()
+
+
+@pytest.mark.parametrize("count, dim, row_multiple, width_multiple, blocks", [
+    (20, 40, 8, 32, None),        # 24 padded rows, no multiple of BLOCK_R (16): the last program wrote past them
+    (5, 3, 1, 1, None),           # no padding at all
+    (33, 17, 3, 7, (32, 16)),     # odd multiples
+    (17, 70, 24, 48, (64, 64)),   # BLOCK_R beyond every padded row (BLOCK_M 16 on a GPU, whose BLOCK_R is 32)
+    (9, 5, 16, 32, (4, 8)),       # tiles smaller than the padding
+])
+@pytest.mark.parametrize("precision", ["tf32x3", "ieee"])
+def test_any_padding_and_tile_matches_the_reference(count, dim, row_multiple, width_multiple, blocks, precision, rng):
+    rows = torch.as_tensor(rng.standard_normal((count, dim)), dtype=torch.float32)
+    centre = torch.as_tensor(rng.standard_normal(dim), dtype=torch.float32)
+    tiles = {} if blocks is None else {"blocks": blocks}  # None: the launcher's own
+    operand, norms = parzen_operands.operands_launch(rows, centre, "query", precision, row_multiple, width_multiple,
+                                                     **tiles)
+    expected, expected_norms = parzen_operands.parzen_operands_reference(rows, centre, "query", precision)
+    parts = 3 if precision == "tf32x3" else 1
+    assert operand.shape == (-(-count // row_multiple) * row_multiple, -(-parts * dim // width_multiple) * width_multiple)
+    assert torch.equal(operand[:count, :parts * dim], expected)  # exact float32 functions of the rows, as above
+    assert not operand[count:].any() and not operand[:, parts * dim:].any()
+    torch.testing.assert_close(norms, expected_norms, rtol=2.0**-23, atol=0)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"row_multiple": 0}, "row_multiple must be a positive integer"),
+    ({"width_multiple": 2.5}, "width_multiple must be a positive integer"),
+    ({"blocks": (24, 32)}, "BLOCK_R must be a power of two"),
+    ({"blocks": (16, 0)}, "BLOCK_D must be a power of two"),
+])
+def test_tiles_and_padding_the_indexing_cannot_use_are_clear_errors(options, message):
+    arguments = {"row_multiple": 16, "width_multiple": 32, **options}
+    with pytest.raises(GanbenchError, match=message):
+        parzen_operands.operands_launch(torch.zeros(3, 4), torch.zeros(4), "bank", "ieee", **arguments)

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ganbench.errors import GanbenchError
+
 EXP_FLOOR = -87.0  # exp(-87) = 1.6e-38, just above float32's smallest normal number
 
 
@@ -32,18 +34,41 @@ class BankPartial:
     shifted_sums: object     # (S, n) sum_j exp(-(D_ij - min_sq_distance_i) / (2 sigma_k^2))
 
 
-def half_inverse_variances(sigmas, like):
-    """1 / (2 sigma^2) per sigma, as a column to broadcast against (S, n)."""
+# The smallest scale each working dtype keeps. A scale below it (sigma far above the data's
+# spread) is raised to it, so that an empty side of a merge (minimum +inf) always gets the factor
+# exp(-inf * scale) = 0, never inf * 0 = NaN. That moves no term: in float64 every squared
+# distance is below 1.8e308, and 1.8e308 * 2^-1074 < 1e-15; the float32 paths keep every
+# squared distance below 2^100 (ganbench.scoring.parzen.float32_exponent), and 2^100 * 2^-126
+# = 1.5e-8 is below float32's rounding of a term.
+SCALE_FLOORS = {np.dtype(np.float64): 2.0**-1074, np.dtype(np.float32): 2.0**-126}
+
+
+def half_inverse_variances(sigmas, like, factor: float = 1.0):
+    """``factor`` / (2 sigma^2) per sigma, as a column to broadcast against (S, n), in ``like``'s dtype.
+
+    Computed in float64 as (0.5 / sigma) / sigma, rounded once: sigma^2 itself overflows above
+    sigma = 1.3e154 and underflows below 1.5e-162 where the scale is still representable.
+    A scale the dtype cannot hold (sigma too small) is a clear error, never inf (then 0 * inf
+    = NaN for the nearest term); ganbench.scoring.parzen checks sigma before it gets here.
+    """
     sigmas = np.asarray(sigmas, dtype=np.float64)
-    scales = (0.5 / sigmas**2).reshape(-1, 1)
-    if isinstance(like, torch.Tensor):
-        column = torch.as_tensor(scales, dtype=like.dtype)
-        if like.device.type == "cuda":
-            # From pinned memory the copy is queued on the stream: a pageable one would make the
-            # host wait for every kernel before it (a sync in the middle of a GPU pass).
-            return column.pin_memory().to(like.device, non_blocking=True)
-        return column
-    return scales.astype(like.dtype)
+    with np.errstate(over="ignore", under="ignore"):
+        scales = (factor * (0.5 / sigmas) / sigmas).reshape(-1, 1)
+    is_tensor = isinstance(like, torch.Tensor)
+    single = like.dtype == (torch.float32 if is_tensor else np.float32)
+    dtype = np.dtype(np.float32 if single else np.float64)
+    with np.errstate(over="ignore"):
+        scales = np.maximum(scales.astype(dtype), dtype.type(SCALE_FLOORS[dtype]))
+    if not np.all(np.isfinite(scales)):
+        raise GanbenchError(f"sigma {sigmas.min():.3g} is too small for {dtype}: 1/(2 sigma^2) overflows it")
+    if not is_tensor:
+        return scales
+    column = torch.as_tensor(scales, dtype=like.dtype)
+    if like.device.type == "cuda":
+        # From pinned memory the copy is queued on the stream: a pageable one would make the
+        # host wait for every kernel before it (a sync in the middle of a GPU pass).
+        return column.pin_memory().to(like.device, non_blocking=True)
+    return column
 
 
 def from_distances(sq_distances, sigmas, index_offset: int = 0) -> BankPartial:
@@ -56,7 +81,8 @@ def from_distances(sq_distances, sigmas, index_offset: int = 0) -> BankPartial:
         block_min = np.take_along_axis(sq_distances, block_arg[:, None], axis=1)[:, 0]
     shifted = sq_distances - block_min[:, None]
     scales = half_inverse_variances(sigmas, sq_distances)
-    sums = [xp.exp(shifted * -scale).sum(1) for scale in scales[:, 0]]
+    with np.errstate(over="ignore"):  # at tiny sigma far terms' exponents overflow to -inf: exp gives 0, as it should
+        sums = [xp.exp(shifted * -scale).sum(1) for scale in scales[:, 0]]
     if sums:
         stacked = xp.stack(sums)
     elif xp is torch:  # nearest neighbours only: no sigma, no exponentials
@@ -73,8 +99,10 @@ def merge(first: BankPartial, second: BankPartial, sigmas) -> BankPartial:
     scales = half_inverse_variances(sigmas, first.shifted_sums)
     # Each side's sums were shifted by its own minimum; move both to the common one.
     # (min - new_min) >= 0, so the factors are <= 1; an empty side has min = +inf, factor 0.
-    sums = (first.shifted_sums * xp.exp(-(first.min_sq_distance - new_min) * scales)
-            + second.shifted_sums * xp.exp(-(second.min_sq_distance - new_min) * scales))
+    # At tiny sigma the exponent may overflow to -inf: factor 0, as it should be.
+    with np.errstate(over="ignore"):
+        sums = (first.shifted_sums * xp.exp(-(first.min_sq_distance - new_min) * scales)
+                + second.shifted_sums * xp.exp(-(second.min_sq_distance - new_min) * scales))
     nearest = xp.where(second.min_sq_distance < first.min_sq_distance,
                        second.nearest_index, first.nearest_index)
     return BankPartial(new_min, nearest, sums)
@@ -84,7 +112,8 @@ def log_sum_exp(partial: BankPartial, sigmas):
     """logsumexp_j(-D_ij / (2 sigma^2)) for every sigma and query, shape (S, n)."""
     xp = _namespace(partial.shifted_sums)
     scales = half_inverse_variances(sigmas, partial.shifted_sums)
-    return -partial.min_sq_distance * scales + xp.log(partial.shifted_sums)
+    with np.errstate(over="ignore"):  # -inf where float64 cannot hold the value: callers refuse it
+        return -partial.min_sq_distance * scales + xp.log(partial.shifted_sums)
 
 
 def accumulate(running: BankPartial, sq_distances, scales, index_offset: int, shifted, term) -> None:

@@ -16,6 +16,7 @@ Backends
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,9 +51,22 @@ DEFAULTS = {
 class ParzenPass:
     """What one pass over the bank gives, before the normalising constant."""
 
-    log_sum_exp: np.ndarray      # (S, n) float64: logsumexp_j(-D_ij / (2 sigma_k^2))
-    min_sq_distance: np.ndarray  # (n,) float64: squared distance to the nearest bank sample
-    nearest_index: np.ndarray    # (n,) int64: its bank index (lowest index among ties)
+    log_sum_exp: np.ndarray       # (S, n) float64: logsumexp_j(-D_ij / (2 sigma_k^2))
+    min_sq_distance: np.ndarray   # (n,) float64: squared distance to the nearest bank sample
+    nearest_index: np.ndarray     # (n,) int64: its bank index (lowest index among ties)
+    # (S, n) float64: log sum_j exp(-(D_ij - min_sq_distance_i) / (2 sigma_k^2)), in [0, log(m + 1)].
+    # log_sum_exp is this minus min_sq_distance / (2 sigma^2); kept apart because at small sigma
+    # that product is huge (2.5e11 at sigma 1e-5 on MNIST) and adding it back to log_sum_exp
+    # would cancel every digit of this (streaming merges partials from it).
+    log_shifted_sums: np.ndarray
+
+    @classmethod
+    def from_log_shifted_sums(cls, log_shifted_sums: np.ndarray, min_sq_distance: np.ndarray,
+                              nearest_index: np.ndarray, grid) -> ParzenPass:
+        scales = partials.half_inverse_variances(grid, log_shifted_sums)
+        with np.errstate(over="ignore"):  # -inf where float64 cannot hold the value: to_log_likelihood refuses it
+            log_sum_exp = log_shifted_sums - min_sq_distance * scales
+        return cls(log_sum_exp, min_sq_distance, nearest_index, log_shifted_sums)
 
 
 def log_likelihood(x, bank, sigmas, *, backend: str = DEFAULT_BACKEND, device=None, precision: str = DEFAULT_PRECISION,
@@ -62,13 +76,33 @@ def log_likelihood(x, bank, sigmas, *, backend: str = DEFAULT_BACKEND, device=No
     result = parzen_pass(x, bank, grid, backend=backend, device=device, precision=precision,
                          query_block=query_block, bank_block=bank_block)
     count, dimension = np.shape(bank) if not isinstance(bank, torch.Tensor) else tuple(bank.shape)
-    return result.log_sum_exp - normalising_constant(grid, count, dimension)[:, None]
+    return to_log_likelihood(result.log_sum_exp, grid, count, dimension)
+
+
+def to_log_likelihood(log_sum_exp: np.ndarray, grid, count: int, dimension: int) -> np.ndarray:
+    """Subtract the normalising constant, refusing a value float64 cannot hold instead of returning -inf.
+
+    -D / (2 sigma^2) for the nearest sample is below -1.8e308 when sigma is tiny against the
+    distances (MNIST: sigma ~ 1e-154): no float64 number is the answer then, and a -inf mean
+    (or its NaN standard error) would look like a score.
+    """
+    values = log_sum_exp - normalising_constant(grid, count, dimension)[:, None]
+    finite = np.isfinite(values)
+    if not finite.all():
+        row = int(np.flatnonzero(~finite.all(axis=1))[0])
+        points = int((~finite[row]).sum())
+        if np.isnan(values[row]).any():  # every path is meant to rule this out: report, never return it
+            raise GanbenchError(f"internal error: NaN log-likelihood at sigma {grid[row]:.3g} for {points} points; "
+                                "please report it with the data's shape and range")
+        raise GanbenchError(f"sigma {grid[row]:.3g} is too small for these data: the log-likelihood of {points} of "
+                            f"{values.shape[1]} points is below float64's range (-1.8e308); choose a larger sigma")
+    return values
 
 
 def normalising_constant(sigmas, count: int, dimension: int) -> np.ndarray:
-    """log m + d log(sigma sqrt(2 pi)) per sigma, in float64."""
+    """log m + d log(sigma sqrt(2 pi)) per sigma, in float64 (log sigma apart: sigma sqrt(2 pi) overflows above 7e307)."""
     sigmas = np.asarray(sigmas, dtype=np.float64)
-    return math.log(count) + dimension * np.log(sigmas * math.sqrt(2.0 * math.pi))
+    return math.log(count) + dimension * (np.log(sigmas) + 0.5 * math.log(2.0 * math.pi))
 
 
 def parzen_pass(x, bank, sigmas, *, backend: str = DEFAULT_BACKEND, device=None, precision: str = DEFAULT_PRECISION,
@@ -94,62 +128,162 @@ def parzen_pass(x, bank, sigmas, *, backend: str = DEFAULT_BACKEND, device=None,
     target = _resolve_device(device, backend, query_tensor)
     if backend == "auto":
         backend = "triton" if target.type == "cuda" else "torch"
+    magnitude = max(_largest_magnitude(query_tensor), _largest_magnitude(bank_tensor))
+    check_float64_range(magnitude, bank_tensor.shape[1], grid)
     if backend == "reference":
         return _reference_pass(query_tensor, bank_tensor, grid, query_block, bank_block)
+    exponent = float32_exponent(magnitude, bank_tensor.shape[1], grid)
+    if exponent is None:
+        _announce(f"ganbench: sigma {grid.min():.3g} against data up to {magnitude:.3g} is out of float32's range "
+                  f"for the {backend} backend; scoring with the float64 reference backend instead")
+        return _reference_pass(query_tensor, bank_tensor, grid, query_block, bank_block)
+    # Data and sigma scaled by one power of two: -D / (2 sigma^2) and every rounding are unchanged.
+    query_tensor, bank_tensor = scale_by_power_of_two(query_tensor, exponent), scale_by_power_of_two(bank_tensor, exponent)
+    scaled_grid = np.ldexp(grid, -exponent)
     if backend == "torch":
-        partial = _torch_pass(query_tensor, bank_tensor, grid, target, query_block, bank_block)
+        partial = _torch_pass(query_tensor, bank_tensor, scaled_grid, target, query_block, bank_block)
     else:
         from ganbench.kernels import (
             parzen_lse,  # imported late: Triton is only needed here
         )
 
         # The kernel autotunes its tiles; query_block and bank_block size the other backends' blocks.
-        partial = parzen_lse.parzen_partial_triton(query_tensor, bank_tensor, grid, device=target,
+        partial = parzen_lse.parzen_partial_triton(query_tensor, bank_tensor, scaled_grid, device=target,
                                                    precision=precision)
-    return finish_pass(partial, query_tensor, bank_tensor, grid, refine=refine)
+    result = finish_pass(partial, query_tensor, bank_tensor, scaled_grid, refine=refine)
+    result.min_sq_distance = np.ldexp(result.min_sq_distance, 2 * exponent)  # back to the caller's units, exactly
+    return result
 
+
+# ---- the range of the arithmetic -------------------------------------------------------------------
+# Every path works with squared distances D and scales 1 / (2 sigma^2). In float64 both must be
+# finite; the float32 paths (torch, triton) also need them inside float32's much narrower range,
+# which one power-of-two factor on data and sigma can usually arrange without changing any result.
+
+FLOAT32_LARGEST_LOG2 = 100     # squared norms, distances and dot products stay below 2^100 (float32 overflows at 2^128)
+FLOAT32_RESOLUTION_LOG2 = -100  # ... and their bound above 2^-100, so float32's rounding of them (~u times it) stays normal
+FLOAT32_SCALE_LOG2 = 120       # log2(e) / (2 sigma^2) stays below 2^121, finite in float32
+_ANNOUNCED: set[str] = set()
+
+
+def _largest_magnitude(tensor: torch.Tensor) -> float:
+    """max |value| (a min/max reduction: no copy of a large bank)."""
+    low, high = torch.aminmax(tensor)
+    return max(-float(low), float(high))
+
+
+def squared_distance_bound(magnitude: float, dimension: int) -> float:
+    """Above every squared norm of bank-centred data, squared distance and twice any dot product of the
+    expanded form, for data with entries up to ``magnitude`` (centred entries are up to twice that)."""
+    return 16.0 * dimension * magnitude * magnitude
+
+
+def check_float64_range(magnitude: float, dimension: int, grid) -> None:
+    """Refuse data or widths whose squared distances or 1 / (2 sigma^2) overflow float64, with what to do instead."""
+    if squared_distance_bound(magnitude, dimension) > np.finfo(np.float64).max:
+        largest = math.sqrt(np.finfo(np.float64).max / squared_distance_bound(1.0, dimension))
+        raise GanbenchError(f"values up to {magnitude:.3g} are too large: squared distances between them overflow "
+                            f"float64 (entries must stay below {largest:.2g} in dimension {dimension}); divide the data "
+                            "and sigma by one factor (log-likelihoods then shift by d log(factor))")
+    smallest = math.sqrt(0.5 / np.finfo(np.float64).max)
+    if len(grid) and grid.min() < smallest:
+        raise GanbenchError(f"sigma {grid.min():.3g} is too small: 1/(2 sigma^2) overflows float64 below sigma = "
+                            f"{smallest:.2g}; choose a larger sigma (or, for data as small, express data and sigma in "
+                            "larger units: log-likelihoods then shift by d log(factor))")
+
+
+def float32_exponent(magnitude: float, dimension: int, grid) -> int | None:
+    """k such that data / 2^k and sigmas / 2^k keep the float32 paths in range; the k nearest 0, None if none does.
+
+    Scaling data and sigma by 2^-k scales every D by 4^-k and every 1 / (2 sigma^2) by 4^k, exactly
+    (only exponents change), so -D / (2 sigma^2), the log-likelihood and every rounding stay the same.
+    Needed for data far from 1 (entries of 1e19 in 784 dimensions overflow D in float32, entries
+    of 1e-30 underflow it) and for small sigma (1/(2 sigma^2) overflows float32 below sigma ~ 4e-20);
+    impossible only when D / (2 sigma^2) spans more than float32 can: then None.
+    """
+    largest = squared_distance_bound(magnitude, dimension)
+    low, high = -math.inf, math.inf
+    if largest > 0:  # all-zero data: every D is 0, any k does
+        low = (math.log2(largest) - FLOAT32_LARGEST_LOG2) / 2
+        high = (math.log2(largest) - FLOAT32_RESOLUTION_LOG2) / 2
+    if len(grid):
+        top_scale = float(partials.half_inverse_variances(grid.min(), np.zeros(1))[0, 0])
+        high = min(high, (FLOAT32_SCALE_LOG2 - math.log2(top_scale)) / 2)
+    if low > high or math.ceil(low) > math.floor(high):
+        return None
+    return int(min(max(0.0, math.ceil(low)), math.floor(high)))
+
+
+def scale_by_power_of_two(tensor: torch.Tensor, exponent: int) -> torch.Tensor:
+    """tensor * 2^-exponent, exact, in float32 or float64 (in steps a float32 factor can hold)."""
+    if not exponent:
+        return tensor
+    if tensor.dtype not in (torch.float32, torch.float64):
+        tensor = tensor.float()
+    remaining = exponent
+    while remaining:
+        step = max(-64, min(64, remaining))
+        tensor = tensor * 2.0**-step
+        remaining -= step
+    return tensor
+
+
+def _announce(message: str) -> None:
+    """One line on stderr, once per process (a streamed bank would otherwise repeat it for every chunk)."""
+    if message not in _ANNOUNCED:
+        _ANNOUNCED.add(message)
+        print(message, file=sys.stderr)
+
+
+# ---- float32 partials to float64 results -----------------------------------------------------------
 
 def finish_pass(partial: partials.BankPartial, query: torch.Tensor, bank: torch.Tensor, grid,
                 refine: bool = True) -> ParzenPass:
     """A float32 backend's whole-bank partial (torch, on its device) to a float64 ``ParzenPass``.
 
-    The log-sum-exp per sigma and the exact-nearest refinement run in float64 on the partial's
+    The logs of the shifted sums and the exact-nearest refinement run in float64 on the partial's
     device, and one copy of the (S, n) result reaches the host: on a GPU, the same float64 work
     in NumPy costs milliseconds per 10,000 queries and 16 sigmas, as much as the kernel itself.
     """
     minima = partial.min_sq_distance.double()
     nearest = partial.nearest_index.long()
-    log_sum_exp = partials.log_sum_exp(partials.BankPartial(minima, nearest, partial.shifted_sums.double()), grid)
+    log_sums = torch.log(partial.shifted_sums.double())  # >= 0: the nearest term is exactly 1
     if refine:
-        log_sum_exp, minima = refine_nearest(log_sum_exp, minima, nearest, query, bank, grid)
+        log_sums, minima = refine_nearest(log_sums, minima, nearest, query, bank, grid)
     # One copy to the host (a wait for the GPU each): the indices ride along as float64, exact below 2^53.
-    host = torch.cat([log_sum_exp, minima[None], nearest[None].double()]).cpu().numpy()
-    return ParzenPass(host[:-2], host[-2], host[-1].astype(np.int64))
+    host = torch.cat([log_sums, minima[None], nearest[None].double()]).cpu().numpy()
+    return ParzenPass.from_log_shifted_sums(host[:-2], host[-2], host[-1].astype(np.int64), grid)
 
 
-def refine_nearest(log_sum_exp: torch.Tensor, min_sq_distance: torch.Tensor, nearest_index: torch.Tensor,
+def refine_nearest(log_shifted_sums: torch.Tensor, min_sq_distance: torch.Tensor, nearest_index: torch.Tensor,
                    query: torch.Tensor, bank: torch.Tensor, grid) -> tuple[torch.Tensor, torch.Tensor]:
     """Replace the float32 distance of each query's nearest sample by its exact float64 value.
 
     The float32 GEMM form is off by up to ~1e-4 in D on MNIST (the dot product's rounding
     on norms ~50), which moves log p by that over 2 sigma^2: ~3e-3 nats at sigma = 0.1.
     At small sigma the nearest sample carries almost all the weight, and its term is exactly
-    1 in the shifted sum S, so swapping it for exp(-(D_exact - D_32) / (2 sigma^2)) removes
-    the dominant error for n x d work:
-        lse = -D_exact c + log(1 + (S - 1) exp((D_exact - D_32) c)),   c = 1 / (2 sigma^2).
-    The other terms keep their float32 error, weighted by their (small) share of S.
-    Takes and returns float64 tensors on the device of ``log_sum_exp`` ((S, n) and (n,)).
+    1 in the shifted sum S, so swapping it for its exact value removes the dominant error for
+    n x d work. With c = 1 / (2 sigma^2) and the sums now shifted by D_exact, in logs (no
+    exponential can overflow, however small sigma is):
+        log S_new = log(1 + (S - 1) exp((D_exact - D_32) c)) = softplus(log(S - 1) + (D_exact - D_32) c).
+    The other terms keep their float32 error, weighted by their share of S. A query whose other
+    terms would then outweigh the whole sum (log S_new > log(m + 1)) is a near-tie float32 cannot
+    resolve (its error times c is many nats): it keeps its float32 distance and sums, which stay
+    within the float32 bound. Every shifted sum so stays in [1, m + 1], as the merges of streaming need.
+    Takes and returns float64 tensors on the device of ``log_shifted_sums`` ((S, n) and (n,)).
     """
     device = min_sq_distance.device
     nearest = bank.index_select(0, nearest_index.to(bank.device)).to(torch.float64)
     exact = ((query.to(device=bank.device, dtype=torch.float64) - nearest) ** 2).sum(1).to(device)
     if not len(grid):
-        return log_sum_exp, exact
-    scales = partials.half_inverse_variances(grid, log_sum_exp)
-    approximate = min_sq_distance[None, :]
-    others = torch.expm1(log_sum_exp + approximate * scales)  # S - 1, the terms but the nearest
-    log_sum_exp = -exact * scales + torch.log1p(others * torch.exp((exact - approximate) * scales))
-    return log_sum_exp, exact
+        return log_shifted_sums, exact
+    scales = partials.half_inverse_variances(grid, log_shifted_sums)
+    log_others = torch.log(torch.expm1(log_shifted_sums))  # log(S - 1): -inf when the nearest is alone
+    moved = log_others + (exact - min_sq_distance)[None, :] * scales
+    consistent = (moved <= math.log(len(bank))).all(dim=0)
+    refined = torch.logaddexp(torch.zeros_like(moved), moved)  # log(1 + e^moved), 0 for moved = -inf
+    return (torch.where(consistent[None, :], refined, log_shifted_sums),
+            torch.where(consistent, exact, min_sq_distance))
 
 
 def _resolve_device(device, backend: str, query_tensor: torch.Tensor) -> torch.device:
@@ -219,8 +353,8 @@ def _reference_pass(query, bank, grid, query_block, bank_block) -> ParzenPass:
         pieces.append(running)
     merged = partials.BankPartial(*(np.concatenate([getattr(p, field) for p in pieces], axis=-1)
                                     for field in ("min_sq_distance", "nearest_index", "shifted_sums")))
-    return ParzenPass(partials.log_sum_exp(merged, grid), merged.min_sq_distance,
-                      merged.nearest_index.astype(np.int64))
+    return ParzenPass.from_log_shifted_sums(np.log(merged.shifted_sums), merged.min_sq_distance,
+                                            merged.nearest_index.astype(np.int64), grid)
 
 
 def _torch_pass(query, bank, grid, device, query_block, bank_block) -> partials.BankPartial:
@@ -236,7 +370,7 @@ def _torch_pass(query, bank, grid, device, query_block, bank_block) -> partials.
     bank_block = min(bank_block or DEFAULTS[f"{prefix}_bank_block"], bank32.shape[0])
     # Norms summed in float64 then rounded once: the GEMM is then the only float32 error.
     query_norms, bank_norms = squared_norms(query32), squared_norms(bank32)
-    scales = torch.as_tensor(0.5 / np.asarray(grid, dtype=np.float64) ** 2, dtype=torch.float32, device=device)
+    scales = partials.half_inverse_variances(grid, query32)[:, 0]
     tile = torch.empty(query_block, bank_block, device=device)
     shifted = torch.empty(query_block, bank_block, device=device)
     term = torch.empty(query_block, bank_block, device=device)

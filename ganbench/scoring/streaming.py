@@ -21,10 +21,10 @@ from ganbench.scoring.inputs import as_matrix, as_sigmas
 
 
 def to_partial(result: parzen.ParzenPass, sigmas, index_offset: int) -> partials.BankPartial:
-    """A backend's result back into shifted sums: sums = exp(lse + min / (2 sigma^2)), in [1, chunk size]."""
-    scales = partials.half_inverse_variances(sigmas, result.log_sum_exp)
+    """A backend's result back into shifted sums, in [1, chunk size + 1] (from their logs: lse + min / (2 sigma^2)
+    would cancel at small sigma)."""
     return partials.BankPartial(result.min_sq_distance, result.nearest_index + index_offset,
-                                np.exp(result.log_sum_exp + result.min_sq_distance * scales))
+                                np.exp(result.log_shifted_sums))
 
 
 def stream_pass(x, bank: Bank, sigmas, *, rows: range | None = None, chunk_rows: int = CHUNK_ROWS,
@@ -66,7 +66,7 @@ def log_likelihood(x, bank, sigmas, *, chunk_rows: int = CHUNK_ROWS, progress: b
         merged = all_merge(local, grid, len(queries))
     else:
         merged = stream_pass(queries, bank, grid, chunk_rows=chunk_rows, progress=progress, **backend_options)
-    return partials.log_sum_exp(merged, grid) - parzen.normalising_constant(grid, len(bank), bank.dimension)[:, None]
+    return parzen.to_log_likelihood(partials.log_sum_exp(merged, grid), grid, len(bank), bank.dimension)
 
 
 # ---- torch.distributed ---------------------------------------------------------------------------
