@@ -1,14 +1,18 @@
 """`ganbench parzen`: score a bank of samples on MNIST or the user's own held-out data."""
 from __future__ import annotations
 
+import sys
+import warnings
+
 from ganbench.cli.common import (
     add_backend_options,
     add_data_options,
     print_json,
     read_own_data,
 )
-from ganbench.defaults import CHUNK_ROWS
+from ganbench.defaults import CHUNK_ROWS, DEFAULT_PROTOCOL, OWN_DATA_PROTOCOL
 from ganbench.errors import GanbenchError
+from ganbench.scoring.protocol import PROTOCOLS, describe_protocols
 
 
 def command_parzen(args) -> int:
@@ -37,22 +41,33 @@ def _score_and_report(args, distributed: bool) -> int:
     args.samples = args.samples or args.samples_option
     if args.sigma is not None and args.sigma <= 0:
         raise GanbenchError(f"--sigma must be > 0, got {args.sigma}")
+    if args.sigma is not None and args.sigma_grid is not None:
+        raise GanbenchError("give --sigma (a fixed width) or --sigma-grid (widths to choose from), not both")
+    sigma_grid = protocol.parse_sigma_grid(args.sigma_grid) if args.sigma_grid is not None else None
     own_data = read_own_data(valid=args.valid, test=args.test)
+    # The paper's grid was chosen for MNIST; on the user's own data the search starts from the data's scale.
+    protocol_name = args.protocol or (OWN_DATA_PROTOCOL if own_data else DEFAULT_PROTOCOL)
     if own_data:
-        # The user's own data, on the user's own scale: no MNIST range check on the samples.
+        # The user's own data, on the user's own scale: evaluate checks the samples against
+        # [0, 1] only when the validation and test data lie in it (inputs.held_out_range).
         valid, test = own_data
         bank, scored = banks.open_bank(args.samples), {"valid": str(args.valid), "test": str(args.test)}
     else:
         mnist = data.load_mnist(args.data_dir)
         valid, test = mnist.valid_x, mnist.split(args.split)[0]
         bank, scored = banks.open_bank(args.samples, banks.MNIST_RANGE), {"split": args.split}
-    score = protocol.evaluate(bank, valid, test, args.protocol, sigma=args.sigma,
-                              scorer=streaming.log_likelihood, backend=args.backend, device=args.device,
-                              precision=args.precision, chunk_rows=args.chunk_rows, progress=is_writer)
-    result = {"samples": str(args.samples), **scored, "protocol": args.protocol, **score.as_dict()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", protocol.SigmaAtGridEdgeWarning)  # reported below as one line, by rank 0
+        score = protocol.evaluate(bank, valid, test, protocol_name, sigma=args.sigma, sigma_grid=sigma_grid,
+                                  scorer=streaming.log_likelihood, backend=args.backend, device=args.device,
+                                  precision=args.precision, chunk_rows=args.chunk_rows, progress=is_writer)
+    result = {"samples": str(args.samples), **scored, "protocol": protocol_name,
+              "sigma_grid": sigma_grid.text if sigma_grid else None, **score.as_dict()}
     if distributed:
         result["world_size"] = torch.distributed.get_world_size()
     if is_writer:  # only rank 0 reports
+        if score.warning:
+            print(f"ganbench: warning: {score.warning}", file=sys.stderr)
         if args.json:
             print_json(result)
         else:
@@ -77,10 +92,16 @@ def add_parsers(commands, formatter) -> None:
                                     "sigma on, instead of MNIST's; with --test")
     parzen_parser.add_argument("--test", default=None,
                                help="your own held-out data to score, instead of an MNIST split; with --valid")
-    parzen_parser.add_argument("--protocol", default="paper", choices=("paper", "full"),
-                               help="paper: logspace(-1,0,10) on the first 1,000 validation images; "
-                                    "full: 32 widths on all of them")
+    parzen_parser.add_argument("--protocol", default=None, choices=tuple(PROTOCOLS),
+                               help=f"how sigma is chosen ({describe_protocols()}); default: {DEFAULT_PROTOCOL} "
+                                    f"on MNIST, {OWN_DATA_PROTOCOL} on your own data")
     parzen_parser.add_argument("--sigma", type=float, default=None, help="fixed width (skips cross-validation)")
+    parzen_parser.add_argument("--sigma-grid", default=None, metavar="WIDTHS",
+                               help="widths to choose sigma from, instead of the protocol's grid: a comma list "
+                                    "(0.05,0.1,0.2) or logspace:LOW:HIGH:COUNT (COUNT widths from 10^LOW to "
+                                    "10^HIGH, as numpy.logspace; logspace:-2:0:20); under full it is the starting "
+                                    "grid (widened while its best width is an end, then refined), under paper the "
+                                    "whole grid (a best width at an end is reported on stderr and in the JSON)")
     parzen_parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     parzen_parser.add_argument("--chunk-rows", type=int, default=CHUNK_ROWS,
                                help="bank rows read and scored at a time (bounds memory for banks on disk)")
