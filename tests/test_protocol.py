@@ -5,7 +5,6 @@ optimum on other data, the paper protocol must say when its best width is an end
 and the API must score a bank as the CLI does (or refuse it).
 """
 import json
-import socket
 import subprocess
 import sys
 import warnings
@@ -13,6 +12,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from test_streaming import free_port
 
 from ganbench.errors import GanbenchError
 from ganbench.scoring import parzen, protocol
@@ -159,7 +159,7 @@ def test_sigma_grid_parsing(text, widths):
 
 @pytest.mark.parametrize("text", ["", "0.1,,0.2", "0.1,abc", "0,0.1", "0.1,-0.2", "nan", "inf", "logspace:-2:0",
                                   "logspace:-2:0:x", "logspace:-2:0:0", "logspace:-2:0:5:1", "logspace:-2:inf:5",
-                                  "logspace:-2:0:100000", ",".join(["0.1"] * 300), "linspace:0:1:5"])
+                                  "logspace:-2:0:100000", "logspace:0:400:3", ",".join(["0.1"] * 300), "linspace:0:1:5"])
 def test_bad_sigma_grids_are_one_line_errors(text):
     with pytest.raises(GanbenchError) as error:
         protocol.parse_sigma_grid(text)
@@ -232,27 +232,20 @@ def test_as_data_is_the_one_scale_rule(rng):
 
 
 # ---- torch.distributed: every rank derives the same grid ------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_full_protocol_under_two_gloo_processes_equals_one(tmp_path):
     bank, valid, test = clustered(seed=5, sizes=(501, 200, 100))
     for name, values in (("bank", bank), ("valid", valid), ("test", test)):
         np.save(tmp_path / f"{name}.npy", values)
-    base = [sys.executable, "-m", "ganbench", "parzen", str(tmp_path / "bank.npy"), "--valid",
-            str(tmp_path / "valid.npy"), "--test", str(tmp_path / "test.npy"), "--protocol", "full", "--json",
-            "--backend", "torch", "--device", "cpu", "--chunk-rows", "100"]
-    single = subprocess.run(base, capture_output=True, text=True, timeout=300)
-    assert single.returncode == 0, single.stderr
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
-                str(free_port()), "-m", "ganbench"] + base[3:]
-    distributed = subprocess.run(launcher, capture_output=True, text=True, timeout=300)
-    assert distributed.returncode == 0, distributed.stderr
-    one, two = json.loads(single.stdout), json.loads(distributed.stdout)
+    arguments = ["parzen", str(tmp_path / "bank.npy"), "--valid", str(tmp_path / "valid.npy"), "--test",
+                 str(tmp_path / "test.npy"), "--protocol", "full", "--json", "--backend", "torch", "--device", "cpu",
+                 "--chunk-rows", "100"]
+    results = []
+    for launcher in ([], ["-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(free_port())]):
+        completed = subprocess.run([sys.executable, *launcher, "-m", "ganbench", *arguments], capture_output=True,
+                                   text=True, timeout=300)
+        assert completed.returncode == 0, completed.stderr
+        results.append(json.loads(completed.stdout))  # only rank 0 prints
+    one, two = results
     assert two["world_size"] == 2 and two["sigma"] == one["sigma"] and not two["sigma_at_grid_edge"]
     assert two["valid_means"].keys() == one["valid_means"].keys()  # every rank derived the same grid
     assert two["mean"] == pytest.approx(one["mean"], abs=1e-9)
