@@ -99,3 +99,41 @@ def test_missing_checkpoint_and_help():
     assert completed.returncode == 2 and "no best_generator.pt in nowhere" in completed.stderr
     for command in ("parzen", "train", "export", "sample", "reproduce", "check", "nn", "figures"):
         assert ganbench(command, "--help").returncode == 0
+
+
+def _option(parser, *path_and_flag):
+    """The argparse action of ``flag`` in the subcommand ``path``."""
+    *path, flag = path_and_flag
+    for name in path:
+        parser = next(action for action in parser._actions if hasattr(action, "choices") and isinstance(
+            action.choices, dict)).choices[name]
+    return next(action for action in parser._actions if flag in action.option_strings)
+
+
+def test_protocol_choices_and_help_come_from_the_registry():
+    from ganbench.cli import build_parser
+    from ganbench.scoring.protocol import PROTOCOLS
+
+    parser = build_parser()
+    for command in ("parzen", "reproduce"):
+        option = _option(parser, command, "--protocol")
+        assert tuple(option.choices) == tuple(PROTOCOLS)
+        assert all(f"{name}: {rule.description}" in option.help for name, rule in PROTOCOLS.items())
+    assert "32 widths" not in _option(parser, "parzen", "--protocol").help
+
+
+def test_own_data_default_to_the_full_protocol_and_record_the_grid(tmp_path):
+    rng = np.random.default_rng(2)
+    for name, count in (("samples", 300), ("valid", 100), ("test", 50)):
+        np.save(tmp_path / f"{name}.npy", rng.normal(size=(count, 3)).astype(np.float32) * 40)
+    files = [str(tmp_path / "samples.npy"), "--valid", str(tmp_path / "valid.npy"), "--test", str(tmp_path / "test.npy"),
+             "--json", "--backend", "torch"]
+    completed = ganbench("parzen", *files)
+    assert completed.returncode == 0, completed.stderr
+    result = json.loads(completed.stdout)
+    assert result["protocol"] == "full" and result["sigma_grid"] is None and not result["sigma_at_grid_edge"]
+    assert 1 < result["sigma"] < 100  # the paper's grid would stop at 1.0 on data spread 40 wide
+    completed = ganbench("parzen", *files, "--protocol", "paper", "--sigma-grid", "1,2,4,8,16,32")
+    assert completed.returncode == 0, completed.stderr
+    result = json.loads(completed.stdout)
+    assert result["sigma_grid"] == "1,2,4,8,16,32" and sorted(map(float, result["valid_means"])) == [1, 2, 4, 8, 16, 32]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 
 from ganbench.cli.common import (
     add_backend_options,
@@ -10,8 +11,9 @@ from ganbench.cli.common import (
     read_own_data,
     require_at_least,
 )
-from ganbench.defaults import CHUNK_ROWS
+from ganbench.defaults import CHUNK_ROWS, DEFAULT_PROTOCOL, OWN_DATA_PROTOCOL
 from ganbench.errors import GanbenchError
+from ganbench.scoring.protocol import PROTOCOLS, describe_protocols
 
 
 def command_parzen(args) -> int:
@@ -45,24 +47,35 @@ def _score_and_report(args, distributed: bool) -> int:
         raise GanbenchError("--split picks an MNIST split; with --valid and --test your own held-out data is "
                             "scored: drop --split")
     args.split = args.split or "test"
+    if args.sigma is not None and args.sigma_grid is not None:
+        raise GanbenchError("give --sigma (a fixed width) or --sigma-grid (widths to choose from), not both")
+    sigma_grid = protocol.parse_sigma_grid(args.sigma_grid) if args.sigma_grid is not None else None
     own_data = read_own_data(valid=args.valid, test=args.test)
+    # The paper's grid was chosen for MNIST; on the user's own data the search starts from the data's scale.
+    protocol_name = args.protocol or (OWN_DATA_PROTOCOL if own_data else DEFAULT_PROTOCOL)
     if own_data:
-        # The user's own data, on the user's own scale: no MNIST range check on the samples.
+        # The user's own data, on the user's own scale: evaluate checks the samples against
+        # [0, 1] only when the validation and test data lie in it (inputs.held_out_range).
         valid, test = own_data
         bank, scored = banks.open_bank(args.samples, role="samples"), {"valid": str(args.valid), "test": str(args.test)}
     else:
         mnist = data.load_mnist(args.data_dir)
         valid, test = mnist.valid_x, mnist.split(args.split)[0]
         bank, scored = banks.open_bank(args.samples, banks.MNIST_RANGE, role="samples"), {"split": args.split}
-    score = protocol.evaluate(bank, valid, test, args.protocol, sigma=args.sigma,
-                              scorer=streaming.log_likelihood, backend=args.backend, device=args.device,
-                              precision=args.precision, chunk_rows=args.chunk_rows, progress=is_writer)
-    result = {"samples": str(args.samples), **scored, "protocol": args.protocol, **score.as_dict()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", protocol.SigmaAtGridEdgeWarning)  # reported below as one line, by rank 0
+        score = protocol.evaluate(bank, valid, test, protocol_name, sigma=args.sigma, sigma_grid=sigma_grid,
+                                  scorer=streaming.log_likelihood, backend=args.backend, device=args.device,
+                                  precision=args.precision, chunk_rows=args.chunk_rows, progress=is_writer)
+    result = {"samples": str(args.samples), **scored, "protocol": protocol_name,
+              "sigma_grid": sigma_grid.text if sigma_grid else None, **score.as_dict()}
     if distributed:
         result["world_size"] = torch.distributed.get_world_size()
     if is_writer:  # only rank 0 reports
+        if score.warning:
+            print(f"ganbench: warning: {score.warning}", file=sys.stderr)
         if args.save:
-            _save_result(args, score, bank, valid, test)
+            _save_result(args, protocol_name, score, bank, valid, test)
         if args.json:
             print_json(result)
         else:
@@ -72,11 +85,11 @@ def _score_and_report(args, distributed: bool) -> int:
     return 0
 
 
-def _save_result(args, score, bank, valid, test) -> None:
+def _save_result(args, protocol_name: str, score, bank, valid, test) -> None:
     from ganbench.scoring import results
 
     inputs = results.Inputs(samples=args.samples, valid=args.valid, test=args.test, split=args.split)
-    scoring = results.Scoring(protocol=args.protocol, backend=args.backend, device=args.device,
+    scoring = results.Scoring(protocol=protocol_name, backend=args.backend, device=args.device,
                               precision=args.precision, chunk_rows=args.chunk_rows)
     result = results.build(score, bank, valid, test, inputs, scoring, args.save, " ".join(["ganbench", *sys.argv[1:]]))
     results.save(args.save, result)
@@ -99,10 +112,16 @@ def add_parsers(commands, formatter) -> None:
                                     "sigma on, instead of MNIST's; with --test")
     parzen_parser.add_argument("--test", default=None,
                                help="your own held-out data to score, instead of an MNIST split; with --valid")
-    parzen_parser.add_argument("--protocol", default="paper", choices=("paper", "full"),
-                               help="paper: logspace(-1,0,10) on the first 1,000 validation images; "
-                                    "full: 32 widths on all of them")
+    parzen_parser.add_argument("--protocol", default=None, choices=tuple(PROTOCOLS),
+                               help=f"how sigma is chosen ({describe_protocols()}); default: {DEFAULT_PROTOCOL} "
+                                    f"on MNIST, {OWN_DATA_PROTOCOL} on your own data")
     parzen_parser.add_argument("--sigma", type=float, default=None, help="fixed width (skips cross-validation)")
+    parzen_parser.add_argument("--sigma-grid", default=None, metavar="WIDTHS",
+                               help="widths to choose sigma from, instead of the protocol's grid: a comma list "
+                                    "(0.05,0.1,0.2) or logspace:LOW:HIGH:COUNT (COUNT widths from 10^LOW to "
+                                    "10^HIGH, as numpy.logspace; logspace:-2:0:20); under full it is the starting "
+                                    "grid (widened while its best width is an end, then refined), under paper the "
+                                    "whole grid (a best width at an end is reported on stderr and in the JSON)")
     parzen_parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     parzen_parser.add_argument("--save", default=None, metavar="RESULT.json",
                                help="also write a result file with the inputs' SHA-256 and derived tolerances, "

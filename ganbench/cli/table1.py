@@ -6,9 +6,10 @@ from pathlib import Path
 
 from ganbench import SHIPPED_GENERATOR
 from ganbench.cli.common import add_backend_options, add_data_options, check_out, print_json
-from ganbench.defaults import BACKENDS, DEFAULT_OUT
+from ganbench.defaults import BACKENDS, DEFAULT_OUT, DEFAULT_PROTOCOL
 from ganbench.devices import resolve_device
 from ganbench.errors import GanbenchError
+from ganbench.scoring import protocol
 
 
 def command_reproduce(args) -> int:
@@ -98,7 +99,8 @@ def add_parsers(commands, formatter) -> None:
     reproduce_parser.add_argument("what", choices=("table1",), help="what to reproduce")
     reproduce_parser.add_argument("--generator", default=str(SHIPPED_GENERATOR), help="generator to score")
     reproduce_parser.add_argument("--seed", type=int, default=0, help="noise seed of the bank and k-means")
-    reproduce_parser.add_argument("--protocol", default="paper", choices=("paper", "full"))
+    reproduce_parser.add_argument("--protocol", default=DEFAULT_PROTOCOL, choices=tuple(protocol.PROTOCOLS),
+                                  help=f"how sigma is chosen ({protocol.describe_protocols()})")
     reproduce_parser.add_argument("--tfd", default=None, help="TFD_48x48.mat, to measure the TFD column")
     reproduce_parser.add_argument("--out", default=DEFAULT_OUT, help="folder for table1.json, .md, .csv "
                                   "(`--out results` regenerates the committed table)")

@@ -1,7 +1,7 @@
 """Banks larger than memory: an array, a ``.npy``/``.npz`` file, or a folder of shards, read in chunks.
 
-Files holding uint8 images are divided by 255 (MNIST's scale); other dtypes must already be
-in the data's scale.
+Files become data by the rule of ``inputs.as_data``: uint8 images are divided by 255
+(MNIST's scale); other dtypes must already be on the data's scale.
 
 Chunks are read with plain file reads (no memory map), so resident memory stays at one
 chunk whatever the bank's size; the scorer merges per-chunk partial sums exactly
@@ -18,8 +18,9 @@ import numpy as np
 
 from ganbench.defaults import CHUNK_ROWS
 from ganbench.errors import GanbenchError
+from ganbench.scoring.inputs import MNIST_RANGE, as_data, check_range
 
-MNIST_RANGE = (0.0, 1.0)  # pixels as the paper's code stores them: byte / 255
+__all__ = ["MNIST_RANGE", "Bank", "open_bank"]
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,6 @@ class _Shard:
     rows: int
     offset: int          # byte offset of the data in the file
     array: np.ndarray | None = None
-    scale: float = 1.0   # uint8 images are divided by 255 (the data's scale)
 
 
 class Bank:
@@ -61,7 +61,7 @@ class Bank:
                 row = first + int(np.argmin(finite_rows))
                 raise GanbenchError(f"{self.role} {self.source} contains NaN or inf at row {row}; fix those rows")
             if self.value_range is not None:
-                self._check_range(chunk, first)
+                check_range(f"{self.role} {self.source}", chunk, self.value_range, first)
             yield first, chunk
 
     def _read_rows(self, first: int, last: int) -> np.ndarray:
@@ -78,8 +78,7 @@ class Bank:
     def _shard_rows(self, shard: _Shard, start: int, count: int) -> np.ndarray:
         """Rows [start, start + count) of one shard, float32 on the data's scale."""
         if shard.array is not None:
-            chunk = np.asarray(shard.array[start:start + count], dtype=np.float32)
-            return chunk * np.float32(shard.scale) if shard.scale != 1.0 else chunk
+            return np.asarray(as_data(self.source, shard.array[start:start + count]), dtype=np.float32)
         with open(shard.path, "rb") as handle:
             handle.seek(shard.offset + start * self.dimension * 4)
             chunk = np.fromfile(handle, dtype="<f4", count=count * self.dimension)
@@ -92,17 +91,11 @@ class Bank:
         """The whole bank as one float32 (count, dimension) array, checked as ``chunks`` checks it."""
         return np.concatenate([chunk for _, chunk in self.chunks(rows)])
 
-    def _check_range(self, chunk: np.ndarray, first_row: int) -> None:
-        # Samples on another scale than the data (0-255 floats, tanh outputs in [-1, 1]) still
-        # give a finite log-likelihood, only a meaningless one: refuse them.
-        low, high = self.value_range
-        outside = (chunk < low) | (chunk > high)
-        if outside.any():
-            row = int(np.argmax(outside.any(axis=1)))
-            value = chunk[row][outside[row]][0]
-            raise GanbenchError(
-                f"{self.role} {self.source} has the value {value:.4g} at row {first_row + row}, outside the data's range "
-                f"[{low:g}, {high:g}]; rescale the samples (x / 255 for 0-255 floats, (x + 1) / 2 for tanh outputs)")
+    def with_range(self, value_range: tuple[float, float] | None) -> "Bank":
+        """The same bank, its chunks checked against ``value_range`` (kept if it already has one)."""
+        if value_range is None or self.value_range is not None:
+            return self
+        return Bank(self.shards, self.dimension, self.source, value_range, self.role)
 
 
 def _npz_shard(path: Path) -> tuple[_Shard, int]:
@@ -131,8 +124,7 @@ def _array_shard(path: Path | None, array: np.ndarray) -> tuple[_Shard, int]:
                             "or (count, height, width)")
     if array.dtype.kind not in "uif":
         raise GanbenchError(f"{path or 'bank'} has dtype {array.dtype}; pass numbers")
-    scale = 1.0 / 255.0 if array.dtype == np.uint8 else 1.0
-    return _Shard(path, len(array), 0, array, scale), array.shape[1]
+    return _Shard(path, len(array), 0, array), array.shape[1]
 
 
 def _npy_shard(path: Path) -> tuple[_Shard, int]:
@@ -164,8 +156,9 @@ def _npy_shard(path: Path) -> tuple[_Shard, int]:
 def open_bank(source, value_range: tuple[float, float] | None = None, role: str = "bank") -> Bank:
     """An array, a ``.npy`` path, or a folder of ``*.npy`` shards (read in name order).
 
-    ``value_range``, when given, is the data's range (MNIST: (0, 1)); a chunk with a value
-    outside it is an error when read.
+    Arrays and files alike become data by ``inputs.as_data`` (uint8 divided by 255) as they
+    are read. ``value_range``, when given, is the data's range (MNIST: (0, 1)); a chunk with a
+    value outside it is an error when read.
     """
     if not isinstance(source, (str, Path)):
         array = np.asarray(source)

@@ -1,4 +1,10 @@
-"""Input checks shared by every scorer: one clear message per mistake, never a silent wrong number."""
+"""Input checks shared by every scorer: one clear message per mistake, never a silent wrong number.
+
+``as_data`` is the one rule for how an array becomes data (uint8 images divided by 255, a
+range check); bank files (``banks.open_bank``) and ``protocol.evaluate`` both apply it, so the
+command line and the Python API score the same numbers. The low-level scorers
+(``parzen.log_likelihood``) take arrays as they are.
+"""
 from __future__ import annotations
 
 import warnings
@@ -55,3 +61,78 @@ def as_sigmas(sigmas) -> np.ndarray:
     if not np.all(np.isfinite(grid)) or np.any(grid <= 0):
         raise GanbenchError(f"every sigma must be finite and > 0, got {grid.tolist()}")
     return grid
+
+
+MNIST_RANGE = (0.0, 1.0)  # pixels as the paper's code stores them: byte / 255
+
+
+def data_scale(dtype) -> float:
+    """The factor that puts values of ``dtype`` on the data's scale: 1 / 255 for uint8, else 1.
+
+    uint8 arrays hold image bytes, and ganbench's data (MNIST as the paper's code stores it)
+    are byte / 255; every other dtype must already be on the data's scale.
+    """
+    is_uint8 = dtype == torch.uint8 if isinstance(dtype, torch.dtype) else np.dtype(dtype) == np.uint8
+    return 1.0 / 255.0 if is_uint8 else 1.0
+
+
+def as_data(name: str, values, value_range: tuple[float, float] | None = None):
+    """``values`` on the data's scale (uint8 divided by 255, as float32), range-checked when asked.
+
+    Arrays stay NumPy arrays and tensors stay tensors; other dtypes pass unchanged (no copy).
+    """
+    if not isinstance(values, torch.Tensor):
+        try:
+            values = np.asarray(values)
+        except (TypeError, ValueError) as error:
+            raise GanbenchError(f"{name} is not an array ({error})") from None
+    if data_scale(values.dtype) != 1.0:
+        values = (values.to(torch.float32) if isinstance(values, torch.Tensor)
+                  else values.astype(np.float32)) / np.float32(255.0)
+    if value_range is not None:
+        check_range(name, values, value_range)
+    return values
+
+
+def _min_max(values) -> tuple[float, float] | None:
+    """Smallest and largest entry (NaN if any is NaN), or None for an empty or non-numeric array."""
+    if isinstance(values, torch.Tensor):
+        if values.numel() == 0 or values.is_complex():
+            return None
+        return tuple(float(v) for v in torch.aminmax(values.detach()))
+    if values.size == 0 or values.dtype.kind not in "biuf":
+        return None
+    return float(values.min()), float(values.max())
+
+
+def check_range(name: str, values, value_range: tuple[float, float], first_row: int = 0) -> None:
+    """Refuse values outside the data's range, naming the first one and the fix.
+
+    Samples on another scale than the data (0-255 floats, tanh outputs in [-1, 1]) still give
+    a finite log-likelihood, only a meaningless one.
+    """
+    low, high = value_range
+    extremes = _min_max(values)
+    if extremes is None or (low <= extremes[0] and extremes[1] <= high) or np.isnan(extremes).any():
+        return  # empty, in range, or NaN (which the scorers refuse with their own message)
+    values = values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else values
+    rows = values.reshape(len(values), -1)
+    outside = (rows < low) | (rows > high)
+    row = int(np.argmax(outside.any(axis=1)))
+    value = rows[row][outside[row]][0]
+    raise GanbenchError(
+        f"{name} has the value {value:.4g} at row {first_row + row}, outside the data's range "
+        f"[{low:g}, {high:g}]; rescale the samples (x / 255 for 0-255 floats, (x + 1) / 2 for tanh outputs)")
+
+
+def held_out_range(*held_out) -> tuple[float, float] | None:
+    """MNIST's range [0, 1] when every held-out set lies in it, else None (the data's own scale).
+
+    Held-out data in [0, 1] are on MNIST's scale: a bank outside it (0-255 floats, tanh
+    outputs) is on another scale than the data it is scored against.
+    """
+    for values in held_out:
+        extremes = _min_max(as_data("held-out data", values))
+        if extremes is not None and not (MNIST_RANGE[0] <= extremes[0] and extremes[1] <= MNIST_RANGE[1]):
+            return None
+    return MNIST_RANGE
