@@ -85,12 +85,15 @@ def test_an_unchanged_result_checks_clean(data, capsys):
     assert stored["kind"] == results.KIND and stored["inputs"]["samples"]["path"] == "samples.npy"
     assert stored["scorer"]["arithmetic"] == "float32" and stored["selection"]["valid_rows"] == 300
     assert [len(stored["inputs"][role]["sha256"]) for role in results.ROLES] == [64, 64, 64]
-    assert len(stored["selection"]["grid"]) == 10 and stored["result"]["n_test"] == 101
+    # Own data default to the full protocol: the grid is every width it tried (its start, any
+    # widening, then 16 refined widths), all recorded so that check re-scores the same grid.
+    assert len(stored["selection"]["grid"]) >= 13 + 16 and stored["result"]["n_test"] == 101
     code, out, err = check(capsys, path)
     assert code == 0, err
     header = out.splitlines()[0].split()
     assert header == ["field", "stored", "new", "difference", "tolerance", "ok"]
-    assert "mean" in out and "sigma" in out and "valid_mean[sigma=0.1]" in out and "MOVED" not in out
+    first_width = min(sigma for sigma, _ in stored["selection"]["grid"])
+    assert "mean" in out and "sigma" in out and f"valid_mean[sigma={first_width:.6g}]" in out and "MOVED" not in out
 
 
 def test_a_result_moved_with_its_folder_still_checks(data, tmp_path, capsys):
