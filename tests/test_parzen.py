@@ -8,7 +8,6 @@ from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 from tolerances import (
     distance_bound,
-    exact_sq_distances,
     log_likelihood_bound,
     mean_difference_bound,
     nearest_is_within_bound,
@@ -149,7 +148,8 @@ def test_identical_points_equal_a_one_point_bank(rng):
 
 def refined_bound(x, bank, sigmas, fast, reference, block_rows):
     """The bound of a refined float32 pass: only the terms other than its nearest keep their error."""
-    chosen = np.take_along_axis(exact_sq_distances(x, bank), fast.nearest_index[:, None], axis=1)[:, 0]
+    picked = np.asarray(bank, np.float64)[fast.nearest_index]
+    chosen = ((np.asarray(x, np.float64) - picked) ** 2).sum(axis=1)  # exact, by direct differences
     weights = nearest_weight(chosen, reference.log_sum_exp, sigmas)
     return log_likelihood_bound(x, bank, sigmas, block_rows=block_rows, nearest_weights=weights)
 
