@@ -1,6 +1,6 @@
 """MNIST for ganbench: offline, verified, cached, split as the paper's code splits it.
 
-Splits (PAPER.md, "Data protocol"; the authors' mnist.yaml): train = the first
+Splits (the authors' mnist.yaml; docs/paper.md, "Data splits"): train = the first
 50,000 images of the official training set, valid = its last 10,000, test = the
 official 10,000. Pixels are byte / 255 exactly, real-valued, not binarised.
 

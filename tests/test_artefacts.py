@@ -5,12 +5,14 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from ganbench import SHIPPED_GENERATOR
 from ganbench.paper import figures, table1
 
 
+@pytest.mark.slow
 def test_reproduce_writes_a_consistent_table_with_provenance(mnist, tmp_path):
     config = table1.Table1Config(rows=("training_images",), backend="torch", device="cpu")
     result = table1.reproduce(config, ["ganbench", "reproduce", "table1"])
@@ -34,6 +36,7 @@ def test_reproduce_writes_a_consistent_table_with_provenance(mnist, tmp_path):
     assert json.loads((tmp_path / "table1.json").read_text())["table"] == json.loads(json.dumps(result["table"]))
 
 
+@pytest.mark.slow
 def test_all_figures_are_written_from_the_shipped_generator(mnist, tmp_path):
     # A fifth of the training split keeps the memorisation passes short; the figures are the same kind.
     small = dataclasses.replace(mnist, train_x=mnist.train_x[:10_000], test_x=mnist.test_x[:2_000])

@@ -1,8 +1,10 @@
 """Figures: right pixel size, non-empty grids, nearest column really the nearest training image."""
 import matplotlib.image
+import numpy as np
 import pandas as pd
 import pytest
 import torch
+from tolerances import distance_bound, nearest_is_within_bound
 
 from ganbench.errors import GanbenchError
 from ganbench.gan.models import Generator
@@ -15,9 +17,22 @@ def test_tile_geometry(rng):
     assert canvas[2:30, 2:30].std() > 0
 
 
-def test_figure2_and_3_are_written_and_not_blank(tmp_path, mnist):
-    samples = mnist.valid_x[:30]
-    path = figures.figure2(samples, mnist.train_x[:2000], tmp_path / "f2.png", rows=6, columns=6)
+def test_figure2_and_3_are_written_and_not_blank(tmp_path, mnist, monkeypatch):
+    samples, train = mnist.valid_x[:30], mnist.train_x[:2000]
+    tiled = []
+    original_tile = figures._tile
+    monkeypatch.setattr(figures, "_tile", lambda images, *args, **kwargs: tiled.append(images) or original_tile(
+        images, *args, **kwargs))
+    path = figures.figure2(samples, train, tmp_path / "f2.png", rows=6, columns=6)
+    # Each row: five samples in order, then the training image nearest the fifth (float64, brute
+    # force), or one within the float32 bound of it.
+    grid = tiled[0].reshape(6, 6, 784)
+    np.testing.assert_array_equal(grid[:, :5].reshape(30, 784), samples)
+    neighbours, shown = grid[:, 4], grid[:, 5]
+    matches = [np.flatnonzero((train == image).all(axis=1)) for image in shown]
+    assert all(len(rows) >= 1 for rows in matches), "the right column holds an image that is not a training image"
+    chosen = np.array([rows[0] for rows in matches])  # equal training images are equally near
+    assert np.all(nearest_is_within_bound(neighbours, train, chosen, distance_bound(neighbours, train)))
     image = matplotlib.image.imread(path)
     assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100 and image[..., :3].std() > 0.05
     torch.manual_seed(0)

@@ -2,10 +2,12 @@
 
 Tolerances: the interpreter's tl.dot is a float32 product with float32 accumulation
 whatever ``input_precision`` says, so the float32 bound of tolerances.py applies, for the
-dot of length 3d that the default tf32x3 operands make (split_tf32x3=True there). On a GPU
-the tf32 MMA also truncates the low parts: benchmarks/gpu_check.py measures that error.
+dot of length 3d that the default tf32x3 operands make (split_tf32x3=True there), with the
+kernel's bank blocks of BLOCK_N rows. On a GPU the tf32 MMA also truncates the low parts:
+benchmarks/gpu_check.py measures that error.
 """
 import os
+import re
 import subprocess
 import sys
 
@@ -13,7 +15,15 @@ import numpy as np
 import pytest
 import torch
 from ganbench.kernels import parzen_lse, parzen_operands
-from tolerances import float32_distance_bound, float32_log_likelihood_bound
+from tolerances import (
+    centred_sq_norms,
+    distance_bound,
+    exponent_error,
+    half_inverse_variances,
+    log_likelihood_bound,
+    nearest_is_within_bound,
+    shifted_sum_log_error,
+)
 
 from ganbench.errors import GanbenchError
 from ganbench.scoring import partials, parzen
@@ -35,15 +45,13 @@ def check_against_reference(x, bank, sigmas, **kernel_options):
                                                **kernel_options)
     kernel = parzen.finish_pass(partial, query_tensor, bank_tensor, sigmas, refine=False)  # the kernel's own error
     split = kernel_options.get("precision", "tf32x3") == "tf32x3"
-    distance_bound = float32_distance_bound(x, bank, split)
+    distances = distance_bound(x, bank, split_tf32x3=split)
     if len(sigmas):
-        bound = float32_log_likelihood_bound(x, bank, sigmas, split)
+        bound = log_likelihood_bound(x, bank, sigmas, split_tf32x3=split, block_rows=BLOCK_N)
         assert np.all(np.abs(kernel.log_sum_exp - reference.log_sum_exp) <= bound)
-    assert np.all(np.abs(kernel.min_sq_distance - reference.min_sq_distance) <= distance_bound)
-    # Nearest index: equal, or a float32 near-tie (the two distances within the bound).
-    for i in np.flatnonzero(kernel.nearest_index != reference.nearest_index):
-        exact = ((np.asarray(x[i], np.float64) - np.asarray(bank, np.float64)[kernel.nearest_index[i]]) ** 2).sum()
-        assert exact - reference.min_sq_distance[i] <= 2 * distance_bound
+    assert np.all(np.abs(kernel.min_sq_distance - reference.min_sq_distance) <= distances)
+    # Nearest index: equal, or a float32 near-tie (within twice the bound of the nearest).
+    assert np.all(nearest_is_within_bound(x, bank, kernel.nearest_index, distances))
     return kernel, reference
 
 
@@ -86,6 +94,9 @@ def test_nearest_ties_go_to_the_lowest_index_within_and_across_blocks_and_splits
     bank[4 * BLOCK_N + 1] = bank[4]       # another split below
     bank[5] = bank[4]                     # same block
     x = bank[[4, 2 * BLOCK_N + 1, 6]]
+    # Exact, not a bound: the copies hold the same bits, each in a full (padded) tile, and the
+    # interpreter's product computes every output of a tile by the same operations, so the copies
+    # get the same distance and the tie rule alone decides.
     for rows_per_split in (None, 2 * BLOCK_N):
         kernel, reference = check_against_reference(x, bank, [0.2], rows_per_split=rows_per_split)
         np.testing.assert_array_equal(kernel.nearest_index, [4, 4, 6])
@@ -98,8 +109,14 @@ def test_split_bank_path_merges_exactly(rows_per_split, rng):
     sigmas = [0.1, 0.3, 1.0]
     split, _ = check_against_reference(x, bank, sigmas, rows_per_split=rows_per_split)
     whole, _ = check_against_reference(x, bank, sigmas)
-    # The same float32 tiles, merged in float64: splitting moves only the last digits.
-    np.testing.assert_allclose(split.log_sum_exp, whole.log_sum_exp, rtol=0, atol=1e-5)
+    # Splits hold whole tiles, so every tile is the same interpreter product of the same operands
+    # in the same process: the distances are the same bits, and so are the nearest rows. Only the
+    # exponents, rescalings and sums differ (float32 in one pass, float64 between splits).
+    centre = bank.mean(axis=0)
+    query_norms, bank_norm = centred_sq_norms(x, centre), centred_sq_norms(bank, centre).max()
+    one_pass = (exponent_error(query_norms, bank_norm)[None, :] * half_inverse_variances(sigmas)
+                + shifted_sum_log_error(len(bank), BLOCK_N))
+    assert np.all(np.abs(split.log_sum_exp - whole.log_sum_exp) <= 2 * one_pass)
     np.testing.assert_array_equal(split.nearest_index, whole.nearest_index)
 
 
@@ -114,12 +131,18 @@ def test_backend_routes_to_the_kernel_on_cpu(rng):
     sigmas = [0.2, 0.9]
     got = parzen.log_likelihood(x, bank, sigmas, backend="triton", device="cpu")
     reference = parzen.log_likelihood(x, bank, sigmas, backend="reference")
-    assert np.all(np.abs(got - reference) <= float32_log_likelihood_bound(x, bank, sigmas, split_tf32x3=True))
+    bound = log_likelihood_bound(x, bank, sigmas, split_tf32x3=True, block_rows=BLOCK_N)
+    assert np.all(np.abs(got - reference) <= bound)
 
 
 def test_real_mnist_through_the_kernel(mnist):
     x, bank = mnist.test_x[:20], mnist.train_x[:3 * BLOCK_N + 1]
     check_against_reference(x, bank, np.logspace(-1, 0, 10))
+
+
+def exactly(message: str) -> str:
+    """A pattern for pytest.raises that matches this whole message and nothing else."""
+    return f"^{re.escape(message)}$"
 
 
 def test_launcher_rejects_bad_arguments():
@@ -129,21 +152,24 @@ def test_launcher_rejects_bad_arguments():
                                                blocks["BLOCK_K"])
     bank, _ = parzen_operands.operands_launch(torch.zeros(5, 4), centre, "bank", "ieee", blocks["BLOCK_N"],
                                               blocks["BLOCK_K"])
+    assert tuple(query.shape) == (16, 32)  # padded to whole blocks
     norms_q, norms_b = torch.zeros(3), torch.zeros(5)
     sizes = {"n_queries": 3, "n_bank": 5, "blocks": blocks}
-    with pytest.raises(GanbenchError, match="float32"):
+    unknown_precision = exactly(f"unknown precision 'fp8': choose one of {', '.join(parzen_operands.PRECISIONS)}")
+    with pytest.raises(GanbenchError, match=exactly("query must be float32, got torch.float64")):
         parzen_lse.parzen_lse_launch(query.double(), bank, norms_q, norms_b, [1.0], **sizes)
-    with pytest.raises(GanbenchError, match="must be"):
+    with pytest.raises(GanbenchError, match=exactly("query (16, 32) and bank (16, 3) must be (n, w) and (m, w)")):
         parzen_lse.parzen_lse_launch(query, torch.zeros(16, 3), norms_q, norms_b, [1.0], **sizes)
-    with pytest.raises(GanbenchError, match="1 to 32"):
+    with pytest.raises(GanbenchError, match=exactly("the kernel takes 1 to 32 sigmas per pass, got 33")):
         parzen_lse.parzen_lse_launch(query, bank, norms_q, norms_b, np.ones(33), **sizes)
-    with pytest.raises(GanbenchError, match="precision"):
+    with pytest.raises(GanbenchError, match=unknown_precision):
         parzen_lse.parzen_lse_launch(query, bank, norms_q, norms_b, [1.0], precision="fp8", **sizes)
-    with pytest.raises(GanbenchError, match="padded"):
+    with pytest.raises(GanbenchError, match=exactly("operands must be padded to whole blocks: build them with "
+                                                    "parzen_operands")):
         parzen_lse.parzen_lse_launch(query[:2], bank, norms_q, norms_b, [1.0], **sizes)
-    with pytest.raises(GanbenchError, match="multiple of BLOCK_N"):
+    with pytest.raises(GanbenchError, match=exactly("rows_per_split must be a multiple of BLOCK_N")):
         parzen_lse.parzen_lse_launch(query, bank, norms_q, norms_b, [1.0], rows_per_split=20, **sizes)
-    with pytest.raises(GanbenchError, match="precision"):
+    with pytest.raises(GanbenchError, match=unknown_precision):
         parzen_lse.parzen_partial_triton(torch.zeros(3, 4), torch.zeros(5, 4), [1.0], device=torch.device("cpu"),
                                          precision="fp8")
 
@@ -155,9 +181,14 @@ def test_bank_pieces_merge_like_one_pass(rng):
     whole = parzen_lse.parzen_partial_triton(query_tensor, bank_tensor, sigmas, device=torch.device("cpu"))
     pieces = parzen_lse.parzen_partial_triton(query_tensor, bank_tensor, sigmas, device=torch.device("cpu"),
                                               bank_piece_rows=BLOCK_N + 3)
-    torch.testing.assert_close(pieces.nearest_index, whole.nearest_index, rtol=0, atol=0)
-    torch.testing.assert_close(partials.log_sum_exp(pieces, sigmas), partials.log_sum_exp(whole, sigmas),
-                               rtol=0, atol=1e-5)
+    # Pieces of BLOCK_N + 3 rows put other rows in each tile, whose products may round otherwise:
+    # each result is within its bound of the exact one, and the nearest rows agree but for near-ties.
+    bound = log_likelihood_bound(x, bank, sigmas, split_tf32x3=True, block_rows=BLOCK_N)
+    difference = partials.log_sum_exp(pieces, sigmas) - partials.log_sum_exp(whole, sigmas)
+    assert np.all(np.abs(difference.numpy()) <= 2 * bound)
+    distances = distance_bound(x, bank, split_tf32x3=True)
+    for result in (pieces, whole):
+        assert np.all(nearest_is_within_bound(x, bank, result.nearest_index.numpy(), distances))
 
 
 def test_without_interpreter_the_cpu_gets_a_clear_error():

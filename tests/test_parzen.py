@@ -6,7 +6,13 @@ import pytest
 import torch
 from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
-from tolerances import float32_log_likelihood_bound
+from tolerances import (
+    distance_bound,
+    log_likelihood_bound,
+    mean_difference_bound,
+    nearest_is_within_bound,
+    nearest_weight,
+)
 
 from ganbench.errors import GanbenchError
 from ganbench.scoring import parzen, protocol
@@ -27,8 +33,10 @@ def test_one_point_bank_is_a_gaussian_density(backend, rng):
     for sigma in (0.3, 1.7):
         expected = multivariate_normal(mean=centre[0], cov=sigma**2 * np.eye(3)).logpdf(x)
         got = parzen.log_likelihood(x, centre, [sigma], backend=backend)[0]
-        # float32 torch path: distances ~10 off by ~1e-6 relative, divided by 2 sigma^2.
-        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12 if backend == "reference" else 1e-4)
+        # scipy and the reference agree to float64 rounding of values ~10 (1e-12 leaves room);
+        # the float32 path is within its derived bound of them.
+        bound = 1e-12 + (0 if backend == "reference" else log_likelihood_bound(x, centre, [sigma])[0])
+        assert np.all(np.abs(got - expected) <= bound)
 
 
 def test_reference_matches_the_literal_formula_at_odd_block_sizes(rng):
@@ -55,7 +63,7 @@ def test_torch_backend_within_derived_float32_bound(shape, rng):
     sigmas = np.logspace(-1, 0, 10)
     reference = parzen.log_likelihood(x, bank, sigmas, backend="reference")
     fast = parzen.log_likelihood(x, bank, sigmas, backend="torch", device="cpu", query_block=32, bank_block=1000)
-    bound = float32_log_likelihood_bound(x, bank, sigmas)
+    bound = log_likelihood_bound(x, bank, sigmas, block_rows=1000)
     assert np.all(np.abs(fast - reference) <= bound)
 
 
@@ -64,8 +72,12 @@ def test_torch_backend_blocks_do_not_change_the_answer(rng):
     sigmas = [0.1, 0.5]
     one = parzen.parzen_pass(x, bank, sigmas, backend="torch", query_block=50, bank_block=300)
     many = parzen.parzen_pass(x, bank, sigmas, backend="torch", query_block=7, bank_block=13)
-    np.testing.assert_allclose(one.log_sum_exp, many.log_sum_exp, rtol=0, atol=1e-4)
-    np.testing.assert_array_equal(one.nearest_index, many.nearest_index)
+    # Other tile shapes round the GEMM differently: each answer is within its bound of the exact one.
+    bound = log_likelihood_bound(x, bank, sigmas, block_rows=300) + log_likelihood_bound(x, bank, sigmas, block_rows=13)
+    assert np.all(np.abs(one.log_sum_exp - many.log_sum_exp) <= bound)
+    # Both pick the nearest row, or another within the float32 bound of it (a near-tie).
+    for result in (one, many):
+        assert np.all(nearest_is_within_bound(x, bank, result.nearest_index, distance_bound(x, bank)))
 
 
 def test_nearest_neighbour_ties_go_to_the_lowest_index(rng):
@@ -74,8 +86,12 @@ def test_nearest_neighbour_ties_go_to_the_lowest_index(rng):
     x = bank[[3]]
     for backend in ("reference", "torch"):
         result = parzen.parzen_pass(x, bank, [], backend=backend, bank_block=8)
+        # Exact, not a bound: rows 3 and 29 hold the same bits, each in a full block of 8, and a GEMM
+        # computes every output of a full block by the same operations (one SIMD lane each), so
+        # they get the same distance and the tie goes to the lower index.
         assert result.nearest_index[0] == 3
-        assert result.min_sq_distance[0] <= 1e-6
+        assert result.min_sq_distance[0] <= distance_bound(x, bank, dtype=np.float64 if backend == "reference"
+                                                           else np.float32)[0]
 
 
 def test_accepts_torch_tensors_and_integer_images(rng):
@@ -120,42 +136,59 @@ def test_identical_points_equal_a_one_point_bank(rng):
     point = rng.random((1, 6))
     x = rng.random((9, 6))
     for backend in ("reference", "torch"):
-        many = parzen.log_likelihood(x, np.repeat(point, 25, axis=0), [0.1, 0.7], backend=backend)
+        repeated = np.repeat(point, 25, axis=0)
+        many = parzen.log_likelihood(x, repeated, [0.1, 0.7], backend=backend)
         one = parzen.log_likelihood(x, point, [0.1, 0.7], backend=backend)
-        # log(25 e^a / 25) = a; float32 rounding of the 25-term sum: 25 u.
-        np.testing.assert_allclose(many, one, rtol=0, atol=1e-5)
+        # log(25 e^a / 25) = a exactly, so the two differ by their rounding alone.
+        dtype = np.float64 if backend == "reference" else np.float32
+        bound = (log_likelihood_bound(x, repeated, [0.1, 0.7], dtype=dtype)
+                 + log_likelihood_bound(x, point, [0.1, 0.7], dtype=dtype))
+        assert np.all(np.abs(many - one) <= bound)
 
 
-def test_torch_backend_on_real_mnist_is_well_under_a_millinat(mnist):
-    """Under 1e-3 nats per point for sigma 0.1 to 1 and under 2e-3 at sigma 0.05 (measured here:
-    1.3e-3, 3.3e-4, 8.3e-5, 2.3e-5, 7.7e-6 for the widths below).
+def refined_bound(x, bank, sigmas, fast, reference, block_rows):
+    """The bound of a refined float32 pass: only the terms other than its nearest keep their error."""
+    picked = np.asarray(bank, np.float64)[fast.nearest_index]
+    chosen = ((np.asarray(x, np.float64) - picked) ** 2).sum(axis=1)  # exact, by direct differences
+    weights = nearest_weight(chosen, reference.log_sum_exp, sigmas)
+    return log_likelihood_bound(x, bank, sigmas, block_rows=block_rows, nearest_weights=weights)
 
-    Without the exact-nearest refinement the float32 GEMM form is off by ~6e-3 nats at
-    sigma = 0.05 (a distance error ~3e-5 over 2 sigma^2 = 0.005); refining the dominant
-    term leaves the other terms' error times their share of the sum, largest at sigma 0.05
-    where a second sample within ~0.01 of the nearest keeps a share.
+
+def test_torch_backend_on_real_mnist_within_the_refined_bound(mnist):
+    """The exact-nearest refinement, on real MNIST, within the bound that credits it.
+
+    The float32 GEMM form is off by up to ~1e-4 in D; unrefined, that moves log p by that over
+    2 sigma^2 (~6e-3 nats at sigma 0.05). Refining the nearest term leaves the others' error
+    times their share of the sum, (1 - w)(e^(e c) - 1) (tests/tolerances.py, item 4), which is
+    what this test asserts: an unrefined pass fails it. The largest errors measured on the
+    project's 2-core AMD EPYC, 1.3e-3, 3.3e-4, 8.3e-5, 2.3e-5 and 7.7e-6 nats for the widths
+    below (quoted in the README), are not asserted: another BLAS may round anywhere in the bound.
     """
     x, bank = mnist.test_x[:400], mnist.train_x[:5000]
     sigmas = [0.05, 0.1, 0.2, 0.5, 1.0]
-    reference = parzen.log_likelihood(x, bank, sigmas, backend="reference")
-    fast = parzen.log_likelihood(x, bank, sigmas, backend="torch", device="cpu")
-    error = np.abs(fast - reference).max(axis=1)
-    assert error[0] < 2e-3 and error[1:].max() < 1e-3
-    raw = parzen.parzen_pass(x, bank, sigmas, backend="torch", refine=False).log_sum_exp
-    refined = parzen.parzen_pass(x, bank, sigmas, backend="torch").log_sum_exp
-    exact = parzen.parzen_pass(x, bank, sigmas, backend="reference").log_sum_exp
-    assert np.abs(refined - exact).max() < np.abs(raw - exact).max()
+    reference = parzen.parzen_pass(x, bank, sigmas, backend="reference")
+    refined = parzen.parzen_pass(x, bank, sigmas, backend="torch", device="cpu")
+    block_rows = parzen.DEFAULTS["torch_bank_block"]
+    bound = refined_bound(x, bank, sigmas, refined, reference, block_rows)
+    assert np.all(np.abs(refined.log_sum_exp - reference.log_sum_exp) <= bound)
+    raw = parzen.parzen_pass(x, bank, sigmas, backend="torch", device="cpu", refine=False)
+    assert np.all(np.abs(raw.log_sum_exp - reference.log_sum_exp) <= log_likelihood_bound(x, bank, sigmas,
+                                                                                           block_rows=block_rows))
 
 
 def test_paper_protocol_sigma_selection_is_pinned(mnist):
     """Paper protocol with the first 2,000 training images as the bank: sigma and means pinned.
 
-    Values from the float64 reference; tolerance 1e-6 nats covers BLAS summation order.
+    The pinned mean is the float64 reference's, recorded once on another machine: the two runs
+    differ by the float64 rounding of each (another BLAS blocks the products differently).
     """
-    bank = mnist.train_x[:2000]
-    sigma, means = protocol.select_sigma(mnist.valid_x[:1000], bank, backend="reference")
+    bank, valid = mnist.train_x[:2000], mnist.valid_x[:1000]
+    sigma, means = protocol.select_sigma(valid, bank, backend="reference")
     assert sigma == pytest.approx(0.21544346900318834, rel=1e-12)
-    assert means[sigma] == pytest.approx(PINNED_VALID_MEAN, abs=1e-6)
+    values = parzen.log_likelihood(valid, bank, [sigma], backend="reference")[0]
+    allowed = mean_difference_bound(2 * log_likelihood_bound(valid, bank, [sigma], dtype=np.float64)[0],
+                                    np.abs(values).mean())
+    assert abs(means[sigma] - PINNED_VALID_MEAN) <= allowed
     refined_sigma, refined = protocol.select_sigma(mnist.valid_x[:1000], bank, protocol="full", backend="reference")
     assert len(refined) == 13 + 16 and refined[refined_sigma] >= means[sigma]  # the data's grid, then 16 finer
     assert 0.1668 < refined_sigma < 0.2783  # between the coarse optimum's neighbours
@@ -180,8 +213,7 @@ def test_real_mnist_training_images_torch_matches_reference(mnist):
     """MNIST scale: 300 test images against 2,000 training images over the paper's grid."""
     x, bank = mnist.test_x[:300], mnist.train_x[:2000]
     sigmas = protocol.PROTOCOLS["paper"].sigma_grid
-    reference = parzen.log_likelihood(x, bank, sigmas, backend="reference")
-    fast = parzen.log_likelihood(x, bank, sigmas, backend="torch", device="cpu")
-    assert np.all(np.abs(fast - reference) <= float32_log_likelihood_bound(x, bank, sigmas))
-    # Measured here: the real float32 error is far inside the worst-case bound.
-    assert np.abs(fast - reference).max() < 0.05
+    reference = parzen.parzen_pass(x, bank, sigmas, backend="reference")
+    fast = parzen.parzen_pass(x, bank, sigmas, backend="torch", device="cpu")
+    bound = refined_bound(x, bank, sigmas, fast, reference, parzen.DEFAULTS["torch_bank_block"])
+    assert np.all(np.abs(fast.log_sum_exp - reference.log_sum_exp) <= bound)

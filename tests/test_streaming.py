@@ -8,11 +8,12 @@ import sys
 import numpy as np
 import pytest
 import torch
+from tolerances import assert_parzen_scores_agree, generator_error, log_likelihood_bound
 
 from ganbench.errors import GanbenchError
 from ganbench.gan import sampling
-from ganbench.gan.models import Generator
-from ganbench.scoring import banks, partials, parzen, streaming
+from ganbench.gan.models import Generator, sample_noise
+from ganbench.scoring import banks, partials, parzen, protocol, streaming
 
 
 def test_chunks_and_shards_match_the_one_shot_score(tmp_path, rng):
@@ -41,9 +42,11 @@ def test_sharded_sampling_equals_one_shot_sampling(tmp_path):
     generator = Generator()
     paths = sampling.write_shards(generator, 25, seed=4, folder=tmp_path, shard_size=10)
     assert [p.name for p in paths] == ["shard-00000.npy", "shard-00001.npy", "shard-00002.npy"]
-    # Same noise; other batch sizes round G's products differently, by a few float32 ulps of values <= 1.
-    np.testing.assert_allclose(np.concatenate([np.load(p) for p in paths]), sampling.generate(generator, 25, seed=4),
-                               rtol=0, atol=1e-6)
+    # Same noise; other batch sizes may round G's products differently (another GEMM blocking),
+    # each within the derived bound of G's exact output.
+    bound = 2 * generator_error(generator, sample_noise(25, torch.Generator().manual_seed(4)))
+    difference = np.concatenate([np.load(p) for p in paths]) - sampling.generate(generator, 25, seed=4)
+    assert np.all(np.abs(difference) <= bound)
 
 
 def test_bad_banks(tmp_path):
@@ -85,9 +88,27 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def test_two_gloo_processes_equal_one(tmp_path, mnist):
-    np.save(tmp_path / "bank.npy", mnist.train_x[:501])
-    base = [sys.executable, "-m", "ganbench", "parzen", str(tmp_path / "bank.npy"), "--json", "--backend", "torch",
+def assert_two_runs_agree(one: dict, two: dict, valid, test, bank, dtype, chunk_rows: int) -> None:
+    """Two `ganbench parzen --json` results for the same bank: each run's scores are within
+    log_likelihood_bound of the exact ones, so the two differ by at most twice that."""
+    grid = np.asarray(protocol.PROTOCOLS["paper"].sigma_grid)
+    valid = valid[:protocol.PROTOCOLS["paper"].valid_count]
+    options = {"dtype": dtype, "chunk_rows": chunk_rows, "block_rows": chunk_rows}
+    valid_bounds = 2 * log_likelihood_bound(valid, bank, grid, **options)
+    valid_sizes = np.abs(parzen.log_likelihood(valid, bank, grid, backend="reference")).mean(1) + valid_bounds.max(1)
+    test_bounds = 2 * log_likelihood_bound(test, bank, [one["sigma"]], **options)[0]
+    test_size = abs(one["mean"]) + one["standard_error"] * np.sqrt(len(test))  # mean |x| <= |mean| + std
+    runs = [dict(run, valid_means=list(run["valid_means"].values())) for run in (one, two)]
+    assert_parzen_scores_agree(*runs, valid_bounds, test_bounds, valid_sizes, test_size)
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+@pytest.mark.parametrize("backend, dtype", [("torch", np.float32), ("reference", np.float64)])
+def test_two_gloo_processes_equal_one(tmp_path, mnist, backend, dtype):
+    bank = mnist.train_x[:501]
+    np.save(tmp_path / "bank.npy", bank)
+    base = [sys.executable, "-m", "ganbench", "parzen", str(tmp_path / "bank.npy"), "--json", "--backend", backend,
             "--device", "cpu", "--chunk-rows", "100"]
     single = subprocess.run(base, capture_output=True, text=True, timeout=300)
     assert single.returncode == 0, single.stderr
@@ -96,9 +117,12 @@ def test_two_gloo_processes_equal_one(tmp_path, mnist):
     distributed = subprocess.run(launcher, capture_output=True, text=True, timeout=300)
     assert distributed.returncode == 0, distributed.stderr
     one, two = json.loads(single.stdout), json.loads(distributed.stdout)  # only rank 0 printed
-    assert two["world_size"] == 2 and two["sigma"] == one["sigma"]
-    assert two["mean"] == pytest.approx(one["mean"], abs=1e-9)
-    assert two["standard_error"] == pytest.approx(one["standard_error"], abs=1e-9)
+    assert two["world_size"] == 2 and one["n_bank"] == two["n_bank"] == 501
+    # Each rank scores whole chunks as the single process does, but torchrun starts its ranks with
+    # OMP_NUM_THREADS=1 where the single process may use every core, and BLAS blocks its products by
+    # thread count: the chunks' float32 (or float64) rounding differs, within the derived bounds.
+    # The float64 reference backend checks the merge itself to ~1e-9 nats.
+    assert_two_runs_agree(one, two, mnist.valid_x, mnist.test_x, bank, dtype, chunk_rows=100)
 
 
 def rank_command(tmp_path, rank, port, bank):
@@ -109,6 +133,8 @@ def rank_command(tmp_path, rank, port, bank):
     return subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.slow
+@pytest.mark.distributed
 def test_a_rank_that_never_starts_is_a_clear_error_not_a_hang(tmp_path, mnist):
     np.save(tmp_path / "bank.npy", mnist.train_x[:50])
     lonely = rank_command(tmp_path, 0, free_port(), tmp_path / "bank.npy")
@@ -116,6 +142,8 @@ def test_a_rank_that_never_starts_is_a_clear_error_not_a_hang(tmp_path, mnist):
     assert lonely.returncode == 2 and "could not join" in stderr and "Traceback" not in stderr
 
 
+@pytest.mark.slow
+@pytest.mark.distributed
 def test_a_rank_that_dies_stops_the_others(tmp_path, mnist):
     np.save(tmp_path / "bank.npy", mnist.train_x[:50])
     port = free_port()

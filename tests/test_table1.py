@@ -15,11 +15,13 @@ RESULTS = Path(__file__).resolve().parent.parent / "results"
 FAST_ROWS = ("ganbench", "training_images")  # k-means is checked by `ganbench check` in full runs
 
 
+@pytest.mark.slow
 def test_committed_table1_recomputes_within_tolerance(mnist):
     ok, frame = table1.check(RESULTS / "table1.json", FAST_ROWS, backend="torch")
     assert ok, frame.to_string()
 
 
+@pytest.mark.slow
 def test_sigma_off_by_one_percent_fails_the_check(mnist, monkeypatch):
     original = parzen.log_likelihood
     monkeypatch.setattr(parzen, "log_likelihood",
@@ -31,6 +33,7 @@ def test_sigma_off_by_one_percent_fails_the_check(mnist, monkeypatch):
     assert (moved["difference"] > moved["tolerance"]).all()
 
 
+@pytest.mark.slow
 def test_an_altered_stored_number_fails_the_check(mnist, tmp_path):
     stored = json.loads((RESULTS / "table1.json").read_text())
     for row in stored["table"]:
@@ -103,6 +106,7 @@ def test_bad_tfd_files(tmp_path):
         tfd.load_tfd(tmp_path / "missing.mat")
 
 
+@pytest.mark.slow
 def test_check_cli_prints_a_readable_diff_and_exits_1_when_moved(mnist, tmp_path):
     import subprocess
     import sys

@@ -79,7 +79,7 @@ def add_parsers(commands, formatter) -> None:
     train_parser = commands.add_parser("train", help="train the paper's MNIST GAN (Algorithm 1)", formatter_class=formatter)
     train_parser.add_argument("--out", required=True, help="run folder: checkpoint.pt and train_log.csv, every epoch")
     train_parser.add_argument("--config", default=None,
-                              help="JSON object of TrainConfig fields (ganbench/train.py); the flags below override it")
+                              help="JSON object of TrainConfig fields (ganbench/gan/train.py); the flags below override it")
     train_parser.add_argument("--epochs", type=int, default=None,
                               help="train until this many epochs are done (default: 100, or the run's on --resume)")
     train_parser.add_argument("--seed", type=int, default=None,

@@ -1,4 +1,4 @@
-"""The paper's MNIST generator and discriminator (authors' mnist.yaml; PAPER.md).
+"""The paper's MNIST generator and discriminator (the authors' mnist.yaml; docs/paper.md, "The MNIST model and optimiser").
 
 G: z (100, uniform on [-sqrt 3, sqrt 3]) -> ReLU 1200 -> ReLU 1200 -> Sigmoid 784.
 D: x (784) -> Maxout 240x5 -> Maxout 240x5 -> Sigmoid 1, dropout on every layer's input.

@@ -39,7 +39,7 @@ GENERATOR_LOSSES = ("non-saturating", "minimax")
 
 @dataclass
 class TrainConfig:
-    epochs: int = 100                  # the paper gives no stopping rule (PAPER.md)
+    epochs: int = 100                  # no stopping rule in the paper or mnist.yaml (docs/paper.md)
     batch_size: int = 100              # mnist.yaml batch_size
     learning_rate: float = 0.1         # mnist.yaml learning_rate
     lr_decay: float = 1.000004         # ExponentialDecay: lr / 1.000004 after every update

@@ -60,7 +60,7 @@ def figure2(samples: np.ndarray, train: np.ndarray, path: Path, rows: int = 6, c
 
 @torch.no_grad()
 def figure3(generator, path: Path, seed: int = 0, rows: int = 8, steps: int = 10) -> Path:
-    """Each row: G applied to a linear path between two random z (Section 6, Figure 3)."""
+    """Each row: G applied to a linear path between two random z (Section 5, Figure 3)."""
     rng = torch.Generator().manual_seed(seed)
     start, end = sample_noise(rows, rng), sample_noise(rows, rng)
     weights = torch.linspace(0, 1, steps)

@@ -1,6 +1,7 @@
 """`ganbench reproduce table1`: the paper's Table 1, our reproduced GAN row, and sanity rows.
 
-Published rows are copied from the paper (Table 1; sources in PAPER.md). Measured rows:
+Published rows are copied from the paper (Section 5, Table 1; docs/paper.md, "Table 1", gives
+each row's source). Measured rows:
 - Adversarial nets (ganbench): the shipped generator, 10,000 samples with a fixed seed;
 - Training images: the first 10,000 training images as the bank (the "true data"
   reference of Theis et al. 2016);
