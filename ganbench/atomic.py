@@ -146,6 +146,28 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     return write_with(path, lambda temporary: temporary.write_text(text))
 
 
+def write_npy(path: str | os.PathLike, array) -> Path:
+    """``np.save`` of ``array`` to ``path``, atomically (samples, cached centroids)."""
+    import numpy as np
+
+    def write(temporary: Path) -> None:
+        with open(temporary, "wb") as handle:
+            np.save(handle, array, allow_pickle=False)
+
+    return write_with(path, write)
+
+
+def torch_bytes(payload) -> bytes:
+    """The bytes ``torch.save`` writes for ``payload``, to write atomically or to hash."""
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return buffer.getvalue()
+
+
 def write_set(contents: dict[str | os.PathLike, str | bytes]) -> list[Path]:
     """Write files that belong together: all in full first, then all renamed (the last one last)."""
     paths = [Path(path) for path in contents]

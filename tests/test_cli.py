@@ -52,7 +52,7 @@ def test_parzen_on_your_own_data(tmp_path):
     for (_name, path), count in zip(files.items(), (700, 300, 101)):
         np.save(path, rng.normal(size=(count, 3)).astype(np.float32) * 4)  # not on MNIST's [0, 1] scale
     completed = ganbench("parzen", str(files["samples"]), "--valid", str(files["valid"]), "--test", str(files["test"]),
-                         "--json", "--backend", "torch")
+                         "--json", "--backend", "torch", "--protocol", "paper")  # own data default to full
     assert completed.returncode == 0, completed.stderr
     result = json.loads(completed.stdout)
     assert result["test"] == str(files["test"]) and result["n_test"] == 101 and result["n_bank"] == 700

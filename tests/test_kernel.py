@@ -167,7 +167,7 @@ def test_launcher_rejects_bad_arguments():
     with pytest.raises(GanbenchError, match=exactly("operands must be padded to whole blocks: build them with "
                                                     "parzen_operands")):
         parzen_lse.parzen_lse_launch(query[:2], bank, norms_q, norms_b, [1.0], **sizes)
-    with pytest.raises(GanbenchError, match=exactly("rows_per_split must be a multiple of BLOCK_N")):
+    with pytest.raises(GanbenchError, match=exactly("rows_per_split must be a positive multiple of BLOCK_N, got 20")):
         parzen_lse.parzen_lse_launch(query, bank, norms_q, norms_b, [1.0], rows_per_split=20, **sizes)
     with pytest.raises(GanbenchError, match=unknown_precision):
         parzen_lse.parzen_partial_triton(torch.zeros(3, 4), torch.zeros(5, 4), [1.0], device=torch.device("cpu"),

@@ -1,7 +1,6 @@
 """Generators in and samples out: load a checkpoint or shipped generator, draw samples, read sample files."""
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
@@ -46,9 +45,7 @@ def generator_file(generator_state: dict, config: dict, epochs_done: int, update
             "config": config, "epochs_done": epochs_done, "updates_done": updates_done}
     if selection:
         slim["selection"] = selection
-    buffer = io.BytesIO()
-    torch.save(slim, buffer)
-    return buffer.getvalue()
+    return atomic.torch_bytes(slim)
 
 
 def save_generator(out: str | Path, generator_state: dict, config: dict, epochs_done: int,
@@ -86,11 +83,7 @@ def _draw(generator: Generator, batch_sizes: list[int], seed: int, device):
 
 
 def save_samples(path: str | Path, samples: np.ndarray) -> Path:
-    def write(temporary: Path) -> None:
-        with open(temporary, "wb") as handle:
-            np.save(handle, samples)
-
-    return atomic.write_with(path, write)
+    return atomic.write_npy(path, samples)
 
 
 def write_shards(generator: Generator, count: int, seed: int, folder: str | Path, shard_size: int,

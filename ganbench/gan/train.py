@@ -9,7 +9,6 @@ maximises log D(G(z)) (the non-saturating loss, end of Section 3) unless
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import time
 from dataclasses import dataclass
@@ -124,7 +123,12 @@ def resolve_config(out_dir: str | Path, resume: bool, config_file: str | Path | 
             raise GanbenchError(f"{out_dir} was trained with {name}={getattr(stored, name)!r}, not {value!r}; "
                                 "a resumed run keeps its config (only epochs may change): drop that setting "
                                 "or start a new run in another --out")
-    return dataclasses.replace(stored, epochs=given.get("epochs", stored.epochs))
+    return resumed_config(stored, given.get("epochs", stored.epochs))
+
+
+def resumed_config(stored: TrainConfig, epochs: int) -> TrainConfig:
+    """A resumed run keeps the config stored in its checkpoint: only its length may change."""
+    return dataclasses.replace(stored, epochs=epochs)
 
 
 def best_epoch_selection(monitor: float, config: dict, epochs_run: int | None = None) -> str:
@@ -262,9 +266,7 @@ def save_checkpoint(path: Path, state: TrainState, config: TrainConfig) -> None:
         "updates_done": state.updates_done,
         "log": state.log,
     }
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    atomic.write_bytes(path, buffer.getvalue())
+    atomic.write_bytes(path, atomic.torch_bytes(payload))
 
 
 def read_checkpoint(path: Path, required: tuple[str, ...] = CHECKPOINT_KEYS) -> dict:
@@ -315,7 +317,7 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False, dev
     checkpoint_path = out_dir / CHECKPOINT_NAME
     if resume:
         state, stored = load_checkpoint(checkpoint_path, data.train_x, device)
-        config = dataclasses.replace(stored, epochs=config.epochs)  # only the length may change
+        config = resumed_config(stored, config.epochs)
         if config.epochs < state.epochs_done:
             raise GanbenchError(f"{out_dir} has already trained {state.epochs_done} epochs, more than epochs "
                                 f"(--epochs) {config.epochs}; it counts all epochs, not the ones to add: "

@@ -63,12 +63,8 @@ def cached_fit(points: np.ndarray, clusters: int, iterations: int = 10, seed: in
         print(f"ganbench: recomputing damaged k-means cache {path}", file=sys.stderr)
     centroids = fit(points, clusters, iterations, seed, **options)
 
-    def write(temporary: Path) -> None:
-        with open(temporary, "wb") as handle:
-            np.save(handle, centroids)
-
     try:
-        atomic.write_with(path, write)
+        atomic.write_npy(path, centroids)
     except GanbenchError as error:  # a read-only cache only costs the next run the fit
         print(f"ganbench: warning: k-means centroids not cached ({error})", file=sys.stderr)
     return centroids, key
