@@ -10,7 +10,8 @@ Backends
 - ``reference``: NumPy float64, blocked; the ground truth every other path is tested against.
 - ``torch``: blocked GEMM form in float32 on data centred by the bank mean, CPU or CUDA.
 - ``triton``: the fused kernel of ``ganbench.kernels.parzen_lse`` (CUDA, or the CPU
-  under ``TRITON_INTERPRET=1``).
+  under ``TRITON_INTERPRET=1``); with precision ``int8`` (or ``auto`` on 8-bit queries) the
+  exact int8 kernel of ``ganbench.kernels.parzen_int8``.
 - ``auto``: ``triton`` on CUDA when present, else ``torch``.
 """
 from __future__ import annotations
@@ -98,14 +99,25 @@ def parzen_pass(x, bank, sigmas, *, backend: str = DEFAULT_BACKEND, device=None,
     if backend == "torch":
         partial = _torch_pass(query_tensor, bank_tensor, grid, target, query_block, bank_block)
     else:
-        from ganbench.kernels import (
-            parzen_lse,  # imported late: Triton is only needed here
-        )
-
-        # The kernel autotunes its tiles; query_block and bank_block size the other backends' blocks.
-        partial = parzen_lse.parzen_partial_triton(query_tensor, bank_tensor, grid, device=target,
-                                                   precision=precision)
+        # The kernels autotune their tiles; query_block and bank_block size the other backends' blocks.
+        partial = _triton_partial(query_tensor, bank_tensor, grid, target, precision)
     return finish_pass(partial, query_tensor, bank_tensor, grid, refine=refine)
+
+
+def _triton_partial(query: torch.Tensor, bank: torch.Tensor, grid, target: torch.device,
+                    precision: str) -> partials.BankPartial:
+    """The triton backend: int8 for ``int8`` (8-bit queries or an error) and for ``auto`` where
+    it applies, else the tf32x3 kernel (``auto``) or the kernel in the mode asked for."""
+    from ganbench.kernels import parzen_int8, parzen_lse  # imported late: Triton is only needed here
+
+    if precision in ("int8", "auto"):
+        try:
+            return parzen_int8.parzen_partial_int8(query, bank, grid, device=target)
+        except parzen_int8.NotInt8Data:
+            if precision == "int8":
+                raise
+    return parzen_lse.parzen_partial_triton(query, bank, grid, device=target,
+                                            precision="tf32x3" if precision == "auto" else precision)
 
 
 def finish_pass(partial: partials.BankPartial, query: torch.Tensor, bank: torch.Tensor, grid,
