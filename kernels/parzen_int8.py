@@ -227,7 +227,8 @@ def parzen_int8_reference(query: torch.Tensor, bank: torch.Tensor, sigmas) -> tu
     """What the kernel computes, from the reference operands in exact int64 arithmetic, then float64.
 
     Returns the partial (min squared distance, nearest index, shifted sums, all float64 on the
-    CPU) and the integer minima E, which the kernel must match to the bit. For tests (memory n x m).
+    CPU) and the integer distances E (n, m). The kernel's E agree up to the order of the two norms'
+    float64 sums (``norm_units``). For tests (memory n x m).
     """
     query_blocks, query_terms, _, _ = operands.int8_operands_reference(query.cpu(), "query")
     bank_blocks, bank_terms, _, _ = operands.int8_operands_reference(bank.cpu(), "bank")
@@ -240,7 +241,15 @@ def parzen_int8_reference(query: torch.Tensor, bank: torch.Tensor, sigmas) -> tu
     scales = partials.half_inverse_variances(sigmas, scaled)
     sums = torch.stack([torch.exp(-scaled * scale).sum(1) for scale in scales[:, 0]]) if len(scales) \
         else scaled.new_zeros((0, len(query)))
-    return partials.BankPartial(minima.double() / operands.DISTANCE_SCALE, nearest, sums), minima
+    return partials.BankPartial(minima.double() / operands.DISTANCE_SCALE, nearest, sums), distances
+
+
+def norm_units(query, bank) -> torch.Tensor:
+    """Per query, how far the kernel's E may be from the reference's: the two rounded norms (1 each)
+    and their float64 sums in another order, (d + 1) 2^-53 2^24 255^2 (||x||^2 + max ||s||^2)."""
+    query64, bank64 = torch.as_tensor(query).double().cpu(), torch.as_tensor(bank).double().cpu()
+    norms = query64.pow(2).sum(1) + bank64.pow(2).sum(1).max()
+    return 2 + (query64.shape[1] + 1) * 2.0**-53 * operands.DISTANCE_SCALE * norms
 
 
 def per_point_bound(query, bank, sigmas, block_n: int = MAX_BLOCKS["BLOCK_N"]) -> np.ndarray:
