@@ -58,7 +58,7 @@ import torch
 import triton
 import triton.language as tl
 from ganbench.kernels import parzen_int8_operands as operands
-from ganbench.kernels import parzen_lse
+from ganbench.kernels import parzen_lse, parzen_operands
 
 from ganbench.errors import GanbenchError
 from ganbench.scoring import partials
@@ -186,10 +186,11 @@ def _parzen_int8_kernel(
 
 
 # Candidate tiles (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages). While the K loop runs, the four
-# digit accumulators of the (M, N) tile are int32 registers, then the int64 distances; ptxas for
-# sm_90 (offline) spills at 16 sigmas unless a four-digit tile keeps at most 16 of its elements per
-# thread (64 x 32 with 4 warps: 255 registers, no spill), while one digit runs 64 x 64 with 4 warps
-# in 218. Shared memory holds (2 BLOCK_M + 4 BLOCK_N) BLOCK_K bytes a stage.
+# digit accumulators of the (M, N) tile are int32 registers, then the int64 distances. Compiled
+# offline for sm_90 (ptxas, no GPU), a four-digit tile spills at 16 sigmas unless it keeps at most 16
+# of its elements per thread: 64 x 32 with 4 warps takes 249 registers and no spill (204 for a
+# nearest-only pass; 32 sigmas spill 356 bytes), and one digit runs 64 x 64 with 4 warps in 218-244.
+# Shared memory holds (2 BLOCK_M + 4 BLOCK_N) BLOCK_K bytes a stage.
 TUNING_CANDIDATES = [
     (64, 32, 64, 4, 3), (64, 32, 64, 4, 4), (128, 32, 64, 8, 3),   # any bank
     (64, 64, 64, 4, 3), (128, 64, 64, 8, 3),                         # one digit (8-bit banks) only
@@ -327,9 +328,7 @@ def parzen_int8_launch(query: torch.Tensor, bank: torch.Tensor, query_terms: tor
     if grid_sigmas.size > MAX_SIGMAS:
         raise GanbenchError(f"the kernel takes up to {MAX_SIGMAS} sigmas per pass, got {grid_sigmas.size}")
     device = query.device
-    if device.type == "cpu" and not INTERPRETED:
-        raise GanbenchError("the triton backend needs a CUDA GPU; on the CPU set TRITON_INTERPRET=1 "
-                            "(Triton's interpreter, slow, for tests) or use --backend torch")
+    parzen_operands.check_launch("int8", device)
     rows_per_split = rows_per_split or parzen_lse._split_rows(n_queries, n_bank, device, tiles["BLOCK_N"])
     if rows_per_split % tiles["BLOCK_N"]:
         raise GanbenchError("rows_per_split must be a multiple of BLOCK_N")
@@ -367,9 +366,7 @@ def parzen_partial_int8(query: torch.Tensor, bank: torch.Tensor, sigmas, *, devi
     if blocks is None and INTERPRETED:
         blocks = INTERPRETER_BLOCKS
     padding = blocks or MAX_BLOCKS
-    if device.type == "cpu" and not INTERPRETED:
-        raise GanbenchError("the triton backend needs a CUDA GPU; on the CPU set TRITON_INTERPRET=1 "
-                            "(Triton's interpreter, slow, for tests) or use --backend torch")
+    parzen_operands.check_launch("int8", device)
     grid = np.asarray(sigmas, dtype=np.float64).reshape(-1)
     query, bank = _floating(query).to(device), _floating(bank).to(device)
     query_operand, query_terms, unrepresentable, extended, width = operands.int8_operands_launch(

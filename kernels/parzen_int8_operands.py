@@ -50,10 +50,13 @@ ROLES = ("query", "bank")
 DISTANCE_SCALE = 2.0**24 * 255.0**2   # E = DISTANCE_SCALE * D: the kernel's unit of squared distance
 QUERY_BLOCKS, BANK_BLOCKS = 2, 4      # int8 blocks per row: [a - 128 | h], [q0 | q1 | q2 | q3]
 MAX_RHO = 16320                       # 255 * 2^-25 * 2^31: float32's rounding of a / 255, in units of 2^-31 / 255
+MAX_RHO_CONSTANT = tl.constexpr(MAX_RHO)  # kernels read globals only as constexpr (the interpreter does not check)
 # As a kernel constant: Triton makes float literals float32, and 65025 x 2^24 is exact in float32.
 DISTANCE_SCALE_CONSTANT = tl.constexpr(DISTANCE_SCALE)
 INTERPRETER_TILE = {"BLOCK_R": 16, "BLOCK_D": 32}
-GPU_TILE = {"BLOCK_R": 32, "BLOCK_D": 128}
+# About 30 registers an element (float64 and int64 temporaries, four digits): ptxas for sm_90 spills
+# at 32 x 128 and 16 x 64 with 4 warps, and fits 16 x 64 with 8 warps in 141 registers.
+GPU_TILE = {"BLOCK_R": 16, "BLOCK_D": 64, "num_warps": 8}
 
 
 @triton.jit
@@ -78,10 +81,10 @@ def _int8_operands_kernel(rows_ptr, out_ptr, terms_ptr, unrepresentable_ptr, ext
         if QUERY:
             byte = tl.floor(scaled + 0.5)
             rho = tl.floor((scaled - byte) * 2147483648.0 + 0.5)
-            fits = (byte >= 0.0) & (byte <= 255.0) & (tl.abs(rho) <= MAX_RHO)
+            fits = (byte >= 0.0) & (byte <= 255.0) & (tl.abs(rho) <= MAX_RHO_CONSTANT)
             unrepresentable += tl.sum((inside & ~fits).to(tl.int32), axis=1)
             byte = tl.minimum(tl.maximum(byte, 0.0), 255.0).to(tl.int64)
-            rho = tl.minimum(tl.maximum(rho, -MAX_RHO), MAX_RHO).to(tl.int32)
+            rho = tl.minimum(tl.maximum(rho, -MAX_RHO_CONSTANT), MAX_RHO_CONSTANT).to(tl.int32)
             high = (tl.abs(rho) + 63) >> 7  # rho / 128 rounded half towards zero: |rho - 128 h| <= 64
             high = tl.where(rho < 0, -high, high)
             extended += tl.sum((inside & (high != 0)).to(tl.int32), axis=1)
@@ -174,7 +177,7 @@ def int8_operands_launch(rows: torch.Tensor, role: str, row_multiple: int, width
     unrepresentable = torch.empty(count, dtype=torch.int32, device=rows.device)
     extended = torch.empty(count, dtype=torch.int32, device=rows.device)
     tile = INTERPRETER_TILE if interpreted else GPU_TILE
-    grid = (triton.cdiv(padded_rows, tile["BLOCK_R"]),)
+    grid = (triton.cdiv(padded_rows, tile["BLOCK_R"]),)  # tile may also name num_warps
     _int8_operands_kernel[grid](rows, operand, terms, unrepresentable, extended, count, dim, width,
                                 rows.stride(0), operand.stride(0), QUERY=role == "query", **tile)
     return operand, terms, unrepresentable, extended, width

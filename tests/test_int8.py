@@ -120,13 +120,19 @@ def test_nearest_only_pass(rng):
     np.testing.assert_array_equal(kernel.nearest_index, reference.nearest_index)
 
 
-def test_8bit_bank_in_float64_takes_one_exact_product(rng, monkeypatch):
-    x, bank = bytes_over_255(rng, (6, 40), np.float64), bytes_over_255(rng, (3 * BLOCK_N + 2, 40), np.float64)
-    launched = []
+@pytest.fixture
+def launched(monkeypatch):
+    """The (digits, correction) of every int8 kernel launch."""
+    calls = []
     launch = parzen_int8.parzen_int8_launch
     monkeypatch.setattr(parzen_int8, "parzen_int8_launch",
-                        lambda *args, **kwargs: launched.append((kwargs["digits"], kwargs["correction"]))
+                        lambda *args, **kwargs: calls.append((kwargs["digits"], kwargs["correction"]))
                         or launch(*args, **kwargs))
+    return calls
+
+
+def test_8bit_bank_in_float64_takes_one_exact_product(rng, launched):
+    x, bank = bytes_over_255(rng, (6, 40), np.float64), bytes_over_255(rng, (3 * BLOCK_N + 2, 40), np.float64)
     kernel, reference, _ = check_int8(x, bank, [0.1, 0.5])
     assert set(launched) == {(1, False)}
     # Both sides exact multiples of 1/255 (to float64's rounding): E holds the exact distance.
@@ -134,13 +140,8 @@ def test_8bit_bank_in_float64_takes_one_exact_product(rng, monkeypatch):
     np.testing.assert_array_equal(kernel.nearest_index, reference.nearest_index)
 
 
-def test_8bit_bank_in_float32_keeps_its_rounding(mnist, monkeypatch):
+def test_8bit_bank_in_float32_keeps_its_rounding(mnist, launched):
     """Training images as the bank: float32's a / 255 sits in the low digits, so four products run."""
-    launched = []
-    launch = parzen_int8.parzen_int8_launch
-    monkeypatch.setattr(parzen_int8, "parzen_int8_launch",
-                        lambda *args, **kwargs: launched.append((kwargs["digits"], kwargs["correction"]))
-                        or launch(*args, **kwargs))
     check_int8(mnist.test_x[:5], mnist.train_x[:2 * BLOCK_N + 3], np.logspace(-1, 0, 4))
     assert set(launched) == {(4, True)}
 
@@ -282,3 +283,55 @@ def test_autotuning_is_keyed_on_rounded_sizes_and_prunes_spilling_tiles():
     assert all(c.kwargs["BLOCK_K"] <= parzen_int8.WIDTH_MULTIPLE and parzen_int8.WIDTH_MULTIPLE % c.kwargs["BLOCK_K"] == 0
                and c.kwargs["BLOCK_M"] <= parzen_int8.MAX_BLOCKS["BLOCK_M"]
                and parzen_lse.SPLIT_ROWS_MULTIPLE % c.kwargs["BLOCK_N"] == 0 for c in configs)
+
+
+def test_saving_an_int8_score_says_which_precisions_can_be_saved():
+    from ganbench.scoring import bounds
+
+    for precision in ("int8", "auto"):
+        with pytest.raises(GanbenchError, match="--precision tf32x3 or ieee to --save"):
+            bounds.arithmetic_of("triton", precision)
+
+
+COMPILE_FOR_SM90 = """
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from ganbench.kernels import parzen_int8, parzen_int8_operands as operands
+
+def compile_for_sm90(kernel, signature, constexprs, attrs=None, **options):
+    signature = dict(signature, **{name: "constexpr" for name in constexprs})
+    return triton.compile(ASTSource(kernel, signature, constexprs=constexprs, attrs=attrs),
+                          target=GPUTarget("cuda", 90, 32), options=options)
+
+pointers = dict(zip(["query_ptr", "bank_ptr", "query_terms_ptr", "bank_terms_ptr", "scale32_ptr", "scale64_ptr",
+                     "min_out_ptr", "index_out_ptr", "sums_out_ptr"],
+                    ["*i8", "*i8", "*i64", "*i64", "*fp32", "*fp64", "*i64", "*i32", "*fp64"]))
+sizes = ["n_queries", "n_bank", "width", "rows_per_split", "stride_query_row", "stride_bank_row", "query_bucket",
+         "bank_bucket"]
+divisible = {(list(pointers).index(name),): [["tt.divisibility", 16]] for name in ("query_ptr", "bank_ptr")}
+compile_for_sm90(parzen_int8._parzen_int8_kernel, {**pointers, **dict.fromkeys(sizes, "i32")},
+                 {"NUM_SIGMAS": 2, "DIGITS": 4, "CORRECTION": True, "BLOCK_M": 64, "BLOCK_N": 32, "BLOCK_K": 64},
+                 divisible, num_warps=4, num_stages=3)
+tile = {key: value for key, value in operands.GPU_TILE.items() if key.startswith("BLOCK")}
+for query in (True, False):
+    compile_for_sm90(operands._int8_operands_kernel,
+                     {"rows_ptr": "*fp32", "out_ptr": "*i8", "terms_ptr": "*i64", "unrepresentable_ptr": "*i32",
+                      "extended_ptr": "*i32",
+                      **dict.fromkeys(["count", "dim", "width", "stride_rows", "stride_out"], "i32")},
+                     {"QUERY": query, **tile}, num_warps=operands.GPU_TILE["num_warps"])
+print("compiled")
+"""
+
+
+def test_kernels_compile_for_a_gpu_without_one():
+    """What the interpreter lets through and the GPU compiler does not (a global that is not constexpr):
+    both int8 kernels compiled to sm_90 machine code, offline, in a process without TRITON_INTERPRET."""
+    import os
+    import subprocess
+    import sys
+
+    environment = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    completed = subprocess.run([sys.executable, "-c", COMPILE_FOR_SM90], capture_output=True, text=True,
+                               env=environment, timeout=600)
+    assert completed.returncode == 0 and "compiled" in completed.stdout, completed.stderr[-3000:]
