@@ -99,7 +99,10 @@ def parzen_pass(x, bank, sigmas, *, backend: str = DEFAULT_BACKEND, device=None,
     if backend == "torch":
         partial = _torch_pass(query_tensor, bank_tensor, grid, target, query_block, bank_block)
     else:
-        # The kernels autotune their tiles; query_block and bank_block size the other backends' blocks.
+        # One copy of host inputs to the device, shared by the kernel and the refinement (which
+        # would otherwise gather the nearest rows on the host). The kernels autotune their tiles;
+        # query_block and bank_block size the other backends' blocks.
+        query_tensor, bank_tensor = query_tensor.to(target), bank_tensor.to(target)
         partial = _triton_partial(query_tensor, bank_tensor, grid, target, precision)
     return finish_pass(partial, query_tensor, bank_tensor, grid, refine=refine)
 
