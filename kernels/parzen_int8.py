@@ -257,11 +257,8 @@ def per_point_bound(query, bank, sigmas, block_n: int = MAX_BLOCKS["BLOCK_N"]) -
     """The module docstring's bound on |kernel - exact| of log-sum-exp, (S, n) in nats, from the inputs."""
     query64 = torch.as_tensor(query).double().cpu()
     bank64 = torch.as_tensor(bank).double().cpu()
-    scaled = query64 * 255.0
-    byte = torch.floor(scaled + 0.5)
-    rho_exact = (scaled - byte) * 2.0**31
-    rho = torch.floor(rho_exact + 0.5)
-    high = torch.div(rho.abs() + 63, 128, rounding_mode="floor") * rho.sign()
+    byte, rho, rho_exact = operands.query_split(query64)
+    high = operands.high_byte(rho)
     leftover = (rho - 128 * high).abs()
     units = (byte + 1.004 * high.abs() + 2 * leftover + 2.0**-31 * rho.abs()).sum(1) + 2
     dimension = query64.shape[1]

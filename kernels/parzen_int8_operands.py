@@ -121,6 +121,19 @@ def _int8_operands_kernel(rows_ptr, out_ptr, terms_ptr, unrepresentable_ptr, ext
 
 # ---- reference -------------------------------------------------------------------------------------
 
+def query_split(values: torch.Tensor):
+    """(a, rho, rho unrounded) of 255 x = a + rho 2^-31, float64, as the kernel computes them (exact for float32 x)."""
+    scaled = values * 255.0
+    byte = torch.floor(scaled + 0.5)
+    unrounded = (scaled - byte) * 2.0**31
+    return byte, torch.floor(unrounded + 0.5), unrounded
+
+
+def high_byte(rho: torch.Tensor) -> torch.Tensor:
+    """h = rho / 128 rounded half towards zero, so |rho - 128 h| <= 64 and |h| <= 127."""
+    return torch.div(rho.abs() + 63, 128, rounding_mode="floor") * rho.sign()
+
+
 def int8_operands_reference(rows: torch.Tensor, role: str):
     """What the kernel writes, unpadded, with torch float64 and int64 operations.
 
@@ -129,18 +142,16 @@ def int8_operands_reference(rows: torch.Tensor, role: str):
     function of the input, so the kernel must agree to the bit (the norm's float64 sum aside).
     """
     values = rows.double()
-    scaled = values * 255.0
     norm = torch.floor(values.pow(2).sum(1) * DISTANCE_SCALE + 0.5).long()
     if role == "query":
-        byte = torch.floor(scaled + 0.5)
-        rho = torch.floor((scaled - byte) * 2.0**31 + 0.5)
+        byte, rho, _ = query_split(values)
         fits = (byte >= 0) & (byte <= 255) & (rho.abs() <= MAX_RHO)
         byte, rho = byte.clamp(0, 255).long(), rho.clamp(-MAX_RHO, MAX_RHO).long()
-        high = torch.div(rho.abs() + 63, 128, rounding_mode="floor") * rho.sign()
+        high = high_byte(rho)
         terms = norm - 2 * (2**31 * byte.sum(1) + rho.sum(1))
         return [byte - 128, high], terms, (~fits).sum(1), (high != 0).sum(1)
     fits = (values >= 0) & (values <= 1)
-    rest = torch.floor(scaled.clamp(0, 255) * 2.0**24 + 0.5).long() - 2**31
+    rest = torch.floor((values * 255.0).clamp(0, 255) * 2.0**24 + 0.5).long() - 2**31
     terms = norm - 256 * rest.sum(1)
     digits = []
     for _ in range(BANK_BLOCKS - 1):
@@ -187,9 +198,7 @@ def int8_operands_launch(rows: torch.Tensor, role: str, row_multiple: int, width
 
 def is_8bit(values: torch.Tensor) -> bool:
     """The module's rule, in torch: every 255 x within MAX_RHO 2^-31 of a byte 0..255 (one wait for the device)."""
-    scaled = values.double() * 255.0
-    byte = torch.floor(scaled + 0.5)
-    rho = torch.floor((scaled - byte) * 2.0**31 + 0.5)
+    byte, rho, _ = query_split(values.double())
     return bool(((byte >= 0) & (byte <= 255) & (rho.abs() <= MAX_RHO)).all())
 
 
