@@ -1,6 +1,19 @@
 """One short GPU session: the Triton kernel against float64 on real MNIST, then timings.
 
     python benchmarks/gpu_check.py            # writes results/bench-gpu-<device name>.json
+    python benchmarks/gpu_check.py --targets  # the scorer's targets, under 6 minutes:
+                                              # results/bench-gpu-targets-<device name>.json
+    python benchmarks/gpu_check.py --dry-run  # the targets' logic on the CPU (Triton's interpreter, tiny sizes)
+
+``--targets`` measures, for the tf32x3 and int8 precisions, at 10,000 MNIST test images against
+10,000 samples of the shipped generator (784 dimensions) through the public API
+(``parzen.parzen_pass``, backend triton): 16 sigmas against one float32 torch.matmul of the same
+shape (target <= 1/3), against 1 sigma (<= 1.15x), against a torch.compile'd naive peer (norms +
+matmul, clamp, logsumexp over a 16-sigma broadcast; >= 3x faster), the per-point error against
+float64 (<= 1e-5 nats from sigma 0.1 up), the first call in a fresh process (<= 2 s), NumPy inputs
+against CUDA tensors (<= 1.5x), and one Lloyd iteration of k-means (10,000 centroids, 50,000
+images; <= 50 ms). Each measurement is guarded: an error is recorded and the rest go on, and the
+JSON is rewritten after each one, so a run cut short keeps what it measured.
 
 1. Correctness on MNIST-scale data (test images against training images as the bank),
    for each tl.dot precision mode and the torch backend: max |error| in nats per sigma
@@ -16,19 +29,28 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-import torch
-import triton
-from ganbench.kernels import parzen_lse, parzen_operands
+if __name__ == "__main__" and "--dry-run" in sys.argv:
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # before Triton decorates the kernels
 
-from ganbench.data import load_mnist
-from ganbench.scoring import parzen
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import triton  # noqa: E402
+from ganbench.kernels import parzen_int8, parzen_lse, parzen_operands  # noqa: E402
+
+from ganbench import SHIPPED_GENERATOR  # noqa: E402
+from ganbench.data import load_mnist  # noqa: E402
+from ganbench.gan import sampling  # noqa: E402
+from ganbench.paper import kmeans  # noqa: E402
+from ganbench.scoring import parzen  # noqa: E402
 
 PAPER_GRID = np.logspace(-1, 0, 10)
 CHECK_GRID = np.concatenate([[0.05], PAPER_GRID])  # the issue's range: per-point error at sigma 0.05 to 1
@@ -184,25 +206,345 @@ def timings(mnist, report: dict, repeats: int, skip_large: bool = False) -> list
     return rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=None,
-                        help="JSON path to write (default: results/bench-gpu-<device name>.json)")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--skip-large", action="store_true", help="skip the 1,000,000-sample banks")
-    args = parser.parse_args()
-    torch.backends.cuda.matmul.allow_tf32 = False
+# ---- the scorer's targets (--targets): one run, both precisions, every measurement guarded --------
+
+TARGET_PRECISIONS = ("int8", "tf32x3")
+TARGET_GRID = np.logspace(-1, 0, 16)   # 16 sigmas, all >= 0.1: the range of the error target
+ONE_SIGMA = np.array([0.2])
+FIRST_CALL_CODE = """
+import json, sys, time
+started = time.perf_counter()
+import numpy as np, torch
+from ganbench.scoring import parzen
+queries, bank = np.load(sys.argv[1]), np.load(sys.argv[2])
+device, precision, sigmas = sys.argv[3], sys.argv[4], json.loads(sys.argv[5])
+imported = time.perf_counter()
+queries, bank = torch.from_numpy(queries).to(device), torch.from_numpy(bank).to(device)
+if device == "cuda":
+    torch.cuda.synchronize()
+ready = time.perf_counter()
+parzen.parzen_pass(queries, bank, sigmas, backend="triton", device=device, precision=precision)
+if device == "cuda":
+    torch.cuda.synchronize()
+print(json.dumps({"first_call_s": time.perf_counter() - ready, "imports_s": imported - started,
+                  "device_setup_and_copy_s": ready - imported}))
+"""
+
+
+@dataclass
+class TargetRun:
+    """Where and how big: 10,000 x 10,000 on a GPU; a few dozen rows for --dry-run on the CPU."""
+
+    device: torch.device
+    rows: int                 # queries, and bank samples
+    kmeans_points: int
+    kmeans_clusters: int
+    repeats: int
+    budget_s: float
+    out: Path
+    report: dict
+    started: float = field(default_factory=time.perf_counter)
+
+    def save(self) -> None:
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self.out.write_text(json.dumps(self.report, indent=2))
+
+    def synchronize(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+
+
+def measure(run: TargetRun, section: dict, name: str, function):
+    """Record ``function()`` under ``name``, or the error it raised, and rewrite the JSON; None on failure."""
+    if time.perf_counter() - run.started > run.budget_s:
+        section[name] = {"skipped": f"past the {run.budget_s:.0f} s budget of this run"}
+        return None
+    started = time.perf_counter()
+    try:
+        value = function()
+    except Exception as error:  # noqa: BLE001 - one failed measurement must not lose the others
+        value, section[name] = None, {"error": f"{type(error).__name__}: {str(error)[:800]}"}
+    else:
+        section[name] = value
+    print(f"[{time.perf_counter() - run.started:6.1f} s] {name}: {json.dumps(section[name])[:300]} "
+          f"({time.perf_counter() - started:.1f} s)", flush=True)
+    run.save()
+    return value
+
+
+def run_time(run: TargetRun, function, repeats: int | None = None, warmup: int = 1) -> float:
+    """Median seconds of ``function()``: CUDA events on a GPU, the wall clock on the CPU."""
+    repeats = repeats or run.repeats
+    if run.device.type == "cuda":
+        return cuda_time(function, repeats, warmup)
+    for _ in range(warmup):
+        function()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - started)
+    return float(np.median(times))
+
+
+def wall_time(run: TargetRun, function) -> float:
+    """Seconds of one call, synchronised: for calls that include tuning, compiling or host work."""
+    run.synchronize()
+    started = time.perf_counter()
+    function()
+    run.synchronize()
+    return time.perf_counter() - started
+
+
+def float64_log_sum_exp(queries: torch.Tensor, bank: torch.Tensor, sigmas, block: int = 500) -> np.ndarray:
+    """logsumexp_j(-D_ij / 2 sigma^2) in float64 on the tensors' device, (S, n): the reference at GPU speed.
+
+    Expanded form on bank-centred float64 data, as ``parzen``'s reference backend: its rounding,
+    ~1e-16 of the squared norms, is ~1e-9 nats at sigma 0.1, far below every error measured here.
+    """
+    bank64 = bank.double()
+    mean = bank64.mean(dim=0)
+    bank64 = bank64 - mean
+    bank_norms = (bank64 * bank64).sum(1)
+    scales = torch.as_tensor(0.5 / np.asarray(sigmas) ** 2, dtype=torch.float64, device=bank.device)
+    pieces = []
+    for start in range(0, len(queries), block):
+        rows = queries[start:start + block].double() - mean
+        distances = ((rows * rows).sum(1)[:, None] + bank_norms[None, :] - 2.0 * rows @ bank64.T).clamp_(min=0.0)
+        pieces.append(torch.stack([torch.logsumexp(-distances * scale, dim=1) for scale in scales]))
+    return torch.cat(pieces, dim=1).cpu().numpy()
+
+
+def naive_peer(queries: torch.Tensor, bank: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
+    """What a user writes without ganbench: norms + matmul, clamp, logsumexp over a sigma broadcast."""
+    distances = (queries * queries).sum(1)[:, None] + (bank * bank).sum(1)[None, :] - 2.0 * queries @ bank.T
+    distances = distances.clamp(min=0.0)
+    return torch.logsumexp(-distances[None] / (2.0 * sigmas[:, None, None] ** 2), dim=2)
+
+
+def target_inputs(run: TargetRun, mnist) -> dict:
+    """MNIST test images (8-bit) and samples of the shipped generator, as NumPy arrays and device tensors."""
+    generator, _ = sampling.load_generator(SHIPPED_GENERATOR)
+    bank = sampling.generate(generator, run.rows, seed=0)
+    queries = np.ascontiguousarray(mnist.test_x[:run.rows])
+    return {"queries": queries, "bank": bank, "queries_device": torch.from_numpy(queries).to(run.device),
+            "bank_device": torch.from_numpy(bank).to(run.device)}
+
+
+def precision_targets(run: TargetRun, inputs: dict, reference: np.ndarray | None, precision: str) -> None:
+    """Timings and errors of one precision through ``parzen.parzen_pass``, each guarded."""
+    section = run.report["targets"].setdefault(precision, {})
+    queries, bank = inputs["queries_device"], inputs["bank_device"]
+
+    def score(x, samples, sigmas, refine=True):
+        return parzen.parzen_pass(x, samples, sigmas, backend="triton", device=run.device, precision=precision,
+                                  refine=refine)
+
+    measure(run, section, "first_call_in_this_process_s (tuning included)",
+            lambda: wall_time(run, lambda: score(queries, bank, TARGET_GRID)))
+    measure(run, section, "sixteen_sigmas_s", lambda: run_time(run, lambda: score(queries, bank, TARGET_GRID)))
+    tuner = parzen_int8._parzen_int8_autotuned if precision == "int8" else parzen_lse._parzen_lse_autotuned
+    measure(run, section, "tuning", lambda: {  # what the next round of tiles should look at
+        "chosen": str(getattr(tuner, "best_config", None)),
+        "candidate_ms": {str(config): (list(times) if isinstance(times, (list, tuple)) else times)
+                         for config, times in (getattr(tuner, "configs_timings", None) or {}).items()}})
+    measure(run, section, "one_sigma_s", lambda: run_time(run, lambda: score(queries, bank, ONE_SIGMA), warmup=2))
+    measure(run, section, "numpy_inputs_sixteen_sigmas_s",
+            lambda: run_time(run, lambda: score(inputs["queries"], inputs["bank"], TARGET_GRID)))
+    if reference is not None:
+        def errors() -> dict:
+            result = {}
+            for refine in (True, False):
+                got = score(queries, bank, TARGET_GRID, refine=refine).log_sum_exp
+                error = np.abs(got - reference).max(axis=1)
+                result["refined" if refine else "raw_kernel"] = {
+                    "max_abs_error_nats": float(error.max()),
+                    "per_sigma": dict(zip([f"{s:.4f}" for s in TARGET_GRID], error.tolist()))}
+            if precision == "int8":
+                bound = parzen_int8.per_point_bound(inputs["queries"], inputs["bank"], TARGET_GRID)
+                result["derived_bound_max_nats"] = float(bound.max())
+            return result
+
+        measure(run, section, "errors_against_float64", errors)
+
+
+def kmeans_targets(run: TargetRun, mnist, precision: str) -> None:
+    """One Lloyd iteration on the device: (fit with 1 + k iterations - fit with 1) / k, warm."""
+    section = run.report["targets"].setdefault(precision, {})
+    points = np.ascontiguousarray(mnist.train_x[:run.kmeans_points])
+
+    def fit(iterations: int):
+        return kmeans.fit(points, run.kmeans_clusters, iterations, seed=0, backend="triton", device=run.device,
+                          precision=precision, progress=False)
+
+    def lloyd() -> dict:
+        tuning = wall_time(run, lambda: fit(1))
+        one, three = wall_time(run, lambda: fit(1)), wall_time(run, lambda: fit(3))
+        return {"lloyd_iteration_s": (three - one) / 2, "fit_1_iteration_s": one, "first_fit_s": tuning,
+                "points": len(points), "clusters": run.kmeans_clusters}
+
+    measure(run, section, "kmeans", lloyd)
+
+
+def fresh_process_targets(run: TargetRun, inputs: dict, precision: str) -> None:
+    """The first scoring call of a new Python process, after this one filled Triton's caches."""
+    section = run.report["targets"].setdefault(precision, {})
+
+    def first_call() -> dict:
+        with tempfile.TemporaryDirectory() as folder:
+            paths = [str(Path(folder) / name) for name in ("queries.npy", "bank.npy")]
+            np.save(paths[0], inputs["queries"])
+            np.save(paths[1], inputs["bank"])
+            started = time.perf_counter()
+            completed = subprocess.run([sys.executable, "-c", FIRST_CALL_CODE, *paths, run.device.type, precision,
+                                        json.dumps(TARGET_GRID.tolist())], capture_output=True, text=True, timeout=300)
+        if completed.returncode:
+            raise RuntimeError(completed.stderr.strip().splitlines()[-1] if completed.stderr.strip() else "failed")
+        result = json.loads(completed.stdout.strip().splitlines()[-1])
+        result["process_wall_s"] = time.perf_counter() - started
+        return result
+
+    measure(run, section, "fresh_process", first_call)
+
+
+def shared_targets(run: TargetRun, inputs: dict) -> np.ndarray | None:
+    """The float64 reference (checked against the NumPy one on a few rows), the matmul and the naive peer."""
+    section = run.report["targets"].setdefault("shared", {})
+    queries, bank = inputs["queries_device"], inputs["bank_device"]
+    computed = {}
+
+    def reference_pass() -> float:
+        started = time.perf_counter()
+        computed["log_sum_exp"] = float64_log_sum_exp(queries, bank, TARGET_GRID)  # copied to the host: synchronised
+        return time.perf_counter() - started
+
+    measure(run, section, "float64_reference_s", reference_pass)
+    reference = computed.get("log_sum_exp")
+    if reference is not None:
+        rows = min(200, run.rows)
+        measure(run, section, "float64_reference_against_numpy_max_nats", lambda: float(np.abs(
+            parzen.parzen_pass(inputs["queries"][:rows], inputs["bank"], TARGET_GRID, backend="reference").log_sum_exp
+            - reference[:, :rows]).max()))
+    if run.device.type == "cuda":
+        measure(run, section, "matmul_fp32_s", lambda: matmul_time(run.rows, run.rows, 784, tf32=False,
+                                                                   repeats=4 * run.repeats))
+    else:
+        measure(run, section, "matmul_fp32_s", lambda: run_time(run, lambda: queries @ bank.T))
+    return reference
+
+
+def peer_targets(run: TargetRun, inputs: dict) -> None:
+    """The naive peer: torch.compile'd on the GPU (its first call compiles), eager on the CPU dry run."""
+    section = run.report["targets"].setdefault("shared", {})
+    queries, bank = inputs["queries_device"], inputs["bank_device"]
+    sigmas = torch.as_tensor(TARGET_GRID, dtype=torch.float32, device=run.device)
+    peer = torch.compile(naive_peer) if run.device.type == "cuda" else naive_peer
+    measure(run, section, "naive_peer_first_call_s (compile included)",
+            lambda: wall_time(run, lambda: peer(queries, bank, sigmas)))
+    measure(run, section, "naive_peer_sixteen_sigmas_s", lambda: run_time(run, lambda: peer(queries, bank, sigmas)))
+
+
+def summarise_targets(report: dict) -> dict:
+    """Each target per precision: the measured value and whether it is met (None when not measured)."""
+    shared = report["targets"].get("shared", {})
+
+    def number(section: dict, *path):
+        value = section
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        return value if isinstance(value, (int, float)) else None
+
+    def ratio(top, bottom):
+        return top / bottom if top is not None and bottom else None
+
+    summary = {}
+    for precision in TARGET_PRECISIONS:
+        section = report["targets"].get(precision, {})
+        sixteen = number(section, "sixteen_sigmas_s")
+        values = {
+            "16_sigmas_over_matmul_fp32": (ratio(sixteen, number(shared, "matmul_fp32_s")), "<=", 1 / 3),
+            "16_sigmas_over_1_sigma": (ratio(sixteen, number(section, "one_sigma_s")), "<=", 1.15),
+            "naive_compiled_over_16_sigmas": (ratio(number(shared, "naive_peer_sixteen_sigmas_s"), sixteen), ">=", 3.0),
+            "max_error_nats_sigma_0.1_to_1": (number(section, "errors_against_float64", "refined", "max_abs_error_nats"),
+                                              "<=", 1e-5),
+            "first_call_fresh_process_s": (number(section, "fresh_process", "first_call_s"), "<=", 2.0),
+            "numpy_inputs_over_cuda_tensors": (ratio(number(section, "numpy_inputs_sixteen_sigmas_s"), sixteen),
+                                               "<=", 1.5),
+            "lloyd_iteration_s": (number(section, "kmeans", "lloyd_iteration_s"), "<=", 0.05),
+        }
+        summary[precision] = {name: {"value": value, "target": f"{sense} {limit:.4g}",
+                                     "met": None if value is None else (value <= limit if sense == "<=" else value >= limit)}
+                              for name, (value, sense, limit) in values.items()}
+    return summary
+
+
+def targets(run: TargetRun, mnist) -> None:
+    """Every target, in the order that keeps the most important ones inside the budget."""
+    run.report["targets"] = {"rows": run.rows, "dimension": 784, "grid": TARGET_GRID.tolist(),
+                             "queries": "MNIST test images (8-bit)", "bank": "samples of the shipped generator"}
+    inputs = target_inputs(run, mnist)
+    reference = shared_targets(run, inputs)
+    for precision in TARGET_PRECISIONS:
+        precision_targets(run, inputs, reference, precision)
+        fresh_process_targets(run, inputs, precision)  # while Triton's caches hold this shape's tuning
+    peer_targets(run, inputs)
+    for precision in TARGET_PRECISIONS:
+        kmeans_targets(run, mnist, precision)
+    run.report["targets"]["summary"] = summarise_targets(run.report)
+    run.report["targets"]["wall_s"] = time.perf_counter() - run.started
+    run.save()
+    print(json.dumps(run.report["targets"]["summary"], indent=1))
+
+
+def machine_report(repeats: int) -> dict:
+    """The device, driver and versions every JSON starts with."""
+    if not torch.cuda.is_available():
+        return {"device": f"cpu (dry run): {platform.processor() or platform.machine()}", "torch": torch.__version__,
+                "triton": triton.__version__, "numpy": np.__version__, "python": platform.python_version(),
+                "repeats": repeats}
     properties = torch.cuda.get_device_properties(0)
     try:
         driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
                                 capture_output=True, text=True).stdout.strip()
     except OSError:
         driver = "unknown"
-    report = {"device": torch.cuda.get_device_name(0), "multiprocessors": properties.multi_processor_count,
-              "driver": driver, "torch": torch.__version__, "triton": triton.__version__,
-              "numpy": np.__version__, "python": platform.python_version(), "repeats": args.repeats,
-              "timing": "CUDA events, median of repeats after warm-up (4 x repeats at 10,000 x 10,000); "
-                        "the 1M torch-backend rows are one run"}
+    return {"device": torch.cuda.get_device_name(0), "multiprocessors": properties.multi_processor_count,
+            "driver": driver, "torch": torch.__version__, "triton": triton.__version__,
+            "numpy": np.__version__, "python": platform.python_version(), "repeats": repeats}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=None,
+                        help="JSON path to write (default: results/bench-gpu-<device name>.json, "
+                             "results/bench-gpu-targets-<device name>.json with --targets)")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--skip-large", action="store_true", help="skip the 1,000,000-sample banks")
+    parser.add_argument("--targets", action="store_true", help="only the scorer's targets, both precisions")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="the targets' logic on the CPU under Triton's interpreter, at tiny sizes")
+    parser.add_argument("--budget-s", type=float, default=330.0,
+                        help="--targets starts no new measurement after this many seconds")
+    args = parser.parse_args()
+    torch.backends.cuda.matmul.allow_tf32 = False
+    report = machine_report(args.repeats)
+    if args.targets or args.dry_run:
+        if args.dry_run:
+            out = Path(args.out or Path(tempfile.gettempdir()) / "ganbench-gpu-targets-dry-run.json")
+            run = TargetRun(torch.device("cpu"), rows=24, kmeans_points=80, kmeans_clusters=8, repeats=1,
+                            budget_s=args.budget_s, out=out, report=report)
+        else:
+            out = Path(args.out or f"results/bench-gpu-targets-{'-'.join(report['device'].split())}.json")
+            run = TargetRun(torch.device("cuda"), rows=10_000, kmeans_points=50_000, kmeans_clusters=10_000,
+                            repeats=4 * args.repeats, budget_s=args.budget_s, out=out, report=report)
+        report["timing"] = ("CUDA events, median of repeats after warm-up; first calls, k-means and the "
+                            "fresh process by the wall clock after a synchronise")
+        targets(run, load_mnist(fetch=False))
+        print(f"wrote {out}")
+        return
+    driver = report["driver"]
+    report["timing"] = ("CUDA events, median of repeats after warm-up (4 x repeats at 10,000 x 10,000); "
+                        "the 1M torch-backend rows are one run")
     if args.out is None:
         args.out = f"results/bench-gpu-{'-'.join(report['device'].split())}.json"
     mnist = load_mnist(fetch=False)

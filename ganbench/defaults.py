@@ -12,8 +12,11 @@ DEFAULT_BACKEND = "auto"
 
 # The triton backend's arithmetic for the distance product (docs/precision.md):
 # tf32x3 three TF32 products (float32-like accuracy), ieee float32 FMA, tf32 one TF32
-# product (fast, off by nats: for speed studies only).
-PRECISIONS = ("tf32x3", "ieee", "tf32")
+# product (fast, off by nats: for speed studies only), int8 exact int8 tensor-core products
+# for 8-bit queries (MNIST's a / 255) against a bank in [0, 1] (an error otherwise), auto
+# int8 where it applies and tf32x3 elsewhere. tf32x3 stays the default until int8 has been
+# timed and checked on a GPU (benchmarks/gpu_check.py); then auto is meant to replace it.
+PRECISIONS = ("tf32x3", "ieee", "tf32", "int8", "auto")
 DEFAULT_PRECISION = "tf32x3"
 
 # Sigma protocols (registered in ganbench.scoring.protocol): the paper's on MNIST, where it

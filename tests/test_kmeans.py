@@ -44,3 +44,39 @@ def test_cached_fit_reuses_and_repairs_its_cache(tmp_path):
     other, other_key = kmeans.cached_fit(points, 9, 3, 1, cache_dir=tmp_path, backend="torch", device="cpu",
                                          progress=False)
     assert other_key != key  # the seed is part of the key
+
+
+def lloyd_host_update(points, clusters, iterations, seed):
+    """The update as it ran on the host before it moved to the scoring device: NumPy counts, float64 sums."""
+    import torch
+
+    from ganbench.scoring import neighbours
+
+    rng = np.random.default_rng(seed)
+    centroids = points[rng.choice(len(points), size=clusters, replace=False)].copy()
+    for _ in range(iterations):
+        assignment = neighbours.nearest(points, centroids, backend="torch", device="cpu")[1][:, 0]
+        counts = np.bincount(assignment, minlength=clusters)
+        sums = torch.zeros((clusters, points.shape[1]), dtype=torch.float64)
+        sums.index_add_(0, torch.from_numpy(assignment), torch.from_numpy(points).double())
+        filled = counts > 0
+        centroids[filled] = (sums.numpy()[filled] / counts[filled, None]).astype(np.float32)
+    return centroids
+
+
+def test_update_on_the_scoring_device_is_bit_identical_on_the_cpu():
+    # Overlapping blobs and an empty cluster are possible: every float32 bit must match the host update.
+    rng = np.random.default_rng(5)
+    points = rng.random((157, 11)).astype(np.float32)
+    got = kmeans.fit(points, 9, iterations=5, seed=2, backend="torch", device="cpu", progress=False)
+    np.testing.assert_array_equal(got, lloyd_host_update(points, 9, 5, seed=2))
+
+
+def test_int8_assignments_on_8bit_points_equal_the_float32_ones():
+    """MNIST-like 8-bit points through the int8 kernel (interpreted): separated blobs assign exactly as the torch backend."""
+    rng = np.random.default_rng(3)
+    centres = rng.integers(40, 216, (5, 13))
+    points = (np.clip(centres[rng.integers(0, 5, 97)] + rng.integers(-6, 7, (97, 13)), 0, 255) / 255).astype(np.float32)
+    got = kmeans.fit(points, 5, iterations=3, seed=1, backend="triton", device="cpu", precision="int8", progress=False)
+    expected = kmeans.fit(points, 5, iterations=3, seed=1, backend="torch", device="cpu", progress=False)
+    np.testing.assert_array_equal(got, expected)

@@ -1,7 +1,9 @@
 """k-means centroids as a Parzen bank (the sanity row of Theis, van den Oord and Bethge, ICLR 2016).
 
 Lloyd's algorithm; each assignment step is one nearest-neighbour pass of the scorer
-(the fused kernel on CUDA). Centroids are cached in the user cache, keyed by every input.
+(the fused kernel on CUDA), and each update runs on the scoring device: on a GPU the points stay
+there and the per-cluster sums are one ``index_add_`` on the device's tensors. Centroids are
+cached in the user cache, keyed by every input.
 """
 from __future__ import annotations
 
@@ -15,33 +17,43 @@ import torch
 
 from ganbench import atomic
 from ganbench.data import default_cache_dir
+from ganbench.defaults import DEFAULT_PRECISION
 from ganbench.errors import GanbenchError
 from ganbench.progress import progress_bar
-from ganbench.scoring import neighbours
+from ganbench.scoring import neighbours, parzen
 
 ALGORITHM_VERSION = 1  # bump when the algorithm changes, so old cache entries are not reused
 
 
 def fit(points: np.ndarray, clusters: int, iterations: int = 10, seed: int = 0, *, backend: str = "auto",
-        device=None, progress: bool = True) -> np.ndarray:
-    """Lloyd's k-means from ``clusters`` distinct random points; an empty cluster keeps its centroid."""
+        device=None, precision: str = DEFAULT_PRECISION, progress: bool = True) -> np.ndarray:
+    """Lloyd's k-means from ``clusters`` distinct random points; an empty cluster keeps its centroid.
+
+    Points and centroids live on the scoring device (``parzen``'s rule for ``backend`` and
+    ``device``); the same torch operations run on the CPU and on a GPU. ``precision`` is the
+    triton backend's (``auto`` or ``int8`` assign 8-bit points, MNIST's, with exact int8 distances).
+    """
     points = np.asarray(points, dtype=np.float32)
     if not 1 <= clusters <= len(points):
         raise GanbenchError(f"clusters must be in 1..{len(points)}, got {clusters}")
     rng = np.random.default_rng(seed)
-    centroids = points[rng.choice(len(points), size=clusters, replace=False)].copy()
+    chosen = rng.choice(len(points), size=clusters, replace=False)
+    target = parzen.scoring_device(device, backend, torch.empty(0))
+    if backend == "reference":
+        target = torch.device("cpu")  # NumPy float64: the points are read on the host
+    rows = torch.from_numpy(points).to(target)
+    rows64 = rows.double()  # per-cluster sums in float64: exact to far below float32's rounding of the mean
+    centroids = rows[torch.from_numpy(chosen).to(target)].clone()
     for _ in progress_bar(range(iterations), enabled=progress, desc="k-means"):
-        _, assignment = neighbours.nearest(points, centroids, backend=backend, device=device)
-        assignment = assignment[:, 0]
-        counts = np.bincount(assignment, minlength=clusters)
-        # Per-cluster sums in float64 (exact to far below float32's rounding of the mean):
-        # index_add_ is one vectorised pass, where np.add.at took seconds per iteration.
-        sums = torch.zeros((clusters, points.shape[1]), dtype=torch.float64)
-        sums.index_add_(0, torch.from_numpy(assignment), torch.from_numpy(points).double())
-        sums = sums.numpy()
+        _, assignment = neighbours.nearest(rows, centroids, backend=backend, device=target, precision=precision)
+        cluster = torch.from_numpy(assignment[:, 0]).to(target)
+        counts = torch.bincount(cluster, minlength=clusters)
+        # index_add_ is one vectorised pass (np.add.at took seconds per iteration on the CPU).
+        sums = torch.zeros((clusters, points.shape[1]), dtype=torch.float64, device=target)
+        sums.index_add_(0, cluster, rows64)
         filled = counts > 0
-        centroids[filled] = (sums[filled] / counts[filled, None]).astype(np.float32)
-    return centroids
+        centroids[filled] = (sums[filled] / counts[filled, None]).to(torch.float32)
+    return centroids.cpu().numpy()
 
 
 def cached_fit(points: np.ndarray, clusters: int, iterations: int = 10, seed: int = 0, *,

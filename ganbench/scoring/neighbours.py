@@ -6,6 +6,7 @@ import contextlib
 import numpy as np
 import torch
 
+from ganbench.defaults import DEFAULT_PRECISION
 from ganbench.devices import resolve_device
 from ganbench.errors import GanbenchError
 from ganbench.scoring import parzen
@@ -19,7 +20,8 @@ EXACT_PAIRS_AT_ONCE = 8192
 
 def nearest(queries, reference, k: int = 1, *, backend: str = "auto", device=None, exact_ranking: bool = False,
             query_block: int = 1024, reference_block: int = 8192,
-            names: tuple[str, str] = ("x (the points searched)", "the bank")) -> tuple[np.ndarray, np.ndarray]:
+            names: tuple[str, str] = ("x (the points searched)", "the bank"),
+            precision: str = DEFAULT_PRECISION) -> tuple[np.ndarray, np.ndarray]:
     """Exact k nearest neighbours by squared Euclidean distance: (distances, indices), each (n, k).
 
     For each row of ``queries``, its k nearest rows of ``reference`` (the bank); ``names``
@@ -33,6 +35,7 @@ def nearest(queries, reference, k: int = 1, *, backend: str = "auto", device=Non
     k = 1 otherwise reuses the Parzen pass (the fused kernel on CUDA gives it with no extra
     distance loop): the distance is the float64 distance of the neighbour chosen in float32,
     which may be another point within the float32 error (tests/tolerances.py) of the nearest.
+    ``precision`` is the triton backend's for that pass (``int8``: exact distances for 8-bit queries).
     """
     if k < 1:
         raise GanbenchError(f"k must be >= 1, got {k}")
@@ -42,7 +45,8 @@ def nearest(queries, reference, k: int = 1, *, backend: str = "auto", device=Non
     if k > reference_tensor.shape[0]:
         raise GanbenchError(f"k = {k} exceeds the number of points in {bank_name} ({reference_tensor.shape[0]})")
     if k == 1 and not exact_ranking:
-        result = parzen.parzen_pass(query_tensor, reference_tensor, [], backend=backend, device=device)
+        result = parzen.parzen_pass(query_tensor, reference_tensor, [], backend=backend, device=device,
+                                    precision=precision)
         return result.min_sq_distance[:, None], result.nearest_index[:, None]
     return _top_k(query_tensor, reference_tensor, k, device, query_block, reference_block)
 

@@ -10,7 +10,8 @@ Backends
 - ``reference``: NumPy float64, blocked; the ground truth every other path is tested against.
 - ``torch``: blocked GEMM form in float32 on data centred by the bank mean, CPU or CUDA.
 - ``triton``: the fused kernel of ``ganbench.kernels.parzen_lse`` (CUDA, or the CPU
-  under ``TRITON_INTERPRET=1``).
+  under ``TRITON_INTERPRET=1``); with precision ``int8`` (or ``auto`` on 8-bit queries) the
+  exact int8 kernel of ``ganbench.kernels.parzen_int8``.
 - ``auto``: ``triton`` on CUDA when present, else ``torch``.
 """
 from __future__ import annotations
@@ -125,7 +126,7 @@ def parzen_pass(x, bank, sigmas, *, backend: str = DEFAULT_BACKEND, device=None,
     for name, block in (("query_block", query_block), ("bank_block", bank_block)):
         if block is not None and block < 1:
             raise GanbenchError(f"{name} must be a positive integer, got {block}")
-    target = _resolve_device(device, backend, query_tensor)
+    target = scoring_device(device, backend, query_tensor)
     if backend == "auto":
         backend = "triton" if target.type == "cuda" else "torch"
     magnitude = max(_largest_magnitude(query_tensor), _largest_magnitude(bank_tensor))
@@ -143,16 +144,30 @@ def parzen_pass(x, bank, sigmas, *, backend: str = DEFAULT_BACKEND, device=None,
     if backend == "torch":
         partial = _torch_pass(query_tensor, bank_tensor, scaled_grid, target, query_block, bank_block)
     else:
-        from ganbench.kernels import (
-            parzen_lse,  # imported late: Triton is only needed here
-        )
-
-        # The kernel autotunes its tiles; query_block and bank_block size the other backends' blocks.
-        partial = parzen_lse.parzen_partial_triton(query_tensor, bank_tensor, scaled_grid, device=target,
-                                                   precision=precision)
+        # One copy of host inputs to the device, shared by the kernel and the refinement (which
+        # would otherwise gather the nearest rows on the host). The kernels autotune their tiles;
+        # query_block and bank_block size the other backends' blocks.
+        query_tensor, bank_tensor = query_tensor.to(target), bank_tensor.to(target)
+        partial = _triton_partial(query_tensor, bank_tensor, scaled_grid, target, precision)
     result = finish_pass(partial, query_tensor, bank_tensor, scaled_grid, refine=refine)
     result.min_sq_distance = np.ldexp(result.min_sq_distance, 2 * exponent)  # back to the caller's units, exactly
     return result
+
+
+def _triton_partial(query: torch.Tensor, bank: torch.Tensor, grid, target: torch.device,
+                    precision: str) -> partials.BankPartial:
+    """The triton backend: int8 for ``int8`` (8-bit queries or an error) and for ``auto`` where
+    it applies, else the tf32x3 kernel (``auto``) or the kernel in the mode asked for."""
+    from ganbench.kernels import parzen_int8, parzen_lse  # imported late: Triton is only needed here
+
+    if precision in ("int8", "auto"):
+        try:
+            return parzen_int8.parzen_partial_int8(query, bank, grid, device=target)
+        except parzen_int8.NotInt8Data:
+            if precision == "int8":
+                raise
+    return parzen_lse.parzen_partial_triton(query, bank, grid, device=target,
+                                            precision="tf32x3" if precision == "auto" else precision)
 
 
 # ---- the range of the arithmetic -------------------------------------------------------------------
@@ -286,7 +301,7 @@ def refine_nearest(log_shifted_sums: torch.Tensor, min_sq_distance: torch.Tensor
             torch.where(consistent, exact, min_sq_distance))
 
 
-def _resolve_device(device, backend: str, query_tensor: torch.Tensor) -> torch.device:
+def scoring_device(device, backend: str, query_tensor: torch.Tensor) -> torch.device:
     """The device asked for; else the queries' GPU; else CUDA for the backends that want it, else the CPU."""
     if device is None and query_tensor.device.type == "cuda":
         return query_tensor.device

@@ -107,7 +107,7 @@ def process_group_backend(device: torch.device, scorer_backend: str) -> str:
 
 def scoring_device(device, backend: str) -> torch.device:
     """The device ``parzen.parzen_pass`` scores host arrays on for these options (its own rule)."""
-    return parzen._resolve_device(device, backend, torch.empty(0))
+    return parzen.scoring_device(device, backend, torch.empty(0))
 
 
 def rank_rows(count: int, chunk_rows: int) -> range:

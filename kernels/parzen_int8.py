@@ -1,0 +1,403 @@
+"""Fused Parzen pass for 8-bit queries: exact int8 tensor-core distances, a sigma grid's log-sum-exp, the nearest neighbour.
+
+8-bit data are integers. A query x = (a + rho 2^-31) / 255 (a byte a, and float32's rounding rho of
+a / 255; ``kernels/parzen_int8_operands.py``) and a bank row s in [0, 1] whose t = 255 s is rounded to
+T = round(2^24 t) = T' + 2^31, T' in balanced base-256 digits q0..q3, give the squared distance in
+integer units E = 2^24 255^2 D:
+
+    E = R_x + C_s - 2 P,   P = 2^24 (a-128).q0 + 2^16 (a-128).q1 + 2^8 (a-128).q2 + (a-128).q3 + h.q0
+
+with per-row int64 terms R_x, C_s (the exact norms and the shift corrections). Each product is an
+int8 ``tl.dot`` with int32 accumulation over the whole width (|terms| <= 128 * 128, so exact for
+d < 2^31 / 2^15 = 65,536), combined once per tile in int64: E is exact integer arithmetic, and
+D = E / 2^24 255^2 is off only by the rounding of t to 2^-24 and the part of rho that h leaves out.
+A bank whose low digits are all zero (8-bit values held in float64) takes one product a.q0 (plus
+h.q0 when the queries carry float32 rounding): ``DIGITS`` and ``CORRECTION`` are compile-time.
+
+For a block of queries against the bank, one program
+- accumulates the int32 products over the width in BLOCK_K steps (one query tile, up to four digit tiles);
+- forms E in int64, masks columns past the split with 2^62;
+- keeps one running integer minimum of E per row (the shift shared by every sigma), its argmin
+  (lowest index among exact ties), and per sigma a float64 running sum of exp2((min - E) c),
+  c = log2(e) / (2 sigma^2 2^24 255^2): the exponentials run in float32 on the exact integer
+  difference, the tile's row sums are added in float64, and a new minimum rescales the sums with
+  a float64 exp2 (BLOCK_M per tile and sigma);
+- skips, per sigma, a tile's exponentials when every term of every row is below e^-36 of its row's
+  largest: since the running minimum only decreases, such a term stays below e^-36 of a sum >= 1.
+
+Error bound, per query and sigma, of log sum_j exp(-D_j / 2 sigma^2) against exact arithmetic on
+the inputs as given (``per_point_bound`` computes it):
+- distances: |E~ - E| <= sum_k (a_k + 1.004 |h_k| + 2 |l_k| + 2^-31 |rho_k|) + 2 (the rounding of
+  t, |tau| <= 1/2, against a, twice; what h leaves out of rho, 0.502 |h| + |l|, twice; the two rounded
+  norms) plus the norms' float64 sums (d + 1) 2^-53 2^24 255^2 (||x||^2 + ||s||^2). For a float64
+  query off the byte grid by less than MAX_RHO, rho's own rounding adds 2 d 2^-32 / 255 in D.
+  log-sum-exp is 1-Lipschitz, so this over 2^24 255^2 2 sigma^2, in nats;
+- the sum S (>= 1: the nearest term is exactly 1) in float32 then float64: a tile's row sum of
+  BLOCK_N terms in (0, 1] in any order, (BLOCK_N - 1) u of S; each exponent (min - E) c rounded three
+  times (int64 to float32, c to float32, the product), 3 u alpha on a term e^-alpha, and
+  sum_j alpha_j e^-alpha_j / S <= ln m (the entropy of the weights), so 3 u ln m; exp2's own
+  2^-22 (4 u); float64 rescaling and additions, < 10^-14; the skipped terms, m e^-36 of S.
+  u = 2^-24.
+On MNIST's 10,000 test images against 10,000 samples of the shipped generator (sum a <= 65,413,
+sum |h| <= 8,012, sum |l| <= 3,539 per image; BLOCK_N <= 64) the bound is at most 9.0e-6 nats at
+sigma = 0.1 (3.4e-6 from the distances, 5.6e-6 from the sums) and 1.9e-5 at sigma = 0.05, against
+4e-5 nats at sigma = 0.1 for scoring a / 255 without rho.
+
+The bank is split across programs (split-K over m) as in ``kernels/parzen_lse.py``, whose float64
+merges of splits and sigma pieces this file reuses. Triton's tl.dot takes int8 but not uint8
+("only int8 supported"), hence the shifted bytes and balanced digits.
+
+File layout: kernel, float64 reference, launcher (checks, allocation, launch), public function.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import triton
+import triton.language as tl
+from ganbench.kernels import parzen_int8_operands as operands
+from ganbench.kernels import parzen_lse, parzen_operands
+
+from ganbench.errors import GanbenchError
+from ganbench.scoring import partials
+
+MAX_SIGMAS = parzen_lse.MAX_SIGMAS
+INTERPRETED = parzen_lse.INTERPRETED
+LOG2_E = 1.4426950408889634
+SKIP_NATS = 36.0                          # a term below e^-36 of its row's largest cannot change the sum
+SKIP_LOG2 = tl.constexpr(SKIP_NATS * LOG2_E)
+NOT_A_DISTANCE = tl.constexpr(2**62)      # columns past the split; above any E (d < 65,536 keeps E < 2^57)
+MAX_WIDTH = 65_535                        # 2 x 128 x 128 x width < 2^31: the int32 accumulators are exact
+WIDTH_MULTIPLE = 64                       # operand blocks are padded to whole BLOCK_K of every candidate
+INTERPRETER_BLOCKS = {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 32}
+BANK_PIECE_ROWS = parzen_lse.BANK_PIECE_ROWS
+SPLIT_ROWS_MULTIPLE = parzen_lse.SPLIT_ROWS_MULTIPLE
+UNIT_ROUNDOFF_FLOAT32 = 2.0**-24
+TILE_KEYS = ("BLOCK_M", "BLOCK_N", "BLOCK_K")
+
+
+class NotInt8Data(GanbenchError):
+    """Queries that are not 8-bit, or a bank outside [0, 1]: precision ``auto`` then scores with tf32x3."""
+
+
+@triton.jit(do_not_specialize=["query_bucket", "bank_bucket"])
+def _parzen_int8_kernel(
+    # pointers
+    query_ptr, bank_ptr, query_terms_ptr, bank_terms_ptr, scale32_ptr, scale64_ptr,
+    min_out_ptr, index_out_ptr, sums_out_ptr,
+    # sizes: operands are padded (rows to whole blocks, each digit block to whole BLOCK_K), so loads need no mask
+    n_queries, n_bank, width, rows_per_split,
+    stride_query_row, stride_bank_row,
+    # the autotuning key only: n and m rounded up to a power of two, so a new size does not re-tune
+    query_bucket, bank_bucket,
+    # meta-parameters
+    NUM_SIGMAS: tl.constexpr, DIGITS: tl.constexpr, CORRECTION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    tl.static_assert(BLOCK_M >= 16 and BLOCK_N >= 16, "tl.dot needs tiles of at least 16 x 16")
+    tl.static_assert(BLOCK_K >= 32, "int8 tensor-core products take K in steps of 32")
+    tl.static_assert(DIGITS == 1 or DIGITS == 4, "the bank is one digit (8-bit values) or four")
+    query_block = tl.program_id(0)
+    split = tl.program_id(1)
+    local_rows = tl.arange(0, BLOCK_M)
+    local_columns = tl.arange(0, BLOCK_N)
+    ks = tl.arange(0, BLOCK_K)
+    rows = query_block * BLOCK_M + local_rows
+    row_ok = rows < n_queries
+    query_terms = tl.load(query_terms_ptr + rows, mask=row_ok, other=0)
+    query_block_ptr = query_ptr + (query_block * BLOCK_M).to(tl.int64) * stride_query_row
+    query_offsets = local_rows[:, None] * stride_query_row + ks[None, :]     # (BLOCK_M, BLOCK_K)
+    bank_offsets = local_columns[None, :] * stride_bank_row + ks[:, None]    # (BLOCK_K, BLOCK_N)
+
+    # Per sigma a float64 running sum. The scales log2(e) / (2 sigma^2 2^24 255^2), float32 for the tile
+    # and float64 for rescaling the sums, are read where they are used: held in registers for the
+    # whole pass they made every 16-sigma tile spill (ptxas for sm_90).
+    sums = ()
+    for _ in tl.static_range(NUM_SIGMAS):
+        sums = sums + (tl.zeros([BLOCK_M], tl.float64),)
+    running_min = tl.full([BLOCK_M], NOT_A_DISTANCE, tl.int64)
+    running_index = tl.zeros([BLOCK_M], tl.int32)
+
+    split_start = split * rows_per_split
+    split_end = split_start + rows_per_split
+    if split_end > n_bank:
+        split_end = n_bank
+    for block in range(0, tl.cdiv(rows_per_split, BLOCK_N)):
+        bank_start = split_start + block * BLOCK_N
+        if bank_start < split_end:
+            bank_block_ptr = bank_ptr + bank_start.to(tl.int64) * stride_bank_row
+            high0 = tl.zeros([BLOCK_M, BLOCK_N], tl.int32)   # (a - 128).q0
+            high1 = tl.zeros([BLOCK_M, BLOCK_N], tl.int32)   # (a - 128).q1
+            high2 = tl.zeros([BLOCK_M, BLOCK_N], tl.int32)   # (a - 128).q2
+            low = tl.zeros([BLOCK_M, BLOCK_N], tl.int32)     # (a - 128).q3 + h.q0: both weigh 1
+            for k_start in range(0, width, BLOCK_K):
+                queries = tl.load(query_block_ptr + query_offsets + k_start)   # (BLOCK_M, BLOCK_K) int8
+                digits = bank_block_ptr + bank_offsets + k_start              # (BLOCK_K, BLOCK_N) int8 each
+                digit0 = tl.load(digits)
+                high0 = tl.dot(queries, digit0, high0, out_dtype=tl.int32)
+                if DIGITS == 4:
+                    high1 = tl.dot(queries, tl.load(digits + width), high1, out_dtype=tl.int32)
+                    high2 = tl.dot(queries, tl.load(digits + 2 * width), high2, out_dtype=tl.int32)
+                    low = tl.dot(queries, tl.load(digits + 3 * width), low, out_dtype=tl.int32)
+                if CORRECTION:
+                    highs = tl.load(query_block_ptr + query_offsets + width + k_start)
+                    low = tl.dot(highs, digit0, low, out_dtype=tl.int32)
+            products = high0.to(tl.int64) * 16777216
+            if DIGITS == 4:
+                products += high1.to(tl.int64) * 65536 + high2.to(tl.int64) * 256
+            if DIGITS == 4 or CORRECTION:
+                products += low.to(tl.int64)
+            columns = bank_start + local_columns
+            column_ok = columns < split_end
+            bank_terms = tl.load(bank_terms_ptr + columns, mask=column_ok, other=0)
+            distances = query_terms[:, None] + bank_terms[None, :] - 2 * products   # E, exact int64
+            distances = tl.where(column_ok[None, :], distances, NOT_A_DISTANCE)
+
+            block_min = tl.min(distances, axis=1)
+            block_index = tl.argmin(distances, axis=1, tie_break_left=True)
+            new_min = tl.minimum(running_min, block_min)
+            # Strictly smaller only: an equal distance in a later block keeps the lower index.
+            running_index = tl.where(block_min < running_min, bank_start + block_index, running_index)
+            if NUM_SIGMAS > 0:
+                # Exact integer differences, rounded once to float32 for the exponentials.
+                shifted = (new_min[:, None] - distances).to(tl.float32)   # <= 0, shared by every sigma
+                drop = (running_min - new_min).to(tl.float64)              # >= 0; huge on the first block
+                # The tile's smallest gap between a row's terms and its running minimum (rows that exist):
+                # when it is 0 some row gained a new minimum, so nothing is skipped and no sum needs rescaling.
+                gap = tl.min(tl.where(row_ok, block_min - new_min, NOT_A_DISTANCE), axis=0).to(tl.float32)
+                moved = ()
+                for sigma in tl.static_range(NUM_SIGMAS):
+                    total = sums[sigma]
+                    scale32 = tl.load(scale32_ptr + sigma)
+                    if gap * scale32 <= SKIP_LOG2:
+                        block_sum = tl.sum(tl.exp2(shifted * scale32), axis=1)
+                        total = total * tl.exp2(-drop * tl.load(scale64_ptr + sigma)) + block_sum.to(tl.float64)
+                    moved = moved + (total,)
+                sums = moved
+            running_min = new_min
+
+    out_rows = split * n_queries + rows
+    tl.store(min_out_ptr + out_rows, running_min, mask=row_ok)
+    tl.store(index_out_ptr + out_rows, running_index, mask=row_ok)
+    for sigma in tl.static_range(NUM_SIGMAS):
+        tl.store(sums_out_ptr + (split * NUM_SIGMAS + sigma) * n_queries + rows, sums[sigma], mask=row_ok)
+
+
+# Candidate tiles (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages). While the K loop runs, the four
+# digit accumulators of the (M, N) tile are int32 registers, then the int64 distances. Compiled
+# offline for sm_90 (ptxas, no GPU), a four-digit tile spills at 16 sigmas unless it keeps at most 16
+# of its elements per thread: 64 x 32 with 4 warps takes 249 registers and no spill (204 for a
+# nearest-only pass; 32 sigmas spill 356 bytes), and one digit runs 64 x 64 with 4 warps in 218-244.
+# Shared memory holds (2 BLOCK_M + 4 BLOCK_N) BLOCK_K bytes a stage.
+TUNING_CANDIDATES = [
+    (64, 32, 64, 4, 3), (64, 32, 64, 4, 4), (128, 32, 64, 8, 3),   # any bank
+    (64, 64, 64, 4, 3), (128, 64, 64, 8, 3),                         # one digit (8-bit banks) only
+]
+FOUR_DIGIT_ELEMENTS_PER_THREAD = 16
+
+
+def _prune_configs(configs, named_args, **kwargs):
+    """Four-digit banks keep only the tiles that fit their accumulators in registers."""
+    if named_args.get("DIGITS", kwargs.get("DIGITS")) != 4:
+        return configs
+    return [config for config in configs if config.kwargs["BLOCK_M"] * config.kwargs["BLOCK_N"]
+            <= FOUR_DIGIT_ELEMENTS_PER_THREAD * 32 * config.num_warps]
+
+
+def _autotune_configs():
+    return [triton.Config({"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k},
+                          num_warps=warps, num_stages=stages)
+            for block_m, block_n, block_k, warps, stages in TUNING_CANDIDATES]
+
+
+# Keyed on rounded sizes, and cache_results keeps the choice on disk: a new n or m in the same
+# power-of-two range reuses the tuned tile, in this process and the next.
+_parzen_int8_autotuned = triton.autotune(
+    configs=_autotune_configs(),
+    key=["query_bucket", "bank_bucket", "width", "NUM_SIGMAS", "DIGITS", "CORRECTION"],
+    prune_configs_by={"early_config_prune": _prune_configs},
+    cache_results=True)(_parzen_int8_kernel)
+MAX_BLOCKS = {"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 64}  # the largest tile of any config: operands pad to it
+
+
+# ---- float64 reference -----------------------------------------------------------------------------
+
+def parzen_int8_reference(query: torch.Tensor, bank: torch.Tensor, sigmas) -> tuple[partials.BankPartial, torch.Tensor]:
+    """What the kernel computes, from the reference operands in exact int64 arithmetic, then float64.
+
+    Returns the partial (min squared distance, nearest index, shifted sums, all float64 on the
+    CPU) and the integer distances E (n, m). The kernel's E agree up to the order of the two norms'
+    float64 sums (``norm_units``). For tests (memory n x m).
+    """
+    query_blocks, query_terms, _, _ = operands.int8_operands_reference(query.cpu(), "query")
+    bank_blocks, bank_terms, _, _ = operands.int8_operands_reference(bank.cpu(), "bank")
+    shifted_bytes, high = query_blocks
+    products = sum(2 ** (24 - 8 * k) * (shifted_bytes @ digit.T) for k, digit in enumerate(bank_blocks))
+    products = products + high @ bank_blocks[0].T
+    distances = query_terms[:, None] + bank_terms[None, :] - 2 * products   # (n, m) int64
+    minima, nearest = distances.min(dim=1)  # first index among ties
+    scaled = (distances - minima[:, None]).double() / operands.DISTANCE_SCALE
+    scales = partials.half_inverse_variances(sigmas, scaled)
+    sums = torch.stack([torch.exp(-scaled * scale).sum(1) for scale in scales[:, 0]]) if len(scales) \
+        else scaled.new_zeros((0, len(query)))
+    return partials.BankPartial(minima.double() / operands.DISTANCE_SCALE, nearest, sums), distances
+
+
+def norm_units(query, bank) -> torch.Tensor:
+    """Per query, how far the kernel's E may be from the reference's: the two rounded norms (1 each)
+    and their float64 sums in another order, (d + 1) 2^-53 2^24 255^2 (||x||^2 + max ||s||^2)."""
+    query64, bank64 = torch.as_tensor(query).double().cpu(), torch.as_tensor(bank).double().cpu()
+    norms = query64.pow(2).sum(1) + bank64.pow(2).sum(1).max()
+    return 2 + (query64.shape[1] + 1) * 2.0**-53 * operands.DISTANCE_SCALE * norms
+
+
+def per_point_bound(query, bank, sigmas, block_n: int = MAX_BLOCKS["BLOCK_N"]) -> np.ndarray:
+    """The module docstring's bound on |kernel - exact| of log-sum-exp, (S, n) in nats, from the inputs."""
+    query64 = torch.as_tensor(query).double().cpu()
+    bank64 = torch.as_tensor(bank).double().cpu()
+    byte, rho, rho_exact = operands.query_split(query64)
+    high = operands.high_byte(rho)
+    leftover = (rho - 128 * high).abs()
+    units = (byte + 1.004 * high.abs() + 2 * leftover + 2.0**-31 * rho.abs()).sum(1) + 2
+    dimension = query64.shape[1]
+    norms = query64.pow(2).sum(1) + bank64.pow(2).sum(1).max()
+    distance = (units / operands.DISTANCE_SCALE + (dimension + 1) * 2.0**-53 * norms
+                + 2 * (rho_exact - rho).abs().sum(1) * 2.0**-31 / 255)          # in D
+    grid = np.asarray(sigmas, dtype=np.float64).reshape(-1, 1)
+    rows = len(bank64)
+    sums = (block_n - 1 + 3 * math.log(rows) + 4) * UNIT_ROUNDOFF_FLOAT32 + rows * math.exp(-SKIP_NATS) + 1e-14
+    return distance.numpy()[None, :] / (2 * grid**2) + sums
+
+
+# ---- launcher --------------------------------------------------------------------------------------
+
+def check_tiles(blocks: dict, width: int) -> None:
+    """One-line errors for tiles the kernel cannot run (its static_asserts say the same at compile time)."""
+    for key in TILE_KEYS:
+        value = blocks.get(key)
+        if not isinstance(value, int) or value < 1 or value & (value - 1):
+            raise GanbenchError(f"tile {key} must be a power of two, got {value!r}")
+    if blocks["BLOCK_M"] < 16 or blocks["BLOCK_N"] < 16 or blocks["BLOCK_K"] < 32:
+        raise GanbenchError(f"tiles need BLOCK_M, BLOCK_N >= 16 and BLOCK_K >= 32, got {blocks}")
+    if width % blocks["BLOCK_K"]:
+        raise GanbenchError(f"BLOCK_K = {blocks['BLOCK_K']} must divide the operand width {width}")
+
+
+def _bucket(count: int) -> int:
+    return 1 << max(count - 1, 0).bit_length()
+
+
+def parzen_int8_launch(query: torch.Tensor, bank: torch.Tensor, query_terms: torch.Tensor, bank_terms: torch.Tensor,
+                       sigmas, *, n_queries: int, n_bank: int, width: int, digits: int, correction: bool,
+                       rows_per_split: int | None = None, blocks: dict | None = None):
+    """Check, allocate, launch. Returns per-split (integer minima E int64, index int32, shifted sums float64).
+
+    ``query`` and ``bank`` are int8 operands from ``parzen_int8_operands`` ([a - 128 | h] and
+    [q0 | q1 | q2 | q3], each block ``width`` wide); ``digits`` (1 or 4) bank blocks are read and
+    ``correction`` adds h.q0. ``blocks`` (BLOCK_M, BLOCK_N, BLOCK_K; optionally num_warps,
+    num_stages), when given, replaces autotuning.
+    """
+    if query.dtype != torch.int8 or bank.dtype != torch.int8:
+        raise GanbenchError(f"operands must be int8, got {query.dtype} and {bank.dtype}")
+    if query_terms.dtype != torch.int64 or bank_terms.dtype != torch.int64:
+        raise GanbenchError("row terms must be int64")
+    for name, tensor in (("bank", bank), ("query_terms", query_terms), ("bank_terms", bank_terms)):
+        if tensor.device != query.device:
+            raise GanbenchError(f"{name} is on {tensor.device} but query is on {query.device}")
+    if query.ndim != 2 or bank.ndim != 2 or query.shape[1] != operands.QUERY_BLOCKS * width \
+            or bank.shape[1] != operands.BANK_BLOCKS * width or query.stride(1) != 1 or bank.stride(1) != 1:
+        raise GanbenchError(f"query {tuple(query.shape)} and bank {tuple(bank.shape)} must be contiguous "
+                            f"(n, 2 x {width}) and (m, 4 x {width}): build them with parzen_int8_operands")
+    if not 1 <= width <= MAX_WIDTH:
+        raise GanbenchError(f"the int8 kernel takes up to {MAX_WIDTH} columns (exact int32 sums), got {width}")
+    if query_terms.shape != (n_queries,) or bank_terms.shape != (n_bank,):
+        raise GanbenchError("row terms must be one per row of query and bank")
+    if digits not in (1, 4):
+        raise GanbenchError(f"digits must be 1 or 4, got {digits}")
+    tiles = blocks or MAX_BLOCKS
+    check_tiles(tiles, width)
+    if (query.shape[0] < triton.cdiv(n_queries, tiles["BLOCK_M"]) * tiles["BLOCK_M"]
+            or bank.shape[0] < triton.cdiv(n_bank, tiles["BLOCK_N"]) * tiles["BLOCK_N"]):
+        raise GanbenchError("operands must be padded to whole blocks: build them with parzen_int8_operands")
+    grid_sigmas = np.asarray(sigmas, dtype=np.float64).reshape(-1)
+    if grid_sigmas.size > MAX_SIGMAS:
+        raise GanbenchError(f"the kernel takes up to {MAX_SIGMAS} sigmas per pass, got {grid_sigmas.size}")
+    device = query.device
+    parzen_operands.check_launch("int8", device)
+    rows_per_split = rows_per_split or parzen_lse._split_rows(n_queries, n_bank, device, tiles["BLOCK_N"])
+    if rows_per_split % tiles["BLOCK_N"]:
+        raise GanbenchError("rows_per_split must be a multiple of BLOCK_N")
+    splits = triton.cdiv(n_bank, rows_per_split)
+    scales = LOG2_E * 0.5 / grid_sigmas**2 / operands.DISTANCE_SCALE
+    scale32 = torch.tensor(scales, dtype=torch.float32, device=device)
+    scale64 = torch.tensor(scales, dtype=torch.float64, device=device)
+    min_out = torch.empty(splits, n_queries, dtype=torch.int64, device=device)
+    index_out = torch.empty(splits, n_queries, dtype=torch.int32, device=device)
+    sums_out = torch.empty(splits, grid_sigmas.size, n_queries, dtype=torch.float64, device=device)
+    arguments = (query, bank, query_terms, bank_terms, scale32, scale64, min_out, index_out, sums_out,
+                 n_queries, n_bank, width, rows_per_split, query.stride(0), bank.stride(0),
+                 _bucket(n_queries), _bucket(n_bank))
+    meta = {"NUM_SIGMAS": grid_sigmas.size, "DIGITS": digits, "CORRECTION": bool(correction)}
+    if blocks is None and not INTERPRETED:
+        grid = lambda config: (triton.cdiv(n_queries, config["BLOCK_M"]), splits)  # noqa: E731
+        _parzen_int8_autotuned[grid](*arguments, **meta)
+    else:
+        grid = (triton.cdiv(n_queries, tiles["BLOCK_M"]), splits)
+        _parzen_int8_kernel[grid](*arguments, **meta, **tiles)
+    return min_out, index_out, sums_out
+
+
+# ---- public function -------------------------------------------------------------------------------
+
+def parzen_partial_int8(query: torch.Tensor, bank: torch.Tensor, sigmas, *, device: torch.device,
+                        rows_per_split: int | None = None, blocks: dict | None = None,
+                        bank_piece_rows: int = BANK_PIECE_ROWS) -> partials.BankPartial:
+    """The triton backend's ``int8`` precision: the whole bank's partial, float64, on ``device``.
+
+    ``query`` must be 8-bit (``parzen_int8_operands.is_8bit``) and ``bank`` in [0, 1]; otherwise a
+    one-line error says to use tf32x3. The bank goes through in pieces of ``bank_piece_rows`` rows,
+    merged exactly in float64; ``ganbench.scoring.parzen.finish_pass`` finishes it as for tf32x3.
+    """
+    if blocks is None and INTERPRETED:
+        blocks = INTERPRETER_BLOCKS
+    padding = blocks or MAX_BLOCKS
+    parzen_operands.check_launch("int8", device)
+    grid = np.asarray(sigmas, dtype=np.float64).reshape(-1)
+    query, bank = _floating(query).to(device), _floating(bank).to(device)
+    query_operand, query_terms, unrepresentable, extended, width = operands.int8_operands_launch(
+        query, "query", padding["BLOCK_M"], WIDTH_MULTIPLE, INTERPRETED)
+    query_flags = torch.stack([unrepresentable.sum(), extended.sum()]).tolist()  # one wait for the device
+    if query_flags[0]:
+        raise NotInt8Data(f"precision int8 needs 8-bit queries (every value a / 255 for a byte a, as MNIST's); "
+                            f"{query_flags[0]} values are not: use --precision tf32x3 (or auto)")
+    pieces = [grid[start:start + MAX_SIGMAS] for start in range(0, grid.size, MAX_SIGMAS)] or [grid[:0]]
+    result = None
+    for first in range(0, len(bank), bank_piece_rows):
+        rows = bank[first:first + bank_piece_rows]
+        bank_operand, bank_terms, outside, low_digits, _ = operands.int8_operands_launch(
+            rows, "bank", SPLIT_ROWS_MULTIPLE, WIDTH_MULTIPLE, INTERPRETED)
+        bank_flags = torch.stack([outside.sum(), low_digits.sum()]).tolist()
+        if bank_flags[0]:
+            raise NotInt8Data(f"precision int8 needs bank values in [0, 1]; {bank_flags[0]} are outside: "
+                                "use --precision tf32x3 (or auto)")
+        launch = lambda piece: parzen_int8_launch(  # noqa: E731
+            query_operand, bank_operand, query_terms, bank_terms, piece, n_queries=len(query), n_bank=len(rows),
+            width=width, digits=4 if bank_flags[1] else 1, correction=bool(query_flags[1]),
+            rows_per_split=rows_per_split, blocks=blocks)
+        merged = [parzen_lse._merge_splits(*_in_distance_units(*launch(piece)), piece) for piece in pieces]
+        piece = parzen_lse._sigma_pieces(merged, pieces)
+        piece.nearest_index += first
+        result = piece if result is None else partials.merge(result, piece, grid)
+    return result
+
+
+def _floating(values: torch.Tensor) -> torch.Tensor:
+    """float32 and float64 go to the operands kernel as they are (its rule reads their exact values)."""
+    return values if values.dtype in (torch.float32, torch.float64) else values.double()
+
+
+def _in_distance_units(min_out, index_out, sums_out):
+    """Integer minima E to squared distances D = E / 2^24 255^2 (float64, one rounding)."""
+    return min_out.double() / operands.DISTANCE_SCALE, index_out, sums_out

@@ -1,0 +1,208 @@
+"""The int8 Parzen kernel's operands in one pass: 8-bit queries as bytes, a bank in [0, 1] as four bytes.
+
+``kernels/parzen_int8.py`` computes x.s with int8 tensor-core products. Its operands:
+
+Queries (8-bit data: MNIST's x = a / 255 for a byte a). In float32, a / 255 is rounded, so a
+query coordinate is x = (a + rho 2^-31) / 255 with rho = 2^31 (255 x - a) an integer, |rho| <= 16320
+(255 x is exact in float64 and x a multiple of 2^-31 on [2^-8, 1]; half an ulp of x < 1 is 2^-25, and
+255 * 2^-25 * 2^31 = 16320). Scoring a / 255 instead of the float32 values would move MNIST's
+log-likelihoods by 4e-5 nats at sigma = 0.1, four times the error allowed, so rho stays, split as
+rho = 128 h + l with h rounded half towards zero (|h| <= 127, |l| <= 64). A query row is stored as
+
+    [a - 128 | h]                   two int8 blocks of ``width`` columns (tl.dot takes int8, not uint8).
+
+Rule (``is_8bit``): x is 8-bit when every coordinate has a = round(255 x) in 0..255 and
+|rho| = |round(2^31 (255 x - a))| <= 16320, that is 255 x within 7.6e-6 of a byte: float32 and
+float64 copies of a / 255 qualify, and so does any value of that form (their rho is exact).
+
+Bank rows s in [0, 1]: t = 255 s (exact in float64 for float32 s) is rounded to the fixed point
+T = round(2^24 t) in [0, 255 * 2^24], and T' = T - 2^31 (a signed 32-bit integer) is written in
+balanced base-256 digits q_k in -128..127, T' = sum_k 256^(3 - k) q_k:
+
+    [q0 | q1 | q2 | q3]             four int8 blocks of ``width`` columns.
+
+A bank of 8-bit values held in float64 has q1 = q2 = q3 = 0 (one product is then exact); in
+float32 its rounding of b / 255 sits in q3.
+
+Row terms (int64), so that the kernel's integer distance E = 2^24 255^2 D is
+    E = R_x + C_s - 2 (sum_k 256^(3 - k) (a - 128).q_k + h.q0):
+    R_x = round(2^24 255^2 ||x||^2) - 2 (2^31 sum a + sum rho),
+    C_s = round(2^24 255^2 ||s||^2) - 256 sum T',
+from a.T = (a - 128).T' + 128 sum T' + 2^31 sum a, and 2^-31 rho.T = h.q0 + sum rho + (what h.q0 leaves
+out: 2^-31 (128 h (T' - 2^24 q0) + l T'), at most 0.502 |h| + |l| a coordinate; see parzen_int8's bound).
+Norms are float64 sums of the exact squares of the inputs, rounded once to an integer.
+
+Each row also gets two counts: entries that cannot be represented (a query off the byte grid, a bank
+value outside [0, 1]), and entries needing more than the first block (h != 0; q1, q2 or q3 != 0),
+so the launcher knows whether to refuse, and how many products the kernel needs.
+
+File layout: kernel, reference (torch, integer arithmetic), launcher, public function.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ganbench.errors import GanbenchError
+
+ROLES = ("query", "bank")
+DISTANCE_SCALE = 2.0**24 * 255.0**2   # E = DISTANCE_SCALE * D: the kernel's unit of squared distance
+QUERY_BLOCKS, BANK_BLOCKS = 2, 4      # int8 blocks per row: [a - 128 | h], [q0 | q1 | q2 | q3]
+MAX_RHO = 16320                       # 255 * 2^-25 * 2^31: float32's rounding of a / 255, in units of 2^-31 / 255
+MAX_RHO_CONSTANT = tl.constexpr(MAX_RHO)  # kernels read globals only as constexpr (the interpreter does not check)
+# As a kernel constant: Triton makes float literals float32, and 65025 x 2^24 is exact in float32.
+DISTANCE_SCALE_CONSTANT = tl.constexpr(DISTANCE_SCALE)
+INTERPRETER_TILE = {"BLOCK_R": 16, "BLOCK_D": 32}
+# About 30 registers an element (float64 and int64 temporaries, four digits): ptxas for sm_90 spills
+# at 32 x 128 and 16 x 64 with 4 warps, and fits 16 x 64 with 8 warps in 141 registers.
+GPU_TILE = {"BLOCK_R": 16, "BLOCK_D": 64, "num_warps": 8}
+
+
+@triton.jit
+def _int8_operands_kernel(rows_ptr, out_ptr, terms_ptr, unrepresentable_ptr, extended_ptr,
+                          count, dim, width, stride_rows, stride_out,
+                          QUERY: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):
+    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    row_ok = rows < count
+    out_rows = out_ptr + rows.to(tl.int64)[:, None] * stride_out  # every program's rows exist (padded)
+    squares = tl.zeros([BLOCK_R], tl.float64)
+    linear = tl.zeros([BLOCK_R], tl.int64)   # query: 2^31 sum a + sum rho; bank: sum T'
+    unrepresentable = tl.zeros([BLOCK_R], tl.int32)
+    extended = tl.zeros([BLOCK_R], tl.int32)
+    for start in range(0, dim, BLOCK_D):
+        columns = start + tl.arange(0, BLOCK_D)
+        column_ok = columns < dim
+        inside = row_ok[:, None] & column_ok[None, :]
+        values = tl.load(rows_ptr + rows.to(tl.int64)[:, None] * stride_rows + columns[None, :],
+                         mask=inside, other=0.0).to(tl.float64)
+        squares += tl.sum(values * values, axis=1)
+        scaled = values * 255.0  # exact for float32 inputs
+        if QUERY:
+            byte = tl.floor(scaled + 0.5)
+            rho = tl.floor((scaled - byte) * 2147483648.0 + 0.5)
+            fits = (byte >= 0.0) & (byte <= 255.0) & (tl.abs(rho) <= MAX_RHO_CONSTANT)
+            unrepresentable += tl.sum((inside & ~fits).to(tl.int32), axis=1)
+            byte = tl.minimum(tl.maximum(byte, 0.0), 255.0).to(tl.int64)
+            rho = tl.minimum(tl.maximum(rho, -MAX_RHO_CONSTANT), MAX_RHO_CONSTANT).to(tl.int32)
+            high = (tl.abs(rho) + 63) >> 7  # rho / 128 rounded half towards zero: |rho - 128 h| <= 64
+            high = tl.where(rho < 0, -high, high)
+            extended += tl.sum((inside & (high != 0)).to(tl.int32), axis=1)
+            linear += tl.sum(tl.where(inside, byte * 2147483648 + rho.to(tl.int64), 0), axis=1)
+            tl.store(out_rows + columns[None, :], (byte - 128).to(tl.int8), mask=column_ok[None, :])
+            tl.store(out_rows + width + columns[None, :], high.to(tl.int8), mask=column_ok[None, :])
+        else:
+            fits = (values >= 0.0) & (values <= 1.0)
+            unrepresentable += tl.sum((inside & ~fits).to(tl.int32), axis=1)
+            fixed = tl.floor(tl.minimum(tl.maximum(scaled, 0.0), 255.0) * 16777216.0 + 0.5).to(tl.int64)
+            rest = fixed - 2147483648  # T' in [-2^31, 2^31): balanced base-256 digits below
+            linear += tl.sum(tl.where(inside, rest, 0), axis=1)
+            digit3 = ((rest + 128) & 255) - 128
+            rest = (rest - digit3) >> 8
+            digit2 = ((rest + 128) & 255) - 128
+            rest = (rest - digit2) >> 8
+            digit1 = ((rest + 128) & 255) - 128
+            digit0 = (rest - digit1) >> 8
+            low = (digit1 != 0) | (digit2 != 0) | (digit3 != 0)
+            extended += tl.sum((inside & low).to(tl.int32), axis=1)
+            tl.store(out_rows + columns[None, :], digit0.to(tl.int8), mask=column_ok[None, :])
+            tl.store(out_rows + width + columns[None, :], digit1.to(tl.int8), mask=column_ok[None, :])
+            tl.store(out_rows + 2 * width + columns[None, :], digit2.to(tl.int8), mask=column_ok[None, :])
+            tl.store(out_rows + 3 * width + columns[None, :], digit3.to(tl.int8), mask=column_ok[None, :])
+    norm = tl.floor(squares * DISTANCE_SCALE_CONSTANT + 0.5).to(tl.int64)  # 2^24 255^2 ||row||^2
+    if QUERY:
+        terms = norm - 2 * linear
+    else:
+        terms = norm - 256 * linear
+    tl.store(terms_ptr + rows, terms, mask=row_ok)
+    tl.store(unrepresentable_ptr + rows, unrepresentable, mask=row_ok)
+    tl.store(extended_ptr + rows, extended, mask=row_ok)
+
+
+# ---- reference -------------------------------------------------------------------------------------
+
+def query_split(values: torch.Tensor):
+    """(a, rho, rho unrounded) of 255 x = a + rho 2^-31, float64, as the kernel computes them (exact for float32 x)."""
+    scaled = values * 255.0
+    byte = torch.floor(scaled + 0.5)
+    unrounded = (scaled - byte) * 2.0**31
+    return byte, torch.floor(unrounded + 0.5), unrounded
+
+
+def high_byte(rho: torch.Tensor) -> torch.Tensor:
+    """h = rho / 128 rounded half towards zero, so |rho - 128 h| <= 64 and |h| <= 127."""
+    return torch.div(rho.abs() + 63, 128, rounding_mode="floor") * rho.sign()
+
+
+def int8_operands_reference(rows: torch.Tensor, role: str):
+    """What the kernel writes, unpadded, with torch float64 and int64 operations.
+
+    Returns (blocks, terms, unrepresentable, extended): blocks is a list of the int8 blocks as
+    int64 tensors (the query's [a - 128, h], the bank's [q0, q1, q2, q3]); every value is an exact
+    function of the input, so the kernel must agree to the bit (the norm's float64 sum aside).
+    """
+    values = rows.double()
+    norm = torch.floor(values.pow(2).sum(1) * DISTANCE_SCALE + 0.5).long()
+    if role == "query":
+        byte, rho, _ = query_split(values)
+        fits = (byte >= 0) & (byte <= 255) & (rho.abs() <= MAX_RHO)
+        byte, rho = byte.clamp(0, 255).long(), rho.clamp(-MAX_RHO, MAX_RHO).long()
+        high = high_byte(rho)
+        terms = norm - 2 * (2**31 * byte.sum(1) + rho.sum(1))
+        return [byte - 128, high], terms, (~fits).sum(1), (high != 0).sum(1)
+    fits = (values >= 0) & (values <= 1)
+    rest = torch.floor((values * 255.0).clamp(0, 255) * 2.0**24 + 0.5).long() - 2**31
+    terms = norm - 256 * rest.sum(1)
+    digits = []
+    for _ in range(BANK_BLOCKS - 1):
+        digit = ((rest + 128) & 255) - 128
+        digits.insert(0, digit)
+        rest = torch.div(rest - digit, 256, rounding_mode="floor")
+    digits.insert(0, rest)
+    extended = sum((digit != 0).long() for digit in digits[1:]) > 0
+    return digits, terms, (~fits).sum(1), extended.sum(1)
+
+
+# ---- launcher --------------------------------------------------------------------------------------
+
+def int8_operands_launch(rows: torch.Tensor, role: str, row_multiple: int, width_multiple: int, interpreted: bool):
+    """Check, allocate (rows padded to ``row_multiple``, each block's width to ``width_multiple``), launch.
+
+    Returns (operand int8 (padded rows, blocks * width), terms int64 (n,), unrepresentable int32 (n,),
+    extended int32 (n,), width).
+    """
+    if rows.ndim != 2:
+        raise GanbenchError(f"rows must be (n, d), got shape {tuple(rows.shape)}")
+    if rows.dtype not in (torch.float32, torch.float64):
+        raise GanbenchError(f"rows must be float32 or float64, got {rows.dtype}")
+    if role not in ROLES:
+        raise GanbenchError(f"unknown role {role!r}: choose query or bank")
+    rows = rows.contiguous()
+    count, dim = rows.shape
+    width = triton.cdiv(dim, width_multiple) * width_multiple
+    blocks = QUERY_BLOCKS if role == "query" else BANK_BLOCKS
+    padded_rows = triton.cdiv(max(count, 1), row_multiple) * row_multiple
+    # Zeros past column d of every block contribute nothing to the products (the kernel writes the first d).
+    operand = torch.zeros(padded_rows, blocks * width, dtype=torch.int8, device=rows.device)
+    terms = torch.empty(count, dtype=torch.int64, device=rows.device)
+    unrepresentable = torch.empty(count, dtype=torch.int32, device=rows.device)
+    extended = torch.empty(count, dtype=torch.int32, device=rows.device)
+    tile = INTERPRETER_TILE if interpreted else GPU_TILE
+    grid = (triton.cdiv(padded_rows, tile["BLOCK_R"]),)  # tile may also name num_warps
+    _int8_operands_kernel[grid](rows, operand, terms, unrepresentable, extended, count, dim, width,
+                                rows.stride(0), operand.stride(0), QUERY=role == "query", **tile)
+    return operand, terms, unrepresentable, extended, width
+
+
+# ---- public function -------------------------------------------------------------------------------
+
+def is_8bit(values: torch.Tensor) -> bool:
+    """The module's rule, in torch: every 255 x within MAX_RHO 2^-31 of a byte 0..255 (one wait for the device)."""
+    byte, rho, _ = query_split(values.double())
+    return bool(((byte >= 0) & (byte <= 255) & (rho.abs() <= MAX_RHO)).all())
+
+
+def in_unit_interval(values: torch.Tensor) -> bool:
+    """Whether every value lies in [0, 1], the range the bank's fixed point covers."""
+    low, high = torch.aminmax(values)
+    return bool((low >= 0) & (high <= 1))

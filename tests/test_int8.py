@@ -1,0 +1,337 @@
+"""The int8 Parzen kernel, run on the CPU by Triton's interpreter (TRITON_INTERPRET=1, conftest.py).
+
+The interpreter computes tl.dot on int8 with int32 accumulation exactly, as tensor cores do, so
+the integer distances E must equal the reference's to the bit; the log-sum-exp must lie within the
+bound derived in kernels/parzen_int8.py (``per_point_bound``, evaluated at the tile's BLOCK_N).
+"""
+import numpy as np
+import pytest
+import torch
+from ganbench.kernels import parzen_int8, parzen_lse
+from ganbench.kernels import parzen_int8_operands as operands
+
+from ganbench import SHIPPED_GENERATOR
+from ganbench.errors import GanbenchError
+from ganbench.gan import sampling
+from ganbench.scoring import parzen
+
+BLOCKS = parzen_int8.INTERPRETER_BLOCKS
+BLOCK_N = BLOCKS["BLOCK_N"]
+CPU = torch.device("cpu")
+
+
+def bytes_over_255(rng, shape, dtype=np.float32):
+    """8-bit data as MNIST stores it: a / 255 in the given dtype, with 0 and 255 always present."""
+    values = rng.integers(0, 256, shape)
+    values.flat[0], values.flat[-1] = 0, 255
+    return (values / 255.0).astype(dtype)
+
+
+def unit_bank(rng, shape):
+    """A float32 bank in [0, 1] with both ends present, as a generator's sigmoid output."""
+    bank = rng.random(shape).astype(np.float32)
+    bank.flat[0], bank.flat[-1] = 0.0, 1.0
+    return bank
+
+
+def check_int8(x, bank, sigmas, **options):
+    """Kernel against the integer reference (bit-exact minima) and the float64 reference (within the bound)."""
+    query_tensor, bank_tensor = torch.as_tensor(x), torch.as_tensor(bank)
+    partial = parzen_int8.parzen_partial_int8(query_tensor, bank_tensor, sigmas, device=CPU, **options)
+    own, distances = parzen_int8.parzen_int8_reference(query_tensor, bank_tensor, sigmas)
+    # Integer distances: equal but for the order of the norms' float64 sums (a few units of 2^-24 / 255^2).
+    units = parzen_int8.norm_units(x, bank)
+    minima = torch.round(partial.min_sq_distance * operands.DISTANCE_SCALE).long()
+    reference_minima = distances.min(dim=1).values
+    assert torch.all((minima - reference_minima).abs() <= units)
+    chosen = distances.gather(1, partial.nearest_index[:, None])[:, 0]
+    assert torch.all(chosen - reference_minima <= 2 * units)  # the nearest, or a tie within those units
+    kernel = parzen.finish_pass(partial, query_tensor, bank_tensor, sigmas, refine=False)  # the kernel's own error
+    reference = parzen.parzen_pass(x, bank, sigmas, backend="reference")
+    block_n = options.get("blocks", BLOCKS)["BLOCK_N"]
+    if len(sigmas):
+        bound = parzen_int8.per_point_bound(x, bank, sigmas, block_n=block_n)
+        assert np.all(np.abs(kernel.log_sum_exp - reference.log_sum_exp) <= bound)
+    # Sigma-free part of the bound: the distance's own error (sums' part is far below it at sigma = 1e-9).
+    distance_bound = parzen_int8.per_point_bound(x, bank, [1e-9], block_n=block_n)[0] * 2e-18
+    assert np.all(np.abs(kernel.min_sq_distance - reference.min_sq_distance) <= distance_bound)
+    for i in np.flatnonzero(kernel.nearest_index != reference.nearest_index):  # a near-tie within the bound
+        exact = ((np.asarray(x[i], np.float64) - np.asarray(bank, np.float64)[kernel.nearest_index[i]]) ** 2).sum()
+        assert exact - reference.min_sq_distance[i] <= 2 * distance_bound[i]
+    return kernel, reference, partial
+
+
+@pytest.mark.parametrize("role", ["query", "bank"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("d", [1, 33, 785])
+def test_operands_kernel_writes_the_reference_to_the_bit(role, dtype, d, rng):
+    rows = bytes_over_255(rng, (5, d), dtype) if role == "query" else unit_bank(rng, (5, d)).astype(dtype)
+    operand, terms, unrepresentable, extended, width = operands.int8_operands_launch(
+        torch.as_tensor(rows), role, 16, 64, interpreted=True)
+    blocks, expected_terms, expected_unrepresentable, expected_extended = operands.int8_operands_reference(
+        torch.as_tensor(rows), role)
+    assert width % 64 == 0 and width >= d
+    for index, block in enumerate(blocks):
+        np.testing.assert_array_equal(operand[:5, index * width:index * width + d].long().numpy(), block.numpy())
+        assert not operand[:, index * width + d:(index + 1) * width].any()  # padding columns stay 0
+    # Norms summed in float64 in another order: a few units at most (norm_units).
+    units = parzen_int8.norm_units(rows, rows)
+    assert torch.all((terms - expected_terms).abs() <= units)
+    np.testing.assert_array_equal(unrepresentable.numpy(), expected_unrepresentable.numpy())
+    np.testing.assert_array_equal(extended.numpy(), expected_extended.numpy())
+    assert not unrepresentable.any()
+
+
+def test_operands_reconstruct_the_inputs(rng):
+    """The digits and bytes are the values they claim: T' = sum 256^(3-k) q_k and x = (a + 128 h + l) 2^-31 / 255."""
+    bank = unit_bank(rng, (4, 50))
+    digits, _, _, _ = operands.int8_operands_reference(torch.as_tensor(bank), "bank")
+    rebuilt = sum(256 ** (3 - k) * digit for k, digit in enumerate(digits)) + 2**31
+    assert np.all(np.abs(rebuilt.numpy() / 2.0**24 - 255.0 * bank.astype(np.float64)) <= 0.5 / 2**24)
+    assert all(int(digit.min()) >= -128 and int(digit.max()) <= 127 for digit in digits)
+    x = bytes_over_255(rng, (4, 50))
+    (shifted, high), _, _, _ = operands.int8_operands_reference(torch.as_tensor(x), "query")
+    leftover = 2.0**31 * (255.0 * x.astype(np.float64) - (shifted.numpy() + 128)) - 128 * high.numpy()
+    assert np.all(np.abs(leftover) <= 64) and np.abs(high.numpy()).max() <= 127
+
+
+@pytest.mark.parametrize("n, m, d", [
+    (1, 1, 1),
+    (5, 17, 1),
+    (3, 1, 7),
+    (7, 3 * BLOCK_N + 1, 785),   # d past a multiple of BLOCK_K, m one past a block
+    (BLOCKS["BLOCK_M"] + 3, 2 * BLOCK_N - 1, 33),
+])
+def test_matches_float64_reference_at_odd_sizes(n, m, d, rng):
+    check_int8(bytes_over_255(rng, (n, d)), unit_bank(rng, (m, d)), np.logspace(-1, 0, 10))
+
+
+@pytest.mark.parametrize("count", [1, 10, 16, 40])
+def test_sigma_grids_of_1_10_16_and_40(count, rng):
+    x, bank = bytes_over_255(rng, (9, 20)), unit_bank(rng, (40, 20))
+    kernel, _, _ = check_int8(x, bank, np.logspace(-1.5, 0.5, count))
+    assert kernel.log_sum_exp.shape == (count, 9)
+
+
+def test_nearest_only_pass(rng):
+    x, bank = bytes_over_255(rng, (3, 5)), unit_bank(rng, (9, 5))
+    kernel, reference, _ = check_int8(x, bank, [])
+    assert kernel.log_sum_exp.shape == (0, 3)
+    np.testing.assert_array_equal(kernel.nearest_index, reference.nearest_index)
+
+
+@pytest.fixture
+def launched(monkeypatch):
+    """The (digits, correction) of every int8 kernel launch."""
+    calls = []
+    launch = parzen_int8.parzen_int8_launch
+    monkeypatch.setattr(parzen_int8, "parzen_int8_launch",
+                        lambda *args, **kwargs: calls.append((kwargs["digits"], kwargs["correction"]))
+                        or launch(*args, **kwargs))
+    return calls
+
+
+def test_8bit_bank_in_float64_takes_one_exact_product(rng, launched):
+    x, bank = bytes_over_255(rng, (6, 40), np.float64), bytes_over_255(rng, (3 * BLOCK_N + 2, 40), np.float64)
+    kernel, reference, _ = check_int8(x, bank, [0.1, 0.5])
+    assert set(launched) == {(1, False)}
+    # Both sides exact multiples of 1/255 (to float64's rounding): E holds the exact distance.
+    np.testing.assert_allclose(kernel.min_sq_distance, reference.min_sq_distance, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(kernel.nearest_index, reference.nearest_index)
+
+
+def test_8bit_bank_in_float32_keeps_its_rounding(mnist, launched):
+    """Training images as the bank: float32's a / 255 sits in the low digits, so four products run."""
+    check_int8(mnist.test_x[:5], mnist.train_x[:2 * BLOCK_N + 3], np.logspace(-1, 0, 4))
+    assert set(launched) == {(4, True)}
+
+
+def test_nearest_ties_go_to_the_lowest_index_within_and_across_blocks_and_splits(rng):
+    bank = bytes_over_255(rng, (5 * BLOCK_N + 2, 12))
+    bank[2 * BLOCK_N + 1] = bank[4]       # another block
+    bank[4 * BLOCK_N + 1] = bank[4]       # another split below
+    bank[5] = bank[4]                     # same block
+    x = bank[[4, 2 * BLOCK_N + 1, 6]]
+    for rows_per_split in (None, 2 * BLOCK_N):
+        kernel, reference, _ = check_int8(x, bank, [0.2], rows_per_split=rows_per_split)
+        np.testing.assert_array_equal(kernel.nearest_index, [4, 4, 6])
+        np.testing.assert_array_equal(reference.nearest_index, [4, 4, 6])
+
+
+@pytest.mark.parametrize("rows_per_split", [BLOCK_N, 3 * BLOCK_N])
+def test_split_bank_and_bank_pieces_merge_exactly(rows_per_split, rng):
+    x, bank = bytes_over_255(rng, (6, 40)), unit_bank(rng, (7 * BLOCK_N + 5, 40))
+    sigmas = [0.1, 0.3, 1.0]
+    split, _, _ = check_int8(x, bank, sigmas, rows_per_split=rows_per_split)
+    pieces, _, _ = check_int8(x, bank, sigmas, bank_piece_rows=2 * BLOCK_N + 3)
+    whole, _, _ = check_int8(x, bank, sigmas)
+    for other in (split, pieces):
+        np.testing.assert_array_equal(other.min_sq_distance, whole.min_sq_distance)  # exact integers
+        np.testing.assert_array_equal(other.nearest_index, whole.nearest_index)
+        np.testing.assert_allclose(other.log_sum_exp, whole.log_sum_exp, rtol=0, atol=1e-6)  # float32 tile sums
+
+
+def test_tiles_far_from_the_nearest_are_skipped_within_the_bound(rng, monkeypatch):
+    """Every block but the first lies e^-60 or further below the nearest term at sigma = 0.25: the
+    interpreter then evaluates that sigma's exponentials for the first block only, and the sum holds."""
+    import triton.runtime.interpreter as interpreter  # Triton 3.6's interpreter: exp2 is one builder call
+
+    exponentials = []
+    exp2 = interpreter.InterpreterBuilder.create_exp2
+    monkeypatch.setattr(interpreter.InterpreterBuilder, "create_exp2",
+                        lambda builder, arg: exponentials.append(arg.data.size) or exp2(builder, arg))
+    base = bytes_over_255(rng, (1, 30))
+    far = np.where(base < 0.5, base + 0.5, base - 0.5)  # D = 30 / 4 = 7.5: exp(-7.5 / 2 sigma^2) is e^-60 at 0.25
+    bank = np.concatenate([np.repeat(base, BLOCK_N, axis=0), np.repeat(far, 4 * BLOCK_N, axis=0)]).astype(np.float32)
+    bank[:BLOCK_N] = np.clip(bank[:BLOCK_N] + rng.integers(-2, 3, (BLOCK_N, 30)) / 255, 0, 1)
+    x = np.repeat(base, 3, axis=0)
+    counts = {}
+    for sigma in (2.0, 0.25):
+        exponentials.clear()
+        kernel, reference, _ = check_int8(x, bank, [sigma])
+        counts[sigma] = len(exponentials)
+        assert np.all(np.abs(kernel.log_sum_exp - reference.log_sum_exp) <= 1e-6)
+    # Per block: one tile of exponentials, one rescaling. sigma = 2: all five blocks; 0.25: the first only.
+    assert counts == {2.0: 10, 0.25: 2}
+
+
+def test_mnist_against_the_shipped_generator_within_1e_5_nats(mnist):
+    """32 MNIST test images against 1,000 samples of the shipped generator: <= 1e-5 nats from sigma = 0.1 up."""
+    generator, _ = sampling.load_generator(SHIPPED_GENERATOR)
+    bank = sampling.generate(generator, 1000, seed=0)
+    x = mnist.test_x[:32]  # 32 x 1,000 x 784 with five int8 products: ~15 s interpreted
+    sigmas = np.concatenate([[0.05], np.logspace(-1, 0, 10)])
+    blocks = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64}  # fewer interpreted programs; the kernel's largest BLOCK_N
+    kernel, reference, partial = check_int8(x, bank, sigmas, blocks=blocks)
+    error = np.abs(kernel.log_sum_exp - reference.log_sum_exp)
+    assert error[1:].max() <= 1e-5
+    assert np.all(error <= parzen_int8.per_point_bound(x, bank, sigmas, block_n=64))
+    # The same pass with the exact-nearest refinement that every scoring applies (one interpreted pass: ~30 s).
+    refined = parzen.finish_pass(partial, torch.as_tensor(x), torch.as_tensor(bank), sigmas)
+    assert np.abs(refined.log_sum_exp - reference.log_sum_exp)[1:].max() <= 1e-5
+    np.testing.assert_array_equal(refined.nearest_index, reference.nearest_index)
+
+
+def test_precision_int8_through_the_backend(rng):
+    x, bank = bytes_over_255(rng, (4, 9)), unit_bank(rng, (20, 9))
+    sigmas = [0.2, 0.9]
+    got = parzen.log_likelihood(x, bank, sigmas, backend="triton", device="cpu", precision="int8")
+    reference = parzen.log_likelihood(x, bank, sigmas, backend="reference")
+    assert np.all(np.abs(got - reference) <= parzen_int8.per_point_bound(x, bank, sigmas, block_n=BLOCK_N))
+    automatic = parzen.log_likelihood(x, bank, sigmas, backend="triton", device="cpu", precision="auto")
+    np.testing.assert_array_equal(automatic, got)
+
+
+def test_data_int8_cannot_score_is_refused_or_goes_to_tf32x3(rng):
+    x, bank = bytes_over_255(rng, (4, 9)), unit_bank(rng, (20, 9))
+    not_bytes = x + np.float32(1e-3)
+    outside = bank * 2 - 0.5
+    for query, samples, what in ((not_bytes, bank, "8-bit queries"), (x, outside, "in \\[0, 1\\]")):
+        with pytest.raises(GanbenchError, match=what) as error:
+            parzen.parzen_pass(query, samples, [0.3], backend="triton", device="cpu", precision="int8")
+        assert "\n" not in str(error.value) and "tf32x3" in str(error.value)
+        automatic = parzen.parzen_pass(query, samples, [0.3], backend="triton", device="cpu", precision="auto")
+        tf32x3 = parzen.parzen_pass(query, samples, [0.3], backend="triton", device="cpu", precision="tf32x3")
+        np.testing.assert_array_equal(automatic.log_sum_exp, tf32x3.log_sum_exp)
+
+
+def test_8bit_rule():
+    assert operands.is_8bit(torch.arange(256, dtype=torch.float32) / 255)
+    assert operands.is_8bit(torch.arange(256, dtype=torch.float64) / 255)
+    assert not operands.is_8bit(torch.tensor([0.5]))          # 127.5: halfway between bytes
+    assert not operands.is_8bit(torch.tensor([1.0 + 1 / 255]))  # byte 256
+    assert not operands.is_8bit(torch.tensor([-1 / 255]))
+    assert operands.in_unit_interval(torch.tensor([0.0, 1.0])) and not operands.in_unit_interval(torch.tensor([1.01]))
+
+
+def test_launcher_rejects_bad_tiles_and_arguments(rng):
+    x, bank = torch.as_tensor(bytes_over_255(rng, (3, 4))), torch.as_tensor(unit_bank(rng, (5, 4)))
+    query, query_terms, _, _, width = operands.int8_operands_launch(x, "query", 16, 64, interpreted=True)
+    samples, bank_terms, _, _, _ = operands.int8_operands_launch(bank, "bank", 256, 64, interpreted=True)
+    sizes = {"n_queries": 3, "n_bank": 5, "width": width, "digits": 4, "correction": True}
+    launch = parzen_int8.parzen_int8_launch
+    for tiles, message in (({"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16}, "BLOCK_K >= 32"),
+                           ({"BLOCK_M": 24, "BLOCK_N": 16, "BLOCK_K": 32}, "power of two"),
+                           ({"BLOCK_M": 8, "BLOCK_N": 16, "BLOCK_K": 32}, "BLOCK_M, BLOCK_N >= 16"),
+                           ({"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 128}, "must divide"),
+                           ({"BLOCK_M": 16, "BLOCK_N": 16}, "power of two")):
+        with pytest.raises(GanbenchError, match=message):
+            launch(query, samples, query_terms, bank_terms, [1.0], blocks=tiles, **sizes)
+    with pytest.raises(GanbenchError, match="int8"):
+        launch(query.float(), samples, query_terms, bank_terms, [1.0], blocks=BLOCKS, **sizes)
+    with pytest.raises(GanbenchError, match="contiguous"):
+        launch(query[:, :width], samples, query_terms, bank_terms, [1.0], blocks=BLOCKS, **sizes)
+    with pytest.raises(GanbenchError, match="up to 32"):
+        launch(query, samples, query_terms, bank_terms, np.ones(33), blocks=BLOCKS, **sizes)
+    with pytest.raises(GanbenchError, match="digits"):
+        launch(query, samples, query_terms, bank_terms, [1.0], blocks=BLOCKS, **{**sizes, "digits": 2})
+    with pytest.raises(GanbenchError, match="padded"):
+        launch(query[:2], samples, query_terms, bank_terms, [1.0], blocks=BLOCKS, **sizes)
+    with pytest.raises(GanbenchError, match="multiple of BLOCK_N"):
+        launch(query, samples, query_terms, bank_terms, [1.0], blocks=BLOCKS, rows_per_split=20, **sizes)
+
+
+def test_autotuning_is_keyed_on_rounded_sizes_and_prunes_spilling_tiles():
+    assert [parzen_int8._bucket(n) for n in (1, 2, 3, 1000, 1024, 1025)] == [1, 2, 4, 1024, 1024, 2048]
+    assert "query_bucket" in parzen_int8._parzen_int8_autotuned.keys
+    assert "n_queries" not in parzen_int8._parzen_int8_autotuned.keys
+    configs = parzen_int8._autotune_configs()
+    four = parzen_int8._prune_configs(configs, {}, DIGITS=4)
+    assert 0 < len(four) < len(configs) == len(parzen_int8._prune_configs(configs, {}, DIGITS=1))
+    assert all(c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= 16 * 32 * c.num_warps for c in four)
+    # Operands are padded for every candidate tile.
+    assert all(c.kwargs["BLOCK_K"] <= parzen_int8.WIDTH_MULTIPLE and parzen_int8.WIDTH_MULTIPLE % c.kwargs["BLOCK_K"] == 0
+               and c.kwargs["BLOCK_M"] <= parzen_int8.MAX_BLOCKS["BLOCK_M"]
+               and parzen_lse.SPLIT_ROWS_MULTIPLE % c.kwargs["BLOCK_N"] == 0 for c in configs)
+
+
+def test_saving_an_int8_score_says_which_precisions_can_be_saved():
+    from ganbench.scoring import bounds
+
+    for precision in ("int8", "auto"):
+        with pytest.raises(GanbenchError, match="--precision tf32x3 or ieee to --save"):
+            bounds.arithmetic_of("triton", precision)
+
+
+COMPILE_FOR_SM90 = """
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from ganbench.kernels import parzen_int8, parzen_int8_operands as operands
+
+def compile_for_sm90(kernel, signature, constexprs, attrs=None, **options):
+    signature = dict(signature, **{name: "constexpr" for name in constexprs})
+    return triton.compile(ASTSource(kernel, signature, constexprs=constexprs, attrs=attrs),
+                          target=GPUTarget("cuda", 90, 32), options=options)
+
+pointers = dict(zip(["query_ptr", "bank_ptr", "query_terms_ptr", "bank_terms_ptr", "scale32_ptr", "scale64_ptr",
+                     "min_out_ptr", "index_out_ptr", "sums_out_ptr"],
+                    ["*i8", "*i8", "*i64", "*i64", "*fp32", "*fp64", "*i64", "*i32", "*fp64"]))
+sizes = ["n_queries", "n_bank", "width", "rows_per_split", "stride_query_row", "stride_bank_row", "query_bucket",
+         "bank_bucket"]
+divisible = {(list(pointers).index(name),): [["tt.divisibility", 16]] for name in ("query_ptr", "bank_ptr")}
+compile_for_sm90(parzen_int8._parzen_int8_kernel, {**pointers, **dict.fromkeys(sizes, "i32")},
+                 {"NUM_SIGMAS": 2, "DIGITS": 4, "CORRECTION": True, "BLOCK_M": 64, "BLOCK_N": 32, "BLOCK_K": 64},
+                 divisible, num_warps=4, num_stages=3)
+tile = {key: value for key, value in operands.GPU_TILE.items() if key.startswith("BLOCK")}
+for query in (True, False):
+    compile_for_sm90(operands._int8_operands_kernel,
+                     {"rows_ptr": "*fp32", "out_ptr": "*i8", "terms_ptr": "*i64", "unrepresentable_ptr": "*i32",
+                      "extended_ptr": "*i32",
+                      **dict.fromkeys(["count", "dim", "width", "stride_rows", "stride_out"], "i32")},
+                     {"QUERY": query, **tile}, num_warps=operands.GPU_TILE["num_warps"])
+print("compiled")
+"""
+
+
+def test_kernels_compile_for_a_gpu_without_one():
+    """What the interpreter lets through and the GPU compiler does not (a global that is not constexpr):
+    both int8 kernels compiled to sm_90 machine code, offline, in a process without TRITON_INTERPRET."""
+    import os
+    import subprocess
+    import sys
+
+    environment = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    completed = subprocess.run([sys.executable, "-c", COMPILE_FOR_SM90], capture_output=True, text=True,
+                               env=environment, timeout=600)
+    assert completed.returncode == 0 and "compiled" in completed.stdout, completed.stderr[-3000:]
