@@ -330,7 +330,7 @@ def parzen_int8_launch(query: torch.Tensor, bank: torch.Tensor, query_terms: tor
     if rows_per_split % tiles["BLOCK_N"]:
         raise GanbenchError("rows_per_split must be a multiple of BLOCK_N")
     splits = triton.cdiv(n_bank, rows_per_split)
-    scales = LOG2_E * 0.5 / grid_sigmas**2 / operands.DISTANCE_SCALE
+    scales = partials.half_inverse_variances(grid_sigmas, np.zeros(1), factor=LOG2_E)[:, 0] / operands.DISTANCE_SCALE
     scale32 = torch.tensor(scales, dtype=torch.float32, device=device)
     scale64 = torch.tensor(scales, dtype=torch.float64, device=device)
     min_out = torch.empty(splits, n_queries, dtype=torch.int64, device=device)

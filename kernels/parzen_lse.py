@@ -39,6 +39,7 @@ from ganbench.kernels import parzen_operands
 
 from ganbench.errors import GanbenchError
 from ganbench.scoring import partials
+from ganbench.scoring.centring import centre_by_bank_mean
 
 MAX_SIGMAS = 32            # the grid is unrolled at compile time
 LOG2_E = 1.4426950408889634
@@ -316,9 +317,8 @@ def _centring(query: torch.Tensor, bank: torch.Tensor, device: torch.device):
     float32 data is centred in the kernel by the bank mean rounded to float32: the same vector
     leaves every distance unchanged and only shrinks the norms of the expanded form, so its own
     rounding does not matter. Other dtypes are centred here in float64 and rounded once
-    (ganbench.scoring.parzen.centre_by_bank_mean), with a zero centre for the kernel.
+    (ganbench.scoring.centring.centre_by_bank_mean), with a zero centre for the kernel.
     """
-    from ganbench.scoring.parzen import centre_by_bank_mean
 
     query, bank = query.to(device), bank.to(device)
     if query.dtype == torch.float32 and bank.dtype == torch.float32:

@@ -10,6 +10,7 @@ from ganbench.defaults import DEFAULT_PRECISION
 from ganbench.devices import resolve_device
 from ganbench.errors import GanbenchError
 from ganbench.scoring import parzen
+from ganbench.scoring.centring import centre_by_bank_mean
 from ganbench.scoring.inputs import as_matrix
 
 UNIT_ROUNDOFF_FLOAT32 = 2.0 ** -24
@@ -86,7 +87,7 @@ def _top_k(queries, reference, k, device, query_block, reference_block):
     float64 distance; float32 rounding can reorder near-ties, never drop a true neighbour.
     """
     target = resolve_device(device)
-    query32, reference32 = parzen.centre_by_bank_mean(queries, reference, torch.float32, target)
+    query32, reference32 = centre_by_bank_mean(queries, reference, torch.float32, target)
     reference_norms = parzen.squared_norms(reference32)
     reference_norm_max = float(torch.sum(reference32 * reference32, dim=1, dtype=torch.float64).max())
     distances_out, indices_out = [], []

@@ -33,6 +33,7 @@ from ganbench.defaults import (
 from ganbench.devices import resolve_device
 from ganbench.errors import GanbenchError
 from ganbench.scoring import partials
+from ganbench.scoring.centring import centre_by_bank_mean
 from ganbench.scoring.inputs import as_matrix, as_sigmas
 
 # Blocks sized so a (query block x bank block) float32 tile stays in a CPU core's L2
@@ -306,25 +307,6 @@ def scoring_device(device, backend: str, query_tensor: torch.Tensor) -> torch.de
     if device is None and query_tensor.device.type == "cuda":
         return query_tensor.device
     return resolve_device(device, default=None if backend in ("auto", "triton") else "cpu")
-
-
-def centre_by_bank_mean(query: torch.Tensor, bank: torch.Tensor, dtype: torch.dtype,
-                        device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Subtract the bank mean (accumulated in float64) from both, in the working dtype.
-
-    Distances are unchanged, but the norms in ||x||^2 + ||s||^2 - 2 x.s shrink, which cuts
-    the cancellation of the expanded form (MNIST: mean squared norm ~100 -> ~52). The same
-    rounded mean is subtracted from every point, so its rounding cancels in every distance;
-    float32 inputs are centred in float32 (no float64 copy of a large bank), float64 inputs
-    in float64 before one rounding.
-    """
-    bank = bank.to(device)
-    query = query.to(device)
-    mean = bank.mean(dim=0, dtype=torch.float64)
-    if bank.dtype == torch.float64 or query.dtype == torch.float64:
-        return (query.double() - mean).to(dtype), (bank.double() - mean).to(dtype)
-    mean = mean.to(dtype)
-    return query.to(dtype) - mean, bank.to(dtype) - mean
 
 
 def sq_distance_tile(queries: torch.Tensor, query_norms: torch.Tensor, samples: torch.Tensor,
