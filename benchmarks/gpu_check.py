@@ -166,14 +166,14 @@ def timings(mnist, report: dict, repeats: int, skip_large: bool = False) -> list
         # The kernel alone, on operands prepared beforehand: the rest of triton_s is the input
         # checks, the operands kernel, the float64 split merge and the refinement.
         blocks, centre = parzen_lse.MAX_BLOCKS, bank.mean(dim=0)
-        query_operand, query_norms, precision = parzen_operands.parzen_operands(
+        query_operand, query_norms, dot_precision = parzen_operands.parzen_operands(
             queries, centre, "query", "tf32x3", row_multiple=blocks["BLOCK_M"], width_multiple=blocks["BLOCK_K"])
         bank_operand, bank_norms, _ = parzen_operands.parzen_operands(
             bank, centre, "bank", "tf32x3", row_multiple=parzen_lse.SPLIT_ROWS_MULTIPLE,
             width_multiple=blocks["BLOCK_K"])
         norms = query_norms, bank_norms
         row["kernel_only_s"] = cuda_time(lambda: parzen_lse.parzen_lse_launch(
-            query_operand, bank_operand, *norms, sigmas, n_queries=n, n_bank=m, precision=precision),
+            query_operand, bank_operand, *norms, sigmas, n_queries=n, n_bank=m, dot_precision=dot_precision),
             repeats_here, warmup=2)
         norms = query_operand = bank_operand = None
         row["torch_backend_s"] = cuda_time(lambda: parzen.parzen_pass(queries, bank, sigmas, backend="torch", device="cuda"),

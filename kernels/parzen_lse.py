@@ -218,12 +218,14 @@ def _split_rows(n_queries: int, n_bank: int, device: torch.device, block_n: int)
 
 
 def parzen_lse_launch(query: torch.Tensor, bank: torch.Tensor, query_norms: torch.Tensor,
-                      bank_norms: torch.Tensor, sigmas, *, n_queries: int, n_bank: int, precision: str = "tf32",
+                      bank_norms: torch.Tensor, sigmas, *, n_queries: int, n_bank: int, dot_precision: str = "tf32",
                       rows_per_split: int | None = None, blocks: dict | None = None):
     """Check, allocate, launch. Returns per-split (min, index, shifted sums) as float32/int32 tensors.
 
     ``query`` and ``bank`` are operands from ``parzen_operands`` (padded, float32, one device);
-    ``n_queries`` and ``n_bank`` their real row counts; ``precision`` is the tl.dot mode.
+    ``n_queries`` and ``n_bank`` their real row counts; ``dot_precision`` is tl.dot's input
+    precision (what the tensor cores do), which ``parzen_operands`` derives from the user's
+    precision: the user's tf32x3 is a plain tf32 dot over split operands.
     ``blocks`` (BLOCK_M, BLOCK_N, BLOCK_K), when given, replaces autotuning.
     """
     blocks = blocks or MAX_BLOCKS
@@ -247,7 +249,7 @@ def parzen_lse_launch(query: torch.Tensor, bank: torch.Tensor, query_norms: torc
     grid_sigmas = np.asarray(sigmas, dtype=np.float64).reshape(-1)
     if not 1 <= grid_sigmas.size <= MAX_SIGMAS:
         raise GanbenchError(f"the kernel takes 1 to {MAX_SIGMAS} sigmas per pass, got {grid_sigmas.size}")
-    parzen_operands.check_launch(precision, query.device)
+    parzen_operands.check_dot_launch(dot_precision, query.device)
     device = query.device
     rows_per_split = rows_per_split or _split_rows(n_queries, n_bank, device, blocks["BLOCK_N"])
     if rows_per_split < 1 or rows_per_split % blocks["BLOCK_N"]:
@@ -264,7 +266,7 @@ def parzen_lse_launch(query: torch.Tensor, bank: torch.Tensor, query_norms: torc
     sums_out = torch.empty(splits, num_sigmas, n_queries, dtype=torch.float32, device=device)
     arguments = (query, bank, query_norms, bank_norms, scales, min_out, index_out, sums_out,
                  n_queries, n_bank, query.shape[1], rows_per_split, query.stride(0), bank.stride(0))
-    meta = {"NUM_SIGMAS": num_sigmas, "PRECISION": precision}
+    meta = {"NUM_SIGMAS": num_sigmas, "PRECISION": dot_precision}
     if blocks is MAX_BLOCKS and not INTERPRETED:
         grid = lambda config: (triton.cdiv(n_queries, config["BLOCK_M"]), splits)  # noqa: E731
         _parzen_lse_autotuned[grid](*arguments, **meta)
@@ -302,7 +304,7 @@ def parzen_partial_triton(query: torch.Tensor, bank: torch.Tensor, sigmas, *, de
         bank_operand, bank_norms, _ = operands(rows, role="bank",
                                                row_multiple=max(SPLIT_ROWS_MULTIPLE, padding["BLOCK_N"]))
         launch = functools.partial(parzen_lse_launch, query_operand, bank_operand, query_norms, bank_norms,
-                                   n_queries=len(query), n_bank=len(rows), precision=dot_precision,
+                                   n_queries=len(query), n_bank=len(rows), dot_precision=dot_precision,
                                    rows_per_split=rows_per_split, blocks=blocks)
         piece = _sigma_pieces([_merge_splits(*launch(piece if piece.size else np.ones(1)), piece)
                                for piece in pieces], pieces)

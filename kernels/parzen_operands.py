@@ -23,7 +23,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ganbench.defaults import PRECISIONS
+from ganbench.defaults import DEFAULT_PRECISION, PRECISIONS
 from ganbench.errors import GanbenchError
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -109,6 +109,18 @@ def check_launch(precision: str, device: torch.device) -> None:
     if device.type == "cpu" and not INTERPRETED:
         raise GanbenchError("the triton backend needs a CUDA GPU; on the CPU set TRITON_INTERPRET=1 "
                             "(Triton's interpreter, slow, for tests) or use --backend torch")
+
+
+# tl.dot's input_precision values: what the tensor cores do, as opposed to the user's
+# precision (defaults.PRECISIONS), which the operands map onto one of these.
+DOT_PRECISIONS = ("tf32", "tf32x3", "ieee")
+
+
+def check_dot_launch(dot_precision: str, device: torch.device) -> None:
+    """``check_launch`` for a launcher that takes tl.dot's input precision directly."""
+    if dot_precision not in DOT_PRECISIONS:
+        raise GanbenchError(f"unknown tl.dot precision {dot_precision!r}: choose one of {', '.join(DOT_PRECISIONS)}")
+    check_launch(DEFAULT_PRECISION, device)
 
 
 def operands_launch(rows: torch.Tensor, centre: torch.Tensor, role: str, precision: str,

@@ -162,8 +162,8 @@ def test_launcher_rejects_bad_arguments():
         parzen_lse.parzen_lse_launch(query, torch.zeros(16, 3), norms_q, norms_b, [1.0], **sizes)
     with pytest.raises(GanbenchError, match=exactly("the kernel takes 1 to 32 sigmas per pass, got 33")):
         parzen_lse.parzen_lse_launch(query, bank, norms_q, norms_b, np.ones(33), **sizes)
-    with pytest.raises(GanbenchError, match=unknown_precision):
-        parzen_lse.parzen_lse_launch(query, bank, norms_q, norms_b, [1.0], precision="fp8", **sizes)
+    with pytest.raises(GanbenchError, match=exactly("unknown tl.dot precision 'fp8': choose one of tf32, tf32x3, ieee")):
+        parzen_lse.parzen_lse_launch(query, bank, norms_q, norms_b, [1.0], dot_precision="fp8", **sizes)
     with pytest.raises(GanbenchError, match=exactly("operands must be padded to whole blocks: build them with "
                                                     "parzen_operands")):
         parzen_lse.parzen_lse_launch(query[:2], bank, norms_q, norms_b, [1.0], **sizes)
