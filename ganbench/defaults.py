@@ -25,3 +25,8 @@ KEY_SIGMA = "sigma"
 KEY_MEAN = "mean"
 KEY_STANDARD_ERROR = "standard_error"
 KEY_COPY_RATE = "copy_rate"
+
+# Models `ganbench train/sample/export --model` knows: the paper's GAN and the other rows of
+# its Table 1 (ganbench/baselines).
+MODELS = ("gan", "gsn", "dbn", "cae")
+DEFAULT_MODEL = "gan"

@@ -1,4 +1,5 @@
-"""`ganbench train`, `export` and `sample`: the paper's MNIST GAN."""
+"""`ganbench train`, `export` and `sample`: the paper's MNIST GAN (--model gan), or a Table 1 baseline,
+handed over to ganbench/baselines/commands.py."""
 from __future__ import annotations
 
 import json
@@ -6,10 +7,19 @@ import sys
 from pathlib import Path
 
 from ganbench.cli.common import add_data_options
+from ganbench.defaults import DEFAULT_MODEL, MODELS
 from ganbench.errors import GanbenchError
 
 
+def _add_model_option(parser) -> None:
+    parser.add_argument("--model", default=DEFAULT_MODEL, choices=MODELS,
+                        help="gan: the paper's; gsn, dbn, cae: the Table 1 baselines (docs/baselines.md)")
+
+
 def command_train(args) -> int:
+    if args.model != "gan":
+        from ganbench.baselines import commands
+        return commands.train(args)
     from ganbench import data
     from ganbench.gan.train import resolve_config, train
 
@@ -27,21 +37,27 @@ def command_train(args) -> int:
 
 
 def command_export(args) -> int:
+    if args.model != "gan":
+        from ganbench.baselines import commands
+        return commands.export(args)
     from ganbench.gan.export import export_run
     from ganbench.gan.train import LOG_NAME
 
-    out = Path(args.out)
+    out = Path(args.out or "results")
     export_run(Path(args.run), args.best, out)
     print(f"wrote {out / 'generator.pt'} and {out / LOG_NAME}")
     return 0
 
 
 def command_sample(args) -> int:
+    if args.model != "gan":
+        from ganbench.baselines import commands
+        return commands.sample(args)
     from ganbench.gan import sampling
 
     if args.count < 1:
         raise GanbenchError(f"--count must be >= 1, got {args.count}")
-    generator, _ = sampling.load_generator(args.checkpoint, device=args.device or "cpu")
+    generator, _ = sampling.load_generator(args.checkpoint or "results/generator.pt", device=args.device or "cpu")
     if args.shard_size:
         paths = sampling.write_shards(generator, args.count, args.seed, args.out, args.shard_size,
                                       device=args.device or "cpu")
@@ -71,18 +87,23 @@ def add_parsers(commands, formatter) -> None:
     train_parser.add_argument("--max-minutes", type=float, default=None,
                               help="stop after the epoch that ends past this wall-clock budget (resumable)")
     train_parser.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    _add_model_option(train_parser)
     add_data_options(train_parser)
     train_parser.set_defaults(handler=command_train)
 
     export_parser = commands.add_parser("export", help="ship a run's generator weights and log", formatter_class=formatter)
     export_parser.add_argument("run", help="a `ganbench train --out` folder")
-    export_parser.add_argument("--out", default="results", help="folder for generator.pt and train_log.csv")
+    export_parser.add_argument("--out", default=None, help="folder for generator.pt and train_log.csv (default: "
+                               "results; a baseline: <model>.pt and <model>_train_log.csv in results/baselines)")
+    _add_model_option(export_parser)
     export_parser.add_argument("--best", action="store_true",
                                help="ship the epoch with the highest validation Parzen monitor, not the last one")
     export_parser.set_defaults(handler=command_export)
 
     sample_parser = commands.add_parser("sample", help="draw samples from a generator", formatter_class=formatter)
-    sample_parser.add_argument("--checkpoint", default="results/generator.pt", help="generator.pt or a checkpoint.pt")
+    sample_parser.add_argument("--checkpoint", default=None, help="generator.pt or a checkpoint.pt (default: "
+                               "results/generator.pt; a baseline: results/baselines/<model>.pt)")
+    _add_model_option(sample_parser)
     sample_parser.add_argument("--count", type=int, default=10_000, help="number of samples")
     sample_parser.add_argument("--seed", type=int, default=0, help="noise seed")
     sample_parser.add_argument("--out", required=True, help="output .npy, (count, 784) float32, or a folder with "
