@@ -151,3 +151,10 @@ def test_authors_gsn_bank_starts_at_the_given_test_image(fake_mnist):
     np.testing.assert_array_equal(bank[0], start)  # the test image itself is in its own bank
     assert not np.any(np.all(bank[1:] == start, axis=1))
     assert 0 < bank[1:].min() and bank[1:].max() < 1  # then means p(x|h), never binary states
+
+
+def test_missing_or_unknown_baseline_is_a_one_line_error(tmp_path):
+    with pytest.raises(GanbenchError, match="no dbn weights at"):
+        baselines.cached_bank("dbn", "samples", 0, tmp_path / "dbn.pt")
+    with pytest.raises(GanbenchError, match="unknown baseline 'vae'"):
+        baselines.module("vae")

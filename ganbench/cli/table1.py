@@ -75,7 +75,8 @@ def add_parsers(commands, formatter) -> None:
     check_parser = commands.add_parser("check", help="recompute a table1.json and fail if a number moved",
                                        formatter_class=formatter)
     check_parser.add_argument("file", help="a table1.json written by `ganbench reproduce table1`")
-    check_parser.add_argument("--rows", default=None, help="comma-separated rows (ganbench,training_images,kmeans)")
+    check_parser.add_argument("--rows", default=None, help="comma-separated rows (default: every measured row of the file; "
+                              "ganbench,training_images,kmeans,gsn_authors,gsn,dbn,cae)")
     check_parser.add_argument("--backend", default=None, help="override the stored backend")
     check_parser.set_defaults(handler=command_check)
 
