@@ -73,7 +73,8 @@ def cached_bank(name: str, kind: str, seed: int, path: str | Path | None = None,
     key_fields = {"model": name, "kind": kind, "seed": seed, "size": BANK_SIZE, "version": SAMPLER_VERSION,
                   "weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
                   "chains": getattr(sampler, "CHAINS", None), "burn_in": getattr(sampler, "BURN_IN", None),
-                  "thinning": getattr(sampler, "THINNING", None)}
+                  "thinning": getattr(sampler, "THINNING", None),
+                  "sampling_noise": getattr(sampler, "SAMPLING_NOISE", None)}
     if kind == "samples":
         compute = lambda: sample(name, BANK_SIZE, seed, weights)  # noqa: E731
     elif kind == "authors_chain" and name == "gsn" and start_image is not None:

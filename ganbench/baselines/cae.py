@@ -36,7 +36,6 @@ class CAEConfig:
     learning_rate: float = 0.01
     momentum: float = 0.9
     batch_size: int = 100
-    sampling_noise: float = 1.0         # s: std of alpha in the Jacobian step of the sampler
     seed: int = 0
     train_subset: int | None = None
     monitor_samples: int = 1_000
@@ -112,21 +111,24 @@ def sampling_step(model: StackedCAE, h1: torch.Tensor, noise: float, rng: torch.
 
 # Independent samples for the GAN paper's protocol: CHAINS parallel chains from the codes of
 # uniform-noise images (no data image), BURN_IN steps discarded, then one every THINNING steps.
+# SAMPLING_NOISE is s, the std of alpha in the Jacobian step: a setting of the sampler, not of
+# training, chosen by the validation log-likelihood of the shipped weights (docs/baselines.md).
 CHAINS = 1_000
 BURN_IN = 100
 THINNING = 10
+SAMPLING_NOISE = 0.3
 
 
 @torch.no_grad()
-def sample(model: StackedCAE, count: int, seed: int, config: CAEConfig | None = None) -> np.ndarray:
-    config = config or CAEConfig()
+def sample(model: StackedCAE, count: int, seed: int, config: CAEConfig | None = None,
+           noise: float = SAMPLING_NOISE) -> np.ndarray:
     rng = torch.Generator().manual_seed(seed)
     chains = min(CHAINS, count)
     per_chain = -(-count // chains)
     h1 = model.bottom.encode(torch.rand((chains, model.bottom.weight.shape[0]), generator=rng))
     kept = []
     for step in range(BURN_IN + per_chain * THINNING):
-        h1 = sampling_step(model, h1, config.sampling_noise, rng)
+        h1 = sampling_step(model, h1, noise, rng)
         if step >= BURN_IN and (step - BURN_IN + 1) % THINNING == 0:
             kept.append(model.bottom.decode(h1))
     return torch.cat(kept)[:count].numpy()
