@@ -34,7 +34,7 @@ def small_model(name):
 
 
 def draw(name, count, seed, fake_mnist):
-    extra = {"train_images": fake_mnist.train_x} if name == "gsn" else {}  # GSN chains start at training images
+    extra = {"train_images": fake_mnist.train_x} if name != "cae" else {}  # chains that start at training images
     return baselines.module(name).sample(small_model(name), count, seed=seed, config=SMALL[name], **extra)
 
 

@@ -116,7 +116,7 @@ def sampling_step(model: StackedCAE, h1: torch.Tensor, noise: float, rng: torch.
 CHAINS = 1_000
 BURN_IN = 100
 THINNING = 10
-SAMPLING_NOISE = 0.3
+SAMPLING_NOISE = 0.5
 
 
 @torch.no_grad()

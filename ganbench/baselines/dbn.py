@@ -6,9 +6,11 @@ Teh (2006) and Hinton's practical guide (2010):
 
 - 784-500-500, two binary RBMs trained greedily: the first with CD-1 on the pixel
   intensities (read as probabilities), the second with persistent CD-1 (Tieleman 2008) on
-  the first layer's mean activations; SGD with momentum 0.5 then 0.9, weight decay 2e-4;
-- sampling: Gibbs chains in the top RBM (h1 <-> h2), then one mean-field pass down,
-  x = sigmoid(h1 W1^T + b0), the mean image as the sample (as the mean p(x|h) is the GSN's).
+  the first layer's mean activations; SGD with momentum (0.5 then 0.9 in the first layer, 0.5
+  in the top one), weight decay 2e-4;
+- sampling: Gibbs chains in the top RBM (h1 <-> h2) started at the codes of training images,
+  then one mean-field pass down, x = sigmoid(h1 W1^T + b0), the mean image as the sample (as
+  the mean p(x|h) is the GSN's).
 """
 from __future__ import annotations
 
@@ -34,9 +36,10 @@ class DBNConfig:
     layer1_epochs: int = 10             # epochs of the first RBM; the rest train the top RBM
     epochs: int = 20                    # both layers together
     learning_rate: float = 0.05
-    initial_momentum: float = 0.5       # for the first 5 epochs of each layer (Hinton 2010, section 9)
+    initial_momentum: float = 0.5       # first layer: 0.5 for 5 epochs, then 0.9 (Hinton 2010, section 9)
     final_momentum: float = 0.9
     momentum_switch: int = 5
+    top_momentum: float = 0.5           # top RBM (PCD): at 0.9 its reconstruction error went 9 -> 52 in one epoch
     weight_decay: float = 2e-4
     batch_size: int = 100
     persistent_chains: int = 100        # PCD fantasy particles of the top RBM
@@ -90,8 +93,9 @@ def _gibbs_top(top: RBM, h1: torch.Tensor, steps: int, rng: torch.Generator) -> 
 
 
 def momentum_at(config: DBNConfig, epochs_done: int) -> float:
-    into_layer = epochs_done if epochs_done < config.layer1_epochs else epochs_done - config.layer1_epochs
-    return config.initial_momentum if into_layer < config.momentum_switch else config.final_momentum
+    if epochs_done >= config.layer1_epochs:
+        return config.top_momentum
+    return config.initial_momentum if epochs_done < config.momentum_switch else config.final_momentum
 
 
 def train_epoch(state: RunState, config: DBNConfig, images: torch.Tensor) -> dict:
@@ -122,25 +126,31 @@ def train_epoch(state: RunState, config: DBNConfig, images: torch.Tensor) -> dic
 
 
 # Independent samples for the GAN paper's protocol: CHAINS parallel Gibbs chains in the top
-# RBM from random binary h1, BURN_IN updates discarded, then one sample every THINNING updates.
+# RBM, each from the sampled first-layer code of a different random training image (chains from
+# random h1 fell into a few digits and stayed there: docs/baselines.md), BURN_IN updates
+# discarded, then one sample every THINNING updates.
 CHAINS = 1_000
 BURN_IN = 100
 THINNING = 10
 
 
 @torch.no_grad()
-def sample(model: DBN, count: int, seed: int, config: DBNConfig | None = None) -> np.ndarray:
+def sample(model: DBN, count: int, seed: int, config: DBNConfig | None = None,
+           train_images: np.ndarray | None = None) -> np.ndarray:
+    """Gibbs in the top RBM, then the mean-field pass down: each kept binary h1 gives p(x|h1)."""
+    if train_images is None:
+        from ganbench.data import load_mnist
+
+        train_images = load_mnist().train_x
     rng = torch.Generator().manual_seed(seed)
     chains = min(CHAINS, count)
     per_chain = -(-count // chains)
-    h1 = bernoulli(torch.full((chains, model.top.weight.shape[0]), 0.5), rng)
-    h1 = _gibbs_top(model.top, h1, BURN_IN, rng)
+    starts = train_images[np.random.default_rng(seed).choice(len(train_images), size=chains, replace=False)]
+    h1 = _gibbs_top(model.top, bernoulli(model.bottom.hidden_mean(torch.as_tensor(starts)), rng), BURN_IN, rng)
     kept = []
     for _ in range(per_chain):
         h1 = _gibbs_top(model.top, h1, THINNING, rng)
-        # Mean-field down pass from p(h1|h2): the last h2 sample's mean h1, then the mean image.
-        mean_h1 = model.top.visible_mean(bernoulli(model.top.hidden_mean(h1), rng))
-        kept.append(model.bottom.visible_mean(mean_h1))
+        kept.append(model.bottom.visible_mean(h1))
     return torch.cat(kept)[:count].numpy()
 
 
