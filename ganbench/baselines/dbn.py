@@ -34,7 +34,7 @@ class DBNConfig:
     """A standard 2-layer DBN (the source gives no sizes or schedule; see the module doc)."""
     hidden: tuple[int, int] = (500, 500)
     layer1_epochs: int = 10             # epochs of the first RBM; the rest train the top RBM
-    epochs: int = 20                    # both layers together
+    epochs: int = 40                    # both layers together: 10 + 30 for the top RBM
     learning_rate: float = 0.05
     initial_momentum: float = 0.5       # first layer: 0.5 for 5 epochs, then 0.9 (Hinton 2010, section 9)
     final_momentum: float = 0.9
