@@ -163,3 +163,13 @@ def test_missing_or_unknown_baseline_is_a_one_line_error(tmp_path):
         baselines.cached_bank("dbn", "samples", 0, tmp_path / "dbn.pt")
     with pytest.raises(GanbenchError, match="unknown baseline 'vae'"):
         baselines.module("vae")
+
+
+def test_the_report_sees_a_test_image_inside_a_bank(fake_mnist):
+    from ganbench.baselines import report
+
+    bank = np.vstack([fake_mnist.test_x[3], fake_mnist.valid_x[:29]])  # as the authors' GSN bank holds test image 0
+    result = report.bank_report(bank, fake_mnist, backend="torch")
+    assert result["exact_test_copies"] == 1
+    assert result["exact_test_copy_rows"] == [{"bank_row": 0, "test_index": 3}]
+    assert result["exact_duplicate_samples"] == 0  # the training-set checks alone cannot see it

@@ -45,13 +45,16 @@ TFD_MISSING = "not measured: TFD is not publicly distributable (pass --tfd TFD_4
 BANK_SIZE = 10_000  # Section 5: 10,000 samples from G
 
 # The baselines' banks come from Markov chains with a fixed seed: bit-exact on one machine (and
-# cached by weights and seed), but under another BLAS build one float32 rounding can flip one
-# binary draw, after which the chain continues as a different, equally likely chain: the row
-# then moves by a seed-to-seed amount. The tolerances are about twice the spread measured
-# over seeds 0-4 on the shipped weights (docs/baselines.md).
-CHAIN_TOLERANCE_REASON = ("a chain-sampled bank with a fixed seed: exact on one machine; a float32 rounding that "
-                          "flips one binary draw on another machine gives another chain, which moves the row by "
-                          "a seed-to-seed amount (range over seeds 0-4: {spread:.2f} nats), 2x margin")
+# cached by weights and seed), but under another BLAS build one float32 rounding can flip a
+# binary draw (GSN, DBN) or grow along a chaotic chain (CAE), after which that chain continues
+# as another, equally likely one. Measured on the shipped weights (docs/baselines.md): the shift
+# when every weight is moved by one float32 ulp, and the range of the row over seeds 0-2, the
+# worst case (every chain replaced), which the tolerance covers.
+CHAIN_TOLERANCES = {  # row: (tolerance, range over seeds 0-2, shift under a one-ulp perturbation), nats
+    "gsn_authors": (3.0, 0.0, 0.0), "gsn": (3.0, 0.0, 0.0), "dbn": (3.0, 2.74, 6e-7), "cae": (8.5, 8.03, 0.60)}
+CHAIN_TOLERANCE_REASON = ("a chain-sampled bank with a fixed seed: exact on one machine; on another, a float32 rounding "
+                          "that changes a chain makes it another chain: a one-ulp change of every weight moved the row "
+                          "{shift:.2g} nats; seeds 0-2 span {spread:.2f} nats, the worst case, which the tolerance covers")
 # Rows scored under the protocol of a baseline's own authors instead of the GAN paper's.
 FIXED_SIGMA = {"gsn_authors": 0.20}  # likelihood_estimation_parzen.py: one width, never cross-validated
 
@@ -63,8 +66,8 @@ TOLERANCES = {
                        "of G's forward pass and of the scorer"),
     "kmeans": (0.5, "Lloyd's iterations with a fixed seed; float32 near-ties in the assignment can flip "
                     "under another BLAS build and move a few centroids"),
-    **{row: (tolerance, CHAIN_TOLERANCE_REASON.format(spread=spread)) for row, (tolerance, spread) in {
-        "gsn_authors": (3.0, 0.0), "gsn": (1.0, 0.0), "dbn": (1.0, 0.0), "cae": (1.0, 0.0)}.items()},
+    **{row: (tolerance, CHAIN_TOLERANCE_REASON.format(spread=spread, shift=shift))
+       for row, (tolerance, spread, shift) in CHAIN_TOLERANCES.items()},
 }
 
 
