@@ -44,6 +44,8 @@ def training_curve(log_path: Path, path: Path, title: str) -> Path:
     loss_column = next(column for column in ("walkback_loss", "loss", "reconstruction_error") if column in log)
     figure, (monitor_axis, loss_axis) = plt.subplots(2, 1, figsize=(7, 5), sharex=True, height_ratios=(3, 1))
     monitor_axis.plot(log["epoch"], log["parzen_valid"], ".-", markersize=3)
+    best = log["parzen_valid"].max()
+    monitor_axis.set_ylim(max(log["parzen_valid"].min(), best - 400) - 10, best + 10)  # a collapsed epoch off-scale
     monitor_axis.set_ylabel("validation monitor (nats)")
     monitor_axis.set_title(title, fontsize=8)
     loss_axis.plot(log["epoch"], log[loss_column], linewidth=1)
