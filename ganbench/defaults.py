@@ -54,3 +54,8 @@ KEY_SAMPLES_WITH_EXACT_TWIN = "samples_with_an_identical_sample"
 KEY_SAMPLES_WITH_NEAR_TWIN = "samples_with_a_near_sample"
 KEY_WITHIN_SAMPLES_NEAREST = "within_samples_nearest"
 KEY_MOST_SUSPICIOUS = "most_suspicious"
+
+# Models `ganbench train/sample/export --model` knows: the paper's GAN and the other rows of
+# its Table 1 (ganbench/baselines).
+MODELS = ("gan", "gsn", "dbn", "cae")
+DEFAULT_MODEL = "gan"

@@ -121,3 +121,27 @@ def test_check_cli_prints_a_readable_diff_and_exits_1_when_moved(mnist, tmp_path
     assert completed.returncode == 1
     assert "MOVED" in completed.stdout and "sigma" in completed.stdout and "tolerance" in completed.stdout
     assert "check failed" in completed.stderr and "Traceback" not in completed.stderr
+
+
+def test_committed_baseline_row_recomputes_within_tolerance(mnist):
+    # The DBN row: its sampler is the cheapest of the three baselines (a cold cache costs ~10 s).
+    ok, frame = table1.check(RESULTS / "table1.json", ("dbn",), backend="torch")
+    assert ok, frame.to_string()
+
+
+def test_authors_gsn_row_fixes_sigma_and_chains_from_test_image_0(mnist, monkeypatch):
+    from ganbench import baselines
+
+    asked = {}
+
+    def fake_bank(name, kind, seed, path=None, start_image=None):
+        asked.update(name=name, kind=kind, start_image=start_image)
+        return np.vstack([mnist.train_x[49] if start_image is None else start_image, mnist.train_x[:49]])
+
+    monkeypatch.setattr(baselines, "cached_bank", fake_bank)
+    row = table1.measure_row("gsn_authors", table1.Table1Config(backend="torch"), mnist)
+    assert asked["name"] == "gsn" and asked["kind"] == "authors_chain"
+    np.testing.assert_array_equal(asked["start_image"], mnist.test_x[0])
+    assert row["sigma"] == 0.2 and row["valid_means"] == {} and row["protocol"].startswith("authors")
+    cross_validated = table1.measure_row("gsn", table1.Table1Config(backend="torch"), mnist)
+    assert asked["kind"] == "samples" and len(cross_validated["valid_means"]) == 10

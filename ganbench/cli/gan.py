@@ -8,11 +8,18 @@ from pathlib import Path
 
 from ganbench import SHIPPED_GENERATOR
 from ganbench.cli.common import add_data_options, check_out, require_at_least
-from ganbench.defaults import DEFAULT_OUT
+from ganbench.defaults import DEFAULT_MODEL, DEFAULT_OUT, MODELS
 from ganbench.devices import resolve_device
 
 
+def _add_model_option(parser) -> None:
+    parser.add_argument("--model", default=DEFAULT_MODEL, choices=MODELS,
+                        help="gan: the paper's; gsn, dbn, cae: the Table 1 baselines (docs/baselines.md)")
+
 def command_train(args) -> int:
+    if args.model != "gan":
+        from ganbench.baselines import commands
+        return commands.train(args)
     from ganbench import data
     from ganbench.gan.train import resolve_config, train
 
@@ -41,10 +48,13 @@ def train_interrupted(args) -> str:
 
 
 def command_export(args) -> int:
+    if args.model != "gan":
+        from ganbench.baselines import commands
+        return commands.export(args)
     from ganbench.gan.export import export_run
     from ganbench.gan.train import LOG_NAME
 
-    out = Path(args.out)
+    out = Path(args.out or DEFAULT_OUT)
     check_out(out, folder=True)
     export_run(Path(args.run), args.best, out)
     print(f"wrote {out / 'generator.pt'} and {out / LOG_NAME}")
@@ -52,13 +62,16 @@ def command_export(args) -> int:
 
 
 def command_sample(args) -> int:
+    if args.model != "gan":
+        from ganbench.baselines import commands
+        return commands.sample(args)
     from ganbench.gan import sampling
 
     require_at_least("--count", args.count, 1)
     require_at_least("--shard-size", args.shard_size, 1)
     device = resolve_device(args.device, default="cpu")
     check_out(args.out, folder=args.shard_size is not None)
-    generator, _ = sampling.load_generator(args.checkpoint, device=device)
+    generator, _ = sampling.load_generator(args.checkpoint or SHIPPED_GENERATOR, device=device)
     if args.shard_size is not None:
         paths = sampling.write_shards(generator, args.count, args.seed, args.out, args.shard_size, device=device)
         print(f"wrote {args.count} samples as {len(paths)} shards in {args.out}", file=sys.stderr)
@@ -96,19 +109,25 @@ def add_parsers(commands, formatter) -> None:
                               help="stop after the epoch that ends past this wall-clock budget (resumable)")
     train_parser.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     add_data_options(train_parser)
+    _add_model_option(train_parser)
     train_parser.set_defaults(handler=command_train, on_interrupt=train_interrupted)
 
     export_parser = commands.add_parser("export", help="ship a run's generator weights and log", formatter_class=formatter)
     export_parser.add_argument("run", help="a `ganbench train --out` folder")
-    export_parser.add_argument("--out", default=DEFAULT_OUT, help="folder for generator.pt and train_log.csv "
-                               "(`--out results` replaces the shipped generator)")
+    _add_model_option(export_parser)
+    export_parser.add_argument("--out", default=None,
+                               help=f"folder for generator.pt and train_log.csv (default: {DEFAULT_OUT}; a baseline: "
+                                    "<model>.pt and <model>_train_log.csv in results/baselines); `--out results` "
+                                    "replaces the shipped generator")
     export_parser.add_argument("--best", action="store_true",
                                help="ship the epoch with the highest validation Parzen monitor, not the last one")
     export_parser.set_defaults(handler=command_export)
 
     sample_parser = commands.add_parser("sample", help="draw samples from a generator", formatter_class=formatter)
-    sample_parser.add_argument("--checkpoint", default=str(SHIPPED_GENERATOR),
-                               help="generator.pt or a checkpoint.pt (default: the shipped generator)")
+    sample_parser.add_argument("--checkpoint", default=None,
+                               help="generator.pt or a checkpoint.pt (default: the shipped generator; a baseline: "
+                                    "results/baselines/<model>.pt)")
+    _add_model_option(sample_parser)
     sample_parser.add_argument("--count", type=int, default=10_000, help="number of samples")
     sample_parser.add_argument("--seed", type=int, default=0, help="noise seed")
     sample_parser.add_argument("--out", required=True, help="output .npy, (count, 784) float32, or a folder with "

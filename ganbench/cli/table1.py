@@ -119,7 +119,8 @@ def add_parsers(commands, formatter) -> None:
     check_parser.add_argument("file", help="a result written by `ganbench parzen --save`, or a table1.json written "
                                            "by `ganbench reproduce table1`")
     check_parser.add_argument("--rows", default=None,
-                              help="table1.json only: comma-separated rows (ganbench,training_images,kmeans)")
+                              help="table1.json only: comma-separated rows (default: every measured row of the file; "
+                                   "ganbench,training_images,kmeans,gsn_authors,gsn,dbn,cae)")
     check_parser.add_argument("--backend", default=None, choices=BACKENDS, help="override the stored backend")
     check_parser.add_argument("--device", default=None, help="saved results only: override the stored device")
     check_parser.set_defaults(handler=command_check)

@@ -58,6 +58,16 @@ def figure2(samples: np.ndarray, train: np.ndarray, path: Path, rows: int = 6, c
     return _save(figure, path)
 
 
+def samples_grid(images: np.ndarray, path: Path, rows: int = 10, columns: int = 10, title: str | None = None) -> Path:
+    """The first rows * columns images, row by row."""
+    figure, axis = plt.subplots(figsize=(columns * 0.8, rows * 0.8))
+    axis.imshow(_tile(images, rows, columns), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    axis.set_axis_off()
+    if title:
+        axis.set_title(title, fontsize=8)
+    return _save(figure, path)
+
+
 @torch.no_grad()
 def figure3(generator, path: Path, seed: int = 0, rows: int = 8, steps: int = 10) -> Path:
     """Each row: G applied to a linear path between two random z (Section 5, Figure 3)."""
@@ -136,10 +146,7 @@ def all_figures(generator_path: str, mnist, out_dir: str | Path, seed: int = 0, 
         "figure3": figure3(generator, out_dir / "figure3_interpolation.png", seed=seed),
         "histogram": distance_histogram(report, out_dir / "nearest_distance_histogram.png"),
     }
-    figure, axis = plt.subplots(figsize=(8, 8))
-    axis.imshow(_tile(shown, 10, 10), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-    axis.set_axis_off()
-    paths["samples"] = _save(figure, out_dir / "samples_100.png")
+    paths["samples"] = samples_grid(shown, out_dir / "samples_100.png")
     if curve is not None:
         paths["training_curve"] = curve
     return {name: str(path) for name, path in paths.items()}, report

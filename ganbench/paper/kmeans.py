@@ -7,16 +7,12 @@ cached in the user cache, keyed by every input.
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ganbench import atomic
-from ganbench.data import default_cache_dir
+from ganbench import cache
 from ganbench.defaults import DEFAULT_PRECISION
 from ganbench.errors import GanbenchError
 from ganbench.progress import progress_bar
@@ -59,24 +55,7 @@ def fit(points: np.ndarray, clusters: int, iterations: int = 10, seed: int = 0, 
 def cached_fit(points: np.ndarray, clusters: int, iterations: int = 10, seed: int = 0, *,
                cache_dir: str | Path | None = None, **options) -> tuple[np.ndarray, str]:
     """``fit`` through the user cache; returns the centroids and the cache key."""
-    digest = hashlib.sha256(np.ascontiguousarray(points, dtype=np.float32).tobytes()).hexdigest()
-    key_fields = {"data_sha256": digest, "clusters": clusters, "iterations": iterations, "seed": seed,
+    key_fields = {"data_sha256": cache.digest(points), "clusters": clusters, "iterations": iterations, "seed": seed,
                   "version": ALGORITHM_VERSION}
-    key = hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()[:24]
-    path = Path(cache_dir) if cache_dir else default_cache_dir()
-    path = path / f"kmeans-{key}.npy"
-    if path.exists():
-        try:
-            centroids = np.load(path, allow_pickle=False)
-            if centroids.shape == (clusters, points.shape[1]) and np.all(np.isfinite(centroids)):
-                return centroids, key
-        except (ValueError, OSError, EOFError):
-            pass  # a damaged entry is recomputed and replaced below
-        print(f"ganbench: recomputing damaged k-means cache {path}", file=sys.stderr)
-    centroids = fit(points, clusters, iterations, seed, **options)
-
-    try:
-        atomic.write_npy(path, centroids)
-    except GanbenchError as error:  # a read-only cache only costs the next run the fit
-        print(f"ganbench: warning: k-means centroids not cached ({error})", file=sys.stderr)
-    return centroids, key
+    return cache.cached_array("kmeans", key_fields, (clusters, points.shape[1]),
+                              lambda: fit(points, clusters, iterations, seed, **options), cache_dir)

@@ -1,0 +1,175 @@
+"""The Table 1 baselines (ganbench/baselines): samplers, the GSN's update order and walkback, the CAE's
+Jacobian step, bit-exact resume, the authors' GSN bank. Small layers and random data keep it fast."""
+import dataclasses
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ganbench import baselines
+from ganbench.baselines import cae, dbn, gsn, training
+from ganbench.errors import GanbenchError
+
+SMALL = {
+    "gsn": gsn.GSNConfig(hidden=24, train_subset=300, epochs=2, monitor_chains=3, monitor_steps=5, monitor_valid=20),
+    "dbn": dbn.DBNConfig(hidden=(24, 16), layer1_epochs=1, epochs=3, train_subset=300, persistent_chains=10,
+                         monitor_samples=30, monitor_valid=20),
+    "cae": cae.CAEConfig(hidden=(24, 16), layer1_epochs=1, epochs=3, train_subset=300, monitor_samples=30,
+                         monitor_valid=20),
+}
+
+
+@pytest.fixture
+def fake_mnist(rng):
+    """Random images in [0, 1] with MNIST's width: enough to train and sample the small models."""
+    images = lambda rows: rng.random((rows, 784), dtype=np.float32) ** 3  # noqa: E731 (mostly dark, like digits)
+    return SimpleNamespace(train_x=images(300), valid_x=images(40), test_x=images(40))
+
+
+def small_model(name):
+    torch.manual_seed(0)
+    return baselines.module(name).SPEC.build(SMALL[name], None)
+
+
+def draw(name, count, seed, fake_mnist):
+    extra = {"train_images": fake_mnist.train_x} if name != "cae" else {}  # chains that start at training images
+    return baselines.module(name).sample(small_model(name), count, seed=seed, config=SMALL[name], **extra)
+
+
+@pytest.mark.parametrize("name", baselines.BASELINES)
+def test_each_sampler_gives_count_images_in_the_unit_interval(name, fake_mnist):
+    samples = draw(name, 23, 5, fake_mnist)
+    assert samples.shape == (23, 784) and samples.dtype == np.float32
+    assert np.all(np.isfinite(samples)) and samples.min() >= 0 and samples.max() <= 1
+    again = draw(name, 23, 5, fake_mnist)
+    np.testing.assert_array_equal(samples, again)  # a seed fixes the samples
+    assert len(np.unique(samples.round(4), axis=0)) > 20  # distinct samples, not one image repeated
+
+
+def test_gsn_update_order_odd_layers_then_even():
+    """h1 from x and the OLD h2; then p(x|h1) and h2 from the NEW h1, noise only around h2's activation."""
+    model = small_model("gsn")
+    config = dataclasses.replace(SMALL["gsn"], hidden_noise=0.0, salt_and_pepper=0.0)
+    x, old_h2 = torch.rand(5, 784), torch.tanh(torch.randn(5, 24))
+    with torch.no_grad():
+        logits, sampled, new_h2 = model.step(x, old_h2, config, torch.Generator().manual_seed(0))
+        new_h1 = torch.tanh(x @ model.w1 + old_h2 @ model.w2.T + model.b1)
+        torch.testing.assert_close(logits, new_h1 @ model.w1.T + model.b0, rtol=0, atol=1e-5)
+        torch.testing.assert_close(new_h2, torch.tanh(new_h1 @ model.w2 + model.b2), rtol=0, atol=1e-6)
+    assert set(sampled.unique().tolist()) <= {0.0, 1.0}  # x~ = Bernoulli(p) (no salt-and-pepper at rate 0)
+
+
+def test_gsn_noise_sits_only_around_the_top_activation():
+    model = small_model("gsn")
+    x, h2 = torch.rand(4, 784), torch.zeros(4, 24)
+    config = dataclasses.replace(SMALL["gsn"], salt_and_pepper=0.0)
+    quiet = dataclasses.replace(config, hidden_noise=0.0)
+    with torch.no_grad():
+        noisy_logits, _, noisy_h2 = model.step(x, h2, config, torch.Generator().manual_seed(1))
+        quiet_logits, _, quiet_h2 = model.step(x, h2, quiet, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(noisy_logits, quiet_logits, rtol=0, atol=0)  # h1 has no noise (noiseless_h1)
+    assert (noisy_h2 - quiet_h2).abs().max() > 1.0  # std 2 after tanh: h2 leaves [-1, 1]
+
+
+def test_gsn_walkback_is_four_reconstructions_summed_and_trains_the_top_layer():
+    model = small_model("gsn")
+    images = torch.rand(6, 784)
+    chain = gsn.walkback_logits(model, images, SMALL["gsn"], torch.Generator().manual_seed(2))
+    assert len(chain) == SMALL["gsn"].walkback == 4 and all(logits.shape == (6, 784) for logits in chain)
+    loss = gsn.walkback_loss(model, images, SMALL["gsn"], torch.Generator().manual_seed(2))
+    expected = sum(F.binary_cross_entropy_with_logits(logits, images) for logits in chain)
+    torch.testing.assert_close(loss, expected, rtol=0, atol=0)
+    # With one update the top layer cannot reach p(x|h); the walkback's later steps give it a gradient.
+    one_step = gsn.walkback_loss(model, images, dataclasses.replace(SMALL["gsn"], walkback=1), torch.Generator())
+    assert torch.autograd.grad(one_step, model.w2, allow_unused=True)[0] is None
+    assert torch.autograd.grad(loss, model.w2)[0].abs().sum() > 0
+
+
+def test_salt_and_pepper_rate():
+    rng = torch.Generator().manual_seed(3)
+    x = torch.full((400, 784), 0.3)
+    noisy = gsn.salt_and_pepper(x, 0.4, rng)
+    changed = noisy != 0.3
+    # 313,600 pixels: the rates' standard errors are below 0.001, so 0.005 is > 5 of them.
+    assert abs(changed.float().mean().item() - 0.4) < 0.005
+    assert abs(noisy[changed].mean().item() - 0.5) < 0.005 and set(noisy[changed].unique().tolist()) == {0.0, 1.0}
+
+
+def test_cae_jacobian_step_equals_autograd():
+    torch.manual_seed(4)
+    layer = cae.CAE(7, 5).double()
+    x = torch.rand(3, 7, dtype=torch.float64)
+    alpha = torch.randn(3, 5, dtype=torch.float64)
+    h = layer.encode(x)
+    for row in range(3):
+        jacobian = torch.autograd.functional.jacobian(layer.encode, x[row])  # (5, 7): dh/dx
+        torch.testing.assert_close(layer.jacobian_step(h[row:row + 1], alpha[row:row + 1])[0],
+                                   jacobian @ jacobian.T @ alpha[row], rtol=1e-12, atol=1e-12)
+        # The contractive penalty of the loss is the same Jacobian's squared Frobenius norm.
+        penalty = ((h[row] * (1 - h[row])) ** 2 @ (layer.weight ** 2).sum(0))
+        torch.testing.assert_close(penalty, (jacobian ** 2).sum(), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", baselines.BASELINES)
+def test_resume_is_bit_exact(name, fake_mnist, tmp_path):
+    spec = baselines.module(name).SPEC
+    config = SMALL[name]  # dbn and cae: the resumed epoch is the second layer's first (PCD chains start)
+    straight = training.train(spec, config, tmp_path / "straight", data=fake_mnist, progress=False)
+    training.train(spec, dataclasses.replace(config, epochs=config.epochs - 1), tmp_path / "split", data=fake_mnist,
+                   progress=False)
+    resumed = training.train(spec, training.resolve_config(spec, tmp_path / "split", True, epochs=config.epochs),
+                             tmp_path / "split", resume=True, data=fake_mnist, progress=False)
+    for key, value in straight.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
+    drop_time = lambda log: [{k: v for k, v in row.items() if k != "seconds"} for row in log]  # noqa: E731
+    assert drop_time(straight.log) == drop_time(resumed.log)
+    assert straight.rng.get_state().equal(resumed.rng.get_state())
+
+
+def test_resume_refuses_another_model_or_setting(fake_mnist, tmp_path):
+    training.train(cae.SPEC, SMALL["cae"], tmp_path, data=fake_mnist, progress=False)
+    with pytest.raises(GanbenchError, match="is a cae run, not dbn"):
+        training.resolve_config(dbn.SPEC, tmp_path, True)
+    with pytest.raises(GanbenchError, match="trained with seed=0, not 3"):
+        training.resolve_config(cae.SPEC, tmp_path, True, seed=3)
+    with pytest.raises(GanbenchError, match="exists; add --resume"):
+        training.train(cae.SPEC, SMALL["cae"], tmp_path, data=fake_mnist, progress=False)
+
+
+def test_shipped_weights_round_trip_in_their_dtype(fake_mnist, tmp_path):
+    training.train(gsn.SPEC, SMALL["gsn"], tmp_path / "run", data=fake_mnist, progress=False)
+    path = training.export(gsn.SPEC, tmp_path / "run", tmp_path / "ship")
+    assert torch.load(path, weights_only=True)["weights"]["w1"].dtype == torch.float16
+    model, config, metadata = baselines.load("gsn", path)
+    assert model.w1.dtype == torch.float32 and metadata["dtype"] == "float16" and config == SMALL["gsn"]
+    assert "among epochs 1-2" in metadata["selection"]
+    with pytest.raises(GanbenchError, match="holds a gsn model, not a dbn"):
+        baselines.load("dbn", path)
+
+
+def test_authors_gsn_bank_starts_at_the_given_test_image(fake_mnist):
+    start = fake_mnist.test_x[0]
+    bank = gsn.authors_bank(small_model("gsn"), start, seed=0, size=50, config=SMALL["gsn"])
+    assert bank.shape == (50, 784)
+    np.testing.assert_array_equal(bank[0], start)  # the test image itself is in its own bank
+    assert not np.any(np.all(bank[1:] == start, axis=1))
+    assert 0 < bank[1:].min() and bank[1:].max() < 1  # then means p(x|h), never binary states
+
+
+def test_missing_or_unknown_baseline_is_a_one_line_error(tmp_path):
+    with pytest.raises(GanbenchError, match="no dbn weights at"):
+        baselines.cached_bank("dbn", "samples", 0, tmp_path / "dbn.pt")
+    with pytest.raises(GanbenchError, match="unknown baseline 'vae'"):
+        baselines.module("vae")
+
+
+def test_the_report_sees_a_test_image_inside_a_bank(fake_mnist):
+    from ganbench.baselines import report
+
+    bank = np.vstack([fake_mnist.test_x[3], fake_mnist.valid_x[:29]])  # as the authors' GSN bank holds test image 0
+    result = report.bank_report(bank, fake_mnist, backend="torch")
+    assert result["exact_test_copies"] == 1
+    assert result["exact_test_copy_rows"] == [{"bank_row": 0, "test_index": 3}]
+    assert result["exact_duplicate_samples"] == 0  # the training-set checks alone cannot see it
