@@ -172,4 +172,4 @@ def test_the_report_sees_a_test_image_inside_a_bank(fake_mnist):
     result = report.bank_report(bank, fake_mnist, backend="torch")
     assert result["exact_test_copies"] == 1
     assert result["exact_test_copy_rows"] == [{"bank_row": 0, "test_index": 3}]
-    assert result["exact_duplicate_samples"] == 0  # the training-set checks alone cannot see it
+    assert result["samples_identical_to_a_training_image"] == 0  # the training-set checks alone cannot see it
