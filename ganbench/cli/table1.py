@@ -83,8 +83,14 @@ def command_figures(args) -> int:
     sampling.load_generator(args.generator)  # a wrong file is refused before MNIST is loaded
     beside = Path(args.generator).parent / "train_log.csv"
     train_log = args.train_log or (beside if beside.exists() else None)  # no log: no curve
-    paths, _ = figures.all_figures(args.generator, data.load_mnist(args.data_dir), args.out, seed=args.seed,
+    mnist = data.load_mnist(args.data_dir)
+    paths, _ = figures.all_figures(args.generator, mnist, args.out, seed=args.seed,
                                    backend=args.backend, train_log=train_log)
+    if not args.no_baselines:
+        from ganbench.baselines import report
+
+        # Each shipped baseline's samples beside their nearest training images, and its curve.
+        paths.update(report.baseline_figures(mnist, args.out, seed=args.seed, backend=args.backend)[0])
     for name, path in paths.items():
         print(f"{name}: {path}")
     return 0
@@ -131,6 +137,8 @@ def add_parsers(commands, formatter) -> None:
     figures_parser.add_argument("--seed", type=int, default=0, help="noise seed")
     figures_parser.add_argument("--train-log", default=None,
                                 help="a run's train_log.csv for the training curve (default: the one beside --generator)")
+    figures_parser.add_argument("--no-baselines", action="store_true",
+                                help="only the GAN's figures, not those of the Table 1 baselines in results/baselines")
     figures_parser.add_argument("--out", default=f"{DEFAULT_OUT}/figures", help="output folder for the PNGs "
                                 "(`--out results/figures` regenerates the committed figures)")
     figures_parser.add_argument("--backend", default="auto", choices=BACKENDS,
