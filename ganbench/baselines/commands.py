@@ -52,7 +52,7 @@ def export(args) -> int:
     from ganbench import baselines
     from ganbench.baselines import training
 
-    out = Path(args.out) if args.out else baselines.SHIPPED_DIR
+    out = Path(args.out)  # --out results/baselines replaces the shipped weights
     path = training.export(baselines.module(args.model).SPEC, Path(args.run), out, best=args.best)
     print(f"wrote {path} and {out / (args.model + '_' + training.LOG_NAME)}")
     return 0

@@ -54,7 +54,7 @@ def command_export(args) -> int:
     from ganbench.gan.export import export_run
     from ganbench.gan.train import LOG_NAME
 
-    out = Path(args.out or DEFAULT_OUT)
+    out = Path(args.out)
     check_out(out, folder=True)
     export_run(Path(args.run), args.best, out)
     print(f"wrote {out / 'generator.pt'} and {out / LOG_NAME}")
@@ -115,10 +115,10 @@ def add_parsers(commands, formatter) -> None:
     export_parser = commands.add_parser("export", help="ship a run's generator weights and log", formatter_class=formatter)
     export_parser.add_argument("run", help="a `ganbench train --out` folder")
     _add_model_option(export_parser)
-    export_parser.add_argument("--out", default=None,
-                               help=f"folder for generator.pt and train_log.csv (default: {DEFAULT_OUT}; a baseline: "
-                                    "<model>.pt and <model>_train_log.csv in results/baselines); `--out results` "
-                                    "replaces the shipped generator")
+    export_parser.add_argument("--out", default=DEFAULT_OUT,
+                               help="folder for generator.pt and train_log.csv (a baseline: <model>.pt and "
+                                    "<model>_train_log.csv); `--out results` replaces the shipped generator, "
+                                    "`--out results/baselines` a shipped baseline")
     export_parser.add_argument("--best", action="store_true",
                                help="ship the epoch with the highest validation Parzen monitor, not the last one")
     export_parser.set_defaults(handler=command_export)
