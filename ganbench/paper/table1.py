@@ -31,9 +31,12 @@ import torch
 from ganbench import SHIPPED_GENERATOR, atomic, baselines, data
 from ganbench.defaults import (
     KEY_EXACT_TRAINING_COPIES,
+    KEY_MEAN,
     KEY_NEAR_TRAINING_COPIES,
     KEY_SAMPLES_WITH_EXACT_TWIN,
     KEY_SAMPLES_WITH_NEAR_TWIN,
+    KEY_SIGMA,
+    KEY_STANDARD_ERROR,
 )
 from ganbench.errors import GanbenchError
 from ganbench.gan import sampling
@@ -146,7 +149,7 @@ def measure_row(row: str, config: Table1Config, mnist) -> dict:
     score = protocol.evaluate(bank, mnist.valid_x, mnist.test_x, config.protocol, sigma=FIXED_SIGMA.get(row),
                               backend=config.backend, device=config.device)
     tolerance, reason = TOLERANCES[row]
-    return {"mean": score.mean, "standard_error": score.standard_error, "sigma": score.sigma,
+    return {KEY_MEAN: score.mean, KEY_STANDARD_ERROR: score.standard_error, KEY_SIGMA: score.sigma,
             "protocol": ("authors: one chain of 10,000 from test image 0, sigma fixed at 0.20" if row in FIXED_SIGMA
                          else config.protocol),
             "n_test": score.n_test, "n_bank": score.n_bank, "seed": config.seed,

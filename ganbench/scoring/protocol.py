@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ganbench.defaults import CHUNK_ROWS
+from ganbench.defaults import CHUNK_ROWS, KEY_MEAN, KEY_SIGMA, KEY_STANDARD_ERROR
 from ganbench.errors import GanbenchError
 from ganbench.scoring import parzen, streaming
 from ganbench.scoring.banks import Bank, open_bank
@@ -293,7 +293,7 @@ class ParzenScore:
     warning: str | None = None        # what to do about it, also issued as a SigmaAtGridEdgeWarning
 
     def as_dict(self) -> dict:
-        return {"sigma": self.sigma, "mean": self.mean, "standard_error": self.standard_error,
+        return {KEY_SIGMA: self.sigma, KEY_MEAN: self.mean, KEY_STANDARD_ERROR: self.standard_error,
                 "n_test": self.n_test, "n_bank": self.n_bank, "seconds": self.seconds,
                 "backend": self.backend, "device": self.device, "sigma_at_grid_edge": self.sigma_at_grid_edge,
                 "valid_means": {f"{s:.6g}": v for s, v in self.valid_means.items()}}
