@@ -250,9 +250,9 @@ def test_the_process_group_backend_follows_the_scoring_device(monkeypatch):
     assert streaming.process_group_backend(cuda, "reference") == "gloo"  # NumPy on the CPU
     # On a machine with GPUs, what `ganbench parzen --device cpu` under torchrun asks for:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert streaming.scoring_device("cpu", "auto") == cpu
-    assert streaming.scoring_device(None, "torch") == cpu
-    assert streaming.scoring_device(None, "auto").type == "cuda"
+    assert parzen.scoring_device("cpu", "auto") == cpu
+    assert parzen.scoring_device(None, "torch") == cpu
+    assert parzen.scoring_device(None, "auto").type == "cuda"
     chosen = []
     monkeypatch.setattr(torch.cuda, "set_device", lambda index: chosen.append(("set_device", index)))
     monkeypatch.setattr(torch.distributed, "init_process_group", lambda backend, **options: chosen.append(backend))

@@ -34,7 +34,7 @@ def fit(points: np.ndarray, clusters: int, iterations: int = 10, seed: int = 0, 
         raise GanbenchError(f"clusters must be in 1..{len(points)}, got {clusters}")
     rng = np.random.default_rng(seed)
     chosen = rng.choice(len(points), size=clusters, replace=False)
-    target = parzen.scoring_device(device, backend, torch.empty(0))
+    target = parzen.scoring_device(device, backend)
     if backend == "reference":
         target = torch.device("cpu")  # NumPy float64: the points are read on the host
     rows = torch.from_numpy(points).to(target)

@@ -182,15 +182,6 @@ def _git(root: Path, *arguments: str) -> str | None:
     return completed.stdout if completed.returncode == 0 else None
 
 
-def _relative_to_root(path: str) -> str:
-    resolved = Path(path).resolve()
-    return str(resolved.relative_to(ROOT)) if resolved.is_relative_to(ROOT) else path
-
-
-def _from_root(path: str) -> str:
-    return path if Path(path).is_absolute() else str(ROOT / path)
-
-
 def provenance(config: Table1Config, command: list[str]) -> dict:
     commit = (_git(ROOT, "rev-parse", "HEAD") or "").strip() or "unknown"
     status = _git(ROOT, "status", "--porcelain", "--untracked-files=no")
@@ -333,7 +324,7 @@ def write_outputs(result: dict, out_dir: str | Path) -> dict:
 def stored_generator(table: Path, stored: str) -> Path:
     """The generator (or baselines folder) a table1.json names: absolute, or relative to the table's folder."""
     path = table.parent / stored
-    legacy = Path(__file__).resolve().parents[2] / stored
+    legacy = ROOT / stored
     if not path.exists() and legacy.exists():
         return legacy  # tables written by earlier versions stored it relative to the repository
     return path

@@ -302,9 +302,12 @@ def refine_nearest(log_shifted_sums: torch.Tensor, min_sq_distance: torch.Tensor
             torch.where(consistent, exact, min_sq_distance))
 
 
-def scoring_device(device, backend: str, query_tensor: torch.Tensor) -> torch.device:
-    """The device asked for; else the queries' GPU; else CUDA for the backends that want it, else the CPU."""
-    if device is None and query_tensor.device.type == "cuda":
+def scoring_device(device, backend: str, query_tensor: torch.Tensor | None = None) -> torch.device:
+    """The device asked for; else the queries' GPU; else CUDA for the backends that want it, else the CPU.
+
+    Without ``query_tensor`` (host data, as streamed banks, k-means and saved results pass it),
+    the device host arrays are scored on for these options."""
+    if device is None and query_tensor is not None and query_tensor.device.type == "cuda":
         return query_tensor.device
     return resolve_device(device, default=None if backend in ("auto", "triton") else "cpu")
 

@@ -107,7 +107,7 @@ def save(path: str | os.PathLike, result: dict) -> Path:
 
 def resolve(backend: str, device: str | None) -> tuple[str, str]:
     """The backend ``auto`` becomes on this machine, and the device it runs on, in words."""
-    target = parzen.scoring_device(device, backend, torch.empty(0))
+    target = parzen.scoring_device(device, backend)
     if backend == "auto":
         backend = "triton" if target.type == "cuda" else "torch"
     if target.type == "cuda":

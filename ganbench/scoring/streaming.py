@@ -86,7 +86,7 @@ def init_from_environment(timeout_seconds: float = 300.0, *, device=None, backen
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1 or is_distributed():
         return is_distributed()
-    group_backend = process_group_backend(scoring_device(device, backend), backend)
+    group_backend = process_group_backend(parzen.scoring_device(device, backend), backend)
     if group_backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     try:
@@ -103,11 +103,6 @@ def process_group_backend(device: torch.device, scorer_backend: str) -> str:
     machine with GPUs keeps its partials on the CPU, where NCCL cannot reduce them, and the
     reference backend computes in NumPy on the CPU whatever the device."""
     return "nccl" if device.type == "cuda" and scorer_backend != "reference" else "gloo"
-
-
-def scoring_device(device, backend: str) -> torch.device:
-    """The device ``parzen.parzen_pass`` scores host arrays on for these options (its own rule)."""
-    return parzen.scoring_device(device, backend, torch.empty(0))
 
 
 def rank_rows(count: int, chunk_rows: int) -> range:
