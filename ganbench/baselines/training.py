@@ -11,7 +11,6 @@ one bit for bit.
 from __future__ import annotations
 
 import dataclasses
-import io
 import sys
 import time
 from dataclasses import dataclass
@@ -109,12 +108,6 @@ def sample_monitor(sample: Callable) -> Callable:
     return monitor
 
 
-def _serialise(payload: dict) -> bytes:
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    return buffer.getvalue()
-
-
 def save_weights(path: Path, spec: BaselineSpec, model: torch.nn.Module, config, epochs_done: int,
                  dtype: torch.dtype = torch.float32, selection: str | None = None) -> Path:
     """The model's weights (in ``dtype``) and config, without optimiser or RNG state: what ships."""
@@ -123,7 +116,7 @@ def save_weights(path: Path, spec: BaselineSpec, model: torch.nn.Module, config,
                "weights": {k: v.detach().to(dtype).cpu() for k, v in model.state_dict().items()}}
     if selection:
         payload["selection"] = selection
-    return atomic.write_bytes(path, _serialise(payload))
+    return atomic.write_bytes(path, atomic.torch_bytes(payload))
 
 
 def load_model(spec: BaselineSpec, path: str | Path) -> tuple[torch.nn.Module, dict]:
@@ -144,7 +137,7 @@ def load_model(spec: BaselineSpec, path: str | Path) -> tuple[torch.nn.Module, d
 
 
 def _save_checkpoint(path: Path, spec: BaselineSpec, state: RunState, config) -> None:
-    atomic.write_bytes(path, _serialise({
+    atomic.write_bytes(path, atomic.torch_bytes({
         "model": spec.name, "config": dataclasses.asdict(config), "weights": state.model.state_dict(),
         "buffers": state.optimizer.state_dict(), "rng": state.rng.get_state(),
         "epochs_done": state.epochs_done, "log": state.log}))
