@@ -67,6 +67,29 @@ def test_torch_backend_within_derived_float32_bound(shape, rng):
     assert np.all(np.abs(fast - reference) <= bound)
 
 
+def test_torch_cpu_leaves_out_only_negligible_terms(rng, monkeypatch):
+    """The CPU path exponentiates a sigma densely only while over a quarter of its terms count.
+
+    Clustered data make most terms negligible at small sigma (the MNIST case): the test counts
+    the dense passes to see the gathered path run, and holds both paths to the float32 bound
+    (which includes the m e^-40 the left-out terms may weigh) at sizes no block divides."""
+    from ganbench.scoring import partials
+
+    centres = rng.random((9, 13)) * 8
+    x = centres[rng.integers(0, 9, 41)] + 0.05 * rng.normal(size=(41, 13))
+    bank = centres[rng.integers(0, 9, 1033)] + 0.05 * rng.normal(size=(1033, 13))
+    sigmas = np.concatenate([np.logspace(-2, 0.5, 9), [50.0]])
+    reference = parzen.log_likelihood(x, bank, sigmas, backend="reference")
+    dense_passes = []
+    dense = partials._dense_sum
+    monkeypatch.setattr(partials, "_dense_sum", lambda *args: dense_passes.append(1) or dense(*args))
+    fast = parzen.log_likelihood(x, bank, sigmas, backend="torch", device="cpu", query_block=16, bank_block=100)
+    blocks = math.ceil(41 / 16) * math.ceil(1033 / 100)
+    assert blocks <= len(dense_passes) < len(sigmas) * blocks / 2  # the widest sigma is always dense
+    bound = log_likelihood_bound(x, bank, sigmas, block_rows=100)
+    assert np.all(np.abs(fast - reference) <= bound)
+
+
 def test_torch_backend_blocks_do_not_change_the_answer(rng):
     x, bank = rng.random((50, 30)), rng.random((300, 30))
     sigmas = [0.1, 0.5]

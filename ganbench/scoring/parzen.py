@@ -36,12 +36,14 @@ from ganbench.scoring import partials
 from ganbench.scoring.centring import centre_by_bank_mean
 from ganbench.scoring.inputs import as_matrix, as_sigmas
 
-# Blocks sized so a (query block x bank block) float32 tile stays in a CPU core's L2
-# while the GEMM is still large enough to run near peak.
+# CPU blocks: each elementwise step over a tile is one torch call, and below ~1M elements the
+# calls' fixed cost outweighs keeping the tile in cache. Measured on a 2-core AMD EPYC, 10,000 x
+# 10,000 MNIST, 10 sigmas (docs/performance.md): 128 x 1024 2.9x one fp32 matmul, 512 x 1024
+# 2.1x, 2048 x 1024 (8 MB) 1.85x, 4096 x 1024 no better.
 DEFAULTS = {
     "reference_query_block": 512,
     "reference_bank_block": 4096,
-    "torch_query_block": 512,   # 512 x 1024 float32 = 2 MB tiles: in L2, GEMM still near peak
+    "torch_query_block": 2048,
     "torch_bank_block": 1024,
     # On a GPU, fewer and larger launches: a 4096 x 16384 float32 tile is 256 MB.
     "torch_cuda_query_block": 4096,
@@ -388,7 +390,7 @@ def _torch_pass(query, bank, grid, device, query_block, bank_block) -> partials.
                                              bank_norms[bank_start:bank_start + len(samples)],
                                              out=tile[:rows, :len(samples)])
                 partials.accumulate(running, distances, scales, bank_start, shifted[:rows, :len(samples)],
-                                    term[:rows, :len(samples)])
+                                    term[:rows, :len(samples)], skip_negligible=device.type == "cpu")
             minima.append(running.min_sq_distance)
             nearest.append(running.nearest_index)
             sums.append(running.shifted_sums)
