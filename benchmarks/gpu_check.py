@@ -28,6 +28,7 @@ Writes a JSON with the device, driver, versions, every time and ratio; prints a 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -50,6 +51,7 @@ from ganbench import SHIPPED_GENERATOR  # noqa: E402
 from ganbench.data import load_mnist  # noqa: E402
 from ganbench.gan import sampling  # noqa: E402
 from ganbench.paper import kmeans  # noqa: E402
+from ganbench.paper.peers import naive_peer, run_isolated  # noqa: E402
 from ganbench.scoring import parzen  # noqa: E402
 
 PAPER_GRID = np.logspace(-1, 0, 10)
@@ -315,13 +317,6 @@ def float64_log_sum_exp(queries: torch.Tensor, bank: torch.Tensor, sigmas, block
     return torch.cat(pieces, dim=1).cpu().numpy()
 
 
-def naive_peer(queries: torch.Tensor, bank: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
-    """What a user writes without ganbench: norms + matmul, clamp, logsumexp over a sigma broadcast."""
-    distances = (queries * queries).sum(1)[:, None] + (bank * bank).sum(1)[None, :] - 2.0 * queries @ bank.T
-    distances = distances.clamp(min=0.0)
-    return torch.logsumexp(-distances[None] / (2.0 * sigmas[:, None, None] ** 2), dim=2)
-
-
 def target_inputs(run: TargetRun, mnist) -> dict:
     """MNIST test images (8-bit) and samples of the shipped generator, as NumPy arrays and device tensors."""
     generator, _ = sampling.load_generator(SHIPPED_GENERATOR)
@@ -442,6 +437,17 @@ def peer_targets(run: TargetRun, inputs: dict) -> None:
     measure(run, section, "naive_peer_first_call_s (compile included)",
             lambda: wall_time(run, lambda: peer(queries, bank, sigmas)))
     measure(run, section, "naive_peer_sixteen_sigmas_s", lambda: run_time(run, lambda: peer(queries, bank, sigmas)))
+    if importlib.util.find_spec("pykeops") is None:
+        section["keops_sixteen_sigmas"] = "not installed"
+        return
+
+    def keops() -> dict | str:
+        # In a child process: a crash (KeOps 2.3 took a SIGSEGV generating d = 784 code) is a result.
+        outcome = run_isolated("keops", inputs["queries"], inputs["bank"], TARGET_GRID, device=str(run.device),
+                               repeats=run.repeats)
+        return outcome.get("status") or {key: outcome[key] for key in ("seconds", "first_call_seconds")}
+
+    measure(run, section, "keops_sixteen_sigmas", keops)
 
 
 def summarise_targets(report: dict) -> dict:

@@ -411,7 +411,8 @@ def test_bench_reports_a_missing_comparison_once(monkeypatch):
     monkeypatch.setattr(bench, "protocol_end_to_end", lambda *args, **kwargs: {
         "ganbench_seconds": 1.0, "authors_seconds_scaled": 2.0, "speedup": 2.0})
     cases = [bench.BenchCase(12, 17, 3, 1), bench.BenchCase(12, 17, 3, 2)]
-    report = bench.run_report(cases, types.SimpleNamespace(train_x=np.zeros((1, 3))), "cpu", 1, "ganbench bench")
+    report = bench.run_report(cases, types.SimpleNamespace(train_x=np.zeros((1, 3))), "cpu", 1, "ganbench bench",
+                              peers=False)
     statuses = [row for row in report["rows"] + report.get("unavailable", []) if "status" in row]
     assert sorted(row["method"] for row in statuses) == ["KeOps", "scikit-learn KernelDensity"]
     assert bench.format_report(report).count("not installed") == 2

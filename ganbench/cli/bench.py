@@ -18,7 +18,7 @@ def command_bench(args) -> int:
         check_out(args.out, folder=False)
     cases = bench.QUICK_CASES if args.quick else bench.DEFAULT_CASES
     report = bench.run_report(cases, data.load_mnist(args.data_dir), device, args.repeats,
-                              " ".join(["ganbench"] + sys.argv[1:]))
+                              " ".join(["ganbench"] + sys.argv[1:]), peers=not args.no_peers)
     if args.out:
         atomic.write_text(args.out, json.dumps(report, indent=2) + "\n")
     if args.json:
@@ -32,6 +32,8 @@ def add_parsers(commands, formatter) -> None:
     bench_parser = commands.add_parser("bench", help="throughput of the scorer beside the alternatives",
                                        formatter_class=formatter)
     bench_parser.add_argument("--quick", action="store_true", help="only the 1,000 x 1,000 cases")
+    bench_parser.add_argument("--no-peers", action="store_true",
+                              help="leave out the torch.compile'd naive code and KeOps (each compiles on first use)")
     bench_parser.add_argument("--repeats", type=int, default=3, help="timed repeats per method (median)")
     bench_parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     bench_parser.add_argument("--out", default=None, help="write the JSON report here (e.g. results/bench-cpu.json)")

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ganbench.machine import machine_info  # noqa: F401  (re-exported for benchmarks/)
+from ganbench.paper import peers as peer_processes
 from ganbench.scoring import parzen, protocol
 
 
@@ -82,7 +83,9 @@ def _data(case: BenchCase, seed: int = 0):
 
 
 def run_case(case: BenchCase, device: str = "cpu", repeats: int = 3, authors_slice: int = 10,
-             include_reference_timing: bool = True) -> list[dict]:
+             include_reference_timing: bool = True, peers: bool = True) -> list[dict]:
+    """Every method on one case; ``peers`` adds the torch.compile'd naive code and KeOps (when
+    installed), each in a child process (``ganbench.paper.peers``)."""
     x, bank, sigmas = _data(case)
     started = time.perf_counter()
     reference = parzen.log_likelihood(x, bank, sigmas, backend="reference")
@@ -113,8 +116,10 @@ def run_case(case: BenchCase, device: str = "cpu", repeats: int = 3, authors_sli
                np.abs(authors - reference[:, :len(piece)]).max())
     rows.append(row)
     rows.extend(_optional_rows(case, x, bank, sigmas, reference, floor))
+    if peers:
+        rows.extend(peer_rows(case, x, bank, sigmas, reference, floor, device, repeats))
     rows.append(_row(case, "float32 matmul (floor)", floor, floor, float("nan")))
-    fastest = min(r["seconds"] for r in rows if r["method"].startswith("ganbench"))
+    fastest = min(r["seconds"] for r in rows if r["method"].startswith("ganbench") and "seconds" in r)
     for r in rows:
         if "seconds" in r:
             r["ratio_to_ganbench"] = r["seconds"] / fastest
@@ -136,6 +141,36 @@ def _optional_rows(case, x, bank, sigmas, reference, floor) -> list[dict]:
         scaled = (time.perf_counter() - started) * case.n / len(piece)
         rows.append(_row(case, f"scikit-learn KernelDensity ({len(piece)} queries timed, scaled)", scaled, floor,
                          np.abs(scores - reference[:, :len(piece)]).max()))
+    return rows
+
+
+KEOPS_TIMED_PAIRS = 1_000_000
+
+
+def peer_rows(case, x, bank, sigmas, reference, floor, device: str, repeats: int) -> list[dict]:
+    """The compiled naive code and KeOps: a timed row each, or a row with the status of its failure
+    (a crash is a result). ``first_call_seconds`` includes compiling."""
+    rows = []
+    for name in ("compiled", "keops"):
+        if not peer_processes.available(name):
+            continue  # listed once by unavailable_methods
+        print(f"ganbench: running {peer_processes.PEERS[name]} in a child process", file=sys.stderr)
+        # KeOps on the CPU runs ~10^6 pairs per sigma a second: timed on a slice of the queries
+        # and scaled linearly, as the authors' method is (its cost is exactly linear in n).
+        rows_timed = len(x) if name != "keops" else max(1, min(len(x), KEOPS_TIMED_PAIRS // len(bank)))
+        method = peer_processes.PEERS[name]
+        if rows_timed < len(x):
+            method += f" ({rows_timed} queries timed, scaled)"
+        outcome = peer_processes.run_isolated(name, x[:rows_timed], bank, sigmas, device=device, repeats=repeats)
+        if "status" in outcome:
+            rows.append({"method": method, "n": case.n, "m": case.m, "d": case.d,
+                         "sigmas": case.sigmas, "status": outcome["status"]})
+            continue
+        scale = len(x) / rows_timed
+        row = _row(case, method, outcome["seconds"] * scale, floor,
+                   np.abs(outcome["values"] - reference[:, :rows_timed]).max())
+        row["first_call_seconds"] = outcome["first_call_seconds"]
+        rows.append(row)
     return rows
 
 
@@ -175,15 +210,15 @@ def protocol_end_to_end(mnist, bank: np.ndarray, device: str = "cpu", authors_sl
 
 QUICK_CASES = DEFAULT_CASES[:2]  # the 1,000 x 1,000 cases
 TABLE_COLUMNS = ["method", "n", "m", "sigmas", "seconds", "pairs_per_second", "gemm_gflops", "ratio_to_matmul",
-                 "ratio_to_ganbench", "max_abs_error_nats"]
+                 "ratio_to_ganbench", "max_abs_error_nats", "first_call_seconds"]
 
 
-def run_report(cases: list[BenchCase], mnist, device: str, repeats: int, command: str) -> dict:
+def run_report(cases: list[BenchCase], mnist, device: str, repeats: int, command: str, peers: bool = True) -> dict:
     """Every case, then the paper protocol end to end on MNIST, with the machine they ran on."""
     rows = []
     for case in cases:
         print(f"ganbench: benchmarking n={case.n} m={case.m} d={case.d} sigmas={case.sigmas}", file=sys.stderr)
-        rows.extend(run_case(case, device=device, repeats=repeats))
+        rows.extend(run_case(case, device=device, repeats=repeats, peers=peers))
     end_to_end = protocol_end_to_end(mnist, mnist.train_x[:10_000], device=device)
     return {"machine": machine_info(), "device": device, "rows": rows, "unavailable": unavailable_methods(),
             "paper_protocol": end_to_end, "command": command}
@@ -194,7 +229,9 @@ def format_report(report: dict) -> str:
     import pandas as pd
 
     frame = pd.DataFrame([row for row in report["rows"] if "seconds" in row])
-    lines = [frame[TABLE_COLUMNS].to_string(index=False, float_format=lambda v: f"{v:.4g}")]
+    lines = [frame.reindex(columns=TABLE_COLUMNS).to_string(index=False, float_format=lambda v: f"{v:.4g}")]
+    lines.extend(f"{row['method']} (n={row['n']} m={row['m']} sigmas={row['sigmas']}): {row['status']}"
+                 for row in report["rows"] if "status" in row)
     lines.extend(f"{row['method']}: {row['status']}" for row in report["unavailable"])
     end_to_end = report["paper_protocol"]
     lines.append(f"paper protocol end to end: ganbench {end_to_end['ganbench_seconds']:.2f} s, authors' method "

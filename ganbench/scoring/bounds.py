@@ -36,7 +36,8 @@ times (the subtraction, the scale, the product: a term e^-a off by 3u a, weighte
 <= e^-a, and sum_j 3u a_j e^-a_j <= 3u m / e); 2 for the exponential (CUDA's exp2 is within
 2 ulp); and 2 (m / e + m) for moving the running sum to each new minimum: a rescaling by e^-x
 is off by 2u x + 2u, so a term rescaled by X in all is off by 2u X plus 2u per rescaling, its
-weight is <= e^-X, and there is at most one rescaling per row. L = 3m + 5m / e + 2.
+weight is <= e^-X, and there is at most one rescaling per row. L = 3m + 5m / e + 2. On the CPU
+the torch backend leaves out terms below e^-40 of the running minimum's: m e^-40 more.
 Chunks are merged in float64, exactly up to far smaller rounding, and lse of the merge is
 again 1-Lipschitz, so the worst chunk bounds the whole bank.
 
@@ -53,6 +54,7 @@ import numpy as np
 from ganbench.defaults import CHUNK_ROWS
 from ganbench.errors import GanbenchError
 from ganbench.scoring.banks import Bank
+from ganbench.scoring.partials import NEGLIGIBLE_EXPONENT
 
 UNIT_ROUNDOFF = {"float64": 2.0**-53, "float32": 2.0**-24, "tf32x3": 2.0**-24}
 ARITHMETICS = tuple(UNIT_ROUNDOFF)
@@ -92,6 +94,13 @@ def sum_coefficient(rows: int) -> float:
     return additions + exponents + exponential + rescalings
 
 
+def left_out_terms(rows: int, arithmetic: str) -> float:
+    """The CPU torch path leaves out terms below e^-40 of the running minimum's
+    (``ganbench.scoring.partials.accumulate``): at most rows e^-40 relative to the shifted sum,
+    so that much in the log. The float64 reference and the kernels keep every term."""
+    return rows * math.exp(-NEGLIGIBLE_EXPONENT) if arithmetic == "float32" else 0.0
+
+
 def centred_norms(queries: list[np.ndarray], bank: Bank, chunk_rows: int = CHUNK_ROWS) -> tuple[list[np.ndarray], int]:
     """N per query row (the worst chunk's ||x - c||^2 + max ||s - c||^2) and the largest chunk's rows.
 
@@ -115,7 +124,7 @@ def per_image_bound(norms: np.ndarray, sigma: float, arithmetic: str, dimension:
     """|path - exact| per image of log p at ``sigma``, for images with the given N (``centred_norms``)."""
     unit = UNIT_ROUNDOFF[arithmetic]
     return (distance_coefficient(arithmetic, dimension) * unit * np.asarray(norms) / (2.0 * sigma**2)
-            + sum_coefficient(rows) * unit)
+            + sum_coefficient(rows) * unit + left_out_terms(rows, arithmetic))
 
 
 def mean_bound(norms: np.ndarray, sigma: float, arithmetic: str, dimension: int, rows: int) -> float:

@@ -148,6 +148,8 @@ def accumulate(running: BankPartial, sq_distances, scales, index_offset: int, sh
     # Old sums move to the new shift (factor <= 1; exactly 0 while the old min is +inf).
     running.shifted_sums.mul_(torch.exp(-(running.min_sq_distance - new_min)[None, :] * scales[:, None]))
     running.min_sq_distance.copy_(new_min)
+    if not len(scales):
+        return  # nearest neighbours only (k-means, memorisation): no shifted distances needed
     torch.sub(sq_distances, new_min[:, None], out=shifted)  # >= 0, shared by every sigma
     if not skip_negligible:
         for k in range(len(scales)):
