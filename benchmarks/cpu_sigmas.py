@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,17 +18,8 @@ import torch
 from ganbench import atomic
 from ganbench.data import load_mnist
 from ganbench.machine import machine_info
+from ganbench.paper.bench import median_seconds
 from ganbench.scoring import partials, parzen
-
-
-def median_seconds(function, repeats: int) -> float:
-    function()  # warm-up
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - started)
-    return float(np.median(times))
 
 
 def every_term_exponentiated(*args, **kwargs):
