@@ -57,8 +57,8 @@ import numpy as np
 import torch
 import triton
 import triton.language as tl
+from ganbench.kernels import partial_tiles, parzen_lse, parzen_operands
 from ganbench.kernels import parzen_int8_operands as operands
-from ganbench.kernels import parzen_lse, parzen_operands
 
 from ganbench.errors import GanbenchError
 from ganbench.scoring import partials
@@ -155,11 +155,8 @@ def _parzen_int8_kernel(
             distances = query_terms[:, None] + bank_terms[None, :] - 2 * products   # E, exact int64
             distances = tl.where(column_ok[None, :], distances, NOT_A_DISTANCE)
 
-            block_min = tl.min(distances, axis=1)
-            block_index = tl.argmin(distances, axis=1, tie_break_left=True)
-            new_min = tl.minimum(running_min, block_min)
-            # Strictly smaller only: an equal distance in a later block keeps the lower index.
-            running_index = tl.where(block_min < running_min, bank_start + block_index, running_index)
+            block_min, new_min, running_index = partial_tiles.fold_row_minima(distances, running_min, running_index,
+                                                                              bank_start)
             if NUM_SIGMAS > 0:
                 # Exact integer differences, rounded once to float32 for the exponentials.
                 shifted = (new_min[:, None] - distances).to(tl.float32)   # <= 0, shared by every sigma
@@ -178,11 +175,8 @@ def _parzen_int8_kernel(
                 sums = moved
             running_min = new_min
 
-    out_rows = split * n_queries + rows
-    tl.store(min_out_ptr + out_rows, running_min, mask=row_ok)
-    tl.store(index_out_ptr + out_rows, running_index, mask=row_ok)
-    for sigma in tl.static_range(NUM_SIGMAS):
-        tl.store(sums_out_ptr + (split * NUM_SIGMAS + sigma) * n_queries + rows, sums[sigma], mask=row_ok)
+    partial_tiles.store_partials(min_out_ptr, index_out_ptr, sums_out_ptr, split, n_queries, rows, row_ok,
+                                 running_min, running_index, sums, NUM_SIGMAS)
 
 
 # Candidate tiles (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages). While the K loop runs, the four
@@ -206,16 +200,10 @@ def _prune_configs(configs, named_args, **kwargs):
             <= FOUR_DIGIT_ELEMENTS_PER_THREAD * 32 * config.num_warps]
 
 
-def _autotune_configs():
-    return [triton.Config({"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k},
-                          num_warps=warps, num_stages=stages)
-            for block_m, block_n, block_k, warps, stages in TUNING_CANDIDATES]
-
-
 # Keyed on rounded sizes, and cache_results keeps the choice on disk: a new n or m in the same
 # power-of-two range reuses the tuned tile, in this process and the next.
 _parzen_int8_autotuned = triton.autotune(
-    configs=_autotune_configs(),
+    configs=partial_tiles.autotune_configs(TUNING_CANDIDATES),
     key=["query_bucket", "bank_bucket", "width", "NUM_SIGMAS", "DIGITS", "CORRECTION"],
     prune_configs_by={"early_config_prune": _prune_configs},
     cache_results=True)(_parzen_int8_kernel)
@@ -285,10 +273,6 @@ def check_tiles(blocks: dict, width: int) -> None:
         raise GanbenchError(f"BLOCK_K = {blocks['BLOCK_K']} must divide the operand width {width}")
 
 
-def _bucket(count: int) -> int:
-    return 1 << max(count - 1, 0).bit_length()
-
-
 def parzen_int8_launch(query: torch.Tensor, bank: torch.Tensor, query_terms: torch.Tensor, bank_terms: torch.Tensor,
                        sigmas, *, n_queries: int, n_bank: int, width: int, digits: int, correction: bool,
                        rows_per_split: int | None = None, blocks: dict | None = None):
@@ -338,7 +322,7 @@ def parzen_int8_launch(query: torch.Tensor, bank: torch.Tensor, query_terms: tor
     sums_out = torch.empty(splits, grid_sigmas.size, n_queries, dtype=torch.float64, device=device)
     arguments = (query, bank, query_terms, bank_terms, scale32, scale64, min_out, index_out, sums_out,
                  n_queries, n_bank, width, rows_per_split, query.stride(0), bank.stride(0),
-                 _bucket(n_queries), _bucket(n_bank))
+                 partial_tiles.bucket(n_queries), partial_tiles.bucket(n_bank))
     meta = {"NUM_SIGMAS": grid_sigmas.size, "DIGITS": digits, "CORRECTION": bool(correction)}
     if blocks is None and not INTERPRETED:
         grid = lambda config: (triton.cdiv(n_queries, config["BLOCK_M"]), splits)  # noqa: E731

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 import triton
 import triton.language as tl
-from ganbench.kernels import parzen_operands
+from ganbench.kernels import partial_tiles, parzen_operands
 
 from ganbench.errors import GanbenchError
 from ganbench.scoring import partials
@@ -49,7 +49,7 @@ INTERPRETER_BLOCKS = {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 32}
 BANK_PIECE_ROWS = 1 << 20  # bank rows per launch: the tf32x3 operand of a piece is ~10 GB at d = 784
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["query_bucket", "bank_bucket"])
 def _parzen_lse_kernel(
     # pointers
     query_ptr, bank_ptr, query_norm_ptr, bank_norm_ptr, scale_ptr,
@@ -58,6 +58,8 @@ def _parzen_lse_kernel(
     n_queries, n_bank, width, rows_per_split,
     # row strides (columns are contiguous)
     stride_query_row, stride_bank_row,
+    # the autotuning key only: n and m rounded up to a power of two, so a new size does not re-tune
+    query_bucket, bank_bucket,
     # meta-parameters
     NUM_SIGMAS: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
@@ -117,11 +119,8 @@ def _parzen_lse_kernel(
             distances = tl.maximum(query_norm[:, None] + bank_norm[None, :] + 2.0 * minus_dots, 0.0)
             distances = tl.where(column_ok[None, :], distances, float("inf"))  # (BLOCK_M, BLOCK_N)
 
-            block_min = tl.min(distances, axis=1)
-            block_index = tl.argmin(distances, axis=1, tie_break_left=True)
-            new_min = tl.minimum(running_min, block_min)
-            # Strictly smaller only: an equal distance in a later block keeps the lower index.
-            running_index = tl.where(block_min < running_min, bank_start + block_index, running_index)
+            block_min, new_min, running_index = partial_tiles.fold_row_minima(distances, running_min, running_index,
+                                                                              bank_start)
             # Old sums move to the new shift (factor <= 1; 0 on the first block, where the old min is inf).
             drop = new_min - running_min
             shifted = new_min[:, None] - distances  # <= 0, shared by every sigma
@@ -132,11 +131,8 @@ def _parzen_lse_kernel(
             sums = moved
             running_min = new_min
 
-    out_rows = split * n_queries + rows
-    tl.store(min_out_ptr + out_rows, running_min, mask=row_ok)
-    tl.store(index_out_ptr + out_rows, running_index, mask=row_ok)
-    for sigma in tl.static_range(NUM_SIGMAS):
-        tl.store(sums_out_ptr + (split * NUM_SIGMAS + sigma) * n_queries + rows, sums[sigma], mask=row_ok)
+    partial_tiles.store_partials(min_out_ptr, index_out_ptr, sums_out_ptr, split, n_queries, rows, row_ok,
+                                 running_min, running_index, sums, NUM_SIGMAS)
 
 
 # Candidate tiles, few enough to tune in seconds: (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages).
@@ -150,12 +146,6 @@ TUNING_CANDIDATES = [
     (64, 128, 32, 4, 4), (64, 128, 64, 4, 3), (128, 64, 32, 4, 4),
 ]
 BLOCK_NAMES = ("BLOCK_M", "BLOCK_N", "BLOCK_K")
-
-
-def _autotune_configs():
-    return [triton.Config({"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k},
-                          num_warps=warps, num_stages=stages)
-            for block_m, block_n, block_k, warps, stages in TUNING_CANDIDATES]
 
 
 def check_tiles(blocks: dict) -> None:
@@ -174,15 +164,16 @@ def check_tiles(blocks: dict) -> None:
 
 # The largest tile of any candidate: operands are padded to it when the kernel autotunes.
 MAX_BLOCKS = {name: max(candidate[index] for candidate in TUNING_CANDIDATES) for index, name in enumerate(BLOCK_NAMES)}
-for _config in _autotune_configs():
+for _config in partial_tiles.autotune_configs(TUNING_CANDIDATES):
     check_tiles(_config.kwargs)  # a bad candidate fails at import, not as an out-of-bounds read on some GPU
 check_tiles(MAX_BLOCKS)
 check_tiles(INTERPRETER_BLOCKS)
 
-# cache_results: the chosen tile is stored in Triton's cache, so only a process's first call
-# with a new shape pays for tuning (about a minute on an H200).
-_parzen_lse_autotuned = triton.autotune(configs=_autotune_configs(),
-                                        key=["n_queries", "n_bank", "width", "NUM_SIGMAS"],
+# Keyed on sizes rounded up to powers of two, and cache_results stores the chosen tile in Triton's
+# cache: only the first call with a new size range, in any process, pays for tuning (about a
+# minute on an H200).
+_parzen_lse_autotuned = triton.autotune(configs=partial_tiles.autotune_configs(TUNING_CANDIDATES),
+                                        key=["query_bucket", "bank_bucket", "width", "NUM_SIGMAS"],
                                         cache_results=True)(_parzen_lse_kernel)
 
 
@@ -265,7 +256,8 @@ def parzen_lse_launch(query: torch.Tensor, bank: torch.Tensor, query_norms: torc
     index_out = torch.empty(splits, n_queries, dtype=torch.int32, device=device)
     sums_out = torch.empty(splits, num_sigmas, n_queries, dtype=torch.float32, device=device)
     arguments = (query, bank, query_norms, bank_norms, scales, min_out, index_out, sums_out,
-                 n_queries, n_bank, query.shape[1], rows_per_split, query.stride(0), bank.stride(0))
+                 n_queries, n_bank, query.shape[1], rows_per_split, query.stride(0), bank.stride(0),
+                 partial_tiles.bucket(n_queries), partial_tiles.bucket(n_bank))
     meta = {"NUM_SIGMAS": num_sigmas, "PRECISION": dot_precision}
     if blocks is MAX_BLOCKS and not INTERPRETED:
         grid = lambda config: (triton.cdiv(n_queries, config["BLOCK_M"]), splits)  # noqa: E731

@@ -7,7 +7,7 @@ bound derived in kernels/parzen_int8.py (``per_point_bound``, evaluated at the t
 import numpy as np
 import pytest
 import torch
-from ganbench.kernels import parzen_int8, parzen_lse
+from ganbench.kernels import partial_tiles, parzen_int8, parzen_lse
 from ganbench.kernels import parzen_int8_operands as operands
 
 from ganbench import SHIPPED_GENERATOR
@@ -272,10 +272,13 @@ def test_launcher_rejects_bad_tiles_and_arguments(rng):
 
 
 def test_autotuning_is_keyed_on_rounded_sizes_and_prunes_spilling_tiles():
-    assert [parzen_int8._bucket(n) for n in (1, 2, 3, 1000, 1024, 1025)] == [1, 2, 4, 1024, 1024, 2048]
+    assert [partial_tiles.bucket(n) for n in (1, 2, 3, 1000, 1024, 1025)] == [1, 2, 4, 1024, 1024, 2048]
     assert "query_bucket" in parzen_int8._parzen_int8_autotuned.keys
     assert "n_queries" not in parzen_int8._parzen_int8_autotuned.keys
-    configs = parzen_int8._autotune_configs()
+    # The float32 kernel too: a new n or m in the same power-of-two range reuses its tuned tile.
+    assert "query_bucket" in parzen_lse._parzen_lse_autotuned.keys
+    assert "n_queries" not in parzen_lse._parzen_lse_autotuned.keys
+    configs = partial_tiles.autotune_configs(parzen_int8.TUNING_CANDIDATES)
     four = parzen_int8._prune_configs(configs, {}, DIGITS=4)
     assert 0 < len(four) < len(configs) == len(parzen_int8._prune_configs(configs, {}, DIGITS=1))
     assert all(c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= 16 * 32 * c.num_warps for c in four)
@@ -297,7 +300,7 @@ COMPILE_FOR_SM90 = """
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-from ganbench.kernels import parzen_int8, parzen_int8_operands as operands
+from ganbench.kernels import parzen_int8, parzen_lse, parzen_int8_operands as operands
 
 def compile_for_sm90(kernel, signature, constexprs, attrs=None, **options):
     signature = dict(signature, **{name: "constexpr" for name in constexprs})
@@ -320,13 +323,20 @@ for query in (True, False):
                       "extended_ptr": "*i32",
                       **dict.fromkeys(["count", "dim", "width", "stride_rows", "stride_out"], "i32")},
                      {"QUERY": query, **tile}, num_warps=operands.GPU_TILE["num_warps"])
+lse_pointers = dict(zip(["query_ptr", "bank_ptr", "query_norm_ptr", "bank_norm_ptr", "scale_ptr", "min_out_ptr",
+                         "index_out_ptr", "sums_out_ptr"], ["*fp32"] * 6 + ["*i32", "*fp32"]))
+for precision in ("tf32x3", "ieee"):
+    compile_for_sm90(parzen_lse._parzen_lse_kernel, {**lse_pointers, **dict.fromkeys(sizes, "i32")},
+                     {"NUM_SIGMAS": 16, "PRECISION": precision, "BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 32},
+                     num_warps=8, num_stages=3)
 print("compiled")
 """
 
 
 def test_kernels_compile_for_a_gpu_without_one():
     """What the interpreter lets through and the GPU compiler does not (a global that is not constexpr):
-    both int8 kernels compiled to sm_90 machine code, offline, in a process without TRITON_INTERPRET."""
+    the int8 kernels and the float32 one (with the jit helpers they share) compiled to sm_90 machine
+    code, offline, in a process without TRITON_INTERPRET."""
     import os
     import subprocess
     import sys
