@@ -21,13 +21,14 @@ from ganbench.baselines.training import (
     BaselineSpec,
     MomentumBuffers,
     RunState,
+    SampledRunConfig,
     first_training_images,
     sample_monitor,
 )
 
 
 @dataclass
-class CAEConfig:
+class CAEConfig(SampledRunConfig):
     """A standard 2-layer stacked CAE (the source gives no sizes or schedule; see the module doc)."""
     hidden: tuple[int, int] = (500, 500)
     layer1_epochs: int = 10             # epochs of the first CAE; the rest train the second
@@ -35,12 +36,6 @@ class CAEConfig:
     contraction: float = 0.1            # lambda of ||J||_F^2
     learning_rate: float = 0.01
     momentum: float = 0.9
-    batch_size: int = 100
-    seed: int = 0
-    train_subset: int | None = None
-    monitor_samples: int = 1_000
-    monitor_valid: int = 1_000
-    monitor_sigma: float = 0.2
 
 
 class CAE(torch.nn.Module):

@@ -23,6 +23,7 @@ from ganbench.baselines.training import (
     BaselineSpec,
     MomentumBuffers,
     RunState,
+    SampledRunConfig,
     bernoulli,
     first_training_images,
     sample_monitor,
@@ -30,7 +31,7 @@ from ganbench.baselines.training import (
 
 
 @dataclass
-class DBNConfig:
+class DBNConfig(SampledRunConfig):
     """A standard 2-layer DBN (the source gives no sizes or schedule; see the module doc)."""
     hidden: tuple[int, int] = (500, 500)
     layer1_epochs: int = 10             # epochs of the first RBM; the rest train the top RBM
@@ -41,13 +42,7 @@ class DBNConfig:
     momentum_switch: int = 5
     top_momentum: float = 0.5           # top RBM (PCD): at 0.9 its reconstruction error went 9 -> 52 in one epoch
     weight_decay: float = 2e-4
-    batch_size: int = 100
     persistent_chains: int = 100        # PCD fantasy particles of the top RBM
-    seed: int = 0
-    train_subset: int | None = None
-    monitor_samples: int = 1_000
-    monitor_valid: int = 1_000
-    monitor_sigma: float = 0.2
 
 
 class RBM(torch.nn.Module):

@@ -96,6 +96,17 @@ def first_training_images(config, data) -> np.ndarray:
     return data.train_x[:config.train_subset] if config.train_subset else data.train_x
 
 
+@dataclass
+class SampledRunConfig:
+    """The fields every baseline monitored through its sampler shares (DBN, CAE; ``sample_monitor``)."""
+    batch_size: int = 100
+    seed: int = 0
+    train_subset: int | None = None     # first N training images (tests)
+    monitor_samples: int = 1_000        # validation monitor: this many samples ...
+    monitor_valid: int = 1_000          # ... scored on the first 1,000 validation images ...
+    monitor_sigma: float = 0.2          # ... at this sigma
+
+
 def sample_monitor(sample: Callable) -> Callable:
     """A validation monitor from a sampler: Parzen at ``config.monitor_sigma`` of the first
     ``config.monitor_valid`` validation images under ``config.monitor_samples`` samples."""
