@@ -9,11 +9,10 @@ import torch
 from ganbench.defaults import DEFAULT_PRECISION
 from ganbench.devices import resolve_device
 from ganbench.errors import GanbenchError
-from ganbench.scoring import parzen
+from ganbench.scoring import bounds, parzen
 from ganbench.scoring.centring import centre_by_bank_mean
 from ganbench.scoring.inputs import as_matrix
 
-UNIT_ROUNDOFF_FLOAT32 = 2.0 ** -24
 # Query-candidate pairs whose float64 distance is computed at once (pairs x dimension float64:
 # 8192 x 784 is 51 MB), so a data set full of near-ties costs time, never unbounded memory.
 EXACT_PAIRS_AT_ONCE = 8192
@@ -55,21 +54,14 @@ def nearest(queries, reference, k: int = 1, *, backend: str = "auto", device=Non
 def _candidate_margins(query_norms: torch.Tensor, reference_norm_max: float, dimension: int) -> torch.Tensor:
     """Per query, a bound E on |D_float32 - D| for every reference point (float64, on the queries' device).
 
-    With u = 2^-24, A = ||x - m||^2 and B = ||s - m||^2 for the bank mean m (the centred norms):
-    - centring rounds each coordinate once, x_c = (x - m)(1 + delta), |delta| <= u, so the
-      difference vector moves by e with ||e|| <= u (||x - m|| + ||s - m||) and the distance by
-      2 ||x - s|| ||e|| + ||e||^2 <= (4u + 2u^2)(A + B);
-    - the norms are float64 sums rounded once to float32: u A and u B;
-    - ||x||^2 + ||s||^2 - 2 x.s is a sum of d + 2 terms whose absolute values add up to at most
-      A + B + 2 sum |x_k s_k| <= 2 (A + B), so in any order (BLAS blocking, FMA) it is off by
-      at most gamma_{d+2} 2 (A + B), gamma_n = n u / (1 - n u) (Higham, Accuracy and Stability
-      of Numerical Algorithms, Eq. 3.5); clamping at 0 only moves it towards the true D >= 0.
-    So |D_32 - D| <= (2 gamma_{d+2} + 6u)(A + B), times 1 + 2^-10 for the second-order terms
-    (A and B here are read from the rounded centred values).
+    The float32 GEMM form here is the Parzen pass's (centred by the bank mean m, norms summed in
+    float64 and rounded once, clamped at 0), so its error is the one ``ganbench.scoring.bounds``
+    derives for every float32 path, in any summation order: K u (A + B) with K = gamma_d / u + 9,
+    A = ||x - m||^2 and B = max ||s - m||^2. A and B are read from the rounded centred values
+    (each off by at most (2u + u^2) of itself), hence the factor 1 + 2^-10.
     """
-    steps = (dimension + 2) * UNIT_ROUNDOFF_FLOAT32
-    factor = (2 * steps / (1 - steps) + 6 * UNIT_ROUNDOFF_FLOAT32) * (1 + 2.0 ** -10)
-    return factor * (query_norms + reference_norm_max)
+    coefficient = bounds.distance_coefficient("float32", dimension) * bounds.UNIT_ROUNDOFF["float32"]
+    return coefficient * (1 + 2.0 ** -10) * (query_norms + reference_norm_max)
 
 
 def _top_k(queries, reference, k, device, query_block, reference_block):
