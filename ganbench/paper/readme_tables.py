@@ -1,6 +1,6 @@
-"""The README's speed tables, rendered from the committed benchmark JSON, never typed by hand.
+"""The README's tables (Table 1, speed), rendered from the committed JSON in results/, never typed by hand.
 
-`python -m ganbench.paper.bench_tables` rewrites every section of README.md that lies between
+`python -m ganbench.paper.readme_tables` rewrites every section of README.md that lies between
 ``<!-- begin NAME -->`` and ``<!-- end NAME -->`` from results/; the test suite renders them
 again and fails when the README and the JSON disagree.
 """
@@ -12,9 +12,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+TABLE1_RESULT = "table1.json"              # ganbench reproduce table1 --out results
 CPU_REPORT = "bench-cpu.json"              # ganbench bench --out results/bench-cpu.json
 GPU_REPORT = "bench-gpu-NVIDIA-H200.json"  # python benchmarks/gpu_check.py on an H200
-SECTION = re.compile(r"(<!-- begin (?P<name>[a-z-]+) -->\n)(?P<body>.*?)(<!-- end (?P=name) -->)", re.DOTALL)
+SECTION = re.compile(r"(<!-- begin (?P<name>[a-z0-9-]+) -->\n)(?P<body>.*?)(<!-- end (?P=name) -->)", re.DOTALL)
 CPU_ORDER = ("ganbench torch", "float32 matmul", "torch.compile'd naive", "torch cdist", "float64 NumPy reference",
              "KeOps", "authors'")
 
@@ -59,9 +60,20 @@ def gpu_table(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def table1_block(result: dict) -> str:
+    """Table 1's MNIST column as ``ganbench reproduce table1 --out results`` measured it (results/table1.json)."""
+    from ganbench.paper import table1
+
+    frame = table1.to_frame(result)[["model", "kind", "MNIST", "sigma"]]
+    lines = ["```", "| " + " | ".join(frame.columns) + " |", "|" + " --- |" * len(frame.columns)]
+    lines += ["| " + " | ".join(str(value) for value in record) + " |" for record in frame.itertuples(index=False)]
+    return "\n".join(lines + ["```"]) + "\n"
+
+
 def sections(results: Path = ROOT / "results") -> dict[str, str]:
     """Every generated section's text, by name, from the JSON files in ``results``."""
-    return {"speed-cpu": cpu_table(json.loads((results / CPU_REPORT).read_text())),
+    return {"table1": table1_block(json.loads((results / TABLE1_RESULT).read_text())),
+            "speed-cpu": cpu_table(json.loads((results / CPU_REPORT).read_text())),
             "speed-gpu": gpu_table(json.loads((results / GPU_REPORT).read_text()))}
 
 
