@@ -443,8 +443,9 @@ def peer_targets(run: TargetRun, inputs: dict) -> None:
 
     def keops() -> dict | str:
         # In a child process: a crash (KeOps 2.3 took a SIGSEGV generating d = 784 code) is a result.
+        left = run.budget_s - (time.perf_counter() - run.started)
         outcome = run_isolated("keops", inputs["queries"], inputs["bank"], TARGET_GRID, device=str(run.device),
-                               repeats=run.repeats)
+                               repeats=run.repeats, timeout=max(left, 10.0))
         return outcome.get("status") or {key: outcome[key] for key in ("seconds", "first_call_seconds")}
 
     measure(run, section, "keops_sixteen_sigmas", keops)

@@ -140,9 +140,10 @@ def shifted_sum_log_error(count: int, block_rows: int | None = None, *, dtype=np
     else:
         rows = min(block_rows, count)
         units = rows + EXP_UNITS - 1 + 6 * math.ceil(count / rows)
-    # The CPU torch path leaves out terms below e^-40 of the row's largest (ganbench.scoring.partials):
-    # at most count e^-40 relative.
-    units += count * math.exp(-40.0) / u
+    if np.dtype(dtype) == np.float32:
+        # The CPU torch path leaves out terms below e^-40 of the row's largest (ganbench.scoring.partials):
+        # at most count e^-40 relative.
+        units += count * math.exp(-40.0) / u
     relative = units * u
     return relative / (1 - relative)
 

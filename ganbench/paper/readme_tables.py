@@ -39,12 +39,17 @@ def cpu_table(report: dict) -> str:
     lines = [f"CPU: {report['machine']['cpu']}, {report['machine']['cores']} cores, torch {report['machine']['torch']}; "
              f"10,000 x 10,000, d = 784 (`results/{CPU_REPORT}`)", "",
              "| method | 1 sigma | 10 sigmas | 10 sigmas / ganbench | max error (nats) |", "|---|---|---|---|---|"]
-    for prefix in CPU_ORDER:
-        for method, cases in by_method.items():
-            if method.startswith(prefix) and {1, 10} <= set(cases):
-                error = cases[10]["max_abs_error_nats"]
-                lines.append(f"| {method} | {_seconds(cases[1]['seconds'])} | {_seconds(cases[10]['seconds'])} | "
-                             f"{_ratio(cases[10]['ratio_to_ganbench'])} | {'-' if error != error else f'{error:.2g}'} |")
+    ordered = sorted(by_method, key=lambda method: next((rank for rank, prefix in enumerate(CPU_ORDER)
+                                                        if method.startswith(prefix)), len(CPU_ORDER)))
+    for method in ordered:
+        cases = by_method[method]
+        if {1, 10} <= set(cases):
+            error = cases[10]["max_abs_error_nats"]
+            lines.append(f"| {method} | {_seconds(cases[1]['seconds'])} | {_seconds(cases[10]['seconds'])} | "
+                         f"{_ratio(cases[10]['ratio_to_ganbench'])} | {'-' if error != error else f'{error:.2g}'} |")
+    # A peer that crashed or failed is a result too: its status, once per method.
+    failed = {row["method"]: row["status"] for row in report["rows"] if "status" in row and row["n"] == 10_000}
+    lines += [f"| {method} | {status} | | | |" for method, status in failed.items()]
     return "\n".join(lines) + "\n"
 
 

@@ -12,10 +12,12 @@ Every path computes, per bank chunk with centre c (the chunk's mean; ``ganbench.
 and then lse = log sum_j exp(-D_j / (2 sigma^2)) from shifted sums. With N = ||x - c||^2 +
 max_j ||s_j - c||^2 (so |x - c||s - c| <= N / 2), each squared distance is off by at most
 K u N, where u is the unit roundoff and K depends on the arithmetic:
-- float32 (torch backend on any device, Triton with ``ieee``): the dot product gamma_d, the two
-  norms (summed in float64, rounded once) 1, the two additions of terms <= 2N each 4, centring
-  the float32 inputs in float32 (each coordinate off by u, so each point by u times its norm) 4:
-  K = d / (1 - d u) + 9.
+- float32 (torch backend on any device, Triton with ``ieee``): torch's addmm may accumulate
+  -2 x.s together with its addend ||s - c||^2 (BLAS adds into C once per K block), a sum of
+  d + 1 terms whose sizes add up to at most ||s - c||^2 + 2 |x - c||s - c| <= 2N, so
+  2 gamma_(d+1); the two norms (summed in float64, rounded once) 1, the two additions of terms
+  <= 2N each 4, centring the float32 inputs in float32 (each coordinate off by u, so each point
+  by u times its norm) 4: K = 2 (d + 1) / (1 - (d + 1) u) + 9.
 - tf32x3 (the Triton kernel's default): x.s is a dot of width n = 3d over operands split into
   tf32 parts (``kernels/parzen_operands.py``), taken in K steps of at most 64 columns, each in
   a fresh accumulator then subtracted in float32 (``kernels/parzen_lse.py``). On tensor cores
@@ -85,6 +87,8 @@ def distance_coefficient(arithmetic: str, dimension: int) -> float:
         narrowest, widest = KERNEL_STEP_COLUMNS
         steps = math.ceil(3 * dimension / narrowest)
         return (3 * widest + 20 + steps) * (1 + 2.0**-10) + 21 + 9
+    if arithmetic == "float32":  # the product may be accumulated with its addend: d + 1 terms of size <= 2N
+        return 2 * (dimension + 1) / (1 - (dimension + 1) * unit) + 9
     return dimension / (1 - dimension * unit) + 9
 
 

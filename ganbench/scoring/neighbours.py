@@ -55,9 +55,10 @@ def _candidate_margins(query_norms: torch.Tensor, reference_norm_max: float, dim
     """Per query, a bound E on |D_float32 - D| for every reference point (float64, on the queries' device).
 
     The float32 GEMM form here is the Parzen pass's (centred by the bank mean m, norms summed in
-    float64 and rounded once, clamped at 0), so its error is the one ``ganbench.scoring.bounds``
-    derives for every float32 path, in any summation order: K u (A + B) with K = gamma_d / u + 9,
-    A = ||x - m||^2 and B = max ||s - m||^2. A and B are read from the rounded centred values
+    float64 and rounded once, the product accumulated with its addend ||s - m||^2, clamped at 0),
+    so its error is the one ``ganbench.scoring.bounds`` derives for every float32 path, in any
+    summation order: K u (A + B) with K = 2 gamma_(d+1) / u + 9, A = ||x - m||^2 and
+    B = max ||s - m||^2. A and B are read from the rounded centred values
     (each off by at most (2u + u^2) of itself), hence the factor 1 + 2^-10.
     """
     coefficient = bounds.distance_coefficient("float32", dimension) * bounds.UNIT_ROUNDOFF["float32"]
