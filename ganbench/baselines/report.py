@@ -22,6 +22,8 @@ from ganbench.baselines.training import LOG_NAME  # noqa: E402
 from ganbench.paper import figures, memorization  # noqa: E402
 from ganbench.scoring import neighbours  # noqa: E402
 
+REPORTS_NAME = "baselines_memorization.json"  # written by `ganbench figures` beside the figures
+
 
 def copies_of_test_images(bank: np.ndarray, test: np.ndarray, threshold: float, backend: str = "auto") -> dict:
     """Bank rows that equal a test image, or lie closer to one than ``threshold`` (the copy threshold)."""

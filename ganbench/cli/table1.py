@@ -1,6 +1,7 @@
 """`ganbench reproduce table1`, `check` and `figures`: the paper's artefacts."""
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -89,8 +90,15 @@ def command_figures(args) -> int:
     if not args.no_baselines:
         from ganbench.baselines import report
 
-        # Each shipped baseline's samples beside their nearest training images, and its curve.
-        paths.update(report.baseline_figures(mnist, args.out, seed=args.seed, backend=args.backend)[0])
+        # Each shipped baseline's samples beside their nearest training images, and its curve;
+        # their memorisation reports beside them (docs/baselines.md quotes this file).
+        baseline_paths, reports = report.baseline_figures(mnist, args.out, seed=args.seed, backend=args.backend)
+        paths.update(baseline_paths)
+        if reports:
+            from ganbench import atomic
+
+            paths["baselines_memorization"] = atomic.write_text(
+                Path(args.out) / report.REPORTS_NAME, json.dumps(reports, indent=2) + "\n")
     for name, path in paths.items():
         print(f"{name}: {path}")
     return 0
