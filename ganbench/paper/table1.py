@@ -59,12 +59,14 @@ KIND = "ganbench.table1"  # the ``kind`` of table1.json (files written before it
 # The baselines' banks come from Markov chains with a fixed seed: bit-exact on one machine (and
 # cached by weights and seed), but under another BLAS build one float32 rounding can flip a
 # binary draw (GSN, DBN) or grow along a chaotic chain (CAE), after which that chain continues
-# as another, equally likely one. Measured on the shipped weights (docs/baselines.md): the shift
-# when every weight is moved by one float32 ulp, and the range of the row over seeds 0-2, the
-# worst case (every chain replaced), which the tolerance covers (the GSN's with room for the
-# 1.95 and 1.30 nats its ranges were at epoch 16).
+# as another, equally likely one. Measured on the shipped weights by
+# `python benchmarks/chain_tolerances.py gsn_authors gsn dbn cae` (docs/baselines.md): the shift
+# when every weight moves one float32 ulp, and the range of the row over seeds 0-2, the worst
+# case (every chain replaced), which the tolerance covers. The GSN authors' bank is one chain,
+# so its range is wide: 210.6, 225.0 and 227.3 nats for seeds 0, 1, 2.
 CHAIN_TOLERANCES = {  # row: (tolerance, range over seeds 0-2, shift under a one-ulp perturbation), nats
-    "gsn_authors": (2.5, 0.68, 3.8e-8), "gsn": (2.0, 0.70, 1.7e-5), "dbn": (3.0, 2.74, 6e-7), "cae": (8.5, 8.03, 0.60)}
+    "gsn_authors": (17.5, 16.68, 1.3e-5), "gsn": (2.5, 1.72, 1.9e-6), "dbn": (3.0, 2.74, 0.029),
+    "cae": (8.5, 8.03, 4.9)}
 CHAIN_TOLERANCE_REASON = ("a chain-sampled bank with a fixed seed: exact on one machine; on another, a float32 rounding "
                           "that changes a chain makes it another chain: a one-ulp change of every weight moved the row "
                           "{shift:.2g} nats; seeds 0-2 span {spread:.2f} nats, the worst case, which the tolerance covers")
