@@ -416,3 +416,16 @@ def test_bench_reports_a_missing_comparison_once(monkeypatch):
     statuses = [row for row in report["rows"] + report.get("unavailable", []) if "status" in row]
     assert sorted(row["method"] for row in statuses) == ["KeOps", "scikit-learn KernelDensity"]
     assert bench.format_report(report).count("not installed") == 2
+
+
+def test_figures_writes_the_baselines_memorisation_reports(tmp_path, capsys, monkeypatch):
+    from ganbench.baselines import report
+    from ganbench.paper import figures
+
+    reports = {"dbn": {"copy_rate": 0.0008, "exact_test_copies": 0}, "gsn_authors": {"exact_test_copies": 1}}
+    monkeypatch.setattr(data, "load_mnist", lambda *args, **kwargs: types.SimpleNamespace())
+    monkeypatch.setattr(figures, "all_figures", lambda *args, **kwargs: ({}, None))
+    monkeypatch.setattr(report, "baseline_figures", lambda *args, **kwargs: ({"dbn_samples": "x.png"}, reports))
+    code, out, _ = run(capsys, "figures", "--out", str(tmp_path / "figures"))
+    assert code == 0 and f"baselines_memorization: {tmp_path / 'figures' / report.REPORTS_NAME}" in out
+    assert json.loads((tmp_path / "figures" / report.REPORTS_NAME).read_text()) == reports
