@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import math
 import signal
 import subprocess
 import sys
@@ -25,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from ganbench.scoring import parzen
 
 PEERS = {
     "naive": "torch naive (norms + matmul, clamp, logsumexp)",
@@ -91,8 +92,8 @@ def _log_likelihood(peer, x: torch.Tensor, bank: torch.Tensor, sigmas: torch.Ten
     """log p per sigma and query: the peer's log-sum-exp in query chunks, minus log m + d log(sigma sqrt(2 pi))."""
     lse = torch.cat([peer(x[start:start + QUERY_CHUNK], bank, sigmas) for start in range(0, len(x), QUERY_CHUNK)],
                     dim=1)
-    constant = math.log(len(bank)) + x.shape[1] * (torch.log(sigmas.double()) + 0.5 * math.log(2 * math.pi))
-    return lse.double() - constant[:, None].to(lse.device)
+    constant = parzen.normalising_constant(sigmas.double().cpu().numpy(), len(bank), x.shape[1])
+    return lse.double() - torch.as_tensor(constant, device=lse.device)[:, None]
 
 
 def _child(name: str, folder: Path, device: str, repeats: int) -> None:
