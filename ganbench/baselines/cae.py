@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ganbench.baselines.layers import TiedSigmoidLayer
 from ganbench.baselines.training import (
     BaselineSpec,
     MomentumBuffers,
@@ -38,21 +39,15 @@ class CAEConfig(SampledRunConfig):
     momentum: float = 0.9
 
 
-class CAE(torch.nn.Module):
+class CAE(TiedSigmoidLayer):
     """Tied weights: h = sigmoid(x W + c), reconstruction sigmoid(h W^T + b)."""
 
     def __init__(self, visible: int, hidden: int):
-        super().__init__()
         bound = 4 * (6 / (visible + hidden)) ** 0.5  # Glorot's sigmoid range
-        self.weight = torch.nn.Parameter(torch.empty(visible, hidden).uniform_(-bound, bound))
-        self.visible_bias = torch.nn.Parameter(torch.zeros(visible))
-        self.hidden_bias = torch.nn.Parameter(torch.zeros(hidden))
+        super().__init__(torch.empty(visible, hidden).uniform_(-bound, bound))
 
-    def encode(self, x):
-        return torch.sigmoid(x @ self.weight + self.hidden_bias)
-
-    def decode(self, h):
-        return torch.sigmoid(h @ self.weight.T + self.visible_bias)
+    encode = TiedSigmoidLayer.hidden_mean
+    decode = TiedSigmoidLayer.visible_mean
 
     def loss(self, x, contraction: float) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean over rows of the squared error and of ||J||_F^2 = sum_j (h_j (1 - h_j))^2 sum_i W_ij^2."""

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ganbench.baselines.layers import TiedSigmoidLayer
 from ganbench.baselines.training import (
     BaselineSpec,
     MomentumBuffers,
@@ -45,20 +46,11 @@ class DBNConfig(SampledRunConfig):
     persistent_chains: int = 100        # PCD fantasy particles of the top RBM
 
 
-class RBM(torch.nn.Module):
+class RBM(TiedSigmoidLayer):
     """Binary RBM: p(h=1|v) = sigmoid(v W + c), p(v=1|h) = sigmoid(h W^T + b)."""
 
     def __init__(self, visible: int, hidden: int):
-        super().__init__()
-        self.weight = torch.nn.Parameter(0.01 * torch.randn(visible, hidden))
-        self.visible_bias = torch.nn.Parameter(torch.zeros(visible))
-        self.hidden_bias = torch.nn.Parameter(torch.zeros(hidden))
-
-    def hidden_mean(self, v):
-        return torch.sigmoid(v @ self.weight + self.hidden_bias)
-
-    def visible_mean(self, h):
-        return torch.sigmoid(h @ self.weight.T + self.visible_bias)
+        super().__init__(0.01 * torch.randn(visible, hidden))
 
     @torch.no_grad()
     def gradients(self, positive_v, negative_v, weight_decay: float) -> list[torch.Tensor]:
