@@ -1,6 +1,7 @@
 """Pieces both fused Parzen kernels share (``parzen_lse``: float32 distances, ``parzen_int8``:
-exact integer distances): folding a tile's row minima into the running ones, storing a split's
-partials, and the autotuning configs built from a kernel's candidate tiles.
+exact integer distances): where a program's tile lies, folding a tile's row minima into the
+running ones, storing a split's partials, and the autotuning configs built from a kernel's
+candidate tiles.
 
 The partials are those of ``ganbench.scoring.partials``: per query its running minimum squared
 distance, the bank index of that minimum and, per sigma, the sum shifted by the minimum.
@@ -9,6 +10,34 @@ from __future__ import annotations
 
 import triton
 import triton.language as tl
+
+
+@triton.jit
+def program_tile(query_ptr, n_queries, n_bank, rows_per_split, stride_query_row, stride_bank_row,
+                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """Where program (query block, split) works: (split, rows, row_ok, local_columns, query_block_ptr,
+    query_offsets, bank_offsets, split_start, split_end).
+
+    ``rows`` are its BLOCK_M query rows (``row_ok`` those that exist); the query operand of a K
+    step is at query_block_ptr + query_offsets + k, a bank block's at its row pointer +
+    bank_offsets + k; its bank rows are [split_start, split_end).
+    """
+    query_block = tl.program_id(0)
+    split = tl.program_id(1)
+    local_rows = tl.arange(0, BLOCK_M)
+    local_columns = tl.arange(0, BLOCK_N)
+    ks = tl.arange(0, BLOCK_K)
+    rows = query_block * BLOCK_M + local_rows
+    row_ok = rows < n_queries
+    # 64-bit row offsets, once per block: a 3 x 784-wide bank of a million rows is past 2^31 elements.
+    query_block_ptr = query_ptr + (query_block * BLOCK_M).to(tl.int64) * stride_query_row
+    query_offsets = local_rows[:, None] * stride_query_row + ks[None, :]     # (BLOCK_M, BLOCK_K)
+    bank_offsets = local_columns[None, :] * stride_bank_row + ks[:, None]    # (BLOCK_K, BLOCK_N)
+    split_start = split * rows_per_split
+    split_end = split_start + rows_per_split
+    if split_end > n_bank:
+        split_end = n_bank
+    return split, rows, row_ok, local_columns, query_block_ptr, query_offsets, bank_offsets, split_start, split_end
 
 
 @triton.jit

@@ -99,17 +99,10 @@ def _parzen_int8_kernel(
     tl.static_assert(BLOCK_M >= 16 and BLOCK_N >= 16, "tl.dot needs tiles of at least 16 x 16")
     tl.static_assert(BLOCK_K >= 32, "int8 tensor-core products take K in steps of 32")
     tl.static_assert(DIGITS == 1 or DIGITS == 4, "the bank is one digit (8-bit values) or four")
-    query_block = tl.program_id(0)
-    split = tl.program_id(1)
-    local_rows = tl.arange(0, BLOCK_M)
-    local_columns = tl.arange(0, BLOCK_N)
-    ks = tl.arange(0, BLOCK_K)
-    rows = query_block * BLOCK_M + local_rows
-    row_ok = rows < n_queries
+    split, rows, row_ok, local_columns, query_block_ptr, query_offsets, bank_offsets, split_start, split_end = \
+        partial_tiles.program_tile(query_ptr, n_queries, n_bank, rows_per_split, stride_query_row, stride_bank_row,
+                                   BLOCK_M, BLOCK_N, BLOCK_K)
     query_terms = tl.load(query_terms_ptr + rows, mask=row_ok, other=0)
-    query_block_ptr = query_ptr + (query_block * BLOCK_M).to(tl.int64) * stride_query_row
-    query_offsets = local_rows[:, None] * stride_query_row + ks[None, :]     # (BLOCK_M, BLOCK_K)
-    bank_offsets = local_columns[None, :] * stride_bank_row + ks[:, None]    # (BLOCK_K, BLOCK_N)
 
     # Per sigma a float64 running sum. The scales log2(e) / (2 sigma^2 2^24 255^2), float32 for the tile
     # and float64 for rescaling the sums, are read where they are used: held in registers for the
@@ -120,10 +113,6 @@ def _parzen_int8_kernel(
     running_min = tl.full([BLOCK_M], NOT_A_DISTANCE, tl.int64)
     running_index = tl.zeros([BLOCK_M], tl.int32)
 
-    split_start = split * rows_per_split
-    split_end = split_start + rows_per_split
-    if split_end > n_bank:
-        split_end = n_bank
     for block in range(0, tl.cdiv(rows_per_split, BLOCK_N)):
         bank_start = split_start + block * BLOCK_N
         if bank_start < split_end:

@@ -69,18 +69,10 @@ def _parzen_lse_kernel(
     tl.static_assert(BLOCK_M >= 16 and (BLOCK_M & (BLOCK_M - 1)) == 0, "BLOCK_M must be a power of two >= 16")
     tl.static_assert(BLOCK_N >= 16 and (BLOCK_N & (BLOCK_N - 1)) == 0, "BLOCK_N must be a power of two >= 16")
     tl.static_assert(BLOCK_K >= 16 and (BLOCK_K & (BLOCK_K - 1)) == 0, "BLOCK_K must be a power of two >= 16")
-    query_block = tl.program_id(0)
-    split = tl.program_id(1)
-    local_rows = tl.arange(0, BLOCK_M)
-    local_columns = tl.arange(0, BLOCK_N)
-    ks = tl.arange(0, BLOCK_K)
-    rows = query_block * BLOCK_M + local_rows
-    row_ok = rows < n_queries
+    split, rows, row_ok, local_columns, query_block_ptr, query_offsets, bank_offsets, split_start, split_end = \
+        partial_tiles.program_tile(query_ptr, n_queries, n_bank, rows_per_split, stride_query_row, stride_bank_row,
+                                   BLOCK_M, BLOCK_N, BLOCK_K)
     query_norm = tl.load(query_norm_ptr + rows, mask=row_ok, other=0.0)
-    # 64-bit row offsets, once per block: a 3 x 784-wide bank of a million rows is past 2^31 elements.
-    query_block_ptr = query_ptr + (query_block * BLOCK_M).to(tl.int64) * stride_query_row
-    query_offsets = local_rows[:, None] * stride_query_row + ks[None, :]     # (BLOCK_M, BLOCK_K)
-    bank_offsets = local_columns[None, :] * stride_bank_row + ks[:, None]    # (BLOCK_K, BLOCK_N)
 
     # One scalar scale log2(e) / (2 sigma^2) and one (BLOCK_M,) running sum per sigma, as tuples
     # unrolled at compile time: each sum stays in the row layout of the distance tile, so a
@@ -94,10 +86,6 @@ def _parzen_lse_kernel(
     running_min = tl.full([BLOCK_M], float("inf"), tl.float32)
     running_index = tl.zeros([BLOCK_M], tl.int32)
 
-    split_start = split * rows_per_split
-    split_end = split_start + rows_per_split
-    if split_end > n_bank:
-        split_end = n_bank
     # The trip count comes from arguments only (a bound derived from program_id breaks the
     # interpreter); blocks past the end of the last split are skipped by the test below.
     for block in range(0, tl.cdiv(rows_per_split, BLOCK_N)):
