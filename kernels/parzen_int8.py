@@ -157,9 +157,12 @@ def _parzen_int8_kernel(
                 for sigma in tl.static_range(NUM_SIGMAS):
                     total = sums[sigma]
                     scale32 = tl.load(scale32_ptr + sigma)
+                    if gap == 0:
+                        # Some row has a new minimum: every sum moves to its row's (a factor of 1 where
+                        # the minimum stayed). Otherwise no minimum moved and the float64 exp2 is skipped.
+                        total = total * tl.exp2(-drop * tl.load(scale64_ptr + sigma))
                     if gap * scale32 <= SKIP_LOG2:
-                        block_sum = tl.sum(tl.exp2(shifted * scale32), axis=1)
-                        total = total * tl.exp2(-drop * tl.load(scale64_ptr + sigma)) + block_sum.to(tl.float64)
+                        total = total + tl.sum(tl.exp2(shifted * scale32), axis=1).to(tl.float64)
                     moved = moved + (total,)
                 sums = moved
             running_min = new_min
@@ -304,8 +307,8 @@ def parzen_int8_launch(query: torch.Tensor, bank: torch.Tensor, query_terms: tor
         raise GanbenchError("rows_per_split must be a multiple of BLOCK_N")
     splits = triton.cdiv(n_bank, rows_per_split)
     scales = partials.half_inverse_variances(grid_sigmas, np.zeros(1), factor=LOG2_E)[:, 0] / operands.DISTANCE_SCALE
-    scale32 = torch.tensor(scales, dtype=torch.float32, device=device)
-    scale64 = torch.tensor(scales, dtype=torch.float64, device=device)
+    scale32 = partials.queued_copy(torch.tensor(scales, dtype=torch.float32), device)
+    scale64 = partials.queued_copy(torch.tensor(scales, dtype=torch.float64), device)
     min_out = torch.empty(splits, n_queries, dtype=torch.int64, device=device)
     index_out = torch.empty(splits, n_queries, dtype=torch.int32, device=device)
     sums_out = torch.empty(splits, grid_sigmas.size, n_queries, dtype=torch.float64, device=device)
@@ -341,17 +344,30 @@ def parzen_partial_int8(query: torch.Tensor, bank: torch.Tensor, sigmas, *, devi
     query, bank = _floating(query).to(device), _floating(bank).to(device)
     query_operand, query_terms, unrepresentable, extended, width = operands.int8_operands_launch(
         query, "query", padding["BLOCK_M"], WIDTH_MULTIPLE, INTERPRETED)
-    query_flags = torch.stack([unrepresentable.sum(), extended.sum()]).tolist()  # one wait for the device
+
+    def bank_piece(first: int):
+        """A piece's rows, operand, row terms, and its flags on the device (values outside [0, 1], values
+        needing four digits)."""
+        rows = bank[first:first + bank_piece_rows]
+        operand, terms, outside, low_digits, _ = operands.int8_operands_launch(
+            rows, "bank", SPLIT_ROWS_MULTIPLE, WIDTH_MULTIPLE, INTERPRETED)
+        return rows, operand, terms, torch.stack([outside.sum(), low_digits.sum()])
+
+    # The queries' flags and the first piece's are read with one wait for the device (each wait
+    # idles a GPU while Python queues the next work).
+    built = bank_piece(0)
+    flags = torch.cat([torch.stack([unrepresentable.sum(), extended.sum()]), built[3]]).tolist()
+    query_flags, bank_flags = flags[:2], flags[2:]
     if query_flags[0]:
         raise NotInt8Data(f"precision int8 needs 8-bit queries (every value a / 255 for a byte a, as MNIST's); "
                             f"{query_flags[0]} values are not: use --precision tf32x3 (or auto)")
     pieces = [grid[start:start + MAX_SIGMAS] for start in range(0, grid.size, MAX_SIGMAS)] or [grid[:0]]
     result = None
     for first in range(0, len(bank), bank_piece_rows):
-        rows = bank[first:first + bank_piece_rows]
-        bank_operand, bank_terms, outside, low_digits, _ = operands.int8_operands_launch(
-            rows, "bank", SPLIT_ROWS_MULTIPLE, WIDTH_MULTIPLE, INTERPRETED)
-        bank_flags = torch.stack([outside.sum(), low_digits.sum()]).tolist()
+        if first:
+            built = bank_piece(first)
+            bank_flags = built[3].tolist()
+        rows, bank_operand, bank_terms, _ = built
         if bank_flags[0]:
             raise NotInt8Data(f"precision int8 needs bank values in [0, 1]; {bank_flags[0]} are outside: "
                                 "use --precision tf32x3 (or auto)")

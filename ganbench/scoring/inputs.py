@@ -15,10 +15,13 @@ import torch
 from ganbench.errors import GanbenchError
 
 
-def as_matrix(name: str, values, *, dimension: int | None = None, dimension_of: str = "the bank") -> torch.Tensor:
+def as_matrix(name: str, values, *, dimension: int | None = None, dimension_of: str = "the bank",
+              check_finite: bool = True) -> torch.Tensor:
     """Return ``values`` as a 2-D floating torch tensor (no copy when possible), or raise.
 
     ``dimension``, when given, is the vector size of ``dimension_of``, which ``values`` must match.
+    ``check_finite=False`` leaves the NaN/inf check to the caller (``finite_magnitude``, which
+    checks several tensors with one wait for the device).
     """
     if isinstance(values, torch.Tensor):
         tensor = values.detach()
@@ -42,14 +45,31 @@ def as_matrix(name: str, values, *, dimension: int | None = None, dimension_of: 
         raise GanbenchError(f"{name} is complex; pass real numbers")
     if not tensor.is_floating_point():
         tensor = tensor.to(torch.float64)
-    # One reduction and one wait for the device: min and max are NaN if any entry is, and
-    # infinite if any entry is infinite.
-    if not bool(torch.isfinite(torch.stack(torch.aminmax(tensor))).all()):
-        raise GanbenchError(f"{name} contains NaN or inf; remove or fix those entries")
+    if check_finite:
+        finite_magnitude({name: tensor})
     if dimension is not None and tensor.shape[1] != dimension:
         raise GanbenchError(f"{name} has dimension {tensor.shape[1]} but {dimension_of} has {dimension}; "
                             "compare vectors of one size (an MNIST image is 28 x 28 = 784)")
     return tensor
+
+
+def finite_magnitude(named: dict[str, torch.Tensor]) -> float:
+    """max |value| over the tensors, or a one-line error naming the first that holds NaN or inf.
+
+    One min/max reduction per tensor and one wait per device (on a GPU every wait idles it while
+    Python catches up): min and max are NaN if any entry is, and infinite if any entry is infinite.
+    """
+    by_device: dict[torch.device, list[str]] = {}
+    for name, tensor in named.items():
+        by_device.setdefault(tensor.device, []).append(name)
+    ranges = {}
+    for names in by_device.values():
+        stacked = torch.stack([torch.stack(torch.aminmax(named[name])).double() for name in names])
+        ranges.update(zip(names, stacked.tolist()))
+    for name in named:
+        if not all(np.isfinite(ranges[name])):
+            raise GanbenchError(f"{name} contains NaN or inf; remove or fix those entries")
+    return max(max(-low, high) for low, high in ranges.values())
 
 
 def as_sigmas(sigmas) -> np.ndarray:

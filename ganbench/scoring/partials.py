@@ -64,12 +64,18 @@ def half_inverse_variances(sigmas, like, factor: float = 1.0):
         raise GanbenchError(f"sigma {sigmas.min():.3g} is too small for {dtype}: 1/(2 sigma^2) overflows it")
     if not is_tensor:
         return scales
-    column = torch.as_tensor(scales, dtype=like.dtype)
-    if like.device.type == "cuda":
-        # From pinned memory the copy is queued on the stream: a pageable one would make the
-        # host wait for every kernel before it (a sync in the middle of a GPU pass).
-        return column.pin_memory().to(like.device, non_blocking=True)
-    return column
+    return queued_copy(torch.as_tensor(scales, dtype=like.dtype), like.device)
+
+
+def queued_copy(host: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A small host tensor on ``device``, the copy queued on the stream rather than waited for.
+
+    From pinned memory the copy is queued: a pageable one would make the host wait for every
+    kernel before it (a sync in the middle of a GPU pass, the GPU then idle while Python catches up).
+    """
+    if device.type == "cuda":
+        return host.pin_memory().to(device, non_blocking=True)
+    return host
 
 
 def from_distances(sq_distances, sigmas, index_offset: int = 0) -> BankPartial:

@@ -34,7 +34,7 @@ from ganbench.devices import resolve_device
 from ganbench.errors import GanbenchError
 from ganbench.scoring import partials
 from ganbench.scoring.centring import centre_by_bank_mean
-from ganbench.scoring.inputs import as_matrix, as_sigmas
+from ganbench.scoring.inputs import as_matrix, as_sigmas, finite_magnitude
 
 # CPU blocks: each elementwise step over a tile is one torch call, and below ~1M elements the
 # calls' fixed cost outweighs keeping the tile in cache. Measured on a 2-core AMD EPYC, 10,000 x
@@ -124,15 +124,20 @@ def parzen_pass(x, bank, sigmas, *, backend: str = DEFAULT_BACKEND, device=None,
     grid = np.asarray(sigmas, dtype=np.float64).reshape(-1)
     if grid.size:
         grid = as_sigmas(grid)
-    bank_tensor = as_matrix("bank", bank)
-    query_tensor = as_matrix("x (the points scored)", x, dimension=bank_tensor.shape[1])
+    bank_tensor = as_matrix("bank", bank, check_finite=False)
+    query_tensor = as_matrix("x (the points scored)", x, dimension=bank_tensor.shape[1], check_finite=False)
     for name, block in (("query_block", query_block), ("bank_block", bank_block)):
         if block is not None and block < 1:
             raise GanbenchError(f"{name} must be a positive integer, got {block}")
     target = scoring_device(device, backend, query_tensor)
     if backend == "auto":
         backend = "triton" if target.type == "cuda" else "torch"
-    magnitude = max(_largest_magnitude(query_tensor), _largest_magnitude(bank_tensor))
+    if backend == "triton":
+        # Host inputs go to the GPU first: its min/max reductions take microseconds where the
+        # host's take milliseconds, and the kernel and the refinement share this one copy.
+        query_tensor, bank_tensor = query_tensor.to(target), bank_tensor.to(target)
+    # The NaN/inf checks and the range, with one wait for the device (not one per check).
+    magnitude = finite_magnitude({"bank": bank_tensor, "x (the points scored)": query_tensor})
     check_float64_range(magnitude, bank_tensor.shape[1], grid)
     if backend == "reference":
         return _reference_pass(query_tensor, bank_tensor, grid, query_block, bank_block)
@@ -147,10 +152,8 @@ def parzen_pass(x, bank, sigmas, *, backend: str = DEFAULT_BACKEND, device=None,
     if backend == "torch":
         partial = _torch_pass(query_tensor, bank_tensor, scaled_grid, target, query_block, bank_block)
     else:
-        # One copy of host inputs to the device, shared by the kernel and the refinement (which
-        # would otherwise gather the nearest rows on the host). The kernels autotune their tiles;
-        # query_block and bank_block size the other backends' blocks.
-        query_tensor, bank_tensor = query_tensor.to(target), bank_tensor.to(target)
+        # The inputs are on the device (above). The kernels autotune their tiles; query_block and
+        # bank_block size the other backends' blocks.
         partial = _triton_partial(query_tensor, bank_tensor, scaled_grid, target, precision)
     result = finish_pass(partial, query_tensor, bank_tensor, scaled_grid, refine=refine)
     result.min_sq_distance = np.ldexp(result.min_sq_distance, 2 * exponent)  # back to the caller's units, exactly
@@ -182,12 +185,6 @@ FLOAT32_LARGEST_LOG2 = 100     # squared norms, distances and dot products stay 
 FLOAT32_RESOLUTION_LOG2 = -100  # ... and their bound above 2^-100, so float32's rounding of them (~u times it) stays normal
 FLOAT32_SCALE_LOG2 = 120       # log2(e) / (2 sigma^2) stays below 2^121, finite in float32
 _ANNOUNCED: set[str] = set()
-
-
-def _largest_magnitude(tensor: torch.Tensor) -> float:
-    """max |value| (a min/max reduction: no copy of a large bank)."""
-    low, high = torch.aminmax(tensor)
-    return max(-float(low), float(high))
 
 
 def squared_distance_bound(magnitude: float, dimension: int) -> float:

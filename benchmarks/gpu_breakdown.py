@@ -1,0 +1,148 @@
+"""Where one scoring call's time goes on a GPU: the fused kernel against the host work around it.
+
+    python benchmarks/gpu_breakdown.py --out bench-gpu-breakdown.json
+
+At 10,000 MNIST test images against 10,000 samples of the shipped generator (784 dimensions),
+for the int8 and tf32x3 precisions:
+- the public call (``parzen.parzen_pass``, CUDA tensors, 16 sigmas), median wall time;
+- torch.profiler over a few calls: every CUDA kernel's total time and count, so the kernel's
+  share and each host-side step (operands, merges, refinement, copies) are named;
+- the fused kernel alone on prepared operands at fixed tiles (those autotuning chose on an H200),
+  with 0 (nearest only), 1, 4 and 16 sigmas, and for int8 with one digit instead of four: what the
+  distances cost, what each sigma's exponentials add, what the extra digit products add.
+CUDA events, median of repeats after warm-up. A GPU is required.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from ganbench.kernels import parzen_int8, parzen_lse, parzen_operands
+from ganbench.kernels import parzen_int8_operands as int8_operands
+
+from ganbench import SHIPPED_GENERATOR
+from ganbench.data import load_mnist
+from ganbench.gan import sampling
+from ganbench.scoring import parzen
+
+GRID = np.logspace(-1, 0, 16)
+INT8_TILES = {"BLOCK_M": 64, "BLOCK_N": 32, "BLOCK_K": 64, "num_warps": 4, "num_stages": 4}
+TF32X3_TILES = {"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 32, "num_warps": 4, "num_stages": 4}
+
+
+def cuda_time(function, repeats: int = 20, warmup: int = 3) -> float:
+    """Median seconds of ``function()`` by CUDA events."""
+    for _ in range(warmup):
+        function()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        function()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
+    return float(np.median(times))
+
+
+def wall_time(function, repeats: int = 20) -> float:
+    """Median seconds of ``function()`` by the host clock, synchronised: host work included."""
+    function()
+    times = []
+    for _ in range(repeats):
+        torch.cuda.synchronize()
+        started = time.perf_counter()
+        function()
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - started)
+    return float(np.median(times))
+
+
+def profile(function, calls: int = 5) -> dict:
+    """Per CUDA kernel: total microseconds over ``calls`` calls and launches; the host's wall time too."""
+    activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+    torch.cuda.synchronize()
+    started = time.perf_counter()
+    with torch.profiler.profile(activities=activities) as profiler:
+        for _ in range(calls):
+            function()
+        torch.cuda.synchronize()
+    wall = time.perf_counter() - started
+    rows = []
+    for event in profiler.key_averages():
+        device_us = getattr(event, "device_time_total", None)
+        if device_us is None:
+            device_us = getattr(event, "cuda_time_total", 0.0)
+        if device_us:
+            rows.append({"name": event.key[:120], "count": event.count, "device_us_per_call": device_us / calls,
+                         "cpu_us_per_call": event.cpu_time_total / calls})
+    rows.sort(key=lambda row: -row["device_us_per_call"])
+    kernels = [row for row in rows if not row["name"].startswith("aten::") and "Memcpy" not in row["name"]]
+    return {"calls": calls, "wall_ms_per_call": 1e3 * wall / calls, "top": rows[:30],
+            "kernels_device_ms_per_call": sum(row["device_us_per_call"] for row in kernels) / 1e3}
+
+
+def kernel_alone(queries: torch.Tensor, bank: torch.Tensor) -> dict:
+    """The fused kernels on prepared operands, fixed tiles: 0/1/4/16 sigmas, int8 with 1 or 4 digits."""
+    result = {}
+    query_operand, query_terms, _, extended, width = int8_operands.int8_operands_launch(
+        queries, "query", parzen_int8.MAX_BLOCKS["BLOCK_M"], parzen_int8.WIDTH_MULTIPLE, False)
+    bank_operand, bank_terms, _, _, _ = int8_operands.int8_operands_launch(
+        bank, "bank", parzen_int8.SPLIT_ROWS_MULTIPLE, parzen_int8.WIDTH_MULTIPLE, False)
+    for digits, correction in ((4, True), (1, False)):
+        for count in (0, 1, 4, 16):
+            def launch(count=count, digits=digits, correction=correction):
+                parzen_int8.parzen_int8_launch(query_operand, bank_operand, query_terms, bank_terms, GRID[:count],
+                                               n_queries=len(queries), n_bank=len(bank), width=width, digits=digits,
+                                               correction=correction, blocks=INT8_TILES)
+            result[f"int8_digits{digits}_correction{int(correction)}_sigmas{count}_ms"] = 1e3 * cuda_time(launch)
+    centre = bank.mean(dim=0)
+    query32, query_norms, dot = parzen_operands.parzen_operands(queries, centre=centre, precision="tf32x3",
+                                                                role="query", row_multiple=128, width_multiple=64)
+    bank32, bank_norms, _ = parzen_operands.parzen_operands(bank, centre=centre, precision="tf32x3", role="bank",
+                                                            row_multiple=parzen_lse.SPLIT_ROWS_MULTIPLE,
+                                                            width_multiple=64)
+    for count in (1, 4, 16):
+        def launch(count=count):
+            parzen_lse.parzen_lse_launch(query32, bank32, query_norms, bank_norms, GRID[:count],
+                                         n_queries=len(queries), n_bank=len(bank), dot_precision=dot,
+                                         blocks=TF32X3_TILES)
+        result[f"tf32x3_sigmas{count}_ms"] = 1e3 * cuda_time(launch)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="bench-gpu-breakdown.json")
+    parser.add_argument("--rows", type=int, default=10_000)
+    args = parser.parse_args()
+    torch.backends.cuda.matmul.allow_tf32 = False
+    mnist = load_mnist(fetch=False)
+    generator, _ = sampling.load_generator(SHIPPED_GENERATOR)
+    queries = torch.from_numpy(np.ascontiguousarray(mnist.test_x[:args.rows])).cuda()
+    bank = torch.from_numpy(sampling.generate(generator, args.rows, seed=0)).cuda()
+    report = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "rows": args.rows,
+              "grid": GRID.tolist(), "timing": "CUDA events (kernels), host clock after a synchronise (calls)"}
+    out = Path(args.out)
+    for precision in ("int8", "tf32x3"):
+        call = lambda: parzen.parzen_pass(queries, bank, GRID, backend="triton", precision=precision)  # noqa: E731
+        call()
+        section = report.setdefault(precision, {})
+        section["call_wall_ms"] = 1e3 * wall_time(call)
+        section["profile"] = profile(call)
+        out.write_text(json.dumps(report, indent=2))
+        print(precision, f"call {section['call_wall_ms']:.2f} ms", flush=True)
+        for row in section["profile"]["top"][:14]:
+            print(f"  {row['device_us_per_call']:9.1f} us  x{row['count']:<4} {row['name'][:90]}", flush=True)
+    report["kernel_alone"] = kernel_alone(queries, bank)
+    out.write_text(json.dumps(report, indent=2))
+    print(json.dumps(report["kernel_alone"], indent=1))
+
+
+if __name__ == "__main__":
+    main()
