@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from ganbench.kernels import parzen_int8, parzen_lse, parzen_operands
 from ganbench.kernels import parzen_int8_operands as int8_operands
+from gpu_check import cuda_time  # this folder is on sys.path when the script runs
 
 from ganbench import SHIPPED_GENERATOR
 from ganbench.data import load_mnist
@@ -32,22 +33,6 @@ from ganbench.scoring import parzen
 GRID = np.logspace(-1, 0, 16)
 INT8_TILES = {"BLOCK_M": 64, "BLOCK_N": 32, "BLOCK_K": 64, "num_warps": 4, "num_stages": 4}
 TF32X3_TILES = {"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 32, "num_warps": 4, "num_stages": 4}
-
-
-def cuda_time(function, repeats: int = 20, warmup: int = 3) -> float:
-    """Median seconds of ``function()`` by CUDA events."""
-    for _ in range(warmup):
-        function()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        function()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end) / 1e3)
-    return float(np.median(times))
 
 
 def wall_time(function, repeats: int = 20) -> float:
@@ -100,7 +85,8 @@ def kernel_alone(queries: torch.Tensor, bank: torch.Tensor) -> dict:
                 parzen_int8.parzen_int8_launch(query_operand, bank_operand, query_terms, bank_terms, GRID[:count],
                                                n_queries=len(queries), n_bank=len(bank), width=width, digits=digits,
                                                correction=correction, blocks=INT8_TILES)
-            result[f"int8_digits{digits}_correction{int(correction)}_sigmas{count}_ms"] = 1e3 * cuda_time(launch)
+            name = f"int8_digits{digits}_correction{int(correction)}_sigmas{count}_ms"
+            result[name] = 1e3 * cuda_time(launch, repeats=20, warmup=3)
     centre = bank.mean(dim=0)
     query32, query_norms, dot = parzen_operands.parzen_operands(queries, centre=centre, precision="tf32x3",
                                                                 role="query", row_multiple=128, width_multiple=64)
@@ -112,7 +98,7 @@ def kernel_alone(queries: torch.Tensor, bank: torch.Tensor) -> dict:
             parzen_lse.parzen_lse_launch(query32, bank32, query_norms, bank_norms, GRID[:count],
                                          n_queries=len(queries), n_bank=len(bank), dot_precision=dot,
                                          blocks=TF32X3_TILES)
-        result[f"tf32x3_sigmas{count}_ms"] = 1e3 * cuda_time(launch)
+        result[f"tf32x3_sigmas{count}_ms"] = 1e3 * cuda_time(launch, repeats=20, warmup=3)
     return result
 
 
