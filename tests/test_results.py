@@ -77,6 +77,13 @@ def test_a_path_without_a_derived_bound_is_refused():
         bounds.arithmetic_of("triton", "tf32")
 
 
+def test_auto_precision_scores_and_saves_as_tf32x3():
+    """auto (the default) may pick int8, whose bound results do not carry: a result scores auto as tf32x3."""
+    assert results.Scoring().precision == results.Scoring(precision="tf32x3").precision == "tf32x3"
+    assert results.Scoring(precision="ieee").precision == "ieee"
+    assert bounds.arithmetic_of("triton", results.Scoring(precision="auto").precision) == "tf32x3"
+
+
 # ---- save and check ---------------------------------------------------------------------------------
 
 def test_an_unchanged_result_checks_clean(data, capsys):
@@ -84,6 +91,7 @@ def test_an_unchanged_result_checks_clean(data, capsys):
     stored = json.loads(path.read_text())
     assert stored["kind"] == results.KIND and stored["inputs"]["samples"]["path"] == "samples.npy"
     assert stored["scorer"]["arithmetic"] == "float32" and stored["selection"]["valid_rows"] == 300
+    assert stored["scorer"]["precision"] == "tf32x3"  # the default, auto, saves as tf32x3
     assert [len(stored["inputs"][role]["sha256"]) for role in results.ROLES] == [64, 64, 64]
     # Own data default to the full protocol: the grid is every width it tried (its start, any
     # widening, then 16 refined widths), all recorded so that check re-scores the same grid.
