@@ -7,6 +7,7 @@ for the int8 and tf32x3 precisions:
 - the public call (``parzen.parzen_pass``, CUDA tensors, 16 sigmas), median wall time;
 - torch.profiler over a few calls: every CUDA kernel's total time and count, so the kernel's
   share and each host-side step (operands, merges, refinement, copies) are named;
+- the int8 kernel alone at 16 sigmas for a sweep of tiles (``SWEEP``), four accumulators or one;
 - the fused kernel alone on prepared operands at fixed tiles (those autotuning chose on an H200),
   with 0 (nearest only), 1, 4 and 16 sigmas, and for int8 with one digit instead of four: what the
   distances cost, what each sigma's exponentials add, what the extra digit products add.
@@ -102,10 +103,43 @@ def kernel_alone(queries: torch.Tensor, bank: torch.Tensor) -> dict:
     return result
 
 
+# Tiles for the int8 kernel's sweep (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages, SEQUENTIAL): the tuned
+# four-accumulator tiles, and one-accumulator (SEQUENTIAL) tiles wide enough to amortise each row's work.
+SWEEP = [(64, 32, 64, 4, 3, False), (64, 32, 64, 4, 4, False), (64, 64, 64, 8, 3, False),
+         (64, 32, 64, 4, 3, True), (64, 64, 64, 4, 3, True), (64, 64, 64, 8, 3, True),
+         (64, 128, 64, 8, 3, True), (128, 64, 64, 8, 3, True), (128, 128, 64, 8, 3, True)]
+
+
+def int8_sweep(queries: torch.Tensor, bank: torch.Tensor, counts=(16,)) -> dict:
+    """The int8 kernel alone (four digits and the correction, as for MNIST against a generator) per tile."""
+    query_operand, query_terms, _, _, width = int8_operands.int8_operands_launch(
+        queries, "query", 128, parzen_int8.WIDTH_MULTIPLE, False)
+    bank_operand, bank_terms, _, _, _ = int8_operands.int8_operands_launch(
+        bank, "bank", parzen_int8.SPLIT_ROWS_MULTIPLE, parzen_int8.WIDTH_MULTIPLE, False)
+    result = {}
+    for block_m, block_n, block_k, warps, stages, sequential in SWEEP:
+        tiles = {"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k, "num_warps": warps,
+                 "num_stages": stages, "SEQUENTIAL": sequential}
+        for count in counts:
+            name = f"{block_m}x{block_n}x{block_k}_w{warps}_s{stages}_{'sequential' if sequential else 'together'}_{count}"
+
+            def launch(count=count, tiles=tiles):
+                parzen_int8.parzen_int8_launch(query_operand, bank_operand, query_terms, bank_terms, GRID[:count],
+                                               n_queries=len(queries), n_bank=len(bank), width=width, digits=4,
+                                               correction=True, blocks=tiles)
+            try:
+                result[name] = 1e3 * cuda_time(launch, repeats=20, warmup=3)
+            except Exception as error:  # noqa: BLE001 - a tile that does not compile is a result too
+                result[name] = f"{type(error).__name__}: {str(error)[:200]}"
+            print(f"  {name}: {result[name]}", flush=True)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="bench-gpu-breakdown.json")
     parser.add_argument("--rows", type=int, default=10_000)
+    parser.add_argument("--sweep-only", action="store_true", help="only the int8 tile sweep")
     args = parser.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = False
     mnist = load_mnist(fetch=False)
@@ -115,6 +149,10 @@ def main() -> None:
     report = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "rows": args.rows,
               "grid": GRID.tolist(), "timing": "CUDA events (kernels), host clock after a synchronise (calls)"}
     out = Path(args.out)
+    report["int8_sweep_ms"] = int8_sweep(queries, bank)
+    out.write_text(json.dumps(report, indent=2))
+    if args.sweep_only:
+        return
     for precision in ("int8", "tf32x3"):
         call = lambda: parzen.parzen_pass(queries, bank, GRID, backend="triton", precision=precision)  # noqa: E731
         call()

@@ -106,6 +106,20 @@ def test_matches_float64_reference_at_odd_sizes(n, m, d, rng):
     check_int8(bytes_over_255(rng, (n, d)), unit_bank(rng, (m, d)), np.logspace(-1, 0, 10))
 
 
+@pytest.mark.parametrize("query_dtype", [np.float32, np.float64])   # float32's a / 255 needs the h.q0 correction
+@pytest.mark.parametrize("eight_bit_bank", [False, True])             # four digits, or q0 alone
+def test_one_digit_at_a_time_equals_four_at_once(query_dtype, eight_bit_bank, rng):
+    """The SEQUENTIAL tiles (one accumulator, Horner's rule in int64) give the same integers, so the same bits."""
+    x = bytes_over_255(rng, (BLOCKS["BLOCK_M"] + 3, 97), query_dtype)
+    shape = (2 * BLOCK_N + 5, 97)
+    bank = bytes_over_255(rng, shape, np.float64) if eight_bit_bank else unit_bank(rng, shape)
+    sigmas = np.logspace(-1, 0, 4)
+    together = parzen_int8.parzen_partial_int8(torch.as_tensor(x), torch.as_tensor(bank), sigmas, device=CPU)
+    _, _, sequential = check_int8(x, bank, sigmas, blocks={**BLOCKS, "SEQUENTIAL": True})
+    for field in ("min_sq_distance", "nearest_index", "shifted_sums"):
+        assert torch.equal(getattr(together, field), getattr(sequential, field)), field
+
+
 @pytest.mark.parametrize("count", [1, 10, 16, 40])
 def test_sigma_grids_of_1_10_16_and_40(count, rng):
     x, bank = bytes_over_255(rng, (9, 20)), unit_bank(rng, (40, 20))
