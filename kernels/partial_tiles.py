@@ -8,8 +8,24 @@ distance, the bank index of that minimum and, per sigma, the sum shifted by the 
 """
 from __future__ import annotations
 
+import os
+
+import torch
 import triton
 import triton.language as tl
+
+# Tiles autotuning chose on an NVIDIA H200 (sm_90) at 10,000 x 10,000 x 784 with 16 sigmas
+# (``python benchmarks/gpu_check.py --targets``, results/bench-gpu-targets-NVIDIA-H200.json), with
+# the candidates' times. Shipped so that the first call on a new sm_90 machine compiles one tile
+# instead of compiling and timing every candidate (6 to 12 s on an H200); other GPUs, and any
+# GPU with GANBENCH_AUTOTUNE=1, tune. Keys: (kernel, compute capability); the kernels are "int8"
+# (``parzen_int8``) and "tf32" (``parzen_lse`` with tl.dot in tf32, which tf32x3 operands use).
+SHIPPED_TILES = {
+    # 64 x 32 x 64: 3.10 ms against 3.74 ms for 128 x 32 x 64 (8 warps).
+    ("int8", (9, 0)): {"BLOCK_M": 64, "BLOCK_N": 32, "BLOCK_K": 64, "num_warps": 4, "num_stages": 3},
+    # 64 x 128 x 32: 2.64 ms; 128 x 128 x 64 2.80, 128 x 128 x 32 2.92, 128 x 64 x 32 3.65.
+    ("tf32", (9, 0)): {"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 32, "num_warps": 4, "num_stages": 4},
+}
 
 
 @triton.jit
@@ -77,3 +93,10 @@ def bucket(count: int) -> int:
     """``count`` rounded up to a power of two: the autotuning key, so a new size in the same
     range reuses the tuned tile instead of tuning again."""
     return 1 << max(count - 1, 0).bit_length()
+
+
+def shipped_tiles(kernel: str, device: torch.device) -> dict | None:
+    """The shipped tile of ``kernel`` for this GPU, or None (then the launcher autotunes)."""
+    if device.type != "cuda" or os.environ.get("GANBENCH_AUTOTUNE") == "1":
+        return None
+    return SHIPPED_TILES.get((kernel, torch.cuda.get_device_capability(device)))

@@ -82,16 +82,6 @@ class NotInt8Data(GanbenchError):
     """Queries that are not 8-bit, or a bank outside [0, 1]: precision ``auto`` then scores with tf32x3."""
 
 
-@triton.jit
-def _digit_product(query_ptrs, digit_ptrs, width, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                   BLOCK_K: tl.constexpr):
-    """One int8 query block times one int8 digit block over the whole width: exact int32 (BLOCK_M, BLOCK_N)."""
-    product = tl.zeros([BLOCK_M, BLOCK_N], tl.int32)
-    for k_start in range(0, width, BLOCK_K):
-        product = tl.dot(tl.load(query_ptrs + k_start), tl.load(digit_ptrs + k_start), product, out_dtype=tl.int32)
-    return product
-
-
 @triton.jit(do_not_specialize=["query_bucket", "bank_bucket"])
 def _parzen_int8_kernel(
     # pointers
@@ -104,7 +94,7 @@ def _parzen_int8_kernel(
     query_bucket, bank_bucket,
     # meta-parameters
     NUM_SIGMAS: tl.constexpr, DIGITS: tl.constexpr, CORRECTION: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SEQUENTIAL: tl.constexpr = False,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     tl.static_assert(BLOCK_M >= 16 and BLOCK_N >= 16, "tl.dot needs tiles of at least 16 x 16")
     tl.static_assert(BLOCK_K >= 32, "int8 tensor-core products take K in steps of 32")
@@ -127,43 +117,27 @@ def _parzen_int8_kernel(
         bank_start = split_start + block * BLOCK_N
         if bank_start < split_end:
             bank_block_ptr = bank_ptr + bank_start.to(tl.int64) * stride_bank_row
-            if SEQUENTIAL:
-                # One digit at a time, each a whole-width int32 product folded into int64 by Horner's
-                # rule: one accumulator lives through the K loop instead of four, so wider tiles fit.
-                query_ptrs = query_block_ptr + query_offsets
-                digit_ptrs = bank_block_ptr + bank_offsets
-                products = _digit_product(query_ptrs, digit_ptrs, width, BLOCK_M, BLOCK_N, BLOCK_K).to(tl.int64)
+            high0 = tl.zeros([BLOCK_M, BLOCK_N], tl.int32)   # (a - 128).q0
+            high1 = tl.zeros([BLOCK_M, BLOCK_N], tl.int32)   # (a - 128).q1
+            high2 = tl.zeros([BLOCK_M, BLOCK_N], tl.int32)   # (a - 128).q2
+            low = tl.zeros([BLOCK_M, BLOCK_N], tl.int32)     # (a - 128).q3 + h.q0: both weigh 1
+            for k_start in range(0, width, BLOCK_K):
+                queries = tl.load(query_block_ptr + query_offsets + k_start)   # (BLOCK_M, BLOCK_K) int8
+                digits = bank_block_ptr + bank_offsets + k_start              # (BLOCK_K, BLOCK_N) int8 each
+                digit0 = tl.load(digits)
+                high0 = tl.dot(queries, digit0, high0, out_dtype=tl.int32)
                 if DIGITS == 4:
-                    for digit in tl.static_range(1, 4):
-                        products = products * 256 + _digit_product(query_ptrs, digit_ptrs + digit * width, width,
-                                                                   BLOCK_M, BLOCK_N, BLOCK_K).to(tl.int64)
-                else:  # q0 alone still weighs 2^24
-                    products = products * 16777216
-                if CORRECTION:  # h.q0 weighs 1, as (a - 128).q3
-                    products += _digit_product(query_ptrs + width, digit_ptrs, width,
-                                               BLOCK_M, BLOCK_N, BLOCK_K).to(tl.int64)
-            else:
-                high0 = tl.zeros([BLOCK_M, BLOCK_N], tl.int32)   # (a - 128).q0
-                high1 = tl.zeros([BLOCK_M, BLOCK_N], tl.int32)   # (a - 128).q1
-                high2 = tl.zeros([BLOCK_M, BLOCK_N], tl.int32)   # (a - 128).q2
-                low = tl.zeros([BLOCK_M, BLOCK_N], tl.int32)     # (a - 128).q3 + h.q0: both weigh 1
-                for k_start in range(0, width, BLOCK_K):
-                    queries = tl.load(query_block_ptr + query_offsets + k_start)   # (BLOCK_M, BLOCK_K) int8
-                    digits = bank_block_ptr + bank_offsets + k_start              # (BLOCK_K, BLOCK_N) int8 each
-                    digit0 = tl.load(digits)
-                    high0 = tl.dot(queries, digit0, high0, out_dtype=tl.int32)
-                    if DIGITS == 4:
-                        high1 = tl.dot(queries, tl.load(digits + width), high1, out_dtype=tl.int32)
-                        high2 = tl.dot(queries, tl.load(digits + 2 * width), high2, out_dtype=tl.int32)
-                        low = tl.dot(queries, tl.load(digits + 3 * width), low, out_dtype=tl.int32)
-                    if CORRECTION:
-                        highs = tl.load(query_block_ptr + query_offsets + width + k_start)
-                        low = tl.dot(highs, digit0, low, out_dtype=tl.int32)
-                products = high0.to(tl.int64) * 16777216
-                if DIGITS == 4:
-                    products += high1.to(tl.int64) * 65536 + high2.to(tl.int64) * 256
-                if DIGITS == 4 or CORRECTION:
-                    products += low.to(tl.int64)
+                    high1 = tl.dot(queries, tl.load(digits + width), high1, out_dtype=tl.int32)
+                    high2 = tl.dot(queries, tl.load(digits + 2 * width), high2, out_dtype=tl.int32)
+                    low = tl.dot(queries, tl.load(digits + 3 * width), low, out_dtype=tl.int32)
+                if CORRECTION:
+                    highs = tl.load(query_block_ptr + query_offsets + width + k_start)
+                    low = tl.dot(highs, digit0, low, out_dtype=tl.int32)
+            products = high0.to(tl.int64) * 16777216
+            if DIGITS == 4:
+                products += high1.to(tl.int64) * 65536 + high2.to(tl.int64) * 256
+            if DIGITS == 4 or CORRECTION:
+                products += low.to(tl.int64)
             columns = bank_start + local_columns
             column_ok = columns < split_end
             bank_terms = tl.load(bank_terms_ptr + columns, mask=column_ok, other=0)
@@ -318,6 +292,8 @@ def parzen_int8_launch(query: torch.Tensor, bank: torch.Tensor, query_terms: tor
         raise GanbenchError("row terms must be one per row of query and bank")
     if digits not in (1, 4):
         raise GanbenchError(f"digits must be 1 or 4, got {digits}")
+    # No tiles asked for: the shipped tile of this GPU, else autotuning over the candidates.
+    blocks = blocks or partial_tiles.shipped_tiles("int8", query.device)
     tiles = blocks or MAX_BLOCKS
     check_tiles(tiles, width)
     if (query.shape[0] < triton.cdiv(n_queries, tiles["BLOCK_M"]) * tiles["BLOCK_M"]

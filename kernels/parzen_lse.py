@@ -207,7 +207,8 @@ def parzen_lse_launch(query: torch.Tensor, bank: torch.Tensor, query_norms: torc
     precision: the user's tf32x3 is a plain tf32 dot over split operands.
     ``blocks`` (BLOCK_M, BLOCK_N, BLOCK_K), when given, replaces autotuning.
     """
-    blocks = blocks or MAX_BLOCKS
+    # No tiles asked for: the shipped tile of this GPU, else autotuning over the candidates.
+    blocks = blocks or partial_tiles.shipped_tiles(dot_precision, query.device) or MAX_BLOCKS
     check_tiles(blocks)
     if query.ndim != 2 or bank.ndim != 2 or query.shape[1] != bank.shape[1]:
         raise GanbenchError(f"query {tuple(query.shape)} and bank {tuple(bank.shape)} must be (n, w) and (m, w)")

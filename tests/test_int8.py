@@ -106,20 +106,6 @@ def test_matches_float64_reference_at_odd_sizes(n, m, d, rng):
     check_int8(bytes_over_255(rng, (n, d)), unit_bank(rng, (m, d)), np.logspace(-1, 0, 10))
 
 
-@pytest.mark.parametrize("query_dtype", [np.float32, np.float64])   # float32's a / 255 needs the h.q0 correction
-@pytest.mark.parametrize("eight_bit_bank", [False, True])             # four digits, or q0 alone
-def test_one_digit_at_a_time_equals_four_at_once(query_dtype, eight_bit_bank, rng):
-    """The SEQUENTIAL tiles (one accumulator, Horner's rule in int64) give the same integers, so the same bits."""
-    x = bytes_over_255(rng, (BLOCKS["BLOCK_M"] + 3, 97), query_dtype)
-    shape = (2 * BLOCK_N + 5, 97)
-    bank = bytes_over_255(rng, shape, np.float64) if eight_bit_bank else unit_bank(rng, shape)
-    sigmas = np.logspace(-1, 0, 4)
-    together = parzen_int8.parzen_partial_int8(torch.as_tensor(x), torch.as_tensor(bank), sigmas, device=CPU)
-    _, _, sequential = check_int8(x, bank, sigmas, blocks={**BLOCKS, "SEQUENTIAL": True})
-    for field in ("min_sq_distance", "nearest_index", "shifted_sums"):
-        assert torch.equal(getattr(together, field), getattr(sequential, field)), field
-
-
 @pytest.mark.parametrize("count", [1, 10, 16, 40])
 def test_sigma_grids_of_1_10_16_and_40(count, rng):
     x, bank = bytes_over_255(rng, (9, 20)), unit_bank(rng, (40, 20))
@@ -315,7 +301,7 @@ COMPILE_FOR_SM90 = """
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-from ganbench.kernels import parzen_int8, parzen_lse, parzen_int8_operands as operands
+from ganbench.kernels import parzen_int8, parzen_lse, partial_tiles, parzen_int8_operands as operands
 
 def compile_for_sm90(kernel, signature, constexprs, attrs=None, **options):
     signature = dict(signature, **{name: "constexpr" for name in constexprs})
@@ -338,14 +324,41 @@ for query in (True, False):
                       "extended_ptr": "*i32",
                       **dict.fromkeys(["count", "dim", "width", "stride_rows", "stride_out"], "i32")},
                      {"QUERY": query, **tile}, num_warps=operands.GPU_TILE["num_warps"])
+for (kernel, _), shipped in partial_tiles.SHIPPED_TILES.items():  # the tiles a new sm_90 machine compiles first
+    if kernel != "int8":
+        continue
+    compile_for_sm90(parzen_int8._parzen_int8_kernel, {**pointers, **dict.fromkeys(sizes, "i32")},
+                     {"NUM_SIGMAS": 16, "DIGITS": 4, "CORRECTION": True,
+                      **{key: value for key, value in shipped.items() if key.startswith("BLOCK")}},
+                     divisible, num_warps=shipped["num_warps"], num_stages=shipped["num_stages"])
 lse_pointers = dict(zip(["query_ptr", "bank_ptr", "query_norm_ptr", "bank_norm_ptr", "scale_ptr", "min_out_ptr",
                          "index_out_ptr", "sums_out_ptr"], ["*fp32"] * 6 + ["*i32", "*fp32"]))
 for precision in ("tf32x3", "ieee"):
     compile_for_sm90(parzen_lse._parzen_lse_kernel, {**lse_pointers, **dict.fromkeys(sizes, "i32")},
                      {"NUM_SIGMAS": 16, "PRECISION": precision, "BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 32},
                      num_warps=8, num_stages=3)
+shipped = partial_tiles.SHIPPED_TILES[("tf32", (9, 0))]
+compile_for_sm90(parzen_lse._parzen_lse_kernel, {**lse_pointers, **dict.fromkeys(sizes, "i32")},
+                 {"NUM_SIGMAS": 16, "PRECISION": "tf32",
+                  **{key: value for key, value in shipped.items() if key.startswith("BLOCK")}},
+                 num_warps=shipped["num_warps"], num_stages=shipped["num_stages"])
 print("compiled")
 """
+
+
+def test_shipped_tiles_are_tuning_candidates_and_used_only_on_their_gpu(monkeypatch):
+    """A shipped tile is one autotuning could have chosen (so the candidates' checks and notes hold
+    for it); the CPU never uses one, and GANBENCH_AUTOTUNE=1 turns them off."""
+    candidates = {"int8": parzen_int8.TUNING_CANDIDATES, "tf32": parzen_lse.TUNING_CANDIDATES}
+    for (kernel, capability), tiles in partial_tiles.SHIPPED_TILES.items():
+        as_candidate = tuple(tiles[key] for key in ("BLOCK_M", "BLOCK_N", "BLOCK_K", "num_warps", "num_stages"))
+        assert as_candidate in candidates[kernel], (kernel, capability)
+        if kernel == "int8":  # a four-digit bank keeps its accumulators in registers
+            config = partial_tiles.autotune_configs([as_candidate])
+            assert parzen_int8._prune_configs(config, {"DIGITS": 4}) == config
+    assert partial_tiles.shipped_tiles("int8", CPU) is None
+    monkeypatch.setenv("GANBENCH_AUTOTUNE", "1")
+    assert partial_tiles.shipped_tiles("tf32", torch.device("cuda")) is None  # decided before asking the GPU
 
 
 def test_kernels_compile_for_a_gpu_without_one():
