@@ -11,9 +11,12 @@ rho = 128 h + l with h rounded half towards zero (|h| <= 127, |l| <= 64). A quer
 
     [a - 128 | h]                   two int8 blocks of ``width`` columns (tl.dot takes int8, not uint8).
 
-Rule (``is_8bit``): x is 8-bit when every coordinate has a = round(255 x) in 0..255 and
-|rho| = |round(2^31 (255 x - a))| <= 16320, that is 255 x within 7.6e-6 of a byte: float32 and
-float64 copies of a / 255 qualify, and so does any value of that form (their rho is exact).
+Rule (``is_8bit``): x is 8-bit when every coordinate has a = round(255 x) in 0..255,
+|rho| = |round(2^31 (255 x - a))| <= 16320 (255 x within 7.6e-6 of a byte), and the rounding of rho
+is below 2^-30 of 2^31 255 x, the coordinate itself: float32 and float64 copies of a / 255 qualify,
+and so does any value of that form (their rho is exact, or off by float64's rounding). The last
+condition only bites where a = 0: a coordinate that is not 0 but rounds to byte 0 and rho 0 (data
+of scale 1e-17, say) would be scored as 0, a relative error of 1, so such data are not 8-bit.
 
 Bank rows s in [0, 1]: t = 255 s (exact in float64 for float32 s) is rounded to the fixed point
 T = round(2^24 t) in [0, 255 * 2^24], and T' = T - 2^31 (a signed 32-bit integer) is written in
@@ -51,6 +54,10 @@ DISTANCE_SCALE = 2.0**24 * 255.0**2   # E = DISTANCE_SCALE * D: the kernel's uni
 QUERY_BLOCKS, BANK_BLOCKS = 2, 4      # int8 blocks per row: [a - 128 | h], [q0 | q1 | q2 | q3]
 MAX_RHO = 16320                       # 255 * 2^-25 * 2^31: float32's rounding of a / 255, in units of 2^-31 / 255
 MAX_RHO_CONSTANT = tl.constexpr(MAX_RHO)  # kernels read globals only as constexpr (the interpreter does not check)
+# The rounding of rho, relative to 2^31 255 x: float64's a / 255 is off by ~2^-44, a coordinate with a >= 1 by at
+# most 2^-32; only a tiny coordinate that rounds to byte 0 can exceed it.
+MAX_RELATIVE_ROUNDING = 2.0**-30
+MAX_RELATIVE_ROUNDING_CONSTANT = tl.constexpr(MAX_RELATIVE_ROUNDING)
 # As a kernel constant: Triton makes float literals float32, and 65025 x 2^24 is exact in float32.
 DISTANCE_SCALE_CONSTANT = tl.constexpr(DISTANCE_SCALE)
 INTERPRETER_TILE = {"BLOCK_R": 16, "BLOCK_D": 32}
@@ -80,8 +87,10 @@ def _int8_operands_kernel(rows_ptr, out_ptr, terms_ptr, unrepresentable_ptr, ext
         scaled = values * 255.0  # exact for float32 inputs
         if QUERY:
             byte = tl.floor(scaled + 0.5)
-            rho = tl.floor((scaled - byte) * 2147483648.0 + 0.5)
-            fits = (byte >= 0.0) & (byte <= 255.0) & (tl.abs(rho) <= MAX_RHO_CONSTANT)
+            unrounded = (scaled - byte) * 2147483648.0
+            rho = tl.floor(unrounded + 0.5)
+            fits = (byte >= 0.0) & (byte <= 255.0) & (tl.abs(rho) <= MAX_RHO_CONSTANT) & (
+                tl.abs(unrounded - rho) <= MAX_RELATIVE_ROUNDING_CONSTANT * tl.abs(byte * 2147483648.0 + unrounded))
             unrepresentable += tl.sum((inside & ~fits).to(tl.int32), axis=1)
             byte = tl.minimum(tl.maximum(byte, 0.0), 255.0).to(tl.int64)
             rho = tl.minimum(tl.maximum(rho, -MAX_RHO_CONSTANT), MAX_RHO_CONSTANT).to(tl.int32)
@@ -129,6 +138,13 @@ def query_split(values: torch.Tensor):
     return byte, torch.floor(unrounded + 0.5), unrounded
 
 
+def query_fits(byte: torch.Tensor, rho: torch.Tensor, unrounded: torch.Tensor) -> torch.Tensor:
+    """The module's rule per coordinate, from ``query_split``: a byte, |rho| <= MAX_RHO, rho's rounding
+    below MAX_RELATIVE_ROUNDING of the coordinate."""
+    relative = (unrounded - rho).abs() <= MAX_RELATIVE_ROUNDING * (byte * 2.0**31 + unrounded).abs()
+    return (byte >= 0) & (byte <= 255) & (rho.abs() <= MAX_RHO) & relative
+
+
 def high_byte(rho: torch.Tensor) -> torch.Tensor:
     """h = rho / 128 rounded half towards zero, so |rho - 128 h| <= 64 and |h| <= 127."""
     return torch.div(rho.abs() + 63, 128, rounding_mode="floor") * rho.sign()
@@ -144,8 +160,8 @@ def int8_operands_reference(rows: torch.Tensor, role: str):
     values = rows.double()
     norm = torch.floor(values.pow(2).sum(1) * DISTANCE_SCALE + 0.5).long()
     if role == "query":
-        byte, rho, _ = query_split(values)
-        fits = (byte >= 0) & (byte <= 255) & (rho.abs() <= MAX_RHO)
+        byte, rho, unrounded = query_split(values)
+        fits = query_fits(byte, rho, unrounded)
         byte, rho = byte.clamp(0, 255).long(), rho.clamp(-MAX_RHO, MAX_RHO).long()
         high = high_byte(rho)
         terms = norm - 2 * (2**31 * byte.sum(1) + rho.sum(1))
@@ -198,8 +214,7 @@ def int8_operands_launch(rows: torch.Tensor, role: str, row_multiple: int, width
 
 def is_8bit(values: torch.Tensor) -> bool:
     """The module's rule, in torch: every 255 x within MAX_RHO 2^-31 of a byte 0..255 (one wait for the device)."""
-    byte, rho, _ = query_split(values.double())
-    return bool(((byte >= 0) & (byte <= 255) & (rho.abs() <= MAX_RHO)).all())
+    return bool(query_fits(*query_split(values.double())).all())
 
 
 def in_unit_interval(values: torch.Tensor) -> bool:

@@ -242,6 +242,18 @@ def test_8bit_rule():
     assert not operands.is_8bit(torch.tensor([0.5]))          # 127.5: halfway between bytes
     assert not operands.is_8bit(torch.tensor([1.0 + 1 / 255]))  # byte 256
     assert not operands.is_8bit(torch.tensor([-1 / 255]))
+    # Byte 0 with rho 0 for a coordinate that is not 0: scored as 0, a relative error of 1 (data of scale 1e-17).
+    assert not operands.is_8bit(torch.tensor([3.5e-17], dtype=torch.float64))
+    assert operands.is_8bit(torch.tensor([0.0, 5 * 2.0**-31 / 255, 1 / 255 + 1e-12], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("scale", [1e-17, 1e-30])
+def test_tiny_data_are_not_8bit(scale, rng):
+    """Data far below one byte's step would round to zeros: the operands kernel refuses them, auto takes tf32x3."""
+    x = torch.as_tensor(rng.random((5, 33)) * scale)
+    _, _, unrepresentable, _, _ = operands.int8_operands_launch(x, "query", 16, 64, interpreted=True)
+    assert unrepresentable.sum() == 33 * 5
+    assert not operands.is_8bit(x)
     assert operands.in_unit_interval(torch.tensor([0.0, 1.0])) and not operands.in_unit_interval(torch.tensor([1.01]))
 
 

@@ -15,6 +15,18 @@ ROOT = Path(__file__).resolve().parents[2]
 TABLE1_RESULT = "table1.json"              # ganbench reproduce table1 --out results
 CPU_REPORT = "bench-cpu.json"              # ganbench bench --out results/bench-cpu.json
 GPU_REPORT = "bench-gpu-NVIDIA-H200.json"  # python benchmarks/gpu_check.py on an H200
+GPU_TARGETS_REPORT = "bench-gpu-targets-NVIDIA-H200.json"  # python benchmarks/gpu_check.py --targets on an H200
+# The rows of the targets table: gpu_check's summary keys, in words.
+TARGET_NAMES = {
+    "16_sigmas_over_matmul_fp32": "16 sigmas / one fp32 matmul",
+    "16_sigmas_over_1_sigma": "16 sigmas / 1 sigma",
+    "naive_compiled_over_16_sigmas": "torch.compile'd naive peer / ganbench (16 sigmas)",
+    "max_error_nats_sigma_0.1_to_1": "max per-point error vs float64, sigma 0.1 to 1 (nats)",
+    "first_call_fresh_process_s": "first call, new process (Triton cache filled)",
+    "first_call_fresh_process_empty_triton_cache_s": "first call, new process, empty Triton cache",
+    "numpy_inputs_over_cuda_tensors": "NumPy inputs / CUDA tensors (16 sigmas)",
+    "lloyd_iteration_s": "one Lloyd iteration (10,000 centroids, 50,000 images)",
+}
 SECTION = re.compile(r"(<!-- begin (?P<name>[a-z0-9-]+) -->\n)(?P<body>.*?)(<!-- end (?P=name) -->)", re.DOTALL)
 CPU_ORDER = ("ganbench torch", "float32 matmul", "torch.compile'd naive", "torch cdist", "float64 NumPy reference",
              "KeOps", "authors'")
@@ -65,6 +77,44 @@ def gpu_table(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def targets_table(report: dict) -> str:
+    """The scorer's GPU targets per precision, from ``benchmarks/gpu_check.py --targets``: times, then each target."""
+    targets, shared = report["targets"], report["targets"]["shared"]
+    precisions = [name for name in ("int8", "tf32x3") if name in targets["summary"]]
+
+    def value(number, name: str) -> str:
+        if number is None:
+            return "not measured"
+        if name.endswith("_s"):
+            return _seconds(number)
+        return f"{number:.2g}" if "error" in name else f"{number:.2f}x"
+
+    lines = [f"GPU: {report['device']}, torch {report['torch']}, Triton {report['triton']}; {targets['rows']:,} MNIST "
+             f"test images against {targets['rows']:,} samples of the shipped generator, d = {targets['dimension']}, "
+             f"{len(targets['grid'])} sigmas, public API on CUDA tensors (`results/{GPU_TARGETS_REPORT}`)", "",
+             "| | target | " + " | ".join(precisions) + " |", "|---|---|" + "---|" * len(precisions)]
+    for label, key in (("16 sigmas", "sixteen_sigmas_s"), ("1 sigma", "one_sigma_s"),
+                       ("16 sigmas, NumPy inputs", "numpy_inputs_sixteen_sigmas_s")):
+        lines.append(f"| {label} | | " + " | ".join(value(targets[name].get(key), "_s") for name in precisions) + " |")
+    lines.append(f"| one fp32 matmul; the compiled naive peer, 16 sigmas | | {_seconds(shared['matmul_fp32_s'])}; "
+                 f"{_seconds(shared['naive_peer_sixteen_sigmas_s'])} | |")
+    for key, label in TARGET_NAMES.items():
+        cells = []
+        for name in precisions:
+            entry = targets["summary"][name].get(key, {})
+            met = {True: "met", False: "not met"}.get(entry.get("met"), "")
+            cells.append(f"{value(entry.get('value'), key)} {met}".strip())
+        target = next(iter(targets["summary"].values()))[key]["target"]
+        if key.endswith("_s"):  # "<= 2" seconds reads "<= 2 s"
+            sense, limit = target.split()
+            target = f"{sense} {_seconds(float(limit))}"
+        lines.append(f"| {label} | {target} | " + " | ".join(cells) + " |")
+    keops = shared.get("keops_sixteen_sigmas")
+    if isinstance(keops, str):
+        lines.append(f"| KeOps LazyTensor log-sum-exp | | {keops} | |")
+    return "\n".join(lines) + "\n"
+
+
 def table1_block(result: dict) -> str:
     """Table 1's MNIST column as ``ganbench reproduce table1 --out results`` measured it (results/table1.json)."""
     from ganbench.paper import table1
@@ -79,7 +129,8 @@ def sections(results: Path = ROOT / "results") -> dict[str, str]:
     """Every generated section's text, by name, from the JSON files in ``results``."""
     return {"table1": table1_block(json.loads((results / TABLE1_RESULT).read_text())),
             "speed-cpu": cpu_table(json.loads((results / CPU_REPORT).read_text())),
-            "speed-gpu": gpu_table(json.loads((results / GPU_REPORT).read_text()))}
+            "speed-gpu": gpu_table(json.loads((results / GPU_REPORT).read_text())),
+            "speed-gpu-targets": targets_table(json.loads((results / GPU_TARGETS_REPORT).read_text()))}
 
 
 def render(text: str, generated: dict[str, str]) -> str:
