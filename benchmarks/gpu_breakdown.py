@@ -8,7 +8,7 @@ for the int8 and tf32x3 precisions:
 - torch.profiler over a few calls: every CUDA kernel's total time and count, so the kernel's
   share and each host-side step (operands, merges, refinement, copies) are named;
 - the int8 kernel alone at 16 sigmas for a sweep of tiles (``SWEEP``);
-- the fused kernel alone on prepared operands at fixed tiles (those autotuning chose on an H200),
+- the fused kernel alone on prepared operands at the tiles shipped for sm_90 (``SHIPPED_TILES``),
   with 0 (nearest only), 1, 4 and 16 sigmas, and for int8 with one digit instead of four: what the
   distances cost, what each sigma's exponentials add, what the extra digit products add.
 CUDA events, median of repeats after warm-up. A GPU is required.
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from ganbench.kernels import parzen_int8, parzen_lse, parzen_operands
+from ganbench.kernels import partial_tiles, parzen_int8, parzen_lse, parzen_operands
 from ganbench.kernels import parzen_int8_operands as int8_operands
 from gpu_check import cuda_time  # this folder is on sys.path when the script runs
 
@@ -32,8 +32,18 @@ from ganbench.gan import sampling
 from ganbench.scoring import parzen
 
 GRID = np.logspace(-1, 0, 16)
-INT8_TILES = {"BLOCK_M": 64, "BLOCK_N": 32, "BLOCK_K": 64, "num_warps": 4, "num_stages": 4}
-TF32X3_TILES = {"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 32, "num_warps": 4, "num_stages": 4}
+# The kernels alone run at the tiles an sm_90 GPU takes without tuning.
+INT8_TILES = partial_tiles.SHIPPED_TILES[("int8", (9, 0))]
+TF32X3_TILES = partial_tiles.SHIPPED_TILES[("tf32", (9, 0))]
+
+
+def int8_operands_of(queries: torch.Tensor, bank: torch.Tensor):
+    """(query operand, query terms, bank operand, bank terms, width), padded for every candidate tile."""
+    query_operand, query_terms, _, _, width = int8_operands.int8_operands_launch(
+        queries, "query", parzen_int8.MAX_BLOCKS["BLOCK_M"], parzen_int8.WIDTH_MULTIPLE, False)
+    bank_operand, bank_terms, _, _, _ = int8_operands.int8_operands_launch(
+        bank, "bank", parzen_int8.SPLIT_ROWS_MULTIPLE, parzen_int8.WIDTH_MULTIPLE, False)
+    return query_operand, query_terms, bank_operand, bank_terms, width
 
 
 def wall_time(function, repeats: int = 20) -> float:
@@ -79,10 +89,7 @@ def profile(function, calls: int = 5, trace: Path | None = None) -> dict:
 def kernel_alone(queries: torch.Tensor, bank: torch.Tensor) -> dict:
     """The fused kernels on prepared operands, fixed tiles: 0/1/4/16 sigmas, int8 with 1 or 4 digits."""
     result = {}
-    query_operand, query_terms, _, extended, width = int8_operands.int8_operands_launch(
-        queries, "query", parzen_int8.MAX_BLOCKS["BLOCK_M"], parzen_int8.WIDTH_MULTIPLE, False)
-    bank_operand, bank_terms, _, _, _ = int8_operands.int8_operands_launch(
-        bank, "bank", parzen_int8.SPLIT_ROWS_MULTIPLE, parzen_int8.WIDTH_MULTIPLE, False)
+    query_operand, query_terms, bank_operand, bank_terms, width = int8_operands_of(queries, bank)
     for digits, correction in ((4, True), (1, False)):
         for count in (0, 1, 4, 16):
             def launch(count=count, digits=digits, correction=correction):
@@ -114,10 +121,7 @@ SWEEP = [(64, 32, 64, 4, 3), (64, 32, 64, 4, 4), (64, 64, 64, 8, 3), (128, 32, 6
 
 def int8_sweep(queries: torch.Tensor, bank: torch.Tensor, counts=(16,)) -> dict:
     """The int8 kernel alone (four digits and the correction, as for MNIST against a generator) per tile."""
-    query_operand, query_terms, _, _, width = int8_operands.int8_operands_launch(
-        queries, "query", 128, parzen_int8.WIDTH_MULTIPLE, False)
-    bank_operand, bank_terms, _, _, _ = int8_operands.int8_operands_launch(
-        bank, "bank", parzen_int8.SPLIT_ROWS_MULTIPLE, parzen_int8.WIDTH_MULTIPLE, False)
+    query_operand, query_terms, bank_operand, bank_terms, width = int8_operands_of(queries, bank)
     result = {}
     for block_m, block_n, block_k, warps, stages in SWEEP:
         tiles = {"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k, "num_warps": warps,
