@@ -14,6 +14,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 TABLE1_RESULT = "table1.json"              # ganbench reproduce table1 --out results
 CPU_REPORT = "bench-cpu.json"              # ganbench bench --out results/bench-cpu.json
+CPU_SIGMAS_REPORT = "bench-cpu-sigmas.json"  # python benchmarks/cpu_sigmas.py
 GPU_REPORT = "bench-gpu-NVIDIA-H200.json"  # python benchmarks/gpu_check.py on an H200
 GPU_TARGETS_REPORT = "bench-gpu-targets-NVIDIA-H200.json"  # python benchmarks/gpu_check.py --targets on an H200
 # The rows of the targets table: gpu_check's summary keys, in words.
@@ -62,6 +63,27 @@ def cpu_table(report: dict) -> str:
     # A peer that crashed or failed is a result too: its status, once per method.
     failed = {row["method"]: row["status"] for row in report["rows"] if "status" in row and row["n"] == 10_000}
     lines += [f"| {method} | {status} | | | |" for method, status in failed.items()]
+    return "\n".join(lines) + "\n"
+
+
+def cpu_sigmas_table(report: dict) -> str:
+    """The torch backend's paths on real MNIST at 1, 10 and 16 sigmas against one float32 matmul, and the target."""
+    by_method = {}
+    for row in report["rows_timed"]:
+        by_method.setdefault(row["method"], {})[row["sigmas"]] = row
+    judged = next(row for row in report["rows_timed"] if "target" in row)
+    lines = [f"CPU: {report['machine']['cpu']}, {report['machine']['cores']} cores, torch {report['machine']['torch']}; "
+             f"{report['rows']:,} MNIST test images against {report['rows']:,} training images, d = {report['d']}, "
+             f"the paper's grid; one float32 matmul of the same shape {_seconds(report['float32_matmul_seconds'])} "
+             f"(`results/{CPU_SIGMAS_REPORT}`)", "",
+             f"| path | 1 sigma | 10 sigmas | 16 sigmas | {judged['sigmas']} sigmas / fp32 matmul "
+             f"(target {judged['target']}) | max error vs float64 (nats) |", "|---|---|---|---|---|---|"]
+    for method, cases in by_method.items():
+        target = next(row for row in cases.values() if "target" in row)
+        times = " | ".join(_seconds(cases[count]["seconds"]) for count in (1, 10, 16))
+        error = max(row["max_abs_error_nats"] for row in cases.values())
+        lines.append(f"| {method} | {times} | {_ratio(target['ratio_to_matmul'])} "
+                     f"{'met' if target['met'] else 'not met'} | {error:.2g} |")
     return "\n".join(lines) + "\n"
 
 
@@ -129,6 +151,7 @@ def sections(results: Path = ROOT / "results") -> dict[str, str]:
     """Every generated section's text, by name, from the JSON files in ``results``."""
     return {"table1": table1_block(json.loads((results / TABLE1_RESULT).read_text())),
             "speed-cpu": cpu_table(json.loads((results / CPU_REPORT).read_text())),
+            "speed-cpu-sigmas": cpu_sigmas_table(json.loads((results / CPU_SIGMAS_REPORT).read_text())),
             "speed-gpu": gpu_table(json.loads((results / GPU_REPORT).read_text())),
             "speed-gpu-targets": targets_table(json.loads((results / GPU_TARGETS_REPORT).read_text()))}
 

@@ -140,26 +140,44 @@ def accumulate(running: BankPartial, sq_distances, scales, index_offset: int, sh
 
     The same arithmetic as ``merge(running, from_distances(block))``, written in place with two
     caller-owned buffers of the block's shape, for the hot loop of the torch backend.
-    ``scales`` holds 1 / (2 sigma^2) per sigma. With ``skip_negligible`` (the CPU, where the
-    exponentials are the cost above the GEMM) terms below e^-NEGLIGIBLE_EXPONENT of the running
-    minimum's are left out. That is exact to float32: the running minimum is never below the
-    final one, so a term left out is as small against the final largest term, and the shifted
-    sums lose at most m e^-40 relative. Paper grid on MNIST: under 0.2% of the terms count for
-    sigma <= 0.36, 12% at 0.77, 54% at 1.0 (docs/performance.md).
+    ``scales`` holds 1 / (2 sigma^2) per sigma; ``skip_negligible``: see ``add_terms``.
     """
     block_min, block_arg = sq_distances.min(dim=1)  # first index among ties
-    new_min = torch.minimum(running.min_sq_distance, block_min)
-    closer = block_min < running.min_sq_distance  # strictly: ties keep the earlier block's index
-    running.nearest_index.copy_(torch.where(closer, block_arg + index_offset, running.nearest_index))
-    # Old sums move to the new shift (factor <= 1; exactly 0 while the old min is +inf).
-    running.shifted_sums.mul_(torch.exp(-(running.min_sq_distance - new_min)[None, :] * scales[:, None]))
-    running.min_sq_distance.copy_(new_min)
+    new_min = move_to_minimum(running, block_min, block_arg + index_offset, scales)
     if not len(scales):
         return  # nearest neighbours only (k-means, memorisation): no shifted distances needed
     torch.sub(sq_distances, new_min[:, None], out=shifted)  # >= 0, shared by every sigma
+    add_terms(running.shifted_sums, shifted, scales, term, skip_negligible)
+
+
+def move_to_minimum(running: BankPartial, block_min, block_index, scales):
+    """Take a block's row minima and their bank indices into ``running``; returns the new minima.
+
+    The old sums move to the new shift (factor <= 1; exactly 0 while the old minimum is +inf);
+    ties in distance keep the earlier block's index.
+    """
+    new_min = torch.minimum(running.min_sq_distance, block_min)
+    closer = block_min < running.min_sq_distance
+    running.nearest_index.copy_(torch.where(closer, block_index, running.nearest_index))
+    factors = torch.exp(-(running.min_sq_distance - new_min)[None, :] * scales[:, None])
+    running.shifted_sums.mul_(factors.to(running.shifted_sums.dtype))
+    running.min_sq_distance.copy_(new_min)
+    return new_min
+
+
+def add_terms(sums, shifted, scales, term, skip_negligible: bool) -> None:
+    """sums[k] += sum_j exp(-shifted_j scales[k]) for every sigma k, over one block (n, N) of shifted distances.
+
+    ``shifted`` (>= 0) may be float32 or integer; ``term`` is a float32 buffer of its shape. With
+    ``skip_negligible`` (the CPU, where the exponentials are the cost above the GEMM) terms below
+    e^-NEGLIGIBLE_EXPONENT of the running minimum's are left out. That is exact to float32: the
+    running minimum is never below the final one, so a term left out is as small against the final
+    largest term, and the shifted sums lose at most m e^-40 relative. Paper grid on MNIST: under
+    0.2% of the terms count for sigma <= 0.36, 12% at 0.77, 54% at 1.0 (docs/performance.md).
+    """
     if not skip_negligible:
         for k in range(len(scales)):
-            _dense_sum(running.shifted_sums[k], shifted, float(scales[k]), term)
+            _dense_sum(sums[k], shifted, float(scales[k]), term)
         return
     values = rows = None  # the terms that count for the sigma at hand, and their rows
     filtered_cutoff = math.inf
@@ -170,7 +188,7 @@ def accumulate(running: BankPartial, sq_distances, scales, index_offset: int, sh
             # Every 8th row tells whether gathering pays (a wrong guess costs time, not accuracy).
             sample = shifted[::8]
             if torch.count_nonzero(sample <= cutoff) > DENSE_SHARE * sample.numel():
-                _dense_sum(running.shifted_sums[k], shifted, scale, term)
+                _dense_sum(sums[k], shifted, scale, term)
                 continue
             flat_index = torch.le(shifted, cutoff).view(-1).nonzero().squeeze(1)
             values, filtered_cutoff = shifted.reshape(-1).index_select(0, flat_index), cutoff
@@ -184,9 +202,9 @@ def accumulate(running: BankPartial, sq_distances, scales, index_offset: int, sh
         exponents = torch.mul(values, -scale)
         # Summed per row for the block first, then added once, as the dense path does: the
         # same rounding bound.
-        block_sums = running.shifted_sums.new_zeros(shifted.shape[0])
+        block_sums = sums.new_zeros(shifted.shape[0])
         block_sums.index_add_(0, rows, exponents.exp_())
-        running.shifted_sums[k] += block_sums
+        sums[k] += block_sums
 
 
 def _dense_sum(sums, shifted, scale: float, term) -> None:

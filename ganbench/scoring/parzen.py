@@ -32,7 +32,7 @@ from ganbench.defaults import (
 )
 from ganbench.devices import resolve_device
 from ganbench.errors import GanbenchError
-from ganbench.scoring import partials
+from ganbench.scoring import byte_distances, partials
 from ganbench.scoring.centring import centre_by_bank_mean
 from ganbench.scoring.inputs import as_matrix, as_sigmas, finite_magnitude
 
@@ -150,7 +150,7 @@ def parzen_pass(x, bank, sigmas, *, backend: str = DEFAULT_BACKEND, device=None,
     query_tensor, bank_tensor = scale_by_power_of_two(query_tensor, exponent), scale_by_power_of_two(bank_tensor, exponent)
     scaled_grid = np.ldexp(grid, -exponent)
     if backend == "torch":
-        partial = _torch_pass(query_tensor, bank_tensor, scaled_grid, target, query_block, bank_block)
+        partial = _torch_pass(query_tensor, bank_tensor, scaled_grid, target, query_block, bank_block, precision)
     else:
         # The inputs are on the device (above). The kernels autotune their tiles; query_block and
         # bank_block size the other backends' blocks.
@@ -356,17 +356,26 @@ def _reference_pass(query, bank, grid, query_block, bank_block) -> ParzenPass:
                                             merged.nearest_index.astype(np.int64), grid)
 
 
-def _torch_pass(query, bank, grid, device, query_block, bank_block) -> partials.BankPartial:
+def _torch_pass(query, bank, grid, device, query_block, bank_block, precision=DEFAULT_PRECISION) -> partials.BankPartial:
     """Float32 blocked GEMM form; one distance tile per block serves every sigma.
 
     The tile and its work buffer are allocated once and reused, and sized to stay in
     cache on the CPU: fresh large allocations (page faults) and passes over memory, not
-    the exponentials, would otherwise dominate.
+    the exponentials, would otherwise dominate. On the CPU, 8-bit queries and bank take exact
+    int8 products instead (``ganbench.scoring.byte_distances``) with precision ``auto`` or ``int8``.
     """
-    query32, bank32 = centre_by_bank_mean(query, bank, torch.float32, device)
     prefix = "torch_cuda" if device.type == "cuda" else "torch"
-    query_block = min(query_block or DEFAULTS[f"{prefix}_query_block"], query32.shape[0])
-    bank_block = min(bank_block or DEFAULTS[f"{prefix}_bank_block"], bank32.shape[0])
+    query_block = min(query_block or DEFAULTS[f"{prefix}_query_block"], query.shape[0])
+    bank_block = min(bank_block or DEFAULTS[f"{prefix}_bank_block"], bank.shape[0])
+    if device.type == "cpu" and precision in ("int8", "auto"):
+        sides = byte_distances.applicable(query.to(device), bank.to(device))
+        if sides is not None:
+            return byte_distances.pass_over_bank(*sides, grid, query_block, bank_block)
+        if precision == "int8":
+            raise GanbenchError("precision int8 on the CPU needs 8-bit x and bank (every value a / 255 for a byte a, "
+                                f"both float32 or both float64) in {byte_distances.MIN_DIMENSION} to "
+                                f"{byte_distances.MAX_DIMENSION} dimensions; use --precision auto for other data")
+    query32, bank32 = centre_by_bank_mean(query, bank, torch.float32, device)
     # Norms summed in float64 then rounded once: the GEMM is then the only float32 error.
     query_norms, bank_norms = squared_norms(query32), squared_norms(bank32)
     scales = partials.half_inverse_variances(grid, query32)[:, 0]

@@ -1,0 +1,177 @@
+"""Exact squared distances between 8-bit data from int8 matrix products: the torch backend on the CPU.
+
+MNIST images are x = a / 255 for bytes a. When the queries and the bank are both 8-bit, with
+a' = a - 128 and b' = b - 128 in int8,
+    E = 255^2 ||a / 255 - b / 255||^2 = ||a' - b'||^2 = ||a'||^2 + ||b'||^2 - 2 a'.b',
+and one int8 matrix product with int32 accumulation gives every a'.b' exactly (|a'.b'| <= d 128^2,
+below 2^31 for d < 131,072), so every squared distance between the bytes is exact where the float32
+GEMM form rounds it. On a CPU with int8 dot-product instructions (VNNI) that product also runs
+about 4x faster than the float32 one (2-core AMD EPYC: 3.8 ms against 16.5 ms for a 2048 x 1024 x
+784 tile), so the GEMM stops being the scorer's floor (docs/performance.md).
+
+Which data are 8-bit (``byte_values``): every value equals a / 255 rounded to its own dtype for a
+byte a, in float32 or float64, the two tensors of one dtype; that is what dividing uint8 images by
+255 gives. The values then differ from a / 255 by e with |e| <= h (half an ulp at 1: 2^-25 in
+float32, 2^-54 in float64), and equal bytes carry equal values. With Delta_k = (a_k - b_k) / 255
+and eps_k = e_k - f_k, nonzero only where a_k != b_k, so where |Delta_k| >= 1 / 255:
+    D - D_bytes = sum_k (2 Delta_k eps_k + eps_k^2),
+    |D - D_bytes| <= 4h sum |Delta_k| + 4h^2 #(a_k != b_k) <= (1020 h + 260100 h^2) D_bytes,
+since |Delta_k| <= 255 Delta_k^2 and each differing coordinate adds at least 1 / 255^2 to D_bytes.
+In float32 that is 510u of the distance (u = 2^-24). The float32 path's bound (ganbench.scoring.bounds)
+is K u N with K = 2 (d + 1) / (1 - (d + 1) u) + 9 and N >= D / 2, so this error lies inside it once
+K >= 1021, from d = 505 on (``MIN_DIMENSION``): results scored either way carry the same bound. Below
+that the float32 GEMM's own error is the smaller one, and it is used.
+
+The exponents: the shifted E is an exact integer; converting it to float32, the scale 1 / (2 sigma^2
+255^2) (rounded once from float64) and the product are three roundings, as on the float32 path.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ganbench.scoring import partials
+
+LEVELS = 255               # a byte's largest value: x = a / 255
+OFFSET = 128               # a' = a - 128 fits int8
+DISTANCE_SCALE = LEVELS**2  # E = 255^2 D, the integer unit of squared distance here
+# |E| <= 255^2 d and |a'.b'| <= 128^2 d must fit int32; 2^31 / 255^2 = 33,025 dimensions.
+MAX_DIMENSION = (2**31 - 1) // DISTANCE_SCALE
+# From here on the bytes' rounding error (510u of D in float32) lies inside the float32 bound (module docstring).
+MIN_DIMENSION = 505
+# The product's inner dimension is padded with zero columns (they add nothing to a'.b') to a
+# multiple of this: torch's CPU int8 product returns garbage for an inner dimension of 1 (torch 2.13,
+# seen on an AMD EPYC), and no shape outside the common ones is trusted without the check below.
+WIDTH_MULTIPLE = 16
+
+
+@dataclass
+class ByteOperands:
+    """One side's bytes, shifted to int8 and padded, and their squared norms ||a'||^2."""
+
+    shifted: torch.Tensor  # (n, width) int8: a - 128 in the first d columns, 0 after
+    norms: torch.Tensor    # (n,) int32: ||a - 128||^2 over the first d columns
+
+
+def byte_values(values: torch.Tensor) -> torch.Tensor | None:
+    """round(255 x) in the dtype of ``values`` when every value is a / 255 rounded to that dtype, else None.
+
+    255 x in the working dtype is within 2^-16 of the byte it came from, so rounding recovers the
+    byte; dividing it by 255 again (correctly rounded in IEEE arithmetic) must give the value back
+    bit for bit. The first row is checked alone first: most data that are not 8-bit fail there.
+    """
+    for rows in (values[:1], values):
+        candidate = (rows * LEVELS).round_().clamp_(0, LEVELS)
+        if not torch.equal(candidate / LEVELS, rows):
+            return None
+    return candidate
+
+
+def operands(byte_rows: torch.Tensor) -> ByteOperands:
+    """Shifted int8 bytes padded to ``WIDTH_MULTIPLE`` columns, and their squared norms."""
+    count, dimension = byte_rows.shape
+    width = math.ceil(dimension / WIDTH_MULTIPLE) * WIDTH_MULTIPLE
+    shifted = torch.zeros((count, width), dtype=torch.int8)
+    shifted[:, :dimension] = byte_rows - OFFSET  # exact: integers in -128..127
+    norms = shifted.to(torch.int32).pow_(2).sum(dim=1, dtype=torch.int32)  # <= 128^2 d < 2^31
+    return ByteOperands(shifted, norms)
+
+
+def applicable(query: torch.Tensor, bank: torch.Tensor) -> tuple[ByteOperands, ByteOperands] | None:
+    """Both sides' operands when the byte path applies to these data on this CPU, else None."""
+    dimension = query.shape[1]
+    if query.dtype != bank.dtype or not MIN_DIMENSION <= dimension <= MAX_DIMENSION:
+        return None
+    if not int8_product_is_exact():
+        return None
+    query_bytes = byte_values(query)
+    if query_bytes is None:
+        return None
+    bank_bytes = byte_values(bank)
+    if bank_bytes is None:
+        return None
+    return operands(query_bytes), operands(bank_bytes)
+
+
+@functools.cache
+def int8_product_is_exact() -> bool:
+    """Whether this torch build's CPU int8 product agrees with int64 arithmetic, checked once a process.
+
+    The shapes cover a partial register block in every dimension and the padded widths used here;
+    the extremes -128 and 127 test the accumulation's range. A build that fails leaves the byte
+    path unused (the float32 path scores instead): a fast wrong product is never used.
+    """
+    generator = torch.Generator().manual_seed(0)
+    for rows, width, columns in ((37, WIDTH_MULTIPLE, 29), (5, 49 * WIDTH_MULTIPLE, 131), (70, 2 * WIDTH_MULTIPLE, 3)):
+        left = torch.randint(-128, 128, (rows, width), dtype=torch.int8, generator=generator)
+        right = torch.randint(-128, 128, (columns, width), dtype=torch.int8, generator=generator)
+        left[0], right[0] = -128, -128
+        try:
+            product = torch._int_mm(left, right.T)
+        except RuntimeError:
+            return False
+        if not torch.equal(product.long(), left.long() @ right.long().T):
+            return False
+    return True
+
+
+def accumulate(running: partials.BankPartial, queries: ByteOperands, samples: ByteOperands, scales_e: torch.Tensor,
+               index_offset: int, tile: torch.Tensor, term: torch.Tensor, skip_negligible: bool) -> None:
+    """Fold one block of the bank into ``running``, whose minima are exact integers E (float64).
+
+    ``tile`` is an int32 buffer of the block's shape, ``term`` a float32 one; ``scales_e`` holds
+    1 / (2 sigma^2 255^2) per sigma, so that E times it is the exponent.
+    """
+    torch._int_mm(queries.shifted, samples.shifted.T, out=tile)                 # a'.b', exact
+    torch.add(samples.norms[None, :], tile, alpha=-2, out=tile)                 # E - ||a'||^2, exact
+    block_min, block_arg = tile.min(dim=1)                                      # first index among ties
+    block_min = (block_min + queries.norms).double()                            # exact integers
+    new_min = partials.move_to_minimum(running, block_min, block_arg + index_offset, scales_e)
+    if not len(scales_e):
+        return
+    # E - min E >= 0, exact in int32; the exponents follow in float32.
+    torch.sub(tile, (new_min - queries.norms).to(torch.int32)[:, None], out=tile)
+    partials.add_terms(running.shifted_sums, tile, scales_e, term, skip_negligible)
+
+
+def scales_in_bytes(grid) -> torch.Tensor:
+    """1 / (2 sigma^2) per sigma in units of E, (S,) float32: 1 / (2 sigma^2 255^2) in float64, rounded once.
+
+    Raised to float32's smallest normal scale like ``partials.half_inverse_variances`` (an empty side of a
+    merge must get the factor exp(-inf * scale) = 0): E <= 255^2 d < 2^31 times 2^-126 moves no term.
+    """
+    scales = partials.half_inverse_variances(grid, torch.zeros(1, dtype=torch.float64), 1.0 / DISTANCE_SCALE)
+    return scales[:, 0].float().clamp(min=partials.SCALE_FLOORS[np.dtype(np.float32)])
+
+
+def pass_over_bank(query: ByteOperands, bank: ByteOperands, grid, query_block: int,
+                   bank_block: int) -> partials.BankPartial:
+    """The torch backend's blocked pass with exact byte distances: minima returned in D units (float64)."""
+    scales = scales_in_bytes(grid)
+    count = query.shifted.shape[0]
+    # Flat buffers, each block a contiguous prefix of them (the int8 product writes only contiguous outputs).
+    tile_buffer = torch.empty(query_block * bank_block, dtype=torch.int32)
+    term_buffer = torch.empty(query_block * bank_block)
+    minima, nearest, sums = [], [], []
+    with torch.no_grad():
+        for query_start in range(0, count, query_block):
+            queries = ByteOperands(query.shifted[query_start:query_start + query_block],
+                                   query.norms[query_start:query_start + query_block])
+            rows = len(queries.norms)
+            running = partials.BankPartial(torch.full((rows,), math.inf, dtype=torch.float64),
+                                           torch.zeros(rows, dtype=torch.int64), torch.zeros(len(grid), rows))
+            for bank_start in range(0, bank.shifted.shape[0], bank_block):
+                samples = ByteOperands(bank.shifted[bank_start:bank_start + bank_block],
+                                       bank.norms[bank_start:bank_start + bank_block])
+                columns = len(samples.norms)
+                accumulate(running, queries, samples, scales, bank_start,
+                           tile_buffer[:rows * columns].view(rows, columns),
+                           term_buffer[:rows * columns].view(rows, columns), skip_negligible=True)
+            minima.append(running.min_sq_distance / DISTANCE_SCALE)  # float64 of the exact E / 255^2
+            nearest.append(running.nearest_index)
+            sums.append(running.shifted_sums)
+    return partials.BankPartial(torch.cat(minima), torch.cat(nearest), torch.cat(sums, dim=1))

@@ -1,0 +1,141 @@
+"""Exact int8 distances between 8-bit data on the CPU (ganbench.scoring.byte_distances)."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.special import logsumexp
+from tolerances import log_likelihood_bound
+
+from ganbench.errors import GanbenchError
+from ganbench.scoring import bounds, byte_distances, parzen
+
+U32 = 2.0**-24
+
+
+def random_bytes(rng, count, dimension):
+    """Bytes with 0 and 255 in every row (the int8 range's ends after the shift) and in whole rows."""
+    values = rng.integers(0, 256, size=(count, dimension))
+    values[:, 0], values[:, -1] = 0, 255
+    values[0], values[-1] = 0, 255
+    return values
+
+
+def as_pixels(byte_array, dtype=np.float32):
+    """What dividing uint8 images by 255 gives, in ``dtype``."""
+    return (byte_array.astype(dtype) / dtype(255)).astype(dtype)
+
+
+def exact_sq_distances(query_bytes, bank_bytes):
+    """255^2 D between the bytes, in int64 (exact)."""
+    difference = query_bytes[:, None, :].astype(np.int64) - bank_bytes[None, :, :]
+    return (difference * difference).sum(-1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_byte_values_accepts_exactly_the_division_of_bytes(dtype, rng):
+    byte_array = random_bytes(rng, 9, 13)
+    pixels = torch.from_numpy(as_pixels(byte_array, dtype))
+    np.testing.assert_array_equal(byte_distances.byte_values(pixels).numpy(), byte_array)
+    for row, column, value in ((0, 3, np.nextafter(pixels[0, 3].item(), 2, dtype=dtype)),  # one ulp off
+                               (8, 5, -1 / 255), (4, 0, 256 / 255), (4, 2, 0.5)):
+        changed = pixels.clone()
+        changed[row, column] = float(value)
+        assert byte_distances.byte_values(changed) is None, (row, column, value)
+
+
+@pytest.mark.parametrize("shape", [(37, 53, 1), (37, 53, 3), (20, 41, 785)])
+def test_minima_and_nearest_are_the_exact_ones(shape, rng):
+    """Every squared distance is an exact integer E = 255^2 D: the minima equal the int64 ones to the
+    bit (E / 255^2 rounded once in float64), and the nearest index is the first among exact ties."""
+    count, bank_count, dimension = shape
+    query_bytes, bank_bytes = random_bytes(rng, count, dimension), random_bytes(rng, bank_count, dimension)
+    bank_bytes[40] = bank_bytes[3]   # a duplicate in another block: ties go to row 3
+    query_bytes[5] = bank_bytes[3]   # at distance exactly 0
+    query = byte_distances.operands(torch.from_numpy(query_bytes).float())
+    bank = byte_distances.operands(torch.from_numpy(bank_bytes).float())
+    result = byte_distances.pass_over_bank(query, bank, np.array([0.3, 1.0]), query_block=7, bank_block=10)
+    exact = exact_sq_distances(query_bytes, bank_bytes)
+    np.testing.assert_array_equal(result.nearest_index.numpy(), exact.argmin(axis=1))  # first minimum
+    np.testing.assert_array_equal(result.min_sq_distance.numpy(), exact.min(axis=1) / 255.0**2)
+    assert result.min_sq_distance[5] == 0 and result.nearest_index[5] <= 3  # 3 unless an earlier row is equal too
+
+
+def test_shifted_sums_are_within_the_float32_sums_bound(rng):
+    """With the distances exact, only the exponents and the sums round: the log of each shifted sum
+    is within ``bounds.sum_coefficient`` u of the float64 value (the exponents' three roundings, the
+    exponentials, the additions and the rescalings; bounds.py), plus the terms below e^-40 left out.
+    The float64 log-sum-exp of the exact distances rounds by about m 2^-53, counted as 1e-12."""
+    query_bytes, bank_bytes = random_bytes(rng, 29, 700), random_bytes(rng, 1031, 700)
+    # Near copies make every sigma's shifted sum hold many terms that count.
+    bank_bytes[:500] = np.clip(query_bytes[rng.integers(0, 29, 500)] + rng.integers(-2, 3, (500, 700)), 0, 255)
+    grid = np.array([0.05, 0.3, 1.0, 3.0, 40.0])
+    query = byte_distances.operands(torch.from_numpy(query_bytes).float())
+    bank = byte_distances.operands(torch.from_numpy(bank_bytes).float())
+    result = byte_distances.pass_over_bank(query, bank, grid, query_block=16, bank_block=100)
+    distances = exact_sq_distances(query_bytes, bank_bytes) / 255.0**2
+    shifted = distances - distances.min(axis=1, keepdims=True)
+    expected = np.stack([logsumexp(-shifted / (2 * sigma**2), axis=1) for sigma in grid])
+    allowed = bounds.sum_coefficient(len(bank_bytes)) * U32 + bounds.left_out_terms(len(bank_bytes), "float32") + 1e-12
+    assert np.all(np.abs(np.log(result.shifted_sums.double().numpy()) - expected) <= allowed)
+
+
+def test_torch_backend_takes_bytes_for_8bit_data_within_the_float32_bound(rng, monkeypatch):
+    """Through the public pass: MNIST-like 8-bit data at odd sizes take the int8 products, and the result,
+    refined as every torch result is, lies within the float32 bound (the module docstring shows the
+    bytes' rounding error inside it from d = 505)."""
+    taken = []
+    original = byte_distances.pass_over_bank
+    monkeypatch.setattr(byte_distances, "pass_over_bank", lambda *args: taken.append(1) or original(*args))
+    x, bank = as_pixels(random_bytes(rng, 67, 784)), as_pixels(random_bytes(rng, 1100, 784))
+    bank[700] = x[3]
+    sigmas = np.logspace(-1, 0, 10)
+    reference = parzen.parzen_pass(x, bank, sigmas, backend="reference")
+    fast = parzen.parzen_pass(x, bank, sigmas, backend="torch", device="cpu", query_block=32, bank_block=1000)
+    assert taken
+    bound = log_likelihood_bound(x, bank, sigmas, block_rows=1000)
+    assert np.all(np.abs(fast.log_sum_exp - reference.log_sum_exp) <= bound)
+    assert fast.nearest_index[3] == 700 and fast.min_sq_distance[3] == 0
+
+
+def test_byte_path_only_where_its_rule_holds(rng, monkeypatch):
+    """tf32x3, data that are not 8-bit, mixed dtypes and d < 505 keep the float32 path; int8 there is an error."""
+    taken = []
+    original = byte_distances.pass_over_bank
+    monkeypatch.setattr(byte_distances, "pass_over_bank", lambda *args: taken.append(1) or original(*args))
+    x, bank = as_pixels(random_bytes(rng, 5, 600)), as_pixels(random_bytes(rng, 30, 600))
+    parzen.parzen_pass(x, bank, [0.5], backend="torch", precision="tf32x3")
+    assert not taken
+    for query, samples in ((x, bank * np.float32(0.999)), (x.astype(np.float64), bank), (x[:, :100], bank[:, :100])):
+        parzen.parzen_pass(query, samples, [0.5], backend="torch", precision="auto")
+        assert not taken
+        with pytest.raises(GanbenchError, match="precision int8 on the CPU needs 8-bit"):
+            parzen.parzen_pass(query, samples, [0.5], backend="torch", precision="int8")
+    parzen.parzen_pass(x, bank, [0.5], backend="torch", precision="int8")
+    assert taken
+
+
+def test_a_wrong_int8_product_is_never_used(rng, monkeypatch):
+    """A torch build whose CPU int8 product disagrees with int64 arithmetic leaves the byte path unused."""
+    byte_distances.int8_product_is_exact.cache_clear()
+    try:
+        monkeypatch.setattr(torch, "_int_mm", lambda left, right, **kwargs: torch.zeros(
+            (left.shape[0], right.shape[1]), dtype=torch.int32))
+        x, bank = as_pixels(random_bytes(rng, 5, 600)), as_pixels(random_bytes(rng, 30, 600))
+        assert byte_distances.applicable(torch.from_numpy(x), torch.from_numpy(bank)) is None
+    finally:
+        byte_distances.int8_product_is_exact.cache_clear()
+    monkeypatch.undo()
+    assert byte_distances.int8_product_is_exact()
+
+
+def test_dimension_limits_follow_the_arithmetic():
+    """int32 holds E <= 255^2 d up to MAX_DIMENSION; 510u D fits the float32 bound K u N (N >= D / 2) from MIN_DIMENSION."""
+    assert byte_distances.DISTANCE_SCALE * byte_distances.MAX_DIMENSION < 2**31
+    assert byte_distances.DISTANCE_SCALE * (byte_distances.MAX_DIMENSION + 1) >= 2**31
+    half_ulp = 2.0**-25
+    relative = 1020 * half_ulp + 260100 * half_ulp**2   # |D - D_bytes| / D_bytes, the module docstring
+    needed = 2 * relative / U32 * (1 + relative)         # K >= 2 relative / u, D_bytes <= D (1 + relative)
+    coefficient = bounds.distance_coefficient("float32", byte_distances.MIN_DIMENSION)
+    assert coefficient >= needed > bounds.distance_coefficient("float32", byte_distances.MIN_DIMENSION - 1)
+    assert math.isclose(relative / U32, 510, rel_tol=1e-3)
