@@ -1,5 +1,6 @@
 """k-means (the Theis et al. sanity row of Table 1) against a plain NumPy Lloyd's algorithm."""
 import numpy as np
+import pytest
 
 from ganbench.paper import kmeans
 
@@ -80,3 +81,104 @@ def test_int8_assignments_on_8bit_points_equal_the_float32_ones():
     got = kmeans.fit(points, 5, iterations=3, seed=1, backend="triton", device="cpu", precision="int8", progress=False)
     expected = kmeans.fit(points, 5, iterations=3, seed=1, backend="torch", device="cpu", progress=False)
     np.testing.assert_array_equal(got, expected)
+
+
+# ---- Elkan's bounds on the CPU (ganbench.paper.kmeans_bounds) ----------------------------------------
+
+def exact_distances(points, centroids):
+    """|x - c| for every pair, float64 by direct differences."""
+    return np.sqrt(((points[:, None, :].astype(np.float64) - centroids[None].astype(np.float64)) ** 2).sum(-1))
+
+
+def lloyd_steps(points, clusters, iterations, seed):
+    """The centroids each assignment step of ``kmeans.fit`` sees, from the float64 Lloyd update."""
+    rng = np.random.default_rng(seed)
+    centroids = points[rng.choice(len(points), size=clusters, replace=False)].copy()
+    for _ in range(iterations):
+        yield centroids
+        assignment = exact_distances(points, centroids).argmin(1)
+        for cluster in range(clusters):
+            members = points[assignment == cluster]
+            if len(members):
+                centroids = centroids.copy()
+                centroids[cluster] = members.astype(np.float64).mean(0).astype(np.float32)
+
+
+def test_bounds_stay_below_the_exact_distances_and_assign_as_exact_lloyd():
+    """After every step each finite bound is at most the exact distance (the invariant everything rests on),
+    and each point's centroid is the exact nearest, or within twice the float32 distance error of it
+    (a near-tie the float32 GEMM may break either way). Overlapping data at sizes no block divides, with
+    blocks smaller than the data so that tiles, partial tiles and partial recomputation all run."""
+    import torch
+
+    from ganbench.paper import kmeans_bounds
+    from ganbench.scoring import bounds
+
+    rng = np.random.default_rng(11)
+    points = (rng.random((301, 29)) ** 2).astype(np.float32)
+    assigner = kmeans_bounds.BoundedAssigner(torch.from_numpy(points))
+    recomputed = []
+    for step, centroids in enumerate(lloyd_steps(points, 37, 7, seed=4)):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(kmeans_bounds, "ROW_BLOCK", 64)
+            patch.setattr(kmeans_bounds, "CENTROID_BLOCK", 16)
+            assignment, stats = assigner.assign(torch.from_numpy(centroids))
+        recomputed.append(stats.recomputed)
+        exact = exact_distances(points, centroids)
+        lower = assigner.lower.numpy()
+        finite = np.isfinite(lower)
+        assert np.all(lower[finite] <= exact[finite]), step
+        assert np.all(~finite.any(axis=1) | (finite.sum(axis=1) == len(centroids) - 1))  # only the own one is inf
+        # A recomputed row's argmin is of D32 - E shifted by a row constant, in one float32 addition: the
+        # chosen D exceeds the nearest by at most 2E (the float32 bound K u N, N from the points' mean as
+        # the assigner centres) plus 4uN for that addition's rounding; 8uN is allowed for it.
+        centre = points.mean(axis=0, dtype=np.float64)
+        size = (((points - centre) ** 2).sum(1).max() + ((centroids - centre) ** 2).sum(1).max()) * (1 + 2.0**-10)
+        error = (2 * bounds.distance_coefficient("float32", points.shape[1]) + 8) * 2.0**-24 * size
+        chosen = exact[np.arange(len(points)), assignment.numpy()]
+        assert np.all(chosen**2 <= exact.min(axis=1) ** 2 + error), step
+    assert recomputed[0] == len(points) and min(recomputed[1:]) < len(points)  # the bounds skipped work
+
+
+def test_first_step_on_8bit_points_is_the_exact_integer_argmin(monkeypatch):
+    """From chosen MNIST-like images the first step uses exact int8 distances: ties (a duplicated
+    image chosen twice) go to the lower centroid index, as with exact arithmetic."""
+    import torch
+
+    from ganbench.paper import kmeans_bounds
+
+    rng = np.random.default_rng(2)
+    image_bytes = rng.integers(0, 256, (97, 785))
+    image_bytes[50] = image_bytes[10]
+    points = (image_bytes.astype(np.float32) / np.float32(255)).astype(np.float32)
+    chosen = np.array([50, 3, 10, 77, 90])           # 50 and 10 are the same image: centroids 0 and 2 tie
+    used = []
+    original = kmeans_bounds.ByteDistances.tile
+    monkeypatch.setattr(kmeans_bounds.ByteDistances, "tile", lambda *args: used.append(1) or original(*args))
+    monkeypatch.setattr(kmeans_bounds, "CENTROID_BLOCK", 2)
+    assigner = kmeans_bounds.BoundedAssigner(torch.from_numpy(points))
+    assignment, _ = assigner.assign(torch.from_numpy(points[chosen]))
+    assert used
+    exact = ((image_bytes[:, None, :] - image_bytes[chosen][None]) ** 2).sum(-1)  # int64, exact
+    np.testing.assert_array_equal(assignment.numpy(), exact.argmin(1))             # first index among ties
+    assert assignment[10] == 0 and assignment[50] == 0
+    lower = assigner.lower.numpy()
+    finite = np.isfinite(lower)
+    assert np.all(lower[finite] <= exact_distances(points, points[chosen])[finite])
+
+
+def test_large_problems_fall_back_to_plain_lloyd(monkeypatch):
+    """Bounds past MAX_BOUND_BYTES are not allocated: the assignment takes the scorer's nearest pass."""
+    from ganbench.paper import kmeans_bounds
+    from ganbench.scoring import neighbours
+
+    calls = []
+    original = neighbours.nearest
+    monkeypatch.setattr(neighbours, "nearest", lambda *args, **kwargs: calls.append(1) or original(*args, **kwargs))
+    rng = np.random.default_rng(0)
+    points = rng.random((50, 4)).astype(np.float32)
+    kmeans.fit(points, 6, iterations=2, backend="torch", device="cpu", progress=False)
+    assert not calls
+    monkeypatch.setattr(kmeans_bounds, "MAX_BOUND_BYTES", 50 * 6 * 4 - 1)
+    kmeans.fit(points, 6, iterations=2, backend="torch", device="cpu", progress=False)
+    assert len(calls) == 2

@@ -1,8 +1,9 @@
 """k-means centroids as a Parzen bank (the sanity row of Theis, van den Oord and Bethge, ICLR 2016).
 
-Lloyd's algorithm; each assignment step is one nearest-neighbour pass of the scorer
-(the fused kernel on CUDA), and each update runs on the scoring device: on a GPU the points stay
-there and the per-cluster sums are one ``index_add_`` on the device's tensors. Centroids are
+Lloyd's algorithm; each update runs on the scoring device: on a GPU the points stay there and
+the per-cluster sums are one ``index_add_`` on the device's tensors. Each assignment step is one
+nearest-neighbour pass of the scorer (the fused kernel on CUDA); on the CPU Elkan's lower bounds
+(``kmeans_bounds``) recompute only the points whose assignment could change. Centroids are
 cached in the user cache, keyed by every input.
 """
 from __future__ import annotations
@@ -15,10 +16,13 @@ import torch
 from ganbench import cache
 from ganbench.defaults import DEFAULT_PRECISION
 from ganbench.errors import GanbenchError
+from ganbench.paper import kmeans_bounds
 from ganbench.progress import progress_bar
 from ganbench.scoring import neighbours, parzen
 
-ALGORITHM_VERSION = 1  # bump when the algorithm changes, so old cache entries are not reused
+# Bump when the algorithm changes, so old cache entries are not reused. 2: Elkan's bounds on the CPU
+# (assignments the bounds prove are exact ones, where float32 distances could break a near-tie).
+ALGORITHM_VERSION = 2
 
 
 def fit(points: np.ndarray, clusters: int, iterations: int = 10, seed: int = 0, *, backend: str = "auto",
@@ -40,9 +44,18 @@ def fit(points: np.ndarray, clusters: int, iterations: int = 10, seed: int = 0, 
     rows = torch.from_numpy(points).to(target)
     rows64 = rows.double()  # per-cluster sums in float64: exact to far below float32's rounding of the mean
     centroids = rows[torch.from_numpy(chosen).to(target)].clone()
-    for _ in progress_bar(range(iterations), enabled=progress, desc="k-means"):
-        _, assignment = neighbours.nearest(rows, centroids, backend=backend, device=target, precision=precision)
-        cluster = torch.from_numpy(assignment[:, 0]).to(target)
+    bounded = None
+    if target.type == "cpu" and backend in ("auto", "torch") and kmeans_bounds.fits(len(points), clusters):
+        bounded = kmeans_bounds.BoundedAssigner(rows, rows64)
+    bar = progress_bar(range(iterations), enabled=progress, desc="k-means")
+    for _ in bar:
+        if bounded is not None:
+            cluster, stats = bounded.assign(centroids)
+            if progress:
+                bar.set_postfix(recomputed=f"{stats.recomputed / stats.points:.0%}")
+        else:
+            _, assignment = neighbours.nearest(rows, centroids, backend=backend, device=target, precision=precision)
+            cluster = torch.from_numpy(assignment[:, 0]).to(target)
         counts = torch.bincount(cluster, minlength=clusters)
         # index_add_ is one vectorised pass (np.add.at took seconds per iteration on the CPU).
         sums = torch.zeros((clusters, points.shape[1]), dtype=torch.float64, device=target)

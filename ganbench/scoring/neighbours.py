@@ -30,7 +30,7 @@ def nearest(queries, reference, k: int = 1, *, backend: str = "auto", device=Non
     k > 1, or ``exact_ranking``: the neighbours and their order are those of float64 arithmetic
     (ties go to the lowest reference index) and the distances are float64 sums of squared
     differences, so identical vectors are at distance exactly 0. A float32 GEMM pass only picks
-    candidates, with a margin that cannot leave out a true neighbour (``_candidate_margins``).
+    candidates, with a margin that cannot leave out a true neighbour (``distance_margins``).
 
     k = 1 otherwise reuses the Parzen pass (the fused kernel on CUDA gives it with no extra
     distance loop): the distance is the float64 distance of the neighbour chosen in float32,
@@ -51,7 +51,7 @@ def nearest(queries, reference, k: int = 1, *, backend: str = "auto", device=Non
     return _top_k(query_tensor, reference_tensor, k, device, query_block, reference_block)
 
 
-def _candidate_margins(query_norms: torch.Tensor, reference_norm_max: float, dimension: int) -> torch.Tensor:
+def distance_margins(query_norms: torch.Tensor, reference_norm_max: float, dimension: int) -> torch.Tensor:
     """Per query, a bound E on |D_float32 - D| for every reference point (float64, on the queries' device).
 
     The float32 GEMM form here is the Parzen pass's (centred by the bank mean m, norms summed in
@@ -76,7 +76,7 @@ def _top_k(queries, reference, k, device, query_block, reference_block):
     - it is among the block's own k nearest, so D_j <= (the block's k-th true distance)
       <= t + E, where t is the block's k-th float32 distance (k of its points have D32 <= t),
       hence D32_j <= t + 2E,
-    with E the bound of ``_candidate_margins``. Every point passing both tests gets its exact
+    with E the bound of ``distance_margins``. Every point passing both tests gets its exact
     float64 distance; float32 rounding can reorder near-ties, never drop a true neighbour.
     """
     target = resolve_device(device)
@@ -87,7 +87,7 @@ def _top_k(queries, reference, k, device, query_block, reference_block):
     with torch.no_grad(), _float32_matmul_in_full_precision():
         for start in range(0, len(query32), query_block):
             block = query32[start:start + query_block]
-            margins = _candidate_margins(torch.sum(block * block, dim=1, dtype=torch.float64),
+            margins = distance_margins(torch.sum(block * block, dim=1, dtype=torch.float64),
                                          reference_norm_max, block.shape[1])
             best = _Running(len(block), k, target)
             block_norms = parzen.squared_norms(block)
@@ -165,7 +165,7 @@ class _Running:
 @contextlib.contextmanager
 def _float32_matmul_in_full_precision():
     """Keep float32 GEMMs in float32 (no TF32) while candidates are chosen: the margin of
-    ``_candidate_margins`` assumes float32 products."""
+    ``distance_margins`` assumes float32 products."""
     saved = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision("highest")
     try:
