@@ -62,13 +62,10 @@ def byte_values(values: torch.Tensor) -> torch.Tensor | None:
 
     255 x in the working dtype is within 2^-16 of the byte it came from, so rounding recovers the
     byte; dividing it by 255 again (correctly rounded in IEEE arithmetic) must give the value back
-    bit for bit. The first row is checked alone first: most data that are not 8-bit fail there.
+    bit for bit.
     """
-    for rows in (values[:1], values):
-        candidate = (rows * LEVELS).round_().clamp_(0, LEVELS)
-        if not torch.equal(candidate / LEVELS, rows):
-            return None
-    return candidate
+    candidate = (values * LEVELS).round_().clamp_(0, LEVELS)
+    return candidate if torch.equal(candidate / LEVELS, values) else None
 
 
 def operands(byte_rows: torch.Tensor) -> ByteOperands:
@@ -86,12 +83,12 @@ def applicable(query: torch.Tensor, bank: torch.Tensor) -> tuple[ByteOperands, B
     dimension = query.shape[1]
     if query.dtype != bank.dtype or not MIN_DIMENSION <= dimension <= MAX_DIMENSION:
         return None
-    if not int8_product_is_exact():
+    # First rows first: 8-bit queries against a generator's bank fail on the bank's first row,
+    # before a pass over all the queries.
+    if any(byte_values(side[:1]) is None for side in (query, bank)) or not int8_product_is_exact():
         return None
     query_bytes = byte_values(query)
-    if query_bytes is None:
-        return None
-    bank_bytes = byte_values(bank)
+    bank_bytes = None if query_bytes is None else byte_values(bank)
     if bank_bytes is None:
         return None
     return operands(query_bytes), operands(bank_bytes)
