@@ -19,9 +19,9 @@ def add_backend_options(parser: argparse.ArgumentParser) -> None:
                         help="scorer backend (auto = triton on CUDA, else torch)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     parser.add_argument("--precision", default=DEFAULT_PRECISION, choices=PRECISIONS,
-                        help="distance arithmetic of the triton backend: auto takes exact int8 products for 8-bit "
-                             "data (MNIST's a / 255) and tf32x3 otherwise; --save scores auto as tf32x3 "
-                             "(docs/precision.md)")
+                        help="distance arithmetic: auto takes exact int8 products for 8-bit data (MNIST's a / 255; "
+                             "on the CPU when the bank is 8-bit too) and otherwise tf32x3 on the triton backend, "
+                             "float32 on the torch backend; --save scores auto as tf32x3 (docs/precision.md)")
 
 
 def print_json(payload) -> None:

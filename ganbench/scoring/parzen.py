@@ -8,7 +8,8 @@ distance pass, not one per sigma.
 
 Backends
 - ``reference``: NumPy float64, blocked; the ground truth every other path is tested against.
-- ``torch``: blocked GEMM form in float32 on data centred by the bank mean, CPU or CUDA.
+- ``torch``: blocked GEMM form in float32 on data centred by the bank mean, CPU or CUDA; on the
+  CPU, 8-bit queries and bank take exact int8 products (``ganbench.scoring.byte_distances``).
 - ``triton``: the fused kernel of ``ganbench.kernels.parzen_lse`` (CUDA, or the CPU
   under ``TRITON_INTERPRET=1``); with precision ``int8`` (or ``auto`` on 8-bit queries) the
   exact int8 kernel of ``ganbench.kernels.parzen_int8``.
