@@ -139,3 +139,28 @@ def test_dimension_limits_follow_the_arithmetic():
     coefficient = bounds.distance_coefficient("float32", byte_distances.MIN_DIMENSION)
     assert coefficient >= needed > bounds.distance_coefficient("float32", byte_distances.MIN_DIMENSION - 1)
     assert math.isclose(relative / U32, 510, rel_tol=1e-3)
+
+
+@pytest.mark.parametrize("shape", [(23, 41, 1), (37, 300, 785)])
+@pytest.mark.parametrize("k", [1, 3])
+def test_exact_nearest_neighbours_of_8bit_data_take_byte_candidates(shape, k, rng, monkeypatch):
+    """``nearest(exact_ranking=True)`` on 8-bit data chooses its candidates with exact int8 distances
+    and ranks them in float64 as the float32 candidates would: the same neighbours, order and
+    distances to the bit (duplicates make exact ties, which go to the lowest index)."""
+    from ganbench.scoring import neighbours
+
+    count, bank_count, dimension = shape
+    x, bank = as_pixels(random_bytes(rng, count, dimension)), as_pixels(random_bytes(rng, bank_count, dimension))
+    bank[bank_count - 2] = bank[5]
+    x[7] = bank[5]
+    taken = []
+    original = neighbours._top_k_bytes
+    monkeypatch.setattr(neighbours, "_top_k_bytes", lambda *args: taken.append(1) or original(*args))
+    distances, indices = neighbours.nearest(x, bank, k, exact_ranking=True, query_block=16, reference_block=32)
+    assert taken
+    monkeypatch.setattr(byte_distances, "exact_operands", lambda *args: None)
+    float_distances, float_indices = neighbours.nearest(x, bank, k, exact_ranking=True, query_block=16,
+                                                        reference_block=32)
+    np.testing.assert_array_equal(indices, float_indices)
+    np.testing.assert_array_equal(distances, float_distances)
+    assert indices[7, 0] <= 5 and distances[7, 0] == 0

@@ -79,9 +79,17 @@ def operands(byte_rows: torch.Tensor) -> ByteOperands:
 
 
 def applicable(query: torch.Tensor, bank: torch.Tensor) -> tuple[ByteOperands, ByteOperands] | None:
-    """Both sides' operands when the byte path applies to these data on this CPU, else None."""
-    dimension = query.shape[1]
-    if query.dtype != bank.dtype or not MIN_DIMENSION <= dimension <= MAX_DIMENSION:
+    """Both sides' operands when the Parzen byte path applies to these data on this CPU, else None:
+    ``exact_operands``' rule, and d >= MIN_DIMENSION (so that results keep the float32 bound)."""
+    if query.shape[1] < MIN_DIMENSION:
+        return None
+    return exact_operands(query, bank)
+
+
+def exact_operands(query: torch.Tensor, bank: torch.Tensor) -> tuple[ByteOperands, ByteOperands] | None:
+    """Both sides' operands when both are 8-bit in one dtype, d <= MAX_DIMENSION and this CPU's
+    int8 product is exact, else None. Their distances are then within ``relative_error`` of the values'."""
+    if query.dtype != bank.dtype or query.shape[1] > MAX_DIMENSION:
         return None
     # First rows first: 8-bit queries against a generator's bank fail on the bank's first row,
     # before a pass over all the queries.
@@ -92,6 +100,20 @@ def applicable(query: torch.Tensor, bank: torch.Tensor) -> tuple[ByteOperands, B
     if bank_bytes is None:
         return None
     return operands(query_bytes), operands(bank_bytes)
+
+
+def relative_error(dtype: torch.dtype) -> float:
+    """r with |D - D_bytes| <= r D_bytes for 8-bit values of ``dtype`` (module docstring):
+    1020 h + 260100 h^2, h half an ulp at 1 (2^-25 in float32, 2^-54 in float64)."""
+    half_ulp = 2.0**-25 if dtype == torch.float32 else 2.0**-54
+    return 1020 * half_ulp + 260100 * half_ulp**2
+
+
+def sq_distance_tile(queries: ByteOperands, samples: ByteOperands, out: torch.Tensor) -> torch.Tensor:
+    """E = 255^2 D_bytes for a block, exact, in the int32 tensor ``out`` (contiguous)."""
+    torch._int_mm(queries.shifted, samples.shifted.T, out=out)                  # a'.b'
+    torch.add(samples.norms[None, :], out, alpha=-2, out=out)
+    return out.add_(queries.norms[:, None])
 
 
 @functools.cache

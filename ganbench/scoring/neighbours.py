@@ -9,7 +9,7 @@ import torch
 from ganbench.defaults import DEFAULT_PRECISION
 from ganbench.devices import resolve_device
 from ganbench.errors import GanbenchError
-from ganbench.scoring import bounds, parzen
+from ganbench.scoring import bounds, byte_distances, parzen
 from ganbench.scoring.centring import centre_by_bank_mean
 from ganbench.scoring.inputs import as_matrix
 
@@ -80,6 +80,10 @@ def _top_k(queries, reference, k, device, query_block, reference_block):
     float64 distance; float32 rounding can reorder near-ties, never drop a true neighbour.
     """
     target = resolve_device(device)
+    if target.type == "cpu":
+        sides = byte_distances.exact_operands(queries, reference)
+        if sides is not None:
+            return _top_k_bytes(queries, reference, *sides, k, query_block, reference_block)
     query32, reference32 = centre_by_bank_mean(queries, reference, torch.float32, target)
     reference_norms = parzen.squared_norms(reference32)
     reference_norm_max = float(torch.sum(reference32 * reference32, dim=1, dtype=torch.float64).max())
@@ -100,6 +104,48 @@ def _top_k(queries, reference, k, device, query_block, reference_block):
                     best.add(rows, columns + ref_start, exact.to(target))
             distances_out.append(best.distances.cpu().numpy())
             indices_out.append(best.indices.cpu().numpy())
+    return np.concatenate(distances_out), np.concatenate(indices_out)
+
+
+def _top_k_bytes(queries, reference, query_bytes, reference_bytes, k, query_block, reference_block):
+    """``_top_k`` for 8-bit queries and reference on the CPU: exact int8 distances choose the candidates.
+
+    E = 255^2 D_bytes is exact (``byte_distances``), and the float64 distance D of the values is
+    within r D_bytes of D_bytes (r = ``byte_distances.relative_error``). So D_j < T needs
+    D_bytes_j < T / (1 - r), and D_j <= (the block's k-th true distance) <= t (1 + r), with t the
+    block's k-th byte distance, needs D_bytes_j <= t (1 + r) / (1 - r): integer comparisons of E
+    against the limits times 255^2, rounded up. The float64 ranking is ``_top_k``'s.
+    """
+    # The float64 distances ranked are off by at most (d + 2) 2^-53 of themselves: counted too.
+    relative = byte_distances.relative_error(queries.dtype) + (queries.shape[1] + 2) * 2.0**-52
+    distances_out, indices_out = [], []
+    tile_buffer = torch.empty(min(query_block, len(queries)) * min(reference_block, len(reference)), dtype=torch.int32)
+    with torch.no_grad():
+        for start in range(0, len(queries), query_block):
+            block = byte_distances.ByteOperands(query_bytes.shifted[start:start + query_block],
+                                                query_bytes.norms[start:start + query_block])
+            best = _Running(len(block.norms), k, torch.device("cpu"))
+            for ref_start in range(0, len(reference), reference_block):
+                chunk = byte_distances.ByteOperands(reference_bytes.shifted[ref_start:ref_start + reference_block],
+                                                    reference_bytes.norms[ref_start:ref_start + reference_block])
+                tile = tile_buffer[:len(block.norms) * len(chunk.norms)].view(len(block.norms), len(chunk.norms))
+                exact_bytes = byte_distances.sq_distance_tile(block, chunk, out=tile)  # E, int32
+                limit = best.kth / (1 - relative)
+                if exact_bytes.shape[1] >= k:
+                    block_kth = torch.topk(exact_bytes, k, dim=1, largest=False).values[:, -1].double()
+                    limit = torch.minimum(limit, block_kth / byte_distances.DISTANCE_SCALE
+                                          * (1 + relative) / (1 - relative))
+                # In units of E, raised by 2^-40 over the few float64 roundings above, then its integer part.
+                limit_e = torch.floor(limit * (byte_distances.DISTANCE_SCALE * (1 + 2.0**-40)))
+                limit_e = limit_e.clamp(max=2**31 - 1).to(torch.int32)  # +inf (nothing kept yet): every E
+                mask = exact_bytes <= limit_e[:, None]
+                mask &= (best.kth > 0)[:, None]  # k exact copies already kept: nothing can enter
+                rows, columns = torch.nonzero(mask, as_tuple=True)
+                if len(rows):
+                    exact = _exact_sq_distances(queries, reference, rows + start, columns + ref_start)
+                    best.add(rows, columns + ref_start, exact)
+            distances_out.append(best.distances.numpy())
+            indices_out.append(best.indices.numpy())
     return np.concatenate(distances_out), np.concatenate(indices_out)
 
 
