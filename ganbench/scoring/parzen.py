@@ -289,8 +289,13 @@ def refine_nearest(log_shifted_sums: torch.Tensor, min_sq_distance: torch.Tensor
     Takes and returns float64 tensors on the device of ``log_shifted_sums`` ((S, n) and (n,)).
     """
     device = min_sq_distance.device
-    nearest = bank.index_select(0, nearest_index.to(bank.device)).to(torch.float64)
-    exact = ((query.to(device=bank.device, dtype=torch.float64) - nearest) ** 2).sum(1).to(device)
+    indices = nearest_index.to(bank.device)
+    # In cache-sized pieces on the CPU; in one on a GPU, where each piece is more launches on the host.
+    piece = REFINE_CHUNK_ROWS if bank.device.type == "cpu" else max(len(indices), 1)
+    exact = torch.cat([
+        ((query[start:start + piece].to(device=bank.device, dtype=torch.float64)
+          - bank.index_select(0, indices[start:start + piece]).to(torch.float64)) ** 2).sum(1)
+        for start in range(0, len(indices), piece)]).to(device)
     if not len(grid):
         return log_shifted_sums, exact
     scales = partials.half_inverse_variances(grid, log_shifted_sums)
@@ -320,8 +325,17 @@ def sq_distance_tile(queries: torch.Tensor, query_norms: torch.Tensor, samples: 
     return tile.add_(query_norms[:, None]).clamp_(min=0.0)
 
 
-def squared_norms(rows: torch.Tensor, chunk: int = CHUNK_ROWS) -> torch.Tensor:
-    """||row||^2 per row, accumulated in float64 and rounded once, in chunks (bounded memory)."""
+# Rows per piece of the float64 work on whole inputs (norms, the exact-nearest refinement): their
+# temporaries then stay in cache. On a 2-core AMD EPYC, 10,000 x 784: norms 26.7 ms in one piece,
+# 7.8 ms in pieces of 4,096 rows; the refinement 85 ms in one piece, 9.7 ms in pieces of 512.
+NORM_CHUNK_ROWS = 4096
+REFINE_CHUNK_ROWS = 512
+
+
+def squared_norms(rows: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
+    """||row||^2 per row, accumulated in float64 and rounded once, in chunks (bounded memory; on the
+    CPU of ``NORM_CHUNK_ROWS``, in cache)."""
+    chunk = chunk or (NORM_CHUNK_ROWS if rows.device.type == "cpu" else CHUNK_ROWS)
     pieces = [torch.sum(part * part, dim=1, dtype=torch.float64) for part in rows.split(chunk)]
     return torch.cat(pieces).to(rows.dtype)
 
