@@ -35,6 +35,15 @@ def test_ganbench(benchmark, case, backend):
     benchmark(synchronized(lambda: parzen.log_likelihood(x, bank, sigmas, backend=backend, device=DEVICE)))
 
 
+def test_ganbench_8bit(benchmark, case):
+    """The same shapes with 8-bit data (a / 255, as MNIST): exact int8 products on the CPU, the int8
+    kernel on a GPU; the float32 matmul of the group above is the floor to compare with."""
+    x, bank, sigmas = case
+    x8, bank8 = (torch.round(x * 255) / 255, torch.round(bank * 255) / 255)
+    benchmark.group = f"{len(x)}x{len(bank)} sigmas={len(sigmas)}"
+    benchmark(synchronized(lambda: parzen.log_likelihood(x8, bank8, sigmas, device=DEVICE)))
+
+
 def test_matmul_floor(benchmark, case):
     x, bank, sigmas = case
     benchmark.group = f"{len(x)}x{len(bank)} sigmas={len(sigmas)}"

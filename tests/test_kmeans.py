@@ -168,7 +168,8 @@ def test_first_step_on_8bit_points_is_the_exact_integer_argmin(monkeypatch):
 
 
 def test_large_problems_fall_back_to_plain_lloyd(monkeypatch):
-    """Bounds past MAX_BOUND_BYTES are not allocated: the assignment takes the scorer's nearest pass."""
+    """Bounds past MAX_BOUND_BYTES, or past a quarter of the machine's memory, are not allocated: the
+    assignment takes the scorer's nearest pass."""
     from ganbench.paper import kmeans_bounds
     from ganbench.scoring import neighbours
 
@@ -182,3 +183,8 @@ def test_large_problems_fall_back_to_plain_lloyd(monkeypatch):
     monkeypatch.setattr(kmeans_bounds, "MAX_BOUND_BYTES", 50 * 6 * 4 - 1)
     kmeans.fit(points, 6, iterations=2, backend="torch", device="cpu", progress=False)
     assert len(calls) == 2
+    monkeypatch.undo()
+    monkeypatch.setattr(neighbours, "nearest", lambda *args, **kwargs: calls.append(1) or original(*args, **kwargs))
+    monkeypatch.setattr(kmeans_bounds, "physical_memory", lambda: 4 * (50 * 6 * 4) - 1)  # a quarter is too little
+    kmeans.fit(points, 6, iterations=2, backend="torch", device="cpu", progress=False)
+    assert len(calls) == 4

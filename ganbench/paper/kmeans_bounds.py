@@ -32,6 +32,7 @@ caps them, past which k-means runs plain Lloyd.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 import torch
@@ -50,8 +51,18 @@ def exact_raise(dimension: int) -> float:
 
 
 def fits(points: int, clusters: int) -> bool:
-    """Whether the bounds for these sizes stay within ``MAX_BOUND_BYTES``."""
-    return points * clusters * 4 <= MAX_BOUND_BYTES
+    """Whether the bounds for these sizes stay within ``MAX_BOUND_BYTES`` and a quarter of this
+    machine's memory (an allocation past it would not fail at once but page out, or be killed, later)."""
+    bound_bytes = points * clusters * 4
+    return bound_bytes <= MAX_BOUND_BYTES and bound_bytes <= physical_memory() // 4
+
+
+def physical_memory() -> int:
+    """Bytes of physical memory, or a very large number where the platform does not say."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return 2**62
 
 
 @dataclass
