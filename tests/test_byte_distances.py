@@ -7,7 +7,6 @@ import torch
 from scipy.special import logsumexp
 from tolerances import log_likelihood_bound
 
-from ganbench.errors import GanbenchError
 from ganbench.scoring import bounds, byte_distances, parzen
 
 U32 = 2.0**-24
@@ -99,20 +98,50 @@ def test_torch_backend_takes_bytes_for_8bit_data_within_the_float32_bound(rng, m
 
 
 def test_byte_path_only_where_its_rule_holds(rng, monkeypatch):
-    """tf32x3, data that are not 8-bit, mixed dtypes and d < 505 keep the float32 path; int8 there is an error."""
-    taken = []
+    """tf32x3, data that are not 8-bit, mixed dtypes and float32 values below 505 dimensions keep the
+    float32 path; int8 there says so on stderr and scores with float32. float64 values take the byte
+    path from d = 1 (their rounding is 2^-29 of float32's)."""
+    taken, said = [], []
     original = byte_distances.pass_over_bank
     monkeypatch.setattr(byte_distances, "pass_over_bank", lambda *args: taken.append(1) or original(*args))
+    monkeypatch.setattr(parzen, "_announce", said.append)
     x, bank = as_pixels(random_bytes(rng, 5, 600)), as_pixels(random_bytes(rng, 30, 600))
     parzen.parzen_pass(x, bank, [0.5], backend="torch", precision="tf32x3")
     assert not taken
     for query, samples in ((x, bank * np.float32(0.999)), (x.astype(np.float64), bank), (x[:, :100], bank[:, :100])):
         parzen.parzen_pass(query, samples, [0.5], backend="torch", precision="auto")
-        assert not taken
-        with pytest.raises(GanbenchError, match="precision int8 on the CPU needs 8-bit"):
-            parzen.parzen_pass(query, samples, [0.5], backend="torch", precision="int8")
+        assert not taken and not said
+        reference = parzen.parzen_pass(query, samples, [0.5], backend="reference")
+        fast = parzen.parzen_pass(query, samples, [0.5], backend="torch", precision="int8")
+        assert not taken and "int8 products on the CPU need 8-bit x and bank" in said.pop()
+        assert np.all(np.abs(fast.log_sum_exp - reference.log_sum_exp) <= log_likelihood_bound(query, samples, [0.5]))
     parzen.parzen_pass(x, bank, [0.5], backend="torch", precision="int8")
-    assert taken
+    assert len(taken) == 1
+    x64, bank64 = as_pixels(random_bytes(rng, 5, 3), np.float64), as_pixels(random_bytes(rng, 30, 3), np.float64)
+    parzen.parzen_pass(x64, bank64, [0.5], backend="torch")
+    assert len(taken) == 2 and not said
+
+
+def test_half_precision_values_are_not_8bit(rng):
+    """float16 and bfloat16 hold a / 255 far less exactly than float32: the byte rule refuses them."""
+    byte_array = torch.from_numpy(random_bytes(rng, 4, 9))
+    for dtype in (torch.float16, torch.bfloat16):
+        values = (byte_array.to(dtype) / 255).to(dtype)
+        assert byte_distances.byte_values(values) is None
+        assert byte_distances.exact_operands(values, values) is None
+    with pytest.raises(KeyError):
+        byte_distances.relative_error(torch.float16)
+
+
+def test_dimensions_past_int32_are_refused():
+    """255^2 d must fit int32: one dimension more than MAX_DIMENSION is refused, for Parzen and k-means alike."""
+    from ganbench.paper import kmeans_bounds
+
+    for dimension, expected in ((byte_distances.MAX_DIMENSION, True), (byte_distances.MAX_DIMENSION + 1, False)):
+        values = torch.zeros((2, dimension))
+        values[0] = 1.0
+        assert (byte_distances.exact_operands(values, values) is not None) == expected
+        assert (kmeans_bounds.ByteDistances.applicable(values, values) is not None) == expected
 
 
 def test_a_wrong_int8_product_is_never_used(rng, monkeypatch):
@@ -122,7 +151,7 @@ def test_a_wrong_int8_product_is_never_used(rng, monkeypatch):
         monkeypatch.setattr(torch, "_int_mm", lambda left, right, **kwargs: torch.zeros(
             (left.shape[0], right.shape[1]), dtype=torch.int32))
         x, bank = as_pixels(random_bytes(rng, 5, 600)), as_pixels(random_bytes(rng, 30, 600))
-        assert byte_distances.applicable(torch.from_numpy(x), torch.from_numpy(bank)) is None
+        assert byte_distances.parzen_operands(torch.from_numpy(x), torch.from_numpy(bank)) is None
     finally:
         byte_distances.int8_product_is_exact.cache_clear()
     monkeypatch.undo()
@@ -130,15 +159,19 @@ def test_a_wrong_int8_product_is_never_used(rng, monkeypatch):
 
 
 def test_dimension_limits_follow_the_arithmetic():
-    """int32 holds E <= 255^2 d up to MAX_DIMENSION; 510u D fits the float32 bound K u N (N >= D / 2) from MIN_DIMENSION."""
+    """int32 holds E <= 255^2 d up to MAX_DIMENSION; r D fits the float32 bound K u N (N >= D / 2,
+    D_bytes <= D / (1 - r)) from min_dimension: 505 for float32 values, where r = 510u, and 1 for float64."""
     assert byte_distances.DISTANCE_SCALE * byte_distances.MAX_DIMENSION < 2**31
     assert byte_distances.DISTANCE_SCALE * (byte_distances.MAX_DIMENSION + 1) >= 2**31
     half_ulp = 2.0**-25
     relative = 1020 * half_ulp + 260100 * half_ulp**2   # |D - D_bytes| / D_bytes, the module docstring
-    needed = 2 * relative / U32 * (1 + relative)         # K >= 2 relative / u, D_bytes <= D (1 + relative)
-    coefficient = bounds.distance_coefficient("float32", byte_distances.MIN_DIMENSION)
-    assert coefficient >= needed > bounds.distance_coefficient("float32", byte_distances.MIN_DIMENSION - 1)
+    assert relative == byte_distances.relative_error(torch.float32)
     assert math.isclose(relative / U32, 510, rel_tol=1e-3)
+    needed = 2 * relative / (U32 * (1 - relative))
+    smallest = byte_distances.min_dimension(torch.float32)
+    assert smallest == 505
+    assert bounds.distance_coefficient("float32", smallest) >= needed > bounds.distance_coefficient("float32", smallest - 1)
+    assert byte_distances.min_dimension(torch.float64) == 1
 
 
 @pytest.mark.parametrize("shape", [(23, 41, 1), (37, 300, 785)])
@@ -151,16 +184,22 @@ def test_exact_nearest_neighbours_of_8bit_data_take_byte_candidates(shape, k, rn
 
     count, bank_count, dimension = shape
     x, bank = as_pixels(random_bytes(rng, count, dimension)), as_pixels(random_bytes(rng, bank_count, dimension))
-    bank[bank_count - 2] = bank[5]
     x[7] = bank[5]
     taken = []
     original = neighbours._top_k_bytes
     monkeypatch.setattr(neighbours, "_top_k_bytes", lambda *args: taken.append(1) or original(*args))
-    distances, indices = neighbours.nearest(x, bank, k, exact_ranking=True, query_block=16, reference_block=32)
-    assert taken
-    monkeypatch.setattr(byte_distances, "exact_operands", lambda *args: None)
-    float_distances, float_indices = neighbours.nearest(x, bank, k, exact_ranking=True, query_block=16,
-                                                        reference_block=32)
-    np.testing.assert_array_equal(indices, float_indices)
-    np.testing.assert_array_equal(distances, float_distances)
-    assert indices[7, 0] <= 5 and distances[7, 0] == 0
+    bank[:k] = bank[9]                     # k exact copies of one row: a query equal to it has nothing to add
+    x[11] = bank[9]
+    results = {}
+    for name in ("bytes", "float32"):
+        if name == "float32":
+            monkeypatch.setattr(byte_distances, "exact_operands", lambda *args: None)
+        # Blocks of 2 reference rows: narrower than k = 3 (every row of such a block may enter), and of 32.
+        results[name] = [neighbours.nearest(x, bank, k, exact_ranking=True, query_block=16, reference_block=block)
+                         for block in (2, 32)]
+    assert len(taken) == 2
+    for (distances, indices), (float_distances, float_indices) in zip(results["bytes"], results["float32"]):
+        np.testing.assert_array_equal(indices, float_indices)
+        np.testing.assert_array_equal(distances, float_distances)
+        assert distances[7, 0] == 0 and distances[11, k - 1] == 0
+        np.testing.assert_array_equal(indices[11], np.arange(k))  # the copies, lowest indices first

@@ -20,8 +20,9 @@ def add_backend_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     parser.add_argument("--precision", default=DEFAULT_PRECISION, choices=PRECISIONS,
                         help="distance arithmetic: auto takes exact int8 products for 8-bit data (MNIST's a / 255; "
-                             "on the CPU when the bank is 8-bit too) and otherwise tf32x3 on the triton backend, "
-                             "float32 on the torch backend; --save scores auto as tf32x3 (docs/precision.md)")
+                             "on the CPU when the bank is 8-bit too, from 505 dimensions) and otherwise tf32x3 on "
+                             "the triton backend, float32 on the torch backend; --save scores auto as tf32x3 "
+                             "(docs/precision.md)")
 
 
 def print_json(payload) -> None:

@@ -11,8 +11,9 @@ inequality). A point needs its distances recomputed only when some other centroi
 not above its exact distance to its own centroid, u(x) = |x - c_a(x)|, computed in float64 every
 iteration. Otherwise every other centroid is strictly farther than its own in exact arithmetic,
 so its assignment stands, as exact Lloyd would have it. Points that need it get a full row of
-float32 GEMM distances (the torch backend's form, bank-centred, norms summed in float64), the
-float32 argmin as plain Lloyd takes it (the first index among ties), and fresh bounds.
+float32 GEMM distances (the torch backend's form, bank-centred, norms summed in float64) and fresh
+bounds; their argmin is a float32 one (the first index among ties), within 2E + 8uN of the exact
+nearest (E and N below) as plain Lloyd's float32 argmin is within 2E, so near-ties may go either way.
 
 Rounding never makes a bound too high. The GEMM tile G = ||c - m||^2 - 2 (x - m).(c - m) plus
 ||x - m||^2 is the torch backend's float32 distance D32, within E of the exact D
@@ -197,22 +198,15 @@ class ByteDistances:
 
     @classmethod
     def applicable(cls, points: torch.Tensor, centroids: torch.Tensor) -> ByteDistances | None:
-        if points.dtype != centroids.dtype or not byte_distances.int8_product_is_exact():
-            return None
-        point_bytes = byte_distances.byte_values(points)
-        centroid_bytes = None if point_bytes is None else byte_distances.byte_values(centroids)
-        if centroid_bytes is None:
-            return None
-        return cls(byte_distances.operands(point_bytes), byte_distances.operands(centroid_bytes))
+        """The exact distances when points and centroids are both 8-bit (``byte_distances.exact_operands``)."""
+        sides = byte_distances.exact_operands(points, centroids)
+        return None if sides is None else cls(*sides)
 
-    def prepare(self, chosen: torch.Tensor):
-        return self.points.shifted.index_select(0, chosen), self.points.norms.index_select(0, chosen)
+    def prepare(self, chosen: torch.Tensor) -> byte_distances.ByteOperands:
+        return self.points.rows(chosen)
 
-    def tile(self, prepared, block: slice, tile: torch.Tensor, bounds: torch.Tensor):
-        shifted, norms = prepared
-        torch._int_mm(shifted, self.centroids.shifted[block].T, out=tile)
-        torch.add(self.centroids.norms[block][None, :], tile, alpha=-2, out=tile)
-        tile.add_(norms[:, None])                   # E, exact
+    def tile(self, prepared: byte_distances.ByteOperands, block: slice, tile: torch.Tensor, bounds: torch.Tensor):
+        byte_distances.sq_distance_tile(prepared, self.centroids.rows(block), out=tile)  # E, exact
         block_min, block_arg = tile.min(dim=1)      # first index among ties
         torch.sqrt(tile.float(), out=bounds).mul_(self.scale)
         return block_min.double() / byte_distances.DISTANCE_SCALE, block_arg

@@ -19,8 +19,9 @@ and eps_k = e_k - f_k, nonzero only where a_k != b_k, so where |Delta_k| >= 1 / 
 since |Delta_k| <= 255 Delta_k^2 and each differing coordinate adds at least 1 / 255^2 to D_bytes.
 In float32 that is 510u of the distance (u = 2^-24). The float32 path's bound (ganbench.scoring.bounds)
 is K u N with K = 2 (d + 1) / (1 - (d + 1) u) + 9 and N >= D / 2, so this error lies inside it once
-K >= 1021, from d = 505 on (``MIN_DIMENSION``): results scored either way carry the same bound. Below
-that the float32 GEMM's own error is the smaller one, and it is used.
+K >= 1021, from d = 505 on (``min_dimension``): results scored either way carry the same bound. Below
+that the float32 GEMM's own error is the smaller one, and it is used. For float64 values (h = 2^-54)
+the bytes' error is 2^-29 of that and the path applies from d = 1.
 
 The exponents: the shifted E is an exact integer; converting it to float32, the scale 1 / (2 sigma^2
 255^2) (rounded once from float64) and the product are three roundings, as on the float32 path.
@@ -41,8 +42,9 @@ OFFSET = 128               # a' = a - 128 fits int8
 DISTANCE_SCALE = LEVELS**2  # E = 255^2 D, the integer unit of squared distance here
 # |E| <= 255^2 d and |a'.b'| <= 128^2 d must fit int32; 2^31 / 255^2 = 33,025 dimensions.
 MAX_DIMENSION = (2**31 - 1) // DISTANCE_SCALE
-# From here on the bytes' rounding error (510u of D in float32) lies inside the float32 bound (module docstring).
-MIN_DIMENSION = 505
+# Half an ulp at 1 of the dtypes whose 8-bit values qualify: x = a / 255 + e with |e| <= this.
+# float16 and bfloat16 are left out: their rounding of a / 255 is far larger (the float32 path scores them).
+HALF_ULP_AT_ONE = {torch.float32: 2.0**-25, torch.float64: 2.0**-54}
 # The product's inner dimension is padded with zero columns (they add nothing to a'.b') to a
 # multiple of this: torch's CPU int8 product returns garbage for an inner dimension of 1 (torch 2.13,
 # seen on an AMD EPYC), and no shape outside the common ones is trusted without the check below.
@@ -56,14 +58,23 @@ class ByteOperands:
     shifted: torch.Tensor  # (n, width) int8: a - 128 in the first d columns, 0 after
     norms: torch.Tensor    # (n,) int32: ||a - 128||^2 over the first d columns
 
+    def rows(self, part) -> ByteOperands:
+        """The operands of some rows (a slice or an index tensor)."""
+        if isinstance(part, slice):
+            return ByteOperands(self.shifted[part], self.norms[part])
+        return ByteOperands(self.shifted.index_select(0, part), self.norms.index_select(0, part))
+
 
 def byte_values(values: torch.Tensor) -> torch.Tensor | None:
-    """round(255 x) in the dtype of ``values`` when every value is a / 255 rounded to that dtype, else None.
+    """round(255 x) in the dtype of ``values`` when every value is a / 255 rounded to that dtype
+    (float32 or float64), else None.
 
     255 x in the working dtype is within 2^-16 of the byte it came from, so rounding recovers the
     byte; dividing it by 255 again (correctly rounded in IEEE arithmetic) must give the value back
     bit for bit.
     """
+    if values.dtype not in HALF_ULP_AT_ONE:
+        return None
     candidate = (values * LEVELS).round_().clamp_(0, LEVELS)
     return candidate if torch.equal(candidate / LEVELS, values) else None
 
@@ -78,18 +89,34 @@ def operands(byte_rows: torch.Tensor) -> ByteOperands:
     return ByteOperands(shifted, norms)
 
 
-def applicable(query: torch.Tensor, bank: torch.Tensor) -> tuple[ByteOperands, ByteOperands] | None:
+def parzen_operands(query: torch.Tensor, bank: torch.Tensor) -> tuple[ByteOperands, ByteOperands] | None:
     """Both sides' operands when the Parzen byte path applies to these data on this CPU, else None:
-    ``exact_operands``' rule, and d >= MIN_DIMENSION (so that results keep the float32 bound)."""
-    if query.shape[1] < MIN_DIMENSION:
+    ``exact_operands``' rule, and d >= ``min_dimension`` (so that results keep the float32 bound)."""
+    if query.dtype not in HALF_ULP_AT_ONE or query.shape[1] < min_dimension(query.dtype):
         return None
     return exact_operands(query, bank)
+
+
+@functools.cache
+def min_dimension(dtype: torch.dtype) -> int:
+    """The smallest d from which the bytes' rounding, r D_bytes (``relative_error``), lies inside the
+    float32 bound K u N (ganbench.scoring.bounds): with N >= D / 2 and D_bytes <= D / (1 - r), that is
+    K >= 2 r / (u (1 - r)). 505 for float32 values; 1 for float64 ones, whose rounding is 2^-29 of it."""
+    from ganbench.scoring import bounds  # late: bounds reads the bank module, not needed to score
+
+    unit = bounds.UNIT_ROUNDOFF["float32"]
+    relative = relative_error(dtype)
+    needed = 2 * relative / (unit * (1 - relative))
+    dimension = 1
+    while bounds.distance_coefficient("float32", dimension) < needed:
+        dimension += 1
+    return dimension
 
 
 def exact_operands(query: torch.Tensor, bank: torch.Tensor) -> tuple[ByteOperands, ByteOperands] | None:
     """Both sides' operands when both are 8-bit in one dtype, d <= MAX_DIMENSION and this CPU's
     int8 product is exact, else None. Their distances are then within ``relative_error`` of the values'."""
-    if query.dtype != bank.dtype or query.shape[1] > MAX_DIMENSION:
+    if query.dtype != bank.dtype or query.dtype not in HALF_ULP_AT_ONE or query.shape[1] > MAX_DIMENSION:
         return None
     # First rows first: 8-bit queries against a generator's bank fail on the bank's first row,
     # before a pass over all the queries.
@@ -104,8 +131,8 @@ def exact_operands(query: torch.Tensor, bank: torch.Tensor) -> tuple[ByteOperand
 
 def relative_error(dtype: torch.dtype) -> float:
     """r with |D - D_bytes| <= r D_bytes for 8-bit values of ``dtype`` (module docstring):
-    1020 h + 260100 h^2, h half an ulp at 1 (2^-25 in float32, 2^-54 in float64)."""
-    half_ulp = 2.0**-25 if dtype == torch.float32 else 2.0**-54
+    1020 h + 260100 h^2, h half an ulp at 1 (2^-25 in float32, 2^-54 in float64; no other dtype)."""
+    half_ulp = HALF_ULP_AT_ONE[dtype]
     return 1020 * half_ulp + 260100 * half_ulp**2
 
 
@@ -125,7 +152,8 @@ def int8_product_is_exact() -> bool:
     path unused (the float32 path scores instead): a fast wrong product is never used.
     """
     generator = torch.Generator().manual_seed(0)
-    for rows, width, columns in ((37, WIDTH_MULTIPLE, 29), (5, 49 * WIDTH_MULTIPLE, 131), (70, 2 * WIDTH_MULTIPLE, 3)):
+    for rows, width, columns in ((37, WIDTH_MULTIPLE, 29), (5, 49 * WIDTH_MULTIPLE, 131), (70, 2 * WIDTH_MULTIPLE, 3),
+                                 (1, WIDTH_MULTIPLE, 1), (3, 50 * WIDTH_MULTIPLE, 1), (1, 50 * WIDTH_MULTIPLE, 40)):
         left = torch.randint(-128, 128, (rows, width), dtype=torch.int8, generator=generator)
         right = torch.randint(-128, 128, (columns, width), dtype=torch.int8, generator=generator)
         left[0], right[0] = -128, -128
@@ -178,14 +206,12 @@ def pass_over_bank(query: ByteOperands, bank: ByteOperands, grid, query_block: i
     minima, nearest, sums = [], [], []
     with torch.no_grad():
         for query_start in range(0, count, query_block):
-            queries = ByteOperands(query.shifted[query_start:query_start + query_block],
-                                   query.norms[query_start:query_start + query_block])
+            queries = query.rows(slice(query_start, query_start + query_block))
             rows = len(queries.norms)
             running = partials.BankPartial(torch.full((rows,), math.inf, dtype=torch.float64),
                                            torch.zeros(rows, dtype=torch.int64), torch.zeros(len(grid), rows))
             for bank_start in range(0, bank.shifted.shape[0], bank_block):
-                samples = ByteOperands(bank.shifted[bank_start:bank_start + bank_block],
-                                       bank.norms[bank_start:bank_start + bank_block])
+                samples = bank.rows(slice(bank_start, bank_start + bank_block))
                 columns = len(samples.norms)
                 accumulate(running, queries, samples, scales, bank_start,
                            tile_buffer[:rows * columns].view(rows, columns),

@@ -122,12 +122,10 @@ def _top_k_bytes(queries, reference, query_bytes, reference_bytes, k, query_bloc
     tile_buffer = torch.empty(min(query_block, len(queries)) * min(reference_block, len(reference)), dtype=torch.int32)
     with torch.no_grad():
         for start in range(0, len(queries), query_block):
-            block = byte_distances.ByteOperands(query_bytes.shifted[start:start + query_block],
-                                                query_bytes.norms[start:start + query_block])
+            block = query_bytes.rows(slice(start, start + query_block))
             best = _Running(len(block.norms), k, torch.device("cpu"))
             for ref_start in range(0, len(reference), reference_block):
-                chunk = byte_distances.ByteOperands(reference_bytes.shifted[ref_start:ref_start + reference_block],
-                                                    reference_bytes.norms[ref_start:ref_start + reference_block])
+                chunk = reference_bytes.rows(slice(ref_start, ref_start + reference_block))
                 tile = tile_buffer[:len(block.norms) * len(chunk.norms)].view(len(block.norms), len(chunk.norms))
                 exact_bytes = byte_distances.sq_distance_tile(block, chunk, out=tile)  # E, int32
                 limit = best.kth / (1 - relative)

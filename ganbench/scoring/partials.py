@@ -208,7 +208,7 @@ def add_terms(sums, shifted, scales, term, skip_negligible: bool) -> None:
         exponents = torch.mul(values, -scale)
         # Summed per row for the block first, then added once, as the dense path does: the same
         # rounding bound. The kept terms are in row order (nonzero's), so each row's are one
-        # segment: a segmented sum, 3x faster than index_add_'s scattered one on the CPU.
+        # segment: a segmented sum, almost 4x faster than index_add_'s scattered one on the CPU.
         sums[k] += torch.segment_reduce(exponents.exp_(), "sum", lengths=lengths)
 
 

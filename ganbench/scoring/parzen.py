@@ -383,13 +383,15 @@ def _torch_pass(query, bank, grid, device, query_block, bank_block, precision=DE
     query_block = min(query_block or DEFAULTS[f"{prefix}_query_block"], query.shape[0])
     bank_block = min(bank_block or DEFAULTS[f"{prefix}_bank_block"], bank.shape[0])
     if device.type == "cpu" and precision in ("int8", "auto"):
-        sides = byte_distances.applicable(query.to(device), bank.to(device))
+        sides = byte_distances.parzen_operands(query.to(device), bank.to(device))
         if sides is not None:
             return byte_distances.pass_over_bank(*sides, grid, query_block, bank_block)
         if precision == "int8":
-            raise GanbenchError("precision int8 on the CPU needs 8-bit x and bank (every value a / 255 for a byte a, "
-                                f"both float32 or both float64) in {byte_distances.MIN_DIMENSION} to "
-                                f"{byte_distances.MAX_DIMENSION} dimensions; use --precision auto for other data")
+            # Not an error, unlike the triton backend's int8 (8-bit queries against a bank in [0, 1]):
+            # the CPU's int8 products need both sides 8-bit, and float32 scores the rest within its bound.
+            _announce("ganbench: int8 products on the CPU need 8-bit x and bank (every value a / 255 for a byte a, "
+                      f"both float32 or both float64, in at least {byte_distances.min_dimension(query.dtype)} "
+                      "dimensions for float32); scoring these data with float32 products")
     query32, bank32 = centre_by_bank_mean(query, bank, torch.float32, device)
     # Norms summed in float64 then rounded once: the GEMM is then the only float32 error.
     query_norms, bank_norms = squared_norms(query32), squared_norms(bank32)
