@@ -81,6 +81,7 @@ def _top_k(queries, reference, k, device, query_block, reference_block):
     """
     target = resolve_device(device)
     if target.type == "cpu":
+        queries, reference = queries.cpu(), reference.cpu()  # GPU tensors scored on the CPU, as asked
         sides = byte_distances.exact_operands(queries, reference)
         if sides is not None:
             return _top_k_bytes(queries, reference, *sides, k, query_block, reference_block)
