@@ -20,7 +20,7 @@ since |Delta_k| <= 255 Delta_k^2 and each differing coordinate adds at least 1 /
 In float32 that is 510u of the distance (u = 2^-24). The float32 path's bound (ganbench.scoring.bounds)
 is K u N with K = 2 (d + 1) / (1 - (d + 1) u) + 9 and N >= D / 2, so this error lies inside it once
 K >= 1021, from d = 505 on (``min_dimension``): results scored either way carry the same bound. Below
-that the float32 GEMM's own error is the smaller one, and it is used. For float64 values (h = 2^-54)
+that the float32 GEMM's bound is the tighter one, and the GEMM scores. For float64 values (h = 2^-54)
 the bytes' error is 2^-29 of that and the path applies from d = 1.
 
 The exponents: the shifted E is an exact integer; converting it to float32, the scale 1 / (2 sigma^2
