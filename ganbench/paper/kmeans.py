@@ -46,7 +46,7 @@ def fit(points: np.ndarray, clusters: int, iterations: int = 10, seed: int = 0, 
     centroids = rows[torch.from_numpy(chosen).to(target)].clone()
     bounded = None
     if target.type == "cpu" and backend in ("auto", "torch") and kmeans_bounds.fits(len(points), clusters):
-        bounded = kmeans_bounds.BoundedAssigner(rows, rows64)
+        bounded = kmeans_bounds.BoundedAssigner(rows)
     bar = progress_bar(range(iterations), enabled=progress, desc="k-means")
     for _ in bar:
         if bounded is not None:

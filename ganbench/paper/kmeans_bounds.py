@@ -38,8 +38,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ganbench.scoring import byte_distances, neighbours
-from ganbench.scoring.parzen import squared_norms
+from ganbench.scoring import byte_distances, neighbours, parzen
 
 MAX_BOUND_BYTES = 4 * 2**30  # 50,000 x 10,000 float32 bounds are 2 GB
 ROW_BLOCK = 2048            # points whose distances one GEMM computes at once
@@ -49,6 +48,11 @@ CENTROID_BLOCK = 2048       # centroids per tile: the tile (2048 x 2048 float32,
 def exact_raise(dimension: int) -> float:
     """The factor that lifts a float64 distance over d coordinates above the exact one (module docstring)."""
     return 1.0 + (dimension + 3) * 2.0**-52
+
+
+def exact_distances(rows: torch.Tensor, others: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+    """|rows[i] - others[columns[i]]| in float64 for every row, raised above the exact distance."""
+    return parzen.exact_sq_distances(rows, others, None, columns).sqrt() * exact_raise(rows.shape[1])
 
 
 def fits(points: int, clusters: int) -> bool:
@@ -77,9 +81,8 @@ class AssignmentStats:
 class BoundedAssigner:
     """Lloyd's assignments for fixed points and moving centroids, skipping what the bounds prove."""
 
-    def __init__(self, points: torch.Tensor, points64: torch.Tensor | None = None):
+    def __init__(self, points: torch.Tensor):
         self.points = points                                   # (n, d) float32
-        self.points64 = points.double() if points64 is None else points64
         self.centre = points.mean(dim=0, dtype=torch.float64).to(torch.float32)
         self.centred = points - self.centre                    # float32, as the torch backend centres
         self.centred_norms64 = torch.sum(self.centred * self.centred, dim=1, dtype=torch.float64)
@@ -97,7 +100,7 @@ class BoundedAssigner:
             need = torch.arange(count)
         else:
             # How far each centroid moved: a float64 sum of d squares, raised to cover its rounding.
-            drift = ((centroids.double() - self.previous.double()) ** 2).sum(dim=1).sqrt() * exact_raise(centroids.shape[1])
+            drift = exact_distances(centroids, self.previous, torch.arange(len(centroids)))
             subtract_drift(self.lower, drift, self.largest_bound)
             own = self.own_distance(centroids)
             need = torch.nonzero(self.lower.amin(dim=1) <= own).squeeze(1)
@@ -107,12 +110,7 @@ class BoundedAssigner:
 
     def own_distance(self, centroids: torch.Tensor) -> torch.Tensor:
         """u(x) = |x - c_a(x)| in float64, raised to cover its rounding, as float32 rounded up."""
-        pieces = []
-        for start in range(0, len(self.points), ROW_BLOCK):
-            rows = self.points64[start:start + ROW_BLOCK]
-            own = centroids[self.assignment[start:start + ROW_BLOCK]].double()
-            pieces.append(((rows - own) ** 2).sum(dim=1).sqrt() * exact_raise(centroids.shape[1]))
-        return round_up_to_float32(torch.cat(pieces))
+        return round_up_to_float32(exact_distances(self.points, centroids, self.assignment))
 
     def recompute(self, rows: torch.Tensor, centroids: torch.Tensor) -> None:
         """Full distance rows for ``rows``: their argmin and fresh lower bounds."""
@@ -156,7 +154,7 @@ class Float32Distances:
     def __init__(self, assigner: BoundedAssigner, centroids: torch.Tensor):
         self.assigner = assigner
         self.centroids = centroids - assigner.centre
-        self.centroid_norms = squared_norms(self.centroids)
+        self.centroid_norms = parzen.squared_norms(self.centroids)
         self.largest_centroid_norm = float(torch.sum(self.centroids * self.centroids, dim=1, dtype=torch.float64).max())
 
     def prepare(self, chosen: torch.Tensor):

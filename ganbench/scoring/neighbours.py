@@ -13,10 +13,6 @@ from ganbench.scoring import bounds, byte_distances, parzen
 from ganbench.scoring.centring import centre_by_bank_mean
 from ganbench.scoring.inputs import as_matrix
 
-# Query-candidate pairs whose float64 distance is computed at once (pairs x dimension float64:
-# 8192 x 784 is 51 MB), so a data set full of near-ties costs time, never unbounded memory.
-EXACT_PAIRS_AT_ONCE = 8192
-
 
 def nearest(queries, reference, k: int = 1, *, backend: str = "auto", device=None, exact_ranking: bool = False,
             query_block: int = 1024, reference_block: int = 8192,
@@ -101,7 +97,7 @@ def _top_k(queries, reference, k, device, query_block, reference_block):
                 d32 = parzen.sq_distance_tile(block, block_norms, chunk, reference_norms[ref_start:ref_start + len(chunk)])
                 rows, columns = _candidates(d32, best.kth, margins, k)
                 if len(rows):
-                    exact = _exact_sq_distances(queries, reference, rows.cpu() + start, columns.cpu() + ref_start)
+                    exact = parzen.exact_sq_distances(queries, reference, rows.cpu() + start, columns.cpu() + ref_start)
                     best.add(rows, columns + ref_start, exact.to(target))
             distances_out.append(best.distances.cpu().numpy())
             indices_out.append(best.indices.cpu().numpy())
@@ -141,7 +137,7 @@ def _top_k_bytes(queries, reference, query_bytes, reference_bytes, k, query_bloc
                 mask &= (best.kth > 0)[:, None]  # k exact copies already kept: nothing can enter
                 rows, columns = torch.nonzero(mask, as_tuple=True)
                 if len(rows):
-                    exact = _exact_sq_distances(queries, reference, rows + start, columns + ref_start)
+                    exact = parzen.exact_sq_distances(queries, reference, rows + start, columns + ref_start)
                     best.add(rows, columns + ref_start, exact)
             distances_out.append(best.distances.numpy())
             indices_out.append(best.indices.numpy())
@@ -160,19 +156,6 @@ def _candidates(d32: torch.Tensor, kth: torch.Tensor, margins: torch.Tensor, k: 
     mask = d32 <= limit32[:, None]
     mask &= (kth > 0)[:, None]  # the running top k already holds k exact copies: nothing can enter
     return torch.nonzero(mask, as_tuple=True)
-
-
-def _exact_sq_distances(queries: torch.Tensor, reference: torch.Tensor, rows: torch.Tensor,
-                        columns: torch.Tensor) -> torch.Tensor:
-    """sum_k (x_k - s_k)^2 in float64 for each (query row, reference column) pair, in bounded pieces."""
-    pieces = []
-    for first in range(0, len(rows), EXACT_PAIRS_AT_ONCE):
-        picked_rows = rows[first:first + EXACT_PAIRS_AT_ONCE].to(queries.device)
-        picked_columns = columns[first:first + EXACT_PAIRS_AT_ONCE].to(reference.device)
-        difference = (queries.index_select(0, picked_rows).to(torch.float64)
-                      - reference.index_select(0, picked_columns).to(torch.float64).to(queries.device))
-        pieces.append((difference * difference).sum(1))
-    return torch.cat(pieces)
 
 
 class _Running:

@@ -289,13 +289,7 @@ def refine_nearest(log_shifted_sums: torch.Tensor, min_sq_distance: torch.Tensor
     Takes and returns float64 tensors on the device of ``log_shifted_sums`` ((S, n) and (n,)).
     """
     device = min_sq_distance.device
-    indices = nearest_index.to(bank.device)
-    # In cache-sized pieces on the CPU; in one on a GPU, where each piece is more launches on the host.
-    piece = REFINE_CHUNK_ROWS if bank.device.type == "cpu" else max(len(indices), 1)
-    exact = torch.cat([
-        ((query[start:start + piece].to(device=bank.device, dtype=torch.float64)
-          - bank.index_select(0, indices[start:start + piece]).to(torch.float64)) ** 2).sum(1)
-        for start in range(0, len(indices), piece)]).to(device)
+    exact = exact_sq_distances(query, bank, None, nearest_index).to(device)
     if not len(grid):
         return log_shifted_sums, exact
     scales = partials.half_inverse_variances(grid, log_shifted_sums)
@@ -325,11 +319,30 @@ def sq_distance_tile(queries: torch.Tensor, query_norms: torch.Tensor, samples: 
     return tile.add_(query_norms[:, None]).clamp_(min=0.0)
 
 
-# Rows per piece of the float64 work on whole inputs (norms, the exact-nearest refinement): their
-# temporaries then stay in cache. On a 2-core AMD EPYC, 10,000 x 784: norms 26.7 ms in one piece,
-# 7.8 ms in pieces of 4,096 rows; the refinement 85 ms in one piece, 9.7 ms in pieces of 512.
+# Rows per piece of the float64 work on whole inputs (norms, exact distances of chosen pairs): on
+# the CPU their temporaries then stay in cache. On a 2-core AMD EPYC, 10,000 x 784: norms 26.7 ms in
+# one piece, 7.8 ms in pieces of 4,096 rows; the exact-nearest refinement 85 ms in one piece, 9.7 ms
+# in pieces of 512. On a GPU the pairs' pieces only bound memory (8,192 x 784 float64 is 51 MB), so
+# a data set full of near-ties costs time, never unbounded memory.
 NORM_CHUNK_ROWS = 4096
-REFINE_CHUNK_ROWS = 512
+EXACT_PAIRS_AT_ONCE = {"cpu": 512, "cuda": 8192}
+
+
+def exact_sq_distances(queries: torch.Tensor, reference: torch.Tensor, rows: torch.Tensor | None,
+                       columns: torch.Tensor) -> torch.Tensor:
+    """sum_k (x_k - s_k)^2 in float64 for each (query row, reference row) pair, on the queries' device,
+    in bounded pieces: the exact values the fast paths are refined (``refine_nearest``) or ranked
+    (exact nearest neighbours, k-means' bounds) with. ``rows`` None pairs every query row, in order,
+    with ``columns``."""
+    piece = EXACT_PAIRS_AT_ONCE.get(queries.device.type, EXACT_PAIRS_AT_ONCE["cuda"])
+    pieces = []
+    for first in range(0, len(columns), piece):
+        picked = (queries[first:first + piece] if rows is None
+                  else queries.index_select(0, rows[first:first + piece].to(queries.device)))
+        others = reference.index_select(0, columns[first:first + piece].to(reference.device))
+        difference = picked.to(torch.float64) - others.to(device=queries.device, dtype=torch.float64)
+        pieces.append((difference * difference).sum(1))
+    return torch.cat(pieces) if pieces else torch.zeros(0, dtype=torch.float64, device=queries.device)
 
 
 def squared_norms(rows: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
