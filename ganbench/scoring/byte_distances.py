@@ -138,9 +138,14 @@ def relative_error(dtype: torch.dtype) -> float:
 
 def sq_distance_tile(queries: ByteOperands, samples: ByteOperands, out: torch.Tensor) -> torch.Tensor:
     """E = 255^2 D_bytes for a block, exact, in the int32 tensor ``out`` (contiguous)."""
+    return sq_distance_tile_less_query_norms(queries, samples, out).add_(queries.norms[:, None])
+
+
+def sq_distance_tile_less_query_norms(queries: ByteOperands, samples: ByteOperands, out: torch.Tensor) -> torch.Tensor:
+    """E - ||a'||^2 = ||b'||^2 - 2 a'.b' for a block, exact, in ``out``: a row's minimum and its shifted
+    values need no row term, so the Parzen pass adds it to the minima alone (one pass less)."""
     torch._int_mm(queries.shifted, samples.shifted.T, out=out)                  # a'.b'
-    torch.add(samples.norms[None, :], out, alpha=-2, out=out)
-    return out.add_(queries.norms[:, None])
+    return torch.add(samples.norms[None, :], out, alpha=-2, out=out)
 
 
 @functools.cache
@@ -173,8 +178,7 @@ def accumulate(running: partials.BankPartial, queries: ByteOperands, samples: By
     ``tile`` is an int32 buffer of the block's shape, ``term`` a float32 one; ``scales_e`` holds
     1 / (2 sigma^2 255^2) per sigma, so that E times it is the exponent.
     """
-    torch._int_mm(queries.shifted, samples.shifted.T, out=tile)                 # a'.b', exact
-    torch.add(samples.norms[None, :], tile, alpha=-2, out=tile)                 # E - ||a'||^2, exact
+    sq_distance_tile_less_query_norms(queries, samples, out=tile)
     block_min, block_arg = tile.min(dim=1)                                      # first index among ties
     block_min = (block_min + queries.norms).double()                            # exact integers
     new_min = partials.move_to_minimum(running, block_min, block_arg + index_offset, scales_e)
