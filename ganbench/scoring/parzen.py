@@ -33,7 +33,7 @@ from ganbench.defaults import (
 )
 from ganbench.devices import resolve_device
 from ganbench.errors import GanbenchError
-from ganbench.scoring import byte_distances, partials
+from ganbench.scoring import byte_distances, fused_rows, partials
 from ganbench.scoring.centring import centre_by_bank_mean
 from ganbench.scoring.inputs import as_matrix, as_sigmas, finite_magnitude
 
@@ -313,10 +313,16 @@ def scoring_device(device, backend: str, query_tensor: torch.Tensor | None = Non
 
 def sq_distance_tile(queries: torch.Tensor, query_norms: torch.Tensor, samples: torch.Tensor,
                      sample_norms: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """||x||^2 + ||s||^2 - 2 x.s for a block: one GEMM with the sample norms as its addend,
-    clamped at 0 because rounding can push a true 0 slightly below it."""
-    tile = torch.addmm(sample_norms[None, :], queries, samples.T, alpha=-2.0, out=out)
-    return tile.add_(query_norms[:, None]).clamp_(min=0.0)
+    """||x||^2 + ||s||^2 - 2 x.s for a block, clamped at 0 because rounding can push a true 0
+    slightly below it."""
+    return sq_distance_tile_less_query_norms(queries, samples, sample_norms, out).add_(query_norms[:, None]).clamp_(min=0.0)
+
+
+def sq_distance_tile_less_query_norms(queries: torch.Tensor, samples: torch.Tensor, sample_norms: torch.Tensor,
+                                      out: torch.Tensor | None = None) -> torch.Tensor:
+    """||s||^2 - 2 x.s for a block: one GEMM with the sample norms as its addend (the fused CPU pass
+    adds each row's ||x||^2 as it reads the row)."""
+    return torch.addmm(sample_norms[None, :], queries, samples.T, alpha=-2.0, out=out)
 
 
 # Rows per piece of the float64 work on whole inputs (norms, exact distances of chosen pairs): on
@@ -410,8 +416,13 @@ def _torch_pass(query, bank, grid, device, query_block, bank_block, precision=DE
     query_norms, bank_norms = squared_norms(query32), squared_norms(bank32)
     scales = partials.half_inverse_variances(grid, query32)[:, 0]
     tile = torch.empty(query_block, bank_block, device=device)
-    shifted = torch.empty(query_block, bank_block, device=device)
-    term = torch.empty(query_block, bank_block, device=device)
+    fused = device.type == "cpu" and fused_rows.available()
+    if fused:  # one compiled read of each tile row (ganbench.scoring.fused_rows), widest sigma first
+        sigma_rows = torch.argsort(scales)
+        sorted_scales = scales[sigma_rows].contiguous()
+    else:
+        shifted = torch.empty(query_block, bank_block, device=device)
+        term = torch.empty(query_block, bank_block, device=device)
     minima, nearest, sums = [], [], []
     with torch.no_grad():
         for query_start in range(0, query32.shape[0], query_block):
@@ -422,6 +433,13 @@ def _torch_pass(query, bank, grid, device, query_block, bank_block, precision=DE
                                            torch.zeros(len(grid), rows, device=device))
             for bank_start in range(0, bank32.shape[0], bank_block):
                 samples = bank32[bank_start:bank_start + bank_block]
+                if fused:
+                    block = sq_distance_tile_less_query_norms(queries, samples,
+                                                              bank_norms[bank_start:bank_start + len(samples)],
+                                                              out=tile[:rows, :len(samples)])
+                    fused_rows.fold_tile(running, block, query_norms[query_start:query_start + rows],
+                                         sorted_scales, sigma_rows, bank_start)
+                    continue
                 distances = sq_distance_tile(queries, query_norms[query_start:query_start + rows], samples,
                                              bank_norms[bank_start:bank_start + len(samples)],
                                              out=tile[:rows, :len(samples)])

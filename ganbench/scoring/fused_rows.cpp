@@ -1,0 +1,203 @@
+// One read of a float32 distance tile per query row: the row's squared distances and minimum, the
+// running minimum's move, and every sigma's shifted sum, for the torch backend on the CPU.
+// ganbench/scoring/fused_rows.py compiles this (g++ -O3 -march=native, no -ffast-math: every
+// IEEE rounding below is the one the error analysis counts), checks it and calls it; the same
+// arithmetic in eager torch is ganbench.scoring.partials.accumulate, and docs/precision.md gives
+// the bound both paths keep.
+//
+// Per row i of the tile T (T_ij = ||s_j - c||^2 - 2 (x_i - c).(s_j - c), from one GEMM):
+//   D_ij = max(T_ij + ||x_i - c||^2, 0)                        float32, as the eager path
+//   m_i  = min_j D_ij, first j among ties                      exact
+//   mu_i = min(running minimum, m_i); sums *= exp(-(old - mu_i) c_k)
+//   sums_k += sum_j exp(-(D_ij - mu_i) c_k) over the terms not below e^-negligible of the largest
+// with c_k = 1 / (2 sigma_k^2), widest sigma (smallest c_k) first, and the terms that count for
+// it gathered once per row into a buffer in cache: each narrower sigma reads only those (and
+// gathers again once its cutoff halves), so a sigma whose terms are all negligible costs nothing.
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+
+namespace {
+
+constexpr int kLanes = 8;  // doubles per vector: one AVX-512 register, two AVX2 ones
+typedef double Doubles __attribute__((vector_size(kLanes * sizeof(double))));
+typedef int64_t Integers __attribute__((vector_size(kLanes * sizeof(int64_t))));
+typedef float Floats __attribute__((vector_size(kLanes * sizeof(float))));
+typedef int32_t FloatMask __attribute__((vector_size(kLanes * sizeof(int32_t))));
+constexpr int kWide = 16;  // floats per vector in the distance pass
+typedef float WideFloats __attribute__((vector_size(kWide * sizeof(float))));
+
+// exp(-x) for x in [0, 87], in float64: x = n ln2 + r with |r| <= ln2 / 2 (Cody and Waite: ln2
+// in two parts, the first with 32 trailing zero bits, so n ln2_hi is exact for |n| < 2^20), e^r
+// by its Taylor polynomial of degree 10 (remainder below (ln2 / 2)^11 / 11! = 2.2e-13), 2^n
+// from the exponent bits. Relative error below 1e-12, so rounded to float32 once the term is
+// within float32's half ulp (1 + 2^-16): inside the error analysis's two ulps for the exponential.
+inline Doubles exp_negative(Doubles x) {
+  const double log2e = 1.4426950408889634;
+  const double ln2_hi = 6.93147180369123816490e-01;
+  const double ln2_lo = 1.90821492927058770002e-10;
+  const double shifter = 6755399441055744.0;  // 1.5 * 2^52: adding it rounds to an integer
+  const Doubles limit = Doubles{} + 87.0;
+  x = x < limit ? x : limit;  // the callers keep x <= 80; a safety net, never reached
+  Doubles t = -x * log2e + shifter;
+  Doubles n = t - shifter;  // nearest integer to -x / ln2, exactly
+  Doubles r = (-x - n * ln2_hi) - n * ln2_lo;
+  Doubles p = Doubles{} + 2.7557319223985893e-07;  // 1/10!
+  p = p * r + 2.7557319223985888e-06;   // 1/9!
+  p = p * r + 2.4801587301587302e-05;   // 1/8!
+  p = p * r + 1.9841269841269841e-04;   // 1/7!
+  p = p * r + 1.3888888888888889e-03;   // 1/6!
+  p = p * r + 8.3333333333333333e-03;   // 1/5!
+  p = p * r + 4.1666666666666664e-02;   // 1/4!
+  p = p * r + 1.6666666666666666e-01;   // 1/3!
+  p = p * r + 0.5;
+  p = p * r + 1.0;
+  p = p * r + 1.0;
+  // t's low bits hold n (t = 1.5 * 2^52 + n exactly); 2^n has exponent field n + 1023 > 0 here.
+  Integers bits = (Integers)t - static_cast<int64_t>(0x4338000000000000LL);
+  Integers power_bits = (bits + 1023) << 52;
+  return p * (Doubles)power_bits;
+}
+
+// sum_j exp(-values_j * scale) over `count` values (each product rounded to float32 first, as
+// the eager path's), accumulated in float64.
+double sum_of_terms(const float* values, int64_t count, float scale) {
+  Doubles total = Doubles{};
+  int64_t j = 0;
+  for (; j + kLanes <= count; j += kLanes) {
+    Floats chunk;
+    std::memcpy(&chunk, values + j, sizeof(chunk));
+    Floats exponent = chunk * scale;
+    total += exp_negative(__builtin_convertvector(exponent, Doubles));
+  }
+  if (j < count) {  // the tail: unused lanes contribute exactly 0
+    Floats chunk = Floats{};
+    std::memcpy(&chunk, values + j, sizeof(float) * (count - j));
+    Floats exponent = chunk * scale;
+    Doubles terms = exp_negative(__builtin_convertvector(exponent, Doubles));
+    for (int lane = 0; lane < kLanes; ++lane) {
+      if (j + lane < count) total[lane] += terms[lane];
+    }
+  }
+  double sum = 0.0;
+  for (int lane = 0; lane < kLanes; ++lane) sum += total[lane];
+  return sum;
+}
+
+// D_j = max(T_j + query_norm, 0) in place; returns min_j D_j.
+float distances_and_minimum(float* row, int64_t count, float query_norm) {
+  const WideFloats zero = WideFloats{};
+  WideFloats smallest = zero + INFINITY;
+  int64_t j = 0;
+  for (; j + kWide <= count; j += kWide) {
+    WideFloats chunk;
+    std::memcpy(&chunk, row + j, sizeof(chunk));
+    chunk = chunk + query_norm;
+    chunk = chunk > zero ? chunk : zero;  // also turns -0 into +0, as clamp does
+    std::memcpy(row + j, &chunk, sizeof(chunk));
+    smallest = chunk < smallest ? chunk : smallest;
+  }
+  float minimum = INFINITY;
+  for (int lane = 0; lane < kWide; ++lane) minimum = smallest[lane] < minimum ? smallest[lane] : minimum;
+  for (; j < count; ++j) {
+    float value = row[j] + query_norm;
+    value = value > 0.0f ? value : 0.0f;
+    row[j] = value;
+    minimum = value < minimum ? value : minimum;
+  }
+  return minimum;
+}
+
+// Keeps the values <= cutoff, in order, at the front of `out`; returns how many. Branch-free.
+int64_t keep_within(const float* values, int64_t count, float shift, float cutoff, float* out) {
+  int64_t kept = 0;
+  for (int64_t j = 0; j < count; ++j) {
+    float value = values[j] - shift;
+    out[kept] = value;
+    kept += value <= cutoff;
+  }
+  return kept;
+}
+
+// One row: D in place, the running minimum, its index and every sigma's shifted sum.
+// kept_values: a buffer of `columns` floats.
+void fold_row(float* row, int64_t columns, float query_norm, float* running_minimum, int64_t* nearest,
+              int64_t index_offset, float* sums, int64_t sums_stride, const float* scales,
+              const int64_t* sigma_rows, int64_t sigmas, float negligible_exponent, float filter_ratio,
+              float* kept_values) {
+  const float block_minimum = distances_and_minimum(row, columns, query_norm);
+  const float old_minimum = *running_minimum;
+  if (block_minimum < old_minimum) {  // ties keep the earlier block's index
+    int64_t first = 0;
+    while (row[first] != block_minimum) ++first;
+    *nearest = index_offset + first;
+  }
+  const float minimum = block_minimum < old_minimum ? block_minimum : old_minimum;
+  *running_minimum = minimum;
+  if (sigmas == 0) return;  // nearest neighbours only
+  if (minimum < old_minimum) {
+    // Move the sums to the new minimum: factor exp(-(old - new) c) <= 1, exactly 0 from +inf.
+    const float gap = old_minimum - minimum;
+    for (int64_t k = 0; k < sigmas; ++k) {
+      const float exponent = gap * scales[k];
+      sums[sigma_rows[k] * sums_stride] *= static_cast<float>(std::exp(-static_cast<double>(exponent)));
+    }
+  }
+  // Terms with (D - mu) c > negligible are left out (ganbench.scoring.partials.add_terms says why
+  // that is exact to float32); the kept values stay <= cutoff / filter_ratio, so every exponent
+  // is >= -negligible / filter_ratio (-80), far from exp_negative's limit.
+  float kept_cutoff = negligible_exponent / scales[0];
+  int64_t kept = keep_within(row, columns, minimum, kept_cutoff, kept_values);
+  for (int64_t k = 0; k < sigmas; ++k) {
+    const float cutoff = negligible_exponent / scales[k];
+    if (cutoff < filter_ratio * kept_cutoff) {
+      kept = keep_within(kept_values, kept, 0.0f, cutoff, kept_values);
+      kept_cutoff = cutoff;
+    }
+    if (kept == 0) break;  // narrower sigmas keep even fewer
+    sums[sigma_rows[k] * sums_stride] += static_cast<float>(sum_of_terms(kept_values, kept, scales[k]));
+  }
+}
+
+}  // namespace
+
+extern "C" {
+
+// Returns 0, or 1 when a row buffer cannot be allocated (the caller raises).
+//   tile: (rows, columns) float32 with row stride `tile_stride`, T_ij on entry, D_ij on return
+//   query_norms: (rows,) float32; running_minimum, nearest: (rows,) state of the pass
+//   sums: (sigmas, rows) float32 with row stride `sums_stride`, shifted by running_minimum
+//   scales: (sigmas,) 1 / (2 sigma^2) in float32, ascending (widest sigma first); sigma_rows:
+//   (sigmas,) the row of `sums` each belongs to
+//   threads: rows are split over this many OpenMP threads. Built against the OpenMP runtime torch
+//   has loaded (the same libgomp.so.1), this is torch's own thread pool: its workers, still
+//   spinning after the tile's GEMM, take the rows at once instead of holding the cores.
+int ganbench_fused_rows(float* tile, int64_t tile_stride, int64_t rows, int64_t columns,
+                        const float* query_norms, float* running_minimum, int64_t* nearest,
+                        int64_t index_offset, float* sums, int64_t sums_stride, const float* scales,
+                        const int64_t* sigma_rows, int64_t sigmas, float negligible_exponent,
+                        float filter_ratio, int threads) {
+  int failed = 0;
+#pragma omp parallel num_threads(threads) reduction(| : failed)
+  {
+    float* kept_values = static_cast<float*>(std::malloc(sizeof(float) * (columns + 1)));
+    if (kept_values == nullptr) failed = 1;
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < rows; ++i) {
+      if (kept_values == nullptr) continue;
+      fold_row(tile + i * tile_stride, columns, query_norms[i], running_minimum + i, nearest + i, index_offset,
+               sums + i, sums_stride, scales, sigma_rows, sigmas, negligible_exponent, filter_ratio,
+               kept_values);
+    }
+    std::free(kept_values);
+  }
+  return failed;
+}
+
+// sum_j exp(-values_j * scale) as the pass computes it, for the tests' float64 comparison.
+double ganbench_sum_of_terms(const float* values, int64_t count, float scale) {
+  return sum_of_terms(values, count, scale);
+}
+
+}  // extern "C"

@@ -1,0 +1,248 @@
+"""The torch backend's CPU pass over a float32 distance tile, fused into one compiled loop per row.
+
+After each tile's GEMM, eager torch makes about ten passes over the 2048 x 1024 tile (query
+norms, clamp, row minima, the shift, a scan for the terms that count, their gathering, the
+exponentials, the sums), each a call that reads or writes 8 MB: about 10 ms against the GEMM's
+16.5 ms on a 2-core AMD EPYC, so 10 sigmas cost 1.7x one float32 matmul (docs/performance.md).
+``fused_rows.cpp`` does the same arithmetic in one read of each row, the row in cache: its
+distances and minimum, the running minimum's move, then every sigma's shifted sum over only the
+terms that count (gathered once per row, widest sigma first; ``partials.add_terms`` says why the
+others are left out exactly to float32). Rows are split over torch's threads with OpenMP: linked
+by soname against the libgomp.so.1 torch has already loaded, the library shares torch's thread
+pool. (Threads of its own would compete with torch's OpenMP workers, which spin for a while after
+each GEMM: on 2 cores, two Python threads calling the loop ran no faster than one.)
+
+The exponentials are computed in float64 and rounded once (within float32's half ulp), and each
+row's terms are summed in float64 before the one float32 addition to the running sum, so every
+rounding is one the error analysis (``ganbench.scoring.bounds``) already counts, or smaller:
+results keep the float32 bound whichever path scored them.
+
+The source is compiled on first use with the machine's C++ compiler (``$CXX``, else ``g++`` or
+``c++``; -O3 -march=native, no -ffast-math) into the user cache, keyed by the source, the compiler,
+its flags and the CPU, so a cache shared by two machines never loads code built for the other.
+A compiled library is checked once a process against float64 arithmetic before any use. Without
+a compiler, when compiling or the check fails, or with ``GANBENCH_FUSED_ROWS=0``, the eager torch
+passes score instead (the same bound, slower), and ganbench says so once on stderr.
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ganbench.scoring import partials
+
+SOURCE = Path(__file__).with_name("fused_rows.cpp")
+# No -ffast-math: it would let the compiler reorder and contract the float32 roundings that the
+# error bound counts one by one.
+FLAGS = ("-O3", "-march=native", "-std=c++17", "-fPIC", "-shared", "-fopenmp")
+COMPILE_SECONDS = 120
+DISABLE_VARIABLE = "GANBENCH_FUSED_ROWS"
+_ANNOUNCED: set[str] = set()
+
+
+def fold_tile(running: partials.BankPartial, tile: torch.Tensor, query_norms: torch.Tensor,
+              sorted_scales: torch.Tensor, sigma_rows: torch.Tensor, index_offset: int) -> None:
+    """Fold one tile T = ||s - c||^2 - 2 (x - c).(s - c) (rows, columns; float32, unit column stride)
+    into ``running`` (float32 minima, int64 indices, float32 (S, rows) contiguous sums) in place.
+
+    ``sorted_scales``: 1 / (2 sigma^2) ascending, float32; ``sigma_rows``: the row of the sums each
+    belongs to (int64). The tile holds D = max(T + ||x - c||^2, 0) afterwards.
+    """
+    function = library()
+    if function is None:
+        raise RuntimeError("fused_rows.fold_tile called without a compiled library; check library() first")
+    rows, columns = tile.shape
+    if tile.stride(1) != 1 or not running.shifted_sums.is_contiguous():
+        raise ValueError("fold_tile needs a tile with unit column stride and contiguous sums")
+    sums = running.shifted_sums
+    failed = function(_address(tile, 0), tile.stride(0), rows, columns, _address(query_norms, 0),
+                      _address(running.min_sq_distance, 0), _address(running.nearest_index, 0), index_offset,
+                      _address(sums, 0), sums.stride(0) if sums.dim() == 2 else 0, _address(sorted_scales, 0),
+                      _address(sigma_rows, 0), len(sorted_scales), partials.NEGLIGIBLE_EXPONENT, partials.FILTER_RATIO,
+                      torch.get_num_threads())
+    if failed:
+        raise MemoryError("ganbench: the fused CPU pass could not allocate its row buffers")
+
+
+def _address(tensor: torch.Tensor, offset: int) -> int:
+    return tensor.data_ptr() + offset * tensor.element_size()
+
+
+def available() -> bool:
+    """Whether the fused pass runs on this machine (compiled, loaded and checked; see the module doc)."""
+    return library() is not None
+
+
+def sum_of_terms(values: np.ndarray, scale: float) -> float:
+    """sum_j exp(-values_j * scale) exactly as the fused pass computes it (float32 values and scale)."""
+    loaded = _loaded()
+    if loaded is None:
+        raise RuntimeError("the fused CPU pass is not available on this machine")
+    values = np.ascontiguousarray(values, dtype=np.float32)
+    return _sum_of_terms_function(loaded)(values.ctypes.data, len(values), scale)
+
+
+def _sum_of_terms_function(loaded: ctypes.CDLL):
+    function = loaded.ganbench_sum_of_terms
+    function.restype, function.argtypes = ctypes.c_double, [ctypes.c_void_p, ctypes.c_int64, ctypes.c_float]
+    return function
+
+
+@functools.cache
+def library():
+    """The checked ``ganbench_fused_rows`` function, or None (announced once) when it cannot be had."""
+    loaded = _loaded()
+    if loaded is None:
+        return None
+    function = loaded.ganbench_fused_rows
+    pointer, size = ctypes.c_void_p, ctypes.c_int64
+    function.restype = ctypes.c_int
+    function.argtypes = [pointer, size, size, size, pointer, pointer, pointer, size, pointer, size, pointer,
+                         pointer, size, ctypes.c_float, ctypes.c_float, ctypes.c_int]
+    if not _agrees_with_float64(function):
+        _announce("ganbench: the fused CPU pass built here disagrees with float64 arithmetic on its check; "
+                  f"the CPU float32 path runs its eager torch passes instead{FALLBACK}")
+        return None
+    return function
+
+
+FALLBACK = " (same results within the bound, slower)"
+
+
+@functools.cache
+def _loaded() -> ctypes.CDLL | None:
+    if os.environ.get(DISABLE_VARIABLE, "1") == "0":
+        return None
+    compiler = _compiler()
+    if compiler is None:
+        _announce(f"ganbench: no C++ compiler found (set CXX, or install g++); the CPU float32 path runs its "
+                  f"eager torch passes instead{FALLBACK}")
+        return None
+    try:
+        path = _compiled(compiler)
+        try:
+            return ctypes.CDLL(str(path))
+        except OSError:  # a damaged cache entry: compiled again, once
+            path.unlink(missing_ok=True)
+            return ctypes.CDLL(str(_compiled(compiler)))
+    except (OSError, subprocess.SubprocessError) as error:
+        lines = str(error).strip().splitlines()
+        detail = lines[-1][:200] if lines else type(error).__name__
+        _announce(f"ganbench: compiling the fused CPU pass with {compiler} failed ({detail}); the CPU float32 path "
+                  f"runs its eager torch passes instead{FALLBACK}")
+        return None
+
+
+def _compiler() -> str | None:
+    names = [os.environ["CXX"]] if os.environ.get("CXX") else ["g++", "c++"]
+    for name in names:
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def _compiled(compiler: str) -> Path:
+    """The shared library for this source, compiler, flags and CPU, compiled once into the cache.
+
+    Without OpenMP (a compiler that lacks it) the pass runs on one thread."""
+    version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30).stdout
+    key = hashlib.sha256("\n".join([SOURCE.read_text(), compiler, version, *FLAGS, _cpu_identity()]).encode())
+    name = f"fused_rows-{key.hexdigest()[:20]}.so"
+    from ganbench.data import default_cache_dir  # late: data imports more than scoring needs
+
+    for folder in (default_cache_dir() / "native", Path(tempfile.gettempdir()) / "ganbench-native"):
+        path = folder / name
+        if path.exists():
+            return path
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            handle, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
+        except OSError:
+            continue  # an unwritable cache: the temporary folder instead
+        os.close(handle)
+        try:
+            for flags in (FLAGS, tuple(flag for flag in FLAGS if flag != "-fopenmp")):
+                completed = subprocess.run([compiler, *flags, "-o", temporary, str(SOURCE)], capture_output=True,
+                                           text=True, timeout=COMPILE_SECONDS)
+                if completed.returncode == 0:
+                    break
+            else:
+                raise OSError(completed.stderr.strip() or f"{compiler} exited with {completed.returncode}")
+            os.replace(temporary, path)  # atomic: a concurrent process loads a whole library or compiles its own
+        finally:
+            Path(temporary).unlink(missing_ok=True)
+        return path
+    raise OSError("no writable folder for the compiled library (GANBENCH_CACHE, the temporary folder)")
+
+
+def _cpu_identity() -> str:
+    """The CPU's model and instruction-set flags: -march=native code is only reused on a CPU like it."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            lines = [line for line in info if line.startswith(("model name", "flags", "Features", "CPU part"))]
+        return "".join(sorted(set(lines)))
+    except OSError:
+        return platform.processor() + platform.machine()
+
+
+def _agrees_with_float64(function) -> bool:
+    """Run the compiled pass on two small tiles (rows and columns that fill no vector evenly, a tie,
+    a zero distance, sigmas out of order, a minimum that moves) against float64 arithmetic."""
+    generator = np.random.default_rng(0)
+    rows, columns, grid = 37, 53, np.array([0.3, 2.0, 0.05, 1.0])
+    scales = partials.half_inverse_variances(grid, torch.zeros(1))[:, 0]
+    order = torch.argsort(scales)
+    sorted_scales = scales[order].contiguous()  # held here: the library reads it through a pointer
+    state = partials.BankPartial(torch.full((rows,), float("inf")), torch.zeros(rows, dtype=torch.int64),
+                                 torch.zeros(len(grid), rows))
+    tiles = [generator.uniform(-1.0, 2.0, (rows, columns)).astype(np.float32) for _ in range(2)]
+    norms = generator.uniform(1.0, 3.0, rows).astype(np.float32)
+    tiles[0][0, 7] = tiles[0][0, 40] = -norms[0]  # a tie at distance 0: the first index wins
+    tiles[0][2, 3] = -norms[2] - 1.0                # below 0 by rounding: clamped to 0
+    tiles[1][1] -= 1.0                           # row 1's minimum moves in the second tile
+    distances = [np.maximum(tile + norms[:, None], np.float32(0.0)) for tile in tiles]
+    for index, tile in enumerate(tiles):
+        status = function(_address(torch.from_numpy(tile), 0), columns, rows, columns,
+                          _address(torch.from_numpy(norms), 0), _address(state.min_sq_distance, 0),
+                          _address(state.nearest_index, 0), index * columns, _address(state.shifted_sums, 0), rows,
+                          _address(sorted_scales, 0), _address(order, 0), len(grid),
+                          partials.NEGLIGIBLE_EXPONENT, partials.FILTER_RATIO, 2)
+        if status != 0:
+            return False
+    both = np.concatenate(distances, axis=1).astype(np.float64)
+    if not (np.array_equal(tiles[0], distances[0]) and np.array_equal(both.min(axis=1), state.min_sq_distance.numpy())
+            and np.array_equal(both.argmin(axis=1), state.nearest_index.numpy())):
+        return False
+    shifted = both - both.min(axis=1, keepdims=True)
+    expected = np.exp(-shifted[None] * scales.double().numpy()[:, None, None]).sum(axis=2)
+    from ganbench.scoring import bounds  # late: bounds reads the bank module, not needed to score
+
+    # The derived rounding of a shifted sum of this many terms (exponents, exponentials, additions,
+    # the rescaling): a wrong index, tail lane or rescaling is off by whole terms.
+    tolerance = bounds.sum_coefficient(both.shape[1]) * bounds.UNIT_ROUNDOFF["float32"]
+    if not np.allclose(state.shifted_sums.double().numpy(), expected, rtol=tolerance, atol=0.0):
+        return False
+    # Each exponential over the range the pass uses, [-80, 0], within 2^-30 of float64's (the pass's
+    # own error is below 1e-12): rounded to float32 it is then within float32's half ulp (1 + 2^-6).
+    function = _sum_of_terms_function(_loaded())
+    exponents = np.linspace(0.0, 80.0, 1601, dtype=np.float32)
+    terms = np.array([function(exponents[i:i + 1].ctypes.data, 1, 1.0) for i in range(len(exponents))])
+    return bool(np.all(np.abs(terms / np.exp(-exponents.astype(np.float64)) - 1.0) <= 2.0**-30))
+
+
+def _announce(message: str) -> None:
+    if message not in _ANNOUNCED:
+        _ANNOUNCED.add(message)
+        print(message, file=sys.stderr)

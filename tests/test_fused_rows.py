@@ -1,0 +1,182 @@
+"""The compiled CPU pass over float32 distance tiles (ganbench.scoring.fused_rows) against float64 and eager torch."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from tolerances import log_likelihood_bound
+
+from ganbench.scoring import fused_rows, partials, parzen
+
+# Without a C++ compiler ganbench scores with the eager passes (tested below); the tests that run the
+# compiled pass say so instead of failing there.
+compiled = pytest.mark.skipif(not fused_rows.available(), reason="no C++ compiler here: ganbench runs the eager passes")
+
+
+@pytest.fixture
+def fresh_library():
+    """The library looked up anew (as in a new process), and again after the test."""
+    fused_rows.library.cache_clear()
+    fused_rows._loaded.cache_clear()
+    fused_rows._ANNOUNCED.clear()
+    yield
+    fused_rows.library.cache_clear()
+    fused_rows._loaded.cache_clear()
+
+
+def eager_only(monkeypatch):
+    monkeypatch.setattr(fused_rows, "available", lambda: False)
+
+
+def counting_folds(monkeypatch) -> list:
+    calls = []
+    fold = fused_rows.fold_tile
+    monkeypatch.setattr(fused_rows, "fold_tile", lambda *args: calls.append(1) or fold(*args))
+    return calls
+
+
+@compiled
+def test_exponential_is_float64_accurate():
+    """Each term within 1e-12 relative of float64's exp over the whole range the pass uses ([-80, 0]),
+    and sums of every length (the vector tail's unused lanes add nothing) within 1e-12 of float64's."""
+    values = np.linspace(0.0, 80.0, 20_001, dtype=np.float32)
+    single = np.array([fused_rows.sum_of_terms(values[i:i + 1], 1.0) for i in range(len(values))])
+    assert np.all(np.abs(single / np.exp(-values.astype(np.float64)) - 1.0) <= 1e-12)
+    rng = np.random.default_rng(5)
+    for count in [0, 1, 7, 8, 9, 15, 16, 17, 33, 1000]:
+        terms = rng.uniform(0.0, 30.0, count).astype(np.float32)
+        scale = np.float32(0.37)
+        exponents = (terms * scale).astype(np.float64)  # the product rounded to float32, as the pass does
+        assert math.isclose(fused_rows.sum_of_terms(terms, float(scale)), np.exp(-exponents).sum(), rel_tol=1e-12,
+                            abs_tol=0.0 if count else 1e-300)
+
+
+@compiled
+@pytest.mark.parametrize("shape", [(1, 1, 1), (33, 70, 785), (100, 2049, 20), (37, 531, 9)])
+def test_fused_pass_within_derived_float32_bound(shape, rng, monkeypatch):
+    n, m, d = shape
+    x, bank = rng.random((n, d)), rng.random((m, d))
+    sigmas = np.logspace(-1, 0, 10)[[3, 9, 0, 5, 1, 8, 2, 7, 4, 6]]  # out of order: the pass sorts them
+    folds = counting_folds(monkeypatch)
+    reference = parzen.log_likelihood(x, bank, sigmas, backend="reference")
+    fast = parzen.log_likelihood(x, bank, sigmas, backend="torch", device="cpu", query_block=32, bank_block=1000)
+    assert len(folds) == math.ceil(n / 32) * math.ceil(m / 1000)
+    assert np.all(np.abs(fast - reference) <= log_likelihood_bound(x, bank, sigmas, block_rows=1000))
+
+
+@compiled
+def test_fused_pass_gathers_only_what_counts_within_the_bound(rng, monkeypatch):
+    """Clustered data (most terms negligible at small sigma, the MNIST case), blocks no size divides,
+    a sigma wide enough that every term counts: gathered and dense sigmas both within the bound."""
+    centres = rng.random((60, 13)) * 8
+    x = centres[rng.integers(0, 60, 41)] + 0.05 * rng.normal(size=(41, 13))
+    bank = centres[rng.integers(0, 60, 1033)] + 0.05 * rng.normal(size=(1033, 13))
+    sigmas = np.concatenate([np.logspace(-2, 0.5, 9), [50.0]])
+    folds = counting_folds(monkeypatch)
+    reference = parzen.log_likelihood(x, bank, sigmas, backend="reference")
+    fast = parzen.log_likelihood(x, bank, sigmas, backend="torch", device="cpu", query_block=16, bank_block=100)
+    assert folds
+    assert np.all(np.abs(fast - reference) <= log_likelihood_bound(x, bank, sigmas, block_rows=100))
+
+
+@compiled
+def test_fused_and_eager_passes_agree(rng, monkeypatch):
+    """The same tiles (the same GEMM calls) give the same distances, so the same minima and nearest
+    indices bit for bit, ties to the lowest index; the sums differ by rounding, each path within its bound."""
+    x, bank = rng.random((70, 31)), rng.random((509, 31))
+    bank[400] = bank[17]  # an exact duplicate in another block: the tie goes to row 17
+    x[5] = bank[17]
+    sigmas = [0.05, 0.3, 1.0]
+    fused = parzen.parzen_pass(x, bank, sigmas, backend="torch", query_block=23, bank_block=64, refine=False)
+    eager_only(monkeypatch)
+    eager = parzen.parzen_pass(x, bank, sigmas, backend="torch", query_block=23, bank_block=64, refine=False)
+    np.testing.assert_array_equal(fused.min_sq_distance, eager.min_sq_distance)
+    np.testing.assert_array_equal(fused.nearest_index, eager.nearest_index)
+    assert fused.nearest_index[5] == 17
+    bound = log_likelihood_bound(x, bank, sigmas, block_rows=64)
+    assert np.all(np.abs(fused.log_sum_exp - eager.log_sum_exp) <= 2 * bound)
+
+
+@compiled
+def test_nearest_neighbours_only(rng):
+    x, bank = rng.random((45, 12)), rng.random((300, 12))
+    result = parzen.parzen_pass(x, bank, [], backend="torch", query_block=20, bank_block=33)
+    exact = ((x[:, None, :] - bank[None]) ** 2).sum(-1)
+    np.testing.assert_array_equal(result.nearest_index, exact.argmin(axis=1))  # no near-ties in random data
+
+
+@compiled
+def test_rows_split_over_threads_give_the_same_bits(rng):
+    """Each row's arithmetic is the same whichever thread takes it."""
+    tile = torch.from_numpy(rng.uniform(-1.0, 2.0, (301, 517)).astype(np.float32))
+    norms = torch.from_numpy(rng.uniform(0.5, 3.0, 301).astype(np.float32))
+    scales = partials.half_inverse_variances([0.2, 0.7, 3.0], tile)[:, 0]
+    order = torch.argsort(scales)
+    results = []
+    threads = torch.get_num_threads()
+    try:
+        for count in (1, 2, 3):
+            torch.set_num_threads(count)
+            running = partials.BankPartial(torch.full((301,), math.inf), torch.zeros(301, dtype=torch.int64),
+                                           torch.zeros(3, 301))
+            fused_rows.fold_tile(running, tile.clone(), norms, scales[order].contiguous(), order, 0)
+            results.append(running)
+    finally:
+        torch.set_num_threads(threads)
+    for other in results[1:]:
+        for field in ("min_sq_distance", "nearest_index", "shifted_sums"):
+            assert torch.equal(getattr(results[0], field), getattr(other, field))
+
+
+@compiled
+def test_library_shares_torchs_openmp_runtime():
+    """Linked by soname, the library takes the libgomp torch loaded: one OpenMP runtime, one pool."""
+    if "OpenMP" not in torch.__config__.parallel_info() or not fused_rows.available():
+        pytest.skip("torch here is not built with OpenMP")
+    with open("/proc/self/maps") as maps:
+        runtimes = {line.split()[-1] for line in maps if "libgomp" in line}
+    assert len(runtimes) <= 1, runtimes
+
+
+def test_without_a_compiler_the_eager_passes_score(rng, fresh_library, monkeypatch, capsys):
+    monkeypatch.setenv("CXX", "/nonexistent/g++")
+    x, bank = rng.random((20, 9)), rng.random((150, 9))
+    sigmas = [0.1, 0.5]
+    result = parzen.log_likelihood(x, bank, sigmas, backend="torch")
+    assert "no C++ compiler found" in capsys.readouterr().err
+    assert not fused_rows.available()
+    reference = parzen.log_likelihood(x, bank, sigmas, backend="reference")
+    assert np.all(np.abs(result - reference) <= log_likelihood_bound(x, bank, sigmas, block_rows=150))
+
+
+def test_switched_off_by_the_environment(fresh_library, monkeypatch):
+    monkeypatch.setenv(fused_rows.DISABLE_VARIABLE, "0")
+    assert not fused_rows.available()
+
+
+@compiled
+@pytest.mark.parametrize("correct, wrong", [
+    ("p = p * r + 0.5;", "p = p * r + 0.5001;"),           # the exponential off by up to 1.2e-5
+    ("if (j + lane < count)", "if (j + lane <= count)"),  # a vector tail's unused lane counted
+    ("while (row[first] != block_minimum) ++first;",       # the last index among ties
+     "first = columns - 1; while (row[first] != block_minimum) --first;"),
+])
+def test_a_wrong_build_is_never_used(correct, wrong, tmp_path, fresh_library, monkeypatch, capsys):
+    """A library with a wrong exponential, sum or index fails the check it gets on loading."""
+    source = fused_rows.SOURCE.read_text()
+    assert correct in source
+    broken = tmp_path / "fused_rows.cpp"
+    broken.write_text(source.replace(correct, wrong))
+    monkeypatch.setattr(fused_rows, "SOURCE", broken)
+    monkeypatch.setenv("GANBENCH_CACHE", str(tmp_path / "cache"))
+    assert fused_rows.library() is None
+    assert "disagrees with float64" in capsys.readouterr().err
+
+
+@compiled
+def test_a_damaged_cached_library_is_compiled_again(tmp_path, fresh_library, monkeypatch):
+    monkeypatch.setenv("GANBENCH_CACHE", str(tmp_path))
+    built = fused_rows._compiled(fused_rows._compiler())
+    built.write_bytes(b"not a shared library")  # as a disk error or an interrupted copy might leave it
+    assert fused_rows.available()
+    assert built.read_bytes()[:4] == b"\x7fELF"
