@@ -26,7 +26,6 @@ from ganbench.machine import machine_info
 from ganbench.paper.bench import median_seconds
 from ganbench.scoring import fused_rows, partials, parzen
 
-
 ORIGINAL_ACCUMULATE = partials.accumulate
 ORIGINAL_AVAILABLE = fused_rows.available
 

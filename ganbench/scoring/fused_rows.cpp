@@ -11,12 +11,15 @@
 //   mu_i = min(running minimum, m_i); sums *= exp(-(old - mu_i) c_k)
 //   sums_k += sum_j exp(-(D_ij - mu_i) c_k) over the terms not below e^-negligible of the largest
 // with c_k = 1 / (2 sigma_k^2), widest sigma (smallest c_k) first, and the terms that count for
-// it gathered once per row into a buffer in cache: each narrower sigma reads only those (and
-// gathers again once its cutoff halves), so a sigma whose terms are all negligible costs nothing.
+// it gathered once per row into a buffer in cache: each narrower sigma keeps its own from those,
+// so a sigma whose terms are all negligible costs nothing.
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 namespace {
 
@@ -39,7 +42,7 @@ inline Doubles exp_negative(Doubles x) {
   const double ln2_lo = 1.90821492927058770002e-10;
   const double shifter = 6755399441055744.0;  // 1.5 * 2^52: adding it rounds to an integer
   const Doubles limit = Doubles{} + 87.0;
-  x = x < limit ? x : limit;  // the callers keep x <= 80; a safety net, never reached
+  x = x < limit ? x : limit;  // the pass keeps x <= 40; a safety net, never reached
   Doubles t = -x * log2e + shifter;
   Doubles n = t - shifter;  // nearest integer to -x / ln2, exactly
   Doubles r = (-x - n * ln2_hi) - n * ln2_lo;
@@ -109,10 +112,24 @@ float distances_and_minimum(float* row, int64_t count, float query_norm) {
   return minimum;
 }
 
-// Keeps the values <= cutoff, in order, at the front of `out`; returns how many. Branch-free.
+// Keeps values - shift where <= cutoff, in order, at the front of `out` (which may be `values`:
+// each store ends at or before the next unread value); returns how many.
 int64_t keep_within(const float* values, int64_t count, float shift, float cutoff, float* out) {
   int64_t kept = 0;
-  for (int64_t j = 0; j < count; ++j) {
+  int64_t j = 0;
+#if defined(__AVX512F__)
+  // Compressed in a register, then one full store (the memory form of vcompressps is microcoded
+  // and slow on AMD's Zen 4).
+  const __m512 shift_vector = _mm512_set1_ps(shift);
+  const __m512 cutoff_vector = _mm512_set1_ps(cutoff);
+  for (; j + 16 <= count; j += 16) {
+    const __m512 value = _mm512_sub_ps(_mm512_loadu_ps(values + j), shift_vector);
+    const __mmask16 inside = _mm512_cmp_ps_mask(value, cutoff_vector, _CMP_LE_OQ);
+    _mm512_storeu_ps(out + kept, _mm512_maskz_compress_ps(inside, value));
+    kept += __builtin_popcount(inside);
+  }
+#endif
+  for (; j < count; ++j) {  // branch-free: the value is written, and kept only if it counts
     float value = values[j] - shift;
     out[kept] = value;
     kept += value <= cutoff;
@@ -124,8 +141,7 @@ int64_t keep_within(const float* values, int64_t count, float shift, float cutof
 // kept_values: a buffer of `columns` floats.
 void fold_row(float* row, int64_t columns, float query_norm, float* running_minimum, int64_t* nearest,
               int64_t index_offset, float* sums, int64_t sums_stride, const float* scales,
-              const int64_t* sigma_rows, int64_t sigmas, float negligible_exponent, float filter_ratio,
-              float* kept_values) {
+              const int64_t* sigma_rows, int64_t sigmas, float negligible_exponent, float* kept_values) {
   const float block_minimum = distances_and_minimum(row, columns, query_norm);
   const float old_minimum = *running_minimum;
   if (block_minimum < old_minimum) {  // ties keep the earlier block's index
@@ -145,17 +161,11 @@ void fold_row(float* row, int64_t columns, float query_norm, float* running_mini
     }
   }
   // Terms with (D - mu) c > negligible are left out (ganbench.scoring.partials.add_terms says why
-  // that is exact to float32); the kept values stay <= cutoff / filter_ratio, so every exponent
-  // is >= -negligible / filter_ratio (-80), far from exp_negative's limit.
-  float kept_cutoff = negligible_exponent / scales[0];
-  int64_t kept = keep_within(row, columns, minimum, kept_cutoff, kept_values);
-  for (int64_t k = 0; k < sigmas; ++k) {
-    const float cutoff = negligible_exponent / scales[k];
-    if (cutoff < filter_ratio * kept_cutoff) {
-      kept = keep_within(kept_values, kept, 0.0f, cutoff, kept_values);
-      kept_cutoff = cutoff;
-    }
-    if (kept == 0) break;  // narrower sigmas keep even fewer
+  // that is exact to float32): the widest sigma gathers the rest, each narrower one keeps its own
+  // from those, so every exponent is >= -negligible (-40), far from exp_negative's limit.
+  int64_t kept = keep_within(row, columns, minimum, negligible_exponent / scales[0], kept_values);
+  for (int64_t k = 0; k < sigmas && kept > 0; ++k) {  // narrower sigmas keep even fewer
+    if (k > 0) kept = keep_within(kept_values, kept, 0.0f, negligible_exponent / scales[k], kept_values);
     sums[sigma_rows[k] * sums_stride] += static_cast<float>(sum_of_terms(kept_values, kept, scales[k]));
   }
 }
@@ -177,7 +187,7 @@ int ganbench_fused_rows(float* tile, int64_t tile_stride, int64_t rows, int64_t 
                         const float* query_norms, float* running_minimum, int64_t* nearest,
                         int64_t index_offset, float* sums, int64_t sums_stride, const float* scales,
                         const int64_t* sigma_rows, int64_t sigmas, float negligible_exponent,
-                        float filter_ratio, int threads) {
+                        int threads) {
   int failed = 0;
 #pragma omp parallel num_threads(threads) reduction(| : failed)
   {
@@ -187,8 +197,7 @@ int ganbench_fused_rows(float* tile, int64_t tile_stride, int64_t rows, int64_t 
     for (int64_t i = 0; i < rows; ++i) {
       if (kept_values == nullptr) continue;
       fold_row(tile + i * tile_stride, columns, query_norms[i], running_minimum + i, nearest + i, index_offset,
-               sums + i, sums_stride, scales, sigma_rows, sigmas, negligible_exponent, filter_ratio,
-               kept_values);
+               sums + i, sums_stride, scales, sigma_rows, sigmas, negligible_exponent, kept_values);
     }
     std::free(kept_values);
   }

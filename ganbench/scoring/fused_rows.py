@@ -6,11 +6,13 @@ exponentials, the sums), each a call that reads or writes 8 MB: about 10 ms agai
 16.5 ms on a 2-core AMD EPYC, so 10 sigmas cost 1.7x one float32 matmul (docs/performance.md).
 ``fused_rows.cpp`` does the same arithmetic in one read of each row, the row in cache: its
 distances and minimum, the running minimum's move, then every sigma's shifted sum over only the
-terms that count (gathered once per row, widest sigma first; ``partials.add_terms`` says why the
-others are left out exactly to float32). Rows are split over torch's threads with OpenMP: linked
-by soname against the libgomp.so.1 torch has already loaded, the library shares torch's thread
-pool. (Threads of its own would compete with torch's OpenMP workers, which spin for a while after
-each GEMM: on 2 cores, two Python threads calling the loop ran no faster than one.)
+terms that count (gathered once per row for the widest sigma, each narrower one keeping its own
+from those; ``partials.add_terms`` says why the others are left out exactly to float32).
+
+Rows are split over torch's threads with OpenMP: linked by soname against the libgomp.so.1 torch
+has already loaded, the library shares torch's thread pool. Threads of its own would compete with
+torch's OpenMP workers, which spin for a while after each GEMM: on 2 cores, two Python threads
+calling the loop ran no faster than one.
 
 The exponentials are computed in float64 and rounded once (within float32's half ulp), and each
 row's terms are summed in float64 before the one float32 addition to the running sum, so every
@@ -18,7 +20,7 @@ rounding is one the error analysis (``ganbench.scoring.bounds``) already counts,
 results keep the float32 bound whichever path scored them.
 
 The source is compiled on first use with the machine's C++ compiler (``$CXX``, else ``g++`` or
-``c++``; -O3 -march=native, no -ffast-math) into the user cache, keyed by the source, the compiler,
+``c++``; -O3 -march=native -fopenmp, no -ffast-math) into the user cache, keyed by the source, the compiler,
 its flags and the CPU, so a cache shared by two machines never loads code built for the other.
 A compiled library is checked once a process against float64 arithmetic before any use. Without
 a compiler, when compiling or the check fails, or with ``GANBENCH_FUSED_ROWS=0``, the eager torch
@@ -69,8 +71,7 @@ def fold_tile(running: partials.BankPartial, tile: torch.Tensor, query_norms: to
     failed = function(_address(tile, 0), tile.stride(0), rows, columns, _address(query_norms, 0),
                       _address(running.min_sq_distance, 0), _address(running.nearest_index, 0), index_offset,
                       _address(sums, 0), sums.stride(0) if sums.dim() == 2 else 0, _address(sorted_scales, 0),
-                      _address(sigma_rows, 0), len(sorted_scales), partials.NEGLIGIBLE_EXPONENT, partials.FILTER_RATIO,
-                      torch.get_num_threads())
+                      _address(sigma_rows, 0), len(sorted_scales), partials.NEGLIGIBLE_EXPONENT, torch.get_num_threads())
     if failed:
         raise MemoryError("ganbench: the fused CPU pass could not allocate its row buffers")
 
@@ -109,7 +110,7 @@ def library():
     pointer, size = ctypes.c_void_p, ctypes.c_int64
     function.restype = ctypes.c_int
     function.argtypes = [pointer, size, size, size, pointer, pointer, pointer, size, pointer, size, pointer,
-                         pointer, size, ctypes.c_float, ctypes.c_float, ctypes.c_int]
+                         pointer, size, ctypes.c_float, ctypes.c_int]
     if not _agrees_with_float64(function):
         _announce("ganbench: the fused CPU pass built here disagrees with float64 arithmetic on its check; "
                   f"the CPU float32 path runs its eager torch passes instead{FALLBACK}")
@@ -218,7 +219,7 @@ def _agrees_with_float64(function) -> bool:
                           _address(torch.from_numpy(norms), 0), _address(state.min_sq_distance, 0),
                           _address(state.nearest_index, 0), index * columns, _address(state.shifted_sums, 0), rows,
                           _address(sorted_scales, 0), _address(order, 0), len(grid),
-                          partials.NEGLIGIBLE_EXPONENT, partials.FILTER_RATIO, 2)
+                          partials.NEGLIGIBLE_EXPONENT, 2)
         if status != 0:
             return False
     both = np.concatenate(distances, axis=1).astype(np.float64)
@@ -234,7 +235,7 @@ def _agrees_with_float64(function) -> bool:
     tolerance = bounds.sum_coefficient(both.shape[1]) * bounds.UNIT_ROUNDOFF["float32"]
     if not np.allclose(state.shifted_sums.double().numpy(), expected, rtol=tolerance, atol=0.0):
         return False
-    # Each exponential over the range the pass uses, [-80, 0], within 2^-30 of float64's (the pass's
+    # Each exponential over twice the range the pass uses ([-40, 0]), within 2^-30 of float64's (the pass's
     # own error is below 1e-12): rounded to float32 it is then within float32's half ulp (1 + 2^-6).
     function = _sum_of_terms_function(_loaded())
     exponents = np.linspace(0.0, 80.0, 1601, dtype=np.float32)
