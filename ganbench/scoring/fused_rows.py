@@ -3,7 +3,8 @@
 After each tile's GEMM, eager torch makes about ten passes over the 2048 x 1024 tile (query
 norms, clamp, row minima, the shift, a scan for the terms that count, their gathering, the
 exponentials, the sums), each a call that reads or writes 8 MB: about 10 ms against the GEMM's
-16.5 ms on a 2-core AMD EPYC, so 10 sigmas cost 1.7x one float32 matmul (docs/performance.md).
+16.5 ms on a 2-core AMD EPYC, so 10 sigmas cost 1.6-1.7x one float32 matmul, against 1.14x with this
+pass (docs/performance.md).
 ``fused_rows.cpp`` does the same arithmetic in one read of each row, the row in cache: its
 distances and minimum, the running minimum's move, then every sigma's shifted sum over only the
 terms that count (gathered once per row for the widest sigma, each narrower one keeping its own
