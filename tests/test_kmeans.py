@@ -118,15 +118,16 @@ def test_bounds_stay_below_the_exact_distances_and_assign_as_exact_lloyd():
     rng = np.random.default_rng(11)
     points = (rng.random((301, 29)) ** 2).astype(np.float32)
     assigner = kmeans_bounds.BoundedAssigner(torch.from_numpy(points))
-    recomputed = []
+    recomputed, pairs = [], []
     for step, centroids in enumerate(lloyd_steps(points, 37, 7, seed=4)):
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(kmeans_bounds, "ROW_BLOCK", 64)
-            patch.setattr(kmeans_bounds, "CENTROID_BLOCK", 16)
+            patch.setattr(kmeans_bounds, "GROUPS", 5)
             assignment, stats = assigner.assign(torch.from_numpy(centroids))
         recomputed.append(stats.recomputed)
+        pairs.append(stats.pairs)
         exact = exact_distances(points, centroids)
-        lower = assigner.lower.numpy()
+        lower = assigner.bounds_by_centroid().numpy()
         finite = np.isfinite(lower)
         assert np.all(lower[finite] <= exact[finite]), step
         assert np.all(~finite.any(axis=1) | (finite.sum(axis=1) == len(centroids) - 1))  # only the own one is inf
@@ -139,13 +140,23 @@ def test_bounds_stay_below_the_exact_distances_and_assign_as_exact_lloyd():
         chosen = exact[np.arange(len(points)), assignment.numpy()]
         assert np.all(chosen**2 <= exact.min(axis=1) ** 2 + error), step
     assert recomputed[0] == len(points) and min(recomputed[1:]) < len(points)  # the bounds skipped work
+    assert min(pairs[1:]) < len(points) * 37 / 2  # ... and the groups most columns of what they recomputed
+
+
+def grouped_apart(centroids):
+    """Centroid 2's group before centroid 0's (the tie below crosses groups, the later one holding the lower index)."""
+    import torch
+
+    return torch.tensor([2, 1, 0, 3, 4]), [0, 2, 5]
 
 
 @pytest.mark.skipif(not byte_distances.int8_product_is_exact(),
                     reason="this torch build's CPU int8 product is not exact: ganbench does not use it")
-def test_first_step_on_8bit_points_is_the_exact_integer_argmin(monkeypatch):
+@pytest.mark.parametrize("grouping", ["seeded", "apart"])
+def test_first_step_on_8bit_points_is_the_exact_integer_argmin(grouping, monkeypatch):
     """From chosen MNIST-like images the first step uses exact int8 distances: ties (a duplicated
-    image chosen twice) go to the lower centroid index, as with exact arithmetic."""
+    image chosen twice) go to the lower centroid index, as with exact arithmetic, inside a group of
+    centroids and across groups."""
     import torch
 
     from ganbench.paper import kmeans_bounds
@@ -158,14 +169,16 @@ def test_first_step_on_8bit_points_is_the_exact_integer_argmin(monkeypatch):
     used = []
     original = kmeans_bounds.ByteDistances.tile
     monkeypatch.setattr(kmeans_bounds.ByteDistances, "tile", lambda *args: used.append(1) or original(*args))
-    monkeypatch.setattr(kmeans_bounds, "CENTROID_BLOCK", 2)
+    monkeypatch.setattr(kmeans_bounds, "GROUPS", 3)
+    if grouping == "apart":
+        monkeypatch.setattr(kmeans_bounds, "centroid_groups", grouped_apart)
     assigner = kmeans_bounds.BoundedAssigner(torch.from_numpy(points))
     assignment, _ = assigner.assign(torch.from_numpy(points[chosen]))
     assert used
     exact = ((image_bytes[:, None, :] - image_bytes[chosen][None]) ** 2).sum(-1)  # int64, exact
     np.testing.assert_array_equal(assignment.numpy(), exact.argmin(1))             # first index among ties
     assert assignment[10] == 0 and assignment[50] == 0
-    lower = assigner.lower.numpy()
+    lower = assigner.bounds_by_centroid().numpy()
     finite = np.isfinite(lower)
     assert np.all(lower[finite] <= exact_distances(points, points[chosen])[finite])
 

@@ -7,13 +7,16 @@ after the first updates few centroids move far, and a point's own centroid stays
 
 Per point x and centroid c, ``lower[x, c]`` is a lower bound on the distance |x - c| (not
 squared). A centroid that moves by delta_c lowers every bound on it by delta_c (triangle
-inequality). A point needs its distances recomputed only when some other centroid's bound is
-not above its exact distance to its own centroid, u(x) = |x - c_a(x)|, computed in float64 every
-iteration. Otherwise every other centroid is strictly farther than its own in exact arithmetic,
-so its assignment stands, as exact Lloyd would have it. Points that need it get a full row of
-float32 GEMM distances (the torch backend's form, bank-centred, norms summed in float64) and fresh
-bounds; their argmin is a float32 one (the first index among ties), within 2E + 8uN of the exact
-nearest (E and N below) as plain Lloyd's float32 argmin is within 2E, so near-ties may go either way.
+inequality). Every other centroid whose bound stays above the point's exact distance to its own
+centroid, u(x) = |x - c_a(x)| (computed in float64 every iteration), is strictly farther than its
+own in exact arithmetic. The centroids are grouped once, by the nearest of ``GROUPS`` pivots, into
+contiguous columns of the bounds (Yinyang k-means' grouping, Ding et al., ICML 2015, with Elkan's
+per-centroid bounds kept); a point recomputes only the groups where some bound fell to u(x): one
+GEMM tile per group over the points that need it, with fresh bounds. Its new centroid is the
+nearest of those groups' in float32 (the first index among ties) if nearer than u(x), else its own:
+within 2E + 8uN of the exact nearest (E and N below), as plain Lloyd's float32 argmin is within 2E,
+so near-ties may go either way; a point no group needs keeps its centroid, as exact Lloyd would.
+When a point moves, its old centroid gets its exact distance, lowered, as bound.
 
 Rounding never makes a bound too high. The GEMM tile G = ||c - m||^2 - 2 (x - m).(c - m) plus
 ||x - m||^2 is the torch backend's float32 distance D32, within E of the exact D
@@ -23,12 +26,14 @@ makes the same one float32 addition, so V <= (D - 8uN)(1 + u) <= D - 6uN; then V
 the float32 square root of max(V, 0) is at most the exact distance. Each drift is rounded up, and so
 is the float32 subtraction from every bound (``subtract_drift``). u(x) and the drifts are float64 sums
 of d squared differences, off by at most (d + 2) 2^-53 of themselves (Higham's gamma_d, the
-differences and the squares), and raised by (d + 3) 2^-52 (``exact_raise``).
+differences and the squares), and raised by (d + 3) 2^-52 (``exact_raise``) or, for a bound,
+lowered by (d + 4) 2^-52 (``exact_lower``) before rounding down to float32.
 
-On MNIST's Table 1 configuration the share of points that need their row is 0.93, 0.44, 0.53,
-0.39, 0.22, 0.11, 0.02, 0.07 and 0.001 in iterations 2 to 10 (docs/performance.md), so about
-3.7 GEMMs instead of 10. The bounds are one float32 per point and centroid: ``MAX_BOUND_BYTES``
-caps them, past which k-means runs plain Lloyd.
+On MNIST's Table 1 configuration the share of points that need some group is 0.93, 0.91, 0.95,
+0.79, 0.61, 0.54, 0.14, 0.17 and 0.002 in iterations 2 to 10, but the share of distances they
+recompute only 0.16, 0.17, 0.16, 0.05, 0.04, 0.04, 0.005, 0.008 and 0.0001 (docs/performance.md).
+The bounds are one float32 per point and centroid: ``MAX_BOUND_BYTES`` caps them, past which k-means
+runs plain Lloyd.
 """
 from __future__ import annotations
 
@@ -42,7 +47,10 @@ from ganbench.scoring import byte_distances, neighbours, parzen
 
 MAX_BOUND_BYTES = 4 * 2**30  # 50,000 x 10,000 float32 bounds are 2 GB
 ROW_BLOCK = 2048            # points whose distances one GEMM computes at once
-CENTROID_BLOCK = 2048       # centroids per tile: the tile (2048 x 2048 float32, 16 MB) stays near the cache
+# Centroid groups: a tile is one group's columns (about 250 of Table 1's 10,000). With 40 groups the
+# GEMM computes 0.16, 0.17, 0.16, 0.05 ... of the distances in steps 2, 3, 4, 5 ..., where whole rows
+# were 0.93, 0.44, 0.53, 0.39 ... of them (docs/performance.md).
+GROUPS = 40
 
 
 def exact_raise(dimension: int) -> float:
@@ -70,80 +78,164 @@ def physical_memory() -> int:
         return 2**62
 
 
+def exact_lower(dimension: int) -> float:
+    """The factor that lowers a float64 distance over d coordinates below the exact one (module docstring)."""
+    return 1.0 - (dimension + 4) * 2.0**-52
+
+
+def centroid_groups(centroids: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
+    """Centroids grouped by their nearest of ``GROUPS`` pivots (centroids drawn with a fixed seed):
+    the column order (centroid indices by group, ascending inside each) and each group's first column.
+
+    Any grouping keeps the assignments exact; nearby centroids in one group make the groups a point
+    must recompute few (docs/performance.md)."""
+    count = min(GROUPS, len(centroids))
+    pivots = torch.randperm(len(centroids), generator=torch.Generator().manual_seed(0))[:count]
+    nearest = torch.cdist(centroids.double(), centroids.double()[pivots]).argmin(dim=1)
+    order = torch.argsort(nearest * len(centroids) + torch.arange(len(centroids)))
+    sizes = torch.bincount(nearest, minlength=count)
+    sizes = sizes[sizes > 0]  # a pivot equal to another leaves its group empty
+    return order, [0] + torch.cumsum(sizes, dim=0).tolist()
+
+
 @dataclass
 class AssignmentStats:
-    """How many points needed their distances recomputed in one assignment step."""
+    """How much of the distance matrix one assignment step recomputed."""
 
     points: int       # all points
-    recomputed: int   # points whose bounds did not prove their assignment: each took a GEMM row
+    recomputed: int   # points whose bounds did not prove their assignment
+    pairs: int = 0    # (point, centroid) distances computed: the GEMM's share is pairs / (points x centroids)
 
 
 class BoundedAssigner:
-    """Lloyd's assignments for fixed points and moving centroids, skipping what the bounds prove."""
+    """Lloyd's assignments for fixed points and moving centroids, skipping what the bounds prove.
+
+    The bounds' columns hold the centroids grouped (``centroid_groups``, fixed at the first step): a
+    point recomputes only the groups in which some bound fell to its own distance, so it pays GEMM
+    columns for the few centroids near it, in whole tiles, instead of a whole row.
+    """
 
     def __init__(self, points: torch.Tensor):
         self.points = points                                   # (n, d) float32
         self.centre = points.mean(dim=0, dtype=torch.float64).to(torch.float32)
         self.centred = points - self.centre                    # float32, as the torch backend centres
         self.centred_norms64 = torch.sum(self.centred * self.centred, dim=1, dtype=torch.float64)
-        self.lower: torch.Tensor | None = None                 # (n, k) float32 lower bounds on |x - c|
+        self.lower: torch.Tensor | None = None                 # (n, k) float32 lower bounds on |x - c|, by column
         self.largest_bound = 0.0                               # above every finite bound in ``lower``
-        self.assignment: torch.Tensor | None = None            # (n,) int64
-        self.previous: torch.Tensor | None = None              # the centroids of the last call
+        self.order: torch.Tensor | None = None                 # (k,) int64: the centroid of each column
+        self.edges: list[int] = []                             # each group's first column, then k
+        self.assignment: torch.Tensor | None = None            # (n,) int64: each point's centroid's column
+        self.previous: torch.Tensor | None = None              # the last call's centroids, by column
 
     def assign(self, centroids: torch.Tensor) -> tuple[torch.Tensor, AssignmentStats]:
         """Each point's nearest centroid (float32 (k, d) centroids), as Lloyd's assignment step."""
         count = len(self.points)
         if self.lower is None:
+            self.order, self.edges = centroid_groups(centroids)
+            columns = centroids.index_select(0, self.order)
             self.lower = torch.empty((count, len(centroids)), dtype=torch.float32)
             self.assignment = torch.zeros(count, dtype=torch.int64)
-            need = torch.arange(count)
+            pairs = self.first_rows(columns)
+            recomputed = count
         else:
+            columns = centroids.index_select(0, self.order)
             # How far each centroid moved: a float64 sum of d squares, raised to cover its rounding.
-            drift = exact_distances(centroids, self.previous, torch.arange(len(centroids)))
+            drift = exact_distances(columns, self.previous, torch.arange(len(centroids)))
             subtract_drift(self.lower, drift, self.largest_bound)
-            own = self.own_distance(centroids)
-            need = torch.nonzero(self.lower.amin(dim=1) <= own).squeeze(1)
-        self.recompute(need, centroids)
-        self.previous = centroids.clone()
-        return self.assignment, AssignmentStats(count, len(need))
+            own = self.own_distance(columns)
+            need = torch.stack([self.lower[:, first:last].amin(dim=1) <= own for first, last in self.groups()], dim=1)
+            pairs = self.recompute(need, columns, own)
+            recomputed = int(need.any(dim=1).sum())
+        self.previous = columns.clone()
+        return self.order[self.assignment], AssignmentStats(count, recomputed, pairs)
 
-    def own_distance(self, centroids: torch.Tensor) -> torch.Tensor:
+    def bounds_by_centroid(self) -> torch.Tensor:
+        """The lower bounds with columns in the centroids' own order, (n, k)."""
+        return self.lower.index_select(1, torch.argsort(self.order))
+
+    def own_distance(self, columns: torch.Tensor) -> torch.Tensor:
         """u(x) = |x - c_a(x)| in float64, raised to cover its rounding, as float32 rounded up."""
-        return round_up_to_float32(exact_distances(self.points, centroids, self.assignment))
+        return round_up_to_float32(exact_distances(self.points, columns, self.assignment))
 
-    def recompute(self, rows: torch.Tensor, centroids: torch.Tensor) -> None:
-        """Full distance rows for ``rows``: their argmin and fresh lower bounds."""
-        if not len(rows):
-            return
-        every_point = len(rows) == len(self.points)
-        distances = (ByteDistances.applicable(self.points, centroids) if every_point else None) \
-            or Float32Distances(self, centroids)
-        # A flat buffer: each tile is a contiguous prefix of it (the products write contiguous outputs in place).
-        tile_buffer = torch.empty(min(ROW_BLOCK, len(rows)) * min(CENTROID_BLOCK, len(centroids)),
-                                  dtype=distances.tile_dtype)
-        bounds_buffer = None if every_point else torch.empty((min(ROW_BLOCK, len(rows)), len(centroids)))
-        for start in range(0, len(rows), ROW_BLOCK):
-            chosen = rows[start:start + ROW_BLOCK]
-            # Every point (the first call): the rows are written in place, not copied there.
-            bounds = self.lower[start:start + len(chosen)] if every_point else bounds_buffer[:len(chosen)]
+    def groups(self):
+        return zip(self.edges[:-1], self.edges[1:])
+
+    def first_rows(self, columns: torch.Tensor) -> int:
+        """Every point's full row (exact int8 distances for 8-bit points and centroids), written in place."""
+        count = len(self.points)
+        distances = ByteDistances.applicable(self.points, columns) or Float32Distances(self, columns)
+        best = Best(torch.full((count,), math.inf, dtype=torch.float64), torch.zeros(count, dtype=torch.int64))
+        buffer = torch.empty(ROW_BLOCK * max(b - a for a, b in self.groups()), dtype=distances.tile_dtype)
+        for start in range(0, count, ROW_BLOCK):
+            chosen = torch.arange(start, min(start + ROW_BLOCK, count))
             prepared = distances.prepare(chosen)
-            best = torch.full((len(chosen),), math.inf, dtype=torch.float64)
-            best_index = torch.zeros(len(chosen), dtype=torch.int64)
-            for column in range(0, len(centroids), CENTROID_BLOCK):
-                block = slice(column, column + CENTROID_BLOCK)
-                width = min(CENTROID_BLOCK, len(centroids) - column)
-                tile = tile_buffer[:len(chosen) * width].view(len(chosen), width)
-                block_min, block_arg = distances.tile(prepared, block, tile, bounds[:, block])
-                closer = block_min < best                   # strictly: ties keep the earlier block
-                best = torch.where(closer, block_min, best)
-                best_index = torch.where(closer, block_arg + column, best_index)
-            self.largest_bound = max(self.largest_bound, float(bounds.max()))
-            # A point's own centroid is tracked by u(x), exactly; its bound would only ever stop the skip.
-            bounds.scatter_(1, best_index[:, None], math.inf)
-            if not every_point:
-                self.lower.index_copy_(0, chosen, bounds)
-            self.assignment.index_copy_(0, chosen, best_index)
+            for first, last in self.groups():
+                bounds = self.lower[start:start + len(chosen), first:last]  # written in place
+                self.tile(distances, prepared, chosen, first, last, buffer, bounds, best)
+        self.assignment = best.column
+        self.lower.scatter_(1, best.column[:, None], math.inf)  # own centroids: tracked by u(x), exactly
+        return count * len(columns)
+
+    def recompute(self, need: torch.Tensor, columns: torch.Tensor, own_distance: torch.Tensor) -> int:
+        """The groups ``need`` (n, groups) marks, for each point: fresh bounds, and the nearest among
+        them and its own centroid (at ``own_distance``, u(x)). Returns the pairs computed."""
+        rows = torch.nonzero(need.any(dim=1)).squeeze(1)
+        if not len(rows):
+            return 0
+        distances = Float32Distances(self, columns)
+        own = self.assignment.clone()
+        # Each point starts from its own centroid at its exact distance (raised): a candidate replaces
+        # it only when nearer in float32, so the choice stays within 2E + 8uN of the exact nearest.
+        best = Best(own_distance.double() ** 2, own.clone())
+        width = max(b - a for a, b in self.groups())
+        buffer = torch.empty(ROW_BLOCK * width, dtype=distances.tile_dtype)
+        bounds_buffer = torch.empty((ROW_BLOCK, width))
+        pairs = 0
+        for group, (first, last) in enumerate(self.groups()):
+            members = torch.nonzero(need[:, group]).squeeze(1)
+            pairs += len(members) * (last - first)
+            for start in range(0, len(members), ROW_BLOCK):
+                chosen = members[start:start + ROW_BLOCK]
+                bounds = bounds_buffer[:len(chosen), :last - first]
+                self.tile(distances, distances.prepare(chosen), chosen, first, last, buffer, bounds, best)
+                self.lower[:, first:last].index_copy_(0, chosen, bounds)
+        new = best.column.index_select(0, rows)
+        old = own.index_select(0, rows)
+        moved = rows[new != old]
+        if len(moved):
+            # The old centroid's bound: its exact distance, lowered (a fresh tile may have written one too).
+            former = own.index_select(0, moved)
+            lowered = round_down_to_float32(parzen.exact_sq_distances(self.points, columns, moved, former).sqrt()
+                                            * exact_lower(columns.shape[1]))
+            self.lower[moved, former] = lowered
+            self.largest_bound = max(self.largest_bound, float(lowered.max()))
+        self.lower[rows, new] = math.inf
+        self.assignment.index_copy_(0, rows, new)
+        return pairs
+
+    def tile(self, distances, prepared, chosen: torch.Tensor, first: int, last: int, buffer: torch.Tensor,
+             bounds: torch.Tensor, best: Best) -> None:
+        """Distances of ``chosen`` to the columns first..last: lower bounds into ``bounds``, nearer ones into ``best``."""
+        tile = buffer[:len(chosen) * (last - first)].view(len(chosen), last - first)
+        value, column = distances.tile(prepared, slice(first, last), tile, bounds)
+        self.largest_bound = max(self.largest_bound, float(bounds.max()))
+        best.take(chosen, value, column + first, self.order)
+
+
+@dataclass
+class Best:
+    """Each point's nearest centroid so far: its distance (float64) and column."""
+
+    value: torch.Tensor
+    column: torch.Tensor
+
+    def take(self, rows: torch.Tensor, value: torch.Tensor, column: torch.Tensor, order: torch.Tensor) -> None:
+        """Keep the nearer of the current and the new; ties go to the lower centroid index (a group's
+        columns ascend by index, so a tile's first minimum is its lowest-index one)."""
+        current, current_column = self.value.index_select(0, rows), self.column.index_select(0, rows)
+        closer = (value < current) | ((value == current) & (order[column] < order[current_column]))
+        self.value.index_copy_(0, rows, torch.where(closer, value, current))
+        self.column.index_copy_(0, rows, torch.where(closer, column, current_column))
 
 
 class Float32Distances:
@@ -163,17 +255,19 @@ class Float32Distances:
         query_norms = self.assigner.centred_norms64.index_select(0, chosen)
         margins = neighbours.distance_margins(query_norms, self.largest_centroid_norm, self.centroids.shape[1])
         slack = 8 * 2.0**-24 * (1 + 2.0**-10) * (query_norms + self.largest_centroid_norm)
-        return self.assigner.centred.index_select(0, chosen), round_down_to_float32(query_norms - margins - slack)
+        query_shift = round_down_to_float32(query_norms - margins - slack)
+        return self.assigner.centred.index_select(0, chosen), query_shift, query_norms - query_shift.double()
 
     def tile(self, prepared, block: slice, tile: torch.Tensor, bounds: torch.Tensor):
         """D32 - E for one tile (in one pass after the GEMM: E is one number per row, so the row
-        minimum is at D32's); writes its square roots, lower bounds, and returns the row minima."""
-        queries, query_shift = prepared
+        minimum is at D32's); writes its square roots, lower bounds, and returns the row minima as
+        float32 distances D32 (in float64) and their columns."""
+        queries, query_shift, restore = prepared
         lowered = torch.addmm(self.centroid_norms[block][None, :], queries, self.centroids[block].T, alpha=-2.0, out=tile)
         lowered.add_(query_shift[:, None])
         block_min, block_arg = lowered.min(dim=1)   # first index among ties
         torch.sqrt(lowered.clamp_(min=0.0), out=bounds)
-        return block_min.double(), block_arg
+        return block_min.double() + restore, block_arg
 
 
 class ByteDistances:
