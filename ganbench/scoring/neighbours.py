@@ -13,9 +13,14 @@ from ganbench.scoring import bounds, byte_distances, parzen
 from ganbench.scoring.centring import centre_by_bank_mean
 from ganbench.scoring.inputs import as_matrix
 
+# Top-k tiles (query rows, reference rows). On the CPU a 2048 x 2048 float32 tile (16 MB) keeps the
+# GEMM near its rate: 10,000 generated samples against MNIST's 50,000 training images took 5.6 s
+# against 6.2 s with 1024 x 8192 (32 MB) tiles on a 2-core AMD EPYC (docs/performance.md).
+BLOCKS = {"cpu": (2048, 2048), "cuda": (1024, 8192)}
+
 
 def nearest(queries, reference, k: int = 1, *, backend: str = "auto", device=None, exact_ranking: bool = False,
-            query_block: int = 1024, reference_block: int = 8192,
+            query_block: int | None = None, reference_block: int | None = None,
             names: tuple[str, str] = ("x (the points searched)", "the bank"),
             precision: str = DEFAULT_PRECISION) -> tuple[np.ndarray, np.ndarray]:
     """Exact k nearest neighbours by squared Euclidean distance: (distances, indices), each (n, k).
@@ -44,7 +49,10 @@ def nearest(queries, reference, k: int = 1, *, backend: str = "auto", device=Non
         result = parzen.parzen_pass(query_tensor, reference_tensor, [], backend=backend, device=device,
                                     precision=precision)
         return result.min_sq_distance[:, None], result.nearest_index[:, None]
-    return _top_k(query_tensor, reference_tensor, k, device, query_block, reference_block)
+    target = resolve_device(device)
+    default_query_block, default_reference_block = BLOCKS["cpu" if target.type == "cpu" else "cuda"]
+    return _top_k(query_tensor, reference_tensor, k, target, query_block or default_query_block,
+                  reference_block or default_reference_block)
 
 
 def distance_margins(query_norms: torch.Tensor, reference_norm_max: float, dimension: int) -> torch.Tensor:
@@ -61,7 +69,7 @@ def distance_margins(query_norms: torch.Tensor, reference_norm_max: float, dimen
     return coefficient * (1 + 2.0 ** -10) * (query_norms + reference_norm_max)
 
 
-def _top_k(queries, reference, k, device, query_block, reference_block):
+def _top_k(queries, reference, k, device: torch.device, query_block, reference_block):
     """Blocked exact top-k: float32 GEMM distances choose candidates, float64 ranks them.
 
     Reference blocks are visited in index order, keeping per query the running top k in
@@ -75,7 +83,7 @@ def _top_k(queries, reference, k, device, query_block, reference_block):
     with E the bound of ``distance_margins``. Every point passing both tests gets its exact
     float64 distance; float32 rounding can reorder near-ties, never drop a true neighbour.
     """
-    target = resolve_device(device)
+    target = device
     if target.type == "cpu":
         queries, reference = queries.cpu(), reference.cpu()  # GPU tensors scored on the CPU, as asked
         sides = byte_distances.exact_operands(queries, reference)
