@@ -62,32 +62,41 @@ class DeepGSN(torch.nn.Module):
         self.b1 = torch.nn.Parameter(torch.zeros(hidden))
         self.b2 = torch.nn.Parameter(torch.zeros(hidden))
 
-    def update_odd(self, x, h2):
+    def update_odd(self, x, h2, product=torch.matmul):
         """h1 from both neighbours (no noise on h1); ``h2=None`` is the chain's first update, from zeros."""
-        pre = x @ self.w1 + self.b1
-        return torch.tanh(pre if h2 is None else pre + h2 @ self.w2.T)
+        pre = product(x, self.w1) + self.b1
+        return torch.tanh(pre if h2 is None else pre + product(h2, self.w2.T))
 
-    def visible_logits(self, h1):
-        return h1 @ self.w1.T + self.b0
+    def visible_logits(self, h1, product=torch.matmul):
+        return product(h1, self.w1.T) + self.b0
 
-    def update_top(self, h1, noise: float, rng: torch.Generator):
+    def update_top(self, h1, noise: float, rng: torch.Generator, product=torch.matmul):
         """h2 = tanh(h1 W2 + b2 + n) + n': Gaussian noise before and after the activation."""
-        pre = h1 @ self.w2 + self.b2
+        pre = product(h1, self.w2) + self.b2
         pre = pre + noise * torch.randn(pre.shape, generator=rng)
         return torch.tanh(pre) + noise * torch.randn(pre.shape, generator=rng)
 
-    def step(self, x, h2, config: GSNConfig, rng: torch.Generator, last: bool = False):
+    def step(self, x, h2, config: GSNConfig, rng: torch.Generator, last: bool = False, product=torch.matmul):
         """One update (odd layers, then even layers): the visible logits, the sampled x and the new h2.
 
-        ``last=True`` stops at the logits: the walkback's final x and h2 feed nothing.
+        ``last=True`` stops at the logits: the walkback's final x and h2 feed nothing. ``product``
+        multiplies activations by weights (``blas_product`` when sampling).
         """
-        h1 = self.update_odd(x, h2)
-        logits = self.visible_logits(h1)
+        h1 = self.update_odd(x, h2, product)
+        logits = self.visible_logits(h1, product)
         if last:
             return logits, None, None
         with torch.no_grad():  # the sampled input carries no gradient, as Theano's binomial
             x = salt_and_pepper(bernoulli(torch.sigmoid(logits), rng), config.salt_and_pepper, rng)
-        return logits, x, self.update_top(h1, config.hidden_noise, rng)
+        return logits, x, self.update_top(h1, config.hidden_noise, rng, product)
+
+
+def blas_product(activations: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """activations @ weights through NumPy's BLAS, for sampling (no gradient): float32 either way, only
+    the order of the sums differs. On the project's 2-core AMD EPYC NumPy's OpenBLAS runs a
+    matrix-vector product on both cores where torch's runs on one: a step of the authors' single
+    chain 0.43 against 0.81 ms; its GEMMs for 100 chains are faster too (8.9 against 10.8 ms a step)."""
+    return torch.from_numpy(np.matmul(activations.numpy(), weights.detach().numpy()))
 
 
 def _uniform_init(fan_in: int, fan_out: int) -> torch.Tensor:
@@ -142,7 +151,7 @@ def chain_means(model: DeepGSN, starts: np.ndarray, steps: int, config: GSNConfi
     x, h2 = salt_and_pepper(torch.as_tensor(starts, dtype=torch.float32), config.salt_and_pepper, rng), None
     means = np.empty((steps, len(starts), x.shape[1]), dtype=np.float32)
     for index in range(steps):
-        logits, x, h2 = model.step(x, h2, config, rng)
+        logits, x, h2 = model.step(x, h2, config, rng, product=blas_product)
         means[index] = torch.sigmoid(logits).numpy()
     return means
 
