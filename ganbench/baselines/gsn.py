@@ -92,10 +92,11 @@ class DeepGSN(torch.nn.Module):
 
 
 def blas_product(activations: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """activations @ weights through NumPy's BLAS, for sampling (no gradient): float32 either way, only
-    the order of the sums differs. On the project's 2-core AMD EPYC NumPy's OpenBLAS runs a
-    matrix-vector product on both cores where torch's runs on one: a step of the authors' single
-    chain 0.43 against 0.81 ms; its GEMMs for 100 chains are faster too (8.9 against 10.8 ms a step)."""
+    """activations @ weights through NumPy's BLAS, for one chain's sampling (no gradient): float32 either
+    way, only the order of the sums differs. On the project's 2-core AMD EPYC NumPy's OpenBLAS runs a
+    matrix-vector product on both cores where torch's runs on one: a step of the authors' single chain
+    0.43 against 0.81 ms. Not for batches: there torch's elementwise operations run on its OpenMP threads,
+    which keep spinning while OpenBLAS's threads want the same cores (100 chains took 3x longer)."""
     return torch.from_numpy(np.matmul(activations.numpy(), weights.detach().numpy()))
 
 
@@ -150,8 +151,9 @@ def chain_means(model: DeepGSN, starts: np.ndarray, steps: int, config: GSNConfi
     """(steps, len(starts), 784): the means p(x|h) of parallel chains from salt_and_pepper(starts)."""
     x, h2 = salt_and_pepper(torch.as_tensor(starts, dtype=torch.float32), config.salt_and_pepper, rng), None
     means = np.empty((steps, len(starts), x.shape[1]), dtype=np.float32)
+    product = blas_product if len(starts) == 1 else torch.matmul
     for index in range(steps):
-        logits, x, h2 = model.step(x, h2, config, rng, product=blas_product)
+        logits, x, h2 = model.step(x, h2, config, rng, product=product)
         means[index] = torch.sigmoid(logits).numpy()
     return means
 
