@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import inspect
 from pathlib import Path
 
 import numpy as np
@@ -40,12 +41,17 @@ def load(name: str, path: str | Path | None = None):
     return model, spec.config_class(**metadata["config"]), metadata
 
 
-def sample(name: str, count: int, seed: int, path: str | Path | None = None) -> np.ndarray:
-    """``count`` samples of a baseline by its own procedure (each module's ``sample``)."""
+def sample(name: str, count: int, seed: int, path: str | Path | None = None,
+           train_images: np.ndarray | None = None) -> np.ndarray:
+    """``count`` samples of a baseline by its own procedure (each module's ``sample``). The samplers whose
+    chains start from training images (DBN, Deep GSN) take ``train_images``, MNIST's training split by default."""
     if count < 1:
         raise GanbenchError(f"sample count must be >= 1, got {count}")
     model, config, _ = load(name, path)
-    return module(name).sample(model, count, seed, config)
+    sampler = module(name).sample
+    if train_images is not None and "train_images" in inspect.signature(sampler).parameters:
+        return sampler(model, count, seed, config, train_images=train_images)
+    return sampler(model, count, seed, config)
 
 
 def authors_gsn_bank(path: str | Path | None, start_image: np.ndarray, seed: int) -> np.ndarray:
@@ -57,11 +63,12 @@ def authors_gsn_bank(path: str | Path | None, start_image: np.ndarray, seed: int
 
 
 def cached_bank(name: str, kind: str, seed: int, path: str | Path | None = None,
-                start_image: np.ndarray | None = None) -> np.ndarray:
+                start_image: np.ndarray | None = None, train_images: np.ndarray | None = None) -> np.ndarray:
     """A 10,000-row bank through the user cache, keyed by the weights' SHA-256, the sampler and the seed.
 
     ``kind`` is "samples" (independent samples, the GAN paper's protocol) or "authors_chain"
-    (the GSN's single chain from ``start_image``).
+    (the GSN's single chain from ``start_image``). ``train_images``: MNIST's training split, when the
+    caller holds it already (see ``sample``).
     """
     from ganbench import cache
 
@@ -76,7 +83,7 @@ def cached_bank(name: str, kind: str, seed: int, path: str | Path | None = None,
                   "thinning": getattr(sampler, "THINNING", None),
                   "sampling_noise": getattr(sampler, "SAMPLING_NOISE", None)}
     if kind == "samples":
-        compute = lambda: sample(name, BANK_SIZE, seed, weights)  # noqa: E731
+        compute = lambda: sample(name, BANK_SIZE, seed, weights, train_images)  # noqa: E731
     elif kind == "authors_chain" and name == "gsn" and start_image is not None:
         key_fields["start_sha256"] = cache.digest(start_image)
         compute = lambda: authors_gsn_bank(weights, start_image, seed)  # noqa: E731

@@ -129,7 +129,8 @@ def _bank(row: str, config: Table1Config, mnist) -> np.ndarray:
         return baselines.cached_bank("gsn", "authors_chain", config.seed, baselines.shipped_weights("gsn", config.baselines),
                                      start_image=mnist.test_x[0])
     if row in baselines.BASELINES:
-        return baselines.cached_bank(row, "samples", config.seed, baselines.shipped_weights(row, config.baselines))
+        return baselines.cached_bank(row, "samples", config.seed, baselines.shipped_weights(row, config.baselines),
+                                     train_images=mnist.train_x)
     raise GanbenchError(f"unknown row {row!r}: choose from {', '.join(ROW_NAMES)}")
 
 
