@@ -134,7 +134,7 @@ def test_authors_gsn_row_fixes_sigma_and_chains_from_test_image_0(mnist, monkeyp
 
     asked = {}
 
-    def fake_bank(name, kind, seed, path=None, start_image=None):
+    def fake_bank(name, kind, seed, path=None, start_image=None, train_images=None):
         asked.update(name=name, kind=kind, start_image=start_image)
         return np.vstack([mnist.train_x[49] if start_image is None else start_image, mnist.train_x[:49]])
 
