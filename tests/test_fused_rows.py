@@ -160,9 +160,14 @@ def test_switched_off_by_the_environment(fresh_library, monkeypatch):
     ("if (j + lane < count)", "if (j + lane <= count)"),  # a vector tail's unused lane counted
     ("while (row[first] != block_minimum) ++first;",       # the last index among ties
      "first = columns - 1; while (row[first] != block_minimum) --first;"),
+    ("while (row[first] != row_minimum) ++first;",         # ... in the byte pass
+     "first = columns - 1; while (row[first] != row_minimum) --first;"),
+    ("const __m512 value = _mm512_cvtepi32_ps(difference);", "const __m512 value = _mm512_cvtepi32_ps("
+     "_mm512_srai_epi32(difference, 1));") if "avx512f" in open("/proc/cpuinfo").read() else
+    ("float value = static_cast<float>(values[j] - shift);", "float value = static_cast<float>(values[j] - shift) / 2;"),
 ])
 def test_a_wrong_build_is_never_used(correct, wrong, tmp_path, fresh_library, monkeypatch, capsys):
-    """A library with a wrong exponential, sum or index fails the check it gets on loading."""
+    """A library with a wrong exponential, sum, index or byte shift fails the check it gets on loading."""
     source = fused_rows.SOURCE.read_text()
     assert correct in source
     broken = tmp_path / "fused_rows.cpp"
@@ -180,3 +185,36 @@ def test_a_damaged_cached_library_is_compiled_again(tmp_path, fresh_library, mon
     built.write_bytes(b"not a shared library")  # as a disk error or an interrupted copy might leave it
     assert fused_rows.available()
     assert built.read_bytes()[:4] == b"\x7fELF"
+
+
+def eight_bit(rng, count, dimension):
+    """What dividing bytes by 255 gives in float64 (8-bit from d = 1; byte_distances.min_dimension)."""
+    return rng.integers(0, 256, (count, dimension)).astype(np.float64) / 255.0
+
+
+@compiled
+def test_fused_byte_pass_agrees_with_the_eager_one_and_the_bound(rng, monkeypatch):
+    """8-bit queries and bank (exact int8 distances): the fused pass gives the eager pass's exact
+    minima and indices (ties to the lowest index), and sums within the float32 bound of float64."""
+    from ganbench.scoring import byte_distances
+
+    if not byte_distances.int8_product_is_exact():
+        pytest.skip("this torch build's CPU int8 product is not exact: ganbench does not use it")
+    x, bank = eight_bit(rng, 53, 37), eight_bit(rng, 611, 37)
+    bank[500] = bank[20]  # a duplicate in another block: the tie goes to row 20
+    x[3] = bank[20]
+    sigmas = [0.3, 0.05, 1.0]
+    folds = []
+    fold = fused_rows.fold_byte_tile
+    monkeypatch.setattr(fused_rows, "fold_byte_tile", lambda *args: folds.append(1) or fold(*args))
+    fused = parzen.parzen_pass(x, bank, sigmas, backend="torch", query_block=19, bank_block=64, refine=False)
+    assert folds
+    with monkeypatch.context() as patch:
+        eager_only(patch)
+        eager = parzen.parzen_pass(x, bank, sigmas, backend="torch", query_block=19, bank_block=64, refine=False)
+    np.testing.assert_array_equal(fused.min_sq_distance, eager.min_sq_distance)
+    np.testing.assert_array_equal(fused.nearest_index, eager.nearest_index)
+    assert fused.nearest_index[3] == 20 and fused.min_sq_distance[3] == 0.0
+    reference = parzen.parzen_pass(x, bank, sigmas, backend="reference")
+    bound = log_likelihood_bound(x, bank, sigmas, block_rows=64)
+    assert np.all(np.abs(fused.log_sum_exp - reference.log_sum_exp) <= bound)

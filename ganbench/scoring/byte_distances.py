@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ganbench.scoring import partials
+from ganbench.scoring import fused_rows, partials
 
 LEVELS = 255               # a byte's largest value: x = a / 255
 OFFSET = 128               # a' = a - 128 fits int8
@@ -204,9 +204,12 @@ def pass_over_bank(query: ByteOperands, bank: ByteOperands, grid, query_block: i
     """The torch backend's blocked pass with exact byte distances: minima returned in D units (float64)."""
     scales = scales_in_bytes(grid)
     count = query.shifted.shape[0]
+    fused = fused_rows.available()  # one compiled read of each tile row (ganbench.scoring.fused_rows)
+    sigma_rows = torch.argsort(scales)
+    sorted_scales = scales[sigma_rows].contiguous()
     # Flat buffers, each block a contiguous prefix of them (the int8 product writes only contiguous outputs).
     tile_buffer = torch.empty(query_block * bank_block, dtype=torch.int32)
-    term_buffer = torch.empty(query_block * bank_block)
+    term_buffer = None if fused else torch.empty(query_block * bank_block)
     minima, nearest, sums = [], [], []
     with torch.no_grad():
         for query_start in range(0, count, query_block):
@@ -217,8 +220,12 @@ def pass_over_bank(query: ByteOperands, bank: ByteOperands, grid, query_block: i
             for bank_start in range(0, bank.shifted.shape[0], bank_block):
                 samples = bank.rows(slice(bank_start, bank_start + bank_block))
                 columns = len(samples.norms)
-                accumulate(running, queries, samples, scales, bank_start,
-                           tile_buffer[:rows * columns].view(rows, columns),
+                tile = tile_buffer[:rows * columns].view(rows, columns)
+                if fused:
+                    sq_distance_tile_less_query_norms(queries, samples, out=tile)
+                    fused_rows.fold_byte_tile(running, tile, queries.norms, sorted_scales, sigma_rows, bank_start)
+                    continue
+                accumulate(running, queries, samples, scales, bank_start, tile,
                            term_buffer[:rows * columns].view(rows, columns), skip_negligible=True)
             minima.append(running.min_sq_distance / DISTANCE_SCALE)  # float64 of the exact E / 255^2
             nearest.append(running.nearest_index)

@@ -137,6 +137,82 @@ int64_t keep_within(const float* values, int64_t count, float shift, float cutof
   return kept;
 }
 
+// keep_within for exact integer distances: (values - shift) converted to float32 (one rounding above
+// 2^24, as the eager path's conversion), kept where <= cutoff.
+int64_t keep_within(const int32_t* values, int64_t count, int32_t shift, float cutoff, float* out) {
+  int64_t kept = 0;
+  int64_t j = 0;
+#if defined(__AVX512F__)
+  const __m512i shift_vector = _mm512_set1_epi32(shift);
+  const __m512 cutoff_vector = _mm512_set1_ps(cutoff);
+  for (; j + 16 <= count; j += 16) {
+    const __m512i difference = _mm512_sub_epi32(_mm512_loadu_si512(values + j), shift_vector);
+    const __m512 value = _mm512_cvtepi32_ps(difference);
+    const __mmask16 inside = _mm512_cmp_ps_mask(value, cutoff_vector, _CMP_LE_OQ);
+    _mm512_storeu_ps(out + kept, _mm512_maskz_compress_ps(inside, value));
+    kept += __builtin_popcount(inside);
+  }
+#endif
+  for (; j < count; ++j) {
+    float value = static_cast<float>(values[j] - shift);
+    out[kept] = value;
+    kept += value <= cutoff;
+  }
+  return kept;
+}
+
+int32_t minimum_of(const int32_t* row, int64_t count) {
+  int32_t minimum = INT32_MAX;
+  for (int64_t j = 0; j < count; ++j) minimum = row[j] < minimum ? row[j] : minimum;
+  return minimum;
+}
+
+// Moves a row's sums to a new minimum: factor exp(-(old - new) c) <= 1, exactly 0 from +inf. The gap
+// and its product with c are float32 on the float path and float64 on the exact one, as each eager path's.
+template <typename Gap>
+void rescale_sums(float* sums, int64_t sums_stride, const float* scales, const int64_t* sigma_rows,
+                  int64_t sigmas, Gap gap) {
+  for (int64_t k = 0; k < sigmas; ++k) {
+    const Gap exponent = gap * static_cast<Gap>(scales[k]);
+    sums[sigma_rows[k] * sums_stride] *= static_cast<float>(std::exp(-static_cast<double>(exponent)));
+  }
+}
+
+// Every sigma's terms of one row, from `kept` shifted values (those within the widest sigma's
+// cutoff) in kept_values: each narrower sigma keeps its own from the wider one's, so every exponent
+// is >= -negligible (-40), far from exp_negative's limit.
+void add_sigma_sums(float* kept_values, int64_t kept, float* sums, int64_t sums_stride, const float* scales,
+                    const int64_t* sigma_rows, int64_t sigmas, float negligible_exponent) {
+  for (int64_t k = 0; k < sigmas && kept > 0; ++k) {  // narrower sigmas keep even fewer
+    if (k > 0) kept = keep_within(kept_values, kept, 0.0f, negligible_exponent / scales[k], kept_values);
+    sums[sigma_rows[k] * sums_stride] += static_cast<float>(sum_of_terms(kept_values, kept, scales[k]));
+  }
+}
+
+// One row of exact squared distances in units of 255^2 (8-bit data): the tile holds E - ||a'||^2 =
+// ||b'||^2 - 2 a'.b' (int32, ganbench.scoring.byte_distances), the running minimum is E's (float64,
+// exact integers); the same folding as fold_row.
+void fold_byte_row(const int32_t* row, int64_t columns, int32_t query_norm, double* running_minimum,
+                   int64_t* nearest, int64_t index_offset, float* sums, int64_t sums_stride, const float* scales,
+                   const int64_t* sigma_rows, int64_t sigmas, float negligible_exponent, float* kept_values) {
+  const int32_t row_minimum = minimum_of(row, columns);
+  const double block_minimum = static_cast<double>(row_minimum) + query_norm;  // exact: |E| < 2^31
+  const double old_minimum = *running_minimum;
+  if (block_minimum < old_minimum) {  // ties keep the earlier block's index
+    int64_t first = 0;
+    while (row[first] != row_minimum) ++first;
+    *nearest = index_offset + first;
+  }
+  const double minimum = block_minimum < old_minimum ? block_minimum : old_minimum;
+  *running_minimum = minimum;
+  if (sigmas == 0) return;
+  if (minimum < old_minimum) rescale_sums(sums, sums_stride, scales, sigma_rows, sigmas, old_minimum - minimum);
+  // E - minimum = row - (minimum - ||a'||^2), exact in int32 (0 <= E - minimum <= E < 2^31).
+  const int32_t shift = static_cast<int32_t>(minimum - query_norm);
+  int64_t kept = keep_within(row, columns, shift, negligible_exponent / scales[0], kept_values);
+  add_sigma_sums(kept_values, kept, sums, sums_stride, scales, sigma_rows, sigmas, negligible_exponent);
+}
+
 // One row: D in place, the running minimum, its index and every sigma's shifted sum.
 // kept_values: a buffer of `columns` floats.
 void fold_row(float* row, int64_t columns, float query_norm, float* running_minimum, int64_t* nearest,
@@ -152,22 +228,31 @@ void fold_row(float* row, int64_t columns, float query_norm, float* running_mini
   const float minimum = block_minimum < old_minimum ? block_minimum : old_minimum;
   *running_minimum = minimum;
   if (sigmas == 0) return;  // nearest neighbours only
-  if (minimum < old_minimum) {
-    // Move the sums to the new minimum: factor exp(-(old - new) c) <= 1, exactly 0 from +inf.
-    const float gap = old_minimum - minimum;
-    for (int64_t k = 0; k < sigmas; ++k) {
-      const float exponent = gap * scales[k];
-      sums[sigma_rows[k] * sums_stride] *= static_cast<float>(std::exp(-static_cast<double>(exponent)));
-    }
-  }
+  if (minimum < old_minimum) rescale_sums(sums, sums_stride, scales, sigma_rows, sigmas, old_minimum - minimum);
   // Terms with (D - mu) c > negligible are left out (ganbench.scoring.partials.add_terms says why
-  // that is exact to float32): the widest sigma gathers the rest, each narrower one keeps its own
-  // from those, so every exponent is >= -negligible (-40), far from exp_negative's limit.
+  // that is exact to float32).
   int64_t kept = keep_within(row, columns, minimum, negligible_exponent / scales[0], kept_values);
-  for (int64_t k = 0; k < sigmas && kept > 0; ++k) {  // narrower sigmas keep even fewer
-    if (k > 0) kept = keep_within(kept_values, kept, 0.0f, negligible_exponent / scales[k], kept_values);
-    sums[sigma_rows[k] * sums_stride] += static_cast<float>(sum_of_terms(kept_values, kept, scales[k]));
+  add_sigma_sums(kept_values, kept, sums, sums_stride, scales, sigma_rows, sigmas, negligible_exponent);
+}
+
+// Rows split over `threads` OpenMP threads, each with a row buffer of `columns` floats. Built against
+// the OpenMP runtime torch has loaded (the same libgomp.so.1), this is torch's own thread pool: its
+// workers, still spinning after the tile's GEMM, take the rows at once instead of holding the cores.
+// Returns 0, or 1 when a row buffer cannot be allocated (the caller raises).
+template <typename Fold>
+int over_rows(int64_t rows, int64_t columns, int threads, Fold fold) {
+  int failed = 0;
+#pragma omp parallel num_threads(threads) reduction(| : failed)
+  {
+    float* kept_values = static_cast<float*>(std::malloc(sizeof(float) * (columns + 1)));
+    if (kept_values == nullptr) failed = 1;
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < rows; ++i) {
+      if (kept_values != nullptr) fold(i, kept_values);
+    }
+    std::free(kept_values);
   }
+  return failed;
 }
 
 }  // namespace
@@ -180,28 +265,30 @@ extern "C" {
 //   sums: (sigmas, rows) float32 with row stride `sums_stride`, shifted by running_minimum
 //   scales: (sigmas,) 1 / (2 sigma^2) in float32, ascending (widest sigma first); sigma_rows:
 //   (sigmas,) the row of `sums` each belongs to
-//   threads: rows are split over this many OpenMP threads. Built against the OpenMP runtime torch
-//   has loaded (the same libgomp.so.1), this is torch's own thread pool: its workers, still
-//   spinning after the tile's GEMM, take the rows at once instead of holding the cores.
+//   threads: OpenMP threads (over_rows)
 int ganbench_fused_rows(float* tile, int64_t tile_stride, int64_t rows, int64_t columns,
                         const float* query_norms, float* running_minimum, int64_t* nearest,
                         int64_t index_offset, float* sums, int64_t sums_stride, const float* scales,
                         const int64_t* sigma_rows, int64_t sigmas, float negligible_exponent,
                         int threads) {
-  int failed = 0;
-#pragma omp parallel num_threads(threads) reduction(| : failed)
-  {
-    float* kept_values = static_cast<float*>(std::malloc(sizeof(float) * (columns + 1)));
-    if (kept_values == nullptr) failed = 1;
-#pragma omp for schedule(static)
-    for (int64_t i = 0; i < rows; ++i) {
-      if (kept_values == nullptr) continue;
-      fold_row(tile + i * tile_stride, columns, query_norms[i], running_minimum + i, nearest + i, index_offset,
-               sums + i, sums_stride, scales, sigma_rows, sigmas, negligible_exponent, kept_values);
-    }
-    std::free(kept_values);
-  }
-  return failed;
+  return over_rows(rows, columns, threads, [&](int64_t i, float* kept_values) {
+    fold_row(tile + i * tile_stride, columns, query_norms[i], running_minimum + i, nearest + i, index_offset,
+             sums + i, sums_stride, scales, sigma_rows, sigmas, negligible_exponent, kept_values);
+  });
+}
+
+// The same for 8-bit data's exact distances (fold_byte_row): tile (rows, columns) int32 holding
+// ||b'||^2 - 2 a'.b' (left unchanged), query_norms ||a'||^2 (int32), running_minimum in E (float64).
+int ganbench_fused_byte_rows(const int32_t* tile, int64_t tile_stride, int64_t rows, int64_t columns,
+                             const int32_t* query_norms, double* running_minimum, int64_t* nearest,
+                             int64_t index_offset, float* sums, int64_t sums_stride, const float* scales,
+                             const int64_t* sigma_rows, int64_t sigmas, float negligible_exponent,
+                             int threads) {
+  return over_rows(rows, columns, threads, [&](int64_t i, float* kept_values) {
+    fold_byte_row(tile + i * tile_stride, columns, query_norms[i], running_minimum + i, nearest + i,
+                  index_offset, sums + i, sums_stride, scales, sigma_rows, sigmas, negligible_exponent,
+                  kept_values);
+  });
 }
 
 // sum_j exp(-values_j * scale) as the pass computes it, for the tests' float64 comparison.

@@ -38,6 +38,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -62,13 +63,22 @@ def fold_tile(running: partials.BankPartial, tile: torch.Tensor, query_norms: to
     ``sorted_scales``: 1 / (2 sigma^2) ascending, float32; ``sigma_rows``: the row of the sums each
     belongs to (int64). The tile holds D = max(T + ||x - c||^2, 0) afterwards.
     """
-    function = library()
-    if function is None:
-        raise RuntimeError("fused_rows.fold_tile called without a compiled library; check library() first")
+    _fold(library().rows, running, tile, query_norms, sorted_scales, sigma_rows, index_offset)
+
+
+def fold_byte_tile(running: partials.BankPartial, tile: torch.Tensor, query_norms: torch.Tensor,
+                   sorted_scales: torch.Tensor, sigma_rows: torch.Tensor, index_offset: int) -> None:
+    """``fold_tile`` for 8-bit data's exact distances (ganbench.scoring.byte_distances): the int32 tile
+    holds E - ||a'||^2 = ||b'||^2 - 2 a'.b' (left unchanged), ``query_norms`` ||a'||^2 (int32), the running
+    minima are E's (float64, exact integers) and ``sorted_scales`` 1 / (2 sigma^2 255^2)."""
+    _fold(library().byte_rows, running, tile, query_norms, sorted_scales, sigma_rows, index_offset)
+
+
+def _fold(function, running, tile, query_norms, sorted_scales, sigma_rows, index_offset) -> None:
     rows, columns = tile.shape
-    if tile.stride(1) != 1 or not running.shifted_sums.is_contiguous():
-        raise ValueError("fold_tile needs a tile with unit column stride and contiguous sums")
     sums = running.shifted_sums
+    if tile.stride(1) != 1 or not sums.is_contiguous():
+        raise ValueError("the fused pass needs a tile with unit column stride and contiguous sums")
     failed = function(_address(tile, 0), tile.stride(0), rows, columns, _address(query_norms, 0),
                       _address(running.min_sq_distance, 0), _address(running.nearest_index, 0), index_offset,
                       _address(sums, 0), sums.stride(0) if sums.dim() == 2 else 0, _address(sorted_scales, 0),
@@ -101,22 +111,31 @@ def _sum_of_terms_function(loaded: ctypes.CDLL):
     return function
 
 
+@dataclass(frozen=True)
+class Functions:
+    """The library's two passes: float32 tiles and 8-bit data's exact int32 tiles."""
+
+    rows: object
+    byte_rows: object
+
+
 @functools.cache
-def library():
-    """The checked ``ganbench_fused_rows`` function, or None (announced once) when it cannot be had."""
+def library() -> Functions | None:
+    """The checked passes, or None (announced once) when they cannot be had."""
     loaded = _loaded()
     if loaded is None:
         return None
-    function = loaded.ganbench_fused_rows
     pointer, size = ctypes.c_void_p, ctypes.c_int64
-    function.restype = ctypes.c_int
-    function.argtypes = [pointer, size, size, size, pointer, pointer, pointer, size, pointer, size, pointer,
-                         pointer, size, ctypes.c_float, ctypes.c_int]
-    if not _agrees_with_float64(function):
+    functions = Functions(loaded.ganbench_fused_rows, loaded.ganbench_fused_byte_rows)
+    for function in (functions.rows, functions.byte_rows):
+        function.restype = ctypes.c_int
+        function.argtypes = [pointer, size, size, size, pointer, pointer, pointer, size, pointer, size, pointer,
+                             pointer, size, ctypes.c_float, ctypes.c_int]
+    if not (_agrees_with_float64(functions.rows) and _bytes_agree_with_integers(functions.byte_rows)):
         _announce("ganbench: the fused CPU pass built here disagrees with float64 arithmetic on its check; "
                   f"the CPU float32 path runs its eager torch passes instead{FALLBACK}")
         return None
-    return function
+    return functions
 
 
 FALLBACK = " (same results within the bound, slower)"
@@ -242,6 +261,37 @@ def _agrees_with_float64(function) -> bool:
     exponents = np.linspace(0.0, 80.0, 1601, dtype=np.float32)
     terms = np.array([function(exponents[i:i + 1].ctypes.data, 1, 1.0) for i in range(len(exponents))])
     return bool(np.all(np.abs(terms / np.exp(-exponents.astype(np.float64)) - 1.0) <= 2.0**-30))
+
+
+def _bytes_agree_with_integers(function) -> bool:
+    """The byte pass on two small int32 tiles (a tie, a minimum that moves, values past 2^24, where the
+    conversion to float32 rounds) against int64 and float64 arithmetic."""
+    generator = np.random.default_rng(1)
+    rows, columns, grid = 29, 41, np.array([2.0, 0.4, 9.0])
+    scales = partials.half_inverse_variances(grid, torch.zeros(1), 1.0 / 255**2)[:, 0]
+    order = torch.argsort(scales)
+    sorted_scales = scales[order].contiguous()  # held here: the library reads it through a pointer
+    norms = generator.integers(0, 2**20, rows).astype(np.int32)
+    tiles = [generator.integers(-2**20, 2**25, (rows, columns)).astype(np.int32) for _ in range(2)]
+    tiles[0][0, 5] = tiles[0][0, 30] = -2**21  # a tie below every other value: the first index wins
+    tiles[1][1] -= 2**21                                          # row 1's minimum moves in the second tile
+    state = partials.BankPartial(torch.full((rows,), float("inf"), dtype=torch.float64),
+                                 torch.zeros(rows, dtype=torch.int64), torch.zeros(len(grid), rows))
+    for index, tile in enumerate(tiles):
+        if function(tile.ctypes.data, columns, rows, columns, norms.ctypes.data, _address(state.min_sq_distance, 0),
+                    _address(state.nearest_index, 0), index * columns, _address(state.shifted_sums, 0), rows,
+                    _address(sorted_scales, 0), _address(order, 0), len(grid), partials.NEGLIGIBLE_EXPONENT, 2):
+            return False
+    exact = np.concatenate(tiles, axis=1).astype(np.int64) + norms[:, None]
+    if not (np.array_equal(exact.min(axis=1), state.min_sq_distance.numpy())
+            and np.array_equal(exact.argmin(axis=1), state.nearest_index.numpy())):
+        return False
+    shifted = (exact - exact.min(axis=1, keepdims=True)).astype(np.float64)
+    expected = np.exp(-shifted[None] * scales.double().numpy()[:, None, None]).sum(axis=2)
+    from ganbench.scoring import bounds  # late: bounds reads the bank module, not needed to score
+
+    tolerance = bounds.sum_coefficient(exact.shape[1]) * bounds.UNIT_ROUNDOFF["float32"]
+    return bool(np.allclose(state.shifted_sums.double().numpy(), expected, rtol=tolerance, atol=0.0))
 
 
 def _announce(message: str) -> None:
