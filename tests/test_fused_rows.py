@@ -129,6 +129,27 @@ def test_rows_split_over_threads_give_the_same_bits(rng):
 
 
 @compiled
+def test_what_the_library_would_read_wrongly_is_refused():
+    """The library reads raw pointers: a tensor of another dtype or layout is an error, never read."""
+    scales = partials.half_inverse_variances([0.5], torch.zeros(1))[:, 0]
+    order = torch.argsort(scales)
+
+    def state(rows):
+        return partials.BankPartial(torch.full((rows,), math.inf), torch.zeros(rows, dtype=torch.int64),
+                                    torch.zeros(1, rows))
+
+    with pytest.raises(ValueError, match="float32"):
+        fused_rows.fold_tile(state(4), torch.zeros(4, 6, dtype=torch.float64), torch.zeros(4), scales, order, 0)
+    with pytest.raises(ValueError, match="unit column stride"):
+        fused_rows.fold_tile(state(4), torch.zeros(6, 4).T, torch.zeros(4), scales, order, 0)
+    with pytest.raises(ValueError, match="contiguous state"):
+        fused_rows.fold_tile(state(3), torch.zeros(4, 6), torch.zeros(4), scales, order, 0)
+    with pytest.raises(ValueError, match="float64"):  # the byte pass keeps exact minima in float64
+        fused_rows.fold_byte_tile(state(4), torch.zeros(4, 6, dtype=torch.int32), torch.zeros(4, dtype=torch.int32),
+                                  scales, order, 0)
+
+
+@compiled
 def test_library_shares_torchs_openmp_runtime():
     """Linked by soname, the library takes the libgomp torch loaded: one OpenMP runtime, one pool."""
     if "OpenMP" not in torch.__config__.parallel_info() or not fused_rows.available():
