@@ -239,3 +239,30 @@ def test_fused_byte_pass_agrees_with_the_eager_one_and_the_bound(rng, monkeypatc
     reference = parzen.parzen_pass(x, bank, sigmas, backend="reference")
     bound = log_likelihood_bound(x, bank, sigmas, block_rows=64)
     assert np.all(np.abs(fused.log_sum_exp - reference.log_sum_exp) <= bound)
+
+
+@compiled
+@pytest.mark.parametrize("k", [1, 2, 3, 17])
+def test_exact_top_k_with_fused_candidates_equals_the_eager_one(k, rng, monkeypatch):
+    """The fused candidates (distances and the candidate rule in one compiled read) give exact top-k's
+    float64 answer bit for bit: exact duplicates, near-ties, blocks no size divides, k past what the
+    library keeps (17: the eager rule), and rows with more candidates than a tile's buffer holds."""
+    from ganbench.scoring import neighbours
+
+    bank = rng.random((413, 21)).astype(np.float32)
+    bank[10:20] = bank[300:310] = bank[7]                         # copies of one row, in two blocks
+    queries = np.concatenate([bank[[7, 8]], rng.random((45, 21)).astype(np.float32)])
+    queries[5] = bank[9] + np.float32(1e-7)                        # a near-tie
+    calls = []
+    original = fused_rows.near_candidates
+    monkeypatch.setattr(fused_rows, "near_candidates", lambda *args: calls.append(original(*args)) or calls[-1])
+    monkeypatch.setattr(fused_rows, "CANDIDATES_PER_ROW", 4)      # the copies overflow it: the eager rule
+    fused = neighbours.nearest(queries, bank, k=k, exact_ranking=True, query_block=13, reference_block=50)
+    assert calls and (k > 16 or any(found is None for found in calls)) and (k > 16 or any(calls))
+    with monkeypatch.context() as patch:
+        eager_only(patch)
+        eager = neighbours.nearest(queries, bank, k=k, exact_ranking=True, query_block=13, reference_block=50)
+    for got, expected in zip(fused, eager):
+        np.testing.assert_array_equal(got, expected)
+    if k <= 16:
+        assert np.all(fused[1][0] == (np.r_[7, 10:20, 300:310])[:k]) and np.all(fused[0][0] == 0.0)

@@ -29,6 +29,7 @@ typedef int64_t Integers __attribute__((vector_size(kLanes * sizeof(int64_t))));
 typedef float Floats __attribute__((vector_size(kLanes * sizeof(float))));
 typedef int32_t FloatMask __attribute__((vector_size(kLanes * sizeof(int32_t))));
 constexpr int kWide = 16;  // floats per vector in the distance pass
+constexpr int kMaxCandidatesK = 16;  // the largest k near_candidates_row keeps in registers
 typedef float WideFloats __attribute__((vector_size(kWide * sizeof(float))));
 
 // exp(-x) for x in [0, 87], in float64: x = n ln2 + r with |r| <= ln2 / 2 (Cody and Waite: ln2
@@ -235,6 +236,41 @@ void fold_row(float* row, int64_t columns, float query_norm, float* running_mini
   add_sigma_sums(kept_values, kept, sums, sums_stride, scales, sigma_rows, sigmas, negligible_exponent);
 }
 
+// Exact top-k's candidates in one row of a float32 tile (ganbench.scoring.neighbours._top_k): D in
+// place, as fold_row; the row's k-th smallest D, t (+inf with fewer than k columns); then, unless
+// kth <= 0 (k exact copies kept already), every column with D <= the float64 limit min(kth + E,
+// t + 2E) rounded up to float32, in order, into `columns` (at most `capacity`). Returns how many
+// there are (more than `capacity`: the caller takes the eager path).
+int64_t near_candidates_row(float* row, int64_t count, float query_norm, double kth, double margin, int k,
+                            int32_t* columns, int64_t capacity) {
+  distances_and_minimum(row, count, query_norm);
+  float smallest[kMaxCandidatesK];
+  for (int slot = 0; slot < k; ++slot) smallest[slot] = INFINITY;
+  for (int64_t j = 0; j < count; ++j) {  // the k smallest, ascending: an insertion that is rarely taken
+    float value = row[j];
+    if (value >= smallest[k - 1]) continue;
+    int slot = k - 1;
+    while (slot > 0 && smallest[slot - 1] > value) {
+      smallest[slot] = smallest[slot - 1];
+      --slot;
+    }
+    smallest[slot] = value;
+  }
+  if (!(kth > 0.0)) return 0;
+  double limit = kth + margin;
+  if (count >= k) limit = std::fmin(limit, static_cast<double>(smallest[k - 1]) + 2.0 * margin);
+  // One float32 step above the rounded limit (as the eager path): no point under the float64 limit is lost.
+  const float limit32 = std::nextafter(static_cast<float>(limit), INFINITY);
+  int64_t found = 0;
+  for (int64_t j = 0; j < count; ++j) {
+    if (row[j] <= limit32) {
+      if (found < capacity) columns[found] = static_cast<int32_t>(j);
+      ++found;
+    }
+  }
+  return found;
+}
+
 // Rows split over `threads` OpenMP threads, each with a row buffer of `columns` floats. Built against
 // the OpenMP runtime torch has loaded (the same libgomp.so.1), this is torch's own thread pool: its
 // workers, still spinning after the tile's GEMM, take the rows at once instead of holding the cores.
@@ -288,6 +324,19 @@ int ganbench_fused_byte_rows(const int32_t* tile, int64_t tile_stride, int64_t r
     fold_byte_row(tile + i * tile_stride, columns, query_norms[i], running_minimum + i, nearest + i,
                   index_offset, sums + i, sums_stride, scales, sigma_rows, sigmas, negligible_exponent,
                   kept_values);
+  });
+}
+
+// near_candidates_row over a tile's rows: tile (rows, columns) float32 T on entry, D on return;
+// kth, margins (rows,) float64; columns (rows, capacity) int32 and counts (rows,) int64 out.
+// Returns 1 when k is outside 1..kMaxCandidatesK, else 0.
+int ganbench_near_candidates(float* tile, int64_t tile_stride, int64_t rows, int64_t columns,
+                             const float* query_norms, const double* kth, const double* margins, int k,
+                             int32_t* candidates, int64_t capacity, int64_t* counts, int threads) {
+  if (k < 1 || k > kMaxCandidatesK) return 1;
+  return over_rows(rows, columns, threads, [&](int64_t i, float*) {
+    counts[i] = near_candidates_row(tile + i * tile_stride, columns, query_norms[i], kth[i], margins[i], k,
+                                    candidates + i * capacity, capacity);
   });
 }
 

@@ -76,6 +76,35 @@ def fold_byte_tile(running: partials.BankPartial, tile: torch.Tensor, query_norm
     _fold(library().byte_rows, running, tile, query_norms, sorted_scales, sigma_rows, index_offset)
 
 
+def near_candidates(tile: torch.Tensor, query_norms: torch.Tensor, kth: torch.Tensor, margins: torch.Tensor,
+                    k: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Exact top-k's candidate (row, column) pairs of one float32 tile T (``neighbours._candidates``' rule),
+    in row-major order; None when a row has more than ``CANDIDATES_PER_ROW`` (many near-ties) or k is larger
+    than the library keeps, and the caller applies the rule itself. Either way the tile holds
+    D = max(T + ||x - c||^2, 0) afterwards. ``kth`` and ``margins`` are float64, one per row."""
+    rows, columns = tile.shape
+    for tensor, dtype in ((tile, torch.float32), (query_norms, torch.float32), (kth, torch.float64),
+                          (margins, torch.float64)):
+        if tensor.dtype != dtype or tensor.device.type != "cpu":
+            raise ValueError(f"near_candidates needs CPU {dtype} here, got {tensor.device.type} {tensor.dtype}")
+    kth, margins, query_norms = kth.contiguous(), margins.contiguous(), query_norms.contiguous()
+    if tile.stride(1) != 1 or min(len(query_norms), len(kth), len(margins)) < rows or not columns:
+        raise ValueError("near_candidates needs a non-empty tile with unit column stride and a value per row")
+    found = torch.empty((rows, CANDIDATES_PER_ROW), dtype=torch.int32)
+    counts = torch.empty(rows, dtype=torch.int64)
+    refused = library().near_candidates(_address(tile, 0), tile.stride(0), rows, columns, _address(query_norms, 0),
+                                        _address(kth, 0), _address(margins, 0), k, _address(found, 0),
+                                        CANDIDATES_PER_ROW, _address(counts, 0), torch.get_num_threads())
+    if refused or int(counts.max()) > CANDIDATES_PER_ROW:
+        return None
+    kept = torch.arange(CANDIDATES_PER_ROW)[None, :] < counts[:, None]
+    return torch.nonzero(kept, as_tuple=True)[0], found[kept].long()
+
+
+# Candidates a row may have in one tile before the caller's own pass takes over (near-ties, duplicates).
+CANDIDATES_PER_ROW = 64
+
+
 def _fold(function, running, tile, query_norms, sorted_scales, sigma_rows, index_offset) -> None:
     """Check what the library will read and write through raw pointers, then call it."""
     rows, columns = tile.shape
@@ -132,6 +161,7 @@ class Functions:
 
     rows: object
     byte_rows: object
+    near_candidates: object
 
 
 @functools.cache
@@ -141,12 +171,16 @@ def library() -> Functions | None:
     if loaded is None:
         return None
     pointer, size = ctypes.c_void_p, ctypes.c_int64
-    functions = Functions(loaded.ganbench_fused_rows, loaded.ganbench_fused_byte_rows)
+    functions = Functions(loaded.ganbench_fused_rows, loaded.ganbench_fused_byte_rows, loaded.ganbench_near_candidates)
     for function in (functions.rows, functions.byte_rows):
         function.restype = ctypes.c_int
         function.argtypes = [pointer, size, size, size, pointer, pointer, pointer, size, pointer, size, pointer,
                              pointer, size, ctypes.c_float, ctypes.c_int]
-    if not (_agrees_with_float64(functions.rows) and _bytes_agree_with_integers(functions.byte_rows)):
+    functions.near_candidates.restype = ctypes.c_int
+    functions.near_candidates.argtypes = [pointer, size, size, size, pointer, pointer, pointer, ctypes.c_int, pointer,
+                                          size, pointer, ctypes.c_int]
+    if not (_agrees_with_float64(functions.rows) and _bytes_agree_with_integers(functions.byte_rows)
+            and _candidates_agree(functions.near_candidates)):
         _announce("ganbench: the fused CPU pass built here disagrees with float64 arithmetic on its check; "
                   f"the CPU float32 path runs its eager torch passes instead{FALLBACK}")
         return None
@@ -307,6 +341,29 @@ def _bytes_agree_with_integers(function) -> bool:
 
     tolerance = bounds.sum_coefficient(exact.shape[1]) * bounds.UNIT_ROUNDOFF["float32"]
     return bool(np.allclose(state.shifted_sums.double().numpy(), expected, rtol=tolerance, atol=0.0))
+
+
+def _candidates_agree(function) -> bool:
+    """near_candidates on a small tile (a tie at the k-th value, a row with k exact copies kept, a row
+    that has seen nothing yet) against the same rule in float64 and NumPy."""
+    generator = np.random.default_rng(2)
+    rows, columns, k = 23, 37, 2
+    tile = generator.uniform(-1.0, 2.0, (rows, columns)).astype(np.float32)
+    norms = generator.uniform(1.0, 3.0, rows).astype(np.float32)
+    tile[0, [4, 9, 20]] = tile[0].min()                  # three equal smallest values
+    kth = generator.uniform(0.5, 4.0, rows)
+    kth[1], kth[2] = 0.0, np.inf                         # k copies kept; nothing kept yet
+    margins = generator.uniform(0.0, 0.3, rows)
+    found = np.zeros((rows, 64), dtype=np.int32)
+    counts = np.zeros(rows, dtype=np.int64)
+    distances = np.maximum(tile + norms[:, None], np.float32(0.0))
+    if function(tile.ctypes.data, columns, rows, columns, norms.ctypes.data, kth.ctypes.data, margins.ctypes.data, k,
+                found.ctypes.data, 64, counts.ctypes.data, 2) or not np.array_equal(tile, distances):
+        return False
+    block_kth = np.sort(distances, axis=1)[:, k - 1].astype(np.float64)
+    limit = np.nextafter(np.minimum(kth + margins, block_kth + 2 * margins).astype(np.float32), np.float32(np.inf))
+    expected = (distances <= limit[:, None]) & (kth > 0)[:, None]
+    return all(np.array_equal(found[row, :counts[row]], np.flatnonzero(expected[row])) for row in range(rows))
 
 
 def _announce(message: str) -> None:

@@ -9,7 +9,7 @@ import torch
 from ganbench.defaults import DEFAULT_PRECISION
 from ganbench.devices import resolve_device
 from ganbench.errors import GanbenchError
-from ganbench.scoring import bounds, byte_distances, parzen
+from ganbench.scoring import bounds, byte_distances, fused_rows, parzen
 from ganbench.scoring.centring import centre_by_bank_mean
 from ganbench.scoring.inputs import as_matrix
 
@@ -89,6 +89,7 @@ def _top_k(queries, reference, k, device: torch.device, query_block, reference_b
         sides = byte_distances.exact_operands(queries, reference)
         if sides is not None:
             return _top_k_bytes(queries, reference, *sides, k, query_block, reference_block)
+    fused = target.type == "cpu" and fused_rows.available()  # ganbench.scoring.fused_rows.near_candidates
     query32, reference32 = centre_by_bank_mean(queries, reference, torch.float32, target)
     reference_norms = parzen.squared_norms(reference32)
     reference_norm_max = float(torch.sum(reference32 * reference32, dim=1, dtype=torch.float64).max())
@@ -102,8 +103,14 @@ def _top_k(queries, reference, k, device: torch.device, query_block, reference_b
             block_norms = parzen.squared_norms(block)
             for ref_start in range(0, len(reference32), reference_block):
                 chunk = reference32[ref_start:ref_start + reference_block]
-                d32 = parzen.sq_distance_tile(block, block_norms, chunk, reference_norms[ref_start:ref_start + len(chunk)])
-                rows, columns = _candidates(d32, best.kth, margins, k)
+                chunk_norms = reference_norms[ref_start:ref_start + len(chunk)]
+                if fused:  # the distances and the candidates in one compiled read of each row
+                    d32 = parzen.sq_distance_tile_less_query_norms(block, chunk, chunk_norms)
+                    found = fused_rows.near_candidates(d32, block_norms, best.kth, margins, k)  # d32: D now
+                    rows, columns = found if found is not None else _candidates(d32, best.kth, margins, k)
+                else:
+                    d32 = parzen.sq_distance_tile(block, block_norms, chunk, chunk_norms)
+                    rows, columns = _candidates(d32, best.kth, margins, k)
                 if len(rows):
                     exact = parzen.exact_sq_distances(queries, reference, rows.cpu() + start, columns.cpu() + ref_start)
                     best.add(rows, columns + ref_start, exact.to(target))
