@@ -266,3 +266,18 @@ def test_exact_top_k_with_fused_candidates_equals_the_eager_one(k, rng, monkeypa
         np.testing.assert_array_equal(got, expected)
     if k <= 16:
         assert np.all(fused[1][0] == (np.r_[7, 10:20, 300:310])[:k]) and np.all(fused[0][0] == 0.0)
+
+
+@compiled
+def test_terms_down_to_the_cutoff_are_summed():
+    """A row whose nearest term is 1 and 10,000 others sit at exponent 22 (each e^-22, together 2.8e-6 of
+    the sum, 47 float32 ulps of it): the pass keeps every term above e^-40 of the largest, so the sum
+    matches float64 to a few ulps; a pass that cut at e^-20 would be off by all of them."""
+    scale = 0.5
+    tile = torch.full((1, 10_001), 22.0 / scale)
+    tile[0, 0] = 0.0
+    running = partials.BankPartial(torch.full((1,), math.inf), torch.zeros(1, dtype=torch.int64), torch.zeros(1, 1))
+    scales = torch.tensor([scale])
+    fused_rows.fold_tile(running, tile, torch.zeros(1), scales, torch.zeros(1, dtype=torch.int64), 0)
+    expected = 1.0 + 10_000 * math.exp(-22.0)
+    assert math.isclose(float(running.shifted_sums[0, 0]), expected, rel_tol=4 * 2.0**-24)

@@ -150,9 +150,16 @@ def grouped_apart(centroids):
     return torch.tensor([2, 1, 0, 3, 4]), [0, 2, 5]
 
 
+def grouped_in_order(centroids):
+    """Centroid 0's group before centroid 2's (the tie crosses groups, the earlier one holding the lower index)."""
+    import torch
+
+    return torch.tensor([0, 1, 2, 3, 4]), [0, 2, 5]
+
+
 @pytest.mark.skipif(not byte_distances.int8_product_is_exact(),
                     reason="this torch build's CPU int8 product is not exact: ganbench does not use it")
-@pytest.mark.parametrize("grouping", ["seeded", "apart"])
+@pytest.mark.parametrize("grouping", ["seeded", "apart", "in order"])
 def test_first_step_on_8bit_points_is_the_exact_integer_argmin(grouping, monkeypatch):
     """From chosen MNIST-like images the first step uses exact int8 distances: ties (a duplicated
     image chosen twice) go to the lower centroid index, as with exact arithmetic, inside a group of
@@ -170,8 +177,8 @@ def test_first_step_on_8bit_points_is_the_exact_integer_argmin(grouping, monkeyp
     original = kmeans_bounds.ByteDistances.tile
     monkeypatch.setattr(kmeans_bounds.ByteDistances, "tile", lambda *args: used.append(1) or original(*args))
     monkeypatch.setattr(kmeans_bounds, "GROUPS", 3)
-    if grouping == "apart":
-        monkeypatch.setattr(kmeans_bounds, "centroid_groups", grouped_apart)
+    if grouping != "seeded":
+        monkeypatch.setattr(kmeans_bounds, "centroid_groups", grouped_apart if grouping == "apart" else grouped_in_order)
     assigner = kmeans_bounds.BoundedAssigner(torch.from_numpy(points))
     assignment, _ = assigner.assign(torch.from_numpy(points[chosen]))
     assert used

@@ -13,9 +13,10 @@ own in exact arithmetic. The centroids are grouped once, by the nearest of ``GRO
 contiguous columns of the bounds (Yinyang k-means' grouping, Ding et al., ICML 2015, with Elkan's
 per-centroid bounds kept); a point recomputes only the groups where some bound fell to u(x): one
 GEMM tile per group over the points that need it, with fresh bounds. Its new centroid is the
-nearest of those groups' in float32 (the first index among ties) if nearer than u(x), else its own:
-within 2E + 8uN of the exact nearest (E and N below), as plain Lloyd's float32 argmin is within 2E,
-so near-ties may go either way; a point no group needs keeps its centroid, as exact Lloyd would.
+nearest of those groups' by their float32 distances (the lowest centroid index among ties) if
+nearer than u(x)^2, else its own: within 2E + 8uN of the exact nearest (E and N below), as plain
+Lloyd's float32 argmin is within 2E, so near-ties may go either way; a point no group needs keeps
+its centroid, as exact Lloyd would.
 When a point moves, its old centroid gets its exact distance, lowered, as bound.
 
 Rounding never makes a bound too high. The GEMM tile G = ||c - m||^2 - 2 (x - m).(c - m) plus
@@ -264,8 +265,8 @@ class Float32Distances:
 
     def tile(self, prepared, block: slice, tile: torch.Tensor, bounds: torch.Tensor):
         """D32 - E for one tile (in one pass after the GEMM: E is one number per row, so the row
-        minimum is at D32's); writes its square roots, lower bounds, and returns the row minima as
-        float32 distances D32 (in float64) and their columns."""
+        minimum is at D32's); writes its square roots, lower bounds, and returns the row minima with
+        E added back in float64 (D32 to within float32's rounding of the sum) and their columns."""
         queries, query_shift, restore = prepared
         lowered = torch.addmm(self.centroid_norms[block][None, :], queries, self.centroids[block].T, alpha=-2.0, out=tile)
         lowered.add_(query_shift[:, None])

@@ -35,8 +35,8 @@ typedef float WideFloats __attribute__((vector_size(kWide * sizeof(float))));
 // exp(-x) for x in [0, 87], in float64: x = n ln2 + r with |r| <= ln2 / 2 (Cody and Waite: ln2
 // in two parts, the first with 32 trailing zero bits, so n ln2_hi is exact for |n| < 2^20), e^r
 // by its Taylor polynomial of degree 10 (remainder below (ln2 / 2)^11 / 11! = 2.2e-13), 2^n
-// from the exponent bits. Relative error below 1e-12, so rounded to float32 once the term is
-// within float32's half ulp (1 + 2^-16): inside the error analysis's two ulps for the exponential.
+// from the exponent bits. Relative error below 1e-12: far inside the error analysis's two ulps of
+// float32 for the exponential (the terms are summed in float64, the sum rounded to float32 once).
 inline Doubles exp_negative(Doubles x) {
   const double log2e = 1.4426950408889634;
   const double ln2_hi = 6.93147180369123816490e-01;
@@ -98,7 +98,7 @@ float distances_and_minimum(float* row, int64_t count, float query_norm) {
     WideFloats chunk;
     std::memcpy(&chunk, row + j, sizeof(chunk));
     chunk = chunk + query_norm;
-    chunk = chunk > zero ? chunk : zero;  // also turns -0 into +0, as clamp does
+    chunk = chunk > zero ? chunk : zero;  // -0 to +0, as clamp does (the tile is finite: parzen refuses NaN)
     std::memcpy(row + j, &chunk, sizeof(chunk));
     smallest = chunk < smallest ? chunk : smallest;
   }

@@ -17,10 +17,10 @@ has already loaded, the library shares torch's thread pool. Threads of its own w
 torch's OpenMP workers, which spin for a while after each GEMM: on 2 cores, two Python threads
 calling the loop ran no faster than one.
 
-The exponentials are computed in float64 and rounded once (within float32's half ulp), and each
-row's terms are summed in float64 before the one float32 addition to the running sum, so every
-rounding is one the error analysis (``ganbench.scoring.bounds``) already counts, or smaller:
-results keep the float32 bound whichever path scored them.
+The exponentials are computed in float64 (within 1e-12 relative) and each row's terms summed in
+float64, the sum rounded to float32 once and added to the running sum, so every rounding is one the
+error analysis (``ganbench.scoring.bounds``) already counts, or smaller: results keep the float32
+bound whichever path scored them. The tiles must be finite (``parzen`` refuses NaN and inf inputs).
 
 The source is compiled on first use with the machine's C++ compiler (``$CXX``, else ``g++`` or
 ``c++``; -O3 -march=native -fopenmp, no -ffast-math) into the user cache, keyed by the source, the compiler,
@@ -36,6 +36,7 @@ import functools
 import hashlib
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import sys
@@ -121,6 +122,8 @@ def _fold(function, running, tile, query_norms, sorted_scales, sigma_rows, index
             or sums.shape != (len(sorted_scales), rows)
             or len(sigma_rows) != len(sorted_scales)):
         raise ValueError("the fused pass needs a tile with unit column stride and contiguous state of its rows")
+    if len(sigma_rows) and not bool(((sigma_rows >= 0) & (sigma_rows < len(sorted_scales))).all()):
+        raise ValueError("the fused pass needs each sigma's row of the sums in 0..S-1")
     if not rows or not columns:
         return  # nothing to fold (an empty row would look like a minimum of +inf, or INT32_MAX, to the library)
     failed = function(_address(tile, 0), tile.stride(0), rows, columns, _address(query_norms, 0),
@@ -209,26 +212,27 @@ def _loaded() -> ctypes.CDLL | None:
     except (OSError, subprocess.SubprocessError) as error:
         lines = str(error).strip().splitlines()
         detail = lines[-1][:200] if lines else type(error).__name__
-        _announce(f"ganbench: compiling the fused CPU pass with {compiler} failed ({detail}); the CPU float32 path "
-                  f"runs its eager torch passes instead{FALLBACK}")
+        _announce(f"ganbench: compiling the fused CPU pass with {' '.join(compiler)} failed ({detail}); the CPU "
+                  f"float32 path runs its eager torch passes instead{FALLBACK}")
         return None
 
 
-def _compiler() -> str | None:
-    names = [os.environ["CXX"]] if os.environ.get("CXX") else ["g++", "c++"]
-    for name in names:
-        found = shutil.which(name)
+def _compiler() -> list[str] | None:
+    """The compiler's command: ``$CXX`` (which may carry arguments, as "ccache g++"), else g++ or c++."""
+    commands = [shlex.split(os.environ["CXX"])] if os.environ.get("CXX", "").strip() else [["g++"], ["c++"]]
+    for command in commands:
+        found = shutil.which(command[0])
         if found:
-            return found
+            return [found, *command[1:]]
     return None
 
 
-def _compiled(compiler: str) -> Path:
+def _compiled(compiler: list[str]) -> Path:
     """The shared library for this source, compiler, flags and CPU, compiled once into the cache.
 
     Without OpenMP (a compiler that lacks it) the pass runs on one thread."""
-    version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30).stdout
-    key = hashlib.sha256("\n".join([SOURCE.read_text(), compiler, version, *FLAGS, _cpu_identity()]).encode())
+    version = subprocess.run([*compiler, "--version"], capture_output=True, text=True, timeout=30).stdout
+    key = hashlib.sha256("\n".join([SOURCE.read_text(), *compiler, version, *FLAGS, _cpu_identity()]).encode())
     name = f"fused_rows-{key.hexdigest()[:20]}.so"
     from ganbench.data import default_cache_dir  # late: data imports more than scoring needs
 
@@ -244,12 +248,12 @@ def _compiled(compiler: str) -> Path:
         os.close(handle)
         try:
             for flags in (FLAGS, tuple(flag for flag in FLAGS if flag != "-fopenmp")):
-                completed = subprocess.run([compiler, *flags, "-o", temporary, str(SOURCE)], capture_output=True,
+                completed = subprocess.run([*compiler, *flags, "-o", temporary, str(SOURCE)], capture_output=True,
                                            text=True, timeout=COMPILE_SECONDS)
                 if completed.returncode == 0:
                     break
             else:
-                raise OSError(completed.stderr.strip() or f"{compiler} exited with {completed.returncode}")
+                raise OSError(completed.stderr.strip() or f"{compiler[0]} exited with {completed.returncode}")
             os.replace(temporary, path)  # atomic: a concurrent process loads a whole library or compiles its own
         finally:
             Path(temporary).unlink(missing_ok=True)
