@@ -186,9 +186,11 @@ def test_switched_off_by_the_environment(fresh_library, monkeypatch):
     ("const __m512 value = _mm512_cvtepi32_ps(difference);", "const __m512 value = _mm512_cvtepi32_ps("
      "_mm512_srai_epi32(difference, 1));") if "avx512f" in open("/proc/cpuinfo").read() else
     ("float value = static_cast<float>(values[j] - shift);", "float value = static_cast<float>(values[j] - shift) / 2;"),
+    ("static_cast<double>(smallest[k - 1]) + 2.0 * margin", "static_cast<double>(smallest[k - 1]) + margin"),
+    ("* (1.0 + relative) / (1.0 - relative)", "* (1.0 - relative)"),  # top-k candidates' limits too tight
 ])
 def test_a_wrong_build_is_never_used(correct, wrong, tmp_path, fresh_library, monkeypatch, capsys):
-    """A library with a wrong exponential, sum, index or byte shift fails the check it gets on loading."""
+    """A library with a wrong exponential, sum, index, byte shift or candidate limit fails the check it gets on loading."""
     source = fused_rows.SOURCE.read_text()
     assert correct in source
     broken = tmp_path / "fused_rows.cpp"
@@ -281,3 +283,30 @@ def test_terms_down_to_the_cutoff_are_summed():
     fused_rows.fold_tile(running, tile, torch.zeros(1), scales, torch.zeros(1, dtype=torch.int64), 0)
     expected = 1.0 + 10_000 * math.exp(-22.0)
     assert math.isclose(float(running.shifted_sums[0, 0]), expected, rel_tol=4 * 2.0**-24)
+
+
+@compiled
+@pytest.mark.parametrize("k", [1, 3, 17])
+def test_exact_top_k_of_8bit_data_with_fused_candidates_equals_the_eager_one(k, rng, monkeypatch):
+    """8-bit queries and reference (exact int8 distances choose the candidates): the fused rule gives
+    the eager answer bit for bit, with copies that overflow a row's slots and k past what the library keeps."""
+    from ganbench.scoring import byte_distances, neighbours
+
+    if not byte_distances.int8_product_is_exact():
+        pytest.skip("this torch build's CPU int8 product is not exact: ganbench does not use it")
+    bank = eight_bit(rng, 389, 23)
+    bank[10:20] = bank[300:310] = bank[7]
+    queries = np.concatenate([bank[[7, 8]], eight_bit(rng, 40, 23)])
+    calls = []
+    original = fused_rows.near_byte_candidates
+    monkeypatch.setattr(fused_rows, "near_byte_candidates", lambda *args: calls.append(original(*args)) or calls[-1])
+    monkeypatch.setattr(fused_rows, "CANDIDATES_PER_ROW", 4)
+    fused = neighbours.nearest(queries, bank, k=k, exact_ranking=True, query_block=13, reference_block=50)
+    assert calls and (k > 16 or (any(found is None for found in calls) and any(calls)))
+    with monkeypatch.context() as patch:
+        eager_only(patch)
+        eager = neighbours.nearest(queries, bank, k=k, exact_ranking=True, query_block=13, reference_block=50)
+    for got, expected in zip(fused, eager):
+        np.testing.assert_array_equal(got, expected)
+    if k <= 16:
+        assert np.all(fused[1][0] == (np.r_[7, 10:20, 300:310])[:k]) and np.all(fused[0][0] == 0.0)

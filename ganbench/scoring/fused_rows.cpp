@@ -271,6 +271,39 @@ int64_t near_candidates_row(float* row, int64_t count, float query_norm, double 
   return found;
 }
 
+// The same for 8-bit data's exact distances E = 255^2 D_bytes (ganbench.scoring.neighbours._top_k_bytes):
+// with r the bytes' relative error, the limit is min(kth / (1 - r), t / 255^2 (1 + r) / (1 - r)), t the
+// row's k-th smallest E, in units of E raised by 2^-40 and floored, as the eager rule computes it.
+int64_t near_byte_candidates_row(const int32_t* row, int64_t count, double kth, double relative, int k,
+                                 int32_t* columns, int64_t capacity) {
+  if (!(kth > 0.0)) return 0;
+  int32_t smallest[kMaxCandidatesK];
+  for (int slot = 0; slot < k; ++slot) smallest[slot] = INT32_MAX;
+  for (int64_t j = 0; j < count; ++j) {
+    const int32_t value = row[j];
+    if (value >= smallest[k - 1]) continue;
+    int slot = k - 1;
+    while (slot > 0 && smallest[slot - 1] > value) {
+      smallest[slot] = smallest[slot - 1];
+      --slot;
+    }
+    smallest[slot] = value;
+  }
+  const double scale = 65025.0;  // 255^2
+  double limit = kth / (1.0 - relative);
+  if (count >= k) limit = std::fmin(limit, static_cast<double>(smallest[k - 1]) / scale * (1.0 + relative) / (1.0 - relative));
+  const double raised = std::floor(limit * (scale * (1.0 + 0x1p-40)));
+  const int32_t limit_e = raised >= 2147483647.0 ? INT32_MAX : static_cast<int32_t>(raised);
+  int64_t found = 0;
+  for (int64_t j = 0; j < count; ++j) {
+    if (row[j] <= limit_e) {
+      if (found < capacity) columns[found] = static_cast<int32_t>(j);
+      ++found;
+    }
+  }
+  return found;
+}
+
 // Rows split over `threads` OpenMP threads, each with a row buffer of `columns` floats. Built against
 // the OpenMP runtime torch has loaded (the same libgomp.so.1), this is torch's own thread pool: its
 // workers, still spinning after the tile's GEMM, take the rows at once instead of holding the cores.
@@ -337,6 +370,17 @@ int ganbench_near_candidates(float* tile, int64_t tile_stride, int64_t rows, int
   return over_rows(rows, columns, threads, [&](int64_t i, float*) {
     counts[i] = near_candidates_row(tile + i * tile_stride, columns, query_norms[i], kth[i], margins[i], k,
                                     candidates + i * capacity, capacity);
+  });
+}
+
+// near_byte_candidates_row over an int32 tile of E (left unchanged); kth (rows,) float64.
+int ganbench_near_byte_candidates(const int32_t* tile, int64_t tile_stride, int64_t rows, int64_t columns,
+                                  const double* kth, double relative, int k, int32_t* candidates,
+                                  int64_t capacity, int64_t* counts, int threads) {
+  if (k < 1 || k > kMaxCandidatesK) return 1;
+  return over_rows(rows, columns, threads, [&](int64_t i, float*) {
+    counts[i] = near_byte_candidates_row(tile + i * tile_stride, columns, kth[i], relative, k,
+                                         candidates + i * capacity, capacity);
   });
 }
 

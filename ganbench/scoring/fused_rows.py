@@ -96,7 +96,32 @@ def near_candidates(tile: torch.Tensor, query_norms: torch.Tensor, kth: torch.Te
     refused = library().near_candidates(_address(tile, 0), tile.stride(0), rows, columns, _address(query_norms, 0),
                                         _address(kth, 0), _address(margins, 0), k, _address(found, 0),
                                         CANDIDATES_PER_ROW, _address(counts, 0), torch.get_num_threads())
-    if refused or int(counts.max()) > CANDIDATES_PER_ROW:
+    return None if refused else _pairs(found, counts)
+
+
+def near_byte_candidates(tile: torch.Tensor, kth: torch.Tensor, relative: float,
+                         k: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``near_candidates`` for 8-bit data's exact distances: an int32 tile of E = 255^2 D_bytes (left
+    unchanged) and the rule of ``neighbours._top_k_bytes`` with the bytes' relative error ``relative``."""
+    rows, columns = tile.shape
+    for tensor, dtype in ((tile, torch.int32), (kth, torch.float64)):
+        if tensor.dtype != dtype or tensor.device.type != "cpu":
+            raise ValueError(f"near_byte_candidates needs CPU {dtype} here, got {tensor.device.type} {tensor.dtype}")
+    kth = kth.contiguous()
+    if tile.stride(1) != 1 or len(kth) < rows or not columns:
+        raise ValueError("near_byte_candidates needs a non-empty tile with unit column stride and a value per row")
+    found = torch.empty((rows, CANDIDATES_PER_ROW), dtype=torch.int32)
+    counts = torch.empty(rows, dtype=torch.int64)
+    refused = library().near_byte_candidates(_address(tile, 0), tile.stride(0), rows, columns, _address(kth, 0),
+                                             relative, k, _address(found, 0), CANDIDATES_PER_ROW, _address(counts, 0),
+                                             torch.get_num_threads())
+    return None if refused else _pairs(found, counts)
+
+
+def _pairs(found: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(rows, columns) of the candidates found, row-major as ``torch.nonzero`` orders them; None when a
+    row overflowed its slots."""
+    if int(counts.max()) > CANDIDATES_PER_ROW:
         return None
     kept = torch.arange(CANDIDATES_PER_ROW)[None, :] < counts[:, None]
     return torch.nonzero(kept, as_tuple=True)[0], found[kept].long()
@@ -165,6 +190,7 @@ class Functions:
     rows: object
     byte_rows: object
     near_candidates: object
+    near_byte_candidates: object
 
 
 @functools.cache
@@ -174,7 +200,8 @@ def library() -> Functions | None:
     if loaded is None:
         return None
     pointer, size = ctypes.c_void_p, ctypes.c_int64
-    functions = Functions(loaded.ganbench_fused_rows, loaded.ganbench_fused_byte_rows, loaded.ganbench_near_candidates)
+    functions = Functions(loaded.ganbench_fused_rows, loaded.ganbench_fused_byte_rows, loaded.ganbench_near_candidates,
+                          loaded.ganbench_near_byte_candidates)
     for function in (functions.rows, functions.byte_rows):
         function.restype = ctypes.c_int
         function.argtypes = [pointer, size, size, size, pointer, pointer, pointer, size, pointer, size, pointer,
@@ -182,8 +209,12 @@ def library() -> Functions | None:
     functions.near_candidates.restype = ctypes.c_int
     functions.near_candidates.argtypes = [pointer, size, size, size, pointer, pointer, pointer, ctypes.c_int, pointer,
                                           size, pointer, ctypes.c_int]
+    functions.near_byte_candidates.restype = ctypes.c_int
+    functions.near_byte_candidates.argtypes = [pointer, size, size, size, pointer, ctypes.c_double, ctypes.c_int,
+                                               pointer, size, pointer, ctypes.c_int]
     if not (_agrees_with_float64(functions.rows) and _bytes_agree_with_integers(functions.byte_rows)
-            and _candidates_agree(functions.near_candidates)):
+            and _candidates_agree(functions.near_candidates)
+            and _byte_candidates_agree(functions.near_byte_candidates)):
         _announce("ganbench: the fused CPU pass built here disagrees with float64 arithmetic on its check; "
                   f"the CPU float32 path runs its eager torch passes instead{FALLBACK}")
         return None
@@ -367,6 +398,27 @@ def _candidates_agree(function) -> bool:
     block_kth = np.sort(distances, axis=1)[:, k - 1].astype(np.float64)
     limit = np.nextafter(np.minimum(kth + margins, block_kth + 2 * margins).astype(np.float32), np.float32(np.inf))
     expected = (distances <= limit[:, None]) & (kth > 0)[:, None]
+    return all(np.array_equal(found[row, :counts[row]], np.flatnonzero(expected[row])) for row in range(rows))
+
+
+def _byte_candidates_agree(function) -> bool:
+    """near_byte_candidates on a small int32 tile (a tie at the k-th value, k copies kept, nothing kept)
+    against the same rule in float64 and NumPy."""
+    generator = np.random.default_rng(3)
+    rows, columns, k, relative = 19, 45, 2, 3e-5
+    tile = generator.integers(0, 2**24, (rows, columns)).astype(np.int32)
+    tile[0, [3, 8, 30]] = tile[0].min()
+    kth = generator.uniform(0.0, 300.0, rows)
+    kth[1], kth[2] = 0.0, np.inf
+    found = np.zeros((rows, 64), dtype=np.int32)
+    counts = np.zeros(rows, dtype=np.int64)
+    if function(tile.ctypes.data, columns, rows, columns, kth.ctypes.data, relative, k, found.ctypes.data, 64,
+                counts.ctypes.data, 2):
+        return False
+    block_kth = np.sort(tile, axis=1)[:, k - 1].astype(np.float64)
+    limit = np.minimum(kth / (1 - relative), block_kth / 255**2 * (1 + relative) / (1 - relative))
+    limit_e = np.minimum(np.floor(limit * (255**2 * (1 + 2.0**-40))), 2**31 - 1)
+    expected = (tile <= limit_e[:, None]) & (kth > 0)[:, None]
     return all(np.array_equal(found[row, :counts[row]], np.flatnonzero(expected[row])) for row in range(rows))
 
 

@@ -130,6 +130,7 @@ def _top_k_bytes(queries, reference, query_bytes, reference_bytes, k, query_bloc
     """
     # The float64 distances ranked are off by at most (d + 2) 2^-53 of themselves: counted too.
     relative = byte_distances.relative_error(queries.dtype) + (queries.shape[1] + 2) * 2.0**-52
+    fused = fused_rows.available()
     distances_out, indices_out = [], []
     tile_buffer = torch.empty(min(query_block, len(queries)) * min(reference_block, len(reference)), dtype=torch.int32)
     with torch.no_grad():
@@ -140,23 +141,29 @@ def _top_k_bytes(queries, reference, query_bytes, reference_bytes, k, query_bloc
                 chunk = reference_bytes.rows(slice(ref_start, ref_start + reference_block))
                 tile = tile_buffer[:len(block.norms) * len(chunk.norms)].view(len(block.norms), len(chunk.norms))
                 exact_bytes = byte_distances.sq_distance_tile(block, chunk, out=tile)  # E, int32
-                limit = best.kth / (1 - relative)
-                if exact_bytes.shape[1] >= k:
-                    block_kth = torch.topk(exact_bytes, k, dim=1, largest=False).values[:, -1].double()
-                    limit = torch.minimum(limit, block_kth / byte_distances.DISTANCE_SCALE
-                                          * (1 + relative) / (1 - relative))
-                # In units of E, raised by 2^-40 over the few float64 roundings above, then its integer part.
-                limit_e = torch.floor(limit * (byte_distances.DISTANCE_SCALE * (1 + 2.0**-40)))
-                limit_e = limit_e.clamp(max=2**31 - 1).to(torch.int32)  # +inf (nothing kept yet): every E
-                mask = exact_bytes <= limit_e[:, None]
-                mask &= (best.kth > 0)[:, None]  # k exact copies already kept: nothing can enter
-                rows, columns = torch.nonzero(mask, as_tuple=True)
+                # The rule in one compiled read of each row where the library runs (ganbench.scoring.fused_rows).
+                found = fused_rows.near_byte_candidates(exact_bytes, best.kth, relative, k) if fused else None
+                rows, columns = found if found is not None else _byte_candidates(exact_bytes, best.kth, relative, k)
                 if len(rows):
                     exact = parzen.exact_sq_distances(queries, reference, rows + start, columns + ref_start)
                     best.add(rows, columns + ref_start, exact)
             distances_out.append(best.distances.numpy())
             indices_out.append(best.indices.numpy())
     return np.concatenate(distances_out), np.concatenate(indices_out)
+
+
+def _byte_candidates(exact_bytes: torch.Tensor, kth: torch.Tensor, relative: float, k: int):
+    """(row, column) pairs of an int32 tile of E that may enter the running top k (see ``_top_k_bytes``)."""
+    limit = kth / (1 - relative)
+    if exact_bytes.shape[1] >= k:
+        block_kth = torch.topk(exact_bytes, k, dim=1, largest=False).values[:, -1].double()
+        limit = torch.minimum(limit, block_kth / byte_distances.DISTANCE_SCALE * (1 + relative) / (1 - relative))
+    # In units of E, raised by 2^-40 over the few float64 roundings above, then its integer part.
+    limit_e = torch.floor(limit * (byte_distances.DISTANCE_SCALE * (1 + 2.0**-40)))
+    limit_e = limit_e.clamp(max=2**31 - 1).to(torch.int32)  # +inf (nothing kept yet): every E
+    mask = exact_bytes <= limit_e[:, None]
+    mask &= (kth > 0)[:, None]  # k exact copies already kept: nothing can enter
+    return torch.nonzero(mask, as_tuple=True)
 
 
 def _candidates(d32: torch.Tensor, kth: torch.Tensor, margins: torch.Tensor, k: int):
