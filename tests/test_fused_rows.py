@@ -183,10 +183,12 @@ def test_switched_off_by_the_environment(fresh_library, monkeypatch):
      "first = columns - 1; while (row[first] != block_minimum) --first;"),
     ("while (row[first] != row_minimum) ++first;",         # ... in the byte pass
      "first = columns - 1; while (row[first] != row_minimum) --first;"),
-    ("const __m512 value = _mm512_cvtepi32_ps(difference);", "const __m512 value = _mm512_cvtepi32_ps("
-     "_mm512_srai_epi32(difference, 1));") if "avx512f" in open("/proc/cpuinfo").read() else
-    ("float value = static_cast<float>(values[j] - shift);", "float value = static_cast<float>(values[j] - shift) / 2;"),
-    ("static_cast<double>(smallest[k - 1]) + 2.0 * margin", "static_cast<double>(smallest[k - 1]) + margin"),
+    ("_mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_loadu_si512(values), shift))",  # the byte shift halved
+     "_mm512_cvtepi32_ps(_mm512_srai_epi32(_mm512_sub_epi32(_mm512_loadu_si512(values), shift), 1))")
+    if "avx512f" in open("/proc/cpuinfo").read() else
+    ("const float value = static_cast<float>(values[j] - shift);",
+     "const float value = static_cast<float>(values[j] - shift) / 2;"),
+    ("kth_smallest(row, count, k, INFINITY)) + 2.0 * margin", "kth_smallest(row, count, k, INFINITY)) + margin"),
     ("* (1.0 + relative) / (1.0 - relative)", "* (1.0 - relative)"),  # top-k candidates' limits too tight
 ])
 def test_a_wrong_build_is_never_used(correct, wrong, tmp_path, fresh_library, monkeypatch, capsys):
@@ -244,33 +246,6 @@ def test_fused_byte_pass_agrees_with_the_eager_one_and_the_bound(rng, monkeypatc
 
 
 @compiled
-@pytest.mark.parametrize("k", [1, 2, 3, 17])
-def test_exact_top_k_with_fused_candidates_equals_the_eager_one(k, rng, monkeypatch):
-    """The fused candidates (distances and the candidate rule in one compiled read) give exact top-k's
-    float64 answer bit for bit: exact duplicates, near-ties, blocks no size divides, k past what the
-    library keeps (17: the eager rule), and rows with more candidates than a tile's buffer holds."""
-    from ganbench.scoring import neighbours
-
-    bank = rng.random((413, 21)).astype(np.float32)
-    bank[10:20] = bank[300:310] = bank[7]                         # copies of one row, in two blocks
-    queries = np.concatenate([bank[[7, 8]], rng.random((45, 21)).astype(np.float32)])
-    queries[5] = bank[9] + np.float32(1e-7)                        # a near-tie
-    calls = []
-    original = fused_rows.near_candidates
-    monkeypatch.setattr(fused_rows, "near_candidates", lambda *args: calls.append(original(*args)) or calls[-1])
-    monkeypatch.setattr(fused_rows, "CANDIDATES_PER_ROW", 4)      # the copies overflow it: the eager rule
-    fused = neighbours.nearest(queries, bank, k=k, exact_ranking=True, query_block=13, reference_block=50)
-    assert calls and (k > 16 or any(found is None for found in calls)) and (k > 16 or any(calls))
-    with monkeypatch.context() as patch:
-        eager_only(patch)
-        eager = neighbours.nearest(queries, bank, k=k, exact_ranking=True, query_block=13, reference_block=50)
-    for got, expected in zip(fused, eager):
-        np.testing.assert_array_equal(got, expected)
-    if k <= 16:
-        assert np.all(fused[1][0] == (np.r_[7, 10:20, 300:310])[:k]) and np.all(fused[0][0] == 0.0)
-
-
-@compiled
 def test_terms_down_to_the_cutoff_are_summed():
     """A row whose nearest term is 1 and 10,000 others sit at exponent 22 (each e^-22, together 2.8e-6 of
     the sum, 47 float32 ulps of it): the pass keeps every term above e^-40 of the largest, so the sum
@@ -286,21 +261,27 @@ def test_terms_down_to_the_cutoff_are_summed():
 
 
 @compiled
-@pytest.mark.parametrize("k", [1, 3, 17])
-def test_exact_top_k_of_8bit_data_with_fused_candidates_equals_the_eager_one(k, rng, monkeypatch):
-    """8-bit queries and reference (exact int8 distances choose the candidates): the fused rule gives
-    the eager answer bit for bit, with copies that overflow a row's slots and k past what the library keeps."""
+@pytest.mark.parametrize("data, k", [("float32", 1), ("float32", 2), ("float32", 3), ("float32", 17),
+                                     ("8-bit", 1), ("8-bit", 3), ("8-bit", 17)])
+def test_exact_top_k_with_fused_candidates_equals_the_eager_one(data, k, rng, monkeypatch):
+    """The fused candidates (a tile's candidate rule in one compiled read; for float32 data the distances
+    too) give exact top-k's float64 answer bit for bit: exact copies in two blocks that overflow a row's
+    slots (the eager rule then), a near-tie, blocks no size divides, k past what the library keeps (17)."""
     from ganbench.scoring import byte_distances, neighbours
 
-    if not byte_distances.int8_product_is_exact():
+    if data == "8-bit" and not byte_distances.int8_product_is_exact():
         pytest.skip("this torch build's CPU int8 product is not exact: ganbench does not use it")
-    bank = eight_bit(rng, 389, 23)
-    bank[10:20] = bank[300:310] = bank[7]
-    queries = np.concatenate([bank[[7, 8]], eight_bit(rng, 40, 23)])
+    bank = eight_bit(rng, 413, 21) if data == "8-bit" else rng.random((413, 21)).astype(np.float32)
+    bank[10:20] = bank[300:310] = bank[7]                         # copies of one row, in two blocks
+    others = eight_bit(rng, 45, 21) if data == "8-bit" else rng.random((45, 21)).astype(np.float32)
+    queries = np.concatenate([bank[[7, 8]], others])
+    if data == "float32":
+        queries[5] = bank[9] + np.float32(1e-7)                    # a near-tie
+    name = "near_byte_candidates" if data == "8-bit" else "near_candidates"
     calls = []
-    original = fused_rows.near_byte_candidates
-    monkeypatch.setattr(fused_rows, "near_byte_candidates", lambda *args: calls.append(original(*args)) or calls[-1])
-    monkeypatch.setattr(fused_rows, "CANDIDATES_PER_ROW", 4)
+    original = getattr(fused_rows, name)
+    monkeypatch.setattr(fused_rows, name, lambda *args: calls.append(original(*args)) or calls[-1])
+    monkeypatch.setattr(fused_rows, "CANDIDATES_PER_ROW", 4)      # the copies overflow it: the eager rule
     fused = neighbours.nearest(queries, bank, k=k, exact_ranking=True, query_block=13, reference_block=50)
     assert calls and (k > 16 or (any(found is None for found in calls) and any(calls)))
     with monkeypatch.context() as patch:

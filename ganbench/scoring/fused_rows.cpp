@@ -29,7 +29,7 @@ typedef int64_t Integers __attribute__((vector_size(kLanes * sizeof(int64_t))));
 typedef float Floats __attribute__((vector_size(kLanes * sizeof(float))));
 typedef int32_t FloatMask __attribute__((vector_size(kLanes * sizeof(int32_t))));
 constexpr int kWide = 16;  // floats per vector in the distance pass
-constexpr int kMaxCandidatesK = 16;  // the largest k near_candidates_row keeps in registers
+constexpr int kMaxCandidatesK = 16;  // the largest k of top-k's candidates kept in registers
 typedef float WideFloats __attribute__((vector_size(kWide * sizeof(float))));
 
 // exp(-x) for x in [0, 87], in float64: x = n ln2 + r with |r| <= ln2 / 2 (Cody and Waite: ln2
@@ -113,49 +113,38 @@ float distances_and_minimum(float* row, int64_t count, float query_norm) {
   return minimum;
 }
 
-// Keeps values - shift where <= cutoff, in order, at the front of `out` (which may be `values`:
-// each store ends at or before the next unread value); returns how many.
-int64_t keep_within(const float* values, int64_t count, float shift, float cutoff, float* out) {
+#if defined(__AVX512F__)
+// Sixteen values less the shift, as float32 (an int32 difference is exact, then rounded once).
+inline __m512 broadcast(float value) { return _mm512_set1_ps(value); }
+inline __m512i broadcast(int32_t value) { return _mm512_set1_epi32(value); }
+inline __m512 shifted(const float* values, __m512 shift) { return _mm512_sub_ps(_mm512_loadu_ps(values), shift); }
+inline __m512 shifted(const int32_t* values, __m512i shift) {
+  return _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_loadu_si512(values), shift));
+}
+#endif
+
+// Keeps values - shift where <= cutoff, as float32, in order, at the front of `out` (which may be
+// `values`: each store ends at or before the next unread value); returns how many. For exact int32
+// distances the difference is exact and its conversion to float32 rounds once above 2^24, as the
+// eager path's conversion does.
+template <typename Value>
+int64_t keep_within(const Value* values, int64_t count, Value shift, float cutoff, float* out) {
   int64_t kept = 0;
   int64_t j = 0;
 #if defined(__AVX512F__)
   // Compressed in a register, then one full store (the memory form of vcompressps is microcoded
   // and slow on AMD's Zen 4).
-  const __m512 shift_vector = _mm512_set1_ps(shift);
+  const auto shift_vector = broadcast(shift);
   const __m512 cutoff_vector = _mm512_set1_ps(cutoff);
   for (; j + 16 <= count; j += 16) {
-    const __m512 value = _mm512_sub_ps(_mm512_loadu_ps(values + j), shift_vector);
+    const __m512 value = shifted(values + j, shift_vector);
     const __mmask16 inside = _mm512_cmp_ps_mask(value, cutoff_vector, _CMP_LE_OQ);
     _mm512_storeu_ps(out + kept, _mm512_maskz_compress_ps(inside, value));
     kept += __builtin_popcount(inside);
   }
 #endif
   for (; j < count; ++j) {  // branch-free: the value is written, and kept only if it counts
-    float value = values[j] - shift;
-    out[kept] = value;
-    kept += value <= cutoff;
-  }
-  return kept;
-}
-
-// keep_within for exact integer distances: (values - shift) converted to float32 (one rounding above
-// 2^24, as the eager path's conversion), kept where <= cutoff.
-int64_t keep_within(const int32_t* values, int64_t count, int32_t shift, float cutoff, float* out) {
-  int64_t kept = 0;
-  int64_t j = 0;
-#if defined(__AVX512F__)
-  const __m512i shift_vector = _mm512_set1_epi32(shift);
-  const __m512 cutoff_vector = _mm512_set1_ps(cutoff);
-  for (; j + 16 <= count; j += 16) {
-    const __m512i difference = _mm512_sub_epi32(_mm512_loadu_si512(values + j), shift_vector);
-    const __m512 value = _mm512_cvtepi32_ps(difference);
-    const __mmask16 inside = _mm512_cmp_ps_mask(value, cutoff_vector, _CMP_LE_OQ);
-    _mm512_storeu_ps(out + kept, _mm512_maskz_compress_ps(inside, value));
-    kept += __builtin_popcount(inside);
-  }
-#endif
-  for (; j < count; ++j) {
-    float value = static_cast<float>(values[j] - shift);
+    const float value = static_cast<float>(values[j] - shift);
     out[kept] = value;
     kept += value <= cutoff;
   }
@@ -236,18 +225,14 @@ void fold_row(float* row, int64_t columns, float query_norm, float* running_mini
   add_sigma_sums(kept_values, kept, sums, sums_stride, scales, sigma_rows, sigmas, negligible_exponent);
 }
 
-// Exact top-k's candidates in one row of a float32 tile (ganbench.scoring.neighbours._top_k): D in
-// place, as fold_row; the row's k-th smallest D, t (+inf with fewer than k columns); then, unless
-// kth <= 0 (k exact copies kept already), every column with D <= the float64 limit min(kth + E,
-// t + 2E) rounded up to float32, in order, into `columns` (at most `capacity`). Returns how many
-// there are (more than `capacity`: the caller takes the eager path).
-int64_t near_candidates_row(float* row, int64_t count, float query_norm, double kth, double margin, int k,
-                            int32_t* columns, int64_t capacity) {
-  distances_and_minimum(row, count, query_norm);
-  float smallest[kMaxCandidatesK];
-  for (int slot = 0; slot < k; ++slot) smallest[slot] = INFINITY;
-  for (int64_t j = 0; j < count; ++j) {  // the k smallest, ascending: an insertion that is rarely taken
-    float value = row[j];
+// The k-th smallest value of a row (k <= kMaxCandidatesK; `none` when the row has fewer): an insertion
+// into the k kept so far, rarely taken.
+template <typename Value>
+Value kth_smallest(const Value* row, int64_t count, int k, Value none) {
+  Value smallest[kMaxCandidatesK];
+  for (int slot = 0; slot < k; ++slot) smallest[slot] = none;
+  for (int64_t j = 0; j < count; ++j) {
+    const Value value = row[j];
     if (value >= smallest[k - 1]) continue;
     int slot = k - 1;
     while (slot > 0 && smallest[slot - 1] > value) {
@@ -256,19 +241,34 @@ int64_t near_candidates_row(float* row, int64_t count, float query_norm, double 
     }
     smallest[slot] = value;
   }
-  if (!(kth > 0.0)) return 0;
-  double limit = kth + margin;
-  if (count >= k) limit = std::fmin(limit, static_cast<double>(smallest[k - 1]) + 2.0 * margin);
-  // One float32 step above the rounded limit (as the eager path): no point under the float64 limit is lost.
-  const float limit32 = std::nextafter(static_cast<float>(limit), INFINITY);
+  return smallest[k - 1];
+}
+
+// The columns whose value is <= limit, in order, into `columns` (at most `capacity`); returns how many
+// there are (more than `capacity`: the caller takes the eager path).
+template <typename Value>
+int64_t columns_within(const Value* row, int64_t count, Value limit, int32_t* columns, int64_t capacity) {
   int64_t found = 0;
   for (int64_t j = 0; j < count; ++j) {
-    if (row[j] <= limit32) {
+    if (row[j] <= limit) {
       if (found < capacity) columns[found] = static_cast<int32_t>(j);
       ++found;
     }
   }
   return found;
+}
+
+// Exact top-k's candidates in one row of a float32 tile (ganbench.scoring.neighbours._top_k): D in
+// place, as fold_row; unless kth <= 0 (k exact copies kept already), every column with D <= the
+// float64 limit min(kth + E, t + 2E), t the row's k-th smallest D, rounded up to float32.
+int64_t near_candidates_row(float* row, int64_t count, float query_norm, double kth, double margin, int k,
+                            int32_t* columns, int64_t capacity) {
+  distances_and_minimum(row, count, query_norm);
+  if (!(kth > 0.0)) return 0;
+  double limit = kth + margin;
+  if (count >= k) limit = std::fmin(limit, static_cast<double>(kth_smallest(row, count, k, INFINITY)) + 2.0 * margin);
+  // One float32 step above the rounded limit (as the eager path): no point under the float64 limit is lost.
+  return columns_within(row, count, std::nextafter(static_cast<float>(limit), INFINITY), columns, capacity);
 }
 
 // The same for 8-bit data's exact distances E = 255^2 D_bytes (ganbench.scoring.neighbours._top_k_bytes):
@@ -277,31 +277,15 @@ int64_t near_candidates_row(float* row, int64_t count, float query_norm, double 
 int64_t near_byte_candidates_row(const int32_t* row, int64_t count, double kth, double relative, int k,
                                  int32_t* columns, int64_t capacity) {
   if (!(kth > 0.0)) return 0;
-  int32_t smallest[kMaxCandidatesK];
-  for (int slot = 0; slot < k; ++slot) smallest[slot] = INT32_MAX;
-  for (int64_t j = 0; j < count; ++j) {
-    const int32_t value = row[j];
-    if (value >= smallest[k - 1]) continue;
-    int slot = k - 1;
-    while (slot > 0 && smallest[slot - 1] > value) {
-      smallest[slot] = smallest[slot - 1];
-      --slot;
-    }
-    smallest[slot] = value;
-  }
   const double scale = 65025.0;  // 255^2
   double limit = kth / (1.0 - relative);
-  if (count >= k) limit = std::fmin(limit, static_cast<double>(smallest[k - 1]) / scale * (1.0 + relative) / (1.0 - relative));
+  if (count >= k) {
+    const double smallest = static_cast<double>(kth_smallest(row, count, k, INT32_MAX));
+    limit = std::fmin(limit, smallest / scale * (1.0 + relative) / (1.0 - relative));
+  }
   const double raised = std::floor(limit * (scale * (1.0 + 0x1p-40)));
   const int32_t limit_e = raised >= 2147483647.0 ? INT32_MAX : static_cast<int32_t>(raised);
-  int64_t found = 0;
-  for (int64_t j = 0; j < count; ++j) {
-    if (row[j] <= limit_e) {
-      if (found < capacity) columns[found] = static_cast<int32_t>(j);
-      ++found;
-    }
-  }
-  return found;
+  return columns_within(row, count, limit_e, columns, capacity);
 }
 
 // Rows split over `threads` OpenMP threads, each with a row buffer of `columns` floats. Built against
