@@ -180,10 +180,9 @@ def test_switched_off_by_the_environment(fresh_library, monkeypatch):
 @pytest.mark.parametrize("correct, wrong", [
     ("p = p * r + 0.5;", "p = p * r + 0.5001;"),           # the exponential off by up to 1.2e-5
     ("if (j + lane < count)", "if (j + lane <= count)"),  # a vector tail's unused lane counted
-    ("while (row[first] != block_minimum) ++first;",       # the last index among ties
-     "first = columns - 1; while (row[first] != block_minimum) --first;"),
-    ("while (row[first] != row_minimum) ++first;",         # ... in the byte pass
-     "first = columns - 1; while (row[first] != row_minimum) --first;"),
+    ("*nearest = index_offset + first;", "*nearest = index_offset + first + 1;"),  # an index off by one
+    ("if (block_minimum < *running_minimum) {",           # ties to the later block
+     "if (block_minimum <= *running_minimum) {"),
     ("_mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_loadu_si512(values), shift))",  # the byte shift halved
      "_mm512_cvtepi32_ps(_mm512_srai_epi32(_mm512_sub_epi32(_mm512_loadu_si512(values), shift), 1))")
     if "avx512f" in fused_rows._cpu_identity() else

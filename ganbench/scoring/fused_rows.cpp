@@ -157,6 +157,21 @@ int32_t minimum_of(const int32_t* row, int64_t count) {
   return minimum;
 }
 
+// Takes a row's minimum into the running one: `block_minimum` is the row's minimum `row_minimum` in
+// the running minimum's units (E adds the row's ||a'||^2); the index is the row's first column that
+// holds it, and ties keep the earlier block's index. Returns the new running minimum.
+template <typename Value, typename Minimum>
+Minimum take_minimum(const Value* row, Value row_minimum, Minimum block_minimum, Minimum* running_minimum,
+                     int64_t* nearest, int64_t index_offset) {
+  if (block_minimum < *running_minimum) {
+    int64_t first = 0;
+    while (row[first] != row_minimum) ++first;
+    *nearest = index_offset + first;
+    *running_minimum = block_minimum;
+  }
+  return *running_minimum;
+}
+
 // Moves a row's sums to a new minimum: factor exp(-(old - new) c) <= 1, exactly 0 from +inf. The gap
 // and its product with c are float32 on the float path and float64 on the exact one, as each eager path's.
 template <typename Gap>
@@ -186,15 +201,9 @@ void fold_byte_row(const int32_t* row, int64_t columns, int32_t query_norm, doub
                    int64_t* nearest, int64_t index_offset, float* sums, int64_t sums_stride, const float* scales,
                    const int64_t* sigma_rows, int64_t sigmas, float negligible_exponent, float* kept_values) {
   const int32_t row_minimum = minimum_of(row, columns);
-  const double block_minimum = static_cast<double>(row_minimum) + query_norm;  // exact: |E| < 2^31
   const double old_minimum = *running_minimum;
-  if (block_minimum < old_minimum) {  // ties keep the earlier block's index
-    int64_t first = 0;
-    while (row[first] != row_minimum) ++first;
-    *nearest = index_offset + first;
-  }
-  const double minimum = block_minimum < old_minimum ? block_minimum : old_minimum;
-  *running_minimum = minimum;
+  const double minimum = take_minimum(row, row_minimum, static_cast<double>(row_minimum) + query_norm,  // exact
+                                      running_minimum, nearest, index_offset);
   if (sigmas == 0) return;
   if (minimum < old_minimum) rescale_sums(sums, sums_stride, scales, sigma_rows, sigmas, old_minimum - minimum);
   // E - minimum = row - (minimum - ||a'||^2), exact in int32 (0 <= E - minimum <= E < 2^31).
@@ -208,15 +217,9 @@ void fold_byte_row(const int32_t* row, int64_t columns, int32_t query_norm, doub
 void fold_row(float* row, int64_t columns, float query_norm, float* running_minimum, int64_t* nearest,
               int64_t index_offset, float* sums, int64_t sums_stride, const float* scales,
               const int64_t* sigma_rows, int64_t sigmas, float negligible_exponent, float* kept_values) {
-  const float block_minimum = distances_and_minimum(row, columns, query_norm);
+  const float row_minimum = distances_and_minimum(row, columns, query_norm);
   const float old_minimum = *running_minimum;
-  if (block_minimum < old_minimum) {  // ties keep the earlier block's index
-    int64_t first = 0;
-    while (row[first] != block_minimum) ++first;
-    *nearest = index_offset + first;
-  }
-  const float minimum = block_minimum < old_minimum ? block_minimum : old_minimum;
-  *running_minimum = minimum;
+  const float minimum = take_minimum(row, row_minimum, row_minimum, running_minimum, nearest, index_offset);
   if (sigmas == 0) return;  // nearest neighbours only
   if (minimum < old_minimum) rescale_sums(sums, sums_stride, scales, sigma_rows, sigmas, old_minimum - minimum);
   // Terms with (D - mu) c > negligible are left out (ganbench.scoring.partials.add_terms says why

@@ -317,6 +317,7 @@ def _agrees_with_float64(function) -> bool:
     tiles[0][0, 7] = tiles[0][0, 40] = -norms[0]  # a tie at distance 0: the first index wins
     tiles[0][2, 3] = -norms[2] - 1.0                # below 0 by rounding: clamped to 0
     tiles[1][1] -= 1.0                           # row 1's minimum moves in the second tile
+    tiles[1][0, 11] = -norms[0]                  # row 0 ties across tiles: the earlier tile's index stays
     distances = [np.maximum(tile + norms[:, None], np.float32(0.0)) for tile in tiles]
     for index, tile in enumerate(tiles):
         status = function(_address(torch.from_numpy(tile), 0), columns, rows, columns,
@@ -359,6 +360,7 @@ def _bytes_agree_with_integers(function) -> bool:
     tiles = [generator.integers(-2**20, 2**25, (rows, columns)).astype(np.int32) for _ in range(2)]
     tiles[0][0, 5] = tiles[0][0, 30] = -2**21  # a tie below every other value: the first index wins
     tiles[1][1] -= 2**21                                          # row 1's minimum moves in the second tile
+    tiles[1][0, 3] = -2**21                                       # row 0 ties across tiles: the earlier index stays
     state = partials.BankPartial(torch.full((rows,), float("inf"), dtype=torch.float64),
                                  torch.zeros(rows, dtype=torch.int64), torch.zeros(len(grid), rows))
     for index, tile in enumerate(tiles):
