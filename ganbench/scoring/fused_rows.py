@@ -66,7 +66,7 @@ def fold_tile(running: partials.BankPartial, tile: torch.Tensor, query_norms: to
     ``sorted_scales``: 1 / (2 sigma^2) ascending, float32; ``sigma_rows``: the row of the sums each
     belongs to (int64). The tile holds D = max(T + ||x - c||^2, 0) afterwards.
     """
-    _fold(library().rows, running, tile, query_norms, sorted_scales, sigma_rows, index_offset)
+    _fold(library().rows, False, running, tile, query_norms, sorted_scales, sigma_rows, index_offset)
 
 
 def fold_byte_tile(running: partials.BankPartial, tile: torch.Tensor, query_norms: torch.Tensor,
@@ -74,7 +74,7 @@ def fold_byte_tile(running: partials.BankPartial, tile: torch.Tensor, query_norm
     """``fold_tile`` for 8-bit data's exact distances (ganbench.scoring.byte_distances): the int32 tile
     holds E - ||a'||^2 = ||b'||^2 - 2 a'.b' (left unchanged), ``query_norms`` ||a'||^2 (int32), the running
     minima are E's (float64, exact integers) and ``sorted_scales`` 1 / (2 sigma^2 255^2)."""
-    _fold(library().byte_rows, running, tile, query_norms, sorted_scales, sigma_rows, index_offset)
+    _fold(library().byte_rows, True, running, tile, query_norms, sorted_scales, sigma_rows, index_offset)
 
 
 def near_candidates(tile: torch.Tensor, query_norms: torch.Tensor, kth: torch.Tensor, margins: torch.Tensor,
@@ -83,44 +83,37 @@ def near_candidates(tile: torch.Tensor, query_norms: torch.Tensor, kth: torch.Te
     in row-major order; None when a row has more than ``CANDIDATES_PER_ROW`` (many near-ties) or k is larger
     than the library keeps, and the caller applies the rule itself. Either way the tile holds
     D = max(T + ||x - c||^2, 0) afterwards. ``kth`` and ``margins`` are float64, one per row."""
-    rows, columns = tile.shape
-    for tensor, dtype in ((tile, torch.float32), (query_norms, torch.float32), (kth, torch.float64),
-                          (margins, torch.float64)):
-        if tensor.dtype != dtype or tensor.device.type != "cpu":
-            raise ValueError(f"near_candidates needs CPU {dtype} here, got {tensor.device.type} {tensor.dtype}")
+    _require_cpu("near_candidates", (tile, torch.float32), (query_norms, torch.float32), (kth, torch.float64),
+                 (margins, torch.float64))
     kth, margins, query_norms = kth.contiguous(), margins.contiguous(), query_norms.contiguous()
-    if tile.stride(1) != 1 or min(len(query_norms), len(kth), len(margins)) < rows or not columns:
-        raise ValueError("near_candidates needs a non-empty tile with unit column stride and a value per row")
-    found = torch.empty((rows, CANDIDATES_PER_ROW), dtype=torch.int32)
-    counts = torch.empty(rows, dtype=torch.int64)
-    refused = library().near_candidates(_address(tile, 0), tile.stride(0), rows, columns, _address(query_norms, 0),
-                                        _address(kth, 0), _address(margins, 0), k, _address(found, 0),
-                                        CANDIDATES_PER_ROW, _address(counts, 0), torch.get_num_threads())
-    return None if refused else _pairs(found, counts)
+    if min(len(query_norms), len(margins)) < len(tile):
+        raise ValueError("near_candidates needs a value per row")
+    return _find_candidates(library().near_candidates, tile, kth, _address(query_norms), _address(kth),
+                            _address(margins), k)
 
 
 def near_byte_candidates(tile: torch.Tensor, kth: torch.Tensor, relative: float,
                          k: int) -> tuple[torch.Tensor, torch.Tensor] | None:
     """``near_candidates`` for 8-bit data's exact distances: an int32 tile of E = 255^2 D_bytes (left
     unchanged) and the rule of ``neighbours._top_k_bytes`` with the bytes' relative error ``relative``."""
-    rows, columns = tile.shape
-    for tensor, dtype in ((tile, torch.int32), (kth, torch.float64)):
-        if tensor.dtype != dtype or tensor.device.type != "cpu":
-            raise ValueError(f"near_byte_candidates needs CPU {dtype} here, got {tensor.device.type} {tensor.dtype}")
+    _require_cpu("near_byte_candidates", (tile, torch.int32), (kth, torch.float64))
     kth = kth.contiguous()
+    return _find_candidates(library().near_byte_candidates, tile, kth, _address(kth), relative, k)
+
+
+def _find_candidates(function, tile: torch.Tensor, kth: torch.Tensor,
+                     *arguments) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Call a candidates pass with ``arguments`` after the tile's own, and return the (rows, columns) it
+    found, row-major as ``torch.nonzero`` orders them; None when a row overflowed its slots or k is more
+    than the library keeps."""
+    rows, columns = tile.shape
     if tile.stride(1) != 1 or len(kth) < rows or not columns:
-        raise ValueError("near_byte_candidates needs a non-empty tile with unit column stride and a value per row")
+        raise ValueError("the candidates pass needs a non-empty tile with unit column stride and a value per row")
     found = torch.empty((rows, CANDIDATES_PER_ROW), dtype=torch.int32)
     counts = torch.empty(rows, dtype=torch.int64)
-    refused = library().near_byte_candidates(_address(tile, 0), tile.stride(0), rows, columns, _address(kth, 0),
-                                             relative, k, _address(found, 0), CANDIDATES_PER_ROW, _address(counts, 0),
-                                             torch.get_num_threads())
-    return None if refused else _pairs(found, counts)
-
-
-def _pairs(found: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """(rows, columns) of the candidates found, row-major as ``torch.nonzero`` orders them; None when a
-    row overflowed its slots."""
+    if function(_address(tile), tile.stride(0), rows, columns, *arguments, _address(found), CANDIDATES_PER_ROW,
+                _address(counts), torch.get_num_threads()):
+        return None  # k outside what the library keeps
     if int(counts.max()) > CANDIDATES_PER_ROW:
         return None
     kept = torch.arange(CANDIDATES_PER_ROW)[None, :] < counts[:, None]
@@ -131,17 +124,15 @@ def _pairs(found: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor, tor
 CANDIDATES_PER_ROW = 64
 
 
-def _fold(function, running, tile, query_norms, sorted_scales, sigma_rows, index_offset) -> None:
-    """Check what the library will read and write through raw pointers, then call it."""
+def _fold(function, exact: bool, running, tile, query_norms, sorted_scales, sigma_rows, index_offset) -> None:
+    """Check what the library will read and write through raw pointers, then call it (``exact``: the
+    byte pass's int32 tiles and float64 minima)."""
     rows, columns = tile.shape
     sums = running.shifted_sums
-    exact = function is library().byte_rows
     expected = ((tile, torch.int32 if exact else torch.float32), (query_norms, tile.dtype if exact else torch.float32),
                 (running.min_sq_distance, torch.float64 if exact else torch.float32), (running.nearest_index, torch.int64),
                 (sums, torch.float32), (sorted_scales, torch.float32), (sigma_rows, torch.int64))
-    for tensor, dtype in expected:
-        if tensor.dtype != dtype or tensor.device.type != "cpu":
-            raise ValueError(f"the fused pass needs CPU {dtype} here, got {tensor.device.type} {tensor.dtype}")
+    _require_cpu("the fused pass", *expected)
     if (tile.stride(1) != 1 or not all(t.is_contiguous() for t, _ in expected[1:])
             or min(len(query_norms), len(running.min_sq_distance), len(running.nearest_index)) < rows
             or sums.shape != (len(sorted_scales), rows)
@@ -151,16 +142,23 @@ def _fold(function, running, tile, query_norms, sorted_scales, sigma_rows, index
         raise ValueError("the fused pass needs each sigma's row of the sums in 0..S-1")
     if not rows or not columns:
         return  # nothing to fold (an empty row would look like a minimum of +inf, or INT32_MAX, to the library)
-    failed = function(_address(tile, 0), tile.stride(0), rows, columns, _address(query_norms, 0),
-                      _address(running.min_sq_distance, 0), _address(running.nearest_index, 0), index_offset,
-                      _address(sums, 0), sums.stride(0) if sums.dim() == 2 else 0, _address(sorted_scales, 0),
-                      _address(sigma_rows, 0), len(sorted_scales), partials.NEGLIGIBLE_EXPONENT, torch.get_num_threads())
+    failed = function(_address(tile), tile.stride(0), rows, columns, _address(query_norms),
+                      _address(running.min_sq_distance), _address(running.nearest_index), index_offset,
+                      _address(sums), sums.stride(0), _address(sorted_scales),
+                      _address(sigma_rows), len(sorted_scales), partials.NEGLIGIBLE_EXPONENT, torch.get_num_threads())
     if failed:
         raise MemoryError("ganbench: the fused CPU pass could not allocate its row buffers")
 
 
-def _address(tensor: torch.Tensor, offset: int) -> int:
-    return tensor.data_ptr() + offset * tensor.element_size()
+def _require_cpu(what: str, *expected: tuple[torch.Tensor, torch.dtype]) -> None:
+    """Each tensor on the CPU in its dtype: the library reads raw memory, so anything else is refused."""
+    for tensor, dtype in expected:
+        if tensor.dtype != dtype or tensor.device.type != "cpu":
+            raise ValueError(f"{what} needs CPU {dtype} here, got {tensor.device.type} {tensor.dtype}")
+
+
+def _address(tensor: torch.Tensor) -> int:
+    return tensor.data_ptr()
 
 
 def available() -> bool:
@@ -185,7 +183,8 @@ def _sum_of_terms_function(loaded: ctypes.CDLL):
 
 @dataclass(frozen=True)
 class Functions:
-    """The library's two passes: float32 tiles and 8-bit data's exact int32 tiles."""
+    """The library's passes: folding float32 tiles and 8-bit data's exact int32 tiles, and top-k's
+    candidates in each kind."""
 
     rows: object
     byte_rows: object
@@ -320,10 +319,10 @@ def _agrees_with_float64(function) -> bool:
     tiles[1][0, 11] = -norms[0]                  # row 0 ties across tiles: the earlier tile's index stays
     distances = [np.maximum(tile + norms[:, None], np.float32(0.0)) for tile in tiles]
     for index, tile in enumerate(tiles):
-        status = function(_address(torch.from_numpy(tile), 0), columns, rows, columns,
-                          _address(torch.from_numpy(norms), 0), _address(state.min_sq_distance, 0),
-                          _address(state.nearest_index, 0), index * columns, _address(state.shifted_sums, 0), rows,
-                          _address(sorted_scales, 0), _address(order, 0), len(grid),
+        status = function(_address(torch.from_numpy(tile)), columns, rows, columns,
+                          _address(torch.from_numpy(norms)), _address(state.min_sq_distance),
+                          _address(state.nearest_index), index * columns, _address(state.shifted_sums), rows,
+                          _address(sorted_scales), _address(order), len(grid),
                           partials.NEGLIGIBLE_EXPONENT, 2)
         if status != 0:
             return False
@@ -331,14 +330,7 @@ def _agrees_with_float64(function) -> bool:
     if not (np.array_equal(tiles[0], distances[0]) and np.array_equal(both.min(axis=1), state.min_sq_distance.numpy())
             and np.array_equal(both.argmin(axis=1), state.nearest_index.numpy())):
         return False
-    shifted = both - both.min(axis=1, keepdims=True)
-    expected = np.exp(-shifted[None] * scales.double().numpy()[:, None, None]).sum(axis=2)
-    from ganbench.scoring import bounds  # late: bounds reads the bank module, not needed to score
-
-    # The derived rounding of a shifted sum of this many terms (exponents, exponentials, additions,
-    # the rescaling): a wrong index, tail lane or rescaling is off by whole terms.
-    tolerance = bounds.sum_coefficient(both.shape[1]) * bounds.UNIT_ROUNDOFF["float32"]
-    if not np.allclose(state.shifted_sums.double().numpy(), expected, rtol=tolerance, atol=0.0):
+    if not _sums_match(state.shifted_sums, both, scales):
         return False
     # Each exponential over twice the range the pass uses ([-40, 0]), within 2^-30 of float64's (the pass's
     # own error is below 1e-12): rounded to float32 it is then within float32's half ulp (1 + 2^-6).
@@ -364,20 +356,27 @@ def _bytes_agree_with_integers(function) -> bool:
     state = partials.BankPartial(torch.full((rows,), float("inf"), dtype=torch.float64),
                                  torch.zeros(rows, dtype=torch.int64), torch.zeros(len(grid), rows))
     for index, tile in enumerate(tiles):
-        if function(tile.ctypes.data, columns, rows, columns, norms.ctypes.data, _address(state.min_sq_distance, 0),
-                    _address(state.nearest_index, 0), index * columns, _address(state.shifted_sums, 0), rows,
-                    _address(sorted_scales, 0), _address(order, 0), len(grid), partials.NEGLIGIBLE_EXPONENT, 2):
+        if function(tile.ctypes.data, columns, rows, columns, norms.ctypes.data, _address(state.min_sq_distance),
+                    _address(state.nearest_index), index * columns, _address(state.shifted_sums), rows,
+                    _address(sorted_scales), _address(order), len(grid), partials.NEGLIGIBLE_EXPONENT, 2):
             return False
     exact = np.concatenate(tiles, axis=1).astype(np.int64) + norms[:, None]
     if not (np.array_equal(exact.min(axis=1), state.min_sq_distance.numpy())
             and np.array_equal(exact.argmin(axis=1), state.nearest_index.numpy())):
         return False
-    shifted = (exact - exact.min(axis=1, keepdims=True)).astype(np.float64)
-    expected = np.exp(-shifted[None] * scales.double().numpy()[:, None, None]).sum(axis=2)
+    return _sums_match(state.shifted_sums, exact, scales)
+
+
+def _sums_match(sums: torch.Tensor, distances: np.ndarray, scales: torch.Tensor) -> bool:
+    """Shifted sums (S, rows) against float64 ones from the exact ``distances`` (rows, columns), within the
+    derived rounding of a sum of that many terms (exponents, exponentials, additions, the rescaling): a
+    wrong index, tail lane or rescaling is off by whole terms."""
     from ganbench.scoring import bounds  # late: bounds reads the bank module, not needed to score
 
-    tolerance = bounds.sum_coefficient(exact.shape[1]) * bounds.UNIT_ROUNDOFF["float32"]
-    return bool(np.allclose(state.shifted_sums.double().numpy(), expected, rtol=tolerance, atol=0.0))
+    shifted = (distances - distances.min(axis=1, keepdims=True)).astype(np.float64)
+    expected = np.exp(-shifted[None] * scales.double().numpy()[:, None, None]).sum(axis=2)
+    tolerance = bounds.sum_coefficient(distances.shape[1]) * bounds.UNIT_ROUNDOFF["float32"]
+    return bool(np.allclose(sums.double().numpy(), expected, rtol=tolerance, atol=0.0))
 
 
 def _candidates_agree(function) -> bool:
@@ -400,7 +399,7 @@ def _candidates_agree(function) -> bool:
     block_kth = np.sort(distances, axis=1)[:, k - 1].astype(np.float64)
     limit = np.nextafter(np.minimum(kth + margins, block_kth + 2 * margins).astype(np.float32), np.float32(np.inf))
     expected = (distances <= limit[:, None]) & (kth > 0)[:, None]
-    return all(np.array_equal(found[row, :counts[row]], np.flatnonzero(expected[row])) for row in range(rows))
+    return _same_columns(found, counts, expected)
 
 
 def _byte_candidates_agree(function) -> bool:
@@ -421,7 +420,12 @@ def _byte_candidates_agree(function) -> bool:
     limit = np.minimum(kth / (1 - relative), block_kth / 255**2 * (1 + relative) / (1 - relative))
     limit_e = np.minimum(np.floor(limit * (255**2 * (1 + 2.0**-40))), 2**31 - 1)
     expected = (tile <= limit_e[:, None]) & (kth > 0)[:, None]
-    return all(np.array_equal(found[row, :counts[row]], np.flatnonzero(expected[row])) for row in range(rows))
+    return _same_columns(found, counts, expected)
+
+
+def _same_columns(found: np.ndarray, counts: np.ndarray, expected: np.ndarray) -> bool:
+    """Each row's candidates as found by the library are the columns ``expected`` marks, in order."""
+    return all(np.array_equal(found[row, :counts[row]], np.flatnonzero(expected[row])) for row in range(len(expected)))
 
 
 def _announce(message: str) -> None:
