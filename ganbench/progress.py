@@ -1,4 +1,4 @@
-"""Every progress bar of ganbench: on stderr, and only on a terminal.
+"""Every progress bar and one-time notice of ganbench: on stderr (stdout stays clean for --json).
 
 tqdm redraws its bar with carriage returns, which a log file or a CI console keeps as one
 ever-growing line; when stderr is not a terminal the bars are off and only the per-step
@@ -20,3 +20,13 @@ def progress_bar(iterable=None, *, enabled: bool = True, **options) -> tqdm:
 def progress_line(text: str) -> None:
     """One line on stderr that does not tear a bar being drawn."""
     tqdm.write(text, file=sys.stderr)
+
+
+_ANNOUNCED: set[str] = set()
+
+
+def announce_once(message: str) -> None:
+    """One line on stderr, once per process (a streamed bank would otherwise repeat it for every chunk)."""
+    if message not in _ANNOUNCED:
+        _ANNOUNCED.add(message)
+        progress_line(message)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from tolerances import float32_log_likelihood_bound
 
+from ganbench import progress
 from ganbench.cli import main
 from ganbench.errors import GanbenchError
 from ganbench.scoring import banks, partials, parzen, streaming
@@ -115,7 +116,7 @@ def test_merging_with_an_empty_partial_at_huge_sigma_is_exact(rng):
 
 
 def test_torch_backend_falls_back_to_float64_when_float32_cannot_hold_the_pass(rng, capsys, monkeypatch):
-    monkeypatch.setattr(parzen, "_ANNOUNCED", set())
+    monkeypatch.setattr(progress, "_ANNOUNCED", set())
     x, bank = rng.random((4, 10)), rng.random((30, 10))
     # D / (2 sigma^2) ~ 1e300: no power of two brings both D and 1/(2 sigma^2) into float32.
     fast = parzen.log_likelihood(x, bank, [1e-150], backend="torch")

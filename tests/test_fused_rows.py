@@ -7,6 +7,7 @@ import pytest
 import torch
 from tolerances import log_likelihood_bound
 
+from ganbench import progress
 from ganbench.scoring import fused_rows, partials, parzen
 
 # Without a C++ compiler ganbench scores with the eager passes (tested below); the tests that run the
@@ -19,7 +20,7 @@ def fresh_library():
     """The library looked up anew (as in a new process), and again after the test."""
     fused_rows.library.cache_clear()
     fused_rows._loaded.cache_clear()
-    fused_rows._ANNOUNCED.clear()
+    progress._ANNOUNCED.clear()
     yield
     fused_rows.library.cache_clear()
     fused_rows._loaded.cache_clear()

@@ -39,7 +39,6 @@ import platform
 import shlex
 import shutil
 import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +46,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ganbench.progress import announce_once as _announce
 from ganbench.scoring import partials
 
 SOURCE = Path(__file__).with_name("fused_rows.cpp")
@@ -55,7 +55,6 @@ SOURCE = Path(__file__).with_name("fused_rows.cpp")
 FLAGS = ("-O3", "-march=native", "-std=c++17", "-fPIC", "-shared", "-fopenmp")
 COMPILE_SECONDS = 120
 DISABLE_VARIABLE = "GANBENCH_FUSED_ROWS"
-_ANNOUNCED: set[str] = set()
 
 
 def fold_tile(running: partials.BankPartial, tile: torch.Tensor, query_norms: torch.Tensor,
@@ -426,9 +425,3 @@ def _byte_candidates_agree(function) -> bool:
 def _same_columns(found: np.ndarray, counts: np.ndarray, expected: np.ndarray) -> bool:
     """Each row's candidates as found by the library are the columns ``expected`` marks, in order."""
     return all(np.array_equal(found[row, :counts[row]], np.flatnonzero(expected[row])) for row in range(len(expected)))
-
-
-def _announce(message: str) -> None:
-    if message not in _ANNOUNCED:
-        _ANNOUNCED.add(message)
-        print(message, file=sys.stderr)

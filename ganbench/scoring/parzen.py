@@ -18,7 +18,6 @@ Backends
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,6 +32,7 @@ from ganbench.defaults import (
 )
 from ganbench.devices import resolve_device
 from ganbench.errors import GanbenchError
+from ganbench.progress import announce_once as _announce
 from ganbench.scoring import byte_distances, fused_rows, partials
 from ganbench.scoring.centring import centre_by_bank_mean
 from ganbench.scoring.inputs import as_matrix, as_sigmas, finite_magnitude
@@ -185,7 +185,6 @@ def _triton_partial(query: torch.Tensor, bank: torch.Tensor, grid, target: torch
 FLOAT32_LARGEST_LOG2 = 100     # squared norms, distances and dot products stay below 2^100 (float32 overflows at 2^128)
 FLOAT32_RESOLUTION_LOG2 = -100  # ... and their bound above 2^-100, so float32's rounding of them (~u times it) stays normal
 FLOAT32_SCALE_LOG2 = 120       # log2(e) / (2 sigma^2) stays below 2^121, finite in float32
-_ANNOUNCED: set[str] = set()
 
 
 def squared_distance_bound(magnitude: float, dimension: int) -> float:
@@ -242,13 +241,6 @@ def scale_by_power_of_two(tensor: torch.Tensor, exponent: int) -> torch.Tensor:
         tensor = tensor * 2.0**-step
         remaining -= step
     return tensor
-
-
-def _announce(message: str) -> None:
-    """One line on stderr, once per process (a streamed bank would otherwise repeat it for every chunk)."""
-    if message not in _ANNOUNCED:
-        _ANNOUNCED.add(message)
-        print(message, file=sys.stderr)
 
 
 # ---- float32 partials to float64 results -----------------------------------------------------------
