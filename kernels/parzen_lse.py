@@ -319,6 +319,8 @@ def _sigma_pieces(merged: list, pieces: list) -> partials.BankPartial:
     if not pieces[0].size:  # nearest only: the pass ran with one stand-in sigma
         return partials.BankPartial(merged[0].min_sq_distance, merged[0].nearest_index,
                                     merged[0].shifted_sums[:0])
+    if len(merged) == 1:  # one pass (up to 32 sigmas): nothing to move, and each factor below would be exactly 1
+        return merged[0]
     minima = torch.stack([piece.min_sq_distance for piece in merged])
     first = minima.argmin(dim=0)  # lowest piece among ties
     common = minima.min(dim=0).values

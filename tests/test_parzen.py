@@ -14,6 +14,7 @@ from tolerances import (
     nearest_weight,
 )
 
+from ganbench.devices import to_device, to_device_many
 from ganbench.errors import GanbenchError
 from ganbench.scoring import parzen, protocol
 
@@ -242,3 +243,30 @@ def test_real_mnist_training_images_torch_matches_reference(mnist):
     fast = parzen.parzen_pass(x, bank, sigmas, backend="torch", device="cpu")
     bound = refined_bound(x, bank, sigmas, fast, reference, parzen.DEFAULTS["torch_bank_block"])
     assert np.all(np.abs(fast.log_sum_exp - reference.log_sum_exp) <= bound)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="pinned staging copies run only to a CUDA GPU")
+@pytest.mark.parametrize("rows", [1, 1337, 10_001])
+def test_staged_copy_to_a_gpu_is_the_same_bytes(rows):
+    # 10,001 x 785 float32 is 31 MB: thirty 1 MB pieces through two buffers in turn, the last one partial.
+    values = torch.randn(rows, 785, dtype=torch.float32)
+    got = to_device(values, torch.device("cuda"), piece_bytes=1 << 20, buffers=2)
+    assert got.device.type == "cuda" and got.shape == values.shape
+    assert torch.equal(got.cpu(), values)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="pinned staging copies run only to a CUDA GPU")
+def test_tensors_sharing_the_staging_ring_keep_their_bytes_and_dtypes():
+    # Three dtypes through one ring of three 1 MB buffers: pieces of one tensor follow another's
+    # in the same buffers, and a small tensor takes the plain copy.
+    tensors = [torch.randn(3001, 785, dtype=torch.float64), torch.randn(2000, 784, dtype=torch.float32),
+               torch.randint(0, 255, (7, 3), dtype=torch.uint8), torch.arange(5_000_001, dtype=torch.int64)]
+    got = to_device_many(tensors, torch.device("cuda"), piece_bytes=1 << 20, buffers=3)
+    for copy, tensor in zip(got, tensors):
+        assert copy.device.type == "cuda" and copy.dtype == tensor.dtype
+        assert torch.equal(copy.cpu(), tensor)
+
+
+def test_to_device_leaves_host_tensors_for_the_cpu_unchanged():
+    values = torch.arange(12.0).reshape(3, 4)
+    assert torch.equal(to_device(values, torch.device("cpu")), values)
