@@ -1,5 +1,6 @@
 """The command line: JSON on stdout, one-line errors on stderr, non-zero exits."""
 import json
+import os
 import subprocess
 import sys
 
@@ -177,3 +178,16 @@ def test_own_data_default_to_the_full_protocol_and_record_the_grid(tmp_path):
     assert completed.returncode == 0, completed.stderr
     result = json.loads(completed.stdout)
     assert result["sigma_grid"] == "1,2,4,8,16,32" and sorted(map(float, result["valid_means"])) == [1, 2, 4, 8, 16, 32]
+
+
+@pytest.mark.parametrize("setting", [None, "0"])
+def test_importing_ganbench_asks_for_huge_pages_unless_the_user_chose(setting):
+    # torch reads THP_MEM_ALLOC_ENABLE once, at its first allocation: ganbench sets it in its
+    # package's first lines, before it imports torch, and keeps a value the user chose.
+    environment = {key: value for key, value in os.environ.items() if key != "THP_MEM_ALLOC_ENABLE"}
+    if setting is not None:
+        environment["THP_MEM_ALLOC_ENABLE"] = setting
+    code = ("import sys, os; import ganbench; "
+            "print(os.environ['THP_MEM_ALLOC_ENABLE'], 'torch' in sys.modules)")
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment)
+    assert completed.stdout.split() == [setting or "1", "True"]
