@@ -214,3 +214,64 @@ def test_exact_nearest_neighbours_of_8bit_data_take_byte_candidates(shape, k, rn
         np.testing.assert_array_equal(distances, float_distances)
         assert distances[7, 0] == 0 and distances[11, k - 1] == 0
         np.testing.assert_array_equal(indices[11], np.arange(k))  # the copies, lowest indices first
+
+
+@exact_int8
+@pytest.mark.parametrize("shape", [(23, 41, 1), (37, 300, 785)])
+@pytest.mark.parametrize("k", [1, 3])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_exact_nearest_neighbours_of_rounded_queries_equal_the_float32_candidates(shape, k, dtype, rng, monkeypatch):
+    """Queries in [0, 1] that are not 8-bit, against 8-bit reference data: the queries rounded to bytes
+    choose the candidates (``neighbours._top_k_rounded``) and float64 ranks them as the float32
+    candidates would: the same neighbours, order and distances to the bit."""
+    from ganbench.scoring import neighbours
+
+    count, bank_count, dimension = shape
+    bank = as_pixels(random_bytes(rng, bank_count, dimension), dtype)
+    x = rng.random((count, dimension)).astype(dtype)
+    x[:, 0] = 0.0 if dimension > 1 else x[:, 0]
+    x[7] = bank[5]                                 # at distance 0 from a reference row
+    x[8] = bank[6] + dtype(0.4 / 255)             # rounds onto it (clipped to [0, 1] below)
+    x[9] = (bank[6] + bank[11]) / 2               # halfway between two rows
+    x = np.clip(x, 0, 1)
+    bank[:k] = bank[9]                             # k exact copies of one row
+    x[11] = bank[9]
+    taken = []
+    original = neighbours._top_k_rounded
+    monkeypatch.setattr(neighbours, "_top_k_rounded", lambda *args: taken.append(1) or original(*args))
+    results = {}
+    for name in ("rounded", "float32"):
+        if name == "float32":
+            monkeypatch.setattr(byte_distances, "rounded_operands", lambda *args: None)
+        results[name] = [neighbours.nearest(x, bank, k, exact_ranking=True, query_block=16, reference_block=block)
+                         for block in (2, 32)]
+    assert len(taken) == 2
+    for (distances, indices), (float_distances, float_indices) in zip(results["rounded"], results["float32"]):
+        np.testing.assert_array_equal(indices, float_indices)
+        np.testing.assert_array_equal(distances, float_distances)
+        assert distances[7, 0] == 0 and distances[11, k - 1] == 0
+
+
+@exact_int8
+def test_rounded_queries_whose_bytes_prefer_another_neighbour_still_get_the_true_one():
+    """Reference rows (10, 13) and (12, 10) / 255, query (10.6, 11.45) / 255: rounded to (11, 11) it is
+    at byte distance 5 from the first and 2 from the second, but its true squared distances are 2.7625
+    and 4.0625 (in 1/255^2): the first is the nearest. Only the rounding's slack keeps it a candidate."""
+    from ganbench.scoring import neighbours
+
+    bank = as_pixels(np.array([[10, 13], [12, 10]]))
+    query = np.array([[10.6, 11.45]], dtype=np.float32) / np.float32(255)
+    assert byte_distances.rounded_operands(torch.from_numpy(query), torch.from_numpy(bank)) is not None
+    distances, indices = neighbours.nearest(query, bank, exact_ranking=True)
+    assert indices[0, 0] == 0
+    expected = ((query.astype(np.float64) - bank.astype(np.float64)) ** 2).sum(1)
+    assert distances[0, 0] == pytest.approx(expected[0], rel=1e-12) and expected[0] < expected[1]
+
+
+def test_rounded_operands_need_queries_in_the_unit_range_and_8bit_reference(rng):
+    bank = torch.from_numpy(as_pixels(random_bytes(rng, 5, 7)))
+    query = torch.rand(3, 7, dtype=torch.float32)
+    assert byte_distances.rounded_operands(query, bank) is not None or not byte_distances.int8_product_is_exact()
+    for bad_query, bad_bank in ((query * 1.5, bank), (query - 0.25, bank), (query, bank + 1e-3),
+                                (query.half(), bank), (query, bank.half())):
+        assert byte_distances.rounded_operands(bad_query, bad_bank) is None

@@ -129,6 +129,34 @@ def exact_operands(query: torch.Tensor, bank: torch.Tensor) -> tuple[ByteOperand
     return operands(query_bytes), operands(bank_bytes)
 
 
+def rounded_operands(query: torch.Tensor, reference: torch.Tensor) -> tuple[ByteOperands, ByteOperands, torch.Tensor] | None:
+    """For queries in [0, 1] against 8-bit reference data (float32 or float64, d <= MAX_DIMENSION, this
+    CPU's int8 product exact): the queries rounded to bytes, the reference's bytes, and per query a bound
+    eps_i on how far any root distance moves between the values and the bytes (``neighbours._top_k_rounded``);
+    else None.
+
+    eps_i = ||s_i - q_i / 255|| + sqrt(d) h, h the reference's half ulp at 1 (its values' distance from
+    a / 255). The first term is computed in float64: each entry's difference is off by at most 2^-52
+    (q / 255 rounded, then the subtraction of numbers below 1), the norm by (d + 2) 2^-53 of itself,
+    so sqrt(d) 2^-52 and (d + 2) 2^-52 of it are added.
+    """
+    dimension = query.shape[1]
+    if (query.dtype not in HALF_ULP_AT_ONE or reference.dtype not in HALF_ULP_AT_ONE or dimension > MAX_DIMENSION
+            or byte_values(reference[:1]) is None):
+        return None
+    low, high = torch.aminmax(query)
+    if low < 0 or high > 1 or not int8_product_is_exact():
+        return None
+    reference_bytes = byte_values(reference)
+    if reference_bytes is None:
+        return None
+    query_bytes = (query * LEVELS).round_().clamp_(0, LEVELS)
+    residual = torch.linalg.vector_norm(query.double() - query_bytes.double() / LEVELS, dim=1)
+    root_d = math.sqrt(dimension)
+    slack = residual * (1 + (dimension + 2) * 2.0**-52) + root_d * (2.0**-52 + HALF_ULP_AT_ONE[reference.dtype])
+    return operands(query_bytes), operands(reference_bytes), slack
+
+
 def relative_error(dtype: torch.dtype) -> float:
     """r with |D - D_bytes| <= r D_bytes for 8-bit values of ``dtype`` (module docstring):
     1020 h + 260100 h^2, h half an ulp at 1 (2^-25 in float32, 2^-54 in float64; no other dtype)."""

@@ -89,6 +89,9 @@ def _top_k(queries, reference, k, device: torch.device, query_block, reference_b
         sides = byte_distances.exact_operands(queries, reference)
         if sides is not None:
             return _top_k_bytes(queries, reference, *sides, k, query_block, reference_block)
+        rounded = byte_distances.rounded_operands(queries, reference)
+        if rounded is not None:
+            return _top_k_rounded(queries, reference, *rounded, k, query_block, reference_block)
     fused = target.type == "cpu" and fused_rows.available()  # ganbench.scoring.fused_rows.near_candidates
     query32, reference32 = centre_by_bank_mean(queries, reference, torch.float32, target)
     reference_norms = parzen.squared_norms(reference32)
@@ -131,6 +134,56 @@ def _top_k_bytes(queries, reference, query_bytes, reference_bytes, k, query_bloc
     # The float64 distances ranked are off by at most (d + 2) 2^-53 of themselves: counted too.
     relative = byte_distances.relative_error(queries.dtype) + (queries.shape[1] + 2) * 2.0**-52
     fused = fused_rows.available()
+
+    def candidates(exact_bytes, kth, first_row):
+        # The rule in one compiled read of each row where the library runs (ganbench.scoring.fused_rows).
+        found = fused_rows.near_byte_candidates(exact_bytes, kth, relative, k) if fused else None
+        return found if found is not None else _byte_candidates(exact_bytes, kth, relative, k)
+
+    return _top_k_over_byte_tiles(queries, reference, query_bytes, reference_bytes, k, query_block, reference_block,
+                                  candidates)
+
+
+def _top_k_rounded(queries, reference, query_bytes, reference_bytes, slack, k, query_block, reference_block):
+    """``_top_k`` on the CPU for queries in [0, 1] against 8-bit reference data: the queries' values rounded
+    to bytes give exact int8 distances, and the rounding's size bounds how far they can be from the true ones.
+
+    With q = round(255 s) for a query s, and the reference's values a / 255 + e (|e| <= h per entry),
+    the triangle inequality bounds the true distance by the bytes' one in root space:
+        | ||x - s|| - ||a / 255 - q / 255|| | <= ||s - q / 255|| + ||e|| <= eps_i,
+    eps_i (``rounded_operands``) from each query's own rounding, computed, plus sqrt(d) h. So with rho_j
+    = sqrt(E_j) / 255 the bytes' root distance, D_j < T needs rho_j < sqrt(T) + eps_i, and D_j <= (the
+    block's k-th true distance) <= (rho_t + eps_i)^2 needs rho_j <= rho_t + 2 eps_i, rho_t the block's
+    k-th rho; the float64 ranking's own rounding, (d + 2) 2^-52 of a distance, widens both (a factor
+    1 + 2 delta on the roots). Compared as integers: E_j <= (255 limit)^2, rounded up. A query rounded
+    by half a byte in each of MNIST's 784 entries has eps ~ 0.03, so near its nearest training image
+    (root distance ~ 4.3) the window is ~0.5 in D: a few candidates, where the float32 GEMM it replaces
+    costs four times the int8 product. The float64 ranking, and so every result, is ``_top_k``'s.
+    """
+    delta = (queries.shape[1] + 2) * 2.0**-52
+    widen = 1 + 2 * delta
+
+    def candidates(exact_bytes, kth, first_row):
+        eps = slack[first_row:first_row + len(exact_bytes)]
+        limit = torch.sqrt(kth) * widen + eps
+        if exact_bytes.shape[1] >= k:
+            block_kth = torch.topk(exact_bytes, k, dim=1, largest=False).values[:, -1].double()
+            limit = torch.minimum(limit, (torch.sqrt(block_kth) / byte_distances.LEVELS + eps) * widen + eps)
+        # In units of E, raised by 2^-40 over the few float64 roundings of the limit, then its integer part.
+        limit_e = torch.floor(limit.square() * (byte_distances.DISTANCE_SCALE * (1 + 2.0**-40)))
+        limit_e = limit_e.clamp(max=2**31 - 1).to(torch.int32)  # +inf (nothing kept yet): every E
+        mask = exact_bytes <= limit_e[:, None]
+        mask &= (kth > 0)[:, None]  # k exact copies already kept: nothing can enter
+        return torch.nonzero(mask, as_tuple=True)
+
+    return _top_k_over_byte_tiles(queries, reference, query_bytes, reference_bytes, k, query_block, reference_block,
+                                  candidates)
+
+
+def _top_k_over_byte_tiles(queries, reference, query_bytes, reference_bytes, k, query_block, reference_block,
+                           candidates):
+    """The blocked loop of the byte paths: exact int32 tiles of E, ``candidates(tile, kth, first row)``'s
+    (row, column) pairs ranked in float64 against the values as given."""
     distances_out, indices_out = [], []
     tile_buffer = torch.empty(min(query_block, len(queries)) * min(reference_block, len(reference)), dtype=torch.int32)
     with torch.no_grad():
@@ -141,9 +194,7 @@ def _top_k_bytes(queries, reference, query_bytes, reference_bytes, k, query_bloc
                 chunk = reference_bytes.rows(slice(ref_start, ref_start + reference_block))
                 tile = tile_buffer[:len(block.norms) * len(chunk.norms)].view(len(block.norms), len(chunk.norms))
                 exact_bytes = byte_distances.sq_distance_tile(block, chunk, out=tile)  # E, int32
-                # The rule in one compiled read of each row where the library runs (ganbench.scoring.fused_rows).
-                found = fused_rows.near_byte_candidates(exact_bytes, best.kth, relative, k) if fused else None
-                rows, columns = found if found is not None else _byte_candidates(exact_bytes, best.kth, relative, k)
+                rows, columns = candidates(exact_bytes, best.kth, start)
                 if len(rows):
                     exact = parzen.exact_sq_distances(queries, reference, rows + start, columns + ref_start)
                     best.add(rows, columns + ref_start, exact)
