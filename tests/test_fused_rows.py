@@ -191,6 +191,9 @@ def test_switched_off_by_the_environment(fresh_library, monkeypatch):
      "const float value = static_cast<float>(values[j] - shift) / 2;"),
     ("kth_smallest(row, count, k, INFINITY)) + 2.0 * margin", "kth_smallest(row, count, k, INFINITY)) + margin"),
     ("* (1.0 + relative) / (1.0 - relative)", "* (1.0 - relative)"),  # top-k candidates' limits too tight
+    ("(std::sqrt(smallest) / 255.0 + slack) * widen + slack", "(std::sqrt(smallest) / 255.0 + slack) * widen"),
+    ("double limit = std::sqrt(kth) * widen + slack;", "double limit = std::sqrt(kth) * widen;"),  # rounded queries
+    ("(std::sqrt(smallest) / 255.0 + slack) * widen", "(std::sqrt(smallest) / 255.0) * widen"),
 ])
 def test_a_wrong_build_is_never_used(correct, wrong, tmp_path, fresh_library, monkeypatch, capsys):
     """A library with a wrong exponential, sum, index, byte shift or candidate limit fails the check it gets on loading."""

@@ -79,13 +79,36 @@ def byte_values(values: torch.Tensor) -> torch.Tensor | None:
     return candidate if torch.equal(candidate / LEVELS, values) else None
 
 
+# Rows per piece when bytes are checked and shifted: each piece's temporaries stay in cache (MNIST's
+# 50,000 training images: 0.08 s in pieces of 1,024 rows, 0.3-0.7 s for the same passes over the whole).
+PIECE_ROWS = 1024
+
+
 def operands(byte_rows: torch.Tensor) -> ByteOperands:
     """Shifted int8 bytes padded to ``WIDTH_MULTIPLE`` columns, and their squared norms."""
-    count, dimension = byte_rows.shape
+    return _shifted_operands(byte_rows, lambda part, first: part)
+
+
+def byte_operands(values: torch.Tensor) -> ByteOperands | None:
+    """``operands(byte_values(values))`` in cache-sized pieces: None as soon as a piece is not 8-bit."""
+    if values.dtype not in HALF_ULP_AT_ONE:
+        return None
+    return _shifted_operands(values, lambda part, first: byte_values(part))
+
+
+def _shifted_operands(rows: torch.Tensor, to_bytes) -> ByteOperands | None:
+    """The operands of ``to_bytes(piece, its first row)`` of each piece of ``rows`` (None when it gives None for one)."""
+    count, dimension = rows.shape
     width = math.ceil(dimension / WIDTH_MULTIPLE) * WIDTH_MULTIPLE
     shifted = torch.zeros((count, width), dtype=torch.int8)
-    shifted[:, :dimension] = byte_rows - OFFSET  # exact: integers in -128..127
-    norms = shifted.to(torch.int32).pow_(2).sum(dim=1, dtype=torch.int32)  # <= 128^2 d < 2^31
+    norms = torch.empty(count, dtype=torch.int32)
+    for first in range(0, count, PIECE_ROWS):
+        piece = to_bytes(rows[first:first + PIECE_ROWS], first)
+        if piece is None:
+            return None
+        target = shifted[first:first + PIECE_ROWS]
+        target[:, :dimension] = piece - OFFSET  # exact: integers in -128..127
+        norms[first:first + PIECE_ROWS] = target.to(torch.int32).pow_(2).sum(dim=1, dtype=torch.int32)  # <= 128^2 d
     return ByteOperands(shifted, norms)
 
 
@@ -122,11 +145,11 @@ def exact_operands(query: torch.Tensor, bank: torch.Tensor) -> tuple[ByteOperand
     # before a pass over all the queries.
     if any(byte_values(side[:1]) is None for side in (query, bank)) or not int8_product_is_exact():
         return None
-    query_bytes = byte_values(query)
-    bank_bytes = None if query_bytes is None else byte_values(bank)
-    if bank_bytes is None:
+    query_operands = byte_operands(query)
+    bank_operands = None if query_operands is None else byte_operands(bank)
+    if bank_operands is None:
         return None
-    return operands(query_bytes), operands(bank_bytes)
+    return query_operands, bank_operands
 
 
 def rounded_operands(query: torch.Tensor, reference: torch.Tensor) -> tuple[ByteOperands, ByteOperands, torch.Tensor] | None:
@@ -147,14 +170,21 @@ def rounded_operands(query: torch.Tensor, reference: torch.Tensor) -> tuple[Byte
     low, high = torch.aminmax(query)
     if low < 0 or high > 1 or not int8_product_is_exact():
         return None
-    reference_bytes = byte_values(reference)
-    if reference_bytes is None:
+    reference_operands = byte_operands(reference)
+    if reference_operands is None:
         return None
-    query_bytes = (query * LEVELS).round_().clamp_(0, LEVELS)
-    residual = torch.linalg.vector_norm(query.double() - query_bytes.double() / LEVELS, dim=1)
+    residuals = torch.empty(len(query), dtype=torch.float64)
+
+    def rounded(part, first):
+        part_bytes = (part * LEVELS).round_().clamp_(0, LEVELS)
+        residuals[first:first + len(part)] = torch.linalg.vector_norm(part.double() - part_bytes.double() / LEVELS,
+                                                                      dim=1)
+        return part_bytes
+
+    query_operands = _shifted_operands(query, rounded)
     root_d = math.sqrt(dimension)
-    slack = residual * (1 + (dimension + 2) * 2.0**-52) + root_d * (2.0**-52 + HALF_ULP_AT_ONE[reference.dtype])
-    return operands(query_bytes), operands(reference_bytes), slack
+    slack = residuals * (1 + (dimension + 2) * 2.0**-52) + root_d * (2.0**-52 + HALF_ULP_AT_ONE[reference.dtype])
+    return query_operands, reference_operands, slack
 
 
 def relative_error(dtype: torch.dtype) -> float:

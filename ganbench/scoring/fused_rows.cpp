@@ -291,6 +291,24 @@ int64_t near_byte_candidates_row(const int32_t* row, int64_t count, double kth, 
   return columns_within(row, count, limit_e, columns, capacity);
 }
 
+// The same for queries rounded to bytes against 8-bit data (ganbench.scoring.neighbours._top_k_rounded):
+// in root space the limit is min(sqrt(kth) w + eps, (sqrt(t) / 255 + eps) w + eps), w = 1 + 2 delta the
+// float64 ranking's widening and eps the row's rounding slack, squared into units of E, raised by 2^-40
+// and floored, as the eager rule computes it.
+int64_t near_rounded_candidates_row(const int32_t* row, int64_t count, double kth, double slack, double widen,
+                                    int k, int32_t* columns, int64_t capacity) {
+  if (!(kth > 0.0)) return 0;
+  const double scale = 65025.0;  // 255^2
+  double limit = std::sqrt(kth) * widen + slack;
+  if (count >= k) {
+    const double smallest = static_cast<double>(kth_smallest(row, count, k, INT32_MAX));
+    limit = std::fmin(limit, (std::sqrt(smallest) / 255.0 + slack) * widen + slack);
+  }
+  const double raised = std::floor(limit * limit * (scale * (1.0 + 0x1p-40)));
+  const int32_t limit_e = raised >= 2147483647.0 ? INT32_MAX : static_cast<int32_t>(raised);
+  return columns_within(row, count, limit_e, columns, capacity);
+}
+
 // Rows split over `threads` OpenMP threads, each with a row buffer of `columns` floats. Built against
 // the OpenMP runtime torch has loaded (the same libgomp.so.1), this is torch's own thread pool: its
 // workers, still spinning after the tile's GEMM, take the rows at once instead of holding the cores.
@@ -368,6 +386,17 @@ int ganbench_near_byte_candidates(const int32_t* tile, int64_t tile_stride, int6
   return over_rows(rows, columns, threads, [&](int64_t i, float*) {
     counts[i] = near_byte_candidates_row(tile + i * tile_stride, columns, kth[i], relative, k,
                                          candidates + i * capacity, capacity);
+  });
+}
+
+// near_rounded_candidates_row over an int32 tile of E (left unchanged); kth, slack (rows,) float64.
+int ganbench_near_rounded_candidates(const int32_t* tile, int64_t tile_stride, int64_t rows, int64_t columns,
+                                     const double* kth, const double* slack, double widen, int k,
+                                     int32_t* candidates, int64_t capacity, int64_t* counts, int threads) {
+  if (k < 1 || k > kMaxCandidatesK) return 1;
+  return over_rows(rows, columns, threads, [&](int64_t i, float*) {
+    counts[i] = near_rounded_candidates_row(tile + i * tile_stride, columns, kth[i], slack[i], widen, k,
+                                            candidates + i * capacity, capacity);
   });
 }
 

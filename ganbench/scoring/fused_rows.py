@@ -100,6 +100,17 @@ def near_byte_candidates(tile: torch.Tensor, kth: torch.Tensor, relative: float,
     return _find_candidates(library().near_byte_candidates, tile, kth, _address(kth), relative, k)
 
 
+def near_rounded_candidates(tile: torch.Tensor, kth: torch.Tensor, slack: torch.Tensor, widen: float,
+                            k: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``near_candidates`` for queries rounded to bytes against 8-bit data: an int32 tile of E (left
+    unchanged) and the rule of ``neighbours._top_k_rounded`` with each row's ``slack`` and ``widen``."""
+    _require_cpu("near_rounded_candidates", (tile, torch.int32), (kth, torch.float64), (slack, torch.float64))
+    kth, slack = kth.contiguous(), slack.contiguous()
+    if len(slack) < len(tile):
+        raise ValueError("near_rounded_candidates needs a slack per row")
+    return _find_candidates(library().near_rounded_candidates, tile, kth, _address(kth), _address(slack), widen, k)
+
+
 def _find_candidates(function, tile: torch.Tensor, kth: torch.Tensor,
                      *arguments) -> tuple[torch.Tensor, torch.Tensor] | None:
     """Call a candidates pass with ``arguments`` after the tile's own, and return the (rows, columns) it
@@ -189,6 +200,7 @@ class Functions:
     byte_rows: object
     near_candidates: object
     near_byte_candidates: object
+    near_rounded_candidates: object
 
 
 @functools.cache
@@ -199,7 +211,7 @@ def library() -> Functions | None:
         return None
     pointer, size = ctypes.c_void_p, ctypes.c_int64
     functions = Functions(loaded.ganbench_fused_rows, loaded.ganbench_fused_byte_rows, loaded.ganbench_near_candidates,
-                          loaded.ganbench_near_byte_candidates)
+                          loaded.ganbench_near_byte_candidates, loaded.ganbench_near_rounded_candidates)
     for function in (functions.rows, functions.byte_rows):
         function.restype = ctypes.c_int
         function.argtypes = [pointer, size, size, size, pointer, pointer, pointer, size, pointer, size, pointer,
@@ -210,9 +222,13 @@ def library() -> Functions | None:
     functions.near_byte_candidates.restype = ctypes.c_int
     functions.near_byte_candidates.argtypes = [pointer, size, size, size, pointer, ctypes.c_double, ctypes.c_int,
                                                pointer, size, pointer, ctypes.c_int]
+    functions.near_rounded_candidates.restype = ctypes.c_int
+    functions.near_rounded_candidates.argtypes = [pointer, size, size, size, pointer, pointer, ctypes.c_double,
+                                                  ctypes.c_int, pointer, size, pointer, ctypes.c_int]
     if not (_agrees_with_float64(functions.rows) and _bytes_agree_with_integers(functions.byte_rows)
             and _candidates_agree(functions.near_candidates)
-            and _byte_candidates_agree(functions.near_byte_candidates)):
+            and _byte_candidates_agree(functions.near_byte_candidates)
+            and _rounded_candidates_agree(functions.near_rounded_candidates)):
         _announce("ganbench: the fused CPU pass built here disagrees with float64 arithmetic on its check; "
                   f"the CPU float32 path runs its eager torch passes instead{FALLBACK}")
         return None
@@ -418,6 +434,31 @@ def _byte_candidates_agree(function) -> bool:
     block_kth = np.sort(tile, axis=1)[:, k - 1].astype(np.float64)
     limit = np.minimum(kth / (1 - relative), block_kth / 255**2 * (1 + relative) / (1 - relative))
     limit_e = np.minimum(np.floor(limit * (255**2 * (1 + 2.0**-40))), 2**31 - 1)
+    expected = (tile <= limit_e[:, None]) & (kth > 0)[:, None]
+    return _same_columns(found, counts, expected)
+
+
+def _rounded_candidates_agree(function) -> bool:
+    """near_rounded_candidates on a small int32 tile (a tie at the k-th value, k copies kept, nothing kept,
+    a row with no slack) against the same rule in float64 and NumPy. The distances are close together
+    (root distances 3.9 to 4.3 in D's units) and the running k-th among them, so that every slack term
+    decides some candidates (a third of them for this seed)."""
+    generator = np.random.default_rng(4)
+    rows, columns, k, widen = 19, 45, 2, 1 + 2e-13
+    tile = generator.integers(1_000_000, 1_200_000, (rows, columns)).astype(np.int32)
+    tile[0, [3, 8, 30]] = tile[0].min()
+    kth = generator.uniform(14.5, 17.5, rows)
+    kth[1], kth[2] = 0.0, np.inf
+    slack = generator.uniform(0.0, 0.05, rows)
+    slack[3] = 0.0
+    found = np.zeros((rows, 64), dtype=np.int32)
+    counts = np.zeros(rows, dtype=np.int64)
+    if function(tile.ctypes.data, columns, rows, columns, kth.ctypes.data, slack.ctypes.data, widen, k,
+                found.ctypes.data, 64, counts.ctypes.data, 2):
+        return False
+    block_kth = np.sort(tile, axis=1)[:, k - 1].astype(np.float64)
+    limit = np.minimum(np.sqrt(kth) * widen + slack, (np.sqrt(block_kth) / 255 + slack) * widen + slack)
+    limit_e = np.minimum(np.floor(limit * limit * (255**2 * (1 + 2.0**-40))), 2**31 - 1)
     expected = (tile <= limit_e[:, None]) & (kth > 0)[:, None]
     return _same_columns(found, counts, expected)
 
