@@ -173,3 +173,13 @@ def test_the_report_sees_a_test_image_inside_a_bank(fake_mnist):
     assert result["exact_test_copies"] == 1
     assert result["exact_test_copy_rows"] == [{"bank_row": 0, "test_index": 3}]
     assert result["samples_identical_to_a_training_image"] == 0  # the training-set checks alone cannot see it
+
+
+def test_gsn_chain_keeps_only_the_means_asked_for_from_the_same_chain():
+    # Keeping every fifth mean after a burn-in must give those means of the whole chain, bit for bit:
+    # every update runs whichever are kept, so the random stream is the same.
+    model, config = gsn.DeepGSN(), gsn.GSNConfig()
+    starts = np.random.default_rng(0).random((7, 784)).astype(np.float32)
+    every_mean = gsn.chain_means(model, starts, 40, config, torch.Generator().manual_seed(3))
+    kept = gsn.chain_means(model, starts, 40, config, torch.Generator().manual_seed(3), first_kept=9, every=5)
+    np.testing.assert_array_equal(kept, every_mean[9::5])

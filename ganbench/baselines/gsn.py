@@ -147,14 +147,19 @@ def train_epoch(state: RunState, config: GSNConfig, images: torch.Tensor) -> dic
 
 
 @torch.no_grad()
-def chain_means(model: DeepGSN, starts: np.ndarray, steps: int, config: GSNConfig, rng: torch.Generator) -> np.ndarray:
-    """(steps, len(starts), 784): the means p(x|h) of parallel chains from salt_and_pepper(starts)."""
+def chain_means(model: DeepGSN, starts: np.ndarray, steps: int, config: GSNConfig, rng: torch.Generator,
+                first_kept: int = 0, every: int = 1) -> np.ndarray:
+    """The means p(x|h) of parallel chains from salt_and_pepper(starts) at updates first_kept,
+    first_kept + every, ... below ``steps``: (kept updates, len(starts), 784). Every update runs
+    (the random stream is the same whichever are kept); only the kept ones' means are stored."""
     x, h2 = salt_and_pepper(torch.as_tensor(starts, dtype=torch.float32), config.salt_and_pepper, rng), None
-    means = np.empty((steps, len(starts), x.shape[1]), dtype=np.float32)
+    kept = range(first_kept, steps, every)
+    means = np.empty((len(kept), len(starts), x.shape[1]), dtype=np.float32)
     product = blas_product if len(starts) == 1 else torch.matmul
     for index in range(steps):
         logits, x, h2 = model.step(x, h2, config, rng, product=product)
-        means[index] = torch.sigmoid(logits).numpy()
+        if index >= first_kept and (index - first_kept) % every == 0:
+            means[(index - first_kept) // every] = torch.sigmoid(logits).numpy()
     return means
 
 
@@ -192,8 +197,8 @@ def sample(model: DeepGSN, count: int, seed: int, config: GSNConfig | None = Non
     chains = min(CHAINS, count)
     per_chain = -(-count // chains)
     starts = train_images[np.random.default_rng(seed).choice(len(train_images), size=chains, replace=False)]
-    means = chain_means(model, starts, BURN_IN + per_chain * THINNING, config, torch.Generator().manual_seed(seed))
-    kept = means[BURN_IN + THINNING - 1::THINNING]          # (per_chain, chains, 784)
+    kept = chain_means(model, starts, BURN_IN + per_chain * THINNING, config, torch.Generator().manual_seed(seed),
+                       first_kept=BURN_IN + THINNING - 1, every=THINNING)   # (per_chain, chains, 784)
     return np.ascontiguousarray(kept.reshape(-1, kept.shape[-1])[:count])
 
 

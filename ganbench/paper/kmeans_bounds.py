@@ -137,7 +137,10 @@ class BoundedAssigner:
         if self.lower is None:
             self.order, self.edges = centroid_groups(centroids)
             columns = centroids.index_select(0, self.order)
-            self.lower = torch.empty((count, len(centroids)), dtype=torch.float32)
+            # Zeros, not empty: filled in one sequential pass the pages are faulted in order (0.11 s for
+            # Table 1's 2 GB on huge pages), where the first step's tiles, each touching 2,048 rows
+            # 40 KB apart, faulted them in scattered (2.3 s on huge pages, 0.8 s on 4 KB pages).
+            self.lower = torch.zeros((count, len(centroids)), dtype=torch.float32)
             self.assignment = torch.zeros(count, dtype=torch.int64)
             pairs = self.first_rows(columns)
             recomputed = count
