@@ -96,3 +96,22 @@ def to_device_many(tensors: list[torch.Tensor], target: torch.device, piece_byte
             drained[slot].record(stream)
             number += 1
     return results
+
+
+# Results up to this size come back from a GPU through pinned memory (a copy at the bus's rate, where
+# a pageable one is staged by the driver); larger ones (millions of queries) are not held pinned.
+PINNED_RESULT_BYTES = 64 << 20
+
+
+def to_host(tensor: torch.Tensor):
+    """``tensor`` as a NumPy array in host memory; from a GPU through pinned memory when it is small.
+
+    The array views the pinned tensor, which it keeps alive; once the array is gone the block goes
+    back to torch's caching host allocator, so repeated calls pin no new memory.
+    """
+    if tensor.device.type != "cuda" or tensor.numel() * tensor.element_size() > PINNED_RESULT_BYTES:
+        return tensor.cpu().numpy()
+    host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+    host.copy_(tensor, non_blocking=True)
+    torch.cuda.current_stream(tensor.device).synchronize()
+    return host.numpy()

@@ -14,7 +14,7 @@ from tolerances import (
     nearest_weight,
 )
 
-from ganbench.devices import to_device, to_device_many
+from ganbench.devices import to_device, to_device_many, to_host
 from ganbench.errors import GanbenchError
 from ganbench.scoring import parzen, protocol
 
@@ -270,3 +270,21 @@ def test_tensors_sharing_the_staging_ring_keep_their_bytes_and_dtypes():
 def test_to_device_leaves_host_tensors_for_the_cpu_unchanged():
     values = torch.arange(12.0).reshape(3, 4)
     assert torch.equal(to_device(values, torch.device("cpu")), values)
+
+
+@pytest.mark.parametrize("sigmas", [[0.1, 0.3, 1.0], []])
+def test_log_sum_exp_on_the_device_equals_the_hosts_to_the_bit(sigmas, rng):
+    # finish_pass forms log_sum_exp where the partial lives; ParzenPass.from_log_shifted_sums is the
+    # host's formula: the same float64 product and difference, so the same bits.
+    x, bank = rng.random((37, 9)).astype(np.float32), rng.random((50, 9)).astype(np.float32)
+    result = parzen.parzen_pass(x, bank, sigmas, backend="torch")
+    host = parzen.ParzenPass.from_log_shifted_sums(result.log_shifted_sums, result.min_sq_distance,
+                                                   result.nearest_index, np.asarray(sigmas))
+    np.testing.assert_array_equal(result.log_sum_exp, host.log_sum_exp)
+    assert result.log_sum_exp.shape == (len(sigmas), 37)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="pinned result copies run only from a CUDA GPU")
+def test_results_come_back_from_a_gpu_unchanged():
+    values = torch.randn(34, 10_001, dtype=torch.float64, device="cuda")
+    np.testing.assert_array_equal(to_host(values), values.cpu().numpy())

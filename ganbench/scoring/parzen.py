@@ -30,7 +30,7 @@ from ganbench.defaults import (
     DEFAULT_PRECISION,
     PRECISIONS,
 )
-from ganbench.devices import resolve_device, to_device_many
+from ganbench.devices import resolve_device, to_device_many, to_host
 from ganbench.errors import GanbenchError
 from ganbench.progress import announce_once as _announce
 from ganbench.scoring import byte_distances, fused_rows, partials
@@ -260,9 +260,14 @@ def finish_pass(partial: partials.BankPartial, query: torch.Tensor, bank: torch.
     log_sums = torch.log(partial.shifted_sums.double())  # >= 0: the nearest term is exactly 1
     if refine:
         log_sums, minima = refine_nearest(log_sums, minima, nearest, query, bank, grid)
-    # One copy to the host (a wait for the GPU each): the indices ride along as float64, exact below 2^53.
-    host = torch.cat([log_sums, minima[None], nearest[None].double()]).cpu().numpy()
-    return ParzenPass.from_log_shifted_sums(host[:-2], host[-2], host[-1].astype(np.int64), grid)
+    # log_sum_exp as ParzenPass.from_log_shifted_sums computes it (the same float64 product and
+    # difference, so the same bits), here on the device: on the host it cost ~0.3 ms at 16 sigmas x
+    # 10,000 queries. One copy to the host (a wait for the GPU): the indices ride along as float64,
+    # exact below 2^53.
+    sigmas = len(grid)
+    log_sum_exp = log_sums - minima[None, :] * partials.half_inverse_variances(grid, log_sums)
+    host = to_host(torch.cat([log_sum_exp, log_sums, minima[None], nearest[None].double()]))
+    return ParzenPass(host[:sigmas], host[-2], host[-1].astype(np.int64), host[sigmas:2 * sigmas])
 
 
 def refine_nearest(log_shifted_sums: torch.Tensor, min_sq_distance: torch.Tensor, nearest_index: torch.Tensor,
