@@ -1,5 +1,3 @@
-import sys
+from ganbench.cli import run
 
-from ganbench.cli import main
-
-sys.exit(main())
+run()

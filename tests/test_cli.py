@@ -191,3 +191,16 @@ def test_importing_ganbench_asks_for_huge_pages_unless_the_user_chose(setting):
             "print(os.environ['THP_MEM_ALLOC_ENABLE'], 'torch' in sys.modules)")
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment)
     assert completed.stdout.split() == [setting or "1", "True"]
+
+
+@pytest.mark.parametrize("setting", [None, "0"])
+def test_the_command_keeps_freed_memory_for_reuse_unless_switched_off(setting):
+    # Run in a child: the setting is for the short-lived command's process, never the caller's.
+    import platform
+
+    environment = {key: value for key, value in os.environ.items() if key != "GANBENCH_RETAIN_MEMORY"}
+    if setting is not None:
+        environment["GANBENCH_RETAIN_MEMORY"] = setting
+    code = "from ganbench import memory; print(memory.retain_freed_memory())"
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment)
+    assert completed.stdout.strip() == str(setting is None and platform.libc_ver()[0] == "glibc")

@@ -12,6 +12,7 @@ import sys
 from ganbench import __version__
 from ganbench.cli import bench, gan, nn, parzen, table1
 from ganbench.errors import GanbenchError
+from ganbench.memory import retain_freed_memory
 
 COMMAND_MODULES = (parzen, gan, table1, nn, bench)
 
@@ -36,6 +37,13 @@ def build_parser() -> argparse.ArgumentParser:
     for module in COMMAND_MODULES:
         module.add_parsers(commands, HelpFormatter)
     return parser
+
+
+def run() -> None:
+    """The ``ganbench`` command (console script and ``python -m ganbench``): ``main`` in a process whose
+    freed memory is kept for reuse (``ganbench.memory``)."""
+    retain_freed_memory()
+    sys.exit(main())
 
 
 def main(argv: list[str] | None = None) -> int:
