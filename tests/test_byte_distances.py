@@ -191,29 +191,37 @@ def test_exact_nearest_neighbours_of_8bit_data_take_byte_candidates(shape, k, rn
     """``nearest(exact_ranking=True)`` on 8-bit data chooses its candidates with exact int8 distances
     and ranks them in float64 as the float32 candidates would: the same neighbours, order and
     distances to the bit (duplicates make exact ties, which go to the lowest index)."""
-    from ganbench.scoring import neighbours
-
     count, bank_count, dimension = shape
     x, bank = as_pixels(random_bytes(rng, count, dimension)), as_pixels(random_bytes(rng, bank_count, dimension))
     x[7] = bank[5]
-    taken = []
-    original = neighbours._top_k_bytes
-    monkeypatch.setattr(neighbours, "_top_k_bytes", lambda *args: taken.append(1) or original(*args))
     bank[:k] = bank[9]                     # k exact copies of one row: a query equal to it has nothing to add
     x[11] = bank[9]
+    for distances, indices in neighbours_both_ways(x, bank, k, "_top_k_bytes", "exact_operands", monkeypatch):
+        assert distances[7, 0] == 0 and distances[11, k - 1] == 0
+        np.testing.assert_array_equal(indices[11], np.arange(k))  # the copies, lowest indices first
+
+
+def neighbours_both_ways(x, bank, k, fast_path, rule, monkeypatch):
+    """``nearest(exact_ranking=True)`` through ``neighbours.<fast_path>`` (asserted taken), then with
+    ``byte_distances.<rule>`` switched off (float32 candidates): the same neighbours, order and
+    distances to the bit, for reference blocks of 2 rows (narrower than k = 3: every row of such a
+    block may enter) and of 32. Returns the fast path's (distances, indices) for each block."""
+    from ganbench.scoring import neighbours
+
+    taken = []
+    original = getattr(neighbours, fast_path)
+    monkeypatch.setattr(neighbours, fast_path, lambda *args: taken.append(1) or original(*args))
     results = {}
-    for name in ("bytes", "float32"):
+    for name in ("fast", "float32"):
         if name == "float32":
-            monkeypatch.setattr(byte_distances, "exact_operands", lambda *args: None)
-        # Blocks of 2 reference rows: narrower than k = 3 (every row of such a block may enter), and of 32.
+            monkeypatch.setattr(byte_distances, rule, lambda *args: None)
         results[name] = [neighbours.nearest(x, bank, k, exact_ranking=True, query_block=16, reference_block=block)
                          for block in (2, 32)]
     assert len(taken) == 2
-    for (distances, indices), (float_distances, float_indices) in zip(results["bytes"], results["float32"]):
+    for (distances, indices), (float_distances, float_indices) in zip(results["fast"], results["float32"]):
         np.testing.assert_array_equal(indices, float_indices)
         np.testing.assert_array_equal(distances, float_distances)
-        assert distances[7, 0] == 0 and distances[11, k - 1] == 0
-        np.testing.assert_array_equal(indices[11], np.arange(k))  # the copies, lowest indices first
+    return results["fast"]
 
 
 @exact_int8
@@ -224,8 +232,6 @@ def test_exact_nearest_neighbours_of_rounded_queries_equal_the_float32_candidate
     """Queries in [0, 1] that are not 8-bit, against 8-bit reference data: the queries rounded to bytes
     choose the candidates (``neighbours._top_k_rounded``) and float64 ranks them as the float32
     candidates would: the same neighbours, order and distances to the bit."""
-    from ganbench.scoring import neighbours
-
     count, bank_count, dimension = shape
     bank = as_pixels(random_bytes(rng, bank_count, dimension), dtype)
     x = rng.random((count, dimension)).astype(dtype)
@@ -236,19 +242,7 @@ def test_exact_nearest_neighbours_of_rounded_queries_equal_the_float32_candidate
     x = np.clip(x, 0, 1)
     bank[:k] = bank[9]                             # k exact copies of one row
     x[11] = bank[9]
-    taken = []
-    original = neighbours._top_k_rounded
-    monkeypatch.setattr(neighbours, "_top_k_rounded", lambda *args: taken.append(1) or original(*args))
-    results = {}
-    for name in ("rounded", "float32"):
-        if name == "float32":
-            monkeypatch.setattr(byte_distances, "rounded_operands", lambda *args: None)
-        results[name] = [neighbours.nearest(x, bank, k, exact_ranking=True, query_block=16, reference_block=block)
-                         for block in (2, 32)]
-    assert len(taken) == 2
-    for (distances, indices), (float_distances, float_indices) in zip(results["rounded"], results["float32"]):
-        np.testing.assert_array_equal(indices, float_indices)
-        np.testing.assert_array_equal(distances, float_distances)
+    for distances, _ in neighbours_both_ways(x, bank, k, "_top_k_rounded", "rounded_operands", monkeypatch):
         assert distances[7, 0] == 0 and distances[11, k - 1] == 0
 
 
