@@ -79,7 +79,15 @@ def to_device_many(tensors: list[torch.Tensor], target: torch.device, piece_byte
         staged.append((tensor.contiguous().reshape(-1).view(torch.uint8), out.reshape(-1).view(torch.uint8)))
     if not staged:
         return results
-    ring = [torch.empty(piece_bytes, dtype=torch.uint8, pin_memory=True) for _ in range(buffers)]
+    total = sum(source.numel() for source, _ in staged)
+    piece_bytes = min(piece_bytes, total)
+    buffers = min(buffers, -(-total // piece_bytes))
+    try:
+        ring = [torch.empty(piece_bytes, dtype=torch.uint8, pin_memory=True) for _ in range(buffers)]
+    except RuntimeError:  # no pinned memory to be had (a low locked-memory limit): the driver's own staging
+        for source, destination in staged:
+            destination.copy_(source)
+        return results
     drained = [None] * buffers
     stream = torch.cuda.current_stream(target)
     number = 0
@@ -111,7 +119,10 @@ def to_host(tensor: torch.Tensor):
     """
     if tensor.device.type != "cuda" or tensor.numel() * tensor.element_size() > PINNED_RESULT_BYTES:
         return tensor.cpu().numpy()
-    host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+    try:
+        host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+    except RuntimeError:  # no pinned memory to be had: a plain copy
+        return tensor.cpu().numpy()
     host.copy_(tensor, non_blocking=True)
     torch.cuda.current_stream(tensor.device).synchronize()
     return host.numpy()

@@ -8,9 +8,10 @@ zeroed by the kernel, and on a virtual machine often backed afresh by the host: 
 took 0.1 s. The command therefore has glibc serve every block from its heap and never trim it:
 freed memory stays in the process and the next block reuses it. `ganbench reproduce table1` from a
 cold cache took 41.0 and 41.9 s against 44.4 and 46.7 s without (two runs each, alternated; page
-faults 0.13 million against 0.30-0.33 million; peak memory 3.5 against 3.4 GB). A library user's
-process is left as it is (a long-lived process would keep its peak memory); the command is short-lived.
-``GANBENCH_RETAIN_MEMORY=0`` switches it off.
+faults 0.13 million against 0.30-0.33 million; peak memory 3.5 against 3.4 GB). Only the command does
+this: a library user's process could live long and would keep its peak memory. (``import ganbench``
+asks torch for huge pages, ``ganbench/__init__.py``, which changes where memory comes from, not how
+much is held.) ``GANBENCH_RETAIN_MEMORY=0`` switches it off.
 """
 from __future__ import annotations
 

@@ -228,10 +228,17 @@ def neighbours_both_ways(x, bank, k, fast_path, rule, monkeypatch):
 @pytest.mark.parametrize("shape", [(23, 41, 1), (37, 300, 785)])
 @pytest.mark.parametrize("k", [1, 3])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_exact_nearest_neighbours_of_rounded_queries_equal_the_float32_candidates(shape, k, dtype, rng, monkeypatch):
+@pytest.mark.parametrize("compiled", [True, False])
+def test_exact_nearest_neighbours_of_rounded_queries_equal_the_float32_candidates(shape, k, dtype, compiled, rng,
+                                                                                 monkeypatch):
     """Queries in [0, 1] that are not 8-bit, against 8-bit reference data: the queries rounded to bytes
-    choose the candidates (``neighbours._top_k_rounded``) and float64 ranks them as the float32
-    candidates would: the same neighbours, order and distances to the bit."""
+    choose the candidates (``neighbours._top_k_rounded``, by the compiled rule and by the eager one)
+    and float64 ranks them as the float32 candidates would: the same neighbours, order and distances
+    to the bit."""
+    from ganbench.scoring import fused_rows
+
+    if not compiled:
+        monkeypatch.setattr(fused_rows, "available", lambda: False)
     count, bank_count, dimension = shape
     bank = as_pixels(random_bytes(rng, bank_count, dimension), dtype)
     x = rng.random((count, dimension)).astype(dtype)
@@ -247,19 +254,26 @@ def test_exact_nearest_neighbours_of_rounded_queries_equal_the_float32_candidate
 
 
 @exact_int8
-def test_rounded_queries_whose_bytes_prefer_another_neighbour_still_get_the_true_one():
-    """Reference rows (10, 13) and (12, 10) / 255, query (10.6, 11.45) / 255: rounded to (11, 11) it is
-    at byte distance 5 from the first and 2 from the second, but its true squared distances are 2.7625
-    and 4.0625 (in 1/255^2): the first is the nearest. Only the rounding's slack keeps it a candidate."""
-    from ganbench.scoring import neighbours
+@pytest.mark.parametrize("compiled", [True, False])
+@pytest.mark.parametrize("reference_block", [1, 2])
+def test_rounded_queries_whose_bytes_prefer_another_neighbour_still_get_the_true_one(compiled, reference_block,
+                                                                                   monkeypatch):
+    """Reference rows (12, 10) and (10, 13) / 255, query (10.6, 11.45) / 255: rounded to (11, 11) it is
+    at byte distance 2 from the first and 5 from the second, but its true squared distances are 4.0625
+    and 2.7625 (in 1/255^2): the second is the nearest. Only the rounding's slack keeps it a candidate:
+    in the running k-th's term with one row a block (the first row's exact distance is kept first),
+    in the block's term with both rows in one block; by the compiled rule and by the eager one."""
+    from ganbench.scoring import fused_rows, neighbours
 
-    bank = as_pixels(np.array([[10, 13], [12, 10]]))
+    if not compiled:
+        monkeypatch.setattr(fused_rows, "available", lambda: False)
+    bank = as_pixels(np.array([[12, 10], [10, 13]]))
     query = np.array([[10.6, 11.45]], dtype=np.float32) / np.float32(255)
     assert byte_distances.rounded_operands(torch.from_numpy(query), torch.from_numpy(bank)) is not None
-    distances, indices = neighbours.nearest(query, bank, exact_ranking=True)
-    assert indices[0, 0] == 0
+    distances, indices = neighbours.nearest(query, bank, exact_ranking=True, reference_block=reference_block)
+    assert indices[0, 0] == 1
     expected = ((query.astype(np.float64) - bank.astype(np.float64)) ** 2).sum(1)
-    assert distances[0, 0] == pytest.approx(expected[0], rel=1e-12) and expected[0] < expected[1]
+    assert distances[0, 0] == pytest.approx(expected[1], rel=1e-12) and expected[1] < expected[0]
 
 
 def test_rounded_operands_need_queries_in_the_unit_range_and_8bit_reference(rng):

@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -193,14 +194,31 @@ def test_importing_ganbench_asks_for_huge_pages_unless_the_user_chose(setting):
     assert completed.stdout.split() == [setting or "1", "True"]
 
 
+@pytest.mark.skipif(__import__("platform").libc_ver()[0] != "glibc", reason="the setting is glibc's")
 @pytest.mark.parametrize("setting", [None, "0"])
 def test_the_command_keeps_freed_memory_for_reuse_unless_switched_off(setting):
-    # Run in a child: the setting is for the short-lived command's process, never the caller's.
-    import platform
-
+    # In a child: the setting is for the short-lived command's process, never the caller's. On, a
+    # 64 MB block comes from glibc's heap (its mmapped bytes, mallinfo2's hblkhd, do not grow), where
+    # it is kept for reuse once freed; off, glibc maps such a block apart and unmaps it on free.
     environment = {key: value for key, value in os.environ.items() if key != "GANBENCH_RETAIN_MEMORY"}
     if setting is not None:
         environment["GANBENCH_RETAIN_MEMORY"] = setting
-    code = "from ganbench import memory; print(memory.retain_freed_memory())"
+    code = ("import ctypes, numpy as np; from ganbench import memory; taken = memory.retain_freed_memory()\n"
+            "class Info(ctypes.Structure):\n"
+            "    _fields_ = [(name, ctypes.c_size_t) for name in ('arena ordblks smblks hblks hblkhd usmblks '\n"
+            "                                                     'fsmblks uordblks fordblks keepcost').split()]\n"
+            "libc = ctypes.CDLL(None); libc.mallinfo2.restype = Info\n"
+            "mapped = libc.mallinfo2().hblkhd; block = np.ones(8 << 20)\n"
+            "print(taken, libc.mallinfo2().hblkhd - mapped < 64 << 20)")
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment)
-    assert completed.stdout.strip() == str(setting is None and platform.libc_ver()[0] == "glibc")
+    assert completed.stdout.split() == [str(setting is None)] * 2, completed.stderr
+
+
+def test_the_command_runs_through_the_entry_that_keeps_memory():
+    import tomllib
+
+    from ganbench import cli
+
+    with open(Path(cli.__file__).parents[2] / "pyproject.toml", "rb") as project:
+        assert tomllib.load(project)["project"]["scripts"]["ganbench"] == "ganbench.cli:run"
+    assert "run()" in (Path(cli.__file__).parents[1] / "__main__.py").read_text()

@@ -267,11 +267,6 @@ def test_tensors_sharing_the_staging_ring_keep_their_bytes_and_dtypes():
         assert torch.equal(copy.cpu(), tensor)
 
 
-def test_to_device_leaves_host_tensors_for_the_cpu_unchanged():
-    values = torch.arange(12.0).reshape(3, 4)
-    assert torch.equal(to_device(values, torch.device("cpu")), values)
-
-
 @pytest.mark.parametrize("sigmas", [[0.1, 0.3, 1.0], []])
 def test_log_sum_exp_on_the_device_equals_the_hosts_to_the_bit(sigmas, rng):
     # finish_pass forms log_sum_exp where the partial lives; ParzenPass.from_log_shifted_sums is the
