@@ -105,10 +105,16 @@ def correctness(mnist, report: dict) -> None:
     reference = parzen.parzen_pass(queries, bank, CHECK_GRID, backend="reference")
     rows = {}
     fixed_tiles = {"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 32}  # skip autotuning for the accuracy-only modes
+    def triton(precision, refine=True):
+        return lambda: parzen.parzen_pass(queries, bank, CHECK_GRID, backend="triton", device="cuda",
+                                          precision=precision, refine=refine)
+
+    # Each row names its precision: the default, auto, takes int8 on these 8-bit data.
     runs = [
-        ("triton tf32x3", lambda: parzen.parzen_pass(queries, bank, CHECK_GRID, backend="triton", device="cuda")),
-        ("triton tf32x3 raw kernel", lambda: parzen.parzen_pass(queries, bank, CHECK_GRID, backend="triton",
-                                                                device="cuda", refine=False)),
+        ("triton int8 (auto here)", triton("int8")),
+        ("triton int8 raw kernel", triton("int8", refine=False)),
+        ("triton tf32x3", triton("tf32x3")),
+        ("triton tf32x3 raw kernel", triton("tf32x3", refine=False)),
         ("triton ieee", lambda: triton_fixed(queries, bank, "ieee", fixed_tiles)),
         ("triton ieee raw kernel", lambda: triton_fixed(queries, bank, "ieee", fixed_tiles, refine=False)),
         ("triton tf32", lambda: triton_fixed(queries, bank, "tf32", fixed_tiles)),
@@ -132,7 +138,7 @@ def correctness(mnist, report: dict) -> None:
     # Split-bank path: few queries against the whole training split.
     few = mnist.test_x[:256]
     reference_split = parzen.parzen_pass(few, mnist.train_x, CHECK_GRID, backend="reference")
-    split = parzen.parzen_pass(few, mnist.train_x, CHECK_GRID, backend="triton", device="cuda")
+    split = parzen.parzen_pass(few, mnist.train_x, CHECK_GRID, backend="triton", device="cuda", precision="tf32x3")
     rows["triton tf32x3 split bank (256 x 50000)"] = {
         "max_abs_error_nats": float(np.abs(split.log_sum_exp - reference_split.log_sum_exp).max()),
         "nearest_index_agreement": float((split.nearest_index == reference_split.nearest_index).mean()),
@@ -158,8 +164,10 @@ def timings(mnist, report: dict, repeats: int, skip_large: bool = False) -> list
         started = time.perf_counter()
         # A few milliseconds a call at 10,000 x 10,000: more repeats for a stable median there.
         repeats_here = repeats if big else 4 * repeats
-        row["triton_s"] = cuda_time(lambda: parzen.parzen_pass(queries, bank, sigmas, backend="triton", device="cuda"),
-                                    repeats_here, warmup=2)
+        # tf32x3 named (the bank, training images plus noise, leaves [0, 1], so auto would take it too, after
+        # trying int8): the kernel-only column below is tf32x3's.
+        row["triton_s"] = cuda_time(lambda: parzen.parzen_pass(queries, bank, sigmas, backend="triton", device="cuda",
+                                                               precision="tf32x3"), repeats_here, warmup=2)
         tuner = parzen_lse._parzen_lse_autotuned
         row["autotuned_config"] = str(getattr(tuner, "best_config", None))
         # Every candidate's time from the tuner (ms): what the next round of tiles should look at.
