@@ -185,13 +185,18 @@ def test_own_data_default_to_the_full_protocol_and_record_the_grid(tmp_path):
 def test_importing_ganbench_asks_for_huge_pages_unless_the_user_chose(setting):
     # torch reads THP_MEM_ALLOC_ENABLE once, at its first allocation: ganbench sets it in its
     # package's first lines, before it imports torch, and keeps a value the user chose.
-    environment = {key: value for key, value in os.environ.items() if key != "THP_MEM_ALLOC_ENABLE"}
+    code = "import sys, os; import ganbench; print(os.environ['THP_MEM_ALLOC_ENABLE'], 'torch' in sys.modules)"
+    assert python_child(code, "THP_MEM_ALLOC_ENABLE", setting).split() == [setting or "1", "True"]
+
+
+def python_child(code: str, variable: str, setting: str | None) -> str:
+    """What ``python -c code`` prints with ``variable`` unset (``setting`` None) or set to ``setting``."""
+    environment = {key: value for key, value in os.environ.items() if key != variable}
     if setting is not None:
-        environment["THP_MEM_ALLOC_ENABLE"] = setting
-    code = ("import sys, os; import ganbench; "
-            "print(os.environ['THP_MEM_ALLOC_ENABLE'], 'torch' in sys.modules)")
+        environment[variable] = setting
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment)
-    assert completed.stdout.split() == [setting or "1", "True"]
+    assert completed.returncode == 0, completed.stderr
+    return completed.stdout
 
 
 def glibc_reports_mapped_bytes() -> bool:
@@ -208,9 +213,6 @@ def test_the_command_keeps_freed_memory_for_reuse_unless_switched_off(setting):
     # In a child: the setting is for the short-lived command's process, never the caller's. On, a
     # 64 MB block comes from glibc's heap (its mmapped bytes, mallinfo2's hblkhd, do not grow), where
     # it is kept for reuse once freed; off, glibc maps such a block apart and unmaps it on free.
-    environment = {key: value for key, value in os.environ.items() if key != "GANBENCH_RETAIN_MEMORY"}
-    if setting is not None:
-        environment["GANBENCH_RETAIN_MEMORY"] = setting
     code = ("import ctypes, numpy as np; from ganbench import memory; taken = memory.retain_freed_memory()\n"
             "class Info(ctypes.Structure):\n"
             "    _fields_ = [(name, ctypes.c_size_t) for name in ('arena ordblks smblks hblks hblkhd usmblks '\n"
@@ -218,8 +220,7 @@ def test_the_command_keeps_freed_memory_for_reuse_unless_switched_off(setting):
             "libc = ctypes.CDLL(None); libc.mallinfo2.restype = Info\n"
             "mapped = libc.mallinfo2().hblkhd; block = np.ones(8 << 20)\n"
             "print(taken, libc.mallinfo2().hblkhd - mapped < 64 << 20)")
-    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment)
-    assert completed.stdout.split() == [str(setting is None)] * 2, completed.stderr
+    assert python_child(code, "GANBENCH_RETAIN_MEMORY", setting).split() == [str(setting is None)] * 2
 
 
 def test_the_command_runs_through_the_entry_that_keeps_memory():
