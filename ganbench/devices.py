@@ -41,9 +41,11 @@ def resolve_device(device: str | torch.device | None, default: str | torch.devic
 # Host tensors of at least this many bytes reach a GPU through pinned staging buffers (below it one
 # plain copy costs less than the staging's launches), in pieces of STAGING_PIECE_BYTES through a ring
 # of STAGING_BUFFERS buffers: the host fills one while the copy engine drains the others. Measured on
-# an H200 (benchmarks/gpu_host.py, one 31 MB float32 array, torch's 16 threads): from pageable memory
-# 2.8-3.8 ms, pinned whole then copied 1.24 ms, staged 4 MB x 2 1.49 ms, 8 MB x 3 1.15 ms, 16 MB x 2
-# 1.22 ms; the two halves alone: the host's copy into pinned memory 0.49 ms, pinned to the GPU 0.60 ms.
+# two H200s (benchmarks/gpu_host.py, one 31 MB float32 array, torch's 16 threads): from pageable memory
+# 2.3-3.8 ms, pinned whole then copied 1.19-1.24 ms, staged 4 MB x 2 1.45-1.49 ms, 8 MB x 3 1.15-1.21 ms,
+# 16 MB x 2 1.20-1.22 ms; the halves alone: the host's copy into pinned memory 0.46-0.49 ms, pinned to
+# the GPU 0.60-0.61 ms. Both inputs of a call through one ring of 4 x 8 MB: 1.96 ms (2.21 ms one after
+# the other).
 STAGING_MIN_BYTES = 4 << 20
 STAGING_PIECE_BYTES = 8 << 20
 STAGING_BUFFERS = 4
