@@ -274,21 +274,30 @@ int64_t near_candidates_row(float* row, int64_t count, float query_norm, double 
   return columns_within(row, count, std::nextafter(static_cast<float>(limit), INFINITY), columns, capacity);
 }
 
+// The columns of an int32 row of E = 255^2 D_bytes whose D_bytes is at most `limit` (float64, in units
+// of D): the limit in units of E, raised by 2^-40 over its few float64 roundings and floored, as the
+// eager rules compute it (INT32_MAX for a limit past every E: +inf when nothing is kept yet).
+constexpr double kByteScale = 65025.0;  // 255^2
+
+int64_t columns_within_distance(const int32_t* row, int64_t count, double limit, int32_t* columns,
+                                int64_t capacity) {
+  const double raised = std::floor(limit * (kByteScale * (1.0 + 0x1p-40)));
+  const int32_t limit_e = raised >= 2147483647.0 ? INT32_MAX : static_cast<int32_t>(raised);
+  return columns_within(row, count, limit_e, columns, capacity);
+}
+
 // The same for 8-bit data's exact distances E = 255^2 D_bytes (ganbench.scoring.neighbours._top_k_bytes):
 // with r the bytes' relative error, the limit is min(kth / (1 - r), t / 255^2 (1 + r) / (1 - r)), t the
 // row's k-th smallest E, in units of E raised by 2^-40 and floored, as the eager rule computes it.
 int64_t near_byte_candidates_row(const int32_t* row, int64_t count, double kth, double relative, int k,
                                  int32_t* columns, int64_t capacity) {
   if (!(kth > 0.0)) return 0;
-  const double scale = 65025.0;  // 255^2
   double limit = kth / (1.0 - relative);
   if (count >= k) {
     const double smallest = static_cast<double>(kth_smallest(row, count, k, INT32_MAX));
-    limit = std::fmin(limit, smallest / scale * (1.0 + relative) / (1.0 - relative));
+    limit = std::fmin(limit, smallest / kByteScale * (1.0 + relative) / (1.0 - relative));
   }
-  const double raised = std::floor(limit * (scale * (1.0 + 0x1p-40)));
-  const int32_t limit_e = raised >= 2147483647.0 ? INT32_MAX : static_cast<int32_t>(raised);
-  return columns_within(row, count, limit_e, columns, capacity);
+  return columns_within_distance(row, count, limit, columns, capacity);
 }
 
 // The same for queries rounded to bytes against 8-bit data (ganbench.scoring.neighbours._top_k_rounded):
@@ -298,15 +307,12 @@ int64_t near_byte_candidates_row(const int32_t* row, int64_t count, double kth, 
 int64_t near_rounded_candidates_row(const int32_t* row, int64_t count, double kth, double slack, double widen,
                                     int k, int32_t* columns, int64_t capacity) {
   if (!(kth > 0.0)) return 0;
-  const double scale = 65025.0;  // 255^2
   double limit = std::sqrt(kth) * widen + slack;
   if (count >= k) {
     const double smallest = static_cast<double>(kth_smallest(row, count, k, INT32_MAX));
     limit = std::fmin(limit, (std::sqrt(smallest) / 255.0 + slack) * widen + slack);
   }
-  const double raised = std::floor(limit * limit * (scale * (1.0 + 0x1p-40)));
-  const int32_t limit_e = raised >= 2147483647.0 ? INT32_MAX : static_cast<int32_t>(raised);
-  return columns_within(row, count, limit_e, columns, capacity);
+  return columns_within_distance(row, count, limit * limit, columns, capacity);
 }
 
 // Rows split over `threads` OpenMP threads, each with a row buffer of `columns` floats. Built against

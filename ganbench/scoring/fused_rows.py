@@ -428,16 +428,10 @@ def _byte_candidates_agree(function) -> bool:
     tile[0, [3, 8, 30]] = tile[0].min()
     kth = generator.uniform(0.0, 300.0, rows)
     kth[1], kth[2] = 0.0, np.inf
-    found = np.zeros((rows, 64), dtype=np.int32)
-    counts = np.zeros(rows, dtype=np.int64)
-    if function(tile.ctypes.data, columns, rows, columns, kth.ctypes.data, relative, k, found.ctypes.data, 64,
-                counts.ctypes.data, 2):
-        return False
     block_kth = np.sort(tile, axis=1)[:, k - 1].astype(np.float64)
     limit = np.minimum(kth / (1 - relative), block_kth / 255**2 * (1 + relative) / (1 - relative))
-    limit_e = np.minimum(np.floor(limit * (255**2 * (1 + 2.0**-40))), 2**31 - 1)
-    expected = (tile <= limit_e[:, None]) & (kth > 0)[:, None]
-    return _same_columns(found, counts, expected)
+    return _integer_rule_agrees(lambda found, counts: function(
+        tile.ctypes.data, columns, rows, columns, kth.ctypes.data, relative, k, found, 64, counts, 2), tile, kth, limit)
 
 
 def _rounded_candidates_agree(function) -> bool:
@@ -453,14 +447,22 @@ def _rounded_candidates_agree(function) -> bool:
     kth[1], kth[2] = 0.0, np.inf
     slack = generator.uniform(0.0, 0.05, rows)
     slack[3] = 0.0
-    found = np.zeros((rows, 64), dtype=np.int32)
-    counts = np.zeros(rows, dtype=np.int64)
-    if function(tile.ctypes.data, columns, rows, columns, kth.ctypes.data, slack.ctypes.data, widen, k,
-                found.ctypes.data, 64, counts.ctypes.data, 2):
-        return False
     block_kth = np.sort(tile, axis=1)[:, k - 1].astype(np.float64)
-    limit = np.minimum(np.sqrt(kth) * widen + slack, (np.sqrt(block_kth) / 255 + slack) * widen + slack)
-    limit_e = np.minimum(np.floor(limit * limit * (255**2 * (1 + 2.0**-40))), 2**31 - 1)
+    root = np.minimum(np.sqrt(kth) * widen + slack, (np.sqrt(block_kth) / 255 + slack) * widen + slack)
+    return _integer_rule_agrees(lambda found, counts: function(
+        tile.ctypes.data, columns, rows, columns, kth.ctypes.data, slack.ctypes.data, widen, k, found, 64, counts, 2),
+        tile, kth, root * root)
+
+
+def _integer_rule_agrees(call, tile: np.ndarray, kth: np.ndarray, limit: np.ndarray) -> bool:
+    """A candidates pass over an int32 tile of E (``call(found, counts)`` with the two output addresses)
+    against its rule's per-row limit in units of D: each E under the limit times 255^2, raised by 2^-40
+    and floored, unless the row's kth is 0 (k exact copies kept)."""
+    found = np.zeros((len(tile), 64), dtype=np.int32)
+    counts = np.zeros(len(tile), dtype=np.int64)
+    if call(found.ctypes.data, counts.ctypes.data):
+        return False
+    limit_e = np.minimum(np.floor(limit * (255**2 * (1 + 2.0**-40))), 2**31 - 1)
     expected = (tile <= limit_e[:, None]) & (kth > 0)[:, None]
     return _same_columns(found, counts, expected)
 

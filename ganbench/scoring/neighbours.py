@@ -168,18 +168,7 @@ def _top_k_rounded(queries, reference, query_bytes, reference_bytes, slack, k, q
         eps = slack[first_row:first_row + len(exact_bytes)]
         # The rule in one compiled read of each row where the library runs (ganbench.scoring.fused_rows).
         found = fused_rows.near_rounded_candidates(exact_bytes, kth, eps, widen, k) if fused else None
-        if found is not None:
-            return found
-        limit = torch.sqrt(kth) * widen + eps
-        if exact_bytes.shape[1] >= k:
-            block_kth = torch.topk(exact_bytes, k, dim=1, largest=False).values[:, -1].double()
-            limit = torch.minimum(limit, (torch.sqrt(block_kth) / byte_distances.LEVELS + eps) * widen + eps)
-        # In units of E, raised by 2^-40 over the few float64 roundings of the limit, then its integer part.
-        limit_e = torch.floor(limit.square() * (byte_distances.DISTANCE_SCALE * (1 + 2.0**-40)))
-        limit_e = limit_e.clamp(max=2**31 - 1).to(torch.int32)  # +inf (nothing kept yet): every E
-        mask = exact_bytes <= limit_e[:, None]
-        mask &= (kth > 0)[:, None]  # k exact copies already kept: nothing can enter
-        return torch.nonzero(mask, as_tuple=True)
+        return found if found is not None else _rounded_candidates(exact_bytes, kth, eps, widen, k)
 
     return _top_k_over_byte_tiles(queries, reference, query_bytes, reference_bytes, k, query_block, reference_block,
                                   candidates)
@@ -214,11 +203,26 @@ def _byte_candidates(exact_bytes: torch.Tensor, kth: torch.Tensor, relative: flo
     if exact_bytes.shape[1] >= k:
         block_kth = torch.topk(exact_bytes, k, dim=1, largest=False).values[:, -1].double()
         limit = torch.minimum(limit, block_kth / byte_distances.DISTANCE_SCALE * (1 + relative) / (1 - relative))
-    # In units of E, raised by 2^-40 over the few float64 roundings above, then its integer part.
+    return _within_distance(exact_bytes, kth, limit)
+
+
+def _rounded_candidates(exact_bytes: torch.Tensor, kth: torch.Tensor, eps: torch.Tensor, widen: float, k: int):
+    """(row, column) pairs of an int32 tile of E that may enter the running top k (see ``_top_k_rounded``)."""
+    limit = torch.sqrt(kth) * widen + eps
+    if exact_bytes.shape[1] >= k:
+        block_kth = torch.topk(exact_bytes, k, dim=1, largest=False).values[:, -1].double()
+        limit = torch.minimum(limit, (torch.sqrt(block_kth) / byte_distances.LEVELS + eps) * widen + eps)
+    return _within_distance(exact_bytes, kth, limit.square())
+
+
+def _within_distance(exact_bytes: torch.Tensor, kth: torch.Tensor, limit: torch.Tensor):
+    """(row, column) pairs of an int32 tile of E whose D_bytes is at most the row's ``limit`` (float64, in
+    units of D), none in a row whose running k-th distance is 0 (k exact copies kept: nothing can enter)."""
+    # In units of E, raised by 2^-40 over the few float64 roundings of the limit, then its integer part.
     limit_e = torch.floor(limit * (byte_distances.DISTANCE_SCALE * (1 + 2.0**-40)))
     limit_e = limit_e.clamp(max=2**31 - 1).to(torch.int32)  # +inf (nothing kept yet): every E
     mask = exact_bytes <= limit_e[:, None]
-    mask &= (kth > 0)[:, None]  # k exact copies already kept: nothing can enter
+    mask &= (kth > 0)[:, None]
     return torch.nonzero(mask, as_tuple=True)
 
 
