@@ -57,7 +57,7 @@ import numpy as np
 import torch
 import triton
 import triton.language as tl
-from ganbench.kernels import partial_tiles, parzen_lse, parzen_operands
+from ganbench.kernels import launches, partial_tiles, parzen_lse, parzen_operands
 from ganbench.kernels import parzen_int8_operands as operands
 
 from ganbench.errors import GanbenchError
@@ -82,7 +82,9 @@ class NotInt8Data(GanbenchError):
     """Queries that are not 8-bit, or a bank outside [0, 1]: precision ``auto`` then scores with tf32x3."""
 
 
-@triton.jit(do_not_specialize=["query_bucket", "bank_bucket"])
+# The row counts are only compared with indices: not specialized on, so one compiled kernel (and one shipped
+# with ganbench, kernels/prebuilt.py) serves every n and m.
+@triton.jit(do_not_specialize=["n_queries", "n_bank", "query_bucket", "bank_bucket"])
 def _parzen_int8_kernel(
     # pointers
     query_ptr, bank_ptr, query_terms_ptr, bank_terms_ptr, scale32_ptr, scale64_ptr,
@@ -307,24 +309,40 @@ def parzen_int8_launch(query: torch.Tensor, bank: torch.Tensor, query_terms: tor
     rows_per_split = rows_per_split or parzen_lse._split_rows(n_queries, n_bank, device, tiles["BLOCK_N"])
     if rows_per_split % tiles["BLOCK_N"]:
         raise GanbenchError("rows_per_split must be a multiple of BLOCK_N")
+    call, outputs = parzen_int8_call(query, bank, query_terms, bank_terms, grid_sigmas, n_queries=n_queries,
+                                     n_bank=n_bank, width=width, digits=digits, correction=correction,
+                                     rows_per_split=rows_per_split, tiles=tiles)
+    if blocks is None and not INTERPRETED:
+        # Autotuning: the same arguments; the tuner adds the tile, and the grid follows it.
+        grid = lambda config: (triton.cdiv(n_queries, config["BLOCK_M"]), call.grid[1])  # noqa: E731
+        _parzen_int8_autotuned[grid](*call.args, **{key: call.meta[key] for key in AUTOTUNED_META})
+    else:
+        call.launch()
+    return outputs
+
+
+AUTOTUNED_META = ("NUM_SIGMAS", "DIGITS", "CORRECTION")  # the autotuner adds the tiles and launch options
+
+
+def parzen_int8_call(query: torch.Tensor, bank: torch.Tensor, query_terms: torch.Tensor, bank_terms: torch.Tensor,
+                     sigmas: np.ndarray, *, n_queries: int, n_bank: int, width: int, digits: int, correction: bool,
+                     rows_per_split: int, tiles: dict):
+    """The launch ``parzen_int8_launch`` makes with ``tiles`` (BLOCK_M, BLOCK_N, BLOCK_K, optionally
+    num_warps and num_stages), its outputs allocated: (call, (min_out, index_out, sums_out))."""
+    device = query.device
     splits = triton.cdiv(n_bank, rows_per_split)
-    scales = partials.half_inverse_variances(grid_sigmas, np.zeros(1), factor=LOG2_E)[:, 0] / operands.DISTANCE_SCALE
+    scales = partials.half_inverse_variances(sigmas, np.zeros(1), factor=LOG2_E)[:, 0] / operands.DISTANCE_SCALE
     scale32 = partials.queued_copy(torch.tensor(scales, dtype=torch.float32), device)
     scale64 = partials.queued_copy(torch.tensor(scales, dtype=torch.float64), device)
     min_out = torch.empty(splits, n_queries, dtype=torch.int64, device=device)
     index_out = torch.empty(splits, n_queries, dtype=torch.int32, device=device)
-    sums_out = torch.empty(splits, grid_sigmas.size, n_queries, dtype=torch.float64, device=device)
+    sums_out = torch.empty(splits, sigmas.size, n_queries, dtype=torch.float64, device=device)
     arguments = (query, bank, query_terms, bank_terms, scale32, scale64, min_out, index_out, sums_out,
                  n_queries, n_bank, width, rows_per_split, query.stride(0), bank.stride(0),
                  partial_tiles.bucket(n_queries), partial_tiles.bucket(n_bank))
-    meta = {"NUM_SIGMAS": grid_sigmas.size, "DIGITS": digits, "CORRECTION": bool(correction)}
-    if blocks is None and not INTERPRETED:
-        grid = lambda config: (triton.cdiv(n_queries, config["BLOCK_M"]), splits)  # noqa: E731
-        _parzen_int8_autotuned[grid](*arguments, **meta)
-    else:
-        grid = (triton.cdiv(n_queries, tiles["BLOCK_M"]), splits)
-        _parzen_int8_kernel[grid](*arguments, **meta, **tiles)
-    return min_out, index_out, sums_out
+    meta = {"NUM_SIGMAS": sigmas.size, "DIGITS": digits, "CORRECTION": bool(correction), **tiles}
+    grid = (triton.cdiv(n_queries, tiles["BLOCK_M"]), splits)
+    return launches.KernelCall(_parzen_int8_kernel, grid, arguments, meta), (min_out, index_out, sums_out)
 
 
 # ---- public function -------------------------------------------------------------------------------

@@ -46,6 +46,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+from ganbench.kernels import launches
 
 from ganbench.errors import GanbenchError
 
@@ -66,7 +67,9 @@ INTERPRETER_TILE = {"BLOCK_R": 16, "BLOCK_D": 32}
 GPU_TILE = {"BLOCK_R": 16, "BLOCK_D": 64, "num_warps": 8}
 
 
-@triton.jit
+# The row count is only compared with row indices: not specialized on, so one compiled kernel (and
+# one shipped with ganbench, kernels/prebuilt.py) serves every count.
+@triton.jit(do_not_specialize=["count"])
 def _int8_operands_kernel(rows_ptr, out_ptr, terms_ptr, unrepresentable_ptr, extended_ptr,
                           count, dim, width, stride_rows, stride_out,
                           QUERY: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):
@@ -187,6 +190,14 @@ def int8_operands_launch(rows: torch.Tensor, role: str, row_multiple: int, width
     Returns (operand int8 (padded rows, blocks * width), terms int64 (n,), unrepresentable int32 (n,),
     extended int32 (n,), width).
     """
+    call, outputs = int8_operands_call(rows, role, row_multiple, width_multiple,
+                                       INTERPRETER_TILE if interpreted else GPU_TILE)
+    call.launch()
+    return outputs
+
+
+def int8_operands_call(rows: torch.Tensor, role: str, row_multiple: int, width_multiple: int, tile: dict):
+    """The launch ``int8_operands_launch`` makes, checked and with its outputs allocated: (call, outputs)."""
     if rows.ndim != 2:
         raise GanbenchError(f"rows must be (n, d), got shape {tuple(rows.shape)}")
     if rows.dtype not in (torch.float32, torch.float64):
@@ -203,11 +214,12 @@ def int8_operands_launch(rows: torch.Tensor, role: str, row_multiple: int, width
     terms = torch.empty(count, dtype=torch.int64, device=rows.device)
     unrepresentable = torch.empty(count, dtype=torch.int32, device=rows.device)
     extended = torch.empty(count, dtype=torch.int32, device=rows.device)
-    tile = INTERPRETER_TILE if interpreted else GPU_TILE
     grid = (triton.cdiv(padded_rows, tile["BLOCK_R"]),)  # tile may also name num_warps
-    _int8_operands_kernel[grid](rows, operand, terms, unrepresentable, extended, count, dim, width,
-                                rows.stride(0), operand.stride(0), QUERY=role == "query", **tile)
-    return operand, terms, unrepresentable, extended, width
+    call = launches.KernelCall(_int8_operands_kernel, grid,
+                               (rows, operand, terms, unrepresentable, extended, count, dim, width,
+                                rows.stride(0), operand.stride(0)),
+                               {"QUERY": role == "query", **tile})
+    return call, (operand, terms, unrepresentable, extended, width)
 
 
 # ---- public function -------------------------------------------------------------------------------

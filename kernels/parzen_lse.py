@@ -35,7 +35,7 @@ import numpy as np
 import torch
 import triton
 import triton.language as tl
-from ganbench.kernels import partial_tiles, parzen_operands
+from ganbench.kernels import launches, partial_tiles, parzen_operands
 
 from ganbench.errors import GanbenchError
 from ganbench.scoring import partials
@@ -49,7 +49,9 @@ INTERPRETER_BLOCKS = {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 32}
 BANK_PIECE_ROWS = 1 << 20  # bank rows per launch: the tf32x3 operand of a piece is ~10 GB at d = 784
 
 
-@triton.jit(do_not_specialize=["query_bucket", "bank_bucket"])
+# The row counts are only compared with indices: not specialized on, so one compiled kernel (and one shipped
+# with ganbench, kernels/prebuilt.py) serves every n and m.
+@triton.jit(do_not_specialize=["n_queries", "n_bank", "query_bucket", "bank_bucket"])
 def _parzen_lse_kernel(
     # pointers
     query_ptr, bank_ptr, query_norm_ptr, bank_norm_ptr, scale_ptr,
@@ -239,22 +241,39 @@ def parzen_lse_launch(query: torch.Tensor, bank: torch.Tensor, query_norms: torc
     if splits * num_sigmas * n_queries >= 2**31:  # the sums' output offsets are int32
         raise GanbenchError(f"{splits} splits x {num_sigmas} sigmas x {n_queries} queries exceed int32 offsets; "
                             "score fewer queries at a time")
+    call, outputs = parzen_lse_call(query, bank, query_norms, bank_norms, grid_sigmas, n_queries=n_queries,
+                                    n_bank=n_bank, dot_precision=dot_precision, rows_per_split=rows_per_split,
+                                    tiles=blocks)
+    if blocks is MAX_BLOCKS and not INTERPRETED:
+        # Autotuning: the same arguments; the tuner adds the tile, and the grid follows it.
+        grid = lambda config: (triton.cdiv(n_queries, config["BLOCK_M"]), call.grid[1])  # noqa: E731
+        _parzen_lse_autotuned[grid](*call.args, **{key: call.meta[key] for key in AUTOTUNED_META})
+    else:
+        call.launch()
+    return outputs
+
+
+AUTOTUNED_META = ("NUM_SIGMAS", "PRECISION")  # the autotuner adds the tiles and launch options
+
+
+def parzen_lse_call(query: torch.Tensor, bank: torch.Tensor, query_norms: torch.Tensor, bank_norms: torch.Tensor,
+                    sigmas: np.ndarray, *, n_queries: int, n_bank: int, dot_precision: str, rows_per_split: int,
+                    tiles: dict):
+    """The launch ``parzen_lse_launch`` makes with ``tiles`` (BLOCK_M, BLOCK_N, BLOCK_K, optionally num_warps
+    and num_stages), its outputs allocated: (call, (min_out, index_out, sums_out))."""
+    device = query.device
+    splits = triton.cdiv(n_bank, rows_per_split)
     # log2(e) / (2 sigma^2): exp2 in the kernel (an error, never inf, if float32 cannot hold it)
-    scales = partials.half_inverse_variances(grid_sigmas, query, factor=LOG2_E)[:, 0].contiguous()
+    scales = partials.half_inverse_variances(sigmas, query, factor=LOG2_E)[:, 0].contiguous()
     min_out = torch.empty(splits, n_queries, dtype=torch.float32, device=device)
     index_out = torch.empty(splits, n_queries, dtype=torch.int32, device=device)
-    sums_out = torch.empty(splits, num_sigmas, n_queries, dtype=torch.float32, device=device)
+    sums_out = torch.empty(splits, sigmas.size, n_queries, dtype=torch.float32, device=device)
     arguments = (query, bank, query_norms, bank_norms, scales, min_out, index_out, sums_out,
                  n_queries, n_bank, query.shape[1], rows_per_split, query.stride(0), bank.stride(0),
                  partial_tiles.bucket(n_queries), partial_tiles.bucket(n_bank))
-    meta = {"NUM_SIGMAS": num_sigmas, "PRECISION": dot_precision}
-    if blocks is MAX_BLOCKS and not INTERPRETED:
-        grid = lambda config: (triton.cdiv(n_queries, config["BLOCK_M"]), splits)  # noqa: E731
-        _parzen_lse_autotuned[grid](*arguments, **meta)
-    else:
-        grid = (triton.cdiv(n_queries, blocks["BLOCK_M"]), splits)
-        _parzen_lse_kernel[grid](*arguments, **meta, **blocks)  # blocks may also name num_warps, num_stages
-    return min_out, index_out, sums_out
+    meta = {"NUM_SIGMAS": sigmas.size, "PRECISION": dot_precision, **tiles}
+    grid = (triton.cdiv(n_queries, tiles["BLOCK_M"]), splits)
+    return launches.KernelCall(_parzen_lse_kernel, grid, arguments, meta), (min_out, index_out, sums_out)
 
 
 # ---- public function -------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ import os
 import torch
 import triton
 import triton.language as tl
+from ganbench.kernels import launches
 
 from ganbench.defaults import DEFAULT_PRECISION, PRECISIONS
 from ganbench.errors import GanbenchError
@@ -34,7 +35,8 @@ TF32_HALF_STEP = tl.constexpr(0x1000)
 TF32_KEEP_MASK = tl.constexpr(-0x2000)  # ~0x1FFF as int32
 
 
-@triton.jit
+# The row count is only compared with row indices: not specialized on (kernels/prebuilt.py).
+@triton.jit(do_not_specialize=["count"])
 def _operands_kernel(rows_ptr, centre_ptr, out_ptr, norms_ptr,
                      count, padded_count, dim, stride_rows, stride_out,
                      SPLIT: tl.constexpr, QUERY: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):
@@ -147,6 +149,14 @@ def operands_launch(rows: torch.Tensor, centre: torch.Tensor, role: str, precisi
         if not is_power_of_two(block):
             raise GanbenchError(f"{name} must be a power of two (tl.arange needs it), got {block!r}")
     check_launch(precision, rows.device)
+    call, outputs = operands_call(rows, centre, role, precision, row_multiple, width_multiple, blocks)
+    call.launch()
+    return outputs
+
+
+def operands_call(rows: torch.Tensor, centre: torch.Tensor, role: str, precision: str, row_multiple: int,
+                  width_multiple: int, blocks: tuple[int, int] = OPERAND_BLOCKS):
+    """The launch ``operands_launch`` makes once its checks pass, outputs allocated: (call, (operand, norms))."""
     rows, centre = rows.contiguous(), centre.contiguous()
     count, dim = rows.shape
     parts = 3 if precision == "tf32x3" else 1
@@ -157,9 +167,11 @@ def operands_launch(rows: torch.Tensor, centre: torch.Tensor, role: str, precisi
     norms = torch.empty(count, dtype=torch.float32, device=rows.device)
     block_rows, block_dim = blocks
     grid = (triton.cdiv(padded_rows, block_rows),)
-    _operands_kernel[grid](rows, centre, operand, norms, count, padded_rows, dim, rows.stride(0), operand.stride(0),
-                           SPLIT=parts == 3, QUERY=role == "query", BLOCK_R=block_rows, BLOCK_D=block_dim)
-    return operand, norms
+    call = launches.KernelCall(_operands_kernel, grid,
+                               (rows, centre, operand, norms, count, padded_rows, dim, rows.stride(0), operand.stride(0)),
+                               {"SPLIT": parts == 3, "QUERY": role == "query", "BLOCK_R": block_rows,
+                                "BLOCK_D": block_dim})
+    return call, (operand, norms)
 
 
 # ---- public function -------------------------------------------------------------------------------
