@@ -45,7 +45,7 @@ if __name__ == "__main__" and "--dry-run" in sys.argv:
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import triton  # noqa: E402
-from ganbench.kernels import parzen_int8, parzen_lse, parzen_operands  # noqa: E402
+from ganbench.kernels import parzen_int8, parzen_lse, parzen_operands, prebuilt  # noqa: E402
 
 from ganbench import SHIPPED_GENERATOR  # noqa: E402
 from ganbench.data import load_mnist  # noqa: E402
@@ -236,8 +236,10 @@ ready = time.perf_counter()
 parzen.parzen_pass(queries, bank, sigmas, backend="triton", device=device, precision=precision)
 if device == "cuda":
     torch.cuda.synchronize()
-print(json.dumps({"first_call_s": time.perf_counter() - ready, "imports_s": imported - started,
-                  "device_setup_and_copy_s": ready - imported}))
+finished = time.perf_counter()
+from ganbench.kernels import prebuilt
+print(json.dumps({"first_call_s": finished - ready, "imports_s": imported - started,
+                  "device_setup_and_copy_s": ready - imported, "shipped_kernels_seeded": len(prebuilt.seeded)}))
 """
 
 
@@ -394,7 +396,7 @@ def fresh_process_targets(run: TargetRun, inputs: dict, precision: str) -> None:
     machine that never ran ganbench (an empty Triton cache: every kernel compiles)."""
     section = run.report["targets"].setdefault(precision, {})
 
-    def first_call(cold: bool) -> dict:
+    def first_call(cold: bool, shipped_kernels: bool = True) -> dict:
         with tempfile.TemporaryDirectory() as folder:
             paths = [str(Path(folder) / name) for name in ("queries.npy", "bank.npy")]
             np.save(paths[0], inputs["queries"])
@@ -402,6 +404,8 @@ def fresh_process_targets(run: TargetRun, inputs: dict, precision: str) -> None:
             environment = dict(os.environ)
             if cold:
                 environment["TRITON_CACHE_DIR"] = str(Path(folder) / "triton-cache")
+            if not shipped_kernels:
+                environment[prebuilt.DISABLE_VARIABLE] = "0"
             started = time.perf_counter()
             completed = subprocess.run([sys.executable, "-c", FIRST_CALL_CODE, *paths, run.device.type, precision,
                                         json.dumps(TARGET_GRID.tolist())], capture_output=True, text=True, timeout=300,
@@ -414,6 +418,9 @@ def fresh_process_targets(run: TargetRun, inputs: dict, precision: str) -> None:
 
     measure(run, section, "fresh_process", lambda: first_call(cold=False))
     measure(run, section, "fresh_process_empty_triton_cache", lambda: first_call(cold=True))
+    # The same without the kernels shipped compiled for sm_90 (kernels/prebuilt.py): every kernel compiles.
+    measure(run, section, "fresh_process_empty_triton_cache_compiling",
+            lambda: first_call(cold=True, shipped_kernels=False))
 
 
 def shared_targets(run: TargetRun, inputs: dict) -> np.ndarray | None:

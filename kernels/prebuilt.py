@@ -1,0 +1,346 @@
+"""Kernels compiled ahead of time for the GPUs ganbench ships tiles for (sm_90: H100 and H200).
+
+A first call in a new process with an empty Triton cache compiles each kernel it launches (the
+int8 operands kernel in two roles, then the Parzen kernel): 3.6-3.7 s on an H200, most of it
+Triton's front end, MLIR, LLVM and ptxas (docs/performance.md). What they produce, a cubin and
+Triton's metadata, depends on the kernel's source and specialization, the compile options, the
+target and Triton's version, and on nothing of the user's machine, so ganbench ships it:
+
+- ``python -m ganbench.kernels.prebuilt build`` compiles every launch of ``shipped_calls()`` for
+  sm_90 on any machine (Triton's compiler and ptxas run on the CPU; no GPU is needed) into
+  ``kernels/prebuilt/sm_90/``: a cubin and Triton's metadata per kernel, and a manifest. The calls
+  are the launchers' own ``KernelCall``s on small CPU tensors, specialized by Triton's own binder,
+  so each is compiled exactly as the launch will ask Triton for it.
+- At run time (``install``, on a CUDA device) Triton's ``jit_cache_hook`` is called before Triton
+  compiles a kernel it has not compiled in this process. For a ganbench kernel whose source hash
+  (Triton's: the source and everything it calls, the signature, the specialization, the
+  constexprs), options hash and backend hash (ptxas version and arch) equal a manifest entry
+  built by the same Triton version, the hook writes the shipped files into Triton's cache under
+  the key Triton computes itself; Triton's compile then finds them there, as it would its own.
+  Anything else (another GPU, another Triton, an edited kernel, a variable that changes
+  compilation, a read-only cache) compiles as before. ``GANBENCH_PREBUILT=0`` switches it off.
+
+``install`` also starts hashing Triton's own sources (Triton's cache key: 0.3-0.4 s, mostly a
+SHA-256 of its 415 MB library, which releases Python's lock) on a thread, while the main thread
+starts CUDA's driver and prepares the first launch; the hook waits for it.
+
+``python -m ganbench.kernels.prebuilt check`` (and tests/test_prebuilt.py) fails when a kernel has
+changed since the files were built: rebuild them with the command above.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import torch
+import triton
+
+from ganbench.errors import GanbenchError
+
+ARCH = 90                                   # sm_90: the capability of H100 and H200
+FOLDER = Path(__file__).parent / "prebuilt" / f"sm_{ARCH}"
+MANIFEST = FOLDER / "manifest.json"
+DISABLE_VARIABLE = "GANBENCH_PREBUILT"
+# Sigmas per pass shipped: nearest neighbours only (k-means, memorisation), one (a test set at the
+# chosen sigma), the paper's grid of 10, the full protocol's first grid of 13, 16 (the benchmark's).
+SIGMA_COUNTS = (0, 1, 10, 13, 16)
+DIMENSION = 784                             # rows of this width (any multiple of 16 specializes alike)
+INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+# ---- the shipped launches --------------------------------------------------------------------------
+
+def shipped_calls() -> list:
+    """Every launch whose kernel ships compiled, from the launchers' own call functions on CPU tensors.
+
+    Triton specializes on the arguments' types, 16-byte alignment and divisibility by 16 (the row
+    counts are not specialized on): widths, strides and split sizes are multiples of 16 in every
+    launch, and data of any dimension d divisible by 16 (784 for MNIST) meet these same kernels.
+    """
+    from ganbench.kernels import partial_tiles, parzen_int8, parzen_lse, parzen_operands
+    from ganbench.kernels import parzen_int8_operands as int8_operands
+
+    calls = []
+    for dtype in (torch.float32, torch.float64):          # the int8 path takes either as it is
+        for role in int8_operands.ROLES:
+            call, _ = int8_operands.int8_operands_call(torch.zeros(16, DIMENSION, dtype=dtype), role, 16,
+                                                       parzen_int8.WIDTH_MULTIPLE, int8_operands.GPU_TILE)
+            calls.append(call)
+    width = triton.cdiv(DIMENSION, parzen_int8.WIDTH_MULTIPLE) * parzen_int8.WIDTH_MULTIPLE
+    tiles = partial_tiles.SHIPPED_TILES[("int8", (9, 0))]
+    query = torch.zeros(tiles["BLOCK_M"], int8_operands.QUERY_BLOCKS * width, dtype=torch.int8)
+    bank = torch.zeros(parzen_lse.SPLIT_ROWS_MULTIPLE, int8_operands.BANK_BLOCKS * width, dtype=torch.int8)
+    terms = torch.zeros(len(query), dtype=torch.int64), torch.zeros(len(bank), dtype=torch.int64)
+    for count in SIGMA_COUNTS:
+        for digits in (1, 4):
+            for correction in (False, True):
+                call, _ = parzen_int8.parzen_int8_call(
+                    query, bank, *terms, np.linspace(0.1, 1.0, count), n_queries=len(query), n_bank=len(bank),
+                    width=width, digits=digits, correction=correction, rows_per_split=len(bank), tiles=tiles)
+                calls.append(call)
+    # tf32x3, for queries that are not 8-bit: float32 operands split in three, a plain TF32 dot.
+    rows, centre = torch.zeros(16, DIMENSION), torch.zeros(DIMENSION)
+    block_k = parzen_lse.MAX_BLOCKS["BLOCK_K"]
+    operands = [parzen_operands.operands_call(rows, centre, role, "tf32x3", 16, block_k)[0]
+                for role in parzen_operands.ROLES]
+    calls.extend(operands)
+    tiles = partial_tiles.SHIPPED_TILES[("tf32", (9, 0))]
+    query = torch.zeros(tiles["BLOCK_M"], operands[0].args[2].shape[1])
+    bank = torch.zeros(parzen_lse.SPLIT_ROWS_MULTIPLE, query.shape[1])
+    norms = torch.zeros(len(query)), torch.zeros(len(bank))
+    for count in sorted({max(count, 1) for count in SIGMA_COUNTS}):  # the kernel takes at least one sigma
+        call, _ = parzen_lse.parzen_lse_call(query, bank, *norms, np.linspace(0.1, 1.0, count),
+                                             n_queries=len(query), n_bank=len(bank), dot_precision="tf32",
+                                             rows_per_split=len(bank), tiles=tiles)
+        calls.append(call)
+    return calls
+
+
+def function_name(jit_function) -> str:
+    return f"{jit_function.fn.__module__}:{jit_function.fn.__qualname__}"
+
+
+def specialize(call, backend):
+    """(ASTSource, options) of ``call`` as Triton's launch builds them (JITFunction.run: its binder,
+    the debug and instrumentation options it adds, then _pack_args)."""
+    from triton import knobs
+    from triton.compiler import ASTSource
+    from triton.runtime.jit import create_function_from_signature
+
+    kernel = call.kernel
+    binder = create_function_from_signature(kernel.signature, kernel.params, backend)
+    kwargs = dict(call.meta)
+    kwargs["debug"] = kwargs.get("debug", kernel.debug) or knobs.runtime.debug
+    kwargs["instrumentation_mode"] = knobs.compilation.instrumentation_mode
+    bound_args, specialization, options = binder(*call.args, **kwargs)
+    options, signature, constexprs, attrs = kernel._pack_args(backend, kwargs, bound_args, specialization, options)
+    return ASTSource(kernel, signature, constexprs, attrs), options
+
+
+def target_backend():
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler.compiler import make_backend
+
+    target = GPUTarget("cuda", ARCH, 32)
+    return target, make_backend(target)
+
+
+# ---- build and check (offline) ---------------------------------------------------------------------
+
+def build(folder: Path = FOLDER) -> list[dict]:
+    """Compile every shipped call for sm_90 into ``folder`` (cubin, metadata, manifest); returns the entries."""
+    if INTERPRETED:
+        raise GanbenchError("building kernels needs Triton's compiler: unset TRITON_INTERPRET")
+    target, backend = target_backend()
+    folder.mkdir(parents=True, exist_ok=True)
+    entries, written = [], set()
+    for call in shipped_calls():
+        source, options = specialize(call, backend)
+        compiled = triton.compile(source, target=target, options=options.__dict__)
+        stem = f"{call.kernel.fn.__name__}-{source.hash()[:16]}"
+        metadata = compiled.metadata._asdict()
+        metadata["target"] = vars(metadata["target"])
+        _write_atomically(folder / f"{stem}.cubin", compiled.asm["cubin"])
+        _write_atomically(folder / f"{stem}.json", json.dumps(metadata, indent=1, sort_keys=True).encode())
+        written.update({f"{stem}.cubin", f"{stem}.json"})
+        entries.append({"function": function_name(call.kernel), "source_hash": source.hash(),
+                        "options_hash": options.hash(), "backend_hash": backend.hash(), "file": stem,
+                        "file_name": source.name[:150], "signature": source.signature,
+                        "constexprs": {repr(path): value for path, value in source.constants.items()}})
+    manifest = {"triton": triton.__version__, "arch": ARCH, "kernels": entries}
+    _write_atomically(folder / MANIFEST.name, json.dumps(manifest, indent=1).encode())
+    for stale in folder.iterdir():
+        if stale.name not in written and stale.name != MANIFEST.name:
+            stale.unlink()
+    return entries
+
+
+def stale_entries(folder: Path = FOLDER) -> list[str]:
+    """What no longer matches: shipped calls without an entry for their current source, options or
+    backend, entries no call makes, and a manifest built by another Triton. Empty when up to date."""
+    if INTERPRETED:
+        raise GanbenchError("checking kernels needs Triton's compiler: unset TRITON_INTERPRET")
+    manifest = read_manifest(folder)
+    if manifest is None:
+        return [f"no manifest at {folder / MANIFEST.name}"]
+    problems = [] if manifest["triton"] == triton.__version__ else [
+        f"built by Triton {manifest['triton']}, this is {triton.__version__}"]
+    _, backend = target_backend()
+    by_hash = {entry["source_hash"]: entry for entry in manifest["kernels"]}
+    used = set()
+    for call in shipped_calls():
+        source, options = specialize(call, backend)
+        entry = by_hash.get(source.hash())
+        if entry is None:
+            problems.append(f"{function_name(call.kernel)} {call.meta}: no entry for its current source")
+        elif (entry["options_hash"], entry["backend_hash"]) != (options.hash(), backend.hash()):
+            problems.append(f"{entry['file']}: built with other options or another ptxas")
+        else:
+            used.add(entry["source_hash"])
+    problems += [f"{entry['file']}: no shipped call makes it" for entry in manifest["kernels"]
+                 if entry["source_hash"] not in used]
+    return problems
+
+
+def read_manifest(folder: Path = FOLDER) -> dict | None:
+    try:
+        return json.loads((folder / MANIFEST.name).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_bytes(data)
+    os.replace(temporary, path)
+
+
+# ---- run time: seeding Triton's cache --------------------------------------------------------------
+
+_installed = False
+_install_lock = threading.Lock()
+_key_thread: threading.Thread | None = None
+_entries: dict[str, dict[str, dict]] = {}    # function -> source hash -> manifest entry
+_announced = False
+seeded: list[str] = []                         # the shipped kernels written into Triton's cache, this process
+
+
+def install(device: torch.device) -> None:
+    """Once a process, on a CUDA device (never under the interpreter): start hashing Triton's sources
+    and, where the manifest was built by this Triton, hook Triton's compilation to the shipped kernels."""
+    global _installed, _key_thread
+    if _installed or INTERPRETED or device.type != "cuda" or os.environ.get(DISABLE_VARIABLE, "1") == "0":
+        return
+    with _install_lock:
+        if _installed:
+            return
+        _installed = True
+        from triton import knobs
+        from triton.runtime.cache import triton_key
+
+        _key_thread = threading.Thread(target=_quietly(triton_key), name="ganbench-triton-key", daemon=True)
+        _key_thread.start()
+        manifest = read_manifest()
+        if manifest is None or manifest.get("triton") != triton.__version__ or manifest.get("arch") != ARCH:
+            return
+        for entry in manifest["kernels"]:
+            _entries.setdefault(entry["function"], {})[entry["source_hash"]] = entry
+        knobs.runtime.jit_cache_hook = _chained_hook(knobs.runtime.jit_cache_hook)
+
+
+def _quietly(function):
+    def run():
+        try:
+            function()
+        except Exception:  # noqa: BLE001 - the main thread computes it again and reports what fails
+            pass
+    return run
+
+
+def _chained_hook(previous):
+    """Triton's jit_cache_hook: seed the cache, then whatever hook was there before (its answer stands:
+    a true one tells Triton not to compile)."""
+    def hook(**arguments):
+        try:
+            seed(arguments["fn"].jit_function, arguments["compile"])
+        except Exception as error:  # noqa: BLE001 - never fail a launch: Triton compiles as it would have
+            _announce(f"ganbench: the shipped kernels were not used ({type(error).__name__}: {error}); "
+                      "compiling instead")
+        return previous(**arguments) if previous is not None else None
+    return hook
+
+
+def seed(jit_function, compile_arguments: dict) -> bool:
+    """Write the shipped kernel for this compilation into Triton's cache; True when written.
+
+    ``compile_arguments`` is what Triton hands its jit_cache_hook: the signature, constexprs,
+    specialization (``configs[0]``) and options it is about to compile with.
+    """
+    entries = _entries.get(function_name(jit_function))
+    if not entries:
+        return False
+    from triton._C.libtriton import get_cache_invalidating_env_vars
+    from triton.compiler import ASTSource
+    from triton.runtime.cache import get_cache_key, get_cache_manager
+
+    caches = jit_function.device_caches.get(compile_arguments["device"])
+    if caches is None:
+        return False
+    target, backend = caches[2], caches[3]
+    if target.backend != "cuda" or target.arch != ARCH:
+        return False
+    source = ASTSource(jit_function, compile_arguments["signature"], compile_arguments["constants"],
+                       compile_arguments["configs"][0])
+    entry = entries.get(source.hash())
+    environment = get_cache_invalidating_env_vars()
+    if entry is None or environment or entry["backend_hash"] != backend.hash():
+        return False
+    options = launch_options(backend, compile_arguments)
+    if options is None or options.hash() != entry["options_hash"]:
+        return False
+    if _key_thread is not None:
+        _key_thread.join()
+    digest = hashlib.sha256(get_cache_key(source, backend, options, environment).encode("utf-8")).hexdigest()
+    cache = get_cache_manager(digest)
+    name = source.name[:150]
+    if cache.get_group(f"{name}.json") is not None:
+        return False
+    metadata = json.loads((FOLDER / f"{entry['file']}.json").read_text())
+    # What Triton's own compile writes: its options (equal by hash: extern_libs are compared by content,
+    # the paths are this machine's), the target, and the cache key's digest.
+    metadata.update(options.__dict__, hash=digest, target=vars(target), triton_version=triton.__version__)
+    group = {f"{name}.cubin": cache.put((FOLDER / f"{entry['file']}.cubin").read_bytes(), f"{name}.cubin", binary=True),
+             f"{name}.json": cache.put(json.dumps(metadata, default=vars), f"{name}.json", binary=False)}
+    cache.put_group(f"{name}.json", group)
+    seeded.append(entry["file"])
+    return True
+
+
+# The options a ganbench launch sets; every other one takes the backend's default.
+LAUNCH_OPTIONS = ("num_warps", "num_stages", "num_ctas", "debug", "instrumentation_mode")
+
+
+def launch_options(backend, compile_arguments: dict):
+    """The options object Triton compiles with, rebuilt from the launch options it reports: the hook
+    gets them as JSON (``specialization_data``), where tuples are lists and the hash would differ.
+    None unless the rebuilt options serialize exactly as Triton's."""
+    reported = json.loads(compile_arguments["specialization_data"])["options"]
+    options = backend.parse_options({name: reported[name] for name in LAUNCH_OPTIONS if name in reported})
+    same = json.loads(json.dumps(options.__dict__, default=vars)) == reported
+    return options if same else None
+
+
+def _announce(message: str) -> None:
+    global _announced
+    if not _announced:
+        _announced = True
+        print(message, file=sys.stderr)
+
+
+# ---- command line ----------------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ganbench.kernels.prebuilt",
+                                     description="Build or check the kernels shipped compiled for sm_90.")
+    parser.add_argument("action", choices=("build", "check"))
+    arguments = parser.parse_args(argv)
+    if arguments.action == "build":
+        entries = build()
+        print(f"built {len(entries)} kernels for sm_{ARCH} into {FOLDER}")
+        return 0
+    problems = stale_entries()
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
+        print("the shipped kernels are out of date: python -m ganbench.kernels.prebuilt build", file=sys.stderr)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
