@@ -20,9 +20,12 @@ target and Triton's version, and on nothing of the user's machine, so ganbench s
   Anything else (another GPU, another Triton, an edited kernel, a variable that changes
   compilation, a read-only cache) compiles as before. ``GANBENCH_PREBUILT=0`` switches it off.
 
-``install`` also starts hashing Triton's own sources (Triton's cache key: 0.3-0.4 s, mostly a
-SHA-256 of its 415 MB library, which releases Python's lock) on a thread, while the main thread
-starts CUDA's driver and prepares the first launch; the hook waits for it.
+``install`` also starts, each on a thread, what a cold first call would otherwise do one after the
+other: hashing Triton's own sources (Triton's cache key: 0.3-0.4 s, mostly a SHA-256 of its 415 MB
+library, which releases Python's lock; the hook waits for it), and building the C launcher of each
+shipped kernel signature (a C compiler process of ~0.3 s each on an empty cache, where Triton
+builds them at each kernel's first launch), while the main thread starts CUDA's driver and
+prepares the first launch.
 
 ``python -m ganbench.kernels.prebuilt check`` (and tests/test_prebuilt.py) fails when a kernel has
 changed since the files were built: rebuild them with the command above.
@@ -33,6 +36,7 @@ import argparse
 import hashlib
 import json
 import os
+import struct
 import sys
 import threading
 from pathlib import Path
@@ -188,6 +192,30 @@ def stale_entries(folder: Path = FOLDER) -> list[str]:
     return problems
 
 
+def machine_code(cubin: bytes) -> dict[str, bytes | int]:
+    """A cubin's sections but its debug ones: name -> contents (size for sections that hold no bytes).
+
+    The debug sections name the source files by their path on the machine that compiled them, and
+    ptxas records each file's size there, so two compiles of one kernel differ in them alone
+    (a checkout elsewhere, an edit elsewhere in the kernel's file); the code, its resources and
+    constants are the same bytes.
+    """
+    section_offset, = struct.unpack_from("<Q", cubin, 0x28)           # ELF64 header: e_shoff
+    entry_size, count, names_index = struct.unpack_from("<HHH", cubin, 0x3A)
+    headers = [struct.unpack_from("<IIQQQQIIQQ", cubin, section_offset + index * entry_size) for index in range(count)]
+    names = headers[names_index]
+    names = cubin[names[4]:names[4] + names[5]]
+    sections = {}
+    for name_at, kind, _, _, offset, size, *_ in headers:
+        name = names[name_at:names.index(b"\0", name_at)].decode()
+        if "debug" not in name:
+            sections[name] = size if kind == NO_BITS else cubin[offset:offset + size]
+    return sections
+
+
+NO_BITS = 8  # SHT_NOBITS: shared memory sections hold a size, no bytes
+
+
 def read_manifest(folder: Path = FOLDER) -> dict | None:
     try:
         return json.loads((folder / MANIFEST.name).read_text())
@@ -232,6 +260,29 @@ def install(device: torch.device) -> None:
         for entry in manifest["kernels"]:
             _entries.setdefault(entry["function"], {})[entry["source_hash"]] = entry
         knobs.runtime.jit_cache_hook = _chained_hook(knobs.runtime.jit_cache_hook)
+        if torch.cuda.get_device_capability(device) == (ARCH // 10, ARCH % 10):
+            for source in {launcher_source(entry["signature"]) for entry in manifest["kernels"]}:
+                threading.Thread(target=_quietly(lambda source=source: build_launcher(source)),
+                                 name="ganbench-launcher", daemon=True).start()
+
+
+def launcher_source(signature: dict) -> str:
+    """The C source of Triton's launcher for a kernel of this signature (CudaLauncher's: constexpr values,
+    argument names and pointer types play no part, so the shipped kernels need four launchers)."""
+    from triton.backends.nvidia.driver import make_launcher
+
+    return make_launcher({}, dict(signature), [])
+
+
+def build_launcher(source: str) -> None:
+    """Build (or load from Triton's cache) a launcher Triton would build at a kernel's first launch: on an
+    empty cache each is a C compile of ~0.3 s, here in a compiler process of its own, in parallel."""
+    from triton.backends.nvidia import driver
+    from triton.runtime.build import compile_module_from_src
+
+    compile_module_from_src(src=source, name="__triton_launcher",
+                            library_dirs=driver.library_dirs(), include_dirs=driver.include_dirs,
+                            libraries=driver.libraries)
 
 
 def _quietly(function):

@@ -53,7 +53,8 @@ def test_a_stale_entry_is_reported(tmp_path):
 
 
 def test_a_shipped_kernel_is_what_triton_compiles(tmp_path):
-    """Rebuilt from source, the smallest and the largest int8 kernels are byte for byte the shipped ones."""
+    """Rebuilt from source, the smallest and the largest int8 kernels are the shipped ones, byte for byte
+    but for their debug sections (which hold the compiling machine's paths to the source files)."""
     out = run_child("""
         import json, triton
         from ganbench.kernels import prebuilt
@@ -66,7 +67,8 @@ def test_a_shipped_kernel_is_what_triton_compiles(tmp_path):
             source, options = prebuilt.specialize(call, backend)
             compiled = triton.compile(source, target=target, options=options.__dict__)
             shipped = (prebuilt.FOLDER / (files[source.hash()] + ".cubin")).read_bytes()
-            same.append([call.meta.get("NUM_SIGMAS"), compiled.asm["cubin"] == shipped])
+            code = prebuilt.machine_code(compiled.asm["cubin"])
+            same.append([call.meta.get("NUM_SIGMAS"), code == prebuilt.machine_code(shipped) and len(code) > 10])
         print(json.dumps(same))
     """, tmp_path)
     assert json.loads(out.strip().splitlines()[-1]) == [[None, True], [16, True]]
@@ -132,3 +134,28 @@ def test_install_does_nothing_on_the_cpu_or_when_switched_off(monkeypatch):
     monkeypatch.setenv(prebuilt.DISABLE_VARIABLE, "0")
     prebuilt.install(torch.device("cuda"))
     assert triton_knobs.runtime.jit_cache_hook is before and not prebuilt._installed
+
+
+def test_the_launchers_built_ahead_are_the_ones_triton_builds(tmp_path):
+    """For every shipped kernel, the launcher source built ahead from the manifest's signature is the
+    one Triton's CudaLauncher generates for it (so its build lands in the cache entry Triton looks up)."""
+    out = run_child("""
+        import json, types
+        from triton.backends.nvidia import driver
+        from ganbench.kernels import prebuilt
+        _, backend = prebuilt.target_backend()
+        by_hash = {entry["source_hash"]: entry for entry in prebuilt.read_manifest()["kernels"]}
+        built = []  # what CudaLauncher hands the C compiler
+        driver.compile_module_from_src = lambda src, **_: built.append(src) or types.SimpleNamespace(launch=None)
+        driver.library_dirs = lambda: []  # no libcuda here: nothing is compiled or linked
+        same = []
+        for call in prebuilt.shipped_calls():
+            source, _ = prebuilt.specialize(call, backend)
+            entry = by_hash[source.hash()]
+            metadata = json.loads((prebuilt.FOLDER / (entry["file"] + ".json")).read_text())
+            driver.CudaLauncher(source, types.SimpleNamespace(**metadata))
+            same.append(built[-1] == prebuilt.launcher_source(entry["signature"]))
+        print(json.dumps([len(same), all(same), len(set(built))]))
+    """, tmp_path)
+    count, all_same, distinct = json.loads(out.strip().splitlines()[-1])
+    assert count == 30 and all_same and distinct == 4  # pointer types do not change a launcher
