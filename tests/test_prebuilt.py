@@ -159,3 +159,30 @@ def test_the_launchers_built_ahead_are_the_ones_triton_builds(tmp_path):
     """, tmp_path)
     count, all_same, distinct = json.loads(out.strip().splitlines()[-1])
     assert count == 30 and all_same and distinct == 4  # pointer types do not change a launcher
+
+
+def test_install_hooks_triton_once_and_keeps_a_hook_that_was_there(tmp_path):
+    """On an sm_90 device (its capability faked here): the manifest's entries are read, Triton's key is
+    hashed on a thread, the hook is set once and calls the hook it replaced, whose answer stands."""
+    out = run_child("""
+        import json, torch
+        from triton import knobs
+        from ganbench.kernels import prebuilt
+        calls = []
+        def previous(**arguments):
+            calls.append(arguments["key"])
+            return True
+        knobs.runtime.jit_cache_hook = previous
+        torch.cuda.get_device_capability = lambda device=None: (9, 0)
+        prebuilt.install(torch.device("cuda"))
+        hook = knobs.runtime.jit_cache_hook
+        prebuilt.install(torch.device("cuda"))       # a second call changes nothing
+        prebuilt._key_thread.join()
+        fake = type("Info", (), {"jit_function": type("Kernel", (), {"fn": len})()})()
+        answer = hook(key="k", repr="r", fn=fake, compile={}, is_manual_warmup=False, already_compiled=False)
+        print(json.dumps({"same_hook": knobs.runtime.jit_cache_hook is hook, "chained": hook is not previous,
+                          "answer": answer, "previous_called": calls,
+                          "entries": sum(len(e) for e in prebuilt._entries.values())}))
+    """, tmp_path)
+    report = json.loads(out.strip().splitlines()[-1])
+    assert report == {"same_hook": True, "chained": True, "answer": True, "previous_called": ["k"], "entries": 30}

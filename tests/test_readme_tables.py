@@ -20,3 +20,16 @@ def test_a_hand_edited_number_is_caught():
     edited = text.replace("| ganbench torch | ", "| ganbench torch | 0.5 s (was ", 1)
     assert edited != text
     assert readme_tables.render(edited, readme_tables.sections()) == text
+
+
+def test_a_cold_start_that_compiles_gets_its_row_when_measured():
+    """The targets table shows the cold start without the shipped kernels once a run has timed it."""
+    import json
+
+    report = json.loads((README.parent / "results" / readme_tables.GPU_TARGETS_REPORT).read_text())
+    label = "every kernel compiled"
+    assert (label in readme_tables.targets_table(report)) == any(
+        "fresh_process_empty_triton_cache_compiling" in report["targets"][name] for name in ("int8", "tf32x3"))
+    report["targets"]["int8"]["fresh_process_empty_triton_cache_compiling"] = {"first_call_s": 3.5}
+    row = next(line for line in readme_tables.targets_table(report).splitlines() if label in line)
+    assert row.endswith("| 3.5 s | not measured |")

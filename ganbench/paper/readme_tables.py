@@ -120,6 +120,11 @@ def targets_table(report: dict) -> str:
         lines.append(f"| {label} | | " + " | ".join(value(targets[name].get(key), "_s") for name in precisions) + " |")
     lines.append(f"| one fp32 matmul; the compiled naive peer, 16 sigmas | | {_seconds(shared['matmul_fp32_s'])}; "
                  f"{_seconds(shared['naive_peer_sixteen_sigmas_s'])} | |")
+    # Runs since the sm_90 kernels ship compiled (kernels/prebuilt.py) also time a cold start that compiles them.
+    compiling = [targets[name].get("fresh_process_empty_triton_cache_compiling", {}) for name in precisions]
+    if any(compiling):
+        lines.append("| first call, new process, empty Triton cache, every kernel compiled (`GANBENCH_PREBUILT=0`) | | "
+                     + " | ".join(value(entry.get("first_call_s"), "_s") for entry in compiling) + " |")
     for key, label in TARGET_NAMES.items():
         cells = []
         for name in precisions:
