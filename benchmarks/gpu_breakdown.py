@@ -16,6 +16,7 @@ CUDA events, median of repeats after warm-up. A GPU is required.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import time
 from pathlib import Path
@@ -116,18 +117,20 @@ def kernel_alone(queries: torch.Tensor, bank: torch.Tensor) -> dict:
 # Tiles for the int8 kernel's sweep (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages). On an H200 the tuned
 # 64 x 32 tiles won (3.4 ms at 16 sigmas); tiles that took one digit at a time (one accumulator,
 # Horner's rule in int64) were slower at every shape tried (4.6 to 6.6 ms) and were dropped.
+# Each tile also STACKED: the four digit products as one, four times as wide (kernels/parzen_int8.py).
 SWEEP = [(64, 32, 64, 4, 3), (64, 32, 64, 4, 4), (64, 64, 64, 8, 3), (128, 32, 64, 8, 3), (64, 32, 32, 4, 4)]
 
 
-def int8_sweep(queries: torch.Tensor, bank: torch.Tensor, counts=(16,)) -> dict:
-    """The int8 kernel alone (four digits and the correction, as for MNIST against a generator) per tile."""
+def int8_sweep(queries: torch.Tensor, bank: torch.Tensor, counts=(0, 16)) -> dict:
+    """The int8 kernel alone (four digits and the correction, as for MNIST against a generator) per tile,
+    with the digit products separate and stacked."""
     query_operand, query_terms, bank_operand, bank_terms, width = int8_operands_of(queries, bank)
     result = {}
-    for block_m, block_n, block_k, warps, stages in SWEEP:
+    for (block_m, block_n, block_k, warps, stages), stacked in itertools.product(SWEEP, (False, True)):
         tiles = {"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k, "num_warps": warps,
-                 "num_stages": stages}
+                 "num_stages": stages, "STACKED": stacked}
         for count in counts:
-            name = f"{block_m}x{block_n}x{block_k}_w{warps}_s{stages}_sigmas{count}"
+            name = f"{block_m}x{block_n}x{block_k}_w{warps}_s{stages}{'_stacked' if stacked else ''}_sigmas{count}"
 
             def launch(count=count, tiles=tiles):
                 parzen_int8.parzen_int8_launch(query_operand, bank_operand, query_terms, bank_terms, GRID[:count],
@@ -138,6 +141,16 @@ def int8_sweep(queries: torch.Tensor, bank: torch.Tensor, counts=(16,)) -> dict:
             except Exception as error:  # noqa: BLE001 - a tile that does not compile is a result too
                 result[name] = f"{type(error).__name__}: {str(error)[:200]}"
             print(f"  {name}: {result[name]}", flush=True)
+        if stacked:  # the same integer distances and sums as the separate products of this tile, bit for bit
+            name = f"{block_m}x{block_n}x{block_k}_w{warps}_s{stages}_stacked_equals_separate"
+            try:
+                outputs = [parzen_int8.parzen_int8_launch(
+                    query_operand, bank_operand, query_terms, bank_terms, GRID, n_queries=len(queries),
+                    n_bank=len(bank), width=width, digits=4, correction=True, blocks={**tiles, "STACKED": layout})
+                    for layout in (False, True)]
+                result[name] = all(torch.equal(a, b) for a, b in zip(*outputs))
+            except Exception as error:  # noqa: BLE001
+                result[name] = f"{type(error).__name__}: {str(error)[:200]}"
     return result
 
 

@@ -82,11 +82,12 @@ def store_partials(min_out_ptr, index_out_ptr, sums_out_ptr, split, n_queries, r
         tl.store(sums_out_ptr + (split * NUM_SIGMAS + sigma) * n_queries + rows, sums[sigma], mask=row_ok)
 
 
-def autotune_configs(candidates) -> list:
-    """triton.Config per candidate (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages)."""
-    return [triton.Config({"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k},
+def autotune_configs(candidates, variants=({},)) -> list:
+    """triton.Config per candidate (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages) and per variant (more
+    meta-parameters, as {"STACKED": True})."""
+    return [triton.Config({"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k, **variant},
                           num_warps=warps, num_stages=stages)
-            for block_m, block_n, block_k, warps, stages in candidates]
+            for block_m, block_n, block_k, warps, stages in candidates for variant in variants]
 
 
 def bucket(count: int) -> int:

@@ -96,7 +96,7 @@ def _parzen_int8_kernel(
     query_bucket, bank_bucket,
     # meta-parameters
     NUM_SIGMAS: tl.constexpr, DIGITS: tl.constexpr, CORRECTION: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, STACKED: tl.constexpr = False,
 ):
     tl.static_assert(BLOCK_M >= 16 and BLOCK_N >= 16, "tl.dot needs tiles of at least 16 x 16")
     tl.static_assert(BLOCK_K >= 32, "int8 tensor-core products take K in steps of 32")
@@ -114,27 +114,53 @@ def _parzen_int8_kernel(
         sums = sums + (tl.zeros([BLOCK_M], tl.float64),)
     running_min = tl.full([BLOCK_M], NOT_A_DISTANCE, tl.int64)
     running_index = tl.zeros([BLOCK_M], tl.int32)
+    if DIGITS == 4 and STACKED:
+        # The four digit blocks of a tile's BLOCK_N bank rows as one (BLOCK_K, 4 BLOCK_N) operand: one
+        # product a step instead of four (Triton 3.6 waits for each int8 product before the next; this
+        # one is four times as wide). Column c = 8 g + 2 t + e holds digit 2 (g % 2) + e of bank row
+        # 4 (g // 2) + t: a thread of the tensor cores' accumulator holds columns 2 t and 2 t + 1 of
+        # every eight, so each bank row's four digits land in one thread, and splitting them out
+        # moves no data (ptxas for sm_90: no shared-memory round trip, no spill).
+        stacked = tl.arange(0, 4 * BLOCK_N)
+        stacked_offsets = ((stacked // 16) * 4 + (stacked % 8) // 2)[None, :] * stride_bank_row \
+            + (((stacked // 8) % 2) * 2 + stacked % 2)[None, :] * width + tl.arange(0, BLOCK_K)[:, None]
 
     for block in range(0, tl.cdiv(rows_per_split, BLOCK_N)):
         bank_start = split_start + block * BLOCK_N
         if bank_start < split_end:
             bank_block_ptr = bank_ptr + bank_start.to(tl.int64) * stride_bank_row
-            high0 = tl.zeros([BLOCK_M, BLOCK_N], tl.int32)   # (a - 128).q0
-            high1 = tl.zeros([BLOCK_M, BLOCK_N], tl.int32)   # (a - 128).q1
-            high2 = tl.zeros([BLOCK_M, BLOCK_N], tl.int32)   # (a - 128).q2
-            low = tl.zeros([BLOCK_M, BLOCK_N], tl.int32)     # (a - 128).q3 + h.q0: both weigh 1
-            for k_start in range(0, width, BLOCK_K):
-                queries = tl.load(query_block_ptr + query_offsets + k_start)   # (BLOCK_M, BLOCK_K) int8
-                digits = bank_block_ptr + bank_offsets + k_start              # (BLOCK_K, BLOCK_N) int8 each
-                digit0 = tl.load(digits)
-                high0 = tl.dot(queries, digit0, high0, out_dtype=tl.int32)
-                if DIGITS == 4:
-                    high1 = tl.dot(queries, tl.load(digits + width), high1, out_dtype=tl.int32)
-                    high2 = tl.dot(queries, tl.load(digits + 2 * width), high2, out_dtype=tl.int32)
-                    low = tl.dot(queries, tl.load(digits + 3 * width), low, out_dtype=tl.int32)
-                if CORRECTION:
-                    highs = tl.load(query_block_ptr + query_offsets + width + k_start)
-                    low = tl.dot(highs, digit0, low, out_dtype=tl.int32)
+            if DIGITS == 4 and STACKED:
+                all_digits = tl.zeros([BLOCK_M, 4 * BLOCK_N], tl.int32)   # (a - 128).q_d, columns as above
+                low = tl.zeros([BLOCK_M, BLOCK_N], tl.int32)              # h.q0
+                for k_start in range(0, width, BLOCK_K):
+                    queries = tl.load(query_block_ptr + query_offsets + k_start)
+                    all_digits = tl.dot(queries, tl.load(bank_block_ptr + stacked_offsets + k_start), all_digits,
+                                        out_dtype=tl.int32)
+                    if CORRECTION:
+                        highs = tl.load(query_block_ptr + query_offsets + width + k_start)
+                        low = tl.dot(highs, tl.load(bank_block_ptr + bank_offsets + k_start), low, out_dtype=tl.int32)
+                by_row = tl.permute(all_digits.reshape(BLOCK_M, BLOCK_N // 4, 2, 4, 2), (0, 1, 3, 2, 4))
+                even, odd = tl.split(by_row.reshape(BLOCK_M, BLOCK_N, 2, 2))   # digits 0 and 2, 1 and 3
+                high0, high2 = tl.split(even)
+                high1, digit3 = tl.split(odd)
+                low += digit3   # |(a - 128).q3| and |h.q0| <= 128 * 128 * 65,535 each: the int32 sum is exact
+            else:
+                high0 = tl.zeros([BLOCK_M, BLOCK_N], tl.int32)   # (a - 128).q0
+                high1 = tl.zeros([BLOCK_M, BLOCK_N], tl.int32)   # (a - 128).q1
+                high2 = tl.zeros([BLOCK_M, BLOCK_N], tl.int32)   # (a - 128).q2
+                low = tl.zeros([BLOCK_M, BLOCK_N], tl.int32)     # (a - 128).q3 + h.q0: both weigh 1
+                for k_start in range(0, width, BLOCK_K):
+                    queries = tl.load(query_block_ptr + query_offsets + k_start)   # (BLOCK_M, BLOCK_K) int8
+                    digits = bank_block_ptr + bank_offsets + k_start              # (BLOCK_K, BLOCK_N) int8 each
+                    digit0 = tl.load(digits)
+                    high0 = tl.dot(queries, digit0, high0, out_dtype=tl.int32)
+                    if DIGITS == 4:
+                        high1 = tl.dot(queries, tl.load(digits + width), high1, out_dtype=tl.int32)
+                        high2 = tl.dot(queries, tl.load(digits + 2 * width), high2, out_dtype=tl.int32)
+                        low = tl.dot(queries, tl.load(digits + 3 * width), low, out_dtype=tl.int32)
+                    if CORRECTION:
+                        highs = tl.load(query_block_ptr + query_offsets + width + k_start)
+                        low = tl.dot(highs, digit0, low, out_dtype=tl.int32)
             products = high0.to(tl.int64) * 16777216
             if DIGITS == 4:
                 products += high1.to(tl.int64) * 65536 + high2.to(tl.int64) * 256
@@ -179,17 +205,22 @@ def _parzen_int8_kernel(
 # of its elements per thread: 64 x 32 with 4 warps takes 249 registers and no spill (204 for a
 # nearest-only pass; 32 sigmas spill 356 bytes), and one digit runs 64 x 64 with 4 warps in 218-244.
 # Shared memory holds (2 BLOCK_M + 4 BLOCK_N) BLOCK_K bytes a stage.
+# A four-digit tile is also tried STACKED (its four digit products as one, four times as wide): on sm_90
+# ptxas fits 128 x 32 with 8 warps at 16 sigmas in 255 registers with no spill, where 64 x 32 with 4
+# warps spills 12 bytes; whether either beats the separate products is for a GPU to time.
 TUNING_CANDIDATES = [
     (64, 32, 64, 4, 3), (64, 32, 64, 4, 4), (128, 32, 64, 8, 3),   # any bank
     (64, 64, 64, 4, 3), (128, 64, 64, 8, 3),                         # one digit (8-bit banks) only
 ]
+DIGIT_LAYOUTS = ({"STACKED": False}, {"STACKED": True})
 FOUR_DIGIT_ELEMENTS_PER_THREAD = 16
 
 
 def _prune_configs(configs, named_args, **kwargs):
-    """Four-digit banks keep only the tiles that fit their accumulators in registers."""
+    """Four-digit banks keep only the tiles that fit their accumulators in registers; a one-digit bank
+    has no stacked layout (its one product is the same either way)."""
     if named_args.get("DIGITS", kwargs.get("DIGITS")) != 4:
-        return configs
+        return [config for config in configs if not config.kwargs["STACKED"]]
     return [config for config in configs if config.kwargs["BLOCK_M"] * config.kwargs["BLOCK_N"]
             <= FOUR_DIGIT_ELEMENTS_PER_THREAD * 32 * config.num_warps]
 
@@ -197,7 +228,7 @@ def _prune_configs(configs, named_args, **kwargs):
 # Keyed on rounded sizes, and cache_results keeps the choice on disk: a new n or m in the same
 # power-of-two range reuses the tuned tile, in this process and the next.
 _parzen_int8_autotuned = triton.autotune(
-    configs=partial_tiles.autotune_configs(TUNING_CANDIDATES),
+    configs=partial_tiles.autotune_configs(TUNING_CANDIDATES, DIGIT_LAYOUTS),
     key=["query_bucket", "bank_bucket", "width", "NUM_SIGMAS", "DIGITS", "CORRECTION"],
     prune_configs_by={"early_config_prune": _prune_configs},
     cache_results=True)(_parzen_int8_kernel)

@@ -106,6 +106,37 @@ def test_matches_float64_reference_at_odd_sizes(n, m, d, rng):
     check_int8(bytes_over_255(rng, (n, d)), unit_bank(rng, (m, d)), np.logspace(-1, 0, 10))
 
 
+@pytest.mark.parametrize("n, m, d, correction", [
+    (5, 17, 1, True),
+    (BLOCKS["BLOCK_M"] + 3, 3 * BLOCK_N + 1, 785, True),   # d past a multiple of BLOCK_K, m one past a block
+    (7, 2 * BLOCK_N - 1, 33, False),
+])
+def test_stacked_digits_give_the_separate_products_to_the_bit(n, m, d, correction, rng):
+    """STACKED (the four digit blocks as one product, split back per bank row) computes the same integer
+    distances as four products: equal minima, indices and sums, bit for bit, and both match float64."""
+    x = bytes_over_255(rng, (n, d), np.float32 if correction else np.float64)
+    bank = unit_bank(rng, (m, d))
+    bank.flat[1] = 0.5 + 2.0**-24  # a value whose low digits are all in use
+    sigmas = np.logspace(-1, 0, 4)
+    separate, _, separate_partial = check_int8(x, bank, sigmas, blocks=BLOCKS)
+    stacked, _, stacked_partial = check_int8(x, bank, sigmas, blocks={**BLOCKS, "STACKED": True})
+    for field in ("min_sq_distance", "nearest_index", "shifted_sums"):
+        torch.testing.assert_close(getattr(stacked_partial, field), getattr(separate_partial, field), rtol=0, atol=0)
+    np.testing.assert_array_equal(stacked.log_sum_exp, separate.log_sum_exp)
+
+
+def test_stacked_columns_put_each_bank_rows_digits_in_one_accumulator_thread():
+    """The column order the STACKED operand uses: every (bank row, digit) once, and a bank row's four
+    digits in the two column pairs 2t, 2t + 1 of two consecutive groups of eight (one thread's)."""
+    block_n = 32
+    columns = np.arange(4 * block_n)
+    rows, digits = (columns // 16) * 4 + (columns % 8) // 2, ((columns // 8) % 2) * 2 + columns % 2
+    assert sorted(zip(rows, digits)) == [(row, digit) for row in range(block_n) for digit in range(4)]
+    for row in range(block_n):
+        held = columns[rows == row]
+        assert len({column // 16 for column in held}) == 1 and len({(column % 8) // 2 for column in held}) == 1
+
+
 @pytest.mark.parametrize("count", [1, 10, 16, 40])
 def test_sigma_grids_of_1_10_16_and_40(count, rng):
     x, bank = bytes_over_255(rng, (9, 20)), unit_bank(rng, (40, 20))
@@ -291,10 +322,12 @@ def test_autotuning_is_keyed_on_rounded_sizes_and_prunes_spilling_tiles():
     # The float32 kernel too: a new n or m in the same power-of-two range reuses its tuned tile.
     assert "query_bucket" in parzen_lse._parzen_lse_autotuned.keys
     assert "n_queries" not in parzen_lse._parzen_lse_autotuned.keys
-    configs = partial_tiles.autotune_configs(parzen_int8.TUNING_CANDIDATES)
-    four = parzen_int8._prune_configs(configs, {}, DIGITS=4)
-    assert 0 < len(four) < len(configs) == len(parzen_int8._prune_configs(configs, {}, DIGITS=1))
+    configs = partial_tiles.autotune_configs(parzen_int8.TUNING_CANDIDATES, parzen_int8.DIGIT_LAYOUTS)
+    four, one = (parzen_int8._prune_configs(configs, {}, DIGITS=digits) for digits in (4, 1))
+    assert 0 < len(four) < len(configs) and len(one) == len(parzen_int8.TUNING_CANDIDATES)
     assert all(c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= 16 * 32 * c.num_warps for c in four)
+    # Four digits try both layouts of every tile that fits; one digit has no stacked layout to try.
+    assert {c.kwargs["STACKED"] for c in four} == {False, True} and not any(c.kwargs["STACKED"] for c in one)
     # Operands are padded for every candidate tile.
     assert all(c.kwargs["BLOCK_K"] <= parzen_int8.WIDTH_MULTIPLE and parzen_int8.WIDTH_MULTIPLE % c.kwargs["BLOCK_K"] == 0
                and c.kwargs["BLOCK_M"] <= parzen_int8.MAX_BLOCKS["BLOCK_M"]
@@ -366,7 +399,7 @@ def test_shipped_tiles_are_tuning_candidates_and_used_only_on_their_gpu(monkeypa
         as_candidate = tuple(tiles[key] for key in ("BLOCK_M", "BLOCK_N", "BLOCK_K", "num_warps", "num_stages"))
         assert as_candidate in candidates[kernel], (kernel, capability)
         if kernel == "int8":  # a four-digit bank keeps its accumulators in registers
-            config = partial_tiles.autotune_configs([as_candidate])
+            config = partial_tiles.autotune_configs([as_candidate], [{"STACKED": tiles.get("STACKED", False)}])
             assert parzen_int8._prune_configs(config, {"DIGITS": 4}) == config
     assert partial_tiles.shipped_tiles("int8", CPU) is None
     monkeypatch.setenv("GANBENCH_AUTOTUNE", "1")
