@@ -233,13 +233,16 @@ queries, bank = torch.from_numpy(queries).to(device), torch.from_numpy(bank).to(
 if device == "cuda":
     torch.cuda.synchronize()
 ready = time.perf_counter()
-parzen.parzen_pass(queries, bank, sigmas, backend="triton", device=device, precision=precision)
+result = parzen.parzen_pass(queries, bank, sigmas, backend="triton", device=device, precision=precision)
 if device == "cuda":
     torch.cuda.synchronize()
 finished = time.perf_counter()
+import hashlib
 from ganbench.kernels import prebuilt
+digest = hashlib.sha256(result.log_sum_exp.tobytes() + result.nearest_index.tobytes()).hexdigest()
 print(json.dumps({"first_call_s": finished - ready, "imports_s": imported - started,
-                  "device_setup_and_copy_s": ready - imported, "shipped_kernels_seeded": len(prebuilt.seeded)}))
+                  "device_setup_and_copy_s": ready - imported, "shipped_kernels_seeded": len(prebuilt.seeded),
+                  "result_sha256": digest}))
 """
 
 
@@ -421,6 +424,10 @@ def fresh_process_targets(run: TargetRun, inputs: dict, precision: str) -> None:
     # The same without the kernels shipped compiled for sm_90 (kernels/prebuilt.py): every kernel compiles.
     measure(run, section, "fresh_process_empty_triton_cache_compiling",
             lambda: first_call(cold=True, shipped_kernels=False))
+    # The shipped kernels must give the bits Triton's own compiles give.
+    digests = [section.get(name, {}).get("result_sha256") for name in
+               ("fresh_process_empty_triton_cache", "fresh_process_empty_triton_cache_compiling")]
+    section["shipped_kernels_same_result_as_compiled"] = None if None in digests else digests[0] == digests[1]
 
 
 def shared_targets(run: TargetRun, inputs: dict) -> np.ndarray | None:

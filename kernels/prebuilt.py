@@ -147,7 +147,7 @@ def build(folder: Path = FOLDER) -> list[dict]:
     for call in shipped_calls():
         source, options = specialize(call, backend)
         compiled = triton.compile(source, target=target, options=options.__dict__)
-        stem = f"{call.kernel.fn.__name__}-{source.hash()[:16]}"
+        stem = f"{call.kernel.fn.__name__}-{entry_key(source.hash(), options.hash())[:16]}"
         metadata = compiled.metadata._asdict()
         metadata["target"] = vars(metadata["target"])
         _write_atomically(folder / f"{stem}.cubin", compiled.asm["cubin"])
@@ -155,9 +155,11 @@ def build(folder: Path = FOLDER) -> list[dict]:
         written.update({f"{stem}.cubin", f"{stem}.json"})
         entries.append({"function": function_name(call.kernel), "source_hash": source.hash(),
                         "options_hash": options.hash(), "backend_hash": backend.hash(), "file": stem,
-                        "file_name": source.name[:150], "signature": source.signature,
+                        "cubin_sha256": hashlib.sha256(compiled.asm["cubin"]).hexdigest(),
+                        "signature": source.signature,
                         "constexprs": {repr(path): value for path, value in source.constants.items()}})
-    manifest = {"triton": triton.__version__, "arch": ARCH, "kernels": entries}
+    manifest = {"triton": triton.__version__, "triton_sources": triton_sources_digest(), "arch": ARCH,
+                "kernels": entries}
     _write_atomically(folder / MANIFEST.name, json.dumps(manifest, indent=1).encode())
     for stale in folder.iterdir():
         if stale.name not in written and stale.name != MANIFEST.name:
@@ -165,9 +167,27 @@ def build(folder: Path = FOLDER) -> list[dict]:
     return entries
 
 
+def entry_key(source_hash: str, options_hash: str) -> str:
+    """One shipped kernel's key: its source (with the specialization) and its options."""
+    return hashlib.sha256(f"{source_hash}-{options_hash}".encode()).hexdigest()
+
+
+def triton_sources_digest() -> str:
+    """SHA-256 of Triton's Python front end, compiler and backends (what Triton's own cache key hashes
+    besides its compiled library, which differs between builds for different Pythons): a Triton
+    patched under the same version number does not take kernels another Triton compiled."""
+    root = Path(triton.__file__).parent
+    digest = hashlib.sha256()
+    for path in sorted(path for folder in ("compiler", "backends", "language", "runtime")
+                       for path in (root / folder).rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
 def stale_entries(folder: Path = FOLDER) -> list[str]:
-    """What no longer matches: shipped calls without an entry for their current source, options or
-    backend, entries no call makes, and a manifest built by another Triton. Empty when up to date."""
+    """What no longer matches: shipped calls without an entry for their current source and options (or
+    built by another ptxas), entries no call makes, files that differ from the manifest, and a manifest
+    built by another Triton. Empty when up to date."""
     if INTERPRETED:
         raise GanbenchError("checking kernels needs Triton's compiler: unset TRITON_INTERPRET")
     manifest = read_manifest(folder)
@@ -175,21 +195,32 @@ def stale_entries(folder: Path = FOLDER) -> list[str]:
         return [f"no manifest at {folder / MANIFEST.name}"]
     problems = [] if manifest["triton"] == triton.__version__ else [
         f"built by Triton {manifest['triton']}, this is {triton.__version__}"]
+    if manifest.get("triton_sources") != triton_sources_digest():
+        problems.append("built by a Triton whose Python sources differ from this one's")
     _, backend = target_backend()
-    by_hash = {entry["source_hash"]: entry for entry in manifest["kernels"]}
+    by_key = {entry_key(entry["source_hash"], entry["options_hash"]): entry for entry in manifest["kernels"]}
     used = set()
     for call in shipped_calls():
         source, options = specialize(call, backend)
-        entry = by_hash.get(source.hash())
+        key = entry_key(source.hash(), options.hash())
+        entry = by_key.get(key)
         if entry is None:
-            problems.append(f"{function_name(call.kernel)} {call.meta}: no entry for its current source")
-        elif (entry["options_hash"], entry["backend_hash"]) != (options.hash(), backend.hash()):
-            problems.append(f"{entry['file']}: built with other options or another ptxas")
+            problems.append(f"{function_name(call.kernel)} {call.meta}: no entry for its current source and options")
+        elif entry["backend_hash"] != backend.hash():
+            problems.append(f"{entry['file']}: built with another ptxas")
         else:
-            used.add(entry["source_hash"])
-    problems += [f"{entry['file']}: no shipped call makes it" for entry in manifest["kernels"]
-                 if entry["source_hash"] not in used]
+            used.add(key)
+    problems += [f"{entry['file']}: no shipped call makes it" for key, entry in by_key.items() if key not in used]
+    problems += [f"{entry['file']}.cubin: not the file the manifest names" for entry in manifest["kernels"]
+                 if _file_digest(folder / f"{entry['file']}.cubin") != entry["cubin_sha256"]]
     return problems
+
+
+def _file_digest(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
 
 
 def machine_code(cubin: bytes) -> dict[str, bytes | int]:
@@ -234,36 +265,50 @@ def _write_atomically(path: Path, data: bytes) -> None:
 _installed = False
 _install_lock = threading.Lock()
 _key_thread: threading.Thread | None = None
-_entries: dict[str, dict[str, dict]] = {}    # function -> source hash -> manifest entry
+_entries: dict[str, dict[str, dict]] = {}      # function -> entry_key -> manifest entry
+_launchers: dict[str, threading.Thread] = {}   # launcher source -> the thread building it
 _announced = False
 seeded: list[str] = []                         # the shipped kernels written into Triton's cache, this process
 
 
 def install(device: torch.device) -> None:
     """Once a process, on a CUDA device (never under the interpreter): start hashing Triton's sources
-    and, where the manifest was built by this Triton, hook Triton's compilation to the shipped kernels."""
-    global _installed, _key_thread
+    and, where the manifest was built by this Triton, hook Triton's compilation to the shipped kernels.
+    Never fails a launch: whatever goes wrong here is one line on stderr, and Triton compiles."""
+    global _installed
     if _installed or INTERPRETED or device.type != "cuda" or os.environ.get(DISABLE_VARIABLE, "1") == "0":
         return
     with _install_lock:
         if _installed:
             return
         _installed = True
-        from triton import knobs
-        from triton.runtime.cache import triton_key
+        try:
+            _install(device)
+        except Exception as error:  # noqa: BLE001
+            _announce(f"ganbench: the shipped kernels are not used ({type(error).__name__}: {error}); "
+                      "compiling instead")
 
-        _key_thread = threading.Thread(target=_quietly(triton_key), name="ganbench-triton-key", daemon=True)
-        _key_thread.start()
-        manifest = read_manifest()
-        if manifest is None or manifest.get("triton") != triton.__version__ or manifest.get("arch") != ARCH:
-            return
-        for entry in manifest["kernels"]:
-            _entries.setdefault(entry["function"], {})[entry["source_hash"]] = entry
-        knobs.runtime.jit_cache_hook = _chained_hook(knobs.runtime.jit_cache_hook)
-        if torch.cuda.get_device_capability(device) == (ARCH // 10, ARCH % 10):
-            for source in {launcher_source(entry["signature"]) for entry in manifest["kernels"]}:
-                threading.Thread(target=_quietly(lambda source=source: build_launcher(source)),
-                                 name="ganbench-launcher", daemon=True).start()
+
+def _install(device: torch.device) -> None:
+    global _key_thread
+    from triton import knobs
+    from triton.runtime.cache import triton_key
+
+    _key_thread = threading.Thread(target=_quietly(triton_key), name="ganbench-triton-key", daemon=True)
+    _key_thread.start()
+    manifest = read_manifest()
+    if (manifest is None or manifest.get("triton") != triton.__version__ or manifest.get("arch") != ARCH
+            or torch.cuda.get_device_capability(device) != (ARCH // 10, ARCH % 10)
+            or manifest.get("triton_sources") != triton_sources_digest()):
+        return
+    for entry in manifest["kernels"]:
+        _entries.setdefault(entry["function"], {})[entry_key(entry["source_hash"], entry["options_hash"])] = entry
+    knobs.runtime.jit_cache_hook = _chained_hook(knobs.runtime.jit_cache_hook)
+    for source in {launcher_source(entry["signature"]) for entry in manifest["kernels"]}:
+        thread = threading.Thread(target=_quietly(lambda source=source: build_launcher(source)),
+                                  name="ganbench-launcher", daemon=True)
+        _launchers[source] = thread
+        thread.start()
 
 
 def launcher_source(signature: dict) -> str:
@@ -274,22 +319,43 @@ def launcher_source(signature: dict) -> str:
     return make_launcher({}, dict(signature), [])
 
 
-def build_launcher(source: str) -> None:
-    """Build (or load from Triton's cache) a launcher Triton would build at a kernel's first launch: on an
-    empty cache each is a C compile of ~0.3 s, here in a compiler process of its own, in parallel."""
-    from triton.backends.nvidia import driver
-    from triton.runtime.build import compile_module_from_src
+LAUNCHER_NAME = "__triton_launcher"
 
-    compile_module_from_src(src=source, name="__triton_launcher",
-                            library_dirs=driver.library_dirs(), include_dirs=driver.include_dirs,
-                            libraries=driver.libraries)
+
+def build_launcher(source: str) -> None:
+    """Compile into Triton's cache the launcher Triton would compile at a kernel's first launch (on an
+    empty cache each is a C compile of ~0.3 s, here in a compiler process of its own, in parallel).
+
+    Only compiled and stored, as Triton's compile_module_from_src stores it (the same key, the same
+    file), never loaded: loading runs the module's initialisation, which reads Triton's CUDA utilities,
+    and those exist only once the main thread has started Triton's driver; Triton loads it then.
+    """
+    import sysconfig
+    import tempfile
+
+    from triton.backends.nvidia import driver
+    from triton.runtime.build import _build, platform_key
+    from triton.runtime.cache import get_cache_manager
+
+    key = hashlib.sha256((source + platform_key()).encode("utf-8")).hexdigest()
+    cache = get_cache_manager(key)
+    file_name = f"{LAUNCHER_NAME}{sysconfig.get_config_var('EXT_SUFFIX')}"
+    if cache.get_file(file_name) is not None:
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, f"{LAUNCHER_NAME}.c")
+        with open(path, "w") as handle:
+            handle.write(source)
+        built = _build(LAUNCHER_NAME, path, folder, driver.library_dirs(), driver.include_dirs, driver.libraries, [])
+        with open(built, "rb") as handle:
+            cache.put(handle.read(), file_name, binary=True)
 
 
 def _quietly(function):
     def run():
         try:
             function()
-        except Exception:  # noqa: BLE001 - the main thread computes it again and reports what fails
+        except Exception:  # noqa: BLE001 - the main thread does it again and reports what fails
             pass
     return run
 
@@ -308,13 +374,15 @@ def _chained_hook(previous):
 
 
 def seed(jit_function, compile_arguments: dict) -> bool:
-    """Write the shipped kernel for this compilation into Triton's cache; True when written.
+    """Have Triton's cache hold the shipped kernel for this compilation; True when one applies.
 
     ``compile_arguments`` is what Triton hands its jit_cache_hook: the signature, constexprs,
-    specialization (``configs[0]``) and options it is about to compile with.
+    specialization (``configs[0]``) and options it is about to compile with. Nothing is written where
+    Triton would not compile as the build did: knobs that replace or inspect its stages, variables
+    that change compilation, another target or ptxas; and nothing where the cache has the kernel.
     """
     entries = _entries.get(function_name(jit_function))
-    if not entries:
+    if not entries or _compilation_is_customised():
         return False
     from triton._C.libtriton import get_cache_invalidating_env_vars
     from triton.compiler import ASTSource
@@ -328,29 +396,43 @@ def seed(jit_function, compile_arguments: dict) -> bool:
         return False
     source = ASTSource(jit_function, compile_arguments["signature"], compile_arguments["constants"],
                        compile_arguments["configs"][0])
-    entry = entries.get(source.hash())
+    options = launch_options(backend, compile_arguments)
+    entry = entries.get(entry_key(source.hash(), options.hash())) if options is not None else None
     environment = get_cache_invalidating_env_vars()
     if entry is None or environment or entry["backend_hash"] != backend.hash():
-        return False
-    options = launch_options(backend, compile_arguments)
-    if options is None or options.hash() != entry["options_hash"]:
         return False
     if _key_thread is not None:
         _key_thread.join()
     digest = hashlib.sha256(get_cache_key(source, backend, options, environment).encode("utf-8")).hexdigest()
     cache = get_cache_manager(digest)
     name = source.name[:150]
-    if cache.get_group(f"{name}.json") is not None:
-        return False
-    metadata = json.loads((FOLDER / f"{entry['file']}.json").read_text())
-    # What Triton's own compile writes: its options (equal by hash: extern_libs are compared by content,
-    # the paths are this machine's), the target, and the cache key's digest.
-    metadata.update(options.__dict__, hash=digest, target=vars(target), triton_version=triton.__version__)
-    group = {f"{name}.cubin": cache.put((FOLDER / f"{entry['file']}.cubin").read_bytes(), f"{name}.cubin", binary=True),
-             f"{name}.json": cache.put(json.dumps(metadata, default=vars), f"{name}.json", binary=False)}
-    cache.put_group(f"{name}.json", group)
-    seeded.append(entry["file"])
+    if cache.get_group(f"{name}.json") is None:
+        cubin = (FOLDER / f"{entry['file']}.cubin").read_bytes()
+        if hashlib.sha256(cubin).hexdigest() != entry["cubin_sha256"]:
+            raise GanbenchError(f"{entry['file']}.cubin differs from the manifest: reinstall ganbench")
+        metadata = json.loads((FOLDER / f"{entry['file']}.json").read_text())
+        # What Triton's own compile writes (other fields are what the build's compile wrote, num_warps
+        # included, which a compile may change): the key's digest, this machine's library paths (equal
+        # in content: the options hash compares them by content), the target and the version.
+        metadata.update(hash=digest, extern_libs=options.extern_libs, target=vars(target),
+                        triton_version=triton.__version__)
+        group = {f"{name}.cubin": cache.put(cubin, f"{name}.cubin", binary=True),
+                 f"{name}.json": cache.put(json.dumps(metadata, default=vars), f"{name}.json", binary=False)}
+        cache.put_group(f"{name}.json", group)
+        seeded.append(entry["file"])
+    # Its launcher: wait for the thread building it rather than let Triton compile it a second time.
+    launcher = _launchers.get(launcher_source(entry["signature"]))
+    if launcher is not None:
+        launcher.join()
     return True
+
+
+def _compilation_is_customised() -> bool:
+    """Knobs under which Triton would not compile as the build did (they are not in its cache key)."""
+    from triton import knobs
+
+    return bool(knobs.compilation.override or knobs.compilation.dump_ir or knobs.compilation.always_compile
+                or knobs.runtime.add_stages_inspection_hook is not None)
 
 
 # The options a ganbench launch sets; every other one takes the backend's default.
