@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import triton
+
 
 @dataclass(frozen=True)
 class KernelCall:
@@ -21,3 +23,10 @@ class KernelCall:
 
     def launch(self) -> None:
         self.kernel[self.grid](*self.args, **self.meta)
+
+    def launch_tuned(self, tuner, rows: int, kept: tuple[str, ...]) -> None:
+        """Launch through ``tuner`` (triton.autotune of this kernel) with the same arguments: the tuner
+        supplies the tile and the launch options, so only the meta-parameters in ``kept`` are passed,
+        and the grid's first axis covers ``rows`` in the tuner's BLOCK_M."""
+        grid = lambda config: (triton.cdiv(rows, config["BLOCK_M"]), *self.grid[1:])  # noqa: E731
+        tuner[grid](*self.args, **{key: self.meta[key] for key in kept})

@@ -344,9 +344,7 @@ def parzen_int8_launch(query: torch.Tensor, bank: torch.Tensor, query_terms: tor
                                      n_bank=n_bank, width=width, digits=digits, correction=correction,
                                      rows_per_split=rows_per_split, tiles=tiles)
     if blocks is None and not INTERPRETED:
-        # Autotuning: the same arguments; the tuner adds the tile, and the grid follows it.
-        grid = lambda config: (triton.cdiv(n_queries, config["BLOCK_M"]), call.grid[1])  # noqa: E731
-        _parzen_int8_autotuned[grid](*call.args, **{key: call.meta[key] for key in AUTOTUNED_META})
+        call.launch_tuned(_parzen_int8_autotuned, n_queries, AUTOTUNED_META)
     else:
         call.launch()
     return outputs

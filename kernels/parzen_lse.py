@@ -245,9 +245,7 @@ def parzen_lse_launch(query: torch.Tensor, bank: torch.Tensor, query_norms: torc
                                     n_bank=n_bank, dot_precision=dot_precision, rows_per_split=rows_per_split,
                                     tiles=blocks)
     if blocks is MAX_BLOCKS and not INTERPRETED:
-        # Autotuning: the same arguments; the tuner adds the tile, and the grid follows it.
-        grid = lambda config: (triton.cdiv(n_queries, config["BLOCK_M"]), call.grid[1])  # noqa: E731
-        _parzen_lse_autotuned[grid](*call.args, **{key: call.meta[key] for key in AUTOTUNED_META})
+        call.launch_tuned(_parzen_lse_autotuned, n_queries, AUTOTUNED_META)
     else:
         call.launch()
     return outputs

@@ -334,6 +334,21 @@ def test_autotuning_is_keyed_on_rounded_sizes_and_prunes_spilling_tiles():
                and parzen_lse.SPLIT_ROWS_MULTIPLE % c.kwargs["BLOCK_N"] == 0 for c in configs)
 
 
+def test_a_tuned_launch_passes_the_arguments_and_lets_the_tuner_pick_the_tile():
+    """What both kernels' launchers do on a GPU without a shipped tile (not run by the interpreter)."""
+    from ganbench.kernels.launches import KernelCall
+
+    seen = {}
+
+    class Tuner:
+        def __getitem__(self, grid):
+            return lambda *args, **meta: seen.update(grid=grid({"BLOCK_M": 32}), args=args, meta=meta)
+
+    call = KernelCall(None, (7, 3), (1, 2), {"NUM_SIGMAS": 2, "DIGITS": 4, "BLOCK_M": 16, "num_warps": 4})
+    call.launch_tuned(Tuner(), 100, ("NUM_SIGMAS", "DIGITS"))
+    assert seen == {"grid": (4, 3), "args": (1, 2), "meta": {"NUM_SIGMAS": 2, "DIGITS": 4}}
+
+
 def test_saving_an_int8_score_says_which_precisions_can_be_saved():
     from ganbench.scoring import bounds
 
