@@ -283,3 +283,19 @@ def test_log_sum_exp_on_the_device_equals_the_hosts_to_the_bit(sigmas, rng):
 def test_results_come_back_from_a_gpu_unchanged():
     values = torch.randn(34, 10_001, dtype=torch.float64, device="cuda")
     np.testing.assert_array_equal(to_host(values), values.cpu().numpy())
+
+
+@pytest.mark.parametrize("rows", [1, 511, 513, 1500])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_column_mean_in_pieces_is_the_float64_mean(rows, dtype):
+    """The bank mean every float32 path centres by, summed a piece of rows at a time on the CPU: within
+    float64's rounding of torch's own float64 mean, and exactly it for 8-bit data (both sums are exact)."""
+    from ganbench.scoring.centring import column_mean
+
+    generator = torch.Generator().manual_seed(rows)
+    values = (torch.rand(rows, 37, generator=generator, dtype=torch.float64) * 3 - 1).to(dtype)
+    mean = column_mean(values)
+    assert mean.dtype == torch.float64
+    torch.testing.assert_close(mean, values.mean(dim=0, dtype=torch.float64), rtol=rows * 2.0**-52, atol=0)
+    eight_bit = (torch.randint(0, 256, (rows, 37), generator=generator) / 255.0).to(torch.float32)
+    assert torch.equal(column_mean(eight_bit), eight_bit.mean(dim=0, dtype=torch.float64))

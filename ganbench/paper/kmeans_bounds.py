@@ -47,7 +47,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ganbench.scoring import byte_distances, neighbours, parzen
+from ganbench.scoring import byte_distances, centring, neighbours, parzen
 
 MAX_BOUND_BYTES = 4 * 2**30  # 50,000 x 10,000 float32 bounds are 2 GB
 ROW_BLOCK = 2048            # points whose distances one GEMM computes at once
@@ -121,7 +121,7 @@ class BoundedAssigner:
 
     def __init__(self, points: torch.Tensor):
         self.points = points                                   # (n, d) float32
-        self.centre = points.mean(dim=0, dtype=torch.float64).to(torch.float32)
+        self.centre = centring.column_mean(points).to(torch.float32)
         self.centred = points - self.centre                    # float32, as the torch backend centres
         self.centred_norms64 = torch.sum(self.centred * self.centred, dim=1, dtype=torch.float64)
         self.lower: torch.Tensor | None = None                 # (n, k) float32 lower bounds on |x - c|, by column

@@ -20,8 +20,26 @@ def centre_by_bank_mean(query: torch.Tensor, bank: torch.Tensor, dtype: torch.dt
     """
     bank = bank.to(device)
     query = query.to(device)
-    mean = bank.mean(dim=0, dtype=torch.float64)
+    mean = column_mean(bank)
     if bank.dtype == torch.float64 or query.dtype == torch.float64:
         return (query.double() - mean).to(dtype), (bank.double() - mean).to(dtype)
     mean = mean.to(dtype)
     return query.to(dtype) - mean, bank.to(dtype) - mean
+
+
+MEAN_CHUNK_ROWS = 512  # rows summed at once on the CPU: a piece of d = 784 float32 rows stays in cache
+
+
+def column_mean(rows: torch.Tensor) -> torch.Tensor:
+    """The mean of the rows, (d,) in float64 (accumulated in float64 whatever the rows' dtype).
+
+    On the CPU, summed a cache-sized piece of rows at a time: torch's own float64 mean over the
+    first axis of float32 rows took 250 ms for MNIST's 50,000 training images on this project's
+    2-core CPU, the pieces 9.5 ms (for 8-bit data both are exact, so the same bits).
+    """
+    if rows.device.type != "cpu" or not len(rows):
+        return rows.mean(dim=0, dtype=torch.float64)
+    total = torch.zeros(rows.shape[1], dtype=torch.float64)
+    for piece in rows.split(MEAN_CHUNK_ROWS):
+        total += piece.sum(dim=0, dtype=torch.float64)
+    return total / len(rows)
