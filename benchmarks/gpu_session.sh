@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# One GPU session's measurements, most important first, each under its own time limit, every JSON
+# written to $OUT (the device tool brings that folder back). A session has about 15 minutes of
+# device time, machine start included: this takes about 6 on an H200.
+#
+#   1. the scorer's targets, both precisions (benchmarks/gpu_check.py --targets): among them the first
+#      call of a new process with an empty Triton cache, with and without the kernels shipped compiled
+#      for sm_90 (kernels/prebuilt.py), and whether both give the same bits;
+#   2. the int8 kernel alone per tile, digit products separate and STACKED, at 0 and 16 sigmas, and
+#      whether the two layouts give the same bits on the device (benchmarks/gpu_breakdown.py --sweep-only);
+#   3. the kernel against float64 and the matmuls at several bank sizes (benchmarks/gpu_check.py).
+#
+# Run from the repository root on the GPU machine (its own torch and Triton): bash benchmarks/gpu_session.sh
+# with MNIST's cached file in .gpu_cache/ (carried there: nothing outside the machine can be reached).
+set -uo pipefail
+OUT="${OUT:-gpu-session}"
+mkdir -p "$OUT"
+export GANBENCH_CACHE="${GANBENCH_CACHE:-$PWD/.gpu_cache}"
+python3 -m pip install -q --no-deps --no-build-isolation -e . >/dev/null 2>&1 || echo "ganbench: install failed" >&2
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/device.txt"
+python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$OUT/device.txt"
+
+step() {  # name, time limit (s), command...
+    local name=$1 limit=$2
+    shift 2
+    local started=$SECONDS
+    timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
+    echo "$name: exit $? after $((SECONDS - started)) s" | tee -a "$OUT/steps.txt"
+}
+
+step targets 240 python3 benchmarks/gpu_check.py --targets --budget-s 200 --out "$OUT/bench-gpu-targets.json"
+step sweep 150 python3 benchmarks/gpu_breakdown.py --sweep-only --out "$OUT/bench-gpu-sweep.json"
+step check 150 python3 benchmarks/gpu_check.py --out "$OUT/bench-gpu.json"
