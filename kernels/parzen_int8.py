@@ -82,8 +82,8 @@ class NotInt8Data(GanbenchError):
     """Queries that are not 8-bit, or a bank outside [0, 1]: precision ``auto`` then scores with tf32x3."""
 
 
-# The row counts are only compared with indices: not specialized on, so one compiled kernel (and one shipped
-# with ganbench, kernels/prebuilt.py) serves every n and m.
+# The row counts bound the masks and offset the partials' stores (once a row a split): not specialized on,
+# so one compiled kernel (and one shipped with ganbench, kernels/prebuilt.py) serves every n and m.
 @triton.jit(do_not_specialize=["n_queries", "n_bank", "query_bucket", "bank_bucket"])
 def _parzen_int8_kernel(
     # pointers
@@ -217,8 +217,9 @@ FOUR_DIGIT_ELEMENTS_PER_THREAD = 16
 
 
 def _prune_configs(configs, named_args, **kwargs):
-    """Four-digit banks keep only the tiles that fit their accumulators in registers; a one-digit bank
-    has no stacked layout (its one product is the same either way)."""
+    """Four-digit banks keep only the tiles whose accumulators fit in registers (stacked, 64 x 32 with 4
+    warps spills 12 bytes at 16 sigmas, from the sums: kept, for timing to judge); a one-digit bank has
+    no stacked layout (its one product is the same either way)."""
     if named_args.get("DIGITS", kwargs.get("DIGITS")) != 4:
         return [config for config in configs if not config.kwargs["STACKED"]]
     return [config for config in configs if config.kwargs["BLOCK_M"] * config.kwargs["BLOCK_N"]

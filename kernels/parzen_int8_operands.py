@@ -67,8 +67,8 @@ INTERPRETER_TILE = {"BLOCK_R": 16, "BLOCK_D": 32}
 GPU_TILE = {"BLOCK_R": 16, "BLOCK_D": 64, "num_warps": 8}
 
 
-# The row count is only compared with row indices: not specialized on, so one compiled kernel (and
-# one shipped with ganbench, kernels/prebuilt.py) serves every count.
+# The row count only bounds the row masks: not specialized on, so one compiled kernel (and one
+# shipped with ganbench, kernels/prebuilt.py) serves every count.
 @triton.jit(do_not_specialize=["count"])
 def _int8_operands_kernel(rows_ptr, out_ptr, terms_ptr, unrepresentable_ptr, extended_ptr,
                           count, dim, width, stride_rows, stride_out,

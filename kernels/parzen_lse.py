@@ -49,8 +49,8 @@ INTERPRETER_BLOCKS = {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 32}
 BANK_PIECE_ROWS = 1 << 20  # bank rows per launch: the tf32x3 operand of a piece is ~10 GB at d = 784
 
 
-# The row counts are only compared with indices: not specialized on, so one compiled kernel (and one shipped
-# with ganbench, kernels/prebuilt.py) serves every n and m.
+# The row counts bound the masks and offset the partials' stores (once a row a split): not specialized on,
+# so one compiled kernel (and one shipped with ganbench, kernels/prebuilt.py) serves every n and m.
 @triton.jit(do_not_specialize=["n_queries", "n_bank", "query_bucket", "bank_bucket"])
 def _parzen_lse_kernel(
     # pointers

@@ -35,7 +35,7 @@ TF32_HALF_STEP = tl.constexpr(0x1000)
 TF32_KEEP_MASK = tl.constexpr(-0x2000)  # ~0x1FFF as int32
 
 
-# The row count is only compared with row indices: not specialized on (kernels/prebuilt.py).
+# The row count only bounds the row masks: not specialized on (kernels/prebuilt.py).
 @triton.jit(do_not_specialize=["count"])
 def _operands_kernel(rows_ptr, centre_ptr, out_ptr, norms_ptr,
                      count, padded_count, dim, stride_rows, stride_out,

@@ -106,20 +106,28 @@ def test_matches_float64_reference_at_odd_sizes(n, m, d, rng):
     check_int8(bytes_over_255(rng, (n, d)), unit_bank(rng, (m, d)), np.logspace(-1, 0, 10))
 
 
-@pytest.mark.parametrize("n, m, d, correction", [
-    (5, 17, 1, True),
-    (BLOCKS["BLOCK_M"] + 3, 3 * BLOCK_N + 1, 785, True),   # d past a multiple of BLOCK_K, m one past a block
-    (7, 2 * BLOCK_N - 1, 33, False),
+@pytest.mark.parametrize("n, m, d, correction, tiles", [
+    (5, 17, 1, True, BLOCKS),
+    (BLOCKS["BLOCK_M"] + 3, 3 * BLOCK_N + 1, 785, True, BLOCKS),   # d past a multiple of BLOCK_K, m past a block
+    (7, 2 * BLOCK_N - 1, 33, False, BLOCKS),
+    (9, 70, 100, True, {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 64}),   # the tuned BLOCK_N: two groups of 16 columns
 ])
-def test_stacked_digits_give_the_separate_products_to_the_bit(n, m, d, correction, rng):
+def test_stacked_digits_give_the_separate_products_to_the_bit(n, m, d, correction, tiles, rng, monkeypatch):
     """STACKED (the four digit blocks as one product, split back per bank row) computes the same integer
     distances as four products: equal minima, indices and sums, bit for bit, and both match float64."""
+    from ganbench.kernels import launches
+
     x = bytes_over_255(rng, (n, d), np.float32 if correction else np.float64)
     bank = unit_bank(rng, (m, d))
     bank.flat[1] = 0.5 + 2.0**-24  # a value whose low digits are all in use
     sigmas = np.logspace(-1, 0, 4)
-    separate, _, separate_partial = check_int8(x, bank, sigmas, blocks=BLOCKS)
-    stacked, _, stacked_partial = check_int8(x, bank, sigmas, blocks={**BLOCKS, "STACKED": True})
+    layouts = []  # what each Parzen launch was asked for: a layout silently dropped would compare a path with itself
+    launch = launches.KernelCall.launch
+    monkeypatch.setattr(launches.KernelCall, "launch",
+                        lambda call: layouts.append(call.meta.get("STACKED")) or launch(call))
+    separate, _, separate_partial = check_int8(x, bank, sigmas, blocks=tiles)
+    stacked, _, stacked_partial = check_int8(x, bank, sigmas, blocks={**tiles, "STACKED": True})
+    assert None in layouts and True in layouts  # the operands kernels (no layout) and the stacked Parzen kernel
     for field in ("min_sq_distance", "nearest_index", "shifted_sums"):
         torch.testing.assert_close(getattr(stacked_partial, field), getattr(separate_partial, field), rtol=0, atol=0)
     np.testing.assert_array_equal(stacked.log_sum_exp, separate.log_sum_exp)

@@ -252,3 +252,23 @@ def test_install_leaves_triton_alone_where_the_kernels_do_not_apply(case, tmp_pa
     assert last_json((out, err)) is True
     announced = [line for line in err.splitlines() if line.startswith("ganbench:")]
     assert len(announced) == (1 if case == "capability fails" else 0) and "Traceback" not in err
+
+
+def test_the_stacked_layout_compiles_to_one_wide_product_a_step(tmp_path):
+    """Offline for sm_90: the four-digit kernel's K step is five m64n32k32 products with STACKED off, and
+    one m64n128k32 product (the four digit blocks side by side) and the m64n32k32 correction with it on."""
+    out = run_child("""
+        import json, re, triton
+        from ganbench.kernels import prebuilt
+        from ganbench.kernels.launches import KernelCall
+        target, backend = prebuilt.target_backend()
+        call = prebuilt.shipped_calls()[4 + 4 * 1 + 3]   # one sigma, four digits, the correction
+        shapes = []
+        for stacked in (False, True):
+            variant = KernelCall(call.kernel, call.grid, call.args, {**call.meta, "STACKED": stacked})
+            source, options = prebuilt.specialize(variant, backend)
+            ptx = triton.compile(source, target=target, options=options.__dict__).asm["ptx"]
+            shapes.append(sorted(set(re.findall(r"wgmma.mma_async.sync.aligned.(m\\d+n\\d+k\\d+)", ptx))))
+        print(json.dumps(shapes))
+    """, tmp_path)
+    assert last_json(out) == [["m64n32k32"], ["m64n128k32", "m64n32k32"]]

@@ -39,7 +39,7 @@ def column_mean(rows: torch.Tensor) -> torch.Tensor:
     """
     if rows.device.type != "cpu" or not len(rows):
         return rows.mean(dim=0, dtype=torch.float64)
-    total = torch.zeros(rows.shape[1], dtype=torch.float64)
+    total = torch.zeros(rows.shape[1:], dtype=torch.float64)
     for piece in rows.split(MEAN_CHUNK_ROWS):
         total += piece.sum(dim=0, dtype=torch.float64)
     return total / len(rows)
