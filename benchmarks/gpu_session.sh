@@ -28,6 +28,8 @@ step() {  # name, time limit (s), command...
     echo "$name: exit $? after $((SECONDS - started)) s" | tee -a "$OUT/steps.txt"
 }
 
+# 0. whether this machine's Triton and ptxas take the kernels shipped compiled for sm_90 (their hashes match)
+step prebuilt_check 60 python3 -m ganbench.kernels.prebuilt check
 step targets 240 python3 benchmarks/gpu_check.py --targets --budget-s 200 --out "$OUT/bench-gpu-targets.json"
 step sweep 150 python3 benchmarks/gpu_breakdown.py --sweep-only --out "$OUT/bench-gpu-sweep.json"
 step check 150 python3 benchmarks/gpu_check.py --out "$OUT/bench-gpu.json"
