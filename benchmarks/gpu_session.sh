@@ -8,7 +8,8 @@
 #      for sm_90 (kernels/prebuilt.py), and whether both give the same bits;
 #   2. the int8 kernel alone per tile, digit products separate and STACKED, at 0 and 16 sigmas, and
 #      whether the two layouts give the same bits on the device (benchmarks/gpu_breakdown.py --sweep-only);
-#   3. the kernel against float64 and the matmuls at several bank sizes (benchmarks/gpu_check.py).
+#   3. the tests that only a CUDA GPU runs;
+#   4. the kernel against float64 and the matmuls at several bank sizes (benchmarks/gpu_check.py).
 #
 # Run from the repository root on the GPU machine (its own torch and Triton): bash benchmarks/gpu_session.sh
 # with MNIST's cached file in .gpu_cache/ (carried there: nothing outside the machine can be reached).
@@ -32,4 +33,6 @@ step() {  # name, time limit (s), command...
 step prebuilt_check 60 python3 -m ganbench.kernels.prebuilt check
 step targets 240 python3 benchmarks/gpu_check.py --targets --budget-s 200 --out "$OUT/bench-gpu-targets.json"
 step sweep 150 python3 benchmarks/gpu_breakdown.py --sweep-only --out "$OUT/bench-gpu-sweep.json"
+# The tests that run only where a CUDA GPU is (host-to-device staging, results back): a few seconds.
+step gpu_tests 120 python3 -m pytest -q -rs -p no:cacheprovider tests/test_parzen.py -k "staged or staging or come_back"
 step check 150 python3 benchmarks/gpu_check.py --out "$OUT/bench-gpu.json"
