@@ -205,9 +205,9 @@ def _parzen_int8_kernel(
 # of its elements per thread: 64 x 32 with 4 warps takes 249 registers and no spill (204 for a
 # nearest-only pass; 32 sigmas spill 356 bytes), and one digit runs 64 x 64 with 4 warps in 218-244.
 # Shared memory holds (2 BLOCK_M + 4 BLOCK_N) BLOCK_K bytes a stage.
-# A four-digit tile is also tried STACKED (its four digit products as one, four times as wide): on sm_90
-# ptxas fits 128 x 32 with 8 warps at 16 sigmas in 255 registers with no spill, where 64 x 32 with 4
-# warps spills 12 bytes; whether either beats the separate products is for a GPU to time.
+# A four-digit tile with 8 warps is also tried STACKED (its four digit products as one, four times as
+# wide): on sm_90 ptxas fits 128 x 32 with 8 warps at 16 sigmas in 255 registers with no spill, where
+# 64 x 32 with 4 warps spills 12 bytes; whether it beats the separate products is for a GPU to time.
 TUNING_CANDIDATES = [
     (64, 32, 64, 4, 3), (64, 32, 64, 4, 4), (128, 32, 64, 8, 3),   # any bank
     (64, 64, 64, 4, 3), (128, 64, 64, 8, 3),                         # one digit (8-bit banks) only
@@ -217,13 +217,14 @@ FOUR_DIGIT_ELEMENTS_PER_THREAD = 16
 
 
 def _prune_configs(configs, named_args, **kwargs):
-    """Four-digit banks keep only the tiles whose accumulators fit in registers (stacked, 64 x 32 with 4
-    warps spills 12 bytes at 16 sigmas, from the sums: kept, for timing to judge); a one-digit bank has
-    no stacked layout (its one product is the same either way)."""
+    """Four-digit banks keep only the tiles whose accumulators fit in registers, stacked only with 8
+    warps (with 4, 64 x 32 spills at 16 sigmas: one candidate more to compile and time, not three, on a
+    GPU that tunes); a one-digit bank has no stacked layout (its one product is the same either way)."""
     if named_args.get("DIGITS", kwargs.get("DIGITS")) != 4:
         return [config for config in configs if not config.kwargs["STACKED"]]
     return [config for config in configs if config.kwargs["BLOCK_M"] * config.kwargs["BLOCK_N"]
-            <= FOUR_DIGIT_ELEMENTS_PER_THREAD * 32 * config.num_warps]
+            <= FOUR_DIGIT_ELEMENTS_PER_THREAD * 32 * config.num_warps
+            and (config.num_warps == 8 or not config.kwargs["STACKED"])]
 
 
 # Keyed on rounded sizes, and cache_results keeps the choice on disk: a new n or m in the same
