@@ -15,7 +15,7 @@ A bank whose low digits are all zero (8-bit values held in float64) takes one pr
 h.q0 when the queries carry float32 rounding): ``DIGITS`` and ``CORRECTION`` are compile-time.
 
 For a block of queries against the bank, one program
-- accumulates the int32 products over the width in BLOCK_K steps (one query tile, up to four digit tiles);
+- accumulates the int32 products over the width in BLOCK_K steps (one query tile; up to four digit tiles, or STACKED one);
 - forms E in int64, masks columns past the split with 2^62;
 - keeps one running integer minimum of E per row (the shift shared by every sigma), its argmin
   (lowest index among exact ties), and per sigma a float64 running sum of exp2((min - E) c),

@@ -29,7 +29,9 @@ builds them at each kernel's first launch), while the main thread starts CUDA's 
 prepares the first launch.
 
 ``python -m ganbench.kernels.prebuilt check`` (and tests/test_prebuilt.py) fails when a kernel has
-changed since the files were built: rebuild them with the command above.
+changed since the files were built: rebuild them with the command above. Triton's source hash holds
+the kernel's text, everything it calls and the line it starts on, so a line added or removed above a
+kernel in its file is a change too.
 """
 from __future__ import annotations
 
