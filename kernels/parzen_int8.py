@@ -120,7 +120,7 @@ def _parzen_int8_kernel(
         # one is four times as wide). Column c = 8 g + 2 t + e holds digit 2 (g % 2) + e of bank row
         # 4 (g // 2) + t: a thread of the tensor cores' accumulator holds columns 2 t and 2 t + 1 of
         # every eight, so each bank row's four digits land in one thread, and splitting them out
-        # moves no data (ptxas for sm_90: no shared-memory round trip, no spill).
+        # moves no data (ptxas for sm_90: no shared-memory round trip).
         stacked = tl.arange(0, 4 * BLOCK_N)
         stacked_offsets = ((stacked // 16) * 4 + (stacked % 8) // 2)[None, :] * stride_bank_row \
             + (((stacked // 8) % 2) * 2 + stacked % 2)[None, :] * width + tl.arange(0, BLOCK_K)[:, None]
@@ -203,7 +203,7 @@ def _parzen_int8_kernel(
 # digit accumulators of the (M, N) tile are int32 registers, then the int64 distances. Compiled
 # offline for sm_90 (ptxas, no GPU), a four-digit tile spills at 16 sigmas unless it keeps at most 16
 # of its elements per thread: 64 x 32 with 4 warps takes 249 registers and no spill (204 for a
-# nearest-only pass; 32 sigmas spill 356 bytes), and one digit runs 64 x 64 with 4 warps in 218-244.
+# nearest-only pass; 32 sigmas spill 356 bytes), and one digit runs 64 x 64 with 4 warps in 233-244.
 # Shared memory holds (2 BLOCK_M + 4 BLOCK_N) BLOCK_K bytes a stage.
 # A four-digit tile with 8 warps is also tried STACKED (its four digit products as one, four times as
 # wide): on sm_90 ptxas fits 128 x 32 with 8 warps at 16 sigmas in 255 registers with no spill, where

@@ -17,9 +17,10 @@ target and Triton's version, and on nothing of the user's machine, so ganbench s
   constexprs), options hash and backend hash (ptxas version and arch) equal a manifest entry
   built by the same Triton version, the hook writes the shipped files into Triton's cache under
   the key Triton computes itself; Triton's compile then finds them there, as it would its own.
-  Anything else (another GPU, another Triton or a patched one, an edited kernel, a variable or a
-  knob that changes compilation, a cache that cannot be written) compiles as before, and nothing
-  here fails a launch: an error is one line on stderr. ``GANBENCH_PREBUILT=0`` switches it off.
+  Anything else (another GPU, another Triton or one whose Python sources differ, an edited kernel,
+  a variable or a knob that changes compilation, a cache that cannot be written) compiles as
+  before, and nothing here fails a launch: an error is one line on stderr. ``GANBENCH_PREBUILT=0``
+  switches it off.
 
 ``install`` also starts, each on a thread, what a cold first call would otherwise do one after the
 other: hashing Triton's own sources (Triton's cache key: 0.3-0.4 s, mostly a SHA-256 of its 415 MB
