@@ -48,7 +48,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import triton
+from ganbench.kernels.parzen_operands import INTERPRETED
 
+from ganbench import atomic
 from ganbench.errors import GanbenchError
 
 ARCH = 90                                   # sm_90: the capability of H100 and H200
@@ -59,7 +61,6 @@ DISABLE_VARIABLE = "GANBENCH_PREBUILT"
 # chosen sigma), the paper's grid of 10, the full protocol's first grid of 13, 16 (the benchmark's).
 SIGMA_COUNTS = (0, 1, 10, 13, 16)
 DIMENSION = 784                             # rows of this width (any multiple of 16 specializes alike)
-INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 # ---- the shipped launches --------------------------------------------------------------------------
@@ -154,8 +155,8 @@ def build(folder: Path = FOLDER) -> list[dict]:
         stem = f"{call.kernel.fn.__name__}-{entry_key(source.hash(), options.hash())[:16]}"
         metadata = compiled.metadata._asdict()
         metadata["target"] = vars(metadata["target"])
-        _write_atomically(folder / f"{stem}.cubin", compiled.asm["cubin"])
-        _write_atomically(folder / f"{stem}.json", json.dumps(metadata, indent=1, sort_keys=True).encode())
+        atomic.write_bytes(folder / f"{stem}.cubin", compiled.asm["cubin"])
+        atomic.write_bytes(folder / f"{stem}.json", json.dumps(metadata, indent=1, sort_keys=True).encode())
         written.update({f"{stem}.cubin", f"{stem}.json"})
         entries.append({"function": function_name(call.kernel), "source_hash": source.hash(),
                         "options_hash": options.hash(), "backend_hash": backend.hash(), "file": stem,
@@ -164,7 +165,7 @@ def build(folder: Path = FOLDER) -> list[dict]:
                         "constexprs": {repr(path): value for path, value in source.constants.items()}})
     manifest = {"triton": triton.__version__, "triton_sources": triton_sources_digest(), "arch": ARCH,
                 "kernels": entries}
-    _write_atomically(folder / MANIFEST.name, json.dumps(manifest, indent=1).encode())
+    atomic.write_bytes(folder / MANIFEST.name, json.dumps(manifest, indent=1).encode())
     for stale in folder.iterdir():
         if stale.name not in written and stale.name != MANIFEST.name:
             stale.unlink()
@@ -258,12 +259,6 @@ def read_manifest(folder: Path = FOLDER) -> dict | None:
         return None
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
-
-
 # ---- run time: seeding Triton's cache --------------------------------------------------------------
 
 _installed = False
@@ -306,9 +301,10 @@ def _install(device: torch.device) -> None:
             or manifest.get("triton_sources") != triton_sources_digest()):
         return
     for entry in manifest["kernels"]:
+        entry["launcher_source"] = launcher_source(entry["signature"])
         _entries.setdefault(entry["function"], {})[entry_key(entry["source_hash"], entry["options_hash"])] = entry
     knobs.runtime.jit_cache_hook = _chained_hook(knobs.runtime.jit_cache_hook)
-    for source in {launcher_source(entry["signature"]) for entry in manifest["kernels"]}:
+    for source in {entry["launcher_source"] for entry in manifest["kernels"]}:
         thread = threading.Thread(target=_quietly(lambda source=source: build_launcher(source)),
                                   name="ganbench-launcher", daemon=True)
         _launchers[source] = thread
@@ -425,7 +421,7 @@ def seed(jit_function, compile_arguments: dict) -> bool:
         cache.put_group(f"{name}.json", group)
         seeded.append(entry["file"])
     # Its launcher: wait for the thread building it rather than let Triton compile it a second time.
-    launcher = _launchers.get(launcher_source(entry["signature"]))
+    launcher = _launchers.get(entry.get("launcher_source"))
     if launcher is not None:
         launcher.join()
     return True
