@@ -125,32 +125,30 @@ def int8_sweep(queries: torch.Tensor, bank: torch.Tensor, counts=(0, 16)) -> dic
     """The int8 kernel alone (four digits and the correction, as for MNIST against a generator) per tile,
     with the digit products separate and stacked."""
     query_operand, query_terms, bank_operand, bank_terms, width = int8_operands_of(queries, bank)
+
+    def launch(tiles: dict, sigmas=GRID):
+        return parzen_int8.parzen_int8_launch(query_operand, bank_operand, query_terms, bank_terms, sigmas,
+                                              n_queries=len(queries), n_bank=len(bank), width=width, digits=4,
+                                              correction=True, blocks=tiles)
+
+    def record(name: str, measurement) -> None:
+        try:
+            result[name] = measurement()
+        except Exception as error:  # noqa: BLE001 - a tile that does not compile is a result too
+            result[name] = f"{type(error).__name__}: {str(error)[:200]}"
+        print(f"  {name}: {result[name]}", flush=True)
+
     result = {}
     for (block_m, block_n, block_k, warps, stages), stacked in itertools.product(SWEEP, (False, True)):
+        tile = f"{block_m}x{block_n}x{block_k}_w{warps}_s{stages}"
         tiles = {"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k, "num_warps": warps,
                  "num_stages": stages, "STACKED": stacked}
         for count in counts:
-            name = f"{block_m}x{block_n}x{block_k}_w{warps}_s{stages}{'_stacked' if stacked else ''}_sigmas{count}"
-
-            def launch(count=count, tiles=tiles):
-                parzen_int8.parzen_int8_launch(query_operand, bank_operand, query_terms, bank_terms, GRID[:count],
-                                               n_queries=len(queries), n_bank=len(bank), width=width, digits=4,
-                                               correction=True, blocks=tiles)
-            try:
-                result[name] = 1e3 * cuda_time(launch, repeats=20, warmup=3)
-            except Exception as error:  # noqa: BLE001 - a tile that does not compile is a result too
-                result[name] = f"{type(error).__name__}: {str(error)[:200]}"
-            print(f"  {name}: {result[name]}", flush=True)
+            record(f"{tile}{'_stacked' if stacked else ''}_sigmas{count}",
+                   lambda: 1e3 * cuda_time(lambda: launch(tiles, GRID[:count]), repeats=20, warmup=3))
         if stacked:  # the same integer distances and sums as the separate products of this tile, bit for bit
-            name = f"{block_m}x{block_n}x{block_k}_w{warps}_s{stages}_stacked_equals_separate"
-            try:
-                outputs = [parzen_int8.parzen_int8_launch(
-                    query_operand, bank_operand, query_terms, bank_terms, GRID, n_queries=len(queries),
-                    n_bank=len(bank), width=width, digits=4, correction=True, blocks={**tiles, "STACKED": layout})
-                    for layout in (False, True)]
-                result[name] = all(torch.equal(a, b) for a, b in zip(*outputs))
-            except Exception as error:  # noqa: BLE001
-                result[name] = f"{type(error).__name__}: {str(error)[:200]}"
+            record(f"{tile}_stacked_equals_separate", lambda: all(
+                torch.equal(a, b) for a, b in zip(launch({**tiles, "STACKED": False}), launch(tiles))))
     return result
 
 
