@@ -106,9 +106,11 @@ def test_torch_backend_takes_bytes_for_8bit_data_within_the_float32_bound(rng, m
 
 @exact_int8
 def test_byte_path_only_where_its_rule_holds(rng, monkeypatch):
-    """tf32x3, data that are not 8-bit, mixed dtypes and float32 values below 505 dimensions keep the
-    float32 path; int8 there says so on stderr and scores with float32. float64 values take the byte
-    path from d = 1 (their rounding is 2^-29 of float32's)."""
+    """tf32x3, data that are not 8-bit, mixed dtypes and float32 values below 505 dimensions leave the
+    byte path unused (8-bit queries against a bank in [0, 1] take its digits' products instead,
+    tests/test_digit_distances.py); int8 says so on stderr where neither applies (queries that are not
+    8-bit) and scores with float32. float64 values take the byte path from d = 1 (their rounding is
+    2^-29 of float32's)."""
     taken, said = [], []
     original = byte_distances.pass_over_bank
     monkeypatch.setattr(byte_distances, "pass_over_bank", lambda *args: taken.append(1) or original(*args))
@@ -116,12 +118,15 @@ def test_byte_path_only_where_its_rule_holds(rng, monkeypatch):
     x, bank = as_pixels(random_bytes(rng, 5, 600)), as_pixels(random_bytes(rng, 30, 600))
     parzen.parzen_pass(x, bank, [0.5], backend="torch", precision="tf32x3")
     assert not taken
-    for query, samples in ((x, bank * np.float32(0.999)), (x.astype(np.float64), bank), (x[:, :100], bank[:, :100])):
+    # Only the float64 copy of float32 pixels is not 8-bit: the other two take the digits.
+    for (query, samples), notes in zip(((x, bank * np.float32(0.999)), (x.astype(np.float64), bank),
+                                        (x[:, :100], bank[:, :100])), (0, 1, 0)):
         parzen.parzen_pass(query, samples, [0.5], backend="torch", precision="auto")
         assert not taken and not said
         reference = parzen.parzen_pass(query, samples, [0.5], backend="reference")
         fast = parzen.parzen_pass(query, samples, [0.5], backend="torch", precision="int8")
-        assert not taken and "int8 products on the CPU need 8-bit x and bank" in said.pop()
+        assert not taken and len(said) == notes and all("int8 products on the CPU need 8-bit x" in line for line in said)
+        said.clear()
         assert np.all(np.abs(fast.log_sum_exp - reference.log_sum_exp) <= log_likelihood_bound(query, samples, [0.5]))
     parzen.parzen_pass(x, bank, [0.5], backend="torch", precision="int8")
     assert len(taken) == 1

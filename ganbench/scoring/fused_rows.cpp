@@ -212,6 +212,38 @@ void fold_byte_row(const int32_t* row, int64_t columns, int32_t query_norm, doub
   add_sigma_sums(kept_values, kept, sums, sums_stride, scales, sigma_rows, sigmas, negligible_exponent);
 }
 
+// One row of distances from a bank's digit products (ganbench.scoring.digit_distances), in units of
+// E = 255^2 D: E_j = (query_norm + column_terms[j]) - 2 (P_0j + P_1j / 256 + P_2j / 256^2 ...), each P_d
+// an exact int32 product (digit d's row is `plane_stride` after P_0's). The powers of two and the sum
+// of the P_d are exact in float64 (below 2^47); the two additions round once each. The running
+// minimum is E's (float64); E - minimum is rounded to float32 once, as the byte pass's difference.
+// values: a buffer of `columns` doubles.
+void fold_digit_row(const int32_t* products, int64_t plane_stride, int64_t digits, const double* column_terms,
+                    int64_t columns, double query_norm, double* running_minimum, int64_t* nearest,
+                    int64_t index_offset, float* sums, int64_t sums_stride, const float* scales,
+                    const int64_t* sigma_rows, int64_t sigmas, float negligible_exponent, double* values,
+                    float* kept_values) {
+  for (int64_t j = 0; j < columns; ++j) values[j] = static_cast<double>(products[j]);
+  for (int64_t digit = 1; digit < digits; ++digit) {
+    const double weight = std::ldexp(1.0, static_cast<int>(-8 * digit));
+    const int32_t* plane = products + digit * plane_stride;
+    for (int64_t j = 0; j < columns; ++j) values[j] += weight * static_cast<double>(plane[j]);
+  }
+  double row_minimum = INFINITY;
+  for (int64_t j = 0; j < columns; ++j) {
+    const double value = (query_norm + column_terms[j]) - 2.0 * values[j];
+    values[j] = value;
+    row_minimum = value < row_minimum ? value : row_minimum;
+  }
+  const double old_minimum = *running_minimum;
+  const double minimum = take_minimum(values, row_minimum, row_minimum, running_minimum, nearest, index_offset);
+  if (sigmas == 0) return;
+  if (minimum < old_minimum) rescale_sums(sums, sums_stride, scales, sigma_rows, sigmas, old_minimum - minimum);
+  for (int64_t j = 0; j < columns; ++j) kept_values[j] = static_cast<float>(values[j] - minimum);
+  int64_t kept = keep_within(kept_values, columns, 0.0f, negligible_exponent / scales[0], kept_values);
+  add_sigma_sums(kept_values, kept, sums, sums_stride, scales, sigma_rows, sigmas, negligible_exponent);
+}
+
 // One row: D in place, the running minimum, its index and every sigma's shifted sum.
 // kept_values: a buffer of `columns` floats.
 void fold_row(float* row, int64_t columns, float query_norm, float* running_minimum, int64_t* nearest,
@@ -315,22 +347,26 @@ int64_t near_rounded_candidates_row(const int32_t* row, int64_t count, double kt
   return columns_within_distance(row, count, limit * limit, columns, capacity);
 }
 
-// Rows split over `threads` OpenMP threads, each with a row buffer of `columns` floats. Built against
-// the OpenMP runtime torch has loaded (the same libgomp.so.1), this is torch's own thread pool: its
-// workers, still spinning after the tile's GEMM, take the rows at once instead of holding the cores.
+// Rows split over `threads` OpenMP threads, each with a row buffer of `columns` floats (and, with
+// `doubles`, one of `columns` doubles). Built against the OpenMP runtime torch has loaded (the same
+// libgomp.so.1), this is torch's own thread pool: its workers, still spinning after the tile's GEMM,
+// take the rows at once instead of holding the cores.
 // Returns 0, or 1 when a row buffer cannot be allocated (the caller raises).
 template <typename Fold>
-int over_rows(int64_t rows, int64_t columns, int threads, Fold fold) {
+int over_rows(int64_t rows, int64_t columns, int threads, Fold fold, bool doubles = false) {
   int failed = 0;
 #pragma omp parallel num_threads(threads) reduction(| : failed)
   {
     float* kept_values = static_cast<float*>(std::malloc(sizeof(float) * (columns + 1)));
-    if (kept_values == nullptr) failed = 1;
+    double* values = doubles ? static_cast<double*>(std::malloc(sizeof(double) * (columns + 1))) : nullptr;
+    const bool ready = kept_values != nullptr && (values != nullptr || !doubles);
+    if (!ready) failed = 1;
 #pragma omp for schedule(static)
     for (int64_t i = 0; i < rows; ++i) {
-      if (kept_values != nullptr) fold(i, kept_values);
+      if (ready) fold(i, kept_values, values);
     }
     std::free(kept_values);
+    std::free(values);
   }
   return failed;
 }
@@ -351,7 +387,7 @@ int ganbench_fused_rows(float* tile, int64_t tile_stride, int64_t rows, int64_t 
                         int64_t index_offset, float* sums, int64_t sums_stride, const float* scales,
                         const int64_t* sigma_rows, int64_t sigmas, float negligible_exponent,
                         int threads) {
-  return over_rows(rows, columns, threads, [&](int64_t i, float* kept_values) {
+  return over_rows(rows, columns, threads, [&](int64_t i, float* kept_values, double*) {
     fold_row(tile + i * tile_stride, columns, query_norms[i], running_minimum + i, nearest + i, index_offset,
              sums + i, sums_stride, scales, sigma_rows, sigmas, negligible_exponent, kept_values);
   });
@@ -364,11 +400,27 @@ int ganbench_fused_byte_rows(const int32_t* tile, int64_t tile_stride, int64_t r
                              int64_t index_offset, float* sums, int64_t sums_stride, const float* scales,
                              const int64_t* sigma_rows, int64_t sigmas, float negligible_exponent,
                              int threads) {
-  return over_rows(rows, columns, threads, [&](int64_t i, float* kept_values) {
+  return over_rows(rows, columns, threads, [&](int64_t i, float* kept_values, double*) {
     fold_byte_row(tile + i * tile_stride, columns, query_norms[i], running_minimum + i, nearest + i,
                   index_offset, sums + i, sums_stride, scales, sigma_rows, sigmas, negligible_exponent,
                   kept_values);
   });
+}
+
+// The same for digit products (fold_digit_row): products (digits, rows, columns) int32, digit d's tile
+// `plane_stride` after digit 0's, each with row stride `tile_stride`; column_terms (columns,) and
+// query_norms (rows,) float64; running_minimum in E (float64).
+int ganbench_fused_digit_rows(const int32_t* products, int64_t plane_stride, int64_t tile_stride, int64_t rows,
+                              int64_t columns, int64_t digits, const double* column_terms,
+                              const double* query_norms, double* running_minimum, int64_t* nearest,
+                              int64_t index_offset, float* sums, int64_t sums_stride, const float* scales,
+                              const int64_t* sigma_rows, int64_t sigmas, float negligible_exponent,
+                              int threads) {
+  return over_rows(rows, columns, threads, [&](int64_t i, float* kept_values, double* values) {
+    fold_digit_row(products + i * tile_stride, plane_stride, digits, column_terms, columns, query_norms[i],
+                   running_minimum + i, nearest + i, index_offset, sums + i, sums_stride, scales, sigma_rows,
+                   sigmas, negligible_exponent, values, kept_values);
+  }, true);
 }
 
 // near_candidates_row over a tile's rows: tile (rows, columns) float32 T on entry, D on return;
@@ -378,7 +430,7 @@ int ganbench_near_candidates(float* tile, int64_t tile_stride, int64_t rows, int
                              const float* query_norms, const double* kth, const double* margins, int k,
                              int32_t* candidates, int64_t capacity, int64_t* counts, int threads) {
   if (k < 1 || k > kMaxCandidatesK) return 1;
-  return over_rows(rows, columns, threads, [&](int64_t i, float*) {
+  return over_rows(rows, columns, threads, [&](int64_t i, float*, double*) {
     counts[i] = near_candidates_row(tile + i * tile_stride, columns, query_norms[i], kth[i], margins[i], k,
                                     candidates + i * capacity, capacity);
   });
@@ -389,7 +441,7 @@ int ganbench_near_byte_candidates(const int32_t* tile, int64_t tile_stride, int6
                                   const double* kth, double relative, int k, int32_t* candidates,
                                   int64_t capacity, int64_t* counts, int threads) {
   if (k < 1 || k > kMaxCandidatesK) return 1;
-  return over_rows(rows, columns, threads, [&](int64_t i, float*) {
+  return over_rows(rows, columns, threads, [&](int64_t i, float*, double*) {
     counts[i] = near_byte_candidates_row(tile + i * tile_stride, columns, kth[i], relative, k,
                                          candidates + i * capacity, capacity);
   });
@@ -400,7 +452,7 @@ int ganbench_near_rounded_candidates(const int32_t* tile, int64_t tile_stride, i
                                      const double* kth, const double* slack, double widen, int k,
                                      int32_t* candidates, int64_t capacity, int64_t* counts, int threads) {
   if (k < 1 || k > kMaxCandidatesK) return 1;
-  return over_rows(rows, columns, threads, [&](int64_t i, float*) {
+  return over_rows(rows, columns, threads, [&](int64_t i, float*, double*) {
     counts[i] = near_rounded_candidates_row(tile + i * tile_stride, columns, kth[i], slack[i], widen, k,
                                             candidates + i * capacity, capacity);
   });

@@ -78,6 +78,38 @@ def fold_byte_tile(running: partials.BankPartial, tile: torch.Tensor, query_norm
     _fold(library().byte_rows, True, running, tile, query_norms, sorted_scales, sigma_rows, index_offset)
 
 
+def fold_digit_tile(running: partials.BankPartial, products: torch.Tensor, column_terms: torch.Tensor,
+                    query_norms: torch.Tensor, sorted_scales: torch.Tensor, sigma_rows: torch.Tensor,
+                    index_offset: int) -> None:
+    """``fold_tile`` for digit products (ganbench.scoring.digit_distances): ``products`` (k, rows, columns)
+    int32 holds a'.q_d for each digit d (left unchanged; each digit's tile with unit column stride), the
+    distances are E = ||a'||^2 + ``column_terms`` - 2 sum_d 256^-d P_d (``query_norms`` ||a'||^2 and
+    ``column_terms`` ||T'||^2 / B^2, float64), the running minima are E's (float64) and ``sorted_scales``
+    1 / (2 sigma^2 255^2)."""
+    digits, rows, columns = products.shape
+    sums = running.shifted_sums
+    expected = ((products, torch.int32), (column_terms, torch.float64), (query_norms, torch.float64),
+                (running.min_sq_distance, torch.float64), (running.nearest_index, torch.int64), (sums, torch.float32),
+                (sorted_scales, torch.float32), (sigma_rows, torch.int64))
+    _require_cpu("the fused digit pass", *expected)
+    if (products.stride(2) != 1 or not all(t.is_contiguous() for t, _ in expected[1:])
+            or len(column_terms) < columns or min(len(query_norms), len(running.min_sq_distance),
+                                                  len(running.nearest_index)) < rows
+            or sums.shape != (len(sorted_scales), rows) or len(sigma_rows) != len(sorted_scales)):
+        raise ValueError("the fused digit pass needs tiles with unit column stride and contiguous state of its rows")
+    if len(sigma_rows) and not bool(((sigma_rows >= 0) & (sigma_rows < len(sorted_scales))).all()):
+        raise ValueError("the fused digit pass needs each sigma's row of the sums in 0..S-1")
+    if not digits or not rows or not columns:
+        return
+    failed = library().digit_rows(_address(products), products.stride(0), products.stride(1), rows, columns, digits,
+                                  _address(column_terms), _address(query_norms), _address(running.min_sq_distance),
+                                  _address(running.nearest_index), index_offset, _address(sums), sums.stride(0),
+                                  _address(sorted_scales), _address(sigma_rows), len(sorted_scales),
+                                  partials.NEGLIGIBLE_EXPONENT, torch.get_num_threads())
+    if failed:
+        raise MemoryError("ganbench: the fused CPU pass could not allocate its row buffers")
+
+
 def near_candidates(tile: torch.Tensor, query_norms: torch.Tensor, kth: torch.Tensor, margins: torch.Tensor,
                     k: int) -> tuple[torch.Tensor, torch.Tensor] | None:
     """Exact top-k's candidate (row, column) pairs of one float32 tile T (``neighbours._candidates``' rule),
@@ -200,6 +232,7 @@ class Functions:
 
     rows: object
     byte_rows: object
+    digit_rows: object
     near_candidates: object
     near_byte_candidates: object
     near_rounded_candidates: object
@@ -212,12 +245,16 @@ def library() -> Functions | None:
     if loaded is None:
         return None
     pointer, size = ctypes.c_void_p, ctypes.c_int64
-    functions = Functions(loaded.ganbench_fused_rows, loaded.ganbench_fused_byte_rows, loaded.ganbench_near_candidates,
+    functions = Functions(loaded.ganbench_fused_rows, loaded.ganbench_fused_byte_rows,
+                          loaded.ganbench_fused_digit_rows, loaded.ganbench_near_candidates,
                           loaded.ganbench_near_byte_candidates, loaded.ganbench_near_rounded_candidates)
     for function in (functions.rows, functions.byte_rows):
         function.restype = ctypes.c_int
         function.argtypes = [pointer, size, size, size, pointer, pointer, pointer, size, pointer, size, pointer,
                              pointer, size, ctypes.c_float, ctypes.c_int]
+    functions.digit_rows.restype = ctypes.c_int
+    functions.digit_rows.argtypes = [pointer, size, size, size, size, size, pointer, pointer, pointer, pointer, size,
+                                     pointer, size, pointer, pointer, size, ctypes.c_float, ctypes.c_int]
     functions.near_candidates.restype = ctypes.c_int
     functions.near_candidates.argtypes = [pointer, size, size, size, pointer, pointer, pointer, ctypes.c_int, pointer,
                                           size, pointer, ctypes.c_int]
@@ -228,6 +265,7 @@ def library() -> Functions | None:
     functions.near_rounded_candidates.argtypes = [pointer, size, size, size, pointer, pointer, ctypes.c_double,
                                                   ctypes.c_int, pointer, size, pointer, ctypes.c_int]
     if not (_agrees_with_float64(functions.rows) and _bytes_agree_with_integers(functions.byte_rows)
+            and _digits_agree_with_float64(functions.digit_rows)
             and _candidates_agree(functions.near_candidates)
             and _byte_candidates_agree(functions.near_byte_candidates)
             and _rounded_candidates_agree(functions.near_rounded_candidates)):
@@ -378,6 +416,42 @@ def _bytes_agree_with_integers(function) -> bool:
                     _address(sorted_scales), _address(order), len(grid), partials.NEGLIGIBLE_EXPONENT, 2):
             return False
     exact = np.concatenate(tiles, axis=1).astype(np.int64) + norms[:, None]
+    if not (np.array_equal(exact.min(axis=1), state.min_sq_distance.numpy())
+            and np.array_equal(exact.argmin(axis=1), state.nearest_index.numpy())):
+        return False
+    return _sums_match(state.shifted_sums, exact, scales)
+
+
+def _digits_agree_with_float64(function) -> bool:
+    """The digit pass on two small tiles of three digits' products (a tie, a minimum that moves, products
+    near int32's range, columns that fill no vector evenly) against the same float64 arithmetic in NumPy."""
+    generator = np.random.default_rng(5)
+    digits, rows, columns, grid = 3, 23, 37, np.array([1.5, 0.3, 6.0])
+    scales = partials.half_inverse_variances(grid, torch.zeros(1), 1.0 / 255**2)[:, 0]
+    order = torch.argsort(scales)
+    sorted_scales = scales[order].contiguous()  # held here: the library reads it through a pointer
+    query_norms = generator.integers(0, 2**24, rows).astype(np.float64)
+    tiles, terms = [], []
+    for _ in range(2):
+        products = generator.integers(-2**31 + 1, 2**31 - 1, (digits, rows, columns)).astype(np.int32)
+        products[0] = generator.integers(-2**20, 2**20, (rows, columns))
+        tiles.append(products)
+        terms.append(generator.integers(2**22, 2**23, columns).astype(np.float64) + generator.uniform(0, 1, columns))
+    tiles[0][:, 0, 9] = tiles[0][:, 0, 30] = [2**30, -5, 17]   # a tie below every other value: the first index wins
+    tiles[1][0, 1] += 2**21                                    # row 1's minimum moves in the second tile
+    tiles[1][:, 0, 2] = [2**30, -5, 17]                        # row 0 ties across tiles: the earlier index stays
+    terms[1][2] = terms[0][30] = terms[0][9]
+    state = partials.BankPartial(torch.full((rows,), float("inf"), dtype=torch.float64),
+                                 torch.zeros(rows, dtype=torch.int64), torch.zeros(len(grid), rows))
+    for index, (products, column_terms) in enumerate(zip(tiles, terms)):
+        if function(products.ctypes.data, rows * columns, columns, rows, columns, digits, column_terms.ctypes.data,
+                    query_norms.ctypes.data, _address(state.min_sq_distance), _address(state.nearest_index),
+                    index * columns, _address(state.shifted_sums), rows, _address(sorted_scales), _address(order),
+                    len(grid), partials.NEGLIGIBLE_EXPONENT, 2):
+            return False
+    exact = np.concatenate([(query_norms[:, None] + column_terms[None, :])
+                            - 2.0 * (products[0] + products[1] / 256.0 + products[2] / 65536.0)
+                            for products, column_terms in zip(tiles, terms)], axis=1)
     if not (np.array_equal(exact.min(axis=1), state.min_sq_distance.numpy())
             and np.array_equal(exact.argmin(axis=1), state.nearest_index.numpy())):
         return False

@@ -33,7 +33,7 @@ from ganbench.defaults import (
 from ganbench.devices import resolve_device, to_device_many, to_host
 from ganbench.errors import GanbenchError
 from ganbench.progress import announce_once as _announce
-from ganbench.scoring import byte_distances, fused_rows, partials
+from ganbench.scoring import byte_distances, digit_distances, fused_rows, partials
 from ganbench.scoring.centring import centre_by_bank_mean
 from ganbench.scoring.inputs import as_matrix, as_sigmas, finite_magnitude
 
@@ -398,8 +398,10 @@ def _torch_pass(query, bank, grid, device, query_block, bank_block, precision=DE
 
     The tile and its work buffer are allocated once and reused, and sized to stay in
     cache on the CPU: fresh large allocations (page faults) and passes over memory, not
-    the exponentials, would otherwise dominate. On the CPU, 8-bit queries and bank take exact
-    int8 products instead (``ganbench.scoring.byte_distances``) with precision ``auto`` or ``int8``.
+    the exponentials, would otherwise dominate. On the CPU, with precision ``auto`` or ``int8``, 8-bit
+    queries and bank take exact int8 products instead (``ganbench.scoring.byte_distances``), and 8-bit
+    queries against any other bank in [0, 1] int8 products of the bank's digits
+    (``ganbench.scoring.digit_distances``).
     """
     prefix = "torch_cuda" if device.type == "cuda" else "torch"
     query_block = min(query_block or DEFAULTS[f"{prefix}_query_block"], query.shape[0])
@@ -408,12 +410,14 @@ def _torch_pass(query, bank, grid, device, query_block, bank_block, precision=DE
         sides = byte_distances.parzen_operands(query.to(device), bank.to(device))
         if sides is not None:
             return byte_distances.pass_over_bank(*sides, grid, query_block, bank_block)
+        digit_sides = digit_distances.parzen_operands(query.to(device), bank.to(device))
+        if digit_sides is not None:
+            return digit_distances.pass_over_bank(*digit_sides, grid, query_block, bank_block)
         if precision == "int8":
-            # Not an error, unlike the triton backend's int8 (8-bit queries against a bank in [0, 1]):
-            # the CPU's int8 products need both sides 8-bit, and float32 scores the rest within its bound.
-            _announce("ganbench: int8 products on the CPU need 8-bit x and bank (every value a / 255 for a byte a, "
-                      f"both float32 or both float64, in at least {byte_distances.min_dimension(query.dtype)} "
-                      "dimensions for float32); scoring these data with float32 products")
+            # Not an error, unlike the triton backend's int8 (8-bit queries against a bank in [0, 1], or a
+            # one-line error): the float32 GEMM scores the rest within the bound int8 results also keep.
+            _announce("ganbench: int8 products on the CPU need 8-bit x (every value a / 255 for a byte a, float32 "
+                      "or float64) and a float32 or float64 bank in [0, 1]; scoring these data with float32 products")
     query32, bank32 = centre_by_bank_mean(query, bank, torch.float32, device)
     # Norms summed in float64 then rounded once: the GEMM is then the only float32 error.
     query_norms, bank_norms = squared_norms(query32), squared_norms(bank32)
