@@ -191,3 +191,15 @@ def test_a_wrong_compiled_digit_pass_is_refused():
     assert not fused_rows._digits_agree_with_float64(lambda *args: function(*args[:5], 2, *args[6:]))
     assert not fused_rows._digits_agree_with_float64(lambda *args: 0)
     assert not fused_rows._digits_agree_with_float64(lambda *args: function(args[0], *args[1:6], args[7], *args[7:]))
+
+
+@exact_int8
+def test_the_callers_data_are_left_unchanged(rng):
+    """float64 inputs are not copied on their way in (``double()`` of a float64 tensor is itself): the digits
+    are formed from a copy, and scoring leaves both tensors as they were, bit for bit."""
+    x = torch.from_numpy(as_pixels(random_bytes(rng, 9, 40), np.float64))
+    bank = torch.from_numpy(bank_in_unit_interval(rng, 70, 40, np.float64))
+    kept = x.clone(), bank.clone()
+    assert digit_distances.parzen_operands(x, bank) is not None
+    parzen.parzen_pass(x, bank, [0.2, 0.5], backend="torch", device="cpu")
+    assert torch.equal(x, kept[0]) and torch.equal(bank, kept[1])

@@ -69,13 +69,14 @@ def digit_operands(bank: torch.Tensor, width: int, count: int = DIGITS) -> Digit
     for first in range(0, rows, PIECE_ROWS):
         piece = bank[first:first + PIECE_ROWS]
         # 255 B s is exact in float64 for float32 s (24 + 24 bits); rounded once for float64 s (h covers it).
-        shifted = (piece.double() * scale).round_().sub_(OFFSET * base).to(torch.int64)   # T', |T'| <= 128 B
-        norms[first:first + len(piece)] = shifted.pow(2).sum(dim=1).double()            # exact in int64, rounded once
-        for digit in range(count - 1, -1, -1):
-            low = torch.remainder(shifted + OFFSET, 256).sub_(OFFSET) if digit else shifted   # balanced, -128..127
-            digits[digit, first:first + len(piece), :dimension] = low.to(torch.int8)
-            if digit:
-                shifted = shifted.sub_(low).div_(256, rounding_mode="floor")               # exact: a multiple of 256
+        # Every value below is an integer under 2^31, so float64 holds it exactly: T', then each digit.
+        shifted = (piece.double() * scale).round_().sub_(OFFSET * base)    # T', |T'| <= 128 B (a copy: never the bank)
+        norms[first:first + len(piece)] = shifted.to(torch.int64).square_().sum(dim=1).double()  # exact, rounded once
+        for digit in range(count - 1, 0, -1):
+            higher = (shifted + OFFSET).mul_(1 / 256).floor_()                              # balanced: low in -128..127
+            digits[digit, first:first + len(piece), :dimension] = shifted.sub_(higher * 256)
+            shifted = higher
+        digits[0, first:first + len(piece), :dimension] = shifted                           # |q_0| <= 128, <= 127 at top
     return DigitOperands(digits, norms.div_(float(base) ** 2))
 
 
