@@ -64,7 +64,8 @@ def test_minima_are_the_rounded_datas_distances(shape, fused, rng, monkeypatch):
     count, bank_count, dimension = shape
     query_bytes = random_bytes(rng, count, dimension)
     bank = bank_in_unit_interval(rng, bank_count, dimension)
-    bank[40 % bank_count] = bank[3]            # a duplicate in another block: ties go to row 3
+    bank[3] = query_bytes[5] / np.float32(255)   # query 5's nearest, at distance 0 ...
+    bank[40] = bank[3]                           # ... twice, the copy in another block: row 3 wins
     query = byte_distances.operands(torch.from_numpy(query_bytes).float())
     operands = digit_distances.digit_operands(torch.from_numpy(bank), query.shifted.shape[1])
     result = digit_distances.pass_over_bank(query, operands, np.array([0.3, 1.0]), query_block=7, bank_block=10)
@@ -73,6 +74,7 @@ def test_minima_are_the_rounded_datas_distances(shape, fused, rng, monkeypatch):
     shifted_queries = (query_bytes.astype(np.int64) - 128) * base
     exact = ((shifted_queries[:, None, :] - scaled[None]) ** 2).sum(-1)   # 255^2 B^2 D~, exact integers
     np.testing.assert_array_equal(result.nearest_index.numpy(), exact.argmin(axis=1))
+    assert result.nearest_index[5] == 3 and result.min_sq_distance[5] == 0
     largest = 128**2 * dimension
     norms = ((query_bytes.astype(np.float64) - 128) ** 2).sum(axis=1)
     allowed = 6 * 2.0**-53 * (1 + 2.0**-20) * (largest + 2 * np.sqrt(norms * largest) + norms) / 255**2
@@ -155,18 +157,22 @@ def test_digits_only_where_they_apply(rng, monkeypatch):
     tight = np.clip(x[:1] + rng.normal(0, 1e-5, (30, 600)).astype(np.float32), 0, 1)   # N ~ 3e-8
     assert not digit_distances.within_float32_bound(torch.from_numpy(x[:1]), torch.from_numpy(tight),
                                                     torch.tensor([int(((x[0] * 255 - 128).round() ** 2).sum())]))
-    for query, samples in ((x * np.float32(0.999), bank), (x, outside), (x, -outside), (x[:1], tight)):
+    for query, samples, reason in ((x * np.float32(0.999), bank, "x is not 8-bit"),
+                                   (x, outside, "values outside [0, 1]"), (x, -outside, "values outside [0, 1]"),
+                                   (x[:1], tight, "so tight that its rounding to 24 bits would leave the float32 bound")):
         parzen.parzen_pass(query, samples, [0.5], backend="torch", precision="auto")
         assert not taken and not said
         reference = parzen.parzen_pass(query, samples, [0.5], backend="reference")
         fast = parzen.parzen_pass(query, samples, [0.5], backend="torch", precision="int8")
-        assert not taken and "int8 products on the CPU need 8-bit x" in said.pop()
+        notice = said.pop()
+        assert not taken and "int8 products on the CPU need 8-bit x and a bank in [0, 1], but" in notice
+        assert reason in notice
         assert np.all(np.abs(fast.log_sum_exp - reference.log_sum_exp)
                       <= log_likelihood_bound(query, samples.astype(np.float32), [0.5]))
     for query, samples in ((x, bank), (as_pixels(byte_array, np.float64), bank), (x, bank.astype(np.float64)),
-                           (x, bank.astype(np.float16))):
+                           (x, bank.astype(np.float16)), (x, torch.from_numpy(bank).to(torch.bfloat16))):
         parzen.parzen_pass(query, samples, [0.5], backend="torch", precision="int8")
-    assert len(taken) == 4 and not said
+    assert len(taken) == 5 and not said
 
 
 def test_the_bound_check_follows_the_arithmetic():
@@ -182,15 +188,18 @@ def test_the_bound_check_follows_the_arithmetic():
 
 @exact_int8
 def test_a_wrong_compiled_digit_pass_is_refused():
-    """The library's load check fails a pass that drops a digit or writes nothing (the whole library is then
-    left unused and the eager passes score)."""
+    """The library's load check fails a pass that drops a digit, writes nothing or reads other column terms
+    (the whole library is then left unused and the eager passes score). Mutations of the C++ source (a
+    digit's weight, the rescaling left out, E and its minimum rounded to float32 before their difference)
+    fail it too: checked when the check was written, by compiling each."""
     if not fused_rows.available():
         pytest.skip("no compiled fused pass on this machine")
     function = fused_rows.library().digit_rows
     assert fused_rows._digits_agree_with_float64(function)
     assert not fused_rows._digits_agree_with_float64(lambda *args: function(*args[:5], 2, *args[6:]))
     assert not fused_rows._digits_agree_with_float64(lambda *args: 0)
-    assert not fused_rows._digits_agree_with_float64(lambda *args: function(args[0], *args[1:6], args[7], *args[7:]))
+    other_terms = np.zeros(64)   # column terms the pass was not given (as many as it reads)
+    assert not fused_rows._digits_agree_with_float64(lambda *args: function(*args[:6], other_terms.ctypes.data, *args[7:]))
 
 
 @exact_int8
@@ -203,3 +212,72 @@ def test_the_callers_data_are_left_unchanged(rng):
     assert digit_distances.parzen_operands(x, bank) is not None
     parzen.parzen_pass(x, bank, [0.2, 0.5], backend="torch", device="cpu")
     assert torch.equal(x, kept[0]) and torch.equal(bank, kept[1])
+
+
+@exact_int8
+def test_the_bound_is_reached_on_half_steps():
+    """The data term 2 eta sqrt(2N) is tight: a bank value s on a tie of 255 B s (s = (2k + 1) / 2^17) moves by
+    exactly half a step, and a query at 0 against the bank {0, s 1} has D = d s^2 = 2N. The computed distance's
+    error, d h (2 s +- h) for the step h, then reaches the bound, about 2 d h s + 3 d h^2, to within 3 h / s
+    (below 1e-5 here), and never passes it."""
+    dimension = 784
+    x = torch.zeros((1, dimension), dtype=torch.float64)
+    for odd in (12345, 2**16 + 1, 2**17 - 1):
+        s = odd / 2.0**17
+        bank = torch.tensor([[0.0] * dimension, [s] * dimension], dtype=torch.float64)
+        query = byte_distances.byte_operands(x)
+        operands = digit_distances.digit_operands(bank, query.shifted.shape[1])
+        products = digit_distances.products_tile(query, operands, slice(0, 2),
+                                                 torch.empty((operands.count, 1, 2), dtype=torch.int32))
+        computed = float(digit_distances.distances_from_products(products, operands.norms, query.norms.double())[0, 1])
+        error = abs(computed / 255**2 - dimension * s * s)       # d s^2 is exact in float64
+        spread = digit_distances.centred_spread(x, bank)
+        bound = float(digit_distances.digit_error(spread, query.norms.double(), dimension, x.dtype, bank.dtype)[0])
+        assert 1 - 1e-5 < error / bound <= 1, (odd, error, bound)
+
+
+@exact_int8
+def test_the_bound_check_flips_where_the_arithmetic_says():
+    """Against a bank {x - t v, x + t v} (v a unit vector, so N = t^2 about the mean x), the digit path
+    qualifies exactly when its error bound, 2 eta sqrt(2N) + 3 eta^2 plus the float64 combination's, is
+    within K u N: 1% either side of the N* solving that equation, computed here on its own."""
+    dimension = 784
+    x = torch.full((1, dimension), 128 / 255, dtype=torch.float32)          # a' = 0
+    eta = math.sqrt(dimension) * (2.0**-25 + 0.5 / (255 * 65536))
+    arithmetic = 4 * 2.0**-53 * (1 + 2.0**-20) * 128**2 * dimension / 255**2
+    slope = bounds.distance_coefficient("float32", dimension) * U32
+    # slope N = 2 sqrt(2) eta sqrt(N) + 3 eta^2 + arithmetic, a quadratic in sqrt(N)
+    root = (2 * math.sqrt(2) * eta + math.sqrt(8 * eta**2 + 4 * slope * (3 * eta**2 + arithmetic))) / (2 * slope)
+    crossing = root**2
+    assert 0.002 < crossing < 0.003                                            # docs: "N below ~0.003"
+    direction = torch.full((dimension,), 1 / math.sqrt(dimension), dtype=torch.float64)
+    norms = torch.zeros(1, dtype=torch.int32)
+    for factor, expected in ((1.01, True), (0.99, False)):
+        spread = math.sqrt(crossing * factor)
+        bank = torch.stack([x[0].double() - spread * direction, x[0].double() + spread * direction])
+        assert digit_distances.within_float32_bound(x, bank, norms) == expected, factor
+
+
+@exact_int8
+def test_an_8bit_bank_keeps_one_product(rng):
+    """A bank on the byte grid (T = b B) has two zero digits in every row: they are dropped, and one product
+    scores it, with the same results as all three."""
+    bank = as_pixels(random_bytes(rng, 40, 30))
+    query = byte_distances.operands(torch.from_numpy(random_bytes(rng, 9, 30)).float())
+    one = digit_distances.digit_operands(torch.from_numpy(bank), query.shifted.shape[1])
+    assert one.count == 1
+    three = digit_distances.DigitOperands(torch.cat([one.digits, torch.zeros((2, *one.digits.shape[1:]),
+                                                                             dtype=torch.int8)]), one.norms)
+    grid = np.array([0.2, 1.0])
+    first = digit_distances.pass_over_bank(query, one, grid, query_block=4, bank_block=16)
+    second = digit_distances.pass_over_bank(query, three, grid, query_block=4, bank_block=16)
+    assert all(torch.equal(a, b) for a, b in zip((first.min_sq_distance, first.nearest_index, first.shifted_sums),
+                                                (second.min_sq_distance, second.nearest_index, second.shifted_sums)))
+
+
+def test_the_compiled_pass_is_there_wherever_a_compiler_is():
+    """Where a C++ compiler is found the fused pass must build and pass its load check: a check that failed
+    would leave every fused test above skipped and the suite green."""
+    if fused_rows._compiler() is None:
+        pytest.skip("no C++ compiler on this machine: the eager passes score")
+    assert fused_rows.available()

@@ -43,7 +43,7 @@ DIGITS = 3                     # 255 B s to 2^-16: eta = 1.7e-6 on MNIST (module
 LEVELS = byte_distances.LEVELS
 OFFSET = byte_distances.OFFSET
 PIECE_ROWS = byte_distances.PIECE_ROWS
-# Below what the bounds' own float64 computation of N could differ by (far below 1e-9).
+# The comparison's own float64 roundings (``centred_spread`` bounds the difference in N itself).
 BOUND_SAFETY = 1.0 - 1e-9
 
 
@@ -68,7 +68,8 @@ def digit_operands(bank: torch.Tensor, width: int, count: int = DIGITS) -> Digit
     norms = torch.empty(rows, dtype=torch.float64)
     for first in range(0, rows, PIECE_ROWS):
         piece = bank[first:first + PIECE_ROWS]
-        # 255 B s is exact in float64 for float32 s (24 + 24 bits); rounded once for float64 s (h covers it).
+        # 255 B s is exact in float64 for float32 s (24 + 8 significant bits); rounded once for float64 s
+        # (h covers it).
         # Every value below is an integer under 2^31, so float64 holds it exactly: T', then each digit.
         shifted = (piece.double() * scale).round_().sub_(OFFSET * base)    # T', |T'| <= 128 B (a copy: never the bank)
         norms[first:first + len(piece)] = shifted.to(torch.int64).square_().sum(dim=1).double()  # exact, rounded once
@@ -77,7 +78,10 @@ def digit_operands(bank: torch.Tensor, width: int, count: int = DIGITS) -> Digit
             digits[digit, first:first + len(piece), :dimension] = shifted.sub_(higher * 256)
             shifted = higher
         digits[0, first:first + len(piece), :dimension] = shifted                           # |q_0| <= 128, <= 127 at top
-    return DigitOperands(digits, norms.div_(float(base) ** 2))
+    # Trailing digits that are zero in every row add nothing: an 8-bit bank (T = b B) keeps one product.
+    while count > 1 and not bool(digits[count - 1].any()):
+        count -= 1
+    return DigitOperands(digits[:count], norms.div_(float(base) ** 2))
 
 
 # Bank dtypes whose 255 B s is exact in float64 (11, 8 and 24 significant bits against 24 of 255 B), and
@@ -99,12 +103,23 @@ def applies(query: torch.Tensor, bank: torch.Tensor) -> bool:
 
 
 def centred_spread(query: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
-    """N per query, ||x - c||^2 + max_j ||s_j - c||^2 about the bank's mean c, in float64 (as
-    ``ganbench.scoring.bounds.centred_norms`` for a bank scored in one chunk, to ~1e-16 of N)."""
+    """N per query, ||x - c||^2 + max_j ||s_j - c||^2 about the bank's mean c, in float64, lowered so that
+    it is never above what ``ganbench.scoring.bounds.centred_norms`` finds for the same chunk of m rows.
+
+    That expands ||x||^2 - 2 x.c' + c'.c' in float64, off by up to (d + 2) 2^-53 (2 ||x||^2 + 2 ||c||^2),
+    with c' NumPy's mean, within delta = 2 (m + 1) 2^-53 ||c|| of this one (the values are >= 0), which
+    moves each of N's two terms by at most 2 sqrt(N) delta + delta^2. N here, summed directly, is off by
+    (d + 2) 2^-53 N. The margin is twice the sum of these."""
+    dimension, rows = query.shape[1], len(bank)
     centre = centring.column_mean(bank)
     largest = max(float(((piece.double() - centre) ** 2).sum(dim=1).max()) for piece in bank.split(PIECE_ROWS))
-    spread = torch.cat([((piece.double() - centre) ** 2).sum(dim=1) for piece in query.split(PIECE_ROWS)])
-    return spread + largest
+    spread = torch.cat([((piece.double() - centre) ** 2).sum(dim=1) for piece in query.split(PIECE_ROWS)]) + largest
+    squared = torch.cat([(piece.double() ** 2).sum(dim=1) for piece in query.split(PIECE_ROWS)])
+    centre_squared = float(centre @ centre)
+    moved = 2 * (rows + 1) * 2.0**-53 * math.sqrt(centre_squared)
+    margin = 2 * ((dimension + 2) * 2.0**-53 * (2 * squared + 2 * centre_squared + spread)
+                  + 4 * torch.sqrt(spread) * moved + 2 * moved**2)
+    return (spread - margin).clamp_(min=0.0)
 
 
 def digit_error(spread: torch.Tensor, query_norms: torch.Tensor, dimension: int, query_dtype: torch.dtype,
@@ -129,6 +144,24 @@ def within_float32_bound(query: torch.Tensor, bank: torch.Tensor, query_norms: t
     allowed = bounds.distance_coefficient("float32", dimension) * bounds.UNIT_ROUNDOFF["float32"] * spread
     error = digit_error(spread, query_norms.double(), dimension, query.dtype, bank.dtype)
     return bool((error <= allowed * BOUND_SAFETY).all())
+
+
+def refusal(query: torch.Tensor, bank: torch.Tensor) -> str:
+    """Why the digit path does not score these data, in words for a one-line notice ("" if it does)."""
+    if query.dtype not in byte_distances.HALF_ULP_AT_ONE or byte_distances.byte_operands(query) is None:
+        return "x is not 8-bit (every value a / 255 for a byte a, float32 or float64)"
+    if bank.dtype not in BANK_DTYPES:
+        return f"the bank is {str(bank.dtype).removeprefix('torch.')}"
+    if query.shape[1] > byte_distances.MAX_DIMENSION:
+        return f"d is above {byte_distances.MAX_DIMENSION}"
+    low, high = torch.aminmax(bank)
+    if low < 0 or high > 1:
+        return "the bank has values outside [0, 1]"
+    if not byte_distances.int8_product_is_exact():
+        return "this torch build's CPU int8 product is not exact"
+    if not within_float32_bound(query, bank, byte_distances.byte_operands(query).norms):
+        return "the bank is so tight that its rounding to 24 bits would leave the float32 bound"
+    return ""
 
 
 def parzen_operands(query: torch.Tensor, bank: torch.Tensor) -> tuple[byte_distances.ByteOperands, DigitOperands] | None:

@@ -416,8 +416,9 @@ def _torch_pass(query, bank, grid, device, query_block, bank_block, precision=DE
         if precision == "int8":
             # Not an error, unlike the triton backend's int8 (8-bit queries against a bank in [0, 1], or a
             # one-line error): the float32 GEMM scores the rest within the bound int8 results also keep.
-            _announce("ganbench: int8 products on the CPU need 8-bit x (every value a / 255 for a byte a, float32 "
-                      "or float64) and a float32 or float64 bank in [0, 1]; scoring these data with float32 products")
+            reason = digit_distances.refusal(query.to(device), bank.to(device))
+            _announce(f"ganbench: int8 products on the CPU need 8-bit x and a bank in [0, 1], but {reason}; "
+                      "scoring these data with float32 products")
     query32, bank32 = centre_by_bank_mean(query, bank, torch.float32, device)
     # Norms summed in float64 then rounded once: the GEMM is then the only float32 error.
     query_norms, bank_norms = squared_norms(query32), squared_norms(bank32)
