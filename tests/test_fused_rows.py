@@ -18,11 +18,11 @@ compiled = pytest.mark.skipif(not fused_rows.available(), reason="no C++ compile
 @pytest.fixture
 def fresh_library():
     """The library looked up anew (as in a new process), and again after the test."""
-    fused_rows.library.cache_clear()
+    fused_rows._library.cache_clear()
     fused_rows._loaded.cache_clear()
     progress._ANNOUNCED.clear()
     yield
-    fused_rows.library.cache_clear()
+    fused_rows._library.cache_clear()
     fused_rows._loaded.cache_clear()
 
 
@@ -194,6 +194,9 @@ def test_switched_off_by_the_environment(fresh_library, monkeypatch):
     ("(std::sqrt(smallest) / 255.0 + slack) * widen + slack", "(std::sqrt(smallest) / 255.0 + slack) * widen"),
     ("double limit = std::sqrt(kth) * widen + slack;", "double limit = std::sqrt(kth) * widen;"),  # rounded queries
     ("(std::sqrt(smallest) / 255.0 + slack) * widen", "(std::sqrt(smallest) / 255.0) * widen"),
+    ("std::ldexp(1.0, static_cast<int>(-8 * digit))", "std::ldexp(1.0, static_cast<int>(-7 * digit))"),  # digits
+    ("kept_values[j] = static_cast<float>(values[j] - minimum);",
+     "kept_values[j] = static_cast<float>(values[j]) - static_cast<float>(minimum);"),
 ])
 def test_a_wrong_build_is_never_used(correct, wrong, tmp_path, fresh_library, monkeypatch, capsys):
     """A library with a wrong exponential, sum, index, byte shift or candidate limit fails the check it gets on loading."""
@@ -205,6 +208,23 @@ def test_a_wrong_build_is_never_used(correct, wrong, tmp_path, fresh_library, mo
     monkeypatch.setenv("GANBENCH_CACHE", str(tmp_path / "cache"))
     assert fused_rows.library() is None
     assert "disagrees with float64" in capsys.readouterr().err
+
+
+@compiled
+def test_a_build_started_in_the_background_is_the_one_used(tmp_path, fresh_library, monkeypatch):
+    """``build_in_background`` compiles on a thread; ``library`` waits for it instead of compiling again:
+    one compiler run, one library in the cache, no temporary file left."""
+    monkeypatch.setenv("GANBENCH_CACHE", str(tmp_path))
+    runs = []
+    original = fused_rows.subprocess.run
+    monkeypatch.setattr(fused_rows.subprocess, "run", lambda command, **kwargs: runs.append(command)
+                        or original(command, **kwargs))
+    fused_rows.build_in_background()
+    assert fused_rows.available()
+    compiles = [command for command in runs if "-o" in command]
+    assert len(compiles) == 1
+    entries = [path.name for path in (tmp_path / "native").iterdir()]
+    assert len(entries) == 1 and entries[0].startswith("fused_rows-") and entries[0].endswith(".so")
 
 
 @compiled

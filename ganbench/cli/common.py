@@ -58,3 +58,12 @@ def check_out(path, *, folder: bool, flag: str = "--out") -> None:
     from ganbench import atomic
 
     atomic.check_writable(path, folder=folder, what=flag, fix=f"choose another {flag}")
+
+
+def start_cpu_pass_build(backend: str, device) -> None:
+    """Where scoring runs on the CPU, the compiled pass is built on a thread while the data load and the
+    first bank is drawn (``fused_rows.build_in_background``). Called after the arguments are checked."""
+    from ganbench.scoring import fused_rows, parzen
+
+    if parzen.scoring_device(device, backend).type == "cpu":
+        fused_rows.build_in_background()

@@ -10,6 +10,7 @@ from ganbench.cli.common import (
     print_json,
     read_own_data,
     require_at_least,
+    start_cpu_pass_build,
 )
 from ganbench.defaults import CHUNK_ROWS, DEFAULT_PROTOCOL, OWN_DATA_PROTOCOL
 from ganbench.errors import GanbenchError
@@ -50,6 +51,7 @@ def _score_and_report(args, distributed: bool) -> int:
     if args.sigma is not None and args.sigma_grid is not None:
         raise GanbenchError("give --sigma (a fixed width) or --sigma-grid (widths to choose from), not both")
     sigma_grid = protocol.parse_sigma_grid(args.sigma_grid) if args.sigma_grid is not None else None
+    start_cpu_pass_build(args.backend, args.device)
     own_data = read_own_data(valid=args.valid, test=args.test)
     # The paper's grid was chosen for MNIST; on the user's own data the search starts from the data's scale.
     protocol_name = args.protocol or (OWN_DATA_PROTOCOL if own_data else DEFAULT_PROTOCOL)

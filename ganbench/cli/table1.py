@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from ganbench import SHIPPED_GENERATOR
-from ganbench.cli.common import add_backend_options, add_data_options, check_out, print_json
+from ganbench.cli.common import add_backend_options, add_data_options, check_out, print_json, start_cpu_pass_build
 from ganbench.defaults import BACKENDS, DEFAULT_OUT, DEFAULT_PROTOCOL
 from ganbench.devices import resolve_device
 from ganbench.errors import GanbenchError
@@ -27,6 +27,7 @@ def command_reproduce(args) -> int:
         sampling.load_generator(args.generator)
     config = table1.Table1Config(generator=args.generator, seed=args.seed, protocol=args.protocol,
                                  backend=args.backend, device=args.device, data_dir=args.data_dir, tfd=args.tfd)
+    start_cpu_pass_build(args.backend, args.device)
     if args.train:
         config.generator = str(table1.train_shipped_recipe(Path(args.train_out), args.train_epochs, args.seed,
                                                            args.device, args.data_dir))

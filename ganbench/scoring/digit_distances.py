@@ -26,9 +26,10 @@ With three digits eta = 1.7e-6 on MNIST (d = 784, float32 queries): D is off by 
 where the float32 GEMM's bound is 9.4e-3 and its error measured up to ~1e-4 (``refine_nearest``).
 
 The float32 GEMM path is off by at most K u N with N about the bank's mean (ganbench.scoring.bounds).
-``within_float32_bound`` checks that the bound above is inside it for every query, so results scored
-either way carry one bound and saved results stay checkable; when it is not (data so tightly clustered
-that the digits' rounding would matter), the float32 GEMM scores.
+``within_float32_bound`` checks that the bound above is inside it for every query, so a result scored
+either way carries the torch backend's one bound (``ganbench check`` re-scores a saved result, which
+``--save`` scores with tf32x3, with tolerances from it); when it is not (data so tightly clustered that
+the digits' rounding would matter), the float32 GEMM scores.
 """
 from __future__ import annotations
 
