@@ -17,7 +17,8 @@ DEFAULT_BACKEND = "auto"
 # int8 where it applies and tf32x3 elsewhere: the default, since int8 was timed and checked
 # on an H200 (benchmarks/gpu_check.py --targets: 1.6e-7 nats from float64 on MNIST against
 # tf32x3's 4.7e-4). Results saved with --save score auto with tf32x3 (docs/precision.md). On the
-# CPU (torch backend) int8 and auto take exact int8 products when queries and bank are both 8-bit.
+# CPU (torch backend) int8 and auto take exact int8 products when queries and bank are both 8-bit, and
+# int8 products of the bank's three base-256 digits for 8-bit queries against any other bank in [0, 1].
 PRECISIONS = ("tf32x3", "ieee", "tf32", "int8", "auto")
 DEFAULT_PRECISION = "auto"
 

@@ -19,10 +19,10 @@ def add_backend_options(parser: argparse.ArgumentParser) -> None:
                         help="scorer backend (auto = triton on CUDA, else torch)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     parser.add_argument("--precision", default=DEFAULT_PRECISION, choices=PRECISIONS,
-                        help="distance arithmetic: auto takes exact int8 products for 8-bit data (MNIST's a / 255; "
-                             "on the CPU when the bank is 8-bit too, from 505 dimensions) and otherwise tf32x3 on "
-                             "the triton backend, float32 on the torch backend; --save scores auto as tf32x3 "
-                             "(docs/precision.md)")
+                        help="distance arithmetic: auto takes int8 products for 8-bit queries (MNIST's a / 255) "
+                             "against a bank in [0, 1] (on the CPU: exact when the bank is 8-bit too, else of the "
+                             "bank's 24-bit digits) and otherwise tf32x3 on the triton backend, float32 on the torch "
+                             "backend; --save scores auto as tf32x3 (docs/precision.md)")
 
 
 def print_json(payload) -> None:
