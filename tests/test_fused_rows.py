@@ -197,6 +197,10 @@ def test_switched_off_by_the_environment(fresh_library, monkeypatch):
     ("std::ldexp(1.0, static_cast<int>(-8 * digit))", "std::ldexp(1.0, static_cast<int>(-7 * digit))"),  # digits
     ("kept_values[j] = static_cast<float>(values[j] - minimum);",
      "kept_values[j] = static_cast<float>(values[j]) - static_cast<float>(minimum);"),
+    ("      const float value = row[j] - drift[j];\n      row[j] = value;",                 # k-means' drift pass
+     "      const float value = row[j] - drift[j];\n      row[j] = row[j];"),
+    ("minimum = smallest[lane] < minimum ? smallest[lane] : minimum;\n    for (; j < last; ++j)",
+     "minimum = smallest[0];\n    for (; j < last; ++j)"),
 ])
 def test_a_wrong_build_is_never_used(correct, wrong, tmp_path, fresh_library, monkeypatch, capsys):
     """A library with a wrong exponential, sum, index, byte shift or candidate limit fails the check it gets on loading."""

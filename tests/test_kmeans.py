@@ -105,15 +105,22 @@ def lloyd_steps(points, clusters, iterations, seed):
                 centroids[cluster] = members.astype(np.float64).mean(0).astype(np.float32)
 
 
-def test_bounds_stay_below_the_exact_distances_and_assign_as_exact_lloyd():
+@pytest.mark.parametrize("fused", [True, False])
+def test_bounds_stay_below_the_exact_distances_and_assign_as_exact_lloyd(fused, monkeypatch):
     """After every step each finite bound is at most the exact distance (the invariant everything rests on),
     and each point's centroid is the exact nearest, or within twice the float32 distance error of it
     (a near-tie the float32 GEMM may break either way). Overlapping data at sizes no block divides, with
-    blocks smaller than the data so that tiles, partial tiles and partial recomputation all run."""
+    blocks smaller than the data so that tiles, partial tiles and partial recomputation all run; the
+    drifts subtracted by the compiled pass and by torch alike."""
     import torch
 
     from ganbench.paper import kmeans_bounds
-    from ganbench.scoring import bounds
+    from ganbench.scoring import bounds, fused_rows
+
+    if not fused:
+        monkeypatch.setattr(fused_rows, "available", lambda: False)
+    elif not fused_rows.available():
+        pytest.skip("no compiled fused pass on this machine")
 
     rng = np.random.default_rng(11)
     points = (rng.random((301, 29)) ** 2).astype(np.float32)
@@ -211,3 +218,27 @@ def test_large_problems_fall_back_to_plain_lloyd(monkeypatch):
     monkeypatch.setattr(kmeans_bounds, "physical_memory", lambda: 4 * (50 * 6 * 4) - 1)  # a quarter is too little
     kmeans.fit(points, 6, iterations=2, backend="torch", device="cpu", progress=False)
     assert len(calls) == 4
+
+
+def test_drift_pass_gives_torchs_and_numpys_bits(monkeypatch):
+    """``subtract_drift`` through the compiled pass (one read and write of the bounds) equals torch's
+    subtraction and NumPy's group minima to the bit: infinite bounds, groups of 1 to 33 columns, rows and
+    groups that fill no vector evenly."""
+    import torch
+
+    from ganbench.paper import kmeans_bounds
+    from ganbench.scoring import fused_rows
+
+    if not fused_rows.available():
+        pytest.skip("no compiled fused pass on this machine")
+    rng = np.random.default_rng(12)
+    lower = torch.from_numpy(rng.uniform(0.0, 9.0, (203, 91)).astype(np.float32))
+    lower[5, 3] = lower[100, 90] = float("inf")
+    drift = torch.from_numpy(rng.uniform(0.0, 1.5, 91))
+    edges = [0, 1, 34, 35, 60, 91]
+    both = [lower.clone(), lower.clone()]
+    minima = [kmeans_bounds.subtract_drift(both[0], drift, 9.0, edges)]
+    monkeypatch.setattr(fused_rows, "available", lambda: False)
+    minima.append(kmeans_bounds.subtract_drift(both[1], drift, 9.0, edges))
+    assert torch.equal(both[0], both[1]) and torch.equal(minima[0], minima[1])
+    assert torch.isinf(both[0][5, 3]) and minima[0].shape == (203, 5)

@@ -26,7 +26,8 @@ Rounding never makes a bound too high. The GEMM tile G = ||c - m||^2 - 2 (x - m)
 makes the same one float32 addition, so V <= (D - 12uN)(1 + u) <= D - 10uN <= D (1 - 5u); then
 V (1 + 2u)^2 <= D, so even a square root off by one ulp (torch's float32 sqrt on the CPU is, for about
 a fifth of values: it is faithfully, not correctly, rounded) of max(V, 0) is at most the exact distance.
-Each drift is rounded up, and so is the float32 subtraction from every bound (``subtract_drift``).
+Each drift is rounded up, and so is the float32 subtraction from every bound (``subtract_drift``, one
+compiled pass with the groups' smallest bounds where ``fused_rows`` is built).
 u(x) and the drifts are float64 sums of d squared differences, off by at most (d + 2) 2^-53 of
 themselves (Higham's gamma_d, the differences and the squares), and raised by (d + 3) 2^-52
 (``exact_raise``) or, for a bound, lowered by (d + 4) 2^-52 (``exact_lower``) before rounding down
@@ -47,7 +48,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ganbench.scoring import byte_distances, centring, neighbours, parzen
+from ganbench.scoring import byte_distances, centring, fused_rows, neighbours, parzen
 
 MAX_BOUND_BYTES = 4 * 2**30  # 50,000 x 10,000 float32 bounds are 2 GB
 ROW_BLOCK = 2048            # points whose distances one GEMM computes at once
@@ -148,12 +149,9 @@ class BoundedAssigner:
             columns = centroids.index_select(0, self.order)
             # How far each centroid moved: a float64 sum of d squares, raised to cover its rounding.
             drift = exact_distances(columns, self.previous, torch.arange(len(centroids)))
-            subtract_drift(self.lower, drift, self.largest_bound)
+            group_minima = subtract_drift(self.lower, drift, self.largest_bound, self.edges)
             own = self.own_distance(columns)
-            # Each group's smallest bound per point: one contiguous pass (NumPy's reduceat, 0.09 s for
-            # Table 1's 2 GB of bounds, where 40 strided column minima took 0.25 s).
-            group_minima = np.minimum.reduceat(self.lower.numpy(), self.edges[:-1], axis=1)
-            need = torch.from_numpy(group_minima) <= own[:, None]
+            need = group_minima <= own[:, None]
             pairs = self.recompute(need, columns, own)
             recomputed = int(need.any(dim=1).sum())
         self.previous = columns.clone()
@@ -314,15 +312,22 @@ class ByteDistances:
         return block_min.double() / byte_distances.DISTANCE_SCALE, block_arg
 
 
-def subtract_drift(lower: torch.Tensor, drift: torch.Tensor, largest_bound: float) -> None:
-    """lower[:, c] -= drift[c], rounded so that no bound rises above the exact lower bound.
+def subtract_drift(lower: torch.Tensor, drift: torch.Tensor, largest_bound: float, edges: list[int]) -> torch.Tensor:
+    """lower[:, c] -= drift[c], rounded so that no bound rises above the exact lower bound; returns each
+    group's smallest bound per point, (n, groups) float32 (``edges``: each group's first column, then k).
 
     float32's subtraction rounds by at most 2^-24 of its result. A positive result is below
     ``largest_bound`` (every finite bound starts below it and only falls), so subtracting 2^-23 of
     it more, and the drift rounded up, keeps every positive result below the exact difference; a
     result <= 0 already makes its point recompute its row. Infinite bounds (own centroids) stay infinite.
     """
-    lower.sub_(round_up_to_float32(drift + largest_bound * 2.0**-23)[None, :])
+    moved = round_up_to_float32(drift + largest_bound * 2.0**-23)
+    if fused_rows.available():  # both in one pass over the bounds (ganbench.scoring.fused_rows)
+        return fused_rows.drift_and_group_minima(lower, moved, torch.tensor(edges, dtype=torch.int64))
+    lower.sub_(moved[None, :])
+    # Each group's smallest bound per point: one contiguous pass (NumPy's reduceat, 0.09 s for Table 1's
+    # 2 GB of bounds, where 40 strided column minima took 0.25 s).
+    return torch.from_numpy(np.minimum.reduceat(lower.numpy(), edges[:-1], axis=1))
 
 
 def round_up_to_float32(values: torch.Tensor) -> torch.Tensor:

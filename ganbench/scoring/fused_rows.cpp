@@ -260,6 +260,34 @@ void fold_row(float* row, int64_t columns, float query_norm, float* running_mini
   add_sigma_sums(kept_values, kept, sums, sums_stride, scales, sigma_rows, sigmas, negligible_exponent);
 }
 
+// k-means' bounds (ganbench.paper.kmeans_bounds) in one pass over a row: each bound less its centroid's
+// drift (one IEEE float32 subtraction, as torch's sub_), and each group's smallest new bound. `edges`
+// holds each group's first column and then `columns`.
+void drift_and_group_minima_row(float* row, const float* drift, const int64_t* edges, int64_t groups,
+                                float* minima) {
+  for (int64_t group = 0; group < groups; ++group) {
+    int64_t j = edges[group];
+    const int64_t last = edges[group + 1];
+    WideFloats smallest = WideFloats{} + INFINITY;
+    for (; j + kWide <= last; j += kWide) {
+      WideFloats value, moved;
+      std::memcpy(&value, row + j, sizeof(value));
+      std::memcpy(&moved, drift + j, sizeof(moved));
+      value = value - moved;
+      std::memcpy(row + j, &value, sizeof(value));
+      smallest = value < smallest ? value : smallest;
+    }
+    float minimum = INFINITY;
+    for (int lane = 0; lane < kWide; ++lane) minimum = smallest[lane] < minimum ? smallest[lane] : minimum;
+    for (; j < last; ++j) {
+      const float value = row[j] - drift[j];
+      row[j] = value;
+      minimum = value < minimum ? value : minimum;
+    }
+    minima[group] = minimum;
+  }
+}
+
 // The k-th smallest value of a row (k <= kMaxCandidatesK; `none` when the row has fewer): an insertion
 // into the k kept so far, rarely taken.
 template <typename Value>
@@ -421,6 +449,15 @@ int ganbench_fused_digit_rows(const int32_t* products, int64_t plane_stride, int
                    running_minimum + i, nearest + i, index_offset, sums + i, sums_stride, scales, sigma_rows,
                    sigmas, negligible_exponent, values, kept_values);
   }, true);
+}
+
+// drift_and_group_minima_row over the bounds' rows: lower (rows, columns) float32, row stride `stride`,
+// in place; drift (columns,) float32; edges (groups + 1,); minima (rows, groups) float32 out.
+int ganbench_drift_and_group_minima(float* lower, int64_t stride, int64_t rows, const float* drift,
+                                    const int64_t* edges, int64_t groups, float* minima, int threads) {
+  return over_rows(rows, 0, threads, [&](int64_t i, float*, double*) {
+    drift_and_group_minima_row(lower + i * stride, drift, edges, groups, minima + i * groups);
+  });
 }
 
 // near_candidates_row over a tile's rows: tile (rows, columns) float32 T on entry, D on return;

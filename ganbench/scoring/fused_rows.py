@@ -111,6 +111,24 @@ def fold_digit_tile(running: partials.BankPartial, products: torch.Tensor, colum
         raise MemoryError("ganbench: the fused CPU pass could not allocate its row buffers")
 
 
+def drift_and_group_minima(lower: torch.Tensor, drift: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
+    """k-means' bounds less each centroid's drift, in place (one IEEE float32 subtraction each, as
+    ``lower.sub_(drift)``), and each group's smallest new bound per row, (rows, groups) float32, as
+    NumPy's ``minimum.reduceat`` over the group columns: both in one pass (ganbench.paper.kmeans_bounds).
+    ``edges``: int64, each group's first column, then the number of columns."""
+    _require_cpu("the drift pass", (lower, torch.float32), (drift, torch.float32), (edges, torch.int64))
+    rows, columns = lower.shape
+    drift, edges = drift.contiguous(), edges.contiguous()
+    if (lower.stride(1) != 1 or len(drift) != columns or len(edges) < 2 or int(edges[0]) != 0
+            or int(edges[-1]) != columns or not bool((edges[1:] > edges[:-1]).all())):
+        raise ValueError("the drift pass needs unit column stride, a drift per column and increasing group edges")
+    minima = torch.empty((rows, len(edges) - 1), dtype=torch.float32)
+    if rows and library().drift_minima(_address(lower), lower.stride(0), rows, _address(drift), _address(edges),
+                                       len(edges) - 1, _address(minima), torch.get_num_threads()):
+        raise MemoryError("ganbench: the fused CPU pass could not allocate its row buffers")
+    return minima
+
+
 def near_candidates(tile: torch.Tensor, query_norms: torch.Tensor, kth: torch.Tensor, margins: torch.Tensor,
                     k: int) -> tuple[torch.Tensor, torch.Tensor] | None:
     """Exact top-k's candidate (row, column) pairs of one float32 tile T (``neighbours._candidates``' rule),
@@ -234,6 +252,7 @@ class Functions:
     rows: object
     byte_rows: object
     digit_rows: object
+    drift_minima: object
     near_candidates: object
     near_byte_candidates: object
     near_rounded_candidates: object
@@ -264,7 +283,8 @@ def _library() -> Functions | None:
         return None
     pointer, size = ctypes.c_void_p, ctypes.c_int64
     functions = Functions(loaded.ganbench_fused_rows, loaded.ganbench_fused_byte_rows,
-                          loaded.ganbench_fused_digit_rows, loaded.ganbench_near_candidates,
+                          loaded.ganbench_fused_digit_rows, loaded.ganbench_drift_and_group_minima,
+                          loaded.ganbench_near_candidates,
                           loaded.ganbench_near_byte_candidates, loaded.ganbench_near_rounded_candidates)
     for function in (functions.rows, functions.byte_rows):
         function.restype = ctypes.c_int
@@ -273,6 +293,8 @@ def _library() -> Functions | None:
     functions.digit_rows.restype = ctypes.c_int
     functions.digit_rows.argtypes = [pointer, size, size, size, size, size, pointer, pointer, pointer, pointer, size,
                                      pointer, size, pointer, pointer, size, ctypes.c_float, ctypes.c_int]
+    functions.drift_minima.restype = ctypes.c_int
+    functions.drift_minima.argtypes = [pointer, size, size, pointer, pointer, size, pointer, ctypes.c_int]
     functions.near_candidates.restype = ctypes.c_int
     functions.near_candidates.argtypes = [pointer, size, size, size, pointer, pointer, pointer, ctypes.c_int, pointer,
                                           size, pointer, ctypes.c_int]
@@ -284,6 +306,7 @@ def _library() -> Functions | None:
                                                   ctypes.c_int, pointer, size, pointer, ctypes.c_int]
     if not (_agrees_with_float64(functions.rows) and _bytes_agree_with_integers(functions.byte_rows)
             and _digits_agree_with_float64(functions.digit_rows)
+            and _drift_minima_agree(functions.drift_minima)
             and _candidates_agree(functions.near_candidates)
             and _byte_candidates_agree(functions.near_byte_candidates)
             and _rounded_candidates_agree(functions.near_rounded_candidates)):
@@ -477,6 +500,24 @@ def _digits_agree_with_float64(function) -> bool:
             and np.array_equal(exact.argmin(axis=1), state.nearest_index.numpy())):
         return False
     return _sums_match(state.shifted_sums, exact, scales)
+
+
+def _drift_minima_agree(function) -> bool:
+    """The drift pass on a small bounds matrix (infinite bounds, groups of 1 to 40 columns that fill no vector
+    evenly) against torch's subtraction and NumPy's reduceat: the same bits."""
+    generator = np.random.default_rng(6)
+    rows, edges = 11, np.array([0, 1, 17, 18, 58, 75], dtype=np.int64)
+    lower = generator.uniform(-1.0, 9.0, (rows, edges[-1])).astype(np.float32)
+    lower[2, 5] = lower[7, 60] = np.inf                     # own centroids: their bounds stay infinite
+    lower[4, 17] = -0.0
+    drift = generator.uniform(0.0, 2.0, edges[-1]).astype(np.float32)
+    expected = lower - drift
+    minima = np.zeros((rows, len(edges) - 1), dtype=np.float32)
+    if function(lower.ctypes.data, edges[-1], rows, drift.ctypes.data, edges.ctypes.data, len(edges) - 1,
+                minima.ctypes.data, 2):
+        return False
+    return (np.array_equal(lower, expected) and
+            np.array_equal(minima, np.minimum.reduceat(expected, edges[:-1], axis=1)))
 
 
 def _sums_match(sums: torch.Tensor, distances: np.ndarray, scales: torch.Tensor) -> bool:
