@@ -1,6 +1,10 @@
 """The compiled CPU pass over float32 distance tiles (ganbench.scoring.fused_rows) against float64 and eager torch."""
 import math
 import os
+import subprocess
+import sys
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -216,19 +220,68 @@ def test_a_wrong_build_is_never_used(correct, wrong, tmp_path, fresh_library, mo
 
 @compiled
 def test_a_build_started_in_the_background_is_the_one_used(tmp_path, fresh_library, monkeypatch):
-    """``build_in_background`` compiles on a thread; ``library`` waits for it instead of compiling again:
-    one compiler run, one library in the cache, no temporary file left."""
+    """``build_in_background`` compiles on its own thread; ``library`` waits for it instead of compiling
+    again: one compiler run, on that thread, one library in the cache, no temporary file left."""
     monkeypatch.setenv("GANBENCH_CACHE", str(tmp_path))
-    runs = []
-    original = fused_rows.subprocess.run
-    monkeypatch.setattr(fused_rows.subprocess, "run", lambda command, **kwargs: runs.append(command)
-                        or original(command, **kwargs))
+    threads = []
+    original = fused_rows._run_compiler
+    monkeypatch.setattr(fused_rows, "_run_compiler", lambda command, output: threads.append(
+        threading.current_thread().name) or original(command, output))
     fused_rows.build_in_background()
     assert fused_rows.available()
-    compiles = [command for command in runs if "-o" in command]
-    assert len(compiles) == 1
+    assert threads == ["ganbench-fused-rows-build"]
     entries = [path.name for path in (tmp_path / "native").iterdir()]
     assert len(entries) == 1 and entries[0].startswith("fused_rows-") and entries[0].endswith(".so")
+
+
+FAKE_COMPILER = """#!{python}
+import os, signal, sys, time
+arguments = sys.argv[1:]
+if arguments == ["--version"]:
+    print("a stand-in compiler")
+    sys.exit(0)
+if "{mode}" == "slow":
+    time.sleep(60)
+if "{mode}" == "interrupted" and "-fopenmp" in arguments:
+    os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C reaches the compiler too
+    time.sleep(60)
+with open(arguments[arguments.index("-o") + 1], "w") as output:
+    output.write("a build without OpenMP")
+"""
+
+
+def fake_compiler(tmp_path, mode: str) -> str:
+    path = tmp_path / f"compiler-{mode}"
+    path.write_text(FAKE_COMPILER.format(python=sys.executable, mode=mode))
+    path.chmod(0o755)
+    return str(path)
+
+
+def test_a_command_that_ends_first_does_not_wait_for_the_compiler(tmp_path):
+    """A process that ends while the background build runs (a command that failed on its input) exits at
+    once: the compiler is stopped and its partial output removed from the cache."""
+    script = "from ganbench.scoring import fused_rows; import time; fused_rows.build_in_background(); time.sleep(1)"
+    environment = {**os.environ, "CXX": fake_compiler(tmp_path, "slow"), "GANBENCH_CACHE": str(tmp_path / "cache")}
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", script], env=environment, check=True, timeout=50)
+    assert time.perf_counter() - started < 30     # the stand-in compiler sleeps 60 s
+    assert not list((tmp_path / "cache" / "native").iterdir())
+
+
+def test_a_compiler_stopped_by_a_signal_leaves_no_build(tmp_path, fresh_library, monkeypatch):
+    """Only a compiler that refuses -fopenmp is tried without it: one stopped by a signal (Ctrl-C) fails
+    the build, instead of caching a one-thread library every later run would load."""
+    monkeypatch.setenv("GANBENCH_CACHE", str(tmp_path))
+    with pytest.raises(OSError):
+        fused_rows._compiled([fake_compiler(tmp_path, "interrupted")])
+    assert not list((tmp_path / "native").iterdir())
+    # The same stand-in refusing -fopenmp with an error instead: the build without it is the one kept.
+    refusing = tmp_path / "refusing"
+    refusing.write_text(FAKE_COMPILER.format(python=sys.executable, mode="none").replace(
+        'if "none" == "slow":', 'if "-fopenmp" in arguments:\n    sys.exit(1)\nif False:'))
+    refusing.chmod(0o755)
+    built = fused_rows._compiled([str(refusing)])
+    assert built.read_text() == "a build without OpenMP"
 
 
 @compiled

@@ -242,3 +242,40 @@ def test_drift_pass_gives_torchs_and_numpys_bits(monkeypatch):
     minima.append(kmeans_bounds.subtract_drift(both[1], drift, 9.0, edges))
     assert torch.equal(both[0], both[1]) and torch.equal(minima[0], minima[1])
     assert torch.isinf(both[0][5, 3]) and minima[0].shape == (203, 5)
+
+
+def test_sums_in_pieces_are_the_sums_in_one_piece(monkeypatch):
+    """The per-cluster float64 sums added a piece of rows at a time (pieces of 7 rows here, so that a
+    cluster's members fall into many pieces) give the bits of one piece over all rows."""
+    rng = np.random.default_rng(13)
+    points = (rng.random((157, 9)) ** 2).astype(np.float32)
+    fits = []
+    for rows in (7, len(points)):
+        monkeypatch.setattr(kmeans, "SUM_PIECE_ROWS", rows)
+        fits.append(kmeans.fit(points, 11, iterations=4, seed=2, backend="torch", device="cpu", progress=False))
+    np.testing.assert_array_equal(fits[0], fits[1])
+
+
+def test_drift_pass_reads_rows_by_their_stride(monkeypatch):
+    """Bounds that are a view of wider rows (row stride above the column count) are read and written
+    through their stride, as torch's subtraction does, and an overlapping stride is refused."""
+    import torch
+
+    from ganbench.paper import kmeans_bounds
+    from ganbench.scoring import fused_rows
+
+    if not fused_rows.available():
+        pytest.skip("no compiled fused pass on this machine")
+    rng = np.random.default_rng(14)
+    wide = torch.from_numpy(rng.uniform(0.0, 9.0, (37, 50)).astype(np.float32))
+    drift = torch.from_numpy(rng.uniform(0.0, 1.5, 33))
+    edges = [0, 5, 20, 33]
+    whole = [wide.clone(), wide.clone()]          # the columns outside the view must stay as they were
+    minima = [kmeans_bounds.subtract_drift(whole[0][:, 3:36], drift, 9.0, edges)]
+    monkeypatch.setattr(fused_rows, "available", lambda: False)
+    minima.append(kmeans_bounds.subtract_drift(whole[1][:, 3:36], drift, 9.0, edges))
+    assert torch.equal(whole[0], whole[1]) and torch.equal(minima[0], minima[1])
+    assert torch.equal(whole[0][:, :3], wide[:, :3]) and torch.equal(whole[0][:, 36:], wide[:, 36:])
+    overlapping = torch.zeros(400).as_strided((10, 33), (20, 1))
+    with pytest.raises(ValueError):
+        fused_rows.drift_and_group_minima(overlapping, torch.zeros(33), torch.tensor(edges))

@@ -31,6 +31,7 @@ passes score instead (the same bound, slower), and ganbench says so once on stde
 """
 from __future__ import annotations
 
+import atexit
 import ctypes
 import functools
 import hashlib
@@ -112,14 +113,16 @@ def fold_digit_tile(running: partials.BankPartial, products: torch.Tensor, colum
 
 
 def drift_and_group_minima(lower: torch.Tensor, drift: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
-    """k-means' bounds less each centroid's drift, in place (one IEEE float32 subtraction each, as
-    ``lower.sub_(drift)``), and each group's smallest new bound per row, (rows, groups) float32, as
-    NumPy's ``minimum.reduceat`` over the group columns: both in one pass (ganbench.paper.kmeans_bounds).
-    ``edges``: int64, each group's first column, then the number of columns."""
+    """k-means' bounds less each centroid's drift, in place (one IEEE float32 subtraction each: the bits of
+    ``lower.sub_(drift)``), and each group's smallest new bound per row, (rows, groups) float32, equal to
+    NumPy's ``minimum.reduceat`` over the group columns (the sign of a zero minimum aside: k-means compares
+    with <=): both in one pass (ganbench.paper.kmeans_bounds). ``edges``: int64, each group's first column,
+    then the number of columns."""
     _require_cpu("the drift pass", (lower, torch.float32), (drift, torch.float32), (edges, torch.int64))
     rows, columns = lower.shape
     drift, edges = drift.contiguous(), edges.contiguous()
-    if (lower.stride(1) != 1 or len(drift) != columns or len(edges) < 2 or int(edges[0]) != 0
+    overlapping = rows > 1 and lower.stride(0) < columns
+    if (lower.stride(1) != 1 or overlapping or len(drift) != columns or len(edges) < 2 or int(edges[0]) != 0
             or int(edges[-1]) != columns or not bool((edges[1:] > edges[:-1]).all())):
         raise ValueError("the drift pass needs unit column stride, a drift per column and increasing group edges")
     minima = torch.empty((rows, len(edges) - 1), dtype=torch.float32)
@@ -259,6 +262,8 @@ class Functions:
 
 
 # One build at a time: a command may start it on a thread (``build_in_background``) before its first tile.
+# Not reentrant: nothing that runs under it (the build, the load checks) may call ``library`` or
+# ``available``; the checks call the raw ctypes functions.
 _BUILD_LOCK = threading.Lock()
 
 
@@ -272,8 +277,8 @@ def build_in_background() -> None:
     """Compile, load and check the library on a thread, so that a command's first tile does not wait for
     the compiler (about 1.2 s of g++ on this project's 2-core CPU when the cache has no build for this
     source, compiler and CPU): ``library`` then finds it built, or waits for the rest."""
-    # Not a daemon: a process that ends first waits for the compiler, so no temporary file is left behind.
-    threading.Thread(target=library, name="ganbench-fused-rows-build").start()
+    # A daemon: a command that ends first does not wait for the compiler (``_stop_compilers`` stops it).
+    threading.Thread(target=library, name="ganbench-fused-rows-build", daemon=True).start()
 
 
 @functools.cache
@@ -374,17 +379,47 @@ def _compiled(compiler: list[str]) -> Path:
         os.close(handle)
         try:
             for flags in (FLAGS, tuple(flag for flag in FLAGS if flag != "-fopenmp")):
-                completed = subprocess.run([*compiler, *flags, "-o", temporary, str(SOURCE)], capture_output=True,
-                                           text=True, timeout=COMPILE_SECONDS)
-                if completed.returncode == 0:
+                status, errors = _run_compiler([*compiler, *flags, "-o", temporary, str(SOURCE)], temporary)
+                # Only a compiler that refused the flags is tried without OpenMP: one stopped by a signal
+                # (Ctrl-C reaches it too) would otherwise leave a one-thread build in the cache for good.
+                if status <= 0:
                     break
-            else:
-                raise OSError(completed.stderr.strip() or f"{compiler[0]} exited with {completed.returncode}")
+            if status != 0:
+                raise OSError(errors.strip() or f"{compiler[0]} exited with {status}")
             os.replace(temporary, path)  # atomic: a concurrent process loads a whole library or compiles its own
         finally:
             Path(temporary).unlink(missing_ok=True)
         return path
     raise OSError("no writable folder for the compiled library (GANBENCH_CACHE, the temporary folder)")
+
+
+# The compiler running on each thread, and its output file, while it runs (``_stop_compilers``).
+_COMPILING: dict[int, tuple[subprocess.Popen, str]] = {}
+
+
+def _run_compiler(command: list[str], output: str) -> tuple[int, str]:
+    """One compile: its exit status (negative when a signal stopped it) and its error output."""
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _COMPILING[threading.get_ident()] = (process, output)
+    try:
+        _, errors = process.communicate(timeout=COMPILE_SECONDS)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        raise
+    finally:
+        _COMPILING.pop(threading.get_ident(), None)
+    return process.returncode, errors
+
+
+@atexit.register
+def _stop_compilers() -> None:
+    """A build still running when the process ends (on ``build_in_background``'s thread, behind a command
+    that finished or failed first) is stopped and its partial output removed: the process exits at once
+    and leaves nothing in the cache."""
+    for process, output in list(_COMPILING.values()):
+        process.kill()
+        Path(output).unlink(missing_ok=True)
 
 
 def _cpu_identity() -> str:
@@ -509,7 +544,6 @@ def _drift_minima_agree(function) -> bool:
     rows, edges = 11, np.array([0, 1, 17, 18, 58, 75], dtype=np.int64)
     lower = generator.uniform(-1.0, 9.0, (rows, edges[-1])).astype(np.float32)
     lower[2, 5] = lower[7, 60] = np.inf                     # own centroids: their bounds stay infinite
-    lower[4, 17] = -0.0
     drift = generator.uniform(0.0, 2.0, edges[-1]).astype(np.float32)
     expected = lower - drift
     minima = np.zeros((rows, len(edges) - 1), dtype=np.float32)
