@@ -90,19 +90,6 @@ def digit_operands(bank: torch.Tensor, width: int, count: int = DIGITS) -> Digit
 BANK_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
-def applies(query: torch.Tensor, bank: torch.Tensor) -> bool:
-    """Whether the data qualify (before the bound): 8-bit float32 or float64 queries
-    (``byte_distances.byte_values``), a bank in [0, 1] of ``BANK_DTYPES``, d within the int8 products'
-    range, this CPU's int8 product exact."""
-    if (query.dtype not in byte_distances.HALF_ULP_AT_ONE or bank.dtype not in BANK_DTYPES or not len(bank) or not len(query)
-            or query.shape[1] > byte_distances.MAX_DIMENSION):
-        return False
-    if byte_distances.byte_values(query[:1]) is None:
-        return False
-    low, high = torch.aminmax(bank)
-    return bool(low >= 0) and bool(high <= 1) and byte_distances.int8_product_is_exact()
-
-
 def centred_spread(query: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
     """N per query, ||x - c||^2 + max_j ||s_j - c||^2 about the bank's mean c, in float64, lowered so that
     it is never above what ``ganbench.scoring.bounds.centred_norms`` finds for the same chunk of m rows.
@@ -114,8 +101,12 @@ def centred_spread(query: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
     dimension, rows = query.shape[1], len(bank)
     centre = centring.column_mean(bank)
     largest = max(float(((piece.double() - centre) ** 2).sum(dim=1).max()) for piece in bank.split(PIECE_ROWS))
-    spread = torch.cat([((piece.double() - centre) ** 2).sum(dim=1) for piece in query.split(PIECE_ROWS)]) + largest
-    squared = torch.cat([(piece.double() ** 2).sum(dim=1) for piece in query.split(PIECE_ROWS)])
+    spreads, squares = [], []
+    for piece in query.split(PIECE_ROWS):  # one float64 copy of a cache-sized piece at a time
+        piece = piece.double()
+        spreads.append(((piece - centre) ** 2).sum(dim=1))
+        squares.append((piece * piece).sum(dim=1))
+    spread, squared = torch.cat(spreads) + largest, torch.cat(squares)
     centre_squared = float(centre @ centre)
     moved = 2 * (rows + 1) * 2.0**-53 * math.sqrt(centre_squared)
     margin = 2 * ((dimension + 2) * 2.0**-53 * (2 * squared + 2 * centre_squared + spread)
@@ -147,32 +138,32 @@ def within_float32_bound(query: torch.Tensor, bank: torch.Tensor, query_norms: t
     return bool((error <= allowed * BOUND_SAFETY).all())
 
 
-def refusal(query: torch.Tensor, bank: torch.Tensor) -> str:
-    """Why the digit path does not score these data, in words for a one-line notice ("" if it does)."""
-    if query.dtype not in byte_distances.HALF_ULP_AT_ONE or byte_distances.byte_operands(query) is None:
-        return "x is not 8-bit (every value a / 255 for a byte a, float32 or float64)"
-    if bank.dtype not in BANK_DTYPES:
-        return f"the bank is {str(bank.dtype).removeprefix('torch.')}"
+NOT_8BIT = "x is not 8-bit (every value a / 255 for a byte a, float32 or float64)"
+
+
+def parzen_operands(query: torch.Tensor, bank: torch.Tensor
+                    ) -> tuple[tuple[byte_distances.ByteOperands, DigitOperands] | None, str]:
+    """(query bytes, bank digits) and "" when the digit path scores these data on this CPU: 8-bit float32
+    or float64 queries (``byte_distances.byte_values``), a bank in [0, 1] of ``BANK_DTYPES``, d within the
+    int8 products' range, this CPU's int8 product exact, and ``within_float32_bound``. Else None and why
+    not, in words for a one-line notice. The cheap checks come first: the queries' first row, the bank's range."""
+    if query.dtype not in byte_distances.HALF_ULP_AT_ONE or not len(query) or byte_distances.byte_values(query[:1]) is None:
+        return None, NOT_8BIT
+    if bank.dtype not in BANK_DTYPES or not len(bank):
+        return None, f"the bank is {str(bank.dtype).removeprefix('torch.')} with {len(bank)} rows"
     if query.shape[1] > byte_distances.MAX_DIMENSION:
-        return f"d is above {byte_distances.MAX_DIMENSION}"
+        return None, f"d is above {byte_distances.MAX_DIMENSION}"
     low, high = torch.aminmax(bank)
     if low < 0 or high > 1:
-        return "the bank has values outside [0, 1]"
+        return None, "the bank has values outside [0, 1]"
     if not byte_distances.int8_product_is_exact():
-        return "this torch build's CPU int8 product is not exact"
-    if not within_float32_bound(query, bank, byte_distances.byte_operands(query).norms):
-        return "the bank is so tight that its rounding to 24 bits would leave the float32 bound"
-    return ""
-
-
-def parzen_operands(query: torch.Tensor, bank: torch.Tensor) -> tuple[byte_distances.ByteOperands, DigitOperands] | None:
-    """(query bytes, bank digits) when the digit path applies to these data on this CPU, else None."""
-    if not applies(query, bank):
-        return None
+        return None, "this torch build's CPU int8 product is not exact"
     query_operands = byte_distances.byte_operands(query)
-    if query_operands is None or not within_float32_bound(query, bank, query_operands.norms):
-        return None
-    return query_operands, digit_operands(bank, query_operands.shifted.shape[1])
+    if query_operands is None:
+        return None, NOT_8BIT
+    if not within_float32_bound(query, bank, query_operands.norms):
+        return None, "the bank is so tight that its rounding to 24 bits would leave the float32 bound"
+    return (query_operands, digit_operands(bank, query_operands.shifted.shape[1])), ""
 
 
 def products_tile(queries: byte_distances.ByteOperands, bank: DigitOperands, columns: slice,

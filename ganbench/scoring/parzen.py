@@ -410,13 +410,12 @@ def _torch_pass(query, bank, grid, device, query_block, bank_block, precision=DE
         sides = byte_distances.parzen_operands(query.to(device), bank.to(device))
         if sides is not None:
             return byte_distances.pass_over_bank(*sides, grid, query_block, bank_block)
-        digit_sides = digit_distances.parzen_operands(query.to(device), bank.to(device))
+        digit_sides, reason = digit_distances.parzen_operands(query.to(device), bank.to(device))
         if digit_sides is not None:
             return digit_distances.pass_over_bank(*digit_sides, grid, query_block, bank_block)
         if precision == "int8":
             # Not an error, unlike the triton backend's int8 (8-bit queries against a bank in [0, 1], or a
             # one-line error): the float32 GEMM scores the rest within the bound int8 results also keep.
-            reason = digit_distances.refusal(query.to(device), bank.to(device))
             _announce(f"ganbench: int8 products on the CPU need 8-bit x and a bank in [0, 1], but {reason}; "
                       "scoring these data with float32 products")
     query32, bank32 = centre_by_bank_mean(query, bank, torch.float32, device)
