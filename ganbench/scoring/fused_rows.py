@@ -94,13 +94,10 @@ def fold_digit_tile(running: partials.BankPartial, products: torch.Tensor, colum
                 (running.min_sq_distance, torch.float64), (running.nearest_index, torch.int64), (sums, torch.float32),
                 (sorted_scales, torch.float32), (sigma_rows, torch.int64))
     _require_cpu("the fused digit pass", *expected)
-    if (products.stride(2) != 1 or not all(t.is_contiguous() for t, _ in expected[1:])
-            or len(column_terms) < columns or min(len(query_norms), len(running.min_sq_distance),
-                                                  len(running.nearest_index)) < rows
-            or sums.shape != (len(sorted_scales), rows) or len(sigma_rows) != len(sorted_scales)):
+    if (products.stride(2) != 1 or not column_terms.is_contiguous() or len(column_terms) < columns
+            or not _state_fits(running, query_norms, sorted_scales, sigma_rows, rows)):
         raise ValueError("the fused digit pass needs tiles with unit column stride and contiguous state of its rows")
-    if len(sigma_rows) and not bool(((sigma_rows >= 0) & (sigma_rows < len(sorted_scales))).all()):
-        raise ValueError("the fused digit pass needs each sigma's row of the sums in 0..S-1")
+    _require_sigma_rows("the fused digit pass", sigma_rows, len(sorted_scales))
     if not digits or not rows or not columns:
         return
     failed = library().digit_rows(_address(products), products.stride(0), products.stride(1), rows, columns, digits,
@@ -199,13 +196,9 @@ def _fold(function, exact: bool, running, tile, query_norms, sorted_scales, sigm
                 (running.min_sq_distance, torch.float64 if exact else torch.float32), (running.nearest_index, torch.int64),
                 (sums, torch.float32), (sorted_scales, torch.float32), (sigma_rows, torch.int64))
     _require_cpu("the fused pass", *expected)
-    if (tile.stride(1) != 1 or not all(t.is_contiguous() for t, _ in expected[1:])
-            or min(len(query_norms), len(running.min_sq_distance), len(running.nearest_index)) < rows
-            or sums.shape != (len(sorted_scales), rows)
-            or len(sigma_rows) != len(sorted_scales)):
+    if tile.stride(1) != 1 or not _state_fits(running, query_norms, sorted_scales, sigma_rows, rows):
         raise ValueError("the fused pass needs a tile with unit column stride and contiguous state of its rows")
-    if len(sigma_rows) and not bool(((sigma_rows >= 0) & (sigma_rows < len(sorted_scales))).all()):
-        raise ValueError("the fused pass needs each sigma's row of the sums in 0..S-1")
+    _require_sigma_rows("the fused pass", sigma_rows, len(sorted_scales))
     if not rows or not columns:
         return  # nothing to fold (an empty row would look like a minimum of +inf, or INT32_MAX, to the library)
     failed = function(_address(tile), tile.stride(0), rows, columns, _address(query_norms),
@@ -214,6 +207,23 @@ def _fold(function, exact: bool, running, tile, query_norms, sorted_scales, sigm
                       _address(sigma_rows), len(sorted_scales), partials.NEGLIGIBLE_EXPONENT, torch.get_num_threads())
     if failed:
         raise MemoryError("ganbench: the fused CPU pass could not allocate its row buffers")
+
+
+def _state_fits(running: partials.BankPartial, query_norms: torch.Tensor, sorted_scales: torch.Tensor,
+                sigma_rows: torch.Tensor, rows: int) -> bool:
+    """Whether the state a pass reads and writes for ``rows`` rows is contiguous and large enough: a query
+    norm, running minimum and index per row, one row of sums per sigma, a sums row per sigma named."""
+    state = (query_norms, running.min_sq_distance, running.nearest_index, running.shifted_sums, sorted_scales,
+             sigma_rows)
+    return (all(tensor.is_contiguous() for tensor in state)
+            and min(len(query_norms), len(running.min_sq_distance), len(running.nearest_index)) >= rows
+            and running.shifted_sums.shape == (len(sorted_scales), rows) and len(sigma_rows) == len(sorted_scales))
+
+
+def _require_sigma_rows(what: str, sigma_rows: torch.Tensor, sigmas: int) -> None:
+    """Each sigma's row of the sums in 0..S-1: the library writes there."""
+    if len(sigma_rows) and not bool(((sigma_rows >= 0) & (sigma_rows < sigmas)).all()):
+        raise ValueError(f"{what} needs each sigma's row of the sums in 0..S-1")
 
 
 def _require_cpu(what: str, *expected: tuple[torch.Tensor, torch.dtype]) -> None:
