@@ -242,6 +242,8 @@ if arguments == ["--version"]:
     sys.exit(0)
 if "{mode}" == "slow":
     time.sleep(60)
+if "{mode}" == "refusing" and "-fopenmp" in arguments:
+    sys.exit(1)  # a compiler without OpenMP
 if "{mode}" == "interrupted" and "-fopenmp" in arguments:
     os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C reaches the compiler too
     time.sleep(60)
@@ -276,11 +278,7 @@ def test_a_compiler_stopped_by_a_signal_leaves_no_build(tmp_path, fresh_library,
         fused_rows._compiled([fake_compiler(tmp_path, "interrupted")])
     assert not list((tmp_path / "native").iterdir())
     # The same stand-in refusing -fopenmp with an error instead: the build without it is the one kept.
-    refusing = tmp_path / "refusing"
-    refusing.write_text(FAKE_COMPILER.format(python=sys.executable, mode="none").replace(
-        'if "none" == "slow":', 'if "-fopenmp" in arguments:\n    sys.exit(1)\nif False:'))
-    refusing.chmod(0o755)
-    built = fused_rows._compiled([str(refusing)])
+    built = fused_rows._compiled([fake_compiler(tmp_path, "refusing")])
     assert built.read_text() == "a build without OpenMP"
 
 
