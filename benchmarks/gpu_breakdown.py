@@ -117,13 +117,15 @@ def kernel_alone(queries: torch.Tensor, bank: torch.Tensor) -> dict:
 # Tiles for the int8 kernel's sweep (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages). On an H200 the tuned
 # 64 x 32 tiles won (3.4 ms at 16 sigmas); tiles that took one digit at a time (one accumulator,
 # Horner's rule in int64) were slower at every shape tried (4.6 to 6.6 ms) and were dropped.
-# Each tile also STACKED: the four digit products as one, four times as wide (kernels/parzen_int8.py).
+# Each tile also STACKED: the four digit products as one, four times as wide (kernels/parzen_int8.py);
+# and, at 16 sigmas, each layout with the UNBRANCHED epilogue (the sigma grid as straight-line code:
+# benchmarks/gpu_sass.py counts what it changes in the machine code).
 SWEEP = [(64, 32, 64, 4, 3), (64, 32, 64, 4, 4), (64, 64, 64, 8, 3), (128, 32, 64, 8, 3), (64, 32, 32, 4, 4)]
 
 
 def int8_sweep(queries: torch.Tensor, bank: torch.Tensor, counts=(0, 16)) -> dict:
     """The int8 kernel alone (four digits and the correction, as for MNIST against a generator) per tile,
-    with the digit products separate and stacked."""
+    with the digit products separate and stacked, and with sigmas, either epilogue."""
     query_operand, query_terms, bank_operand, bank_terms, width = int8_operands_of(queries, bank)
 
     def launch(tiles: dict, sigmas=GRID):
@@ -143,13 +145,30 @@ def int8_sweep(queries: torch.Tensor, bank: torch.Tensor, counts=(0, 16)) -> dic
         tile = f"{block_m}x{block_n}x{block_k}_w{warps}_s{stages}"
         tiles = {"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k, "num_warps": warps,
                  "num_stages": stages, "STACKED": stacked}
+        layout = f"{tile}{'_stacked' if stacked else ''}"
         for count in counts:
-            record(f"{tile}{'_stacked' if stacked else ''}_sigmas{count}",
+            record(f"{layout}_sigmas{count}",
                    lambda: 1e3 * cuda_time(lambda: launch(tiles, GRID[:count]), repeats=20, warmup=3))
         if stacked:  # the same integer distances and sums as the separate products of this tile, bit for bit
             record(f"{tile}_stacked_equals_separate", lambda: all(
                 torch.equal(a, b) for a, b in zip(launch({**tiles, "STACKED": False}), launch(tiles))))
+        unbranched = {**tiles, "UNBRANCHED": True}
+        for count in counts:
+            if count:  # no sigmas, no epilogue: the same kernel
+                record(f"{layout}_unbranched_sigmas{count}",
+                       lambda: 1e3 * cuda_time(lambda: launch(unbranched, GRID[:count]), repeats=20, warmup=3))
+        record(f"{layout}_unbranched_agrees", lambda: epilogues_agree(launch(tiles), launch(unbranched)))
     return result
+
+
+def epilogues_agree(branched, unbranched) -> dict:
+    """The two epilogues' partials: integer minima and indices equal bit for bit; the sums' largest
+    relative difference (each is within the kernel's bound of float64: ``parzen_int8.per_point_bound``,
+    a few 1e-7 relative at these sizes)."""
+    (minima, indices, sums), (other_minima, other_indices, other_sums) = branched, unbranched
+    relative = ((sums - other_sums).abs() / sums.abs().clamp_min(1e-300)).max().item()
+    return {"minima_equal": torch.equal(minima, other_minima), "indices_equal": torch.equal(indices, other_indices),
+            "sums_max_relative_difference": relative}
 
 
 def main() -> None:

@@ -6,8 +6,9 @@
 #   1. the scorer's targets, both precisions (benchmarks/gpu_check.py --targets): among them the first
 #      call of a new process with an empty Triton cache, with and without the kernels shipped compiled
 #      for sm_90 (kernels/prebuilt.py), and whether both give the same bits;
-#   2. the int8 kernel alone per tile, digit products separate and STACKED, at 0 and 16 sigmas, and
-#      whether the two layouts give the same bits on the device (benchmarks/gpu_breakdown.py --sweep-only);
+#   2. the int8 kernel alone per tile, digit products separate and STACKED, at 0 and 16 sigmas, each with
+#      the branched and the UNBRANCHED sigma epilogue, whether the two layouts give the same bits on the
+#      device and how far the two epilogues' sums differ (benchmarks/gpu_breakdown.py --sweep-only);
 #   3. the tests that only a CUDA GPU runs;
 #   4. the kernel against float64 and the matmuls at several bank sizes (benchmarks/gpu_check.py).
 #
@@ -32,7 +33,7 @@ step() {  # name, time limit (s), command...
 # 0. whether this machine's Triton and ptxas take the kernels shipped compiled for sm_90 (their hashes match)
 step prebuilt_check 60 python3 -m ganbench.kernels.prebuilt check
 step targets 240 python3 benchmarks/gpu_check.py --targets --budget-s 200 --out "$OUT/bench-gpu-targets.json"
-step sweep 150 python3 benchmarks/gpu_breakdown.py --sweep-only --out "$OUT/bench-gpu-sweep.json"
+step sweep 200 python3 benchmarks/gpu_breakdown.py --sweep-only --out "$OUT/bench-gpu-sweep.json"
 # The tests that run only where a CUDA GPU is (host-to-device staging, results back): a few seconds.
 step gpu_tests 120 python3 -m pytest -q -rs -p no:cacheprovider tests/test_parzen.py -k "staged or staging or come_back"
 step check 150 python3 benchmarks/gpu_check.py --out "$OUT/bench-gpu.json"

@@ -24,6 +24,13 @@ For a block of queries against the bank, one program
   a float64 exp2 (BLOCK_M per tile and sigma);
 - skips, per sigma, a tile's exponentials when every term of every row is below e^-36 of its row's
   largest: since the running minimum only decreases, such a term stays below e^-36 of a sum >= 1.
+  UNBRANCHED (a candidate for a GPU to time: ``benchmarks/gpu_breakdown.py --sweep-only``) skips
+  nothing and rescales every sigma's sums in one branch a tile with a branch-free float64 exp2
+  (``_exp2_nonpositive``), so the grid is straight-line code the compiler can interleave: with a branch
+  per sigma (the skip, the rescale, libdevice's exp2) a sigma's exponentials cannot start until the
+  previous sigma's reductions and float64 chain are done (``benchmarks/gpu_sass.py``). On MNIST at
+  this tile the per-sigma skip leaves out 2-6% of the tiles' exponentials
+  (``benchmarks/skip_rates.py``).
 
 Error bound, per query and sigma, of log sum_j exp(-D_j / 2 sigma^2) against exact arithmetic on
 the inputs as given (``per_point_bound`` computes it):
@@ -36,7 +43,10 @@ the inputs as given (``per_point_bound`` computes it):
   BLOCK_N terms in (0, 1] in any order, (BLOCK_N - 1) u of S; each exponent (min - E) c rounded three
   times (int64 to float32, c to float32, the product), 3 u alpha on a term e^-alpha, and
   sum_j alpha_j e^-alpha_j / S <= ln m (the entropy of the weights), so 3 u ln m; exp2's own
-  2^-22 (4 u); float64 rescaling and additions, < 10^-14; the skipped terms, m e^-36 of S.
+  2^-22 (4 u); the skipped terms, m e^-36 of S; float64 rescaling and additions, at most two
+  events a tile of the bank (a rescale and an addition in the kernel, the splits' merges), each off
+  by the exp2 (EXP2_ULPS), the product, the addition and the rounding of its exponent x (3 u |x|
+  ln 2 of a part of S that weighs at most m 2^-|x|: <= 3 u ln 2 (log2 m + 1.5)), in units of 2^-53.
   u = 2^-24.
 On MNIST's 10,000 test images against 10,000 samples of the shipped generator (sum a <= 65,413,
 sum |h| <= 8,012, sum |l| <= 3,539 per image; BLOCK_N <= 64) the bound is at most 9.0e-6 nats at
@@ -82,6 +92,37 @@ class NotInt8Data(GanbenchError):
     """Queries that are not 8-bit, or a bank outside [0, 1]: precision ``auto`` then scores with tf32x3."""
 
 
+# 2^f = sum_k (f ln 2)^k / k! on |f| <= 1/2, to degree 13 (highest first, for Horner's rule): the first
+# term left out is (ln(2) / 2)^14 / 14! < 5e-18.
+EXP2_TAYLOR = tl.constexpr(tuple(math.log(2.0) ** k / math.factorial(k) for k in range(13, -1, -1)))
+EXP2_TERMS = tl.constexpr(14)
+ROUNDING_MAGIC = tl.constexpr(6755399441055744.0)        # 1.5 2^52: x + it - it rounds x to an integer
+ROUNDING_MAGIC_BITS = tl.constexpr(0x4338000000000000)   # its bits; those of x + it exceed them by round(x)
+EXP2_ULPS = 11                                           # |_exp2_nonpositive(x) / 2^x - 1| <= 11 2^-53 (below)
+
+
+@triton.jit
+def _exp2_nonpositive(x):
+    """2^x for float64 x <= 0 with no branch (libdevice's exp2 branches for large |x|), 0 below 2^-1022.
+
+    n = round(x) and f = x - n are exact (|x| < 2^51), |f| <= 1/2; 2^f by Horner's rule on the Taylor
+    series, 2^n by writing the exponent's bits (n + 1023 >= 1: a normal number, so the product is 2^f
+    rounded once, or exact). Error of 2^f, in u = 2^-53: the truncation, 0.05 u; each of the 13 steps
+    rounds twice (a multiply and an add, once when fused) a value of size <= 1.5, and the later steps
+    scale that by |f|^k <= 2^-k: <= 2 * 1.5 u * 2 = 6 u; the rounded coefficients, u sum |c_k f^k|
+    <= 1.42 u. Over 2^f >= 0.707: <= 10.6 u, hence EXP2_ULPS = 11.
+    """
+    clamped = tl.maximum(x, -1022.0)
+    rounded = clamped + ROUNDING_MAGIC
+    n = rounded - ROUNDING_MAGIC
+    f = clamped - n
+    p = tl.full(f.shape, EXP2_TAYLOR[0], tl.float64)
+    for k in tl.static_range(1, EXP2_TERMS):
+        p = p * f + EXP2_TAYLOR[k]
+    exponent = rounded.to(tl.int64, bitcast=True) - ROUNDING_MAGIC_BITS + 1023   # n + 1023 >= 1: a normal 2^n
+    return tl.where(x < -1022.0, 0.0, p * (exponent << 52).to(tl.float64, bitcast=True))
+
+
 # The row counts bound the masks and offset the partials' stores (once a row a split): not specialized on,
 # so one compiled kernel (and one shipped with ganbench, kernels/prebuilt.py) serves every n and m.
 @triton.jit(do_not_specialize=["n_queries", "n_bank", "query_bucket", "bank_bucket"])
@@ -97,6 +138,7 @@ def _parzen_int8_kernel(
     # meta-parameters
     NUM_SIGMAS: tl.constexpr, DIGITS: tl.constexpr, CORRECTION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, STACKED: tl.constexpr = False,
+    UNBRANCHED: tl.constexpr = False,
 ):
     tl.static_assert(BLOCK_M >= 16 and BLOCK_N >= 16, "tl.dot needs tiles of at least 16 x 16")
     tl.static_assert(BLOCK_K >= 32, "int8 tensor-core products take K in steps of 32")
@@ -181,18 +223,34 @@ def _parzen_int8_kernel(
                 # The tile's smallest gap between a row's terms and its running minimum (rows that exist):
                 # when it is 0 some row gained a new minimum, so nothing is skipped and no sum needs rescaling.
                 gap = tl.min(tl.where(row_ok, block_min - new_min, NOT_A_DISTANCE), axis=0).to(tl.float32)
-                moved = ()
-                for sigma in tl.static_range(NUM_SIGMAS):
-                    total = sums[sigma]
-                    scale32 = tl.load(scale32_ptr + sigma)
+                if UNBRANCHED:
+                    # The whole grid as straight-line code, so the compiler can overlap one sigma's
+                    # exponentials with another's reductions: one branch a tile for rescaling (every
+                    # sigma's factor from a branch-free exp2), and no per-sigma skip.
                     if gap == 0:
-                        # Some row has a new minimum: every sum moves to its row's (a factor of 1 where
-                        # the minimum stayed). Otherwise no minimum moved and the float64 exp2 is skipped.
-                        total = total * tl.exp2(-drop * tl.load(scale64_ptr + sigma))
-                    if gap * scale32 <= SKIP_LOG2:
-                        total = total + tl.sum(tl.exp2(shifted * scale32), axis=1).to(tl.float64)
-                    moved = moved + (total,)
-                sums = moved
+                        rescaled = ()
+                        for sigma in tl.static_range(NUM_SIGMAS):
+                            factor = _exp2_nonpositive(-drop * tl.load(scale64_ptr + sigma))
+                            rescaled = rescaled + (sums[sigma] * factor,)
+                        sums = rescaled
+                    moved = ()
+                    for sigma in tl.static_range(NUM_SIGMAS):
+                        terms = tl.exp2(shifted * tl.load(scale32_ptr + sigma))
+                        moved = moved + (sums[sigma] + tl.sum(terms, axis=1).to(tl.float64),)
+                    sums = moved
+                else:
+                    moved = ()
+                    for sigma in tl.static_range(NUM_SIGMAS):
+                        total = sums[sigma]
+                        scale32 = tl.load(scale32_ptr + sigma)
+                        if gap == 0:
+                            # Some row has a new minimum: every sum moves to its row's (a factor of 1 where
+                            # the minimum stayed). Otherwise no minimum moved and the float64 exp2 is skipped.
+                            total = total * tl.exp2(-drop * tl.load(scale64_ptr + sigma))
+                        if gap * scale32 <= SKIP_LOG2:
+                            total = total + tl.sum(tl.exp2(shifted * scale32), axis=1).to(tl.float64)
+                        moved = moved + (total,)
+                    sums = moved
             running_min = new_min
 
     partial_tiles.store_partials(min_out_ptr, index_out_ptr, sums_out_ptr, split, n_queries, rows, row_ok,
@@ -282,7 +340,9 @@ def per_point_bound(query, bank, sigmas, block_n: int = MAX_BLOCKS["BLOCK_N"]) -
                 + 2 * (rho_exact - rho).abs().sum(1) * 2.0**-31 / 255)          # in D
     grid = np.asarray(sigmas, dtype=np.float64).reshape(-1, 1)
     rows = len(bank64)
-    sums = (block_n - 1 + 3 * math.log(rows) + 4) * UNIT_ROUNDOFF_FLOAT32 + rows * math.exp(-SKIP_NATS) + 1e-14
+    rescalings = 2 * math.ceil(rows / block_n) * (EXP2_ULPS + 2 + 3 * math.log(2) * (math.log2(rows) + 1.5))
+    sums = ((block_n - 1 + 3 * math.log(rows) + 4) * UNIT_ROUNDOFF_FLOAT32 + rows * math.exp(-SKIP_NATS)
+            + rescalings * 2.0**-53)
     return distance.numpy()[None, :] / (2 * grid**2) + sums
 
 

@@ -106,6 +106,17 @@ def test_matches_float64_reference_at_odd_sizes(n, m, d, rng):
     check_int8(bytes_over_255(rng, (n, d)), unit_bank(rng, (m, d)), np.logspace(-1, 0, 10))
 
 
+def launched_meta(monkeypatch, key: str) -> list:
+    """The value of meta-parameter ``key`` in each kernel launch from now on (None where absent): a
+    variant silently dropped on its way to the kernel would otherwise compare a path with itself."""
+    from ganbench.kernels import launches
+
+    seen = []
+    launch = launches.KernelCall.launch
+    monkeypatch.setattr(launches.KernelCall, "launch", lambda call: seen.append(call.meta.get(key)) or launch(call))
+    return seen
+
+
 @pytest.mark.parametrize("n, m, d, correction, tiles", [
     (5, 17, 1, True, BLOCKS),
     (BLOCKS["BLOCK_M"] + 3, 3 * BLOCK_N + 1, 785, True, BLOCKS),   # d past a multiple of BLOCK_K, m past a block
@@ -115,22 +126,72 @@ def test_matches_float64_reference_at_odd_sizes(n, m, d, rng):
 def test_stacked_digits_give_the_separate_products_to_the_bit(n, m, d, correction, tiles, rng, monkeypatch):
     """STACKED (the four digit blocks as one product, split back per bank row) computes the same integer
     distances as four products: equal minima, indices and sums, bit for bit, and both match float64."""
-    from ganbench.kernels import launches
-
     x = bytes_over_255(rng, (n, d), np.float32 if correction else np.float64)
     bank = unit_bank(rng, (m, d))
     bank.flat[1] = 0.5 + 2.0**-24  # a value whose low digits are all in use
     sigmas = np.logspace(-1, 0, 4)
-    layouts = []  # what each Parzen launch was asked for: a layout silently dropped would compare a path with itself
-    launch = launches.KernelCall.launch
-    monkeypatch.setattr(launches.KernelCall, "launch",
-                        lambda call: layouts.append(call.meta.get("STACKED")) or launch(call))
+    layouts = launched_meta(monkeypatch, "STACKED")
     separate, _, separate_partial = check_int8(x, bank, sigmas, blocks=tiles)
     stacked, _, stacked_partial = check_int8(x, bank, sigmas, blocks={**tiles, "STACKED": True})
     assert None in layouts and True in layouts  # the operands kernels (no layout) and the stacked Parzen kernel
     for field in ("min_sq_distance", "nearest_index", "shifted_sums"):
         torch.testing.assert_close(getattr(stacked_partial, field), getattr(separate_partial, field), rtol=0, atol=0)
     np.testing.assert_array_equal(stacked.log_sum_exp, separate.log_sum_exp)
+
+
+@pytest.mark.parametrize("n, m, d, correction, tiles", [
+    (5, 17, 1, True, BLOCKS),
+    (BLOCKS["BLOCK_M"] + 3, 3 * BLOCK_N + 1, 785, True, BLOCKS),   # d past a multiple of BLOCK_K, m past a block
+    (7, 4 * BLOCK_N - 1, 33, False, BLOCKS),
+    (9, 70, 100, True, {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 64, "STACKED": True}),
+])
+def test_unbranched_epilogue_matches_float64_and_the_branched_one(n, m, d, correction, tiles, rng, monkeypatch):
+    """UNBRANCHED (every sigma's exponentials in every tile, every rescaling in one branch a tile with a
+    branch-free float64 exp2) finds the same integer minima and indices as the branched epilogue, bit for
+    bit, and its sums lie within the bound of float64. The bank comes farthest first from the first
+    query, so that query's minimum moves in every block and its sums are rescaled every time."""
+    x = bytes_over_255(rng, (n, d), np.float32 if correction else np.float64)
+    bank = unit_bank(rng, (m, d))
+    bank = bank[np.argsort(-((bank.astype(np.float64) - x[0]) ** 2).sum(1), kind="stable")]
+    sigmas = np.logspace(-1, 0, 5)
+    epilogues = launched_meta(monkeypatch, "UNBRANCHED")
+    branched, _, branched_partial = check_int8(x, bank, sigmas, blocks=tiles)
+    unbranched, _, unbranched_partial = check_int8(x, bank, sigmas, blocks={**tiles, "UNBRANCHED": True})
+    assert True in epilogues and (None in epilogues or False in epilogues)
+    for field in ("min_sq_distance", "nearest_index"):
+        torch.testing.assert_close(getattr(unbranched_partial, field), getattr(branched_partial, field), rtol=0, atol=0)
+    bound = parzen_int8.per_point_bound(x, bank, sigmas, block_n=tiles["BLOCK_N"])
+    assert np.all(np.abs(unbranched.log_sum_exp - branched.log_sum_exp) <= 2 * bound)  # each within the bound
+
+
+def test_branch_free_exp2_is_within_its_derived_ulps():
+    """``_exp2_nonpositive`` against the C library's exp2 over its whole range: within EXP2_ULPS (11,
+    derived in its docstring) relative, and 0 exactly where 2^x is below 2^-1022."""
+    import math
+
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def exp2_kernel(x_ptr, out_ptr, count, BLOCK: tl.constexpr):
+        offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        inside = offsets < count
+        values = tl.load(x_ptr + offsets, mask=inside, other=0.0)
+        tl.store(out_ptr + offsets, parzen_int8._exp2_nonpositive(values), mask=inside)
+
+    rng = np.random.default_rng(7)
+    edges = [0.0, -0.0, -0.5, -0.5000000000000001, -1.5, -2.5, -1021.5, -1022.0, -1022.0000000000001, -1023.0,
+             -1e11, -2.0**62, -5e-324, -1e-300, -2.0**-30]
+    x = np.concatenate([edges, -rng.random(20_000) * 1030, -rng.random(5_000), -np.arange(1023) - 0.5,
+                        -np.arange(1023.0)])
+    got = torch.empty(len(x), dtype=torch.float64)
+    exp2_kernel[(triton.cdiv(len(x), 1024),)](torch.as_tensor(x), got, len(x), BLOCK=1024)
+    got = got.numpy()
+    normal = x >= -1022
+    exact = np.array([math.exp2(value) for value in x[normal]])
+    # math.exp2 is itself within one ulp of 2^x: the derived 11 ulps plus that one.
+    assert np.all(np.abs(got[normal] / exact - 1) <= (parzen_int8.EXP2_ULPS + 1) * 2.0**-53)
+    assert np.all(got[~normal] == 0) and got[0] == 1.0 and got[7] == 2.0**-1022
 
 
 def test_stacked_columns_put_each_bank_rows_digits_in_one_accumulator_thread():

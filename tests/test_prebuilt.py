@@ -272,3 +272,29 @@ def test_the_stacked_layout_compiles_to_one_wide_product_a_step(tmp_path):
         print(json.dumps(shapes))
     """, tmp_path)
     assert last_json(out) == [["m64n32k32"], ["m64n128k32", "m64n32k32"]]
+
+
+def test_the_unbranched_epilogue_is_straight_line_code_whatever_the_sigma_count(tmp_path):
+    """Offline for sm_90: with UNBRANCHED off, each sigma of a tile adds its own branches (the skip, the
+    rescale, libdevice's exp2 for large arguments), so the scheduler cannot overlap one sigma's work
+    with the next; with it on, 16 sigmas compile to the branches of one."""
+    out = run_child("""
+        import json, re, triton
+        from ganbench.kernels import prebuilt
+        from ganbench.kernels.launches import KernelCall
+        target, backend = prebuilt.target_backend()
+        calls = prebuilt.shipped_calls()
+        branches = {}
+        for sigmas, index in ((1, 4 + 4 * 1 + 3), (16, 4 + 4 * 4 + 3)):   # four digits, the correction
+            for unbranched in (False, True):
+                call = calls[index]
+                assert call.meta["NUM_SIGMAS"] == sigmas and call.meta["DIGITS"] == 4
+                variant = KernelCall(call.kernel, call.grid, call.args, {**call.meta, "UNBRANCHED": unbranched})
+                source, options = prebuilt.specialize(variant, backend)
+                compiled = triton.compile(source, target=target, options=options.__dict__)
+                branches[f"{sigmas}_{unbranched}"] = len(re.findall(r"\\bbra(?:\\.uni)?\\b", compiled.asm["ptx"]))
+        print(json.dumps(branches))
+    """, tmp_path)
+    branches = last_json(out)
+    assert branches["16_True"] == branches["1_True"]
+    assert branches["16_False"] >= branches["1_False"] + 15 * 2   # a skip and a rescale per sigma at least

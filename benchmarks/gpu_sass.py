@@ -1,0 +1,113 @@
+"""What the int8 kernel's machine code does per tile, compiled offline for sm_90 (no GPU): `python benchmarks/gpu_sass.py`.
+
+Triton's compiler and ptxas run on the CPU, and Triton's wheel carries NVIDIA's disassembler, so the
+code an H100 or H200 would run can be read on any machine. For each variant of the int8 Parzen
+kernel's sigma epilogue (``UNBRANCHED`` off and on, ``kernels/parzen_int8.py``), at the shipped tile
+(64 x 32, four digits and the correction: a generator's bank) and the one-digit tile (64 x 64: an
+8-bit bank), with 1 and 16 sigmas, it records ptxas's registers and spills and counts SASS
+instructions: the whole kernel, the special-function unit's (MUFU: exp2), float64 (DFMA, DMUL,
+DADD), shuffles (the rows' reductions), branches, and the reconvergence points (BSSY) that split
+straight-line code into blocks the scheduler cannot overlap.
+
+These are counts, not times: whether a variant is faster is for a GPU to measure
+(``benchmarks/gpu_breakdown.py --sweep-only``). Writes results/int8-sass-sm_90.json.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import re
+import subprocess
+import tempfile
+from pathlib import Path
+
+if __name__ == "__main__":
+    os.environ.pop("TRITON_INTERPRET", None)  # Triton's compiler, not its interpreter
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import triton  # noqa: E402
+from ganbench.kernels import parzen_int8, parzen_lse, prebuilt  # noqa: E402
+from ganbench.kernels import parzen_int8_operands as operands  # noqa: E402
+
+from ganbench import atomic  # noqa: E402
+
+CASES = {  # name: (digits, correction, tile)
+    "generator bank (four digits)": (4, True, {"BLOCK_M": 64, "BLOCK_N": 32, "BLOCK_K": 64,
+                                              "num_warps": 4, "num_stages": 3}),
+    "8-bit bank (one digit)": (1, True, {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64,
+                                        "num_warps": 4, "num_stages": 3}),
+}
+SIGMA_COUNTS = (1, 16)
+COUNTED = {"mufu": ("MUFU",), "float64": ("DFMA", "DMUL", "DADD"), "shuffles": ("SHFL",),
+           "branches": ("BRA",), "reconvergence": ("BSSY",), "global_loads": ("LDG",)}
+TOOLS = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
+
+
+def compile_int8(sigmas: int, digits: int, correction: bool, tiles: dict):
+    """The int8 Parzen kernel as a launch with these meta-parameters would compile it for sm_90."""
+    width = prebuilt.DIMENSION + (-prebuilt.DIMENSION) % parzen_int8.WIDTH_MULTIPLE
+    query = torch.zeros(tiles["BLOCK_M"], operands.QUERY_BLOCKS * width, dtype=torch.int8)
+    bank = torch.zeros(parzen_lse.SPLIT_ROWS_MULTIPLE, operands.BANK_BLOCKS * width, dtype=torch.int8)
+    terms = torch.zeros(len(query), dtype=torch.int64), torch.zeros(len(bank), dtype=torch.int64)
+    call, _ = parzen_int8.parzen_int8_call(query, bank, *terms, np.linspace(0.1, 1.0, sigmas), n_queries=len(query),
+                                           n_bank=len(bank), width=width, digits=digits, correction=correction,
+                                           rows_per_split=len(bank), tiles=tiles)
+    target, backend = prebuilt.target_backend()
+    source, options = prebuilt.specialize(call, backend)
+    return triton.compile(source, target=target, options=options.__dict__)
+
+
+def _tool(name: str, *arguments: str, cubin: bytes) -> str:
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as file:
+        file.write(cubin)
+        file.flush()
+        return subprocess.run([str(TOOLS / name), *arguments, file.name], check=True, capture_output=True,
+                              text=True).stdout
+
+
+def sass_opcodes(cubin: bytes) -> collections.Counter:
+    """Opcode counts (the mnemonic before its first dot) of the kernel's SASS."""
+    opcodes = collections.Counter()
+    for line in _tool("nvdisasm", "-c", cubin=cubin).splitlines():
+        match = re.match(r"\s*/\*[0-9a-f]+\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)", line)
+        if match:
+            opcodes[match.group(1)] += 1
+    return opcodes
+
+
+def resources(cubin: bytes) -> dict:
+    """ptxas's registers per thread and stack (spill) bytes, as cuobjdump reports them."""
+    usage = _tool("cuobjdump", "-res-usage", cubin=cubin)
+    return {"registers": int(re.search(r"REG:(\d+)", usage).group(1)),
+            "stack_bytes": int(re.search(r"STACK:(\d+)", usage).group(1))}
+
+
+def measure() -> dict:
+    rows = []
+    for case, (digits, correction, tiles) in CASES.items():
+        for sigmas in SIGMA_COUNTS:
+            for unbranched in (False, True):
+                cubin = compile_int8(sigmas, digits, correction, {**tiles, "UNBRANCHED": unbranched}).asm["cubin"]
+                opcodes = sass_opcodes(cubin)
+                row = {"case": case, "sigmas": sigmas, "unbranched": unbranched, **resources(cubin),
+                       "instructions": sum(opcodes.values())}
+                row.update({name: sum(opcodes[op] for op in ops) for name, ops in COUNTED.items()})
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    return {"arch": f"sm_{prebuilt.ARCH}", "triton": triton.__version__, "kernel": "kernels/parzen_int8.py",
+            "tiles": {case: tiles for case, (_, _, tiles) in CASES.items()}, "rows": rows}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="results/int8-sass-sm_90.json")
+    args = parser.parse_args()
+    atomic.write_text(args.out, json.dumps(measure(), indent=1) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
