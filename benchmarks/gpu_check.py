@@ -12,8 +12,10 @@ shape (target <= 1/3), against 1 sigma (<= 1.15x), against a torch.compile'd nai
 matmul, clamp, logsumexp over a 16-sigma broadcast; >= 3x faster), the per-point error against
 float64 (<= 1e-5 nats from sigma 0.1 up), the first call in a fresh process (<= 2 s), NumPy inputs
 against CUDA tensors (<= 1.5x), and one Lloyd iteration of k-means (10,000 centroids, 50,000
-images; <= 50 ms). Each measurement is guarded: an error is recorded and the rest go on, and the
-JSON is rewritten after each one, so a run cut short keeps what it measured.
+images; <= 50 ms). Beside int8, in the same run, the int8 calls with the UNBRANCHED sigma epilogue
+in the shipped tile (``int8_unbranched``: a candidate to ship if it is faster). Each measurement is
+guarded: an error is recorded and the rest go on, and the JSON is rewritten after each one, so a run
+cut short keeps what it measured.
 
 1. Correctness on MNIST-scale data (test images against training images as the bank),
    for each tl.dot precision mode and the torch backend: max |error| in nats per sigma
@@ -28,6 +30,7 @@ Writes a JSON with the device, driver, versions, every time and ratio; prints a 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import os
@@ -45,7 +48,7 @@ if __name__ == "__main__" and "--dry-run" in sys.argv:
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import triton  # noqa: E402
-from ganbench.kernels import parzen_int8, parzen_lse, parzen_operands, prebuilt  # noqa: E402
+from ganbench.kernels import partial_tiles, parzen_int8, parzen_lse, parzen_operands, prebuilt  # noqa: E402
 
 from ganbench import SHIPPED_GENERATOR  # noqa: E402
 from ganbench.data import load_mnist  # noqa: E402
@@ -376,6 +379,49 @@ def precision_targets(run: TargetRun, inputs: dict, reference: np.ndarray | None
         measure(run, section, "errors_against_float64", errors)
 
 
+@contextlib.contextmanager
+def unbranched_int8_tiles():
+    """Within: the int8 kernel's shipped tile (and the interpreter's, for --dry-run) with the UNBRANCHED
+    sigma epilogue (kernels/parzen_int8.py), so the public call takes it as it would once shipped."""
+    shipped, interpreter_blocks = partial_tiles.shipped_tiles, parzen_int8.INTERPRETER_BLOCKS
+
+    def with_unbranched(kernel, device):
+        tiles = shipped(kernel, device)
+        return {**tiles, "UNBRANCHED": True} if kernel == "int8" and tiles else tiles
+
+    partial_tiles.shipped_tiles = with_unbranched
+    parzen_int8.INTERPRETER_BLOCKS = {**interpreter_blocks, "UNBRANCHED": True}
+    try:
+        yield
+    finally:
+        partial_tiles.shipped_tiles, parzen_int8.INTERPRETER_BLOCKS = shipped, interpreter_blocks
+
+
+def unbranched_targets(run: TargetRun, inputs: dict, reference: np.ndarray | None) -> None:
+    """The int8 precision's 16- and 1-sigma calls and errors with the UNBRANCHED epilogue in the shipped
+    tile, beside the int8 section's (the branched epilogue) in the same run; None where a GPU tunes."""
+    section = run.report["targets"].setdefault("int8_unbranched", {})
+    queries, bank = inputs["queries_device"], inputs["bank_device"]
+    if run.device.type == "cuda" and partial_tiles.shipped_tiles("int8", run.device) is None:
+        section["skipped"] = "this GPU tunes its tiles (no shipped tile to change)"
+        return
+
+    def score(sigmas, refine=True):
+        with unbranched_int8_tiles():
+            return parzen.parzen_pass(queries, bank, sigmas, backend="triton", device=run.device, precision="int8",
+                                      refine=refine)
+
+    measure(run, section, "first_call_in_this_process_s (compiling included)",
+            lambda: wall_time(run, lambda: score(TARGET_GRID)))
+    measure(run, section, "sixteen_sigmas_s", lambda: run_time(run, lambda: score(TARGET_GRID)))
+    measure(run, section, "one_sigma_s", lambda: run_time(run, lambda: score(ONE_SIGMA), warmup=2))
+    if reference is not None:
+        measure(run, section, "errors_against_float64", lambda: {
+            "refined": {"max_abs_error_nats": float(np.abs(score(TARGET_GRID).log_sum_exp - reference).max())},
+            "raw_kernel": {"max_abs_error_nats": float(np.abs(score(TARGET_GRID, refine=False).log_sum_exp
+                                                              - reference).max())}})
+
+
 def kmeans_targets(run: TargetRun, mnist, precision: str) -> None:
     """One Lloyd iteration on the device: (fit with 1 + k iterations - fit with 1) / k, warm."""
     section = run.report["targets"].setdefault(precision, {})
@@ -494,7 +540,7 @@ def summarise_targets(report: dict) -> dict:
         return top / bottom if top is not None and bottom else None
 
     summary = {}
-    for precision in TARGET_PRECISIONS:
+    for precision in (*TARGET_PRECISIONS, "int8_unbranched"):
         section = report["targets"].get(precision, {})
         sixteen = number(section, "sixteen_sigmas_s")
         values = {
@@ -526,6 +572,7 @@ def targets(run: TargetRun, mnist) -> None:
         precision_targets(run, inputs, reference, precision)
         fresh_process_targets(run, inputs, precision)  # while Triton's caches hold this shape's tuning
     peer_targets(run, inputs)
+    unbranched_targets(run, inputs, reference)
     for precision in TARGET_PRECISIONS:
         kmeans_targets(run, mnist, precision)
     run.report["targets"]["summary"] = summarise_targets(run.report)
