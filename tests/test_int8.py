@@ -246,14 +246,16 @@ def test_8bit_bank_in_float32_keeps_its_rounding(mnist, launched):
     assert set(launched) == {(4, True)}
 
 
-def test_nearest_ties_go_to_the_lowest_index_within_and_across_blocks_and_splits(rng):
+@pytest.mark.parametrize("unbranched", [False, True])
+def test_nearest_ties_go_to_the_lowest_index_within_and_across_blocks_and_splits(unbranched, rng):
     bank = bytes_over_255(rng, (5 * BLOCK_N + 2, 12))
     bank[2 * BLOCK_N + 1] = bank[4]       # another block
     bank[4 * BLOCK_N + 1] = bank[4]       # another split below
     bank[5] = bank[4]                     # same block
     x = bank[[4, 2 * BLOCK_N + 1, 6]]
+    blocks = {**BLOCKS, "UNBRANCHED": unbranched}
     for rows_per_split in (None, 2 * BLOCK_N):
-        kernel, reference, _ = check_int8(x, bank, [0.2], rows_per_split=rows_per_split)
+        kernel, reference, _ = check_int8(x, bank, [0.2], rows_per_split=rows_per_split, blocks=blocks)
         np.testing.assert_array_equal(kernel.nearest_index, [4, 4, 6])
         np.testing.assert_array_equal(reference.nearest_index, [4, 4, 6])
 
