@@ -7,7 +7,8 @@ kernel's sigma epilogue (``UNBRANCHED`` off and on, ``kernels/parzen_int8.py``),
 8-bit bank), with 1 and 16 sigmas, it records ptxas's registers and spills and counts SASS
 instructions: the whole kernel, the special-function unit's (MUFU: exp2), float64 (DFMA, DMUL,
 DADD), shuffles (the rows' reductions), branches, and the reconvergence points (BSSY) that split
-straight-line code into blocks the scheduler cannot overlap.
+straight-line code into blocks the scheduler cannot overlap; and, for comparison, the tf32x3 kernel
+as shipped.
 
 These are counts, not times: whether a variant is faster is for a GPU to measure
 (``benchmarks/gpu_breakdown.py --sweep-only``). Writes results/int8-sass-sm_90.json.
@@ -85,20 +86,40 @@ def resources(cubin: bytes) -> dict:
             "stack_bytes": int(re.search(r"STACK:(\d+)", usage).group(1))}
 
 
+def machine_code_counts(cubin: bytes) -> dict:
+    """Registers, spills, the instruction count and the counted groups of one compiled kernel."""
+    opcodes = sass_opcodes(cubin)
+    return {**resources(cubin), "instructions": sum(opcodes.values()),
+            **{name: sum(opcodes[op] for op in ops) for name, ops in COUNTED.items()}}
+
+
 def measure() -> dict:
     rows = []
     for case, (digits, correction, tiles) in CASES.items():
         for sigmas in SIGMA_COUNTS:
             for unbranched in (False, True):
                 cubin = compile_int8(sigmas, digits, correction, {**tiles, "UNBRANCHED": unbranched}).asm["cubin"]
-                opcodes = sass_opcodes(cubin)
-                row = {"case": case, "sigmas": sigmas, "unbranched": unbranched, **resources(cubin),
-                       "instructions": sum(opcodes.values())}
-                row.update({name: sum(opcodes[op] for op in ops) for name, ops in COUNTED.items()})
+                row = {"case": case, "sigmas": sigmas, "unbranched": unbranched, **machine_code_counts(cubin)}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     return {"arch": f"sm_{prebuilt.ARCH}", "triton": triton.__version__, "kernel": "kernels/parzen_int8.py",
-            "tiles": {case: tiles for case, (_, _, tiles) in CASES.items()}, "rows": rows}
+            "tiles": {case: tiles for case, (_, _, tiles) in CASES.items()}, "rows": rows,
+            "tf32x3_kernel_for_comparison": tf32x3_rows()}
+
+
+def tf32x3_rows() -> list[dict]:
+    """The same counts for the float32 kernel (kernels/parzen_lse.py) as shipped for sm_90: its sums are
+    float32 and it skips nothing, so its epilogue is straight-line code too."""
+    target, backend = prebuilt.target_backend()
+    rows = []
+    for call in prebuilt.shipped_calls():
+        if call.kernel is parzen_lse._parzen_lse_kernel and call.meta["NUM_SIGMAS"] in SIGMA_COUNTS:
+            source, options = prebuilt.specialize(call, backend)
+            cubin = triton.compile(source, target=target, options=options.__dict__).asm["cubin"]
+            row = {"sigmas": call.meta["NUM_SIGMAS"], **machine_code_counts(cubin)}
+            rows.append(row)
+            print(json.dumps({"tf32x3": row}), flush=True)
+    return rows
 
 
 def main() -> None:
