@@ -123,7 +123,7 @@ def kernel_alone(queries: torch.Tensor, bank: torch.Tensor) -> dict:
 SWEEP = [(64, 32, 64, 4, 3), (64, 32, 64, 4, 4), (64, 64, 64, 8, 3), (128, 32, 64, 8, 3), (64, 32, 32, 4, 4)]
 
 
-def int8_sweep(queries: torch.Tensor, bank: torch.Tensor, counts=(0, 16)) -> dict:
+def int8_sweep(queries: torch.Tensor, bank: torch.Tensor, counts=(0, 16), save=lambda result: None) -> dict:
     """The int8 kernel alone (four digits and the correction, as for MNIST against a generator) per tile,
     with the digit products separate and stacked, and with sigmas, either epilogue."""
     query_operand, query_terms, bank_operand, bank_terms, width = int8_operands_of(queries, bank)
@@ -139,6 +139,7 @@ def int8_sweep(queries: torch.Tensor, bank: torch.Tensor, counts=(0, 16)) -> dic
         except Exception as error:  # noqa: BLE001 - a tile that does not compile is a result too
             result[name] = f"{type(error).__name__}: {str(error)[:200]}"
         print(f"  {name}: {result[name]}", flush=True)
+        save(result)  # a sweep cut short by its time limit keeps what it measured
 
     result = {}
     for (block_m, block_n, block_k, warps, stages), stacked in itertools.product(SWEEP, (False, True)):
@@ -189,8 +190,11 @@ def main() -> None:
               "grid": GRID.tolist(), "timing": "CUDA events (kernels), host clock after a synchronise (calls)"}
     out = Path(args.out)
     if not args.no_sweep:
-        report["int8_sweep_ms"] = int8_sweep(queries, bank)
-        out.write_text(json.dumps(report, indent=2))
+        def save(sweep: dict) -> None:
+            report["int8_sweep_ms"] = sweep
+            out.write_text(json.dumps(report, indent=2))
+
+        int8_sweep(queries, bank, save=save)
     if args.sweep_only:
         return
     for precision in ("int8", "tf32x3"):

@@ -48,7 +48,7 @@ if __name__ == "__main__" and "--dry-run" in sys.argv:
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import triton  # noqa: E402
-from ganbench.kernels import partial_tiles, parzen_int8, parzen_lse, parzen_operands, prebuilt  # noqa: E402
+from ganbench.kernels import launches, partial_tiles, parzen_int8, parzen_lse, parzen_operands, prebuilt  # noqa: E402
 
 from ganbench import SHIPPED_GENERATOR  # noqa: E402
 from ganbench.data import load_mnist  # noqa: E402
@@ -411,8 +411,19 @@ def unbranched_targets(run: TargetRun, inputs: dict, reference: np.ndarray | Non
             return parzen.parzen_pass(queries, bank, sigmas, backend="triton", device=run.device, precision="int8",
                                       refine=refine)
 
+    def launched_epilogues() -> list:
+        """What each Parzen kernel launch of one call was asked for: a patch that did not take would show."""
+        seen, launch = [], launches.KernelCall.launch
+        launches.KernelCall.launch = lambda call: seen.append(call.meta.get("UNBRANCHED")) or launch(call)
+        try:
+            score(ONE_SIGMA)
+        finally:
+            launches.KernelCall.launch = launch
+        return [flag for flag in seen if flag is not None]
+
     measure(run, section, "first_call_in_this_process_s (compiling included)",
             lambda: wall_time(run, lambda: score(TARGET_GRID)))
+    measure(run, section, "launched_unbranched", launched_epilogues)
     measure(run, section, "sixteen_sigmas_s", lambda: run_time(run, lambda: score(TARGET_GRID)))
     measure(run, section, "one_sigma_s", lambda: run_time(run, lambda: score(ONE_SIGMA), warmup=2))
     if reference is not None:
@@ -571,8 +582,8 @@ def targets(run: TargetRun, mnist) -> None:
     for precision in TARGET_PRECISIONS:
         precision_targets(run, inputs, reference, precision)
         fresh_process_targets(run, inputs, precision)  # while Triton's caches hold this shape's tuning
-    peer_targets(run, inputs)
     unbranched_targets(run, inputs, reference)
+    peer_targets(run, inputs)
     for precision in TARGET_PRECISIONS:
         kmeans_targets(run, mnist, precision)
     run.report["targets"]["summary"] = summarise_targets(run.report)

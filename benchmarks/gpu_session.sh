@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One GPU session's measurements, most important first, each under its own time limit, every JSON
 # written to $OUT (the device tool brings that folder back). A session has about 15 minutes of
-# device time, machine start included: this takes about 6 on an H200.
+# device time, machine start included: this takes about 6 on an H200. One device command may run
+# 600 s: the steps' limits add up to 595, and each step writes its JSON as it goes.
 #
 #   1. the scorer's targets, both precisions (benchmarks/gpu_check.py --targets): among them the first
 #      call of a new process with an empty Triton cache, with and without the kernels shipped compiled
@@ -31,9 +32,9 @@ step() {  # name, time limit (s), command...
 }
 
 # 0. whether this machine's Triton and ptxas take the kernels shipped compiled for sm_90 (their hashes match)
-step prebuilt_check 60 python3 -m ganbench.kernels.prebuilt check
-step targets 240 python3 benchmarks/gpu_check.py --targets --budget-s 200 --out "$OUT/bench-gpu-targets.json"
-step sweep 200 python3 benchmarks/gpu_breakdown.py --sweep-only --out "$OUT/bench-gpu-sweep.json"
+step prebuilt_check 45 python3 -m ganbench.kernels.prebuilt check
+step targets 220 python3 benchmarks/gpu_check.py --targets --budget-s 180 --out "$OUT/bench-gpu-targets.json"
+step sweep 170 python3 benchmarks/gpu_breakdown.py --sweep-only --out "$OUT/bench-gpu-sweep.json"
 # The tests that run only where a CUDA GPU is (host-to-device staging, results back): a few seconds.
-step gpu_tests 120 python3 -m pytest -q -rs -p no:cacheprovider tests/test_parzen.py -k "staged or staging or come_back"
-step check 150 python3 benchmarks/gpu_check.py --out "$OUT/bench-gpu.json"
+step gpu_tests 60 python3 -m pytest -q -rs -p no:cacheprovider tests/test_parzen.py -k "staged or staging or come_back"
+step check 100 python3 benchmarks/gpu_check.py --out "$OUT/bench-gpu.json"

@@ -44,9 +44,11 @@ the inputs as given (``per_point_bound`` computes it):
   times (int64 to float32, c to float32, the product), 3 u alpha on a term e^-alpha, and
   sum_j alpha_j e^-alpha_j / S <= ln m (the entropy of the weights), so 3 u ln m; exp2's own
   2^-22 (4 u); the skipped terms, m e^-36 of S; float64 rescaling and additions, at most two
-  events a tile of the bank (a rescale and an addition in the kernel, the splits' merges), each off
-  by the exp2 (EXP2_ULPS), the product, the addition and the rounding of its exponent x (3 u |x|
-  ln 2 of a part of S that weighs at most m 2^-|x|: <= 3 u ln 2 (log2 m + 1.5)), in units of 2^-53.
+  events a tile of the bank (a rescale and an addition in the kernel; the splits' merges are fewer),
+  each off by the exp2 (EXP2_ULPS), the product, the addition and the rounding of its exponent x
+  (3 u |x| ln 2 of a part of S that weighs at most m 2^-|x|: <= 3 u ln 2 (log2 m + 1.5)), in units
+  of 2^-53. The merges take their exponents from float64 distances rounded from E, off by
+  2^-53 D / 2 sigma^2 at most, inside the distances' float64 term above.
   u = 2^-24.
 On MNIST's 10,000 test images against 10,000 samples of the shipped generator (sum a <= 65,413,
 sum |h| <= 8,012, sum |l| <= 3,539 per image; BLOCK_N <= 64) the bound is at most 9.0e-6 nats at
@@ -112,7 +114,7 @@ def _exp2_nonpositive(x):
     scale that by |f|^k <= 2^-k: <= 2 * 1.5 u * 2 = 6 u; the rounded coefficients, u sum |c_k f^k|
     <= 1.42 u. Over 2^f >= 0.707: <= 10.6 u, hence EXP2_ULPS = 11.
     """
-    clamped = tl.maximum(x, -1022.0)
+    clamped = tl.maximum(x, -1022.0)   # keeps n + 1023 >= 1 and every intermediate finite (the result is 0 there)
     rounded = clamped + ROUNDING_MAGIC
     n = rounded - ROUNDING_MAGIC
     f = clamped - n

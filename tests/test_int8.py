@@ -160,6 +160,11 @@ def test_unbranched_epilogue_matches_float64_and_the_branched_one(n, m, d, corre
     assert True in epilogues and (None in epilogues or False in epilogues)
     for field in ("min_sq_distance", "nearest_index"):
         torch.testing.assert_close(getattr(unbranched_partial, field), getattr(branched_partial, field), rtol=0, atol=0)
+    # The same float32 tile sums; the sums differ by the rescalings' factors (at most two float64 events a
+    # tile, each exp2 within EXP2_ULPS, libdevice's within 2) and by the terms the branched epilogue skipped.
+    events = 2 * -(-m // tiles["BLOCK_N"])
+    relative = events * (parzen_int8.EXP2_ULPS + 2) * 2.0**-53 + m * np.exp(-parzen_int8.SKIP_NATS)
+    torch.testing.assert_close(unbranched_partial.shifted_sums, branched_partial.shifted_sums, rtol=relative, atol=0)
     bound = parzen_int8.per_point_bound(x, bank, sigmas, block_n=tiles["BLOCK_N"])
     assert np.all(np.abs(unbranched.log_sum_exp - branched.log_sum_exp) <= 2 * bound)  # each within the bound
 
@@ -191,7 +196,7 @@ def test_branch_free_exp2_is_within_its_derived_ulps():
     exact = np.array([math.exp2(value) for value in x[normal]])
     # math.exp2 is itself within one ulp of 2^x: the derived 11 ulps plus that one.
     assert np.all(np.abs(got[normal] / exact - 1) <= (parzen_int8.EXP2_ULPS + 1) * 2.0**-53)
-    assert np.all(got[~normal] == 0) and got[0] == 1.0 and got[7] == 2.0**-1022
+    assert np.all(got[~normal] == 0) and got[0] == got[1] == 1.0 and got[7] == 2.0**-1022
 
 
 def test_stacked_columns_put_each_bank_rows_digits_in_one_accumulator_thread():
@@ -273,9 +278,11 @@ def test_split_bank_and_bank_pieces_merge_exactly(rows_per_split, rng):
         np.testing.assert_allclose(other.log_sum_exp, whole.log_sum_exp, rtol=0, atol=1e-6)  # float32 tile sums
 
 
-def test_tiles_far_from_the_nearest_are_skipped_within_the_bound(rng, monkeypatch):
+@pytest.mark.parametrize("unbranched", [False, True])
+def test_tiles_far_from_the_nearest_are_skipped_within_the_bound(unbranched, rng, monkeypatch):
     """Every block but the first lies e^-60 or further below the nearest term at sigma = 0.25: the
-    interpreter then evaluates that sigma's exponentials for the first block only, and the sum holds."""
+    interpreter then evaluates that sigma's exponentials for the first block only, and the sum holds.
+    The UNBRANCHED epilogue skips nothing and rescales without exp2 (its own polynomial)."""
     import triton.runtime.interpreter as interpreter  # Triton 3.6's interpreter: exp2 is one builder call
 
     exponentials = []
@@ -290,12 +297,12 @@ def test_tiles_far_from_the_nearest_are_skipped_within_the_bound(rng, monkeypatc
     counts = {}
     for sigma in (2.0, 0.25):
         exponentials.clear()
-        kernel, reference, _ = check_int8(x, bank, [sigma])
+        kernel, reference, _ = check_int8(x, bank, [sigma], blocks={**BLOCKS, "UNBRANCHED": unbranched})
         counts[sigma] = len(exponentials)
         assert np.all(np.abs(kernel.log_sum_exp - reference.log_sum_exp) <= 1e-6)
     # Per block one tile of exponentials, and one rescaling where some row's minimum moved (the first
     # block only: the far blocks hold no new minimum). sigma = 2: all five tiles; 0.25: the first only.
-    assert counts == {2.0: 6, 0.25: 2}
+    assert counts == ({2.0: 5, 0.25: 5} if unbranched else {2.0: 6, 0.25: 2})
 
 
 def test_mnist_against_the_shipped_generator_within_1e_5_nats(mnist):
