@@ -13,7 +13,9 @@ step: a kill in the microseconds between them can leave some files new and some 
 last file of the set is renamed last, so when it is new the whole set is.
 
 A write that the operating system refuses (a folder that is a file, no permission, no space)
-is a ``GanbenchError`` naming the path, not a traceback.
+is a ``GanbenchError`` naming the path, not a traceback. A symbolic link is written through (its
+target is replaced atomically and the link stays); a device, pipe or socket is refused, since a
+rename would put a plain file in its place.
 """
 from __future__ import annotations
 
@@ -59,6 +61,17 @@ def write_error(path: Path, error: OSError) -> GanbenchError:
     return GanbenchError(f"cannot write {path}: {reason}; choose a writable folder (and check the disk has space)")
 
 
+def replaced_file(path: Path) -> Path:
+    """The file a write of ``path`` replaces: a symbolic link's target (the link itself stays a link),
+    else ``path``; refused when that is something other than a regular file (a device, a pipe, a
+    socket), which a rename would replace by a plain file."""
+    target = Path(os.path.realpath(path)) if path.is_symlink() else path
+    if target.exists() and not target.is_file() and not target.is_dir():
+        raise GanbenchError(f"cannot write {path}: it is not a regular file (a device, pipe or socket); "
+                            "write to a file path instead")
+    return target
+
+
 def check_writable(path: str | os.PathLike, *, folder: bool, what: str = "--out",
                    fix: str = "choose another --out") -> Path:
     """Refuse, before any work, an output path that cannot be written; creates nothing.
@@ -71,6 +84,8 @@ def check_writable(path: str | os.PathLike, *, folder: bool, what: str = "--out"
         raise GanbenchError(f"{what} {path} is a file, not a folder; {fix}")
     if not folder and path.is_dir():
         raise GanbenchError(f"{what} {path} is a folder, not a file name; {fix}")
+    if not folder and not path.is_dir():
+        path = replaced_file(path)
     existing = path if folder and path.is_dir() else path.parent
     while not existing.exists() and existing != existing.parent:  # folders the write will create
         existing = existing.parent
@@ -115,6 +130,7 @@ def _refused(path: Path, action: Callable, *arguments):
 def _temporaries(paths: list[Path]) -> Iterator[list[Path]]:
     """One temporary per path; after the body, all sealed, then all renamed in order."""
     temporaries: list[Path] = []
+    paths = [replaced_file(path) for path in paths]
     try:
         for path in paths:
             temporaries.append(_refused(path, _make_temporary, path))

@@ -296,6 +296,34 @@ def test_the_temporary_of_a_killed_write_is_removed_by_the_next_write(tmp_path):
     assert not stale.exists() and live.exists() and (tmp_path / "table1.json").read_text() == "{}\n"
 
 
+def test_a_symbolic_link_is_written_through_and_stays_a_link(tmp_path):
+    target = tmp_path / "real.json"
+    target.write_text("old\n")
+    link = tmp_path / "link.json"
+    link.symlink_to(target)
+    atomic.write_text(link, "{}\n")
+    assert link.is_symlink() and target.read_text() == "{}\n"
+    dangling = tmp_path / "dangling.json"
+    dangling.symlink_to(tmp_path / "made.json")
+    atomic.write_text(dangling, "[]\n")
+    assert dangling.is_symlink() and (tmp_path / "made.json").read_text() == "[]\n"
+
+
+def test_a_pipe_or_device_is_refused_not_replaced(tmp_path, capsys, files, no_mnist):
+    """A rename would put a plain file where a FIFO (or /dev/null, or a link to one) was."""
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    link = tmp_path / "to-null.json"
+    link.symlink_to(os.devnull)
+    for path in (pipe, link):
+        with pytest.raises(GanbenchError, match="not a regular file"):
+            atomic.write_text(path, "{}\n")
+        line = one_line_error(capsys, "parzen", files.samples, "--valid", files.valid, "--test", files.test,
+                              "--save", path)
+        assert "not a regular file" in line and str(path) in line
+    assert pipe.exists() and not pipe.is_file() and Path(os.devnull).exists() and not Path(os.devnull).is_file()
+
+
 # ---- devices ----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("command", [
