@@ -296,6 +296,36 @@ def test_the_temporary_of_a_killed_write_is_removed_by_the_next_write(tmp_path):
     assert not stale.exists() and live.exists() and (tmp_path / "table1.json").read_text() == "{}\n"
 
 
+@pytest.mark.parametrize("case", ["test x 100", "held-out x 100", "uint8 samples, 0-255 held-out"])
+def test_data_on_different_scales_are_refused(case, tmp_path, capsys, files, no_mnist):
+    """Own data off MNIST's [0, 1] are scored on their own scale, but samples, validation and test data
+    must share one: a finite, meaningless number was printed for each of these."""
+    samples, valid, test = (np.load(getattr(files, name)) for name in ("samples", "valid", "test"))
+    if case == "test x 100":
+        test = test * 100
+    elif case == "held-out x 100":
+        valid, test = valid * 100, test * 100
+    else:
+        samples, valid, test = (samples * 255).astype(np.uint8), valid * 255, test * 255
+    for name, values in (("samples", samples), ("valid", valid), ("test", test)):
+        np.save(tmp_path / f"{name}.npy", values)
+    line = one_line_error(capsys, "parzen", tmp_path / "samples.npy", "--valid", tmp_path / "valid.npy",
+                          "--test", tmp_path / "test.npy")
+    assert "different scales" in line and "x / 255" in line
+
+
+def test_one_scale_is_judged_robustly_and_constant_data_are_not_judged(rng):
+    """A few outliers do not make heavy-tailed data another scale; a constant bank has no scale to judge."""
+    from ganbench.scoring import inputs
+
+    data = rng.standard_normal((500, 8))
+    tails = data.copy()
+    tails.flat[::997] *= 1e4
+    inputs.check_same_scale({"valid": data, "test": tails, "samples": 2 * data, "constant": np.zeros((9, 8))})
+    with pytest.raises(GanbenchError, match="different scales"):
+        inputs.check_same_scale({"valid": data, "samples": data * inputs.SCALE_RATIO * 1.01})
+
+
 def test_a_symbolic_link_is_written_through_and_stays_a_link(tmp_path):
     target = tmp_path / "real.json"
     target.write_text("old\n")

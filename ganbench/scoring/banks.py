@@ -1,7 +1,10 @@
 """Banks larger than memory: an array, a ``.npy``/``.npz`` file, or a folder of shards, read in chunks.
 
 Files become data by the rule of ``inputs.as_data``: uint8 images are divided by 255
-(MNIST's scale); other dtypes must already be on the data's scale.
+(MNIST's scale, in float32 as MNIST is stored); other dtypes must already be on the data's scale.
+Rows are read as float32, or as float64 where a shard holds float64 values or integers wider
+than float32's 24-bit significand, so that no value is rounded on its way to the scorer (whose
+float64 reference then scores the data as given).
 
 Chunks are read with plain file reads (no memory map), so resident memory stays at one
 chunk whatever the bank's size; the scorer merges per-chunk partial sums exactly
@@ -31,13 +34,23 @@ class _Shard:
     array: np.ndarray | None = None
 
 
+def exact_dtype(dtype) -> np.dtype:
+    """float64 for values float32 would round (float64, integers of 32 bits or more), else float32."""
+    dtype = np.dtype(dtype)
+    wide = dtype.kind == "f" and dtype.itemsize > 4 or dtype.kind in "iu" and dtype.itemsize >= 4
+    return np.dtype(np.float64) if wide else np.dtype(np.float32)
+
+
 class Bank:
-    """A read-only (count, dimension) float32 bank that yields ``(first_row, chunk)`` pairs."""
+    """A read-only (count, dimension) bank that yields ``(first_row, chunk)`` pairs: float32 chunks, or
+    float64 where a shard holds values float32 would round (``exact_dtype``)."""
 
     def __init__(self, shards: list[_Shard], dimension: int, source: str,
                  value_range: tuple[float, float] | None = None, role: str = "bank"):
         self.shards, self.dimension, self.source = shards, dimension, source
         self.value_range, self.role = value_range, role  # role names the data in errors: "held-out data"
+        self.dtype = max((exact_dtype(shard.array.dtype) for shard in shards if shard.array is not None),
+                         key=lambda dtype: dtype.itemsize, default=np.dtype(np.float32))
         self.count = sum(shard.rows for shard in shards)
         self.rows_read = 0  # rows read from the shards so far (each rank of several reads its share only)
         if self.count == 0:
@@ -65,7 +78,7 @@ class Bank:
             yield first, chunk
 
     def _read_rows(self, first: int, last: int) -> np.ndarray:
-        """Bank rows [first, last) as one float32 array, read from every shard they lie in."""
+        """Bank rows [first, last) as one array of the bank's dtype, read from every shard they lie in."""
         pieces, shard_first = [], 0
         for shard in self.shards:
             low, high = max(first, shard_first), min(last, shard_first + shard.rows)
@@ -76,19 +89,28 @@ class Bank:
         return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
 
     def _shard_rows(self, shard: _Shard, start: int, count: int) -> np.ndarray:
-        """Rows [start, start + count) of one shard, float32 on the data's scale."""
+        """Rows [start, start + count) of one shard, on the data's scale, in the bank's dtype."""
         if shard.array is not None:
-            return np.asarray(as_data(self.source, shard.array[start:start + count]), dtype=np.float32)
+            return np.asarray(as_data(self.source, shard.array[start:start + count]), dtype=self.dtype)
         with open(shard.path, "rb") as handle:
             handle.seek(shard.offset + start * self.dimension * 4)
             chunk = np.fromfile(handle, dtype="<f4", count=count * self.dimension)
         if chunk.size != count * self.dimension:
             raise GanbenchError(f"{shard.path} is shorter than its header says (truncated?); "
                                 "rewrite it with `ganbench sample`")
-        return chunk.reshape(count, self.dimension)
+        return chunk.reshape(count, self.dimension).astype(self.dtype, copy=False)
+
+    def head(self, rows: int) -> np.ndarray:
+        """The first ``rows`` rows, unchecked and not counted in ``rows_read`` (a look at the data's scale)."""
+        pieces, shard_first, last = [], 0, min(rows, self.count)
+        for shard in self.shards:
+            if shard_first < last:
+                pieces.append(self._shard_rows(shard, 0, min(shard.rows, last - shard_first)))
+            shard_first += shard.rows
+        return np.concatenate(pieces)
 
     def read_all(self, rows: int = CHUNK_ROWS) -> np.ndarray:
-        """The whole bank as one float32 (count, dimension) array, checked as ``chunks`` checks it."""
+        """The whole bank as one (count, dimension) array, checked as ``chunks`` checks it."""
         return np.concatenate([chunk for _, chunk in self.chunks(rows)])
 
     def with_range(self, value_range: tuple[float, float] | None) -> "Bank":

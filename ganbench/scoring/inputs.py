@@ -145,6 +145,45 @@ def check_range(name: str, values, value_range: tuple[float, float], first_row: 
         f"[{low:g}, {high:g}]; rescale the samples (x / 255 for 0-255 floats, (x + 1) / 2 for tanh outputs)")
 
 
+SCALE_QUANTILES = (0.01, 0.99)   # a robust spread: a few outliers in heavy-tailed data do not move it
+SCALE_RATIO = 16.0               # 0-255 values against [0, 1] differ by 255, [-1, 1] against [0, 1] by 2
+SCALE_VALUES = 1_000_000         # values read for the spread (a strided subset of larger arrays)
+
+
+def robust_spread(values) -> tuple[float, float] | None:
+    """The 1st and 99th percentiles of ``values``' finite entries (a strided subset of at most
+    SCALE_VALUES of them), or None when there are none."""
+    flat = (values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)).reshape(-1)
+    flat = flat[::max(1, flat.size // SCALE_VALUES)]
+    flat = flat[np.isfinite(flat)] if flat.dtype.kind == "f" else flat
+    if flat.size == 0:
+        return None
+    low, high = np.quantile(flat.astype(np.float64), SCALE_QUANTILES)
+    return float(low), float(high)
+
+
+def check_same_scale(named_values: dict) -> None:
+    """Refuse data on different scales: the validation data, the test data and the samples must have
+    robust spreads (``robust_spread``) within SCALE_RATIO of each other.
+
+    Samples in [0, 1] scored against 0-255 data (or the reverse, or validation and test data on two
+    scales) give a finite log-likelihood, only a meaningless one. Data whose spread is 0 (constant,
+    or almost all one value) are not judged.
+    """
+    spreads = {name: robust_spread(values) for name, values in named_values.items()}
+    spreads = {name: spread for name, spread in spreads.items() if spread is not None and spread[1] > spread[0]}
+    names = list(spreads)
+    for index, first in enumerate(names):
+        for second in names[index + 1:]:
+            (low_a, high_a), (low_b, high_b) = spreads[first], spreads[second]
+            ratio = (high_a - low_a) / (high_b - low_b)
+            if not 1 / SCALE_RATIO <= ratio <= SCALE_RATIO:
+                raise GanbenchError(
+                    f"{first} spread over [{low_a:.4g}, {high_a:.4g}] but {second} over [{low_b:.4g}, {high_b:.4g}] "
+                    f"(1st to 99th percentile): they are on different scales; put them on one (x / 255 for 0-255 "
+                    "values, (x + 1) / 2 for tanh outputs)")
+
+
 def held_out_range(*held_out) -> tuple[float, float] | None:
     """MNIST's range [0, 1] when every held-out set lies in it, else None (the data's own scale).
 

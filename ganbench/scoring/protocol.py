@@ -24,7 +24,7 @@ from ganbench.defaults import CHUNK_ROWS, KEY_MEAN, KEY_SIGMA, KEY_STANDARD_ERRO
 from ganbench.errors import GanbenchError
 from ganbench.scoring import parzen, streaming
 from ganbench.scoring.banks import Bank, open_bank
-from ganbench.scoring.inputs import as_data, as_sigmas, held_out_range
+from ganbench.scoring.inputs import as_data, as_sigmas, check_same_scale, held_out_range
 
 # The data grid: widths s0 * STEP^k around the data's scale s0. A step of 2^(1/3) (26%) is a
 # little finer than the paper's 29%; 6 steps each side span s0 / 4 .. 4 s0, and a widening
@@ -299,14 +299,20 @@ class ParzenScore:
                 "valid_means": {f"{s:.6g}": v for s, v in self.valid_means.items()}}
 
 
+SCALE_ROWS = 10_000  # the bank's first rows judge its scale (a bank on disk is not read twice)
+
+
 def as_scored_data(bank, valid, test, value_range: tuple[float, float] | None = None):
     """Bank, validation and test data on one scale, by the rule of ``inputs.as_data``.
 
     uint8 arrays are divided by 255, as bank files are. ``value_range`` defaults to the
     held-out data's: MNIST's [0, 1] when the validation and test data lie in it, and then a
-    bank outside it (0-255 floats, tanh outputs) is refused; pass (-inf, inf) to skip the check.
+    bank outside it (0-255 floats, tanh outputs) is refused; and the three must be on one scale
+    (``inputs.check_same_scale``, the bank judged by its first rows). Pass (-inf, inf) to skip
+    both checks.
     """
     valid, test = as_data("the validation data", valid), as_data("the test data", test)
+    checked = value_range is None
     value_range = held_out_range(valid, test) if value_range is None else value_range
     if isinstance(bank, (str, Path)):
         bank = open_bank(bank, value_range)
@@ -314,6 +320,9 @@ def as_scored_data(bank, valid, test, value_range: tuple[float, float] | None = 
         bank = bank.with_range(value_range)
     else:
         bank = as_data("the bank", bank, value_range)
+    if checked:
+        first_rows = bank.head(SCALE_ROWS) if isinstance(bank, Bank) else bank[:SCALE_ROWS]
+        check_same_scale({"the validation data": valid, "the test data": test, "the samples": first_rows})
     return bank, valid, test
 
 
