@@ -326,6 +326,41 @@ def test_one_scale_is_judged_robustly_and_constant_data_are_not_judged(rng):
         inputs.check_same_scale({"valid": data, "samples": data * inputs.SCALE_RATIO * 1.01})
 
 
+@pytest.mark.parametrize("arguments, message", [
+    (["--samples", "{samples}", "--count", "5"], "--count draw samples from a generator"),
+    (["--samples", "{samples}", "--seed", "3", "--checkpoint", "g.pt"], "--checkpoint, --seed draw samples"),
+    (["--samples", "{samples}", "--train", "{valid}", "--test", "{test}", "--reference", "valid"],
+     "--reference picks an MNIST split"),
+    (["--count", "1"], "--count must be >= 2"),
+    (["--samples", "{one}"], "holds 1 sample; the report needs at least 2"),
+])
+def test_nn_refuses_options_that_would_do_nothing_or_too_few_samples(arguments, message, files, capsys, no_mnist):
+    np.save(files.folder / "one.npy", np.load(files.samples)[:1])
+    values = {"samples": files.samples, "valid": files.valid, "test": files.test, "one": files.folder / "one.npy"}
+    line = one_line_error(capsys, "nn", *[argument.format(**values) for argument in arguments])
+    assert message in line
+
+
+def test_nn_calibrates_on_a_split_other_than_the_one_searched(monkeypatch, capsys, files):
+    """--reference test searched the test images for copies and calibrated on them too: every copy
+    threshold was 0. The validation images calibrate it now."""
+    from ganbench.paper import memorization
+
+    rng = np.random.default_rng(1)
+    fake = types.SimpleNamespace(**{f"{name}_x": rng.random((n, 5), dtype=np.float32)
+                                    for name, n in (("train", 50), ("valid", 30), ("test", 20))})
+    fake.split = lambda name: (getattr(fake, f"{name}_x"), None)
+    monkeypatch.setattr(data, "load_mnist", lambda *args, **kwargs: fake)
+    seen = {}
+    report = memorization.report
+    monkeypatch.setattr(memorization, "report", lambda samples, reference, unseen, **options: seen.update(
+        reference=reference, unseen=unseen) or report(samples, reference, unseen, **options))
+    for split, unseen in (("test", "valid"), ("valid", "test"), ("train", "test")):
+        status, out, _ = run(capsys, "nn", "--samples", files.samples, "--reference", split, "--json")
+        assert status == 0 and seen["reference"] is getattr(fake, f"{split}_x")
+        assert seen["unseen"] is getattr(fake, f"{unseen}_x") and json.loads(out)["copy_threshold"] > 0
+
+
 def test_a_symbolic_link_is_written_through_and_stays_a_link(tmp_path):
     target = tmp_path / "real.json"
     target.write_text("old\n")

@@ -8,8 +8,13 @@ from ganbench.cli.common import (
     add_data_options,
     print_json,
     read_own_data,
+    require_at_least,
 )
 from ganbench.devices import resolve_device
+from ganbench.errors import GanbenchError
+
+DEFAULT_COUNT = 10_000
+UNSEEN_SPLIT = {"train": "test", "valid": "test", "test": "valid"}  # held-out images for each reference split
 
 
 def command_nn(args) -> int:
@@ -20,23 +25,40 @@ def command_nn(args) -> int:
 
     if args.device is not None:
         resolve_device(args.device)  # checked before any data is read
+    drawing = {"--checkpoint": args.checkpoint, "--count": args.count, "--seed": args.seed}
+    if args.samples and any(value is not None for value in drawing.values()):
+        given = ", ".join(flag for flag, value in drawing.items() if value is not None)
+        raise GanbenchError(f"{given} draw samples from a generator; with --samples they would do nothing: drop them")
     own_data = read_own_data(train=args.train, test=args.test)
+    if own_data and args.reference is not None:
+        raise GanbenchError("--reference picks an MNIST split; with --train and --test your own data is used: "
+                            "drop --reference")
+    args.reference = args.reference or "train"
+    count = args.count if args.count is not None else DEFAULT_COUNT
+    require_at_least("--count", count, 2)  # each sample's nearest *other* sample
+    if args.samples:
+        samples = banks.open_bank(args.samples, None if own_data else banks.MNIST_RANGE, role="samples").read_all()
+        if len(samples) < 2:
+            raise GanbenchError(f"samples {args.samples} holds {len(samples)} sample; the report needs at least 2 "
+                                "(each sample's nearest other sample)")
+    else:
+        generator, _ = sampling.load_generator(args.checkpoint or str(SHIPPED_GENERATOR))
     if own_data:  # on the user's own scale: no MNIST range check
         reference, unseen = own_data
     else:
         mnist = data.load_mnist(args.data_dir)
-        reference, unseen = mnist.split(args.reference)[0], mnist.test_x
-    if args.samples:
-        samples = banks.open_bank(args.samples, None if own_data else banks.MNIST_RANGE, role="samples").read_all()
-    else:
-        generator, _ = sampling.load_generator(args.checkpoint)
-        samples = sampling.generate(generator, args.count, args.seed)
+        # The held-out images calibrate the copy rate: never the split searched for copies.
+        reference, unseen = mnist.split(args.reference)[0], mnist.split(UNSEEN_SPLIT[args.reference])[0]
+    if not args.samples:
+        samples = sampling.generate(generator, count, args.seed if args.seed is not None else 0)
     report = memorization.public(memorization.report(samples, reference, unseen,
                                                      backend=args.backend, device=args.device))
     if args.json:
         print_json(report)
     else:
-        print(f"nearest {args.train if own_data else args.reference + ' image'}, squared distance quantiles:")
+        unseen_name = args.test if own_data else f"MNIST {UNSEEN_SPLIT[args.reference]} images"
+        print(f"nearest {args.train if own_data else args.reference + ' image'}, squared distance quantiles "
+              f"(held-out: {unseen_name}):")
         for name in (keys.KEY_SAMPLE_TO_TRAIN, keys.KEY_TEST_TO_TRAIN):
             print(f"  {name:16s} " + "  ".join(f"{k}={v:.2f}" for k, v in report[name].items()))
         print(f"copy rate {report[keys.KEY_COPY_RATE]:.4f} (closer to a training image than 99% of held-out "
@@ -58,11 +80,14 @@ def add_parsers(commands, formatter) -> None:
     nn_parser.add_argument("--samples", default=None,
                            help="samples as for `ganbench parzen` (uint8 divided by 255, else in [0, 1]); "
                                 "else drawn from --checkpoint")
-    nn_parser.add_argument("--checkpoint", default=str(SHIPPED_GENERATOR), help="generator to sample when no --samples")
-    nn_parser.add_argument("--count", type=int, default=10_000, help="samples to draw")
-    nn_parser.add_argument("--seed", type=int, default=0, help="noise seed")
-    nn_parser.add_argument("--reference", default="train", choices=("train", "valid", "test"),
-                           help="MNIST split that serves as the training data to look for copies in")
+    nn_parser.add_argument("--checkpoint", default=None,
+                           help="generator to sample when no --samples (default: the shipped generator)")
+    nn_parser.add_argument("--count", type=int, default=None, help=f"samples to draw (default {DEFAULT_COUNT:,})")
+    nn_parser.add_argument("--seed", type=int, default=None, help="noise seed (default 0)")
+    nn_parser.add_argument("--reference", default=None, choices=("train", "valid", "test"),
+                           help="MNIST split that serves as the training data to look for copies in (default "
+                                "train); the test images calibrate the copy rate, the validation images when "
+                                "--reference is test")
     nn_parser.add_argument("--train", default=None,
                            help="your own training data to look for copies in, instead of MNIST; with --test")
     nn_parser.add_argument("--test", default=None,
