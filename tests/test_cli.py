@@ -231,3 +231,30 @@ def test_the_command_runs_through_the_entry_that_keeps_memory():
     with open(Path(cli.__file__).parents[2] / "pyproject.toml", "rb") as project:
         assert tomllib.load(project)["project"]["scripts"]["ganbench"] == "ganbench.cli:run"
     assert "run()" in (Path(cli.__file__).parents[1] / "__main__.py").read_text()
+
+
+def _own_data(tmp_path) -> list[str]:
+    rng = np.random.default_rng(3)
+    for name, count in (("bank", 60), ("valid", 20), ("test", 15)):
+        np.save(tmp_path / f"{name}.npy", rng.random((count, 6), dtype=np.float32))
+    return ["parzen", str(tmp_path / "bank.npy"), "--valid", str(tmp_path / "valid.npy"), "--test",
+            str(tmp_path / "test.npy"), "--sigma", "0.3", "--json"]
+
+
+def test_a_reader_that_closes_the_pipe_ends_the_command_quietly(tmp_path):
+    """`ganbench ... | head` where head has gone: exit 141 as SIGPIPE would, no traceback."""
+    child = subprocess.Popen([sys.executable, "-m", "ganbench", *_own_data(tmp_path)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    child.stdout.close()  # before the command writes anything
+    err = child.stderr.read()
+    assert child.wait() == 141 and err == "", err
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (a device whose writes fail with ENOSPC)")
+def test_an_output_that_cannot_be_written_is_one_line_and_status_2(tmp_path):
+    with open("/dev/full", "w") as full:
+        completed = subprocess.run([sys.executable, "-m", "ganbench", *_own_data(tmp_path)], stdout=full,
+                                   stderr=subprocess.PIPE, text=True)
+    assert completed.returncode == 2
+    assert completed.stderr == "ganbench: error: cannot write the output: No space left on device; " \
+                               "send it where there is room\n"

@@ -2,11 +2,15 @@
 
 Each command's parser sits beside its handler in a module of this package; ``main`` turns every
 ``GanbenchError``, and every OSError on a path the user named, into one line on stderr and exit
-status 2; any other exception is a bug and keeps its traceback.
+status 2; output that cannot be written (a full disk behind stdout) is one line and status 2, and
+a reader that closed the pipe (``| head``) ends the command quietly with status 141, as SIGPIPE
+would; any other exception is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 
 from ganbench import __version__
@@ -48,8 +52,19 @@ def run() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    stdout, sys.stdout = sys.stdout, _GuardedOutput(sys.stdout)
     try:
-        return args.handler(args)
+        status = args.handler(args)
+        sys.stdout.flush()  # a full disk or a closed pipe behind stdout shows here, not after exit
+        return status
+    except BrokenPipeError:
+        # Whoever read stdout stopped (`| head`): stop quietly, as a command killed by SIGPIPE does.
+        _discard(stdout)
+        return 128 + signal.SIGPIPE
+    except OutputRefused as error:
+        _discard(stdout)
+        print(f"ganbench: error: {error}", file=sys.stderr)
+        return 2
     except GanbenchError as error:
         print(f"ganbench: error: {error}", file=sys.stderr)
         return 2
@@ -62,6 +77,48 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"ganbench: interrupted; {getattr(args, 'on_interrupt', nothing_written)(args)}", file=sys.stderr)
         return 130
+    finally:
+        sys.stdout = stdout
+
+
+class OutputRefused(GanbenchError):
+    """Standard output could not be written (a full disk, an I/O error)."""
+
+
+class _GuardedOutput:
+    """Standard output for one command: a write the system refuses is ``OutputRefused``, which names
+    the output, not an OSError without a file name (a bug's traceback); a closed pipe stays
+    BrokenPipeError."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        return self._guarded(self._stream.write, text)
+
+    def flush(self) -> None:
+        self._guarded(self._stream.flush)
+
+    @staticmethod
+    def _guarded(action, *arguments):
+        try:
+            return action(*arguments)
+        except BrokenPipeError:
+            raise
+        except OSError as error:
+            raise OutputRefused(f"cannot write the output: {error.strerror or type(error).__name__}; "
+                                "send it where there is room") from None
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+def _discard(stream) -> None:
+    """Point ``stream``'s file at /dev/null, so what its buffer still holds goes nowhere at exit."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+    except (OSError, ValueError, AttributeError):  # not a file (a test's capture): nothing to flush at exit
+        pass
 
 
 def nothing_written(args) -> str:
