@@ -361,6 +361,28 @@ def test_nn_calibrates_on_a_split_other_than_the_one_searched(monkeypatch, capsy
         assert seen["unseen"] is getattr(fake, f"{unseen}_x") and json.loads(out)["copy_threshold"] > 0
 
 
+@pytest.mark.parametrize("command", [
+    ["reproduce", "table1", "--out", "{folder}/out", "--device", "cpu"],
+    ["nn", "--samples", "{samples}", "--device", "cpu"],
+    pytest.param(["figures", "--out", "{folder}/figures"],  # no --device: the GPU if there is one
+                 marks=pytest.mark.skipif(CUDA, reason="figures would score on the CUDA GPU")),
+    ["parzen", "{samples}", "--valid", "{valid}", "--test", "{test}", "--device", "cpu"],
+], ids=lambda command: command[0])
+def test_triton_on_the_cpu_is_refused_before_any_work(command, files, capsys, no_mnist, monkeypatch):
+    from ganbench.kernels import parzen_operands
+
+    monkeypatch.setattr(parzen_operands, "INTERPRETED", False)  # the tests run Triton's interpreter
+    names = {"folder": files.folder, "samples": files.samples, "valid": files.valid, "test": files.test}
+    line = one_line_error(capsys, *[part.format(**names) for part in command], "--backend", "triton")
+    assert "the triton backend needs a CUDA GPU" in line
+
+
+def test_a_missing_tfd_file_is_refused_before_any_row(files, capsys, no_mnist):
+    line = one_line_error(capsys, "reproduce", "table1", "--tfd", files.folder / "TFD_48x48.mat",
+                          "--out", files.folder / "out")
+    assert "--tfd" in line and "is not a file" in line
+
+
 def test_a_symbolic_link_is_written_through_and_stays_a_link(tmp_path):
     target = tmp_path / "real.json"
     target.write_text("old\n")

@@ -60,6 +60,16 @@ def check_out(path, *, folder: bool, flag: str = "--out") -> None:
     atomic.check_writable(path, folder=folder, what=flag, fix=f"choose another {flag}")
 
 
+def check_backend(backend: str, device) -> None:
+    """The backend on the device it would score on, refused before any work where it cannot run there
+    (triton on the CPU without Triton's interpreter)."""
+    from ganbench.kernels import parzen_operands
+    from ganbench.scoring import parzen
+
+    if backend == "triton":
+        parzen_operands.check_launch("auto", parzen.scoring_device(device, backend))
+
+
 def start_cpu_pass_build(backend: str, device) -> None:
     """Where scoring runs on the CPU, the compiled pass is built on a thread while the data load and the
     first bank is drawn (``fused_rows.build_in_background``). Called after the arguments are checked."""

@@ -6,6 +6,7 @@ from ganbench import defaults as keys
 from ganbench.cli.common import (
     add_backend_options,
     add_data_options,
+    check_backend,
     print_json,
     read_own_data,
     require_at_least,
@@ -25,6 +26,7 @@ def command_nn(args) -> int:
 
     if args.device is not None:
         resolve_device(args.device)  # checked before any data is read
+    check_backend(args.backend, args.device)
     drawing = {"--checkpoint": args.checkpoint, "--count": args.count, "--seed": args.seed}
     if args.samples and any(value is not None for value in drawing.values()):
         given = ", ".join(flag for flag, value in drawing.items() if value is not None)

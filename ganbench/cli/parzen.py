@@ -7,6 +7,7 @@ import warnings
 from ganbench.cli.common import (
     add_backend_options,
     add_data_options,
+    check_backend,
     print_json,
     read_own_data,
     require_at_least,
@@ -51,6 +52,7 @@ def _score_and_report(args, distributed: bool) -> int:
     if args.sigma is not None and args.sigma_grid is not None:
         raise GanbenchError("give --sigma (a fixed width) or --sigma-grid (widths to choose from), not both")
     sigma_grid = protocol.parse_sigma_grid(args.sigma_grid) if args.sigma_grid is not None else None
+    check_backend(args.backend, args.device)
     start_cpu_pass_build(args.backend, args.device)
     own_data = read_own_data(valid=args.valid, test=args.test)
     # The paper's grid was chosen for MNIST; on the user's own data the search starts from the data's scale.

@@ -6,7 +6,14 @@ import sys
 from pathlib import Path
 
 from ganbench import SHIPPED_GENERATOR
-from ganbench.cli.common import add_backend_options, add_data_options, check_out, print_json, start_cpu_pass_build
+from ganbench.cli.common import (
+    add_backend_options,
+    add_data_options,
+    check_backend,
+    check_out,
+    print_json,
+    start_cpu_pass_build,
+)
 from ganbench.defaults import BACKENDS, DEFAULT_OUT, DEFAULT_PROTOCOL
 from ganbench.devices import resolve_device
 from ganbench.errors import GanbenchError
@@ -20,6 +27,9 @@ def command_reproduce(args) -> int:
     # Everything that can be refused is refused before minutes of work.
     if args.device is not None:
         resolve_device(args.device)
+    check_backend(args.backend, args.device)
+    if args.tfd is not None and not Path(args.tfd).is_file():
+        raise GanbenchError(f"--tfd {args.tfd} is not a file; pass TFD_48x48.mat, or leave --tfd out")
     check_out(args.out, folder=True)
     if args.train:
         check_out(args.train_out, folder=True, flag="--train-out")
@@ -81,6 +91,7 @@ def command_figures(args) -> int:
     from ganbench.gan import sampling
     from ganbench.paper import figures
 
+    check_backend(args.backend, None)  # figures take no --device: the GPU if there is one
     check_out(args.out, folder=True)
     sampling.load_generator(args.generator)  # a wrong file is refused before MNIST is loaded
     beside = Path(args.generator).parent / "train_log.csv"
