@@ -132,8 +132,8 @@ def _verify_arrays(images, labels, where: str, fix: str) -> None:
 
 def _read_user_folder(folder: Path):
     if not folder.is_dir():
-        raise GanbenchError(f"MNIST data folder {folder} does not exist; pass --data-dir with a "
-                            "folder holding the IDX files or mnist.pkl.gz")
+        raise GanbenchError(f"MNIST data folder {folder} does not exist; pass --data-dir (or set GANBENCH_DATA) "
+                            "to a folder holding the IDX files or mnist.pkl.gz, or unset GANBENCH_DATA")
     fix = f"replace the files in {folder} with intact copies, or drop --data-dir/GANBENCH_DATA"
     idx_paths = {key: _find_idx(folder, stem) for key, stem in IDX_FILES.items()}
     if all(path is not None for path in idx_paths.values()):

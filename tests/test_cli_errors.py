@@ -383,6 +383,39 @@ def test_a_missing_tfd_file_is_refused_before_any_row(files, capsys, no_mnist):
     assert "--tfd" in line and "is not a file" in line
 
 
+def test_messages_name_what_is_wrong_and_where(files, capsys, no_mnist, tmp_path):
+    """What each message says: the file and its role, the shard and its own row, a value to the digit
+    that puts it outside the range, the arrays of an .npz, the flag that is empty."""
+    np.savez(tmp_path / "two.npz", a=np.zeros((3, 5)), b=np.ones((3, 5)))
+    assert "two.npz holds 2 arrays (a, b)" in one_line_error(capsys, "parzen", tmp_path / "two.npz", "--valid",
+                                                             files.valid, "--test", files.test)
+    np.save(tmp_path / "valid4.npy", np.zeros((9, 4), dtype=np.float32))
+    assert f"validation data {tmp_path / 'valid4.npy'} have dimension 4 but the samples {files.samples} have 5" in \
+        one_line_error(capsys, "parzen", files.samples, "--valid", tmp_path / "valid4.npy", "--test", files.test)
+    (tmp_path / "shards").mkdir()
+    good = np.load(files.samples)
+    bad = good.copy()
+    bad[5, 3] = np.nan
+    np.save(tmp_path / "shards" / "a.npy", good)
+    np.save(tmp_path / "shards" / "b.npy", bad)
+    line = one_line_error(capsys, "parzen", tmp_path / "shards", "--valid", files.valid, "--test", files.test)
+    assert f"(shard {tmp_path / 'shards' / 'b.npy'}, its row 5) contains NaN or inf at row {len(good) + 5}" in line
+    np.save(tmp_path / "over.npy", np.full((4, 5), 1 + 2.0**-23, dtype=np.float32))
+    assert "the value 1.0000001192092896 at row 0" in one_line_error(capsys, "parzen", tmp_path / "over.npy",
+                                                                     "--valid", files.valid, "--test", files.test)
+    assert "no samples to score" in one_line_error(capsys, "parzen")
+    assert "--save needs a file name" in one_line_error(capsys, "parzen", files.samples, "--save", "")
+    assert "--timeout must be > 0" in one_line_error(capsys, "parzen", files.samples, "--timeout", "-1")
+    assert "names an empty row" in one_line_error(capsys, "check", REPOSITORY / "results" / "table1.json",
+                                                  "--rows", "")
+
+
+def test_a_baseline_checkpoint_given_as_the_gan_says_which_model_to_name(capsys, tmp_path):
+    line = one_line_error(capsys, "sample", "--checkpoint", REPOSITORY / "results" / "baselines" / "dbn.pt",
+                          "--out", tmp_path / "s.npy")
+    assert "holds a dbn model, not the GAN's generator; add --model dbn" in line
+
+
 def test_a_symbolic_link_is_written_through_and_stays_a_link(tmp_path):
     target = tmp_path / "real.json"
     target.write_text("old\n")

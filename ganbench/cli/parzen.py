@@ -8,6 +8,7 @@ from ganbench.cli.common import (
     add_backend_options,
     add_data_options,
     check_backend,
+    check_out,
     print_json,
     read_own_data,
     require_at_least,
@@ -23,6 +24,8 @@ def command_parzen(args) -> int:
 
     from ganbench.scoring import streaming
 
+    if args.timeout <= 0:
+        raise GanbenchError(f"--timeout must be > 0 seconds, got {args.timeout:g}")
     distributed = streaming.init_from_environment(args.timeout, device=args.device, backend=args.backend)
     try:
         return _score_and_report(args, distributed)
@@ -39,8 +42,14 @@ def _score_and_report(args, distributed: bool) -> int:
     from ganbench.scoring import banks, protocol, streaming
 
     is_writer = not distributed or torch.distributed.get_rank() == 0
-    if (args.samples is None) == (args.samples_option is None):
+    if args.samples is None and args.samples_option is None:
+        raise GanbenchError("no samples to score: `ganbench parzen FILE` (a .npy file or a folder of shards)")
+    if args.samples is not None and args.samples_option is not None:
         raise GanbenchError("give the samples file once: `ganbench parzen FILE` or `ganbench parzen --samples FILE`")
+    if args.save is not None:
+        if not str(args.save).strip():
+            raise GanbenchError("--save needs a file name (RESULT.json)")
+        check_out(args.save, folder=False, flag="--save")
     args.samples = args.samples or args.samples_option
     if args.sigma is not None and args.sigma <= 0:
         raise GanbenchError(f"--sigma must be > 0, got {args.sigma}")
@@ -66,6 +75,13 @@ def _score_and_report(args, distributed: bool) -> int:
         mnist = data.load_mnist(args.data_dir)
         valid, test = mnist.valid_x, mnist.split(args.split)[0]
         bank, scored = banks.open_bank(args.samples, banks.MNIST_RANGE, role="samples"), {"split": args.split}
+    held_out = {"validation data": (valid, args.valid), "held-out data": (test, args.test)} if own_data else \
+        {"MNIST images": (valid, None)}
+    for role, (values, path) in held_out.items():
+        if values.shape[1] != bank.dimension:
+            raise GanbenchError(f"{role}{' ' + str(path) if path else ''} have dimension {values.shape[1]} but the "
+                                f"samples {args.samples} have {bank.dimension}; score vectors of one size"
+                                f"{'' if own_data else ' (an MNIST image is 28 x 28 = 784)'}")
     if args.save:  # a saved result carries its arithmetic's error bound: auto scores it with tf32x3
         from ganbench.scoring import results
 

@@ -72,7 +72,9 @@ def command_check(args) -> int:
     elif kind == table1.KIND:
         if args.device:
             raise GanbenchError("--device applies to saved parzen results; a table1.json is re-scored as stored")
-        rows = tuple(args.rows.split(",")) if args.rows else None
+        rows = tuple(row.strip() for row in args.rows.split(",")) if args.rows is not None else None
+        if rows is not None and not all(rows):
+            raise GanbenchError(f"--rows {args.rows!r} names an empty row; give row keys separated by commas")
         ok, frame = table1.check(args.file, rows, backend=args.backend)
     else:
         raise GanbenchError(f"{args.file} has kind {kind!r}; ganbench checks {results.KIND} and {table1.KIND} files")

@@ -29,6 +29,10 @@ def load_payload(path: str | Path, what: str, fix: str, required: tuple[str, ...
     except READ_ERRORS as error:
         raise GanbenchError(f"{path} is not a readable {what} ({type(error).__name__}); {fix}") from None
     missing = [key for key in required if not isinstance(payload, dict) or key not in payload]
+    if missing and isinstance(payload, dict) and isinstance(payload.get("model"), str) and "model" not in required:
+        # A baseline's checkpoint or weights handed to a command that reads the GAN's.
+        raise GanbenchError(f"{path} holds a {payload['model']} model, not the GAN's generator; add "
+                            f"--model {payload['model']}")
     if missing:
         raise GanbenchError(f"{path} is not a {what} (no {missing[0]!r} in it); {fix}")
     return payload

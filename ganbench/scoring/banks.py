@@ -72,7 +72,7 @@ class Bank:
             finite_rows = np.isfinite(chunk).all(axis=1)
             if not finite_rows.all():
                 row = first + int(np.argmin(finite_rows))
-                raise GanbenchError(f"{self.role} {self.source} contains NaN or inf at row {row}; fix those rows")
+                raise GanbenchError(f"{self.role} {self.where(row)} contains NaN or inf at row {row}; fix those rows")
             if self.value_range is not None:
                 check_range(f"{self.role} {self.source}", chunk, self.value_range, first)
             yield first, chunk
@@ -99,6 +99,17 @@ class Bank:
             raise GanbenchError(f"{shard.path} is shorter than its header says (truncated?); "
                                 "rewrite it with `ganbench sample`")
         return chunk.reshape(count, self.dimension).astype(self.dtype, copy=False)
+
+    def where(self, row: int) -> str:
+        """The source of bank row ``row``, with the shard and its own row when the bank has several."""
+        if len(self.shards) == 1:
+            return self.source
+        shard_first = 0
+        for shard in self.shards:
+            if row < shard_first + shard.rows:
+                return f"{self.source} (shard {shard.path}, its row {row - shard_first})"
+            shard_first += shard.rows
+        return self.source
 
     def head(self, rows: int) -> np.ndarray:
         """The first ``rows`` rows, unchecked and not counted in ``rows_read`` (a look at the data's scale)."""
@@ -128,13 +139,14 @@ def _npz_shard(path: Path) -> tuple[_Shard, int]:
         with np.load(path, allow_pickle=False) as archive:
             names = list(archive.keys())
             name = "samples" if "samples" in names else (names[0] if len(names) == 1 else None)
-            if name is None:
-                raise GanbenchError(f"{path} holds {names}; save one array, or name it 'samples'")
-            array = archive[name]
+            array = None if name is None else archive[name]
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
         # NumPy's own text can advise loading with allow_pickle, which runs code from the file: never relay it.
         raise GanbenchError(f"{path} is not a readable .npz file of numbers ({type(error).__name__}); "
                             "save a numeric array with numpy.savez") from None
+    if array is None:
+        raise GanbenchError(f"{path} holds {len(names)} arrays ({', '.join(names)}); save one, or name the "
+                            "samples 'samples'")
     return _array_shard(path, array)
 
 

@@ -141,7 +141,7 @@ def check_range(name: str, values, value_range: tuple[float, float], first_row: 
     row = int(np.argmax(outside.any(axis=1)))
     value = rows[row][outside[row]][0]
     raise GanbenchError(
-        f"{name} has the value {value:.4g} at row {first_row + row}, outside the data's range "
+        f"{name} has the value {float(value)!r} at row {first_row + row}, outside the data's range "
         f"[{low:g}, {high:g}]; rescale the samples (x / 255 for 0-255 floats, (x + 1) / 2 for tanh outputs)")
 
 
