@@ -2,12 +2,17 @@
 
 The key is a digest of every input that decides the array (data digests, seeds, algorithm
 versions), so a changed input never reuses a stale entry; entries are written atomically and a
-damaged one is recomputed.
+damaged one is recomputed. Entries whose inputs changed are never read again, so the cache keeps
+at most GANBENCH_CACHE_LIMIT_MB of them (2,048 MB by default; MNIST's file is not counted): each
+read marks its entry as used, and after each write the entries used longest ago are removed until
+the rest fit.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 import sys
 from pathlib import Path
 from typing import Callable
@@ -32,6 +37,7 @@ def cached_array(prefix: str, key_fields: dict, shape: tuple[int, ...], compute:
         try:
             array = np.load(path, allow_pickle=False)
             if array.shape == tuple(shape) and np.all(np.isfinite(array)):
+                os.utime(path)  # used now: the last to be removed when the cache is over its limit
                 return array, key
         except (ValueError, OSError, EOFError):
             pass  # a damaged entry is recomputed and replaced below
@@ -41,4 +47,42 @@ def cached_array(prefix: str, key_fields: dict, shape: tuple[int, ...], compute:
         atomic.write_npy(path, array)
     except GanbenchError as error:  # a read-only cache only costs the next run the computation
         print(f"ganbench: warning: {prefix} not cached ({error})", file=sys.stderr)
+    else:
+        prune(path.parent, keep=path)
     return array, key
+
+
+ENTRY_NAME = re.compile(r"^[a-z0-9_-]+-[0-9a-f]{24}\.npy$")   # what cached_array writes
+DEFAULT_LIMIT_MB = 2048
+
+
+def limit_bytes() -> int:
+    value = os.environ.get("GANBENCH_CACHE_LIMIT_MB", str(DEFAULT_LIMIT_MB))
+    try:
+        megabytes = float(value)
+    except ValueError:
+        raise GanbenchError(f"GANBENCH_CACHE_LIMIT_MB must be a number of megabytes, got {value!r}") from None
+    return max(0, int(megabytes * 2**20))
+
+
+def prune(folder: Path, keep: Path | None = None) -> list[Path]:
+    """Remove the cache entries used longest ago until the rest fit in the limit; ``keep`` stays.
+    Returns what was removed. Another process's entry removed under it is only recomputed."""
+    entries = []
+    for path in folder.glob("*.npy"):
+        if ENTRY_NAME.match(path.name):
+            try:
+                status = path.stat()
+            except FileNotFoundError:  # removed by another process meanwhile
+                continue
+            entries.append((status.st_mtime, status.st_size, path))
+    total, limit, removed = sum(size for _, size, _ in entries), limit_bytes(), []
+    for _, size, path in sorted(entries, key=lambda entry: entry[0]):
+        if total <= limit:
+            break
+        if keep is not None and path == keep:
+            continue
+        path.unlink(missing_ok=True)
+        total -= size
+        removed.append(path)
+    return removed

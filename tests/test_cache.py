@@ -1,0 +1,50 @@
+"""The user cache of computed arrays: entries keyed by their inputs, kept within a size limit."""
+import os
+
+import numpy as np
+import pytest
+
+from ganbench import cache
+from ganbench.errors import GanbenchError
+
+MB = 2**20
+
+
+def entry(folder, prefix: str, key: str, megabytes: float, age_s: float):
+    """A cache entry written ``age_s`` seconds ago (its last use), of about ``megabytes``."""
+    path = folder / f"{prefix}-{key * 24}.npy"
+    np.save(path, np.zeros(int(megabytes * MB) // 4, dtype=np.float32))
+    os.utime(path, (path.stat().st_atime - age_s, path.stat().st_mtime - age_s))
+    return path
+
+
+def test_a_write_over_the_limit_removes_the_entries_used_longest_ago(tmp_path, monkeypatch):
+    monkeypatch.setenv("GANBENCH_CACHE_LIMIT_MB", "2.5")
+    oldest, older = entry(tmp_path, "bank-dbn-samples", "a", 1, 300), entry(tmp_path, "kmeans", "b", 1, 200)
+    mnist, other = tmp_path / "mnist-uint8-v1.npz", tmp_path / "notes.npy"  # not entries: never counted or removed
+    mnist.write_bytes(b"0" * 3 * MB)
+    np.save(other, np.zeros(MB // 4, dtype=np.float32))
+    array, _ = cache.cached_array("bank-gan-samples", {"seed": 0}, (MB // 4,),
+                                  lambda: np.ones(MB // 4, dtype=np.float32), cache_dir=tmp_path)
+    assert array.shape == (MB // 4,)
+    assert not oldest.exists() and older.exists() and mnist.exists() and other.exists()
+    assert len(list(tmp_path.glob("bank-gan-samples-*.npy"))) == 1  # the new entry stays
+
+
+def test_a_read_marks_the_entry_as_used(tmp_path, monkeypatch):
+    """An entry read recently outlives one written more recently but not read since."""
+    monkeypatch.setenv("GANBENCH_CACHE_LIMIT_MB", "1000")
+    compute = lambda: np.ones(MB // 4, dtype=np.float32)  # noqa: E731
+    cache.cached_array("bank-cae-samples", {"seed": 0}, (MB // 4,), compute, cache_dir=tmp_path)
+    (read,) = tmp_path.glob("bank-cae-samples-*.npy")
+    os.utime(read, (read.stat().st_atime - 500, read.stat().st_mtime - 500))
+    unread = entry(tmp_path, "bank-gsn-samples", "c", 1, 100)
+    cache.cached_array("bank-cae-samples", {"seed": 0}, (MB // 4,), compute, cache_dir=tmp_path)  # a hit
+    monkeypatch.setenv("GANBENCH_CACHE_LIMIT_MB", "1.5")
+    assert cache.prune(tmp_path) == [unread] and read.exists()
+
+
+def test_a_limit_that_is_not_a_number_is_refused(monkeypatch):
+    monkeypatch.setenv("GANBENCH_CACHE_LIMIT_MB", "lots")
+    with pytest.raises(GanbenchError, match="GANBENCH_CACHE_LIMIT_MB must be a number"):
+        cache.limit_bytes()
