@@ -8,7 +8,8 @@ from pathlib import Path
 from ganbench.errors import GanbenchError
 
 # Flags of the GAN's commands that mean nothing to a baseline: refused rather than ignored.
-GAN_ONLY = {"config": "--config", "k": "--k", "generator_loss": "--generator-loss", "shard_size": "--shard-size"}
+GAN_ONLY = {"config": "--config", "k": "--k", "discriminator_steps": "--discriminator-steps",
+            "generator_loss": "--generator-loss", "shard_size": "--shard-size"}
 
 
 def _refuse_gan_flags(args) -> None:

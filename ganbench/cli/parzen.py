@@ -105,7 +105,7 @@ def _score_and_report(args, distributed: bool) -> int:
         else:
             scored_name = args.test if args.test is not None else f"MNIST {args.split}"
             print(f"Parzen log-likelihood on {scored_name}: {score.mean:.2f} +- {score.standard_error:.2f} "
-                  f"nats (sigma {score.sigma:.4f}, bank {score.n_bank}, {score.n_test} images, {score.seconds:.1f} s)")
+                  f"nats (sigma {score.sigma:.4g}, bank {score.n_bank}, {score.n_test} images, {score.seconds:.1f} s)")
     return 0
 
 

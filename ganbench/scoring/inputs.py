@@ -74,8 +74,11 @@ def finite_magnitude(named: dict[str, torch.Tensor]) -> float:
 
 def as_sigmas(sigmas) -> np.ndarray:
     """The kernel widths as a float64 vector, each finite and > 0."""
-    grid = np.atleast_1d(np.asarray(sigmas, dtype=np.float64)) if not isinstance(sigmas, torch.Tensor) \
-        else np.atleast_1d(sigmas.detach().cpu().double().numpy())
+    try:
+        grid = np.atleast_1d(np.asarray(sigmas, dtype=np.float64)) if not isinstance(sigmas, torch.Tensor) \
+            else np.atleast_1d(sigmas.detach().cpu().double().numpy())
+    except (TypeError, ValueError) as error:
+        raise GanbenchError(f"sigmas must be numbers (kernel widths), got {sigmas!r} ({error})") from None
     if grid.ndim != 1 or grid.size == 0:
         raise GanbenchError("sigmas must be a non-empty 1-D list of kernel widths")
     if not np.all(np.isfinite(grid)) or np.any(grid <= 0):
