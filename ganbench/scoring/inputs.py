@@ -144,7 +144,7 @@ def check_range(name: str, values, value_range: tuple[float, float], first_row: 
     row = int(np.argmax(outside.any(axis=1)))
     value = rows[row][outside[row]][0]
     raise GanbenchError(
-        f"{name} has the value {float(value)!r} at row {first_row + row}, outside the data's range "
+        f"{name} has the value {_shortest(value)} at row {first_row + row}, outside the data's range "
         f"[{low:g}, {high:g}]; rescale the samples (x / 255 for 0-255 floats, (x + 1) / 2 for tanh outputs)")
 
 
@@ -185,6 +185,17 @@ def check_same_scale(named_values: dict) -> None:
                     f"{first} spread over [{low_a:.4g}, {high_a:.4g}] but {second} over [{low_b:.4g}, {high_b:.4g}] "
                     f"(1st to 99th percentile): they are on different scales; put them on one (x / 255 for 0-255 "
                     "values, (x + 1) / 2 for tanh outputs)")
+
+
+def _shortest(value) -> str:
+    """The shortest text that reads back as ``value`` in its own dtype: 1.0000001 for the float32 just
+    above 1 (which 4 significant digits would print as 1, inside [0, 1])."""
+    value = np.asarray(value)[()]
+    if value.dtype.kind != "f":
+        return str(value)
+    if value == 0 or 1e-4 <= abs(value) < 1e6:
+        return np.format_float_positional(value, trim="-")
+    return np.format_float_scientific(value, trim="-")
 
 
 def held_out_range(*held_out) -> tuple[float, float] | None:
