@@ -20,7 +20,9 @@ rename would put a plain file in its place.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
@@ -65,11 +67,16 @@ def replaced_file(path: Path) -> Path:
     """The file a write of ``path`` replaces: a symbolic link's target (the link itself stays a link),
     else ``path``; refused when that is something other than a regular file (a device, a pipe, a
     socket), which a rename would replace by a plain file."""
-    target = Path(os.path.realpath(path)) if path.is_symlink() else path
-    if target.exists() and not target.is_file() and not target.is_dir():
+    try:
+        mode = os.stat(path).st_mode  # through every link
+    except OSError as error:
+        if error.errno == errno.ELOOP:  # links that lead back to themselves
+            raise GanbenchError(f"cannot write {path}: {error.strerror}; write to a file path instead") from None
+        mode = None  # nothing there yet, or a link to nothing (the write creates it), or a path the write refuses
+    if mode is not None and not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
         raise GanbenchError(f"cannot write {path}: it is not a regular file (a device, pipe or socket); "
                             "write to a file path instead")
-    return target
+    return Path(os.path.realpath(path)) if path.is_symlink() else path
 
 
 def check_writable(path: str | os.PathLike, *, folder: bool, what: str = "--out",

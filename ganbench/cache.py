@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import sys
@@ -37,7 +38,7 @@ def cached_array(prefix: str, key_fields: dict, shape: tuple[int, ...], compute:
         try:
             array = np.load(path, allow_pickle=False)
             if array.shape == tuple(shape) and np.all(np.isfinite(array)):
-                os.utime(path)  # used now: the last to be removed when the cache is over its limit
+                _mark_used(path)
                 return array, key
         except (ValueError, OSError, EOFError):
             pass  # a damaged entry is recomputed and replaced below
@@ -56,13 +57,26 @@ ENTRY_NAME = re.compile(r"^[a-z0-9_-]+-[0-9a-f]{24}\.npy$")   # what cached_arra
 DEFAULT_LIMIT_MB = 2048
 
 
-def limit_bytes() -> int:
+def _mark_used(path: Path) -> None:
+    """Used now: the last entry to be removed when the cache is over its limit. A cache the user may
+    only read (or an entry another process removed meanwhile) keeps its times: the array is good."""
+    try:
+        os.utime(path)
+    except OSError:
+        pass
+
+
+def limit_bytes() -> float:
+    """GANBENCH_CACHE_LIMIT_MB in bytes (inf: no limit); a one-line error for anything but a number >= 0."""
     value = os.environ.get("GANBENCH_CACHE_LIMIT_MB", str(DEFAULT_LIMIT_MB))
     try:
         megabytes = float(value)
     except ValueError:
-        raise GanbenchError(f"GANBENCH_CACHE_LIMIT_MB must be a number of megabytes, got {value!r}") from None
-    return max(0, int(megabytes * 2**20))
+        megabytes = math.nan
+    if math.isnan(megabytes) or megabytes < 0:
+        raise GanbenchError(f"GANBENCH_CACHE_LIMIT_MB must be a number of megabytes >= 0 (inf: no limit), "
+                            f"got {value!r}")
+    return megabytes * 2**20
 
 
 def prune(folder: Path, keep: Path | None = None) -> list[Path]:

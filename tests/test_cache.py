@@ -44,7 +44,27 @@ def test_a_read_marks_the_entry_as_used(tmp_path, monkeypatch):
     assert cache.prune(tmp_path) == [unread] and read.exists()
 
 
-def test_a_limit_that_is_not_a_number_is_refused(monkeypatch):
-    monkeypatch.setenv("GANBENCH_CACHE_LIMIT_MB", "lots")
-    with pytest.raises(GanbenchError, match="GANBENCH_CACHE_LIMIT_MB must be a number"):
+@pytest.mark.parametrize("value", ["lots", "nan", "-5", ""])
+def test_a_limit_that_is_not_a_size_is_refused(value, monkeypatch):
+    monkeypatch.setenv("GANBENCH_CACHE_LIMIT_MB", value)
+    with pytest.raises(GanbenchError, match="GANBENCH_CACHE_LIMIT_MB must be a number of megabytes >= 0"):
         cache.limit_bytes()
+
+
+def test_an_infinite_limit_removes_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("GANBENCH_CACHE_LIMIT_MB", "inf")
+    kept = entry(tmp_path, "kmeans", "d", 1, 1000)
+    assert cache.prune(tmp_path) == [] and kept.exists()
+
+
+def test_an_entry_in_a_cache_that_cannot_be_touched_is_still_read(tmp_path, monkeypatch, capsys):
+    """A cache the user may only read: the entry's time cannot be updated, and the array is good."""
+    compute = lambda: np.ones(8, dtype=np.float32)  # noqa: E731
+    cache.cached_array("kmeans", {"seed": 1}, (8,), compute, cache_dir=tmp_path)
+
+    def refused(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(os, "utime", refused)
+    array, _ = cache.cached_array("kmeans", {"seed": 1}, (8,), lambda: pytest.fail("recomputed"), cache_dir=tmp_path)
+    assert array.sum() == 8 and "damaged" not in capsys.readouterr().err

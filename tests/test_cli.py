@@ -241,10 +241,13 @@ def _own_data(tmp_path) -> list[str]:
             str(tmp_path / "test.npy"), "--sigma", "0.3", "--json"]
 
 
+BUFFERED = {key: value for key, value in os.environ.items() if key != "PYTHONUNBUFFERED"}  # stdout as users have it
+
+
 def test_a_reader_that_closes_the_pipe_ends_the_command_quietly(tmp_path):
     """`ganbench ... | head` where head has gone: exit 141 as SIGPIPE would, no traceback."""
     child = subprocess.Popen([sys.executable, "-m", "ganbench", *_own_data(tmp_path)], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+                             stderr=subprocess.PIPE, text=True, env=BUFFERED)
     child.stdout.close()  # before the command writes anything
     err = child.stderr.read()
     assert child.wait() == 141 and err == "", err
@@ -254,7 +257,7 @@ def test_a_reader_that_closes_the_pipe_ends_the_command_quietly(tmp_path):
 def test_an_output_that_cannot_be_written_is_one_line_and_status_2(tmp_path):
     with open("/dev/full", "w") as full:
         completed = subprocess.run([sys.executable, "-m", "ganbench", *_own_data(tmp_path)], stdout=full,
-                                   stderr=subprocess.PIPE, text=True)
+                                   stderr=subprocess.PIPE, text=True, env=BUFFERED)
     assert completed.returncode == 2
     assert completed.stderr == "ganbench: error: cannot write the output: No space left on device; " \
                                "send it where there is room\n"

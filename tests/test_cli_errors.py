@@ -311,23 +311,34 @@ def test_data_on_different_scales_are_refused(case, tmp_path, capsys, files, no_
         np.save(tmp_path / f"{name}.npy", values)
     line = one_line_error(capsys, "parzen", tmp_path / "samples.npy", "--valid", tmp_path / "valid.npy",
                           "--test", tmp_path / "test.npy")
-    assert "different scales" in line and "x / 255" in line
+    assert "on two scales" in line and "x / 255" in line
 
 
-def test_one_scale_is_judged_robustly_and_constant_data_are_not_judged(rng):
-    """A few outliers do not make heavy-tailed data another scale; a constant bank has no scale to judge."""
+def test_data_of_one_scale_are_scored_however_they_look(rng):
+    """Only [-1, 1] against 16 times that and more is refused: not heavy tails, a column on a smaller
+    scale in an interleaved layout, sparse rows, constant or collapsed samples, a large offset, bfloat16."""
     from ganbench.scoring import inputs
 
     data = rng.standard_normal((500, 8))
     tails = data.copy()
     tails.flat[::997] *= 1e4
-    inputs.check_same_scale({"valid": data, "test": tails, "samples": 2 * data, "constant": np.zeros((9, 8))})
-    with pytest.raises(GanbenchError, match="different scales"):
-        inputs.check_same_scale({"valid": data, "samples": data * inputs.SCALE_RATIO * 1.01})
+    interleaved = rng.random((100, 400))
+    interleaved[:, ::4] *= 0.01  # every fourth value on a smaller scale: a strided look would see only those
+    sparse = rng.random((2000, 784)) * (rng.random((2000, 784)) < 0.0101)
+    for values in ({"valid": data, "test": tails, "samples": 2 * data, "constant": np.zeros((9, 8))},
+                   {"valid": interleaved, "test": interleaved[:50], "samples": interleaved[50:]},
+                   {"valid": rng.random((300, 784)) * (rng.random((300, 784)) < 0.05), "samples": sparse},
+                   {"valid": data + 1e6, "test": data + 1e6, "samples": np.full((20, 8), 1e6)},
+                   {"valid": 50 * rng.random((30, 8)), "samples": torch.full((20, 8), 25.0, dtype=torch.bfloat16)}):
+        inputs.check_same_scale(values)
+    with pytest.raises(GanbenchError, match="on two scales"):
+        inputs.check_same_scale({"valid": 255 * rng.random((30, 8)), "samples": torch.rand(20, 8, dtype=torch.bfloat16)})
+    with pytest.raises(GanbenchError, match="the samples lie within"):
+        inputs.check_same_scale({"the validation data": rng.random((30, 8)) * 100, "the samples": rng.random((9, 8))})
 
 
 @pytest.mark.parametrize("arguments, message", [
-    (["--samples", "{samples}", "--count", "5"], "--count draw samples from a generator"),
+    (["--samples", "{samples}", "--count", "5"], "--count draws samples from a generator"),
     (["--samples", "{samples}", "--seed", "3", "--checkpoint", "g.pt"], "--checkpoint, --seed draw samples"),
     (["--samples", "{samples}", "--train", "{valid}", "--test", "{test}", "--reference", "valid"],
      "--reference picks an MNIST split"),
@@ -429,18 +440,29 @@ def test_a_symbolic_link_is_written_through_and_stays_a_link(tmp_path):
     assert dangling.is_symlink() and (tmp_path / "made.json").read_text() == "[]\n"
 
 
-def test_a_pipe_or_device_is_refused_not_replaced(tmp_path, capsys, files, no_mnist):
-    """A rename would put a plain file where a FIFO (or /dev/null, or a link to one) was."""
+def test_a_pipe_or_device_is_refused_not_replaced(tmp_path, capsys, files, no_mnist, monkeypatch):
+    """A rename would put a plain file where a FIFO (or /dev/null, or a link to either) was; the command
+    refuses it before scoring."""
+    from ganbench.scoring import protocol
+
+    monkeypatch.setattr(protocol, "evaluate", lambda *args, **kwargs: pytest.fail("scored before refusing --save"))
     pipe = tmp_path / "pipe"
     os.mkfifo(pipe)
-    link = tmp_path / "to-null.json"
-    link.symlink_to(os.devnull)
-    for path in (pipe, link):
+    to_null, to_pipe = tmp_path / "to-null.json", tmp_path / "to-pipe.json"
+    to_null.symlink_to(os.devnull)
+    to_pipe.symlink_to(pipe)
+    for path in (pipe, to_null, to_pipe):
         with pytest.raises(GanbenchError, match="not a regular file"):
             atomic.write_text(path, "{}\n")
         line = one_line_error(capsys, "parzen", files.samples, "--valid", files.valid, "--test", files.test,
                               "--save", path)
         assert "not a regular file" in line and str(path) in line
+    loop_a, loop_b = tmp_path / "loop-a", tmp_path / "loop-b"
+    loop_a.symlink_to(loop_b)
+    loop_b.symlink_to(loop_a)
+    with pytest.raises(GanbenchError, match="cannot write .*loop-a"):
+        atomic.write_text(loop_a, "{}\n")
+    assert loop_a.is_symlink()
     assert pipe.exists() and not pipe.is_file() and Path(os.devnull).exists() and not Path(os.devnull).is_file()
 
 

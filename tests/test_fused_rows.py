@@ -270,6 +270,30 @@ def test_a_command_that_ends_first_does_not_wait_for_the_compiler(tmp_path):
     assert not list((tmp_path / "cache" / "native").iterdir())
 
 
+BUSY_LOAD = """
+import time, torch
+from ganbench.scoring import fused_rows
+
+def busy_load():  # a cached build's load check runs torch code: made long enough that the process ends inside it
+    a = torch.randn(256, 256)
+    stop = time.perf_counter() + 1.0
+    while time.perf_counter() < stop:
+        a = (a @ a).tanh_()
+    return None
+
+fused_rows._loaded = busy_load
+fused_rows.build_in_background()
+"""
+
+
+def test_a_process_that_ends_during_the_load_check_exits_cleanly(tmp_path):
+    """Exiting while the background thread ran torch code aborted in torch's thread pool ("terminate
+    called without an active exception", status 134); the thread is now joined at exit."""
+    for _ in range(2):
+        completed = subprocess.run([sys.executable, "-c", BUSY_LOAD], capture_output=True, text=True, timeout=60)
+        assert completed.returncode == 0 and "terminate" not in completed.stderr, completed.stderr
+
+
 def test_a_compiler_stopped_by_a_signal_leaves_no_build(tmp_path, fresh_library, monkeypatch):
     """Only a compiler that refuses -fopenmp is tried without it: one stopped by a signal (Ctrl-C) fails
     the build, instead of caching a one-thread library every later run would load."""

@@ -48,6 +48,16 @@ def test_bank_files_keep_every_value_float32_would_round(dtype, kept, tmp_path, 
         np.testing.assert_array_equal(read, expected)
 
 
+def test_the_first_rows_of_a_bank_of_shards_come_from_every_shard_they_lie_in(tmp_path, rng):
+    values = rng.random((25, 3)).astype(np.float32)
+    for index, start in enumerate(range(0, 25, 10)):
+        np.save(tmp_path / f"shard-{index}.npy", values[start:start + 10])
+    bank = banks.open_bank(tmp_path)
+    for rows in (7, 10, 23, 25, 40):
+        np.testing.assert_array_equal(bank.head(rows), values[:rows])
+    assert bank.rows_read == 0  # a look at the scale, not a share of the bank
+
+
 def test_a_float64_bank_far_from_the_origin_scores_as_float64_numpy(tmp_path, capsys, rng):
     """The command on float64 files offset by 1e6: the reference backend within float64's rounding of
     the centred distances (~1e-15 nats here), where reading them as float32 was 0.015 nats off."""

@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         status = args.handler(args)
         sys.stdout.flush()  # a full disk or a closed pipe behind stdout shows here, not after exit
         return status
-    except BrokenPipeError:
+    except ReaderGone:
         # Whoever read stdout stopped (`| head`): stop quietly, as a command killed by SIGPIPE does.
         _discard(stdout)
         return 128 + signal.SIGPIPE
@@ -85,10 +85,13 @@ class OutputRefused(GanbenchError):
     """Standard output could not be written (a full disk, an I/O error)."""
 
 
+class ReaderGone(BrokenPipeError):
+    """Whoever read standard output closed it (a broken pipe on any other file stays a bug's traceback)."""
+
+
 class _GuardedOutput:
     """Standard output for one command: a write the system refuses is ``OutputRefused``, which names
-    the output, not an OSError without a file name (a bug's traceback); a closed pipe stays
-    BrokenPipeError."""
+    the output, not an OSError without a file name (a bug's traceback); a closed pipe is ``ReaderGone``."""
 
     def __init__(self, stream):
         self._stream = stream
@@ -104,7 +107,7 @@ class _GuardedOutput:
         try:
             return action(*arguments)
         except BrokenPipeError:
-            raise
+            raise ReaderGone() from None
         except OSError as error:
             raise OutputRefused(f"cannot write the output: {error.strerror or type(error).__name__}; "
                                 "send it where there is room") from None

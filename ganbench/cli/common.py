@@ -63,10 +63,10 @@ def check_out(path, *, folder: bool, flag: str = "--out") -> None:
 def check_backend(backend: str, device) -> None:
     """The backend on the device it would score on, refused before any work where it cannot run there
     (triton on the CPU without Triton's interpreter)."""
-    from ganbench.kernels import parzen_operands
-    from ganbench.scoring import parzen
+    if backend == "triton":  # Triton is imported only for its backend
+        from ganbench.kernels import parzen_operands
+        from ganbench.scoring import parzen
 
-    if backend == "triton":
         parzen_operands.check_launch("auto", parzen.scoring_device(device, backend))
 
 

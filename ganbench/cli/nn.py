@@ -30,7 +30,8 @@ def command_nn(args) -> int:
     drawing = {"--checkpoint": args.checkpoint, "--count": args.count, "--seed": args.seed}
     if args.samples and any(value is not None for value in drawing.values()):
         given = ", ".join(flag for flag, value in drawing.items() if value is not None)
-        raise GanbenchError(f"{given} draw samples from a generator; with --samples they would do nothing: drop them")
+        raise GanbenchError(f"{given} {'draw' if ',' in given else 'draws'} samples from a generator; with "
+                            "--samples they would do nothing: drop them")
     own_data = read_own_data(train=args.train, test=args.test)
     if own_data and args.reference is not None:
         raise GanbenchError("--reference picks an MNIST split; with --train and --test your own data is used: "

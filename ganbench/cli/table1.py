@@ -28,6 +28,9 @@ def command_reproduce(args) -> int:
     if args.device is not None:
         resolve_device(args.device)
     check_backend(args.backend, args.device)
+    from ganbench import cache
+
+    cache.limit_bytes()  # a bad GANBENCH_CACHE_LIMIT_MB is refused now, not after the first bank
     if args.tfd is not None and not Path(args.tfd).is_file():
         raise GanbenchError(f"--tfd {args.tfd} is not a file; pass TFD_48x48.mat, or leave --tfd out")
     check_out(args.out, folder=True)
@@ -94,6 +97,9 @@ def command_figures(args) -> int:
     from ganbench.paper import figures
 
     check_backend(args.backend, None)  # figures take no --device: the GPU if there is one
+    from ganbench import cache
+
+    cache.limit_bytes()
     check_out(args.out, folder=True)
     sampling.load_generator(args.generator)  # a wrong file is refused before MNIST is loaded
     beside = Path(args.generator).parent / "train_log.csv"

@@ -288,7 +288,14 @@ def build_in_background() -> None:
     the compiler (about 1.2 s of g++ on this project's 2-core CPU when the cache has no build for this
     source, compiler and CPU): ``library`` then finds it built, or waits for the rest."""
     # A daemon: a command that ends first does not wait for the compiler (``_stop_compilers`` stops it).
-    threading.Thread(target=library, name="ganbench-fused-rows-build", daemon=True).start()
+    thread = threading.Thread(target=library, name="ganbench-fused-rows-build", daemon=True)
+    _BACKGROUND.append(thread)
+    thread.start()
+
+
+# Threads of ``build_in_background``, joined at exit once their compiler is stopped (``_stop_compilers``).
+_BACKGROUND: list[threading.Thread] = []
+EXIT_WAIT_SECONDS = 30.0
 
 
 @functools.cache
@@ -351,6 +358,8 @@ def _loaded() -> ctypes.CDLL | None:
             path.unlink(missing_ok=True)
             return ctypes.CDLL(str(_compiled(compiler)))
     except (OSError, subprocess.SubprocessError) as error:
+        if _EXITING.is_set():
+            return None  # stopped by ``_stop_compilers``: nothing to tell a process that is ending
         lines = str(error).strip().splitlines()
         detail = lines[-1][:200] if lines else type(error).__name__
         _announce(f"ganbench: compiling the fused CPU pass with {' '.join(compiler)} failed ({detail}); the CPU "
@@ -426,10 +435,18 @@ def _run_compiler(command: list[str], output: str) -> tuple[int, str]:
 def _stop_compilers() -> None:
     """A build still running when the process ends (on ``build_in_background``'s thread, behind a command
     that finished or failed first) is stopped and its partial output removed: the process exits at once
-    and leaves nothing in the cache."""
+    and leaves nothing in the cache. The thread is then joined: loading a cached build runs its check in
+    torch, and a process that exits under it aborts in torch's thread pool ("terminate called without
+    an active exception", status 134, in 2 of 30 runs that exited 0-90 ms after starting it)."""
+    _EXITING.set()
     for process, output in list(_COMPILING.values()):
         process.kill()
         Path(output).unlink(missing_ok=True)
+    for thread in _BACKGROUND:
+        thread.join(timeout=EXIT_WAIT_SECONDS)
+
+
+_EXITING = threading.Event()  # set at exit: a build failing because its compiler was stopped says nothing
 
 
 def _cpu_identity() -> str:

@@ -148,43 +148,43 @@ def check_range(name: str, values, value_range: tuple[float, float], first_row: 
         f"[{low:g}, {high:g}]; rescale the samples (x / 255 for 0-255 floats, (x + 1) / 2 for tanh outputs)")
 
 
-SCALE_QUANTILES = (0.01, 0.99)   # a robust spread: a few outliers in heavy-tailed data do not move it
-SCALE_RATIO = 16.0               # 0-255 values against [0, 1] differ by 255, [-1, 1] against [0, 1] by 2
-SCALE_VALUES = 1_000_000         # values read for the spread (a strided subset of larger arrays)
+SCALE_RATIO = 16.0        # 0-255 values against [0, 1] differ by 255; [-1, 1] against [0, 1] by 1
+SCALE_VALUES = 1_000_000  # values read for a magnitude (whole rows, evenly spaced, of larger arrays)
 
 
-def robust_spread(values) -> tuple[float, float] | None:
-    """The 1st and 99th percentiles of ``values``' finite entries (a strided subset of at most
-    SCALE_VALUES of them), or None when there are none."""
-    flat = (values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)).reshape(-1)
-    flat = flat[::max(1, flat.size // SCALE_VALUES)]
-    flat = flat[np.isfinite(flat)] if flat.dtype.kind == "f" else flat
-    if flat.size == 0:
+def magnitude(values) -> float | None:
+    """How large a data set's values are: the 99th percentile, over its rows, of each row's largest
+    |value| (whole rows, so that neither a row layout nor sparsity hides a column's scale, and a few
+    outlying rows do not count); None when no row has a finite value."""
+    rows = values.reshape(len(values), -1) if len(values) else values
+    if len(rows) == 0 or rows.shape[1] == 0:
         return None
-    low, high = np.quantile(flat.astype(np.float64), SCALE_QUANTILES)
-    return float(low), float(high)
+    rows = rows[::max(1, rows.shape[0] * rows.shape[1] // SCALE_VALUES)]
+    if isinstance(rows, torch.Tensor):  # on its device, then only the per-row maxima come back (bfloat16 too)
+        largest = rows.detach().abs().to(torch.float64).nan_to_num(nan=0.0, posinf=0.0, neginf=0.0).amax(dim=1)
+        largest = largest.cpu().numpy()
+    else:
+        largest = np.nan_to_num(np.abs(np.asarray(rows, dtype=np.float64)), nan=0.0, posinf=0.0, neginf=0.0).max(1)
+    return float(np.quantile(largest, 0.99))
 
 
 def check_same_scale(named_values: dict) -> None:
-    """Refuse data on different scales: the validation data, the test data and the samples must have
-    robust spreads (``robust_spread``) within SCALE_RATIO of each other.
+    """Refuse data on two scales: one set within [-1, 1] (bytes / 255, tanh outputs) and another whose
+    values reach SCALE_RATIO and more times as far (0-255 floats, 0-100 percentages).
 
     Samples in [0, 1] scored against 0-255 data (or the reverse, or validation and test data on two
-    scales) give a finite log-likelihood, only a meaningless one. Data whose spread is 0 (constant,
-    or almost all one value) are not judged.
+    scales) give a finite log-likelihood, only a meaningless one. Only this mismatch is refused: data
+    of any one scale, however spread, sparse, offset or collapsed, are scored.
     """
-    spreads = {name: robust_spread(values) for name, values in named_values.items()}
-    spreads = {name: spread for name, spread in spreads.items() if spread is not None and spread[1] > spread[0]}
-    names = list(spreads)
-    for index, first in enumerate(names):
-        for second in names[index + 1:]:
-            (low_a, high_a), (low_b, high_b) = spreads[first], spreads[second]
-            ratio = (high_a - low_a) / (high_b - low_b)
-            if not 1 / SCALE_RATIO <= ratio <= SCALE_RATIO:
+    magnitudes = {name: magnitude(values) for name, values in named_values.items()}
+    magnitudes = {name: value for name, value in magnitudes.items() if value is not None}
+    for small_name, small in magnitudes.items():
+        for large_name, large in magnitudes.items():
+            if small <= 1.0 and large >= SCALE_RATIO and large >= SCALE_RATIO * small:
                 raise GanbenchError(
-                    f"{first} spread over [{low_a:.4g}, {high_a:.4g}] but {second} over [{low_b:.4g}, {high_b:.4g}] "
-                    f"(1st to 99th percentile): they are on different scales; put them on one (x / 255 for 0-255 "
-                    "values, (x + 1) / 2 for tanh outputs)")
+                    f"{small_name} lie within [-1, 1] but {large_name} reach {large:.4g} (99th percentile of "
+                    f"each row's largest value): they are on two scales; put them on one (x / 255 for 0-255 "
+                    "values)")
 
 
 def _shortest(value) -> str:

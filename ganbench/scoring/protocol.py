@@ -307,7 +307,7 @@ def as_scored_data(bank, valid, test, value_range: tuple[float, float] | None = 
 
     uint8 arrays are divided by 255, as bank files are. ``value_range`` defaults to the
     held-out data's: MNIST's [0, 1] when the validation and test data lie in it, and then a
-    bank outside it (0-255 floats, tanh outputs) is refused; and the three must be on one scale
+    bank outside it (0-255 floats, tanh outputs) is refused; data off [0, 1] must be on one scale
     (``inputs.check_same_scale``, the bank judged by its first rows). Pass (-inf, inf) to skip
     both checks.
     """
@@ -320,7 +320,7 @@ def as_scored_data(bank, valid, test, value_range: tuple[float, float] | None = 
         bank = bank.with_range(value_range)
     else:
         bank = as_data("the bank", bank, value_range)
-    if checked:
+    if checked and value_range is None:  # data on their own scale (MNIST's [0, 1] checks the bank's range)
         first_rows = bank.head(SCALE_ROWS) if isinstance(bank, Bank) else bank[:SCALE_ROWS]
         check_same_scale({"the validation data": valid, "the test data": test, "the samples": first_rows})
     return bank, valid, test
