@@ -305,13 +305,16 @@ def test_tiles_far_from_the_nearest_are_skipped_within_the_bound(unbranched, rng
     assert counts == ({2.0: 5, 0.25: 5} if unbranched else {2.0: 6, 0.25: 2})
 
 
-def test_mnist_against_the_shipped_generator_within_1e_5_nats(mnist):
-    """32 MNIST test images against 1,000 samples of the shipped generator: <= 1e-5 nats from sigma = 0.1 up."""
+@pytest.mark.parametrize("unbranched", [False, True])
+def test_mnist_against_the_shipped_generator_within_1e_5_nats(unbranched, mnist):
+    """32 MNIST test images against 1,000 samples of the shipped generator: <= 1e-5 nats from sigma = 0.1 up,
+    with either sigma epilogue."""
     generator, _ = sampling.load_generator(SHIPPED_GENERATOR)
     bank = sampling.generate(generator, 1000, seed=0)
     x = mnist.test_x[:32]  # 32 x 1,000 x 784 with five int8 products: ~15 s interpreted
     sigmas = np.concatenate([[0.05], np.logspace(-1, 0, 10)])
-    blocks = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64}  # fewer interpreted programs; the kernel's largest BLOCK_N
+    # Fewer interpreted programs; the kernel's largest BLOCK_N.
+    blocks = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64, "UNBRANCHED": unbranched}
     kernel, reference, partial = check_int8(x, bank, sigmas, blocks=blocks)
     error = np.abs(kernel.log_sum_exp - reference.log_sum_exp)
     assert error[1:].max() <= 1e-5
