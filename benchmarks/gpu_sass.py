@@ -27,11 +27,9 @@ from pathlib import Path
 if __name__ == "__main__":
     os.environ.pop("TRITON_INTERPRET", None)  # Triton's compiler, not its interpreter
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
 import triton  # noqa: E402
 from ganbench.kernels import parzen_int8, parzen_lse, prebuilt  # noqa: E402
-from ganbench.kernels import parzen_int8_operands as operands  # noqa: E402
+from ganbench.kernels.launches import KernelCall  # noqa: E402
 
 from ganbench import atomic  # noqa: E402
 
@@ -47,18 +45,19 @@ COUNTED = {"mufu": ("MUFU",), "float64": ("DFMA", "DMUL", "DADD"), "shuffles": (
 TOOLS = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
 
 
-def compile_int8(sigmas: int, digits: int, correction: bool, tiles: dict):
-    """The int8 Parzen kernel as a launch with these meta-parameters would compile it for sm_90."""
-    width = prebuilt.DIMENSION + (-prebuilt.DIMENSION) % parzen_int8.WIDTH_MULTIPLE
-    query = torch.zeros(tiles["BLOCK_M"], operands.QUERY_BLOCKS * width, dtype=torch.int8)
-    bank = torch.zeros(parzen_lse.SPLIT_ROWS_MULTIPLE, operands.BANK_BLOCKS * width, dtype=torch.int8)
-    terms = torch.zeros(len(query), dtype=torch.int64), torch.zeros(len(bank), dtype=torch.int64)
-    call, _ = parzen_int8.parzen_int8_call(query, bank, *terms, np.linspace(0.1, 1.0, sigmas), n_queries=len(query),
-                                           n_bank=len(bank), width=width, digits=digits, correction=correction,
-                                           rows_per_split=len(bank), tiles=tiles)
+def cubin(call) -> bytes:
+    """The machine code of a ``KernelCall`` as its launch would compile it for sm_90."""
     target, backend = prebuilt.target_backend()
     source, options = prebuilt.specialize(call, backend)
-    return triton.compile(source, target=target, options=options.__dict__)
+    return triton.compile(source, target=target, options=options.__dict__).asm["cubin"]
+
+
+def int8_call(calls: list, sigmas: int, digits: int, correction: bool, meta: dict) -> KernelCall:
+    """The shipped int8 launch with these sigmas, digits and correction, its tile and epilogue replaced by
+    ``meta`` (the operands' shapes and alignment, which Triton specializes on, fit every candidate tile)."""
+    call = next(call for call in calls if call.kernel is parzen_int8._parzen_int8_kernel
+                and (call.meta["NUM_SIGMAS"], call.meta["DIGITS"], call.meta["CORRECTION"]) == (sigmas, digits, correction))
+    return KernelCall(call.kernel, call.grid, call.args, {**call.meta, **meta})
 
 
 def _tool(name: str, *arguments: str, cubin: bytes) -> str:
@@ -86,37 +85,34 @@ def resources(cubin: bytes) -> dict:
             "stack_bytes": int(re.search(r"STACK:(\d+)", usage).group(1))}
 
 
-def machine_code_counts(cubin: bytes) -> dict:
+def machine_code_counts(machine_code: bytes) -> dict:
     """Registers, spills, the instruction count and the counted groups of one compiled kernel."""
-    opcodes = sass_opcodes(cubin)
-    return {**resources(cubin), "instructions": sum(opcodes.values()),
+    opcodes = sass_opcodes(machine_code)
+    return {**resources(machine_code), "instructions": sum(opcodes.values()),
             **{name: sum(opcodes[op] for op in ops) for name, ops in COUNTED.items()}}
 
 
 def measure() -> dict:
-    rows = []
+    calls, rows = prebuilt.shipped_calls(), []
     for case, (digits, correction, tiles) in CASES.items():
         for sigmas in SIGMA_COUNTS:
             for unbranched in (False, True):
-                cubin = compile_int8(sigmas, digits, correction, {**tiles, "UNBRANCHED": unbranched}).asm["cubin"]
-                row = {"case": case, "sigmas": sigmas, "unbranched": unbranched, **machine_code_counts(cubin)}
+                call = int8_call(calls, sigmas, digits, correction, {**tiles, "UNBRANCHED": unbranched})
+                row = {"case": case, "sigmas": sigmas, "unbranched": unbranched, **machine_code_counts(cubin(call))}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     return {"arch": f"sm_{prebuilt.ARCH}", "triton": triton.__version__, "kernel": "kernels/parzen_int8.py",
             "tiles": {case: tiles for case, (_, _, tiles) in CASES.items()}, "rows": rows,
-            "tf32x3_kernel_for_comparison": tf32x3_rows()}
+            "tf32x3_kernel_for_comparison": tf32x3_rows(calls)}
 
 
-def tf32x3_rows() -> list[dict]:
+def tf32x3_rows(calls: list) -> list[dict]:
     """The same counts for the float32 kernel (kernels/parzen_lse.py) as shipped for sm_90: its sums are
     float32 and it skips nothing, so its epilogue is straight-line code too."""
-    target, backend = prebuilt.target_backend()
     rows = []
-    for call in prebuilt.shipped_calls():
+    for call in calls:
         if call.kernel is parzen_lse._parzen_lse_kernel and call.meta["NUM_SIGMAS"] in SIGMA_COUNTS:
-            source, options = prebuilt.specialize(call, backend)
-            cubin = triton.compile(source, target=target, options=options.__dict__).asm["cubin"]
-            row = {"sigmas": call.meta["NUM_SIGMAS"], **machine_code_counts(cubin)}
+            row = {"sigmas": call.meta["NUM_SIGMAS"], **machine_code_counts(cubin(call))}
             rows.append(row)
             print(json.dumps({"tf32x3": row}), flush=True)
     return rows
