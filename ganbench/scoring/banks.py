@@ -77,15 +77,16 @@ class Bank:
                 check_range(f"{self.role} {self.source}", chunk, self.value_range, first)
             yield first, chunk
 
-    def _read_rows(self, first: int, last: int) -> np.ndarray:
-        """Bank rows [first, last) as one array of the bank's dtype, read from every shard they lie in."""
+    def _read_rows(self, first: int, last: int, counted: bool = True) -> np.ndarray:
+        """Bank rows [first, last) as one array of the bank's dtype, read from every shard they lie in;
+        ``counted`` adds them to ``rows_read``."""
         pieces, shard_first = [], 0
         for shard in self.shards:
             low, high = max(first, shard_first), min(last, shard_first + shard.rows)
             if low < high:
                 pieces.append(self._shard_rows(shard, low - shard_first, high - low))
             shard_first += shard.rows
-        self.rows_read += last - first
+        self.rows_read += (last - first) if counted else 0
         return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
 
     def _shard_rows(self, shard: _Shard, start: int, count: int) -> np.ndarray:
@@ -113,12 +114,7 @@ class Bank:
 
     def head(self, rows: int) -> np.ndarray:
         """The first ``rows`` rows, unchecked and not counted in ``rows_read`` (a look at the data's scale)."""
-        pieces, shard_first, last = [], 0, min(rows, self.count)
-        for shard in self.shards:
-            if shard_first < last:
-                pieces.append(self._shard_rows(shard, 0, min(shard.rows, last - shard_first)))
-            shard_first += shard.rows
-        return np.concatenate(pieces)
+        return self._read_rows(0, min(rows, self.count), counted=False)
 
     def read_all(self, rows: int = CHUNK_ROWS) -> np.ndarray:
         """The whole bank as one (count, dimension) array, checked as ``chunks`` checks it."""

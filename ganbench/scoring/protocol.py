@@ -312,7 +312,6 @@ def as_scored_data(bank, valid, test, value_range: tuple[float, float] | None = 
     both checks.
     """
     valid, test = as_data("the validation data", valid), as_data("the test data", test)
-    checked = value_range is None
     value_range = held_out_range(valid, test) if value_range is None else value_range
     if isinstance(bank, (str, Path)):
         bank = open_bank(bank, value_range)
@@ -320,7 +319,7 @@ def as_scored_data(bank, valid, test, value_range: tuple[float, float] | None = 
         bank = bank.with_range(value_range)
     else:
         bank = as_data("the bank", bank, value_range)
-    if checked and value_range is None:  # data on their own scale (MNIST's [0, 1] checks the bank's range)
+    if value_range is None:  # held-out data on their own scale (MNIST's [0, 1] checks the bank's range)
         first_rows = bank.head(SCALE_ROWS) if isinstance(bank, Bank) else bank[:SCALE_ROWS]
         check_same_scale({"the validation data": valid, "the test data": test, "the samples": first_rows})
     return bank, valid, test
