@@ -97,7 +97,7 @@ class NotInt8Data(GanbenchError):
 # 2^f = sum_k (f ln 2)^k / k! on |f| <= 1/2, to degree 13 (highest first, for Horner's rule): the first
 # term left out is (ln(2) / 2)^14 / 14! < 5e-18.
 EXP2_TAYLOR = tl.constexpr(tuple(math.log(2.0) ** k / math.factorial(k) for k in range(13, -1, -1)))
-EXP2_TERMS = tl.constexpr(14)
+EXP2_TERMS = tl.constexpr(len(EXP2_TAYLOR.value))
 ROUNDING_MAGIC = tl.constexpr(6755399441055744.0)        # 1.5 2^52: x + it - it rounds x to an integer
 ROUNDING_MAGIC_BITS = tl.constexpr(0x4338000000000000)   # its bits; those of x + it exceed them by round(x)
 EXP2_ULPS = 11                                           # |_exp2_nonpositive(x) / 2^x - 1| <= 11 2^-53 (below)
