@@ -88,16 +88,18 @@ def profile(function, calls: int = 5, trace: Path | None = None) -> dict:
 
 
 def kernel_alone(queries: torch.Tensor, bank: torch.Tensor) -> dict:
-    """The fused kernels on prepared operands, fixed tiles: 0/1/4/16 sigmas, int8 with 1 or 4 digits."""
+    """The fused kernels on prepared operands, fixed tiles: 0/1/4/16 sigmas, int8 with 1 or 4 digits
+    (and at 1 and 16 sigmas with the branched epilogue: the one-digit kernel's comparison)."""
     result = {}
     query_operand, query_terms, bank_operand, bank_terms, width = int8_operands_of(queries, bank)
     for digits, correction in ((4, True), (1, False)):
-        for count in (0, 1, 4, 16):
-            def launch(count=count, digits=digits, correction=correction):
+        for count, unbranched in ((0, True), (1, True), (4, True), (16, True), (1, False), (16, False)):
+            def launch(count=count, digits=digits, correction=correction, unbranched=unbranched):
                 parzen_int8.parzen_int8_launch(query_operand, bank_operand, query_terms, bank_terms, GRID[:count],
                                                n_queries=len(queries), n_bank=len(bank), width=width, digits=digits,
-                                               correction=correction, blocks=INT8_TILES)
-            name = f"int8_digits{digits}_correction{int(correction)}_sigmas{count}_ms"
+                                               correction=correction, blocks={**INT8_TILES, "UNBRANCHED": unbranched})
+            epilogue = "" if unbranched else "_branched"   # the shipped epilogue, or the per-sigma skip's
+            name = f"int8_digits{digits}_correction{int(correction)}_sigmas{count}{epilogue}_ms"
             result[name] = 1e3 * cuda_time(launch, repeats=20, warmup=3)
     centre = bank.mean(dim=0)
     query32, query_norms, dot = parzen_operands.parzen_operands(queries, centre=centre, precision="tf32x3",
@@ -145,7 +147,7 @@ def int8_sweep(queries: torch.Tensor, bank: torch.Tensor, counts=(0, 16), save=l
     for (block_m, block_n, block_k, warps, stages), stacked in itertools.product(SWEEP, (False, True)):
         tile = f"{block_m}x{block_n}x{block_k}_w{warps}_s{stages}"
         tiles = {"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k, "num_warps": warps,
-                 "num_stages": stages, "STACKED": stacked}
+                 "num_stages": stages, "STACKED": stacked, "UNBRANCHED": False}
         layout = f"{tile}{'_stacked' if stacked else ''}"
         for count in counts:
             record(f"{layout}_sigmas{count}",

@@ -12,8 +12,8 @@ shape (target <= 1/3), against 1 sigma (<= 1.15x), against a torch.compile'd nai
 matmul, clamp, logsumexp over a 16-sigma broadcast; >= 3x faster), the per-point error against
 float64 (<= 1e-5 nats from sigma 0.1 up), the first call in a fresh process (<= 2 s), NumPy inputs
 against CUDA tensors (<= 1.5x), and one Lloyd iteration of k-means (10,000 centroids, 50,000
-images; <= 50 ms). Beside int8, in the same run, the int8 calls with the UNBRANCHED sigma epilogue
-in the shipped tile (``int8_unbranched``: a candidate to ship if it is faster). Each measurement is
+images; <= 50 ms). Beside int8, in the same run, the int8 calls with the tile shipped before
+(``int8_previous_tile``: separate digit products, the branched sigma epilogue). Each measurement is
 guarded: an error is recorded and the rest go on, and the JSON is rewritten after each one, so a run
 cut short keeps what it measured.
 
@@ -379,51 +379,58 @@ def precision_targets(run: TargetRun, inputs: dict, reference: np.ndarray | None
         measure(run, section, "errors_against_float64", errors)
 
 
+# The int8 tile shipped before this one (separate digit products, the per-sigma skip's branched
+# epilogue), timed beside the shipped tile in every run so the choice stays a same-run measurement.
+PREVIOUS_INT8 = ("int8_previous_tile", {"STACKED": False, "UNBRANCHED": False})
+
+
 @contextlib.contextmanager
-def unbranched_int8_tiles():
-    """Within: the int8 kernel's shipped tile (and the interpreter's, for --dry-run) with the UNBRANCHED
-    sigma epilogue (kernels/parzen_int8.py), so the public call takes it as it would once shipped."""
+def int8_tile_variant(meta: dict):
+    """Within: the int8 kernel's shipped tile (and the interpreter's, for --dry-run) with ``meta``
+    replaced, so the public call takes it as it would if it were shipped."""
     shipped, interpreter_blocks = partial_tiles.shipped_tiles, parzen_int8.INTERPRETER_BLOCKS
 
-    def with_unbranched(kernel, device):
+    def with_variant(kernel, device):
         tiles = shipped(kernel, device)
-        return {**tiles, "UNBRANCHED": True} if kernel == "int8" and tiles else tiles
+        return {**tiles, **meta} if kernel == "int8" and tiles else tiles
 
-    partial_tiles.shipped_tiles = with_unbranched
-    parzen_int8.INTERPRETER_BLOCKS = {**interpreter_blocks, "UNBRANCHED": True}
+    partial_tiles.shipped_tiles = with_variant
+    parzen_int8.INTERPRETER_BLOCKS = {**interpreter_blocks, **meta}
     try:
         yield
     finally:
         partial_tiles.shipped_tiles, parzen_int8.INTERPRETER_BLOCKS = shipped, interpreter_blocks
 
 
-def unbranched_targets(run: TargetRun, inputs: dict, reference: np.ndarray | None) -> None:
-    """The int8 precision's 16- and 1-sigma calls and errors with the UNBRANCHED epilogue in the shipped
-    tile, beside the int8 section's (the branched epilogue) in the same run; None where a GPU tunes."""
-    section = run.report["targets"].setdefault("int8_unbranched", {})
+def int8_variant_targets(run: TargetRun, inputs: dict, reference: np.ndarray | None, variant=PREVIOUS_INT8) -> None:
+    """The int8 precision's 16- and 1-sigma calls and errors with the shipped tile's meta-parameters
+    replaced by ``variant``'s, beside the int8 section's in the same run; skipped where a GPU tunes."""
+    name, meta = variant
+    section = run.report["targets"].setdefault(name, {"meta": meta})
     queries, bank = inputs["queries_device"], inputs["bank_device"]
     if run.device.type == "cuda" and partial_tiles.shipped_tiles("int8", run.device) is None:
         section["skipped"] = "this GPU tunes its tiles (no shipped tile to change)"
         return
 
     def score(sigmas, refine=True):
-        with unbranched_int8_tiles():
+        with int8_tile_variant(meta):
             return parzen.parzen_pass(queries, bank, sigmas, backend="triton", device=run.device, precision="int8",
                                       refine=refine)
 
-    def launched_epilogues() -> list:
+    def launched_meta() -> list:
         """What each Parzen kernel launch of one call was asked for: a patch that did not take would show."""
         seen, launch = [], launches.KernelCall.launch
-        launches.KernelCall.launch = lambda call: seen.append(call.meta.get("UNBRANCHED")) or launch(call)
+        launches.KernelCall.launch = lambda call: seen.append(
+            {key: call.meta[key] for key in meta if key in call.meta}) or launch(call)
         try:
             score(ONE_SIGMA)
         finally:
             launches.KernelCall.launch = launch
-        return [flag for flag in seen if flag is not None]
+        return [flags for flags in seen if flags]
 
     measure(run, section, "first_call_in_this_process_s (compiling included)",
             lambda: wall_time(run, lambda: score(TARGET_GRID)))
-    measure(run, section, "launched_unbranched", launched_epilogues)
+    measure(run, section, "launched", launched_meta)
     measure(run, section, "sixteen_sigmas_s", lambda: run_time(run, lambda: score(TARGET_GRID)))
     measure(run, section, "one_sigma_s", lambda: run_time(run, lambda: score(ONE_SIGMA), warmup=2))
     if reference is not None:
@@ -551,7 +558,7 @@ def summarise_targets(report: dict) -> dict:
         return top / bottom if top is not None and bottom else None
 
     summary = {}
-    for precision in (*TARGET_PRECISIONS, "int8_unbranched"):
+    for precision in (*TARGET_PRECISIONS, PREVIOUS_INT8[0]):
         section = report["targets"].get(precision, {})
         sixteen = number(section, "sixteen_sigmas_s")
         values = {
@@ -582,7 +589,7 @@ def targets(run: TargetRun, mnist) -> None:
     for precision in TARGET_PRECISIONS:
         precision_targets(run, inputs, reference, precision)
         fresh_process_targets(run, inputs, precision)  # while Triton's caches hold this shape's tuning
-    unbranched_targets(run, inputs, reference)
+    int8_variant_targets(run, inputs, reference)
     peer_targets(run, inputs)
     for precision in TARGET_PRECISIONS:
         kmeans_targets(run, mnist, precision)

@@ -21,8 +21,13 @@ import triton.language as tl
 # GPU with GANBENCH_AUTOTUNE=1, tune. Keys: (kernel, compute capability); the kernels are "int8"
 # (``parzen_int8``) and "tf32" (``parzen_lse`` with tl.dot in tf32, which tf32x3 operands use).
 SHIPPED_TILES = {
-    # 64 x 32 x 64: 3.10 ms against 3.74 ms for 128 x 32 x 64 (8 warps).
-    ("int8", (9, 0)): {"BLOCK_M": 64, "BLOCK_N": 32, "BLOCK_K": 64, "num_warps": 4, "num_stages": 3},
+    # 64 x 32 x 64, its four digit products STACKED, the UNBRANCHED sigma epilogue: the kernel alone at
+    # 16 sigmas 3.10 ms against 3.26 (separate products), 3.29 (the branched epilogue) and 3.39 (both:
+    # the tile shipped before), and 3.54 for the best 8-warp tile, 128 x 32 x 64 stacked; the same
+    # integer distances and indices bit for bit (``python benchmarks/gpu_breakdown.py --sweep-only``,
+    # an H200, 2026-11-28).
+    ("int8", (9, 0)): {"BLOCK_M": 64, "BLOCK_N": 32, "BLOCK_K": 64, "num_warps": 4, "num_stages": 3,
+                       "STACKED": True, "UNBRANCHED": True},
     # 64 x 128 x 32: 2.64 ms; 128 x 128 x 64 2.80, 128 x 128 x 32 2.92, 128 x 64 x 32 3.65.
     ("tf32", (9, 0)): {"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 32, "num_warps": 4, "num_stages": 4},
 }

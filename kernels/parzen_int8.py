@@ -22,15 +22,17 @@ For a block of queries against the bank, one program
   c = log2(e) / (2 sigma^2 2^24 255^2): the exponentials run in float32 on the exact integer
   difference, the tile's row sums are added in float64, and a new minimum rescales the sums with
   a float64 exp2 (BLOCK_M per tile and sigma);
-- skips, per sigma, a tile's exponentials when every term of every row is below e^-36 of its row's
-  largest: since the running minimum only decreases, such a term stays below e^-36 of a sum >= 1.
-  UNBRANCHED (a candidate for a GPU to time: ``benchmarks/gpu_breakdown.py --sweep-only``) skips
-  nothing and rescales every sigma's sums in one branch a tile with a branch-free float64 exp2
-  (``_exp2_nonpositive``), so the grid is straight-line code the compiler can interleave: with a branch
-  per sigma (the skip, the rescale, libdevice's exp2) a sigma's exponentials cannot start until the
-  previous sigma's reductions and float64 chain are done (``benchmarks/gpu_sass.py``). On MNIST at
-  this tile the per-sigma skip leaves out 2-6% of the tiles' exponentials
-  (``benchmarks/skip_rates.py``).
+- with UNBRANCHED (the default) skips nothing and rescales every sigma's sums in one branch a tile
+  with a branch-free float64 exp2 (``_exp2_nonpositive``), so the grid is straight-line code the
+  compiler can interleave. With UNBRANCHED off it instead skips, per sigma, a tile's exponentials
+  when every term of every row is below e^-36 of its row's largest (since the running minimum only
+  decreases, such a term stays below e^-36 of a sum >= 1), at the price of a branch per sigma (the
+  skip, the rescale, libdevice's exp2): a sigma's exponentials cannot start until the previous
+  sigma's reductions and float64 chain are done (``benchmarks/gpu_sass.py``). On MNIST at the
+  shipped tile the skip leaves out only 2-6% of the tiles' exponentials (``benchmarks/skip_rates.py``),
+  and on an H200 the straight-line grid was faster at every tile tried (3.26 against 3.39 ms at 16
+  sigmas for separate products at 64 x 32, 3.10 against 3.29 stacked; ``benchmarks/gpu_breakdown.py
+  --sweep-only``).
 
 Error bound, per query and sigma, of log sum_j exp(-D_j / 2 sigma^2) against exact arithmetic on
 the inputs as given (``per_point_bound`` computes it):
@@ -140,7 +142,7 @@ def _parzen_int8_kernel(
     # meta-parameters
     NUM_SIGMAS: tl.constexpr, DIGITS: tl.constexpr, CORRECTION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, STACKED: tl.constexpr = False,
-    UNBRANCHED: tl.constexpr = False,
+    UNBRANCHED: tl.constexpr = True,
 ):
     tl.static_assert(BLOCK_M >= 16 and BLOCK_N >= 16, "tl.dot needs tiles of at least 16 x 16")
     tl.static_assert(BLOCK_K >= 32, "int8 tensor-core products take K in steps of 32")
@@ -265,9 +267,9 @@ def _parzen_int8_kernel(
 # of its elements per thread: 64 x 32 with 4 warps takes 249 registers and no spill (204 for a
 # nearest-only pass; 32 sigmas spill 356 bytes), and one digit runs 64 x 64 with 4 warps in 233-244.
 # Shared memory holds (2 BLOCK_M + 4 BLOCK_N) BLOCK_K bytes a stage.
-# A four-digit tile with 8 warps is also tried STACKED (its four digit products as one, four times as
-# wide): on sm_90 ptxas fits 128 x 32 with 8 warps at 16 sigmas in 255 registers with no spill, where
-# 64 x 32 with 4 warps spills 12 bytes; whether it beats the separate products is for a GPU to time.
+# A four-digit tile is also tried STACKED (its four digit products as one, four times as wide): on an
+# H200 it beat the separate products at every tile (64 x 32 with 4 warps: 3.10 against 3.26 ms at 16
+# sigmas), though ptxas reports the branched epilogue spilling 12 bytes there.
 TUNING_CANDIDATES = [
     (64, 32, 64, 4, 3), (64, 32, 64, 4, 4), (128, 32, 64, 8, 3),   # any bank
     (64, 64, 64, 4, 3), (128, 64, 64, 8, 3),                         # one digit (8-bit banks) only
@@ -277,14 +279,12 @@ FOUR_DIGIT_ELEMENTS_PER_THREAD = 16
 
 
 def _prune_configs(configs, named_args, **kwargs):
-    """Four-digit banks keep only the tiles whose accumulators fit in registers, stacked only with 8
-    warps (with 4, 64 x 32 spills at 16 sigmas: one candidate more to compile and time, not three, on a
-    GPU that tunes); a one-digit bank has no stacked layout (its one product is the same either way)."""
+    """Four-digit banks keep only the tiles whose accumulators fit in registers, each stacked and
+    separate; a one-digit bank has no stacked layout (its one product is the same either way)."""
     if named_args.get("DIGITS", kwargs.get("DIGITS")) != 4:
         return [config for config in configs if not config.kwargs["STACKED"]]
     return [config for config in configs if config.kwargs["BLOCK_M"] * config.kwargs["BLOCK_N"]
-            <= FOUR_DIGIT_ELEMENTS_PER_THREAD * 32 * config.num_warps
-            and (config.num_warps == 8 or not config.kwargs["STACKED"])]
+            <= FOUR_DIGIT_ELEMENTS_PER_THREAD * 32 * config.num_warps]
 
 
 # Keyed on rounded sizes, and cache_results keeps the choice on disk: a new n or m in the same

@@ -407,9 +407,9 @@ def test_autotuning_is_keyed_on_rounded_sizes_and_prunes_spilling_tiles():
     four, one = (parzen_int8._prune_configs(configs, {}, DIGITS=digits) for digits in (4, 1))
     assert 0 < len(four) < len(configs) and len(one) == len(parzen_int8.TUNING_CANDIDATES)
     assert all(c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= 16 * 32 * c.num_warps for c in four)
-    # Four digits try the stacked layout only with 8 warps; one digit has no stacked layout to try.
+    # Four digits try each tile stacked and separate; one digit has no stacked layout to try.
     stacked = [c for c in four if c.kwargs["STACKED"]]
-    assert stacked and all(c.num_warps == 8 for c in stacked) and not any(c.kwargs["STACKED"] for c in one)
+    assert 2 * len(stacked) == len(four) and not any(c.kwargs["STACKED"] for c in one)
     # Operands are padded for every candidate tile.
     assert all(c.kwargs["BLOCK_K"] <= parzen_int8.WIDTH_MULTIPLE and parzen_int8.WIDTH_MULTIPLE % c.kwargs["BLOCK_K"] == 0
                and c.kwargs["BLOCK_M"] <= parzen_int8.MAX_BLOCKS["BLOCK_M"]
