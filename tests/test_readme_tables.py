@@ -31,5 +31,6 @@ def test_a_cold_start_that_compiles_gets_its_row_when_measured():
     assert (label in readme_tables.targets_table(report)) == any(
         "fresh_process_empty_triton_cache_compiling" in report["targets"][name] for name in ("int8", "tf32x3"))
     report["targets"]["int8"]["fresh_process_empty_triton_cache_compiling"] = {"first_call_s": 3.5}
+    report["targets"]["tf32x3"].pop("fresh_process_empty_triton_cache_compiling", None)  # one precision timed it
     row = next(line for line in readme_tables.targets_table(report).splitlines() if label in line)
     assert row.endswith("| 3.5 s | not measured |")
