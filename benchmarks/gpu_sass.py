@@ -2,13 +2,15 @@
 
 Triton's compiler and ptxas run on the CPU, and Triton's wheel carries NVIDIA's disassembler, so the
 code an H100 or H200 would run can be read on any machine. For each variant of the int8 Parzen
-kernel's sigma epilogue (``UNBRANCHED`` off and on, ``kernels/parzen_int8.py``), at the shipped tile
-(64 x 32, four digits and the correction: a generator's bank) and the one-digit tile (64 x 64: an
-8-bit bank), with 1 and 16 sigmas, it records ptxas's registers and spills and counts SASS
-instructions: the whole kernel, the special-function unit's (MUFU: exp2), float64 (DFMA, DMUL,
-DADD), shuffles (the rows' reductions), branches, and the reconvergence points (BSSY) that split
-straight-line code into blocks the scheduler cannot overlap; and, for comparison, the tf32x3 kernel
-as shipped.
+kernel's sigma epilogue (``UNBRANCHED`` off and on, ``kernels/parzen_int8.py``), at the 64 x 32
+tile (four digits and the correction: a generator's bank), separate and STACKED (as shipped), and the
+one-digit tile (64 x 64: an 8-bit bank), with 1 and 16 sigmas, and with the products in int8 or
+float16 (``FP16_PRODUCTS``, unbranched), it records ptxas's registers and spills, how many tensor-core
+products Triton lets run while the next is issued (``products_in_flight``: the ``pendings`` of its
+dot waits; 0 means each product is waited for), and counts SASS instructions: the whole kernel,
+the special-function unit's (MUFU: exp2), float64 (DFMA, DMUL, DADD), shuffles (the rows'
+reductions), branches, and the reconvergence points (BSSY) that split straight-line code into
+blocks the scheduler cannot overlap; and, for comparison, the tf32x3 kernel as shipped.
 
 These are counts, not times: whether a variant is faster is for a GPU to measure
 (``benchmarks/gpu_breakdown.py --sweep-only``). Writes results/int8-sass-sm_90.json.
@@ -27,6 +29,7 @@ from pathlib import Path
 if __name__ == "__main__":
     os.environ.pop("TRITON_INTERPRET", None)  # Triton's compiler, not its interpreter
 
+import torch  # noqa: E402
 import triton  # noqa: E402
 from ganbench.kernels import parzen_int8, parzen_lse, prebuilt  # noqa: E402
 from ganbench.kernels.launches import KernelCall  # noqa: E402
@@ -35,7 +38,9 @@ from ganbench import atomic  # noqa: E402
 
 CASES = {  # name: (digits, correction, tile)
     "generator bank (four digits)": (4, True, {"BLOCK_M": 64, "BLOCK_N": 32, "BLOCK_K": 64,
-                                              "num_warps": 4, "num_stages": 3}),
+                                              "num_warps": 4, "num_stages": 3, "STACKED": False}),
+    "generator bank (four digits, stacked)": (4, True, {"BLOCK_M": 64, "BLOCK_N": 32, "BLOCK_K": 64,
+                                                       "num_warps": 4, "num_stages": 3, "STACKED": True}),
     "8-bit bank (one digit)": (1, True, {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64,
                                         "num_warps": 4, "num_stages": 3}),
 }
@@ -45,19 +50,23 @@ COUNTED = {"mufu": ("MUFU",), "float64": ("DFMA", "DMUL", "DADD"), "shuffles": (
 TOOLS = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
 
 
-def cubin(call) -> bytes:
-    """The machine code of a ``KernelCall`` as its launch would compile it for sm_90."""
+def compile_for_sm90(call):
+    """A ``KernelCall`` compiled as its launch would compile it for sm_90 (machine code and every stage)."""
     target, backend = prebuilt.target_backend()
     source, options = prebuilt.specialize(call, backend)
-    return triton.compile(source, target=target, options=options.__dict__).asm["cubin"]
+    return triton.compile(source, target=target, options=options.__dict__)
 
 
 def int8_call(calls: list, sigmas: int, digits: int, correction: bool, meta: dict) -> KernelCall:
     """The shipped int8 launch with these sigmas, digits and correction, its tile and epilogue replaced by
-    ``meta`` (the operands' shapes and alignment, which Triton specializes on, fit every candidate tile)."""
+    ``meta`` (the operands' shapes and alignment, which Triton specializes on, fit every candidate tile);
+    with FP16_PRODUCTS, float16 operands as its launcher passes them."""
     call = next(call for call in calls if call.kernel is parzen_int8._parzen_int8_kernel
                 and (call.meta["NUM_SIGMAS"], call.meta["DIGITS"], call.meta["CORRECTION"]) == (sigmas, digits, correction))
-    return KernelCall(call.kernel, call.grid, call.args, {**call.meta, **meta})
+    arguments = call.args
+    if meta.get("FP16_PRODUCTS"):
+        arguments = (call.args[0].to(torch.float16), call.args[1].to(torch.float16), *call.args[2:])
+    return KernelCall(call.kernel, call.grid, arguments, {**call.meta, **meta})
 
 
 def _tool(name: str, *arguments: str, cubin: bytes) -> str:
@@ -85,10 +94,14 @@ def resources(cubin: bytes) -> dict:
             "stack_bytes": int(re.search(r"STACK:(\d+)", usage).group(1))}
 
 
-def machine_code_counts(machine_code: bytes) -> dict:
-    """Registers, spills, the instruction count and the counted groups of one compiled kernel."""
+def machine_code_counts(compiled) -> dict:
+    """Registers, spills, products in flight, the instruction count and the counted groups of one compiled
+    kernel."""
+    machine_code = compiled.asm["cubin"]
     opcodes = sass_opcodes(machine_code)
-    return {**resources(machine_code), "instructions": sum(opcodes.values()),
+    waits = [int(pending) for pending in re.findall(r"warp_group_dot_wait.*?pendings = (\d+)", compiled.asm["ttgir"])]
+    return {**resources(machine_code), "products_in_flight": max(waits, default=None),
+            "instructions": sum(opcodes.values()),
             **{name: sum(opcodes[op] for op in ops) for name, ops in COUNTED.items()}}
 
 
@@ -96,9 +109,13 @@ def measure() -> dict:
     calls, rows = prebuilt.shipped_calls(), []
     for case, (digits, correction, tiles) in CASES.items():
         for sigmas in SIGMA_COUNTS:
-            for unbranched in (False, True):
-                call = int8_call(calls, sigmas, digits, correction, {**tiles, "UNBRANCHED": unbranched})
-                row = {"case": case, "sigmas": sigmas, "unbranched": unbranched, **machine_code_counts(cubin(call))}
+            for unbranched, fp16 in ((False, False), (True, False), (True, True)):
+                if fp16 and digits == 4 and not tiles.get("STACKED"):
+                    continue  # float16 products are exact only stacked (kernels/parzen_int8.py)
+                meta = {**tiles, "UNBRANCHED": unbranched, "FP16_PRODUCTS": fp16}
+                call = int8_call(calls, sigmas, digits, correction, meta)
+                row = {"case": case, "sigmas": sigmas, "unbranched": unbranched,
+                       "products": "float16" if fp16 else "int8", **machine_code_counts(compile_for_sm90(call))}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     return {"arch": f"sm_{prebuilt.ARCH}", "triton": triton.__version__, "kernel": "kernels/parzen_int8.py",
@@ -112,7 +129,7 @@ def tf32x3_rows(calls: list) -> list[dict]:
     rows = []
     for call in calls:
         if call.kernel is parzen_lse._parzen_lse_kernel and call.meta["NUM_SIGMAS"] in SIGMA_COUNTS:
-            row = {"sigmas": call.meta["NUM_SIGMAS"], **machine_code_counts(cubin(call))}
+            row = {"sigmas": call.meta["NUM_SIGMAS"], **machine_code_counts(compile_for_sm90(call))}
             rows.append(row)
             print(json.dumps({"tf32x3": row}), flush=True)
     return rows

@@ -9,9 +9,12 @@
 #      for sm_90 (kernels/prebuilt.py), and whether both give the same bits;
 #   2. the int8 kernel alone per tile, digit products separate and STACKED, at 0 and 16 sigmas, each with
 #      the branched and the UNBRANCHED sigma epilogue, whether the two layouts give the same bits on the
-#      device and how far the two epilogues' sums differ (benchmarks/gpu_breakdown.py --sweep-only);
-#   3. the tests that only a CUDA GPU runs;
-#   4. the kernel against float64 and the matmuls at several bank sizes (benchmarks/gpu_check.py).
+#      device and how far the two epilogues' sums differ, and stacked with float16 products, checked
+#      against the int8 products bit for bit (benchmarks/gpu_breakdown.py --sweep-only);
+#   3. where the public call's time goes: torch.profiler, one call's timeline, the kernels alone
+#      (benchmarks/gpu_breakdown.py --no-sweep --trace-dir);
+#   4. the tests that only a CUDA GPU runs;
+#   5. the kernel against float64 and the matmuls at several bank sizes (benchmarks/gpu_check.py).
 #
 # Run from the repository root on the GPU machine (its own torch and Triton): bash benchmarks/gpu_session.sh
 # with MNIST's cached file in .gpu_cache/ (carried there: nothing outside the machine can be reached).
@@ -23,18 +26,22 @@ python3 -m pip install -q --no-deps --no-build-isolation -e . >/dev/null 2>&1 ||
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/device.txt"
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$OUT/device.txt"
 
+# Every step's output goes to one log (the device tool brings back at most 8 files: the log, the device,
+# four JSON reports and two timelines).
 step() {  # name, time limit (s), command...
     local name=$1 limit=$2
     shift 2
     local started=$SECONDS
-    timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
-    echo "$name: exit $? after $((SECONDS - started)) s" | tee -a "$OUT/steps.txt"
+    echo "==== $name" >> "$OUT/steps.log"
+    timeout "$limit" "$@" >> "$OUT/steps.log" 2>&1
+    echo "$name: exit $? after $((SECONDS - started)) s" | tee -a "$OUT/steps.log"
 }
 
 # 0. whether this machine's Triton and ptxas take the kernels shipped compiled for sm_90 (their hashes match)
 step prebuilt_check 45 python3 -m ganbench.kernels.prebuilt check
-step targets 220 python3 benchmarks/gpu_check.py --targets --budget-s 180 --out "$OUT/bench-gpu-targets.json"
-step sweep 170 python3 benchmarks/gpu_breakdown.py --sweep-only --out "$OUT/bench-gpu-sweep.json"
+step targets 200 python3 benchmarks/gpu_check.py --targets --budget-s 170 --out "$OUT/bench-gpu-targets.json"
+step sweep 150 python3 benchmarks/gpu_breakdown.py --sweep-only --out "$OUT/bench-gpu-sweep.json"
+step breakdown 70 python3 benchmarks/gpu_breakdown.py --no-sweep --out "$OUT/bench-gpu-breakdown.json" --trace-dir "$OUT"
 # The tests that run only where a CUDA GPU is (host-to-device staging, results back): a few seconds.
-step gpu_tests 60 python3 -m pytest -q -rs -p no:cacheprovider tests/test_parzen.py -k "staged or staging or come_back"
-step check 100 python3 benchmarks/gpu_check.py --out "$OUT/bench-gpu.json"
+step gpu_tests 40 python3 -m pytest -q -rs -p no:cacheprovider tests/test_parzen.py -k "staged or staging or come_back"
+step check 90 python3 benchmarks/gpu_check.py --out "$OUT/bench-gpu.json"
