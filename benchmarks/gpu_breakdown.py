@@ -88,11 +88,12 @@ def profile(function, calls: int = 5, trace: Path | None = None) -> dict:
             "kernels_device_ms_per_call": sum(row["device_us_per_call"] for row in kernels) / 1e3}
 
 
-def kernel_alone(queries: torch.Tensor, bank: torch.Tensor) -> dict:
+def kernel_alone(queries: torch.Tensor, bank: torch.Tensor, save=lambda result: None) -> dict:
     """The fused kernels on prepared operands, fixed tiles: 0/1/4/16 sigmas, int8 with 1 or 4 digits
     (and at 1 and 16 sigmas with the branched epilogue: the one-digit kernel's comparison; at 0, 1 and
     16 with float16 products)."""
     result = {}
+    record = recorder(result, save)
     query_operand, query_terms, bank_operand, bank_terms, width = int8_operands_of(queries, bank)
     halves = query_operand.to(torch.float16), bank_operand.to(torch.float16)
     variants = ((0, True, False), (1, True, False), (4, True, False), (16, True, False), (1, False, False),
@@ -108,7 +109,7 @@ def kernel_alone(queries: torch.Tensor, bank: torch.Tensor) -> dict:
             # the shipped epilogue, or the per-sigma skip's; int8 products, or float16 ones
             variant = ("" if unbranched else "_branched") + ("_fp16" if fp16 else "")
             name = f"int8_digits{digits}_correction{int(correction)}_sigmas{count}{variant}_ms"
-            result[name] = 1e3 * cuda_time(launch, repeats=20, warmup=3)
+            record(name, lambda: 1e3 * cuda_time(launch, repeats=20, warmup=3))
     centre = bank.mean(dim=0)
     query32, query_norms, dot = parzen_operands.parzen_operands(queries, centre=centre, precision="tf32x3",
                                                                 role="query", row_multiple=128, width_multiple=64)
@@ -116,11 +117,11 @@ def kernel_alone(queries: torch.Tensor, bank: torch.Tensor) -> dict:
                                                             row_multiple=parzen_lse.SPLIT_ROWS_MULTIPLE,
                                                             width_multiple=64)
     for count in (1, 4, 16):
-        def launch(count=count):
+        def launch_tf32x3(count=count):
             parzen_lse.parzen_lse_launch(query32, bank32, query_norms, bank_norms, GRID[:count],
                                          n_queries=len(queries), n_bank=len(bank), dot_precision=dot,
                                          blocks=TF32X3_TILES)
-        result[f"tf32x3_sigmas{count}_ms"] = 1e3 * cuda_time(launch, repeats=20, warmup=3)
+        record(f"tf32x3_sigmas{count}_ms", lambda: 1e3 * cuda_time(launch_tf32x3, repeats=20, warmup=3))
     return result
 
 
@@ -259,6 +260,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=10_000)
     parser.add_argument("--sweep-only", action="store_true", help="only the int8 tile sweep")
     parser.add_argument("--no-sweep", action="store_true", help="skip the int8 tile sweep")
+    parser.add_argument("--quick", action="store_true",
+                        help="the shipped tile and the float16 and two-pass candidates only, then the kernels alone")
     parser.add_argument("--trace-dir", default=None,
                         help="write one call's timeline per precision there (trace-<precision>.json)")
     args = parser.parse_args()
@@ -270,6 +273,11 @@ def main() -> None:
     report = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "rows": args.rows,
               "grid": GRID.tolist(), "timing": "CUDA events (kernels), host clock after a synchronise (calls)"}
     out = Path(args.out)
+    if args.quick:  # what a short device lease can afford: the candidates beside the shipped tile
+        global SWEEP, FP16_SWEEP, TWO_PASS_TILES, TWO_PASS_ROWS
+        SWEEP, FP16_SWEEP = [(64, 32, 64, 4, 3)], [(128, 32, 64, 8, 3)]
+        TWO_PASS_TILES = [(64, 64, 64, 4, 3, False), (64, 64, 64, 4, 3, True), (64, 32, 64, 4, 3, True)]
+        TWO_PASS_ROWS = TWO_PASS_ROWS[:2]
     if not args.no_sweep:
         def save(sweep: dict) -> None:
             report["int8_sweep_ms"] = sweep
@@ -284,6 +292,14 @@ def main() -> None:
         two_pass_sweep(queries, bank, save=save_two_pass)
     if args.sweep_only:
         return
+
+    def save_alone(rows: dict) -> None:
+        report["kernel_alone"] = rows
+        out.write_text(json.dumps(report, indent=2))
+
+    if args.quick:
+        kernel_alone(queries, bank, save=save_alone)
+        return
     for precision in ("int8", "tf32x3"):
         call = lambda: parzen.parzen_pass(queries, bank, GRID, backend="triton", precision=precision)  # noqa: E731
         call()
@@ -296,9 +312,7 @@ def main() -> None:
         print(precision, f"call {section['call_wall_ms']:.2f} ms", flush=True)
         for row in section["profile"]["top"][:14]:
             print(f"  {row['device_us_per_call']:9.1f} us  x{row['count']:<4} {row['name'][:90]}", flush=True)
-    report["kernel_alone"] = kernel_alone(queries, bank)
-    out.write_text(json.dumps(report, indent=2))
-    print(json.dumps(report["kernel_alone"], indent=1))
+    kernel_alone(queries, bank, save=save_alone)
 
 
 if __name__ == "__main__":

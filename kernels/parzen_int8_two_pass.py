@@ -43,6 +43,7 @@ INTERPRETER_DISTANCE_TILES = parzen_int8.INTERPRETER_BLOCKS
 INTERPRETER_ROW_TILES = {"BLOCK_R": 4, "BLOCK_C": 16}
 BUFFER_BYTES = 1 << 30   # the distances of one bank piece: 8 n m bytes at most (the caller sizes its pieces)
 NOT_A_DISTANCE = parzen_int8.NOT_A_DISTANCE
+DISTANCE_META = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "STACKED", "FP16_PRODUCTS")
 
 
 @triton.jit(do_not_specialize=["n_queries", "n_bank"])
@@ -136,7 +137,9 @@ def parzen_int8_two_pass_launch(query: torch.Tensor, bank: torch.Tensor, query_t
     index_out = torch.empty(1, n_queries, dtype=torch.int32, device=device)
     sums_out = torch.empty(1, grid_sigmas.size, n_queries, dtype=torch.float64, device=device)
     scale32, _ = parzen_int8.sigma_scales(grid_sigmas, device)
-    kernel_tiles = {key: value for key, value in tiles.items() if key not in ("num_warps", "num_stages")}
+    # The fused kernel's tiles may carry its own meta-parameters (UNBRANCHED): the first pass takes its tile,
+    # layout and products only (a GPU launch refuses a keyword its kernel does not have).
+    kernel_tiles = {key: value for key, value in tiles.items() if key in DISTANCE_META}
     launches.KernelCall(
         _distances_kernel, (triton.cdiv(n_queries, tiles["BLOCK_M"]), triton.cdiv(n_bank, tiles["BLOCK_N"])),
         (query, bank, query_terms, bank_terms, distances, min_out, n_queries, n_bank, width, query.stride(0),
