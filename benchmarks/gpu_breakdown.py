@@ -7,8 +7,7 @@ for the int8 and tf32x3 precisions:
 - the public call (``parzen.parzen_pass``, CUDA tensors, 16 sigmas), median wall time;
 - torch.profiler over a few calls: every CUDA kernel's total time and count, so the kernel's
   share and each host-side step (operands, merges, refinement, copies) are named;
-- the int8 kernel alone at 16 sigmas for a sweep of tiles (``SWEEP``), and the two-pass candidate's
-  passes together (``TWO_PASS_TILES``, ``TWO_PASS_ROWS``), checked against the fused kernel;
+- the int8 kernel alone at 16 sigmas for a sweep of tiles (``SWEEP``);
 - the fused kernel alone on prepared operands at the tiles shipped for sm_90 (``SHIPPED_TILES``),
   with 0 (nearest only), 1, 4 and 16 sigmas, and for int8 with one digit instead of four: what the
   distances cost, what each sigma's exponentials add, what the extra digit products add.
@@ -90,25 +89,18 @@ def profile(function, calls: int = 5, trace: Path | None = None) -> dict:
 
 def kernel_alone(queries: torch.Tensor, bank: torch.Tensor, save=lambda result: None) -> dict:
     """The fused kernels on prepared operands, fixed tiles: 0/1/4/16 sigmas, int8 with 1 or 4 digits
-    (and at 1 and 16 sigmas with the branched epilogue: the one-digit kernel's comparison; at 0, 1 and
-    16 with float16 products)."""
+    (and at 1 and 16 sigmas with the branched epilogue: the one-digit kernel's comparison)."""
     result = {}
     record = recorder(result, save)
     query_operand, query_terms, bank_operand, bank_terms, width = int8_operands_of(queries, bank)
-    halves = query_operand.to(torch.float16), bank_operand.to(torch.float16)
-    variants = ((0, True, False), (1, True, False), (4, True, False), (16, True, False), (1, False, False),
-                (16, False, False), (0, True, True), (1, True, True), (16, True, True))
     for digits, correction in ((4, True), (1, False)):
-        for count, unbranched, fp16 in variants:
-            def launch(count=count, digits=digits, correction=correction, unbranched=unbranched, fp16=fp16):
-                query, samples = halves if fp16 else (query_operand, bank_operand)
-                parzen_int8.parzen_int8_launch(query, samples, query_terms, bank_terms, GRID[:count],
+        for count, unbranched in ((0, True), (1, True), (4, True), (16, True), (1, False), (16, False)):
+            def launch(count=count, digits=digits, correction=correction, unbranched=unbranched):
+                parzen_int8.parzen_int8_launch(query_operand, bank_operand, query_terms, bank_terms, GRID[:count],
                                                n_queries=len(queries), n_bank=len(bank), width=width, digits=digits,
-                                               correction=correction, blocks={**INT8_TILES, "UNBRANCHED": unbranched,
-                                                                              "FP16_PRODUCTS": fp16})
-            # the shipped epilogue, or the per-sigma skip's; int8 products, or float16 ones
-            variant = ("" if unbranched else "_branched") + ("_fp16" if fp16 else "")
-            name = f"int8_digits{digits}_correction{int(correction)}_sigmas{count}{variant}_ms"
+                                               correction=correction, blocks={**INT8_TILES, "UNBRANCHED": unbranched})
+            epilogue = "" if unbranched else "_branched"   # the shipped epilogue, or the per-sigma skip's
+            name = f"int8_digits{digits}_correction{int(correction)}_sigmas{count}{epilogue}_ms"
             record(name, lambda: 1e3 * cuda_time(launch, repeats=20, warmup=3))
     centre = bank.mean(dim=0)
     query32, query_norms, dot = parzen_operands.parzen_operands(queries, centre=centre, precision="tf32x3",
@@ -127,15 +119,13 @@ def kernel_alone(queries: torch.Tensor, bank: torch.Tensor, save=lambda result: 
 
 # Tiles for the int8 kernel's sweep (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages). On an H200 the tuned
 # 64 x 32 tiles won (3.4 ms at 16 sigmas); tiles that took one digit at a time (one accumulator,
-# Horner's rule in int64) were slower at every shape tried (4.6 to 6.6 ms) and were dropped.
+# Horner's rule in int64) were slower at every shape tried (4.6 to 6.6 ms) and were dropped, and so
+# were float16 digit products and a two-pass scorer, both bit-equal and slower on an H200
+# (results/bench-gpu-candidates-NVIDIA-H200.json, docs/performance.md).
 # Each tile also STACKED: the four digit products as one, four times as wide (kernels/parzen_int8.py);
-# at 16 sigmas, each layout with the UNBRANCHED epilogue (the sigma grid as straight-line code:
-# benchmarks/gpu_sass.py counts what it changes in the machine code); and stacked with FP16_PRODUCTS,
-# the same digits as float16 with float32 accumulators, which Triton issues asynchronously (its int8
-# products each wait for the last), checked against the int8 products bit for bit.
+# and, at 16 sigmas, each layout with the UNBRANCHED epilogue (the sigma grid as straight-line code:
+# benchmarks/gpu_sass.py counts what it changes in the machine code).
 SWEEP = [(64, 32, 64, 4, 3), (64, 32, 64, 4, 4), (64, 64, 64, 8, 3), (128, 32, 64, 8, 3), (64, 32, 32, 4, 4)]
-# Tiles only float16 products may afford (their accumulators wait for no product): wider ones.
-FP16_SWEEP = [(64, 64, 64, 4, 3), (128, 64, 64, 8, 3)]
 
 
 def recorder(result: dict, save):
@@ -154,14 +144,11 @@ def recorder(result: dict, save):
 
 def int8_sweep(queries: torch.Tensor, bank: torch.Tensor, counts=(0, 16), save=lambda result: None) -> dict:
     """The int8 kernel alone (four digits and the correction, as for MNIST against a generator) per tile,
-    with the digit products separate and stacked, and with sigmas, either epilogue; stacked float16
-    products too."""
+    with the digit products separate and stacked, and with sigmas, either epilogue."""
     query_operand, query_terms, bank_operand, bank_terms, width = int8_operands_of(queries, bank)
-    halves = query_operand.to(torch.float16), bank_operand.to(torch.float16)   # converted once, as the kernel reads them
 
     def launch(tiles: dict, sigmas=GRID):
-        query, samples = halves if tiles.get("FP16_PRODUCTS") else (query_operand, bank_operand)
-        return parzen_int8.parzen_int8_launch(query, samples, query_terms, bank_terms, sigmas,
+        return parzen_int8.parzen_int8_launch(query_operand, bank_operand, query_terms, bank_terms, sigmas,
                                               n_queries=len(queries), n_bank=len(bank), width=width, digits=4,
                                               correction=True, blocks=tiles)
 
@@ -185,62 +172,6 @@ def int8_sweep(queries: torch.Tensor, bank: torch.Tensor, counts=(0, 16), save=l
             if count:  # no sigmas, no epilogue: the same kernel
                 record(f"{layout}_unbranched_sigmas{count}", lambda: timed(unbranched, count))
         record(f"{layout}_unbranched_agrees", lambda: epilogues_agree(launch(tiles), launch(unbranched)))
-    for block_m, block_n, block_k, warps, stages in SWEEP + FP16_SWEEP:
-        tile = f"{block_m}x{block_n}x{block_k}_w{warps}_s{stages}"
-        halves_tiles = {"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k, "num_warps": warps,
-                        "num_stages": stages, "STACKED": True, "UNBRANCHED": True, "FP16_PRODUCTS": True}
-        for count in counts:
-            record(f"{tile}_stacked_fp16_sigmas{count}", lambda: timed(halves_tiles, count))
-        record(f"{tile}_stacked_fp16_equals_int8", lambda: all(torch.equal(a, b) for a, b in zip(
-            launch({**halves_tiles, "FP16_PRODUCTS": False}), launch(halves_tiles))))
-    return result
-
-
-# The two-pass candidate (kernels/parzen_int8_two_pass.py): first-pass tiles (BLOCK_M, BLOCK_N, BLOCK_K, warps,
-# stages, float16 products), all stacked, and second-pass row tiles (BLOCK_R, BLOCK_C, warps).
-TWO_PASS_TILES = [(64, 64, 64, 4, 3, False), (64, 32, 64, 4, 3, False), (128, 64, 64, 8, 3, False),
-                  (64, 64, 64, 4, 3, True), (128, 64, 64, 8, 3, True)]
-TWO_PASS_ROWS = [(16, 64, 4), (32, 64, 4), (8, 64, 4)]
-
-
-def two_pass_sweep(queries: torch.Tensor, bank: torch.Tensor, save=lambda result: None) -> dict:
-    """Both passes of the two-pass candidate together on the generator's bank (four digits and the
-    correction), per first-pass tile (second pass at its default) and per second-pass tile (first pass at
-    its default), at 0, 1 and 16 sigmas; and whether each agrees with the fused kernel: the same minima and
-    indices bit for bit, and how far the sums differ (each within its bound of float64)."""
-    from ganbench.kernels import parzen_int8_two_pass as two_pass
-
-    query_operand, query_terms, bank_operand, bank_terms, width = int8_operands_of(queries, bank)
-    halves = query_operand.to(torch.float16), bank_operand.to(torch.float16)
-    sizes = {"n_queries": len(queries), "n_bank": len(bank), "width": width, "digits": 4, "correction": True}
-    fused = parzen_int8.parzen_int8_launch(query_operand, bank_operand, query_terms, bank_terms, GRID,
-                                           blocks=INT8_TILES, **sizes)
-    fused = parzen_lse._merge_splits(*parzen_int8._in_distance_units(*fused), GRID)
-    result = {}
-
-    def launch(tiles: dict, rows: dict, sigmas=GRID):
-        query, samples = halves if tiles.get("FP16_PRODUCTS") else (query_operand, bank_operand)
-        return two_pass.parzen_int8_two_pass_launch(query, samples, query_terms, bank_terms, sigmas, blocks=tiles,
-                                                    row_blocks=rows, **sizes)
-
-    def agrees(tiles: dict, rows: dict) -> dict:
-        partial = parzen_lse._merge_splits(*parzen_int8._in_distance_units(*launch(tiles, rows)), GRID)
-        return epilogues_agree((fused.min_sq_distance, fused.nearest_index, fused.shifted_sums),
-                               (partial.min_sq_distance, partial.nearest_index, partial.shifted_sums))
-
-    record = recorder(result, save)
-    default_rows = dict(two_pass.ROW_TILES)
-    cases = [({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k, "num_warps": w, "num_stages": st, "STACKED": True,
-               "FP16_PRODUCTS": fp16}, default_rows) for m, n, k, w, st, fp16 in TWO_PASS_TILES]
-    cases += [(dict(two_pass.DISTANCE_TILES), {"BLOCK_R": r, "BLOCK_C": c, "num_warps": w}) for r, c, w in TWO_PASS_ROWS[1:]]
-    for tiles, rows in cases:
-        products = "_fp16" if tiles.get("FP16_PRODUCTS") else ""
-        name = (f"{tiles['BLOCK_M']}x{tiles['BLOCK_N']}x{tiles['BLOCK_K']}_w{tiles['num_warps']}_s{tiles['num_stages']}"
-                f"{products}_rows{rows['BLOCK_R']}x{rows['BLOCK_C']}_w{rows['num_warps']}")
-        for count in (0, 1, 16):
-            record(f"{name}_sigmas{count}",
-                   lambda: 1e3 * cuda_time(lambda: launch(tiles, rows, GRID[:count]), repeats=20, warmup=3))
-        record(f"{name}_agrees_with_fused", lambda: agrees(tiles, rows))
     return result
 
 
@@ -260,8 +191,6 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=10_000)
     parser.add_argument("--sweep-only", action="store_true", help="only the int8 tile sweep")
     parser.add_argument("--no-sweep", action="store_true", help="skip the int8 tile sweep")
-    parser.add_argument("--quick", action="store_true",
-                        help="the shipped tile and the float16 and two-pass candidates only, then the kernels alone")
     parser.add_argument("--trace-dir", default=None,
                         help="write one call's timeline per precision there (trace-<precision>.json)")
     args = parser.parse_args()
@@ -273,23 +202,12 @@ def main() -> None:
     report = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "rows": args.rows,
               "grid": GRID.tolist(), "timing": "CUDA events (kernels), host clock after a synchronise (calls)"}
     out = Path(args.out)
-    if args.quick:  # what a short device lease can afford: the candidates beside the shipped tile
-        global SWEEP, FP16_SWEEP, TWO_PASS_TILES, TWO_PASS_ROWS
-        SWEEP, FP16_SWEEP = [(64, 32, 64, 4, 3)], [(128, 32, 64, 8, 3)]
-        TWO_PASS_TILES = [(64, 64, 64, 4, 3, False), (64, 64, 64, 4, 3, True), (64, 32, 64, 4, 3, True)]
-        TWO_PASS_ROWS = TWO_PASS_ROWS[:2]
     if not args.no_sweep:
         def save(sweep: dict) -> None:
             report["int8_sweep_ms"] = sweep
             out.write_text(json.dumps(report, indent=2))
 
         int8_sweep(queries, bank, save=save)
-
-        def save_two_pass(sweep: dict) -> None:
-            report["int8_two_pass_ms"] = sweep
-            out.write_text(json.dumps(report, indent=2))
-
-        two_pass_sweep(queries, bank, save=save_two_pass)
     if args.sweep_only:
         return
 
@@ -297,9 +215,6 @@ def main() -> None:
         report["kernel_alone"] = rows
         out.write_text(json.dumps(report, indent=2))
 
-    if args.quick:
-        kernel_alone(queries, bank, save=save_alone)
-        return
     for precision in ("int8", "tf32x3"):
         call = lambda: parzen.parzen_pass(queries, bank, GRID, backend="triton", precision=precision)  # noqa: E731
         call()

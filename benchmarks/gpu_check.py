@@ -13,8 +13,7 @@ matmul, clamp, logsumexp over a 16-sigma broadcast; >= 3x faster), the per-point
 float64 (<= 1e-5 nats from sigma 0.1 up), the first call in a fresh process (<= 2 s), NumPy inputs
 against CUDA tensors (<= 1.5x), and one Lloyd iteration of k-means (10,000 centroids, 50,000
 images; <= 50 ms). Beside int8, in the same run, the int8 calls with the tile shipped before
-(``int8_previous_tile``: separate digit products, the branched sigma epilogue) and with float16
-products in the shipped tile (``int8_fp16_products``). Each measurement is
+(``int8_previous_tile``: separate digit products, the branched sigma epilogue). Each measurement is
 guarded: an error is recorded and the rest go on, and the JSON is rewritten after each one, so a run
 cut short keeps what it measured.
 
@@ -381,12 +380,9 @@ def precision_targets(run: TargetRun, inputs: dict, reference: np.ndarray | None
 
 
 # The int8 tile shipped before this one (separate digit products, the per-sigma skip's branched
-# epilogue), timed beside the shipped tile in every run so the choice stays a same-run measurement;
-# and the shipped tile with float16 products (exact to a width of 1,024, and asynchronous in Triton
-# where int8 products are not: kernels/parzen_int8.py), a candidate to ship if it is faster.
+# epilogue), timed beside the shipped tile in every run so the choice stays a same-run measurement.
 PREVIOUS_INT8 = ("int8_previous_tile", {"STACKED": False, "UNBRANCHED": False})
-FP16_INT8 = ("int8_fp16_products", {"FP16_PRODUCTS": True, "STACKED": True})
-INT8_VARIANTS = (PREVIOUS_INT8, FP16_INT8)
+INT8_VARIANTS = (PREVIOUS_INT8,)
 
 
 @contextlib.contextmanager

@@ -4,10 +4,9 @@ Triton's compiler and ptxas run on the CPU, and Triton's wheel carries NVIDIA's 
 code an H100 or H200 would run can be read on any machine. For each variant of the int8 Parzen
 kernel's sigma epilogue (``UNBRANCHED`` off and on, ``kernels/parzen_int8.py``), at the 64 x 32
 tile (four digits and the correction: a generator's bank), separate and STACKED (as shipped), and the
-one-digit tile (64 x 64: an 8-bit bank), with 1 and 16 sigmas, and with the products in int8 or
-float16 (``FP16_PRODUCTS``, unbranched), it records ptxas's registers and spills, how many tensor-core
-products Triton lets run while the next is issued (``products_in_flight``: the ``pendings`` of its
-dot waits; 0 means each product is waited for), and counts SASS instructions: the whole kernel,
+one-digit tile (64 x 64: an 8-bit bank), with 1 and 16 sigmas, it records ptxas's registers and
+spills, how many tensor-core products Triton lets run while the next is issued (``products_in_flight``:
+the ``pendings`` of its dot waits; 0 means each product is waited for), and counts SASS instructions: the whole kernel,
 the special-function unit's (MUFU: exp2), float64 (DFMA, DMUL, DADD), shuffles (the rows'
 reductions), branches, and the reconvergence points (BSSY) that split straight-line code into
 blocks the scheduler cannot overlap; and, for comparison, the tf32x3 kernel as shipped.
@@ -29,7 +28,6 @@ from pathlib import Path
 if __name__ == "__main__":
     os.environ.pop("TRITON_INTERPRET", None)  # Triton's compiler, not its interpreter
 
-import torch  # noqa: E402
 import triton  # noqa: E402
 from ganbench.kernels import parzen_int8, parzen_lse, prebuilt  # noqa: E402
 from ganbench.kernels.launches import KernelCall  # noqa: E402
@@ -59,14 +57,10 @@ def compile_for_sm90(call):
 
 def int8_call(calls: list, sigmas: int, digits: int, correction: bool, meta: dict) -> KernelCall:
     """The shipped int8 launch with these sigmas, digits and correction, its tile and epilogue replaced by
-    ``meta`` (the operands' shapes and alignment, which Triton specializes on, fit every candidate tile);
-    with FP16_PRODUCTS, float16 operands as its launcher passes them."""
+    ``meta`` (the operands' shapes and alignment, which Triton specializes on, fit every candidate tile)."""
     call = next(call for call in calls if call.kernel is parzen_int8._parzen_int8_kernel
                 and (call.meta["NUM_SIGMAS"], call.meta["DIGITS"], call.meta["CORRECTION"]) == (sigmas, digits, correction))
-    arguments = call.args
-    if meta.get("FP16_PRODUCTS"):
-        arguments = (call.args[0].to(torch.float16), call.args[1].to(torch.float16), *call.args[2:])
-    return KernelCall(call.kernel, call.grid, arguments, {**call.meta, **meta})
+    return KernelCall(call.kernel, call.grid, call.args, {**call.meta, **meta})
 
 
 def _tool(name: str, *arguments: str, cubin: bytes) -> str:
@@ -109,13 +103,10 @@ def measure() -> dict:
     calls, rows = prebuilt.shipped_calls(), []
     for case, (digits, correction, tiles) in CASES.items():
         for sigmas in SIGMA_COUNTS:
-            for unbranched, fp16 in ((False, False), (True, False), (True, True)):
-                if fp16 and digits == 4 and not tiles.get("STACKED"):
-                    continue  # float16 products are exact only stacked (kernels/parzen_int8.py)
-                meta = {**tiles, "UNBRANCHED": unbranched, "FP16_PRODUCTS": fp16}
-                call = int8_call(calls, sigmas, digits, correction, meta)
+            for unbranched in (False, True):
+                call = int8_call(calls, sigmas, digits, correction, {**tiles, "UNBRANCHED": unbranched})
                 row = {"case": case, "sigmas": sigmas, "unbranched": unbranched,
-                       "products": "float16" if fp16 else "int8", **machine_code_counts(compile_for_sm90(call))}
+                       **machine_code_counts(compile_for_sm90(call))}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     return {"arch": f"sm_{prebuilt.ARCH}", "triton": triton.__version__, "kernel": "kernels/parzen_int8.py",

@@ -9,8 +9,7 @@
 #      for sm_90 (kernels/prebuilt.py), and whether both give the same bits;
 #   2. the int8 kernel alone per tile, digit products separate and STACKED, at 0 and 16 sigmas, each with
 #      the branched and the UNBRANCHED sigma epilogue, whether the two layouts give the same bits on the
-#      device and how far the two epilogues' sums differ, and stacked with float16 products, checked
-#      against the int8 products bit for bit (benchmarks/gpu_breakdown.py --sweep-only);
+#      device and how far the two epilogues' sums differ (benchmarks/gpu_breakdown.py --sweep-only);
 #   3. where the public call's time goes: torch.profiler, one call's timeline, the kernels alone
 #      (benchmarks/gpu_breakdown.py --no-sweep --trace-dir);
 #   4. the tests that only a CUDA GPU runs;

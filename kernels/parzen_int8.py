@@ -90,9 +90,6 @@ BANK_PIECE_ROWS = parzen_lse.BANK_PIECE_ROWS
 SPLIT_ROWS_MULTIPLE = parzen_lse.SPLIT_ROWS_MULTIPLE
 UNIT_ROUNDOFF_FLOAT32 = 2.0**-24
 TILE_KEYS = ("BLOCK_M", "BLOCK_N", "BLOCK_K")
-# FP16_PRODUCTS: each product |(a - 128) q| <= 2^14, so a float32 accumulator over up to 1,024 columns
-# holds only integers below 2^24, every one exact.
-FP16_MAX_WIDTH = 1024
 
 
 class NotInt8Data(GanbenchError):
@@ -150,48 +147,46 @@ def _stacked_offsets(bank_offsets, stride_bank_row, width, BLOCK_N: tl.constexpr
 
 
 @triton.jit
-def tile_distances(query_block_ptr, query_offsets, bank_ptr, bank_start, split_end, bank_offsets, stacked_offsets,
+def _tile_distances(query_block_ptr, query_offsets, bank_ptr, bank_start, split_end, bank_offsets, stacked_offsets,
                    query_terms, bank_terms_ptr, local_columns, width, stride_bank_row,
                    DIGITS: tl.constexpr, CORRECTION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                   BLOCK_K: tl.constexpr, STACKED: tl.constexpr, FP16_PRODUCTS: tl.constexpr):
+                   BLOCK_K: tl.constexpr, STACKED: tl.constexpr):
     """The exact integer distances E (int64, BLOCK_M x BLOCK_N) of a query block against the bank rows from
     ``bank_start``; columns at or past ``split_end`` hold NOT_A_DISTANCE. The module docstring's products,
     combined in int64."""
-    PRODUCT: tl.constexpr = tl.float32 if FP16_PRODUCTS else tl.int32
     bank_block_ptr = bank_ptr + bank_start.to(tl.int64) * stride_bank_row
     if DIGITS == 4 and STACKED:
-        all_digits = tl.zeros([BLOCK_M, 4 * BLOCK_N], PRODUCT)   # (a - 128).q_d, columns as above
-        low = tl.zeros([BLOCK_M, BLOCK_N], PRODUCT)              # h.q0
+        all_digits = tl.zeros([BLOCK_M, 4 * BLOCK_N], tl.int32)   # (a - 128).q_d, columns as above
+        low = tl.zeros([BLOCK_M, BLOCK_N], tl.int32)              # h.q0
         for k_start in range(0, width, BLOCK_K):
             queries = tl.load(query_block_ptr + query_offsets + k_start)
             all_digits = tl.dot(queries, tl.load(bank_block_ptr + stacked_offsets + k_start), all_digits,
-                                out_dtype=PRODUCT)
+                                out_dtype=tl.int32)
             if CORRECTION:
                 highs = tl.load(query_block_ptr + query_offsets + width + k_start)
-                low = tl.dot(highs, tl.load(bank_block_ptr + bank_offsets + k_start), low, out_dtype=PRODUCT)
+                low = tl.dot(highs, tl.load(bank_block_ptr + bank_offsets + k_start), low, out_dtype=tl.int32)
         by_row = tl.permute(all_digits.reshape(BLOCK_M, BLOCK_N // 4, 2, 4, 2), (0, 1, 3, 2, 4))
         even, odd = tl.split(by_row.reshape(BLOCK_M, BLOCK_N, 2, 2))   # digits 0 and 2, 1 and 3
         high0, high2 = tl.split(even)
         high1, digit3 = tl.split(odd)
-        # |(a - 128).q3| and |h.q0| <= 128 * 128 * 65,535 each: their int32 sum is exact
-        low = low.to(tl.int32) + digit3.to(tl.int32)
+        low += digit3   # |(a - 128).q3| and |h.q0| <= 128 * 128 * 65,535 each: the int32 sum is exact
     else:
-        high0 = tl.zeros([BLOCK_M, BLOCK_N], PRODUCT)   # (a - 128).q0
-        high1 = tl.zeros([BLOCK_M, BLOCK_N], tl.int32)  # (a - 128).q1
-        high2 = tl.zeros([BLOCK_M, BLOCK_N], tl.int32)  # (a - 128).q2
-        low = tl.zeros([BLOCK_M, BLOCK_N], PRODUCT)     # (a - 128).q3 + h.q0: both weigh 1
+        high0 = tl.zeros([BLOCK_M, BLOCK_N], tl.int32)   # (a - 128).q0
+        high1 = tl.zeros([BLOCK_M, BLOCK_N], tl.int32)   # (a - 128).q1
+        high2 = tl.zeros([BLOCK_M, BLOCK_N], tl.int32)   # (a - 128).q2
+        low = tl.zeros([BLOCK_M, BLOCK_N], tl.int32)     # (a - 128).q3 + h.q0: both weigh 1
         for k_start in range(0, width, BLOCK_K):
             queries = tl.load(query_block_ptr + query_offsets + k_start)   # (BLOCK_M, BLOCK_K) int8
             digits = bank_block_ptr + bank_offsets + k_start              # (BLOCK_K, BLOCK_N) int8 each
             digit0 = tl.load(digits)
-            high0 = tl.dot(queries, digit0, high0, out_dtype=PRODUCT)
+            high0 = tl.dot(queries, digit0, high0, out_dtype=tl.int32)
             if DIGITS == 4:
                 high1 = tl.dot(queries, tl.load(digits + width), high1, out_dtype=tl.int32)
                 high2 = tl.dot(queries, tl.load(digits + 2 * width), high2, out_dtype=tl.int32)
                 low = tl.dot(queries, tl.load(digits + 3 * width), low, out_dtype=tl.int32)
             if CORRECTION:
                 highs = tl.load(query_block_ptr + query_offsets + width + k_start)
-                low = tl.dot(highs, digit0, low, out_dtype=PRODUCT)
+                low = tl.dot(highs, digit0, low, out_dtype=tl.int32)
     products = high0.to(tl.int64) * 16777216
     if DIGITS == 4:
         products += high1.to(tl.int64) * 65536 + high2.to(tl.int64) * 256
@@ -219,15 +214,11 @@ def _parzen_int8_kernel(
     # meta-parameters
     NUM_SIGMAS: tl.constexpr, DIGITS: tl.constexpr, CORRECTION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, STACKED: tl.constexpr = False,
-    UNBRANCHED: tl.constexpr = True, FP16_PRODUCTS: tl.constexpr = False,
+    UNBRANCHED: tl.constexpr = True,
 ):
     tl.static_assert(BLOCK_M >= 16 and BLOCK_N >= 16, "tl.dot needs tiles of at least 16 x 16")
     tl.static_assert(BLOCK_K >= 32, "int8 tensor-core products take K in steps of 32")
     tl.static_assert(DIGITS == 1 or DIGITS == 4, "the bank is one digit (8-bit values) or four")
-    # FP16_PRODUCTS (operands converted to float16 by the launcher, products accumulated in float32)
-    # is exact while every partial sum is an integer below 2^24: one digit's products, or the stacked
-    # layout's (each digit and h.q0 in accumulators of their own), over a width of up to 1,024.
-    tl.static_assert(not FP16_PRODUCTS or DIGITS == 1 or STACKED, "float16 products need one digit or STACKED")
     split, rows, row_ok, local_columns, query_block_ptr, query_offsets, bank_offsets, split_start, split_end = \
         partial_tiles.program_tile(query_ptr, n_queries, n_bank, rows_per_split, stride_query_row, stride_bank_row,
                                    BLOCK_M, BLOCK_N, BLOCK_K)
@@ -246,10 +237,9 @@ def _parzen_int8_kernel(
     for block in range(0, tl.cdiv(rows_per_split, BLOCK_N)):
         bank_start = split_start + block * BLOCK_N
         if bank_start < split_end:
-            distances = tile_distances(query_block_ptr, query_offsets, bank_ptr, bank_start, split_end, bank_offsets,
+            distances = _tile_distances(query_block_ptr, query_offsets, bank_ptr, bank_start, split_end, bank_offsets,
                                        stacked_offsets, query_terms, bank_terms_ptr, local_columns, width,
-                                       stride_bank_row, DIGITS, CORRECTION, BLOCK_M, BLOCK_N, BLOCK_K, STACKED,
-                                       FP16_PRODUCTS)
+                                       stride_bank_row, DIGITS, CORRECTION, BLOCK_M, BLOCK_N, BLOCK_K, STACKED)
             block_min, new_min, running_index = partial_tiles.fold_row_minima(distances, running_min, running_index,
                                                                               bank_start)
             if NUM_SIGMAS > 0:
@@ -397,9 +387,8 @@ def check_tiles(blocks: dict, width: int) -> None:
 def check_operands(query: torch.Tensor, bank: torch.Tensor, query_terms: torch.Tensor, bank_terms: torch.Tensor,
                    *, n_queries: int, n_bank: int, width: int, digits: int, tiles: dict) -> None:
     """One-line errors for operands, row terms and tiles a launch cannot take (both launchers' checks)."""
-    operand_dtypes = (torch.int8, torch.float16) if tiles.get("FP16_PRODUCTS") else (torch.int8,)
-    if query.dtype not in operand_dtypes or bank.dtype not in operand_dtypes:
-        raise GanbenchError(f"operands must be int8 (or float16 for FP16_PRODUCTS), got {query.dtype} and {bank.dtype}")
+    if query.dtype != torch.int8 or bank.dtype != torch.int8:
+        raise GanbenchError(f"operands must be int8, got {query.dtype} and {bank.dtype}")
     if query_terms.dtype != torch.int64 or bank_terms.dtype != torch.int64:
         raise GanbenchError("row terms must be int64")
     for name, tensor in (("bank", bank), ("query_terms", query_terms), ("bank_terms", bank_terms)):
@@ -430,8 +419,7 @@ def parzen_int8_launch(query: torch.Tensor, bank: torch.Tensor, query_terms: tor
     ``query`` and ``bank`` are int8 operands from ``parzen_int8_operands`` ([a - 128 | h] and
     [q0 | q1 | q2 | q3], each block ``width`` wide); ``digits`` (1 or 4) bank blocks are read and
     ``correction`` adds h.q0. ``blocks`` (BLOCK_M, BLOCK_N, BLOCK_K; optionally num_warps,
-    num_stages, STACKED, UNBRANCHED, FP16_PRODUCTS), when given, replaces autotuning; with
-    FP16_PRODUCTS the operands may come as float16 already.
+    num_stages, STACKED, UNBRANCHED), when given, replaces autotuning.
     """
     # No tiles asked for: the shipped tile of this GPU, else autotuning over the candidates.
     blocks = blocks or partial_tiles.shipped_tiles("int8", query.device)
@@ -464,7 +452,6 @@ def parzen_int8_call(query: torch.Tensor, bank: torch.Tensor, query_terms: torch
     """The launch ``parzen_int8_launch`` makes with ``tiles`` (BLOCK_M, BLOCK_N, BLOCK_K, optionally
     num_warps and num_stages), its outputs allocated: (call, (min_out, index_out, sums_out))."""
     device = query.device
-    query, bank, tiles = product_operands(query, bank, tiles, width)
     splits = triton.cdiv(n_bank, rows_per_split)
     scale32, scale64 = sigma_scales(sigmas, device)
     min_out = torch.empty(splits, n_queries, dtype=torch.int64, device=device)
@@ -478,16 +465,6 @@ def parzen_int8_call(query: torch.Tensor, bank: torch.Tensor, query_terms: torch
     return launches.KernelCall(_parzen_int8_kernel, grid, arguments, meta), (min_out, index_out, sums_out)
 
 
-def product_operands(query: torch.Tensor, bank: torch.Tensor, tiles: dict, width: int):
-    """(query, bank, tiles) as the kernel reads them: float16 for FP16_PRODUCTS (which hold the bytes and
-    digits exactly; a caller timing the kernel alone may pass them converted once), else int8. Past
-    FP16_MAX_WIDTH a float32 partial sum could pass 2^24, so the tiles then ask for int8 products."""
-    fp16 = bool(tiles.get("FP16_PRODUCTS")) and width <= FP16_MAX_WIDTH
-    tiles = {**tiles, "FP16_PRODUCTS": fp16} if "FP16_PRODUCTS" in tiles else tiles
-    product_dtype = torch.float16 if fp16 else torch.int8
-    return query.to(product_dtype), bank.to(product_dtype), tiles
-
-
 def sigma_scales(sigmas: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """log2(e) / (2 sigma^2 2^24 255^2) per sigma on ``device``, float32 (the exponents) and float64 (rescaling)."""
     scales = partials.half_inverse_variances(sigmas, np.zeros(1), factor=LOG2_E)[:, 0] / operands.DISTANCE_SCALE
@@ -499,15 +476,12 @@ def sigma_scales(sigmas: np.ndarray, device: torch.device) -> tuple[torch.Tensor
 
 def parzen_partial_int8(query: torch.Tensor, bank: torch.Tensor, sigmas, *, device: torch.device,
                         rows_per_split: int | None = None, blocks: dict | None = None,
-                        bank_piece_rows: int = BANK_PIECE_ROWS, two_pass: bool = False,
-                        row_blocks: dict | None = None) -> partials.BankPartial:
+                        bank_piece_rows: int = BANK_PIECE_ROWS) -> partials.BankPartial:
     """The triton backend's ``int8`` precision: the whole bank's partial, float64, on ``device``.
 
     ``query`` must be 8-bit (``parzen_int8_operands.is_8bit``) and ``bank`` in [0, 1]; otherwise a
     one-line error says to use tf32x3. The bank goes through in pieces of ``bank_piece_rows`` rows,
     merged exactly in float64; ``ganbench.scoring.parzen.finish_pass`` finishes it as for tf32x3.
-    ``two_pass`` scores each piece with ``kernels/parzen_int8_two_pass.py`` instead of the fused kernel
-    (``blocks`` its first pass's tile, ``row_blocks`` its second's), in pieces whose distances fit its buffer.
     """
     if blocks is None and INTERPRETED:
         blocks = INTERPRETER_BLOCKS
@@ -516,10 +490,6 @@ def parzen_partial_int8(query: torch.Tensor, bank: torch.Tensor, sigmas, *, devi
     prebuilt.install(device)  # on sm_90 the kernels ship compiled (a cold start loads them)
     grid = np.asarray(sigmas, dtype=np.float64).reshape(-1)
     query, bank = _floating(query).to(device), _floating(bank).to(device)
-    if two_pass:
-        from ganbench.kernels import parzen_int8_two_pass  # it builds on this module
-
-        bank_piece_rows = min(bank_piece_rows, parzen_int8_two_pass.piece_rows(len(query), SPLIT_ROWS_MULTIPLE))
     query_operand, query_terms, unrepresentable, extended, width = operands.int8_operands_launch(
         query, "query", padding["BLOCK_M"], WIDTH_MULTIPLE, INTERPRETED)
 
@@ -549,14 +519,10 @@ def parzen_partial_int8(query: torch.Tensor, bank: torch.Tensor, sigmas, *, devi
         if bank_flags[0]:
             raise NotInt8Data(f"precision int8 needs bank values in [0, 1]; {bank_flags[0]} are outside: "
                                 "use --precision tf32x3 (or auto)")
-        sizes = {"n_queries": len(query), "n_bank": len(rows), "width": width, "digits": 4 if bank_flags[1] else 1,
-                 "correction": bool(query_flags[1]), "blocks": blocks}
-        if two_pass:
-            launch = lambda piece: parzen_int8_two_pass.parzen_int8_two_pass_launch(  # noqa: E731
-                query_operand, bank_operand, query_terms, bank_terms, piece, row_blocks=row_blocks, **sizes)
-        else:
-            launch = lambda piece: parzen_int8_launch(  # noqa: E731
-                query_operand, bank_operand, query_terms, bank_terms, piece, rows_per_split=rows_per_split, **sizes)
+        launch = lambda piece: parzen_int8_launch(  # noqa: E731
+            query_operand, bank_operand, query_terms, bank_terms, piece, n_queries=len(query), n_bank=len(rows),
+            width=width, digits=4 if bank_flags[1] else 1, correction=bool(query_flags[1]),
+            rows_per_split=rows_per_split, blocks=blocks)
         merged = [parzen_lse._merge_splits(*_in_distance_units(*launch(piece)), piece) for piece in pieces]
         piece = parzen_lse._sigma_pieces(merged, pieces)
         piece.nearest_index += first

@@ -139,39 +139,6 @@ def test_stacked_digits_give_the_separate_products_to_the_bit(n, m, d, correctio
     np.testing.assert_array_equal(stacked.log_sum_exp, separate.log_sum_exp)
 
 
-@pytest.mark.parametrize("n, m, d, eight_bit_bank, tiles", [
-    (5, 17, 1, False, {**BLOCKS, "STACKED": True}),
-    (BLOCKS["BLOCK_M"] + 3, 3 * BLOCK_N + 1, 785, False, {**BLOCKS, "STACKED": True}),   # odd n, m and d
-    (7, 2 * BLOCK_N - 1, 33, True, BLOCKS),                                            # one digit, either layout
-    (9, 70, 1000, False, {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 64, "STACKED": True}),   # width 1,024
-])
-def test_float16_products_give_the_int8_products_to_the_bit(n, m, d, eight_bit_bank, tiles, rng, monkeypatch):
-    """FP16_PRODUCTS (the same bytes and digits as float16, float32 accumulators) computes the same integer
-    distances as int8 products up to a width of 1,024 (every partial sum an integer below 2^24): equal
-    minima, indices and sums, bit for bit. The extreme values make the largest products: bytes 0 and
-    255 against digits -128 and 127."""
-    x = bytes_over_255(rng, (n, d))
-    x[0] = 0.0   # a - 128 = -128 in every column
-    bank = bytes_over_255(rng, (m, d), np.float64) if eight_bit_bank else unit_bank(rng, (m, d))
-    bank[0] = 0.0   # digit q0 = -128 everywhere
-    sigmas = np.logspace(-1, 0, 4)
-    products = launched_meta(monkeypatch, "FP16_PRODUCTS")
-    integer, _, integer_partial = check_int8(x, bank, sigmas, blocks=tiles)
-    halves, _, halves_partial = check_int8(x, bank, sigmas, blocks={**tiles, "FP16_PRODUCTS": True})
-    assert True in products
-    for field in ("min_sq_distance", "nearest_index", "shifted_sums"):
-        torch.testing.assert_close(getattr(halves_partial, field), getattr(integer_partial, field), rtol=0, atol=0)
-    np.testing.assert_array_equal(halves.log_sum_exp, integer.log_sum_exp)
-
-
-def test_float16_products_give_way_to_int8_past_a_width_of_1024(rng, monkeypatch):
-    """Past 1,024 columns a float32 partial sum could pass 2^24: the launcher keeps int8 products."""
-    x, bank = bytes_over_255(rng, (3, 1025)), unit_bank(rng, (5, 1025))
-    products = launched_meta(monkeypatch, "FP16_PRODUCTS")
-    check_int8(x, bank, [0.5], blocks={**BLOCKS, "STACKED": True, "FP16_PRODUCTS": True})
-    assert False in products and True not in products
-
-
 @pytest.mark.parametrize("n, m, d, correction, tiles", [
     (5, 17, 1, True, BLOCKS),
     (BLOCKS["BLOCK_M"] + 3, 3 * BLOCK_N + 1, 785, True, BLOCKS),   # d past a multiple of BLOCK_K, m past a block
