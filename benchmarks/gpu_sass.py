@@ -39,6 +39,8 @@ CASES = {  # name: (digits, correction, tile)
                                               "num_warps": 4, "num_stages": 3, "STACKED": False}),
     "generator bank (four digits, stacked)": (4, True, {"BLOCK_M": 64, "BLOCK_N": 32, "BLOCK_K": 64,
                                                        "num_warps": 4, "num_stages": 3, "STACKED": True}),
+    "generator bank (four digits, stacked, 8 warps)": (4, True, {"BLOCK_M": 128, "BLOCK_N": 32, "BLOCK_K": 64,
+                                                                "num_warps": 8, "num_stages": 3, "STACKED": True}),
     "8-bit bank (one digit)": (1, True, {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64,
                                         "num_warps": 4, "num_stages": 3}),
 }
