@@ -164,6 +164,32 @@ def test_protocol_choices_and_help_come_from_the_registry():
     assert "32 widths" not in _option(parser, "parzen", "--protocol").help
 
 
+def test_a_fixed_sigma_scores_the_held_out_data_without_validation_data(tmp_path):
+    """With --sigma nothing is chosen on validation data: --test alone is scored, to the same numbers as
+    with --valid, and the JSON names no protocol that did not run. Without --sigma, or with --save
+    (which records the data a sigma could be chosen on), --test alone is a one-line error."""
+    rng = np.random.default_rng(5)
+    for name, count in (("samples", 200), ("valid", 60), ("test", 40)):
+        np.save(tmp_path / f"{name}.npy", rng.random((count, 6)).astype(np.float32))
+    samples, valid, test = (str(tmp_path / f"{name}.npy") for name in ("samples", "valid", "test"))
+    common = ("parzen", samples, "--test", test, "--sigma", "0.3", "--json", "--backend", "torch")
+    alone, with_valid = ganbench(*common), ganbench(*common, "--valid", valid)
+    assert alone.returncode == 0 and with_valid.returncode == 0, alone.stderr + with_valid.stderr
+    alone, with_valid = json.loads(alone.stdout), json.loads(with_valid.stdout)
+    assert alone["valid"] is None and with_valid["valid"] == valid and alone["protocol"] == "fixed sigma"
+    for key in ("mean", "standard_error", "sigma", "n_test", "n_bank"):
+        assert alone[key] == with_valid[key]
+    expected = parzen.log_likelihood(np.load(test), np.load(samples), [0.3], backend="reference")[0]
+    bound = log_likelihood_bound(np.load(test), np.load(samples), [0.3], block_rows=200).max()
+    assert abs(alone["mean"] - expected.mean()) <= bound
+    for extra, message in (((), "--test alone needs a fixed --sigma"),
+                           (("--sigma", "0.3", "--save", str(tmp_path / "r.json")), "give --valid too")):
+        refused = ganbench("parzen", samples, "--test", test, *extra)
+        assert refused.returncode == 2 and message in refused.stderr and "Traceback" not in refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "r.json").exists()
+
+
 def test_own_data_default_to_the_full_protocol_and_record_the_grid(tmp_path):
     rng = np.random.default_rng(2)
     for name, count in (("samples", 300), ("valid", 100), ("test", 50)):

@@ -116,6 +116,15 @@ def test_paper_protocol_on_mnist_is_inside_its_grid(mnist):
     assert score.sigma == pytest.approx(0.21544346900318834) and not score.sigma_at_grid_edge and score.warning is None
 
 
+def test_a_fixed_sigma_needs_no_validation_data_and_choosing_one_does(rng):
+    bank, test = rng.random((50, 4)), rng.random((20, 4))
+    fixed = protocol.evaluate(bank, None, test, "full", sigma=0.3, backend="reference")
+    assert fixed.sigma == 0.3 and fixed.valid_means == {}
+    assert fixed.mean == protocol.evaluate(bank, rng.random((30, 4)), test, "full", sigma=0.3, backend="reference").mean
+    with pytest.raises(GanbenchError, match="choosing sigma needs validation data"):
+        protocol.evaluate(bank, None, test, "full", backend="reference")
+
+
 def test_widening_is_bounded_and_says_why(rng):
     """A mean that rises without end as sigma shrinks stops after MAX_WIDENINGS passes with a clear error."""
     calls = []

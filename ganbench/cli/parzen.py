@@ -63,14 +63,25 @@ def _score_and_report(args, distributed: bool) -> int:
     sigma_grid = protocol.parse_sigma_grid(args.sigma_grid) if args.sigma_grid is not None else None
     check_backend(args.backend, args.device)
     start_cpu_pass_build(args.backend, args.device)
-    own_data = read_own_data(valid=args.valid, test=args.test)
+    if args.test is not None and args.valid is None:
+        # A fixed sigma is chosen on nothing: the held-out data alone are scored.
+        if args.sigma is None:
+            raise GanbenchError("--test alone needs a fixed --sigma; to choose sigma, give the validation data "
+                                "too (--valid)")
+        if args.save:
+            raise GanbenchError("--save records the validation data a result's sigma could be chosen on: give "
+                                "--valid too, or drop --save")
+        own_data = (None, read_own_data(test=args.test)[0])
+    else:
+        own_data = read_own_data(valid=args.valid, test=args.test)
     # The paper's grid was chosen for MNIST; on the user's own data the search starts from the data's scale.
     protocol_name = args.protocol or (OWN_DATA_PROTOCOL if own_data else DEFAULT_PROTOCOL)
     if own_data:
         # The user's own data, on the user's own scale: evaluate checks the samples against
         # [0, 1] only when the validation and test data lie in it (inputs.held_out_range).
         valid, test = own_data
-        bank, scored = banks.open_bank(args.samples, role="samples"), {"valid": str(args.valid), "test": str(args.test)}
+        bank = banks.open_bank(args.samples, role="samples")
+        scored = {"valid": None if args.valid is None else str(args.valid), "test": str(args.test)}
     else:
         mnist = data.load_mnist(args.data_dir)
         valid, test = mnist.valid_x, mnist.split(args.split)[0]
@@ -78,7 +89,7 @@ def _score_and_report(args, distributed: bool) -> int:
     held_out = {"validation data": (valid, args.valid), "held-out data": (test, args.test)} if own_data else \
         {"MNIST images": (valid, None)}
     for role, (values, path) in held_out.items():
-        if values.shape[1] != bank.dimension:
+        if values is not None and values.shape[1] != bank.dimension:
             raise GanbenchError(f"{role}{' ' + str(path) if path else ''} have dimension {values.shape[1]} but the "
                                 f"samples {args.samples} have {bank.dimension}; score vectors of one size"
                                 f"{'' if own_data else ' (an MNIST image is 28 x 28 = 784)'}")
@@ -91,7 +102,8 @@ def _score_and_report(args, distributed: bool) -> int:
         score = protocol.evaluate(bank, valid, test, protocol_name, sigma=args.sigma, sigma_grid=sigma_grid,
                                   scorer=streaming.log_likelihood, backend=args.backend, device=args.device,
                                   precision=args.precision, chunk_rows=args.chunk_rows, progress=is_writer)
-    result = {"samples": str(args.samples), **scored, "protocol": protocol_name,
+    # A fixed sigma is chosen by no protocol: the JSON says so rather than name one that did not run.
+    result = {"samples": str(args.samples), **scored, "protocol": "fixed sigma" if args.sigma is not None else protocol_name,
               "sigma_grid": sigma_grid.text if sigma_grid else None, **score.as_dict()}
     if distributed:
         result["world_size"] = torch.distributed.get_world_size()
@@ -135,7 +147,8 @@ def add_parsers(commands, formatter) -> None:
                                help="your own validation data (a file or shard folder, as for the samples) to choose "
                                     "sigma on, instead of MNIST's; with --test")
     parzen_parser.add_argument("--test", default=None,
-                               help="your own held-out data to score, instead of an MNIST split; with --valid")
+                               help="your own held-out data to score, instead of an MNIST split; with --valid, or "
+                                    "alone with a fixed --sigma")
     parzen_parser.add_argument("--protocol", default=None, choices=tuple(PROTOCOLS),
                                help=f"how sigma is chosen ({describe_protocols()}); default: {DEFAULT_PROTOCOL} "
                                     f"on MNIST, {OWN_DATA_PROTOCOL} on your own data")

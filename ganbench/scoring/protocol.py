@@ -311,8 +311,11 @@ def as_scored_data(bank, valid, test, value_range: tuple[float, float] | None = 
     (``inputs.check_same_scale``, the bank judged by its first rows). Pass (-inf, inf) to skip
     both checks.
     """
-    valid, test = as_data("the validation data", valid), as_data("the test data", test)
-    value_range = held_out_range(valid, test) if value_range is None else value_range
+    # ``valid`` may be None where sigma is fixed: nothing is chosen on it.
+    held_out = {"the validation data": valid, "the test data": test}
+    held_out = {role: as_data(role, values) for role, values in held_out.items() if values is not None}
+    valid, test = held_out.get("the validation data"), held_out["the test data"]
+    value_range = held_out_range(*held_out.values()) if value_range is None else value_range
     if isinstance(bank, (str, Path)):
         bank = open_bank(bank, value_range)
     elif isinstance(bank, Bank):
@@ -321,14 +324,14 @@ def as_scored_data(bank, valid, test, value_range: tuple[float, float] | None = 
         bank = as_data("the bank", bank, value_range)
     if value_range is None:  # held-out data on their own scale (MNIST's [0, 1] checks the bank's range)
         first_rows = bank.head(SCALE_ROWS) if isinstance(bank, Bank) else bank[:SCALE_ROWS]
-        check_same_scale({"the validation data": valid, "the test data": test, "the samples": first_rows})
+        check_same_scale({**held_out, "the samples": first_rows})
     return bank, valid, test
 
 
 def evaluate(bank, valid, test, protocol: ParzenProtocol | str = "paper", sigma: float | None = None,
              scorer=None, sigma_grid: SigmaGrid | None = None, value_range: tuple[float, float] | None = None,
              **backend_options) -> ParzenScore:
-    """Select sigma on ``valid`` (unless given) and score ``test`` under the bank.
+    """Select sigma on ``valid`` (unless given: then ``valid`` may be None) and score ``test`` under the bank.
 
     Inputs become data as the CLI's files do (``as_scored_data``: uint8 / 255, the range
     check). ``sigma_grid`` replaces the protocol's starting grid. When the chosen width is an
@@ -342,6 +345,8 @@ def evaluate(bank, valid, test, protocol: ParzenProtocol | str = "paper", sigma:
     started = time.perf_counter()
     search = None
     if sigma is None:
+        if valid is None:
+            raise GanbenchError("choosing sigma needs validation data: give them, or a fixed sigma")
         valid_subset = valid[:protocol.valid_count] if protocol.valid_count else valid
         search = search_sigma(valid_subset, bank, protocol, sigma_grid, scorer, **backend_options)
         sigma = search.sigma
