@@ -1,4 +1,5 @@
-"""Arrays computed once per input and kept in the user cache (k-means centroids, baseline sample banks).
+"""Arrays computed once per input and kept in the user cache (k-means centroids, baseline sample banks, the
+memorisation check's held-out distances).
 
 The key is a digest of every input that decides the array (data digests, seeds, algorithm
 versions), so a changed input never reuses a stale entry; entries are written atomically and a

@@ -170,3 +170,26 @@ def test_nn_text_output_counts_planted_copies_and_twins(tmp_path, capsys):
     assert "samples identical to a training image: 4;" in text
     assert "(unseen data: 0.60)" in text  # 60 samples / (99 + 1) held-out images
     assert "samples with an identical other sample: 4;" in text
+
+
+def test_held_out_distances_are_exact_and_cached_by_the_exact_bytes(rng, tmp_path, monkeypatch):
+    """The copy rate's calibration (each held-out row's nearest training row) is computed once per pair of
+    arrays and read back after: equal to float64 brute force either way; arrays that differ only below
+    float32's resolution are different inputs, never a stale hit."""
+    monkeypatch.setenv("GANBENCH_CACHE", str(tmp_path))
+    train, test = rng.random((90, 13)), rng.random((21, 13))
+    expected = brute_force(test, train, 1)[0][:, 0]
+    first = memorization.held_out_distances(train, test, backend="torch")
+    # float64 sums of 13 non-negative squares in another order: within 13 roundings of 2^-53 each, twice.
+    np.testing.assert_allclose(first, expected, rtol=2 * 13 * 2.0**-53, atol=0)
+    assert len(list(tmp_path.glob("held-out-nearest-*.npy"))) == 1
+
+    def no_recompute(*args, **kwargs):
+        raise AssertionError("recomputed a cached calibration")
+
+    monkeypatch.setattr(memorization, "nearest", no_recompute)
+    np.testing.assert_array_equal(memorization.held_out_distances(train, test, backend="torch"), first)
+    nudged = test.copy()
+    nudged[0, 0] += 1e-12   # the same in float32, another input in float64
+    with pytest.raises(AssertionError, match="recomputed"):
+        memorization.held_out_distances(train, nudged, backend="torch")
