@@ -16,12 +16,17 @@
 #   5. the kernel against float64 and the matmuls at several bank sizes (benchmarks/gpu_check.py).
 #
 # Run from the repository root on the GPU machine (its own torch and Triton): bash benchmarks/gpu_session.sh
-# with MNIST's cached file in .gpu_cache/ (carried there: nothing outside the machine can be reached).
+# with MNIST's cached file in .gpu_cache/ (carried there: nothing outside the machine can be reached), and,
+# for the KeOps peer, its wheels in .whl/ (`pip download --no-deps -d .whl pykeops==2.3 keopscore==2.3`,
+# also carried; without them the targets record KeOps as not installed).
 set -uo pipefail
 OUT="${OUT:-gpu-session}"
 mkdir -p "$OUT"
 export GANBENCH_CACHE="${GANBENCH_CACHE:-$PWD/.gpu_cache}"
 python3 -m pip install -q --no-deps --no-build-isolation -e . >/dev/null 2>&1 || echo "ganbench: install failed" >&2
+if compgen -G ".whl/pykeops-*.whl" > /dev/null; then
+    python3 -m pip install -q --no-deps --no-index .whl/*.whl >/dev/null 2>&1 || echo "ganbench: KeOps install failed" >&2
+fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/device.txt"
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$OUT/device.txt"
 
