@@ -290,8 +290,9 @@ def _parzen_int8_kernel(
 # nearest-only pass; 32 sigmas spill 356 bytes), and one digit runs 64 x 64 with 4 warps in 233-244.
 # Shared memory holds (2 BLOCK_M + 4 BLOCK_N) BLOCK_K bytes a stage.
 # A four-digit tile is also tried STACKED (its four digit products as one, four times as wide): on an
-# H200 it beat the separate products at every tile (64 x 32 with 4 warps: 3.10 against 3.26 ms at 16
-# sigmas), though ptxas reports the branched epilogue spilling 12 bytes there.
+# H200 it beat the separate products at most tiles, and at 64 x 32 with 4 warps the two traded places
+# between two sweeps (3.10 against 3.26 ms at 16 sigmas, then 3.27 against 3.16); ptxas spills 16
+# bytes there with the branched epilogue, 8 with the unbranched one (results/int8-sass-sm_90.json).
 TUNING_CANDIDATES = [
     (64, 32, 64, 4, 3), (64, 32, 64, 4, 4), (128, 32, 64, 8, 3),   # any bank
     (64, 64, 64, 4, 3), (128, 64, 64, 8, 3),                         # one digit (8-bit banks) only
@@ -384,9 +385,16 @@ def check_tiles(blocks: dict, width: int) -> None:
         raise GanbenchError(f"BLOCK_K = {blocks['BLOCK_K']} must divide the operand width {width}")
 
 
-def check_operands(query: torch.Tensor, bank: torch.Tensor, query_terms: torch.Tensor, bank_terms: torch.Tensor,
-                   *, n_queries: int, n_bank: int, width: int, digits: int, tiles: dict) -> None:
-    """One-line errors for operands, row terms and tiles a launch cannot take (both launchers' checks)."""
+def parzen_int8_launch(query: torch.Tensor, bank: torch.Tensor, query_terms: torch.Tensor, bank_terms: torch.Tensor,
+                       sigmas, *, n_queries: int, n_bank: int, width: int, digits: int, correction: bool,
+                       rows_per_split: int | None = None, blocks: dict | None = None):
+    """Check, allocate, launch. Returns per-split (integer minima E int64, index int32, shifted sums float64).
+
+    ``query`` and ``bank`` are int8 operands from ``parzen_int8_operands`` ([a - 128 | h] and
+    [q0 | q1 | q2 | q3], each block ``width`` wide); ``digits`` (1 or 4) bank blocks are read and
+    ``correction`` adds h.q0. ``blocks`` (BLOCK_M, BLOCK_N, BLOCK_K; optionally num_warps,
+    num_stages, STACKED, UNBRANCHED), when given, replaces autotuning.
+    """
     if query.dtype != torch.int8 or bank.dtype != torch.int8:
         raise GanbenchError(f"operands must be int8, got {query.dtype} and {bank.dtype}")
     if query_terms.dtype != torch.int64 or bank_terms.dtype != torch.int64:
@@ -404,32 +412,18 @@ def check_operands(query: torch.Tensor, bank: torch.Tensor, query_terms: torch.T
         raise GanbenchError("row terms must be one per row of query and bank")
     if digits not in (1, 4):
         raise GanbenchError(f"digits must be 1 or 4, got {digits}")
+    # No tiles asked for: the shipped tile of this GPU, else autotuning over the candidates.
+    blocks = blocks or partial_tiles.shipped_tiles("int8", query.device)
+    tiles = blocks or MAX_BLOCKS
     check_tiles(tiles, width)
     if (query.shape[0] < triton.cdiv(n_queries, tiles["BLOCK_M"]) * tiles["BLOCK_M"]
             or bank.shape[0] < triton.cdiv(n_bank, tiles["BLOCK_N"]) * tiles["BLOCK_N"]):
         raise GanbenchError("operands must be padded to whole blocks: build them with parzen_int8_operands")
-    parzen_operands.check_launch("int8", query.device)
-
-
-def parzen_int8_launch(query: torch.Tensor, bank: torch.Tensor, query_terms: torch.Tensor, bank_terms: torch.Tensor,
-                       sigmas, *, n_queries: int, n_bank: int, width: int, digits: int, correction: bool,
-                       rows_per_split: int | None = None, blocks: dict | None = None):
-    """Check, allocate, launch. Returns per-split (integer minima E int64, index int32, shifted sums float64).
-
-    ``query`` and ``bank`` are int8 operands from ``parzen_int8_operands`` ([a - 128 | h] and
-    [q0 | q1 | q2 | q3], each block ``width`` wide); ``digits`` (1 or 4) bank blocks are read and
-    ``correction`` adds h.q0. ``blocks`` (BLOCK_M, BLOCK_N, BLOCK_K; optionally num_warps,
-    num_stages, STACKED, UNBRANCHED), when given, replaces autotuning.
-    """
-    # No tiles asked for: the shipped tile of this GPU, else autotuning over the candidates.
-    blocks = blocks or partial_tiles.shipped_tiles("int8", query.device)
-    tiles = blocks or MAX_BLOCKS
-    check_operands(query, bank, query_terms, bank_terms, n_queries=n_queries, n_bank=n_bank, width=width,
-                   digits=digits, tiles=tiles)
     grid_sigmas = np.asarray(sigmas, dtype=np.float64).reshape(-1)
     if grid_sigmas.size > MAX_SIGMAS:
         raise GanbenchError(f"the kernel takes up to {MAX_SIGMAS} sigmas per pass, got {grid_sigmas.size}")
     device = query.device
+    parzen_operands.check_launch("int8", device)
     rows_per_split = rows_per_split or parzen_lse._split_rows(n_queries, n_bank, device, tiles["BLOCK_N"])
     if rows_per_split % tiles["BLOCK_N"]:
         raise GanbenchError("rows_per_split must be a multiple of BLOCK_N")
@@ -453,7 +447,9 @@ def parzen_int8_call(query: torch.Tensor, bank: torch.Tensor, query_terms: torch
     num_warps and num_stages), its outputs allocated: (call, (min_out, index_out, sums_out))."""
     device = query.device
     splits = triton.cdiv(n_bank, rows_per_split)
-    scale32, scale64 = sigma_scales(sigmas, device)
+    scales = partials.half_inverse_variances(sigmas, np.zeros(1), factor=LOG2_E)[:, 0] / operands.DISTANCE_SCALE
+    scale32 = partials.queued_copy(torch.tensor(scales, dtype=torch.float32), device)
+    scale64 = partials.queued_copy(torch.tensor(scales, dtype=torch.float64), device)
     min_out = torch.empty(splits, n_queries, dtype=torch.int64, device=device)
     index_out = torch.empty(splits, n_queries, dtype=torch.int32, device=device)
     sums_out = torch.empty(splits, sigmas.size, n_queries, dtype=torch.float64, device=device)
@@ -463,13 +459,6 @@ def parzen_int8_call(query: torch.Tensor, bank: torch.Tensor, query_terms: torch
     meta = {"NUM_SIGMAS": sigmas.size, "DIGITS": digits, "CORRECTION": bool(correction), **tiles}
     grid = (triton.cdiv(n_queries, tiles["BLOCK_M"]), splits)
     return launches.KernelCall(_parzen_int8_kernel, grid, arguments, meta), (min_out, index_out, sums_out)
-
-
-def sigma_scales(sigmas: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """log2(e) / (2 sigma^2 2^24 255^2) per sigma on ``device``, float32 (the exponents) and float64 (rescaling)."""
-    scales = partials.half_inverse_variances(sigmas, np.zeros(1), factor=LOG2_E)[:, 0] / operands.DISTANCE_SCALE
-    return (partials.queued_copy(torch.tensor(scales, dtype=torch.float32), device),
-            partials.queued_copy(torch.tensor(scales, dtype=torch.float64), device))
 
 
 # ---- public function -------------------------------------------------------------------------------
