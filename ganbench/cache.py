@@ -30,6 +30,15 @@ def digest(array: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(array, dtype=np.float32).tobytes()).hexdigest()
 
 
+def exact_digest(array: np.ndarray) -> str:
+    """SHA-256 of an array's dtype, shape and bytes as they are (``digest`` rounds to float32 first, so
+    float64 values that differ below float32's resolution would share its key); hashed in place."""
+    contiguous = np.ascontiguousarray(array)
+    hashed = hashlib.sha256(f"{contiguous.dtype.str}{contiguous.shape}".encode())
+    hashed.update(memoryview(contiguous).cast("B"))
+    return hashed.hexdigest()
+
+
 def cached_array(prefix: str, key_fields: dict, shape: tuple[int, ...], compute: Callable[[], np.ndarray],
                  cache_dir: str | Path | None = None) -> tuple[np.ndarray, str]:
     """``compute()`` through the cache file ``<prefix>-<key>.npy``; returns the array and the key."""

@@ -6,8 +6,6 @@ with each held-out test image's distance to its nearest training image.
 """
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 
 from ganbench import cache
@@ -86,15 +84,12 @@ def held_out_distances(train, test, *, backend: str = "auto", device=None) -> np
     the same whichever backend or device computed them."""
     train, test = np.asarray(train), np.asarray(test)
 
-    def exact_digest(array: np.ndarray) -> str:
-        return hashlib.sha256(f"{array.dtype.str}{array.shape}".encode() + np.ascontiguousarray(array).tobytes()).hexdigest()
-
     def compute() -> np.ndarray:
         distances, _ = nearest(test, train, backend=backend, device=device, exact_ranking=True,
                                names=("held-out data", "the training data"))
         return distances[:, 0]
 
-    key = {"train": exact_digest(train), "test": exact_digest(test), "version": HELD_OUT_VERSION}
+    key = {"train": cache.exact_digest(train), "test": cache.exact_digest(test), "version": HELD_OUT_VERSION}
     distances, _ = cache.cached_array("held-out-nearest", key, (len(test),), compute)
     return distances
 
