@@ -40,9 +40,9 @@ TF32X3_TILES = partial_tiles.SHIPPED_TILES[("tf32", (9, 0))]
 
 def int8_operands_of(queries: torch.Tensor, bank: torch.Tensor):
     """(query operand, query terms, bank operand, bank terms, width), padded for every candidate tile."""
-    query_operand, query_terms, _, _, width = int8_operands.int8_operands_launch(
+    query_operand, query_terms, _, width = int8_operands.int8_operands_launch(
         queries, "query", parzen_int8.MAX_BLOCKS["BLOCK_M"], parzen_int8.WIDTH_MULTIPLE, False)
-    bank_operand, bank_terms, _, _, _ = int8_operands.int8_operands_launch(
+    bank_operand, bank_terms, _, _ = int8_operands.int8_operands_launch(
         bank, "bank", parzen_int8.SPLIT_ROWS_MULTIPLE, parzen_int8.WIDTH_MULTIPLE, False)
     return query_operand, query_terms, bank_operand, bank_terms, width
 

@@ -66,6 +66,7 @@ File layout: kernel, float64 reference, launcher (checks, allocation, launch), p
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -448,8 +449,8 @@ def parzen_int8_call(query: torch.Tensor, bank: torch.Tensor, query_terms: torch
     device = query.device
     splits = triton.cdiv(n_bank, rows_per_split)
     scales = partials.half_inverse_variances(sigmas, np.zeros(1), factor=LOG2_E)[:, 0] / operands.DISTANCE_SCALE
-    scale32 = partials.queued_copy(torch.tensor(scales, dtype=torch.float32), device)
-    scale64 = partials.queued_copy(torch.tensor(scales, dtype=torch.float64), device)
+    scale32 = partials.device_constant(scales, torch.float32, device)
+    scale64 = partials.device_constant(scales, torch.float64, device)
     min_out = torch.empty(splits, n_queries, dtype=torch.int64, device=device)
     index_out = torch.empty(splits, n_queries, dtype=torch.int32, device=device)
     sums_out = torch.empty(splits, sigmas.size, n_queries, dtype=torch.float64, device=device)
@@ -463,54 +464,81 @@ def parzen_int8_call(query: torch.Tensor, bank: torch.Tensor, query_terms: torch
 
 # ---- public function -------------------------------------------------------------------------------
 
+@dataclass
+class QueuedOperands:
+    """The int8 operands of the queries and of the bank's first piece, their kernels queued, not waited for.
+
+    ``counts`` (int64, 4, on the device): queries off the byte grid, query entries needing h, bank
+    values outside [0, 1] (NaN and inf count as off the grid and outside), bank values needing four
+    digits. ``ganbench.scoring.parzen`` reads them with the inputs' ranges in its one wait before the
+    Parzen kernel; ``parzen_partial_int8`` decides from them.
+    """
+
+    query: torch.Tensor
+    query_terms: torch.Tensor
+    width: int
+    bank_rows: torch.Tensor
+    bank: torch.Tensor
+    bank_terms: torch.Tensor
+    counts: torch.Tensor
+
+
+def queue_operands(query: torch.Tensor, bank: torch.Tensor, *, device: torch.device, blocks: dict | None = None,
+                   bank_piece_rows: int = BANK_PIECE_ROWS) -> QueuedOperands:
+    """Queue the operands kernels for ``query`` and the first ``bank_piece_rows`` rows of ``bank``."""
+    blocks = blocks or (INTERPRETER_BLOCKS if INTERPRETED else MAX_BLOCKS)
+    parzen_operands.check_launch("int8", device)
+    prebuilt.install(device)  # on sm_90 the kernels ship compiled (a cold start loads them)
+    query, bank = _floating(query).to(device), _floating(bank).to(device)
+    counts = torch.zeros(4, dtype=torch.int64, device=device)
+    query_operand, query_terms, _, width = operands.int8_operands_launch(
+        query, "query", blocks["BLOCK_M"], WIDTH_MULTIPLE, INTERPRETED, counts[:2])
+    rows = bank[:bank_piece_rows]
+    bank_operand, bank_terms, _, _ = operands.int8_operands_launch(
+        rows, "bank", SPLIT_ROWS_MULTIPLE, WIDTH_MULTIPLE, INTERPRETED, counts[2:])
+    return QueuedOperands(query_operand, query_terms, width, rows, bank_operand, bank_terms, counts)
+
+
 def parzen_partial_int8(query: torch.Tensor, bank: torch.Tensor, sigmas, *, device: torch.device,
                         rows_per_split: int | None = None, blocks: dict | None = None,
-                        bank_piece_rows: int = BANK_PIECE_ROWS) -> partials.BankPartial:
+                        bank_piece_rows: int = BANK_PIECE_ROWS, queued: QueuedOperands | None = None,
+                        counts: list[int] | None = None) -> partials.BankPartial:
     """The triton backend's ``int8`` precision: the whole bank's partial, float64, on ``device``.
 
     ``query`` must be 8-bit (``parzen_int8_operands.is_8bit``) and ``bank`` in [0, 1]; otherwise a
     one-line error says to use tf32x3. The bank goes through in pieces of ``bank_piece_rows`` rows,
     merged exactly in float64; ``ganbench.scoring.parzen.finish_pass`` finishes it as for tf32x3.
+    ``queued`` (from ``queue_operands`` with the same arguments) and its ``counts`` read as a list,
+    when given, are used instead of queuing and reading them here.
     """
     if blocks is None and INTERPRETED:
         blocks = INTERPRETER_BLOCKS
-    padding = blocks or MAX_BLOCKS
-    parzen_operands.check_launch("int8", device)
-    prebuilt.install(device)  # on sm_90 the kernels ship compiled (a cold start loads them)
     grid = np.asarray(sigmas, dtype=np.float64).reshape(-1)
-    query, bank = _floating(query).to(device), _floating(bank).to(device)
-    query_operand, query_terms, unrepresentable, extended, width = operands.int8_operands_launch(
-        query, "query", padding["BLOCK_M"], WIDTH_MULTIPLE, INTERPRETED)
-
-    def bank_piece(first: int):
-        """A piece's rows, operand, row terms, and its flags on the device (values outside [0, 1], values
-        needing four digits)."""
-        rows = bank[first:first + bank_piece_rows]
-        operand, terms, outside, low_digits, _ = operands.int8_operands_launch(
-            rows, "bank", SPLIT_ROWS_MULTIPLE, WIDTH_MULTIPLE, INTERPRETED)
-        return rows, operand, terms, torch.stack([outside.sum(), low_digits.sum()])
-
-    # The queries' flags and the first piece's are read with one wait for the device (each wait
-    # idles a GPU while Python queues the next work).
-    built = bank_piece(0)
-    flags = torch.cat([torch.stack([unrepresentable.sum(), extended.sum()]), built[3]]).tolist()
-    query_flags, bank_flags = flags[:2], flags[2:]
-    if query_flags[0]:
+    if queued is None:
+        queued = queue_operands(query, bank, device=device, blocks=blocks, bank_piece_rows=bank_piece_rows)
+        counts = queued.counts.tolist()  # the one wait before the kernel: every decision below needs these
+    if counts[0]:
         raise NotInt8Data(f"precision int8 needs 8-bit queries (every value a / 255 for a byte a, as MNIST's); "
-                            f"{query_flags[0]} values are not: use --precision tf32x3 (or auto)")
+                          f"{counts[0]} values are not: use --precision tf32x3 (or auto)")
+    correction = bool(counts[1])
     pieces = [grid[start:start + MAX_SIGMAS] for start in range(0, grid.size, MAX_SIGMAS)] or [grid[:0]]
+    bank = _floating(bank).to(device)
     result = None
     for first in range(0, len(bank), bank_piece_rows):
         if first:
-            built = bank_piece(first)
-            bank_flags = built[3].tolist()
-        rows, bank_operand, bank_terms, _ = built
-        if bank_flags[0]:
-            raise NotInt8Data(f"precision int8 needs bank values in [0, 1]; {bank_flags[0]} are outside: "
-                                "use --precision tf32x3 (or auto)")
+            rows = bank[first:first + bank_piece_rows]
+            bank_operand, bank_terms, piece_counts, _ = operands.int8_operands_launch(
+                rows, "bank", SPLIT_ROWS_MULTIPLE, WIDTH_MULTIPLE, INTERPRETED)
+            outside, low_digits = piece_counts.tolist()
+        else:
+            rows, bank_operand, bank_terms = queued.bank_rows, queued.bank, queued.bank_terms
+            outside, low_digits = counts[2:]
+        if outside:
+            raise NotInt8Data(f"precision int8 needs bank values in [0, 1]; {outside} are outside: "
+                              "use --precision tf32x3 (or auto)")
         launch = lambda piece: parzen_int8_launch(  # noqa: E731
-            query_operand, bank_operand, query_terms, bank_terms, piece, n_queries=len(query), n_bank=len(rows),
-            width=width, digits=4 if bank_flags[1] else 1, correction=bool(query_flags[1]),
+            queued.query, bank_operand, queued.query_terms, bank_terms, piece, n_queries=len(query),
+            n_bank=len(rows), width=queued.width, digits=4 if low_digits else 1, correction=correction,
             rows_per_split=rows_per_split, blocks=blocks)
         merged = [parzen_lse._merge_splits(*_in_distance_units(*launch(piece)), piece) for piece in pieces]
         piece = parzen_lse._sigma_pieces(merged, pieces)

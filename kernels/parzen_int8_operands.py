@@ -35,9 +35,14 @@ from a.T = (a - 128).T' + 128 sum T' + 2^31 sum a, and 2^-31 rho.T = h.q0 + sum 
 out: 2^-31 (128 h (T' - 2^24 q0) + l T'), at most 0.502 |h| + |l| a coordinate; see parzen_int8's bound).
 Norms are float64 sums of the exact squares of the inputs, rounded once to an integer.
 
-Each row also gets two counts: entries that cannot be represented (a query off the byte grid, a bank
-value outside [0, 1]), and entries needing more than the first block (h != 0; q1, q2 or q3 != 0),
-so the launcher knows whether to refuse, and how many products the kernel needs.
+The kernel also counts, over all rows, the entries that cannot be represented (a query off the byte
+grid, a bank value outside [0, 1]; NaN and inf are both) and the entries needing more than the first
+block (h != 0; q1, q2 or q3 != 0), so the launcher knows whether to refuse, and how many products the
+kernel needs. Both counts go to two int64 slots the caller chooses (atomic adds), so the queries' and
+the bank's counts can share one tensor and reach the host with one wait.
+
+It writes every byte of the operand, the zeros of the padding too (columns d..width of each block,
+rows past the data), so the operand needs no zeroing launch before it.
 
 File layout: kernel, reference (torch, integer arithmetic), launcher, public function.
 """
@@ -61,6 +66,7 @@ MAX_RELATIVE_ROUNDING = 2.0**-30
 MAX_RELATIVE_ROUNDING_CONSTANT = tl.constexpr(MAX_RELATIVE_ROUNDING)
 # As a kernel constant: Triton makes float literals float32, and 65025 x 2^24 is exact in float32.
 DISTANCE_SCALE_CONSTANT = tl.constexpr(DISTANCE_SCALE)
+NORM_LIMIT = tl.constexpr(2.0**62)
 INTERPRETER_TILE = {"BLOCK_R": 16, "BLOCK_D": 32}
 # About 30 registers an element (float64 and int64 temporaries, four digits): ptxas for sm_90 spills
 # at 32 x 128 and 16 x 64 with 4 warps, and fits 16 x 64 with 8 warps in 141 registers.
@@ -70,7 +76,7 @@ GPU_TILE = {"BLOCK_R": 16, "BLOCK_D": 64, "num_warps": 8}
 # The row count only bounds the row masks: not specialized on, so one compiled kernel (and one
 # shipped with ganbench, kernels/prebuilt.py) serves every count.
 @triton.jit(do_not_specialize=["count"])
-def _int8_operands_kernel(rows_ptr, out_ptr, terms_ptr, unrepresentable_ptr, extended_ptr,
+def _int8_operands_kernel(rows_ptr, out_ptr, terms_ptr, counts_ptr,
                           count, dim, width, stride_rows, stride_out,
                           QUERY: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
@@ -80,10 +86,11 @@ def _int8_operands_kernel(rows_ptr, out_ptr, terms_ptr, unrepresentable_ptr, ext
     linear = tl.zeros([BLOCK_R], tl.int64)   # query: 2^31 sum a + sum rho; bank: sum T'
     unrepresentable = tl.zeros([BLOCK_R], tl.int32)
     extended = tl.zeros([BLOCK_R], tl.int32)
-    for start in range(0, dim, BLOCK_D):
+    for start in range(0, width, BLOCK_D):  # to the block's end: the padding's zeros are written here
         columns = start + tl.arange(0, BLOCK_D)
         column_ok = columns < dim
         inside = row_ok[:, None] & column_ok[None, :]
+        written = columns[None, :] < width
         values = tl.load(rows_ptr + rows.to(tl.int64)[:, None] * stride_rows + columns[None, :],
                          mask=inside, other=0.0).to(tl.float64)
         squares += tl.sum(values * values, axis=1)
@@ -95,18 +102,20 @@ def _int8_operands_kernel(rows_ptr, out_ptr, terms_ptr, unrepresentable_ptr, ext
             fits = (byte >= 0.0) & (byte <= 255.0) & (tl.abs(rho) <= MAX_RHO_CONSTANT) & (
                 tl.abs(unrounded - rho) <= MAX_RELATIVE_ROUNDING_CONSTANT * tl.abs(byte * 2147483648.0 + unrounded))
             unrepresentable += tl.sum((inside & ~fits).to(tl.int32), axis=1)
-            byte = tl.minimum(tl.maximum(byte, 0.0), 255.0).to(tl.int64)
-            rho = tl.minimum(tl.maximum(rho, -MAX_RHO_CONSTANT), MAX_RHO_CONSTANT).to(tl.int32)
+            # Entries off the grid (NaN and inf among them) make the launcher refuse the rows: 0 keeps the
+            # casts in range meanwhile.
+            byte = tl.where(fits, byte, 0.0).to(tl.int64)
+            rho = tl.where(fits, rho, 0.0).to(tl.int32)
             high = (tl.abs(rho) + 63) >> 7  # rho / 128 rounded half towards zero: |rho - 128 h| <= 64
             high = tl.where(rho < 0, -high, high)
             extended += tl.sum((inside & (high != 0)).to(tl.int32), axis=1)
             linear += tl.sum(tl.where(inside, byte * 2147483648 + rho.to(tl.int64), 0), axis=1)
-            tl.store(out_rows + columns[None, :], (byte - 128).to(tl.int8), mask=column_ok[None, :])
-            tl.store(out_rows + width + columns[None, :], high.to(tl.int8), mask=column_ok[None, :])
+            tl.store(out_rows + columns[None, :], tl.where(inside, byte - 128, 0).to(tl.int8), mask=written)
+            tl.store(out_rows + width + columns[None, :], tl.where(inside, high, 0).to(tl.int8), mask=written)
         else:
             fits = (values >= 0.0) & (values <= 1.0)
             unrepresentable += tl.sum((inside & ~fits).to(tl.int32), axis=1)
-            fixed = tl.floor(tl.minimum(tl.maximum(scaled, 0.0), 255.0) * 16777216.0 + 0.5).to(tl.int64)
+            fixed = tl.floor(tl.where(fits, scaled, 0.0) * 16777216.0 + 0.5).to(tl.int64)  # refused rows: 0
             rest = fixed - 2147483648  # T' in [-2^31, 2^31): balanced base-256 digits below
             linear += tl.sum(tl.where(inside, rest, 0), axis=1)
             digit3 = ((rest + 128) & 255) - 128
@@ -117,18 +126,22 @@ def _int8_operands_kernel(rows_ptr, out_ptr, terms_ptr, unrepresentable_ptr, ext
             digit0 = (rest - digit1) >> 8
             low = (digit1 != 0) | (digit2 != 0) | (digit3 != 0)
             extended += tl.sum((inside & low).to(tl.int32), axis=1)
-            tl.store(out_rows + columns[None, :], digit0.to(tl.int8), mask=column_ok[None, :])
-            tl.store(out_rows + width + columns[None, :], digit1.to(tl.int8), mask=column_ok[None, :])
-            tl.store(out_rows + 2 * width + columns[None, :], digit2.to(tl.int8), mask=column_ok[None, :])
-            tl.store(out_rows + 3 * width + columns[None, :], digit3.to(tl.int8), mask=column_ok[None, :])
-    norm = tl.floor(squares * DISTANCE_SCALE_CONSTANT + 0.5).to(tl.int64)  # 2^24 255^2 ||row||^2
+            tl.store(out_rows + columns[None, :], tl.where(inside, digit0, 0).to(tl.int8), mask=written)
+            tl.store(out_rows + width + columns[None, :], tl.where(inside, digit1, 0).to(tl.int8), mask=written)
+            tl.store(out_rows + 2 * width + columns[None, :], tl.where(inside, digit2, 0).to(tl.int8), mask=written)
+            tl.store(out_rows + 3 * width + columns[None, :], tl.where(inside, digit3, 0).to(tl.int8), mask=written)
+    # 2^24 255^2 ||row||^2, below 2^56 for any row the launchers accept (d < 65,536 entries in [0, 1]). The
+    # kernel runs before the range check reads its counts, so rows they refuse (NaN, 1e30) saturate at
+    # 2^62 instead of meeting a cast out of int64's range.
+    scaled_norm = squares * DISTANCE_SCALE_CONSTANT
+    norm = tl.floor(tl.where(scaled_norm < NORM_LIMIT, scaled_norm, NORM_LIMIT) + 0.5).to(tl.int64)
     if QUERY:
         terms = norm - 2 * linear
     else:
         terms = norm - 256 * linear
     tl.store(terms_ptr + rows, terms, mask=row_ok)
-    tl.store(unrepresentable_ptr + rows, unrepresentable, mask=row_ok)
-    tl.store(extended_ptr + rows, extended, mask=row_ok)
+    tl.atomic_add(counts_ptr, tl.sum(unrepresentable.to(tl.int64), axis=0))
+    tl.atomic_add(counts_ptr + 1, tl.sum(extended.to(tl.int64), axis=0))
 
 
 # ---- reference -------------------------------------------------------------------------------------
@@ -165,12 +178,12 @@ def int8_operands_reference(rows: torch.Tensor, role: str):
     if role == "query":
         byte, rho, unrounded = query_split(values)
         fits = query_fits(byte, rho, unrounded)
-        byte, rho = byte.clamp(0, 255).long(), rho.clamp(-MAX_RHO, MAX_RHO).long()
+        byte, rho = torch.where(fits, byte, 0).long(), torch.where(fits, rho, 0).long()
         high = high_byte(rho)
         terms = norm - 2 * (2**31 * byte.sum(1) + rho.sum(1))
         return [byte - 128, high], terms, (~fits).sum(1), (high != 0).sum(1)
     fits = (values >= 0) & (values <= 1)
-    rest = torch.floor((values * 255.0).clamp(0, 255) * 2.0**24 + 0.5).long() - 2**31
+    rest = torch.floor(torch.where(fits, values * 255.0, 0) * 2.0**24 + 0.5).long() - 2**31
     terms = norm - 256 * rest.sum(1)
     digits = []
     for _ in range(BANK_BLOCKS - 1):
@@ -184,19 +197,22 @@ def int8_operands_reference(rows: torch.Tensor, role: str):
 
 # ---- launcher --------------------------------------------------------------------------------------
 
-def int8_operands_launch(rows: torch.Tensor, role: str, row_multiple: int, width_multiple: int, interpreted: bool):
+def int8_operands_launch(rows: torch.Tensor, role: str, row_multiple: int, width_multiple: int, interpreted: bool,
+                         counts: torch.Tensor | None = None):
     """Check, allocate (rows padded to ``row_multiple``, each block's width to ``width_multiple``), launch.
 
-    Returns (operand int8 (padded rows, blocks * width), terms int64 (n,), unrepresentable int32 (n,),
-    extended int32 (n,), width).
+    Returns (operand int8 (padded rows, blocks * width), terms int64 (n,), counts, width): ``counts``,
+    int64 (2,) on the rows' device, gets the number of unrepresentable entries and of entries needing
+    more than the first block added to it (a new zeroed tensor when None is given).
     """
     call, outputs = int8_operands_call(rows, role, row_multiple, width_multiple,
-                                       INTERPRETER_TILE if interpreted else GPU_TILE)
+                                       INTERPRETER_TILE if interpreted else GPU_TILE, counts)
     call.launch()
     return outputs
 
 
-def int8_operands_call(rows: torch.Tensor, role: str, row_multiple: int, width_multiple: int, tile: dict):
+def int8_operands_call(rows: torch.Tensor, role: str, row_multiple: int, width_multiple: int, tile: dict,
+                       counts: torch.Tensor | None = None):
     """The launch ``int8_operands_launch`` makes, checked and with its outputs allocated: (call, outputs)."""
     if rows.ndim != 2:
         raise GanbenchError(f"rows must be (n, d), got shape {tuple(rows.shape)}")
@@ -204,22 +220,26 @@ def int8_operands_call(rows: torch.Tensor, role: str, row_multiple: int, width_m
         raise GanbenchError(f"rows must be float32 or float64, got {rows.dtype}")
     if role not in ROLES:
         raise GanbenchError(f"unknown role {role!r}: choose query or bank")
+    if row_multiple % tile["BLOCK_R"]:  # every program's rows must exist in the padded operand
+        raise GanbenchError(f"row_multiple {row_multiple} must be a multiple of BLOCK_R = {tile['BLOCK_R']}")
+    if counts is None:
+        counts = torch.zeros(2, dtype=torch.int64, device=rows.device)
+    if counts.dtype != torch.int64 or counts.shape != (2,) or counts.device != rows.device or not counts.is_contiguous():
+        raise GanbenchError(f"counts must be a contiguous int64 (2,) tensor on {rows.device}")
     rows = rows.contiguous()
     count, dim = rows.shape
     width = triton.cdiv(dim, width_multiple) * width_multiple
     blocks = QUERY_BLOCKS if role == "query" else BANK_BLOCKS
     padded_rows = triton.cdiv(max(count, 1), row_multiple) * row_multiple
-    # Zeros past column d of every block contribute nothing to the products (the kernel writes the first d).
-    operand = torch.zeros(padded_rows, blocks * width, dtype=torch.int8, device=rows.device)
+    # The kernel writes every byte, the padding's zeros too (past column d of each block they add nothing
+    # to the products): no zeroing launch.
+    operand = torch.empty(padded_rows, blocks * width, dtype=torch.int8, device=rows.device)
     terms = torch.empty(count, dtype=torch.int64, device=rows.device)
-    unrepresentable = torch.empty(count, dtype=torch.int32, device=rows.device)
-    extended = torch.empty(count, dtype=torch.int32, device=rows.device)
-    grid = (triton.cdiv(padded_rows, tile["BLOCK_R"]),)  # tile may also name num_warps
+    grid = (padded_rows // tile["BLOCK_R"],)  # tile may also name num_warps
     call = launches.KernelCall(_int8_operands_kernel, grid,
-                               (rows, operand, terms, unrepresentable, extended, count, dim, width,
-                                rows.stride(0), operand.stride(0)),
+                               (rows, operand, terms, counts, count, dim, width, rows.stride(0), operand.stride(0)),
                                {"QUERY": role == "query", **tile})
-    return call, (operand, terms, unrepresentable, extended, width)
+    return call, (operand, terms, counts, width)
 
 
 # ---- public function -------------------------------------------------------------------------------

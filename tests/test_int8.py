@@ -4,6 +4,11 @@ The interpreter computes tl.dot on int8 with int32 accumulation exactly, as tens
 the integer distances E must equal the reference's to the bit; the log-sum-exp must lie within the
 bound derived in kernels/parzen_int8.py (``per_point_bound``, evaluated at the tile's BLOCK_N).
 """
+import contextlib
+import re
+import sys
+from unittest import mock
+
 import numpy as np
 import pytest
 import torch
@@ -66,20 +71,38 @@ def check_int8(x, bank, sigmas, **options):
 @pytest.mark.parametrize("d", [1, 33, 785])
 def test_operands_kernel_writes_the_reference_to_the_bit(role, dtype, d, rng):
     rows = bytes_over_255(rng, (5, d), dtype) if role == "query" else unit_bank(rng, (5, d)).astype(dtype)
-    operand, terms, unrepresentable, extended, width = operands.int8_operands_launch(
-        torch.as_tensor(rows), role, 16, 64, interpreted=True)
+    with garbage_in_empty_tensors():  # as on a GPU: the kernel must write every byte, padding included
+        operand, terms, counts, width = operands.int8_operands_launch(
+            torch.as_tensor(rows), role, 16, 64, interpreted=True)
     blocks, expected_terms, expected_unrepresentable, expected_extended = operands.int8_operands_reference(
         torch.as_tensor(rows), role)
     assert width % 64 == 0 and width >= d
     for index, block in enumerate(blocks):
         np.testing.assert_array_equal(operand[:5, index * width:index * width + d].long().numpy(), block.numpy())
-        assert not operand[:, index * width + d:(index + 1) * width].any()  # padding columns stay 0
+        assert not operand[:, index * width + d:(index + 1) * width].any()  # padding columns are 0
+    assert not operand[5:].any()  # and so are the padding rows
     # Norms summed in float64 in another order: a few units at most (norm_units).
     units = parzen_int8.norm_units(rows, rows)
     assert torch.all((terms - expected_terms).abs() <= units)
-    np.testing.assert_array_equal(unrepresentable.numpy(), expected_unrepresentable.numpy())
-    np.testing.assert_array_equal(extended.numpy(), expected_extended.numpy())
-    assert not unrepresentable.any()
+    assert counts.tolist() == [0, int(expected_extended.sum())] and int(expected_unrepresentable.sum()) == 0
+
+
+@contextlib.contextmanager
+def garbage_in_empty_tensors():
+    """torch.empty's memory holds whatever was there: here, bytes of a random stream (NaN for floats)."""
+    empty = torch.empty
+    generator = torch.Generator().manual_seed(0)
+
+    def dirty(*args, **kwargs):
+        tensor = empty(*args, **kwargs)
+        if tensor.dtype == torch.int8:
+            tensor.copy_(torch.randint(-128, 128, tensor.shape, dtype=torch.int8, generator=generator))
+        else:
+            tensor.fill_(float("nan") if tensor.is_floating_point() else -7)
+        return tensor
+
+    with mock.patch.object(torch, "empty", dirty):
+        yield
 
 
 def test_operands_reconstruct_the_inputs(rng):
@@ -363,16 +386,16 @@ def test_8bit_rule():
 def test_tiny_data_are_not_8bit(scale, rng):
     """Data far below one byte's step would round to zeros: the operands kernel refuses them, auto takes tf32x3."""
     x = torch.as_tensor(rng.random((5, 33)) * scale)
-    _, _, unrepresentable, _, _ = operands.int8_operands_launch(x, "query", 16, 64, interpreted=True)
-    assert unrepresentable.sum() == 33 * 5
+    _, _, counts, _ = operands.int8_operands_launch(x, "query", 16, 64, interpreted=True)
+    assert counts[0] == 33 * 5
     assert not operands.is_8bit(x)
     assert operands.in_unit_interval(torch.tensor([0.0, 1.0])) and not operands.in_unit_interval(torch.tensor([1.01]))
 
 
 def test_launcher_rejects_bad_tiles_and_arguments(rng):
     x, bank = torch.as_tensor(bytes_over_255(rng, (3, 4))), torch.as_tensor(unit_bank(rng, (5, 4)))
-    query, query_terms, _, _, width = operands.int8_operands_launch(x, "query", 16, 64, interpreted=True)
-    samples, bank_terms, _, _, _ = operands.int8_operands_launch(bank, "bank", 256, 64, interpreted=True)
+    query, query_terms, _, width = operands.int8_operands_launch(x, "query", 16, 64, interpreted=True)
+    samples, bank_terms, _, _ = operands.int8_operands_launch(bank, "bank", 256, 64, interpreted=True)
     sizes = {"n_queries": 3, "n_bank": 5, "width": width, "digits": 4, "correction": True}
     launch = parzen_int8.parzen_int8_launch
     for tiles, message in (({"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16}, "BLOCK_K >= 32"),
@@ -431,6 +454,53 @@ def test_a_tuned_launch_passes_the_arguments_and_lets_the_tuner_pick_the_tile():
     assert seen == {"grid": (4, 3), "args": (1, 2), "meta": {"NUM_SIGMAS": 2, "DIGITS": 4}}
 
 
+@pytest.mark.parametrize("precision", ["int8", "auto"])
+@pytest.mark.parametrize("role, bad", [("x (the points scored)", np.nan), ("bank", np.inf), ("bank", -np.inf)])
+def test_nan_or_inf_is_refused_on_the_int8_path(precision, role, bad, rng):
+    """The operands kernels run before the range check is read (one wait for both): NaN and inf must
+    still give the range check's one-line error, whatever the operands kernels made of them."""
+    x, bank = bytes_over_255(rng, (5, 33)), unit_bank(rng, (7, 33))
+    (x if role.startswith("x") else bank)[2, 3] = bad
+    with pytest.raises(GanbenchError, match=f"^{re.escape(role)} contains NaN or inf"):
+        parzen.parzen_pass(x, bank, [0.2], backend="triton", device="cpu", precision=precision)
+
+
+SYNCHRONISING = ("tolist", "item", "numpy", "__bool__", "__int__", "__float__")
+
+
+@pytest.mark.parametrize("bank_dtype", [np.float32, np.float64])
+def test_an_int8_call_waits_for_the_device_once_before_its_kernel(bank_dtype, rng, monkeypatch):
+    """Every read of a device value before the Parzen kernel idles the GPU while Python catches up: the
+    inputs' range check and the operands' counts share one. Counted here: the reads ganbench's own code
+    makes (the interpreter's own conversions aside) before each launch of the Parzen kernel."""
+    from ganbench.kernels import launches
+
+    reads, reads_at_launch = [], []
+    for name in SYNCHRONISING:
+        original = getattr(torch.Tensor, name)
+
+        def counting(self, *args, _original=original, _name=name, **kwargs):
+            caller = sys._getframe(1).f_code.co_filename
+            if "/ganbench/" in caller or "/kernels/" in caller and "triton" not in caller:
+                reads.append(_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counting)
+    launch = launches.KernelCall.launch
+
+    def recording(call):
+        if call.kernel is parzen_int8._parzen_int8_kernel:
+            reads_at_launch.append(len(reads))
+        launch(call)
+
+    monkeypatch.setattr(launches.KernelCall, "launch", recording)
+    x, bank = bytes_over_255(rng, (5, 33)), unit_bank(rng, (7, 33)).astype(bank_dtype)
+    pass_ = parzen.parzen_pass(x, bank, [0.2, 0.5], backend="triton", device="cpu", precision="auto")
+    assert reads_at_launch == [1], reads
+    reference = parzen.parzen_pass(x, bank, [0.2, 0.5], backend="reference")
+    np.testing.assert_array_equal(pass_.nearest_index, reference.nearest_index)
+
+
 def test_saving_an_int8_score_says_which_precisions_can_be_saved():
     from ganbench.scoring import bounds
 
@@ -462,8 +532,7 @@ compile_for_sm90(parzen_int8._parzen_int8_kernel, {**pointers, **dict.fromkeys(s
 tile = {key: value for key, value in operands.GPU_TILE.items() if key.startswith("BLOCK")}
 for query in (True, False):
     compile_for_sm90(operands._int8_operands_kernel,
-                     {"rows_ptr": "*fp32", "out_ptr": "*i8", "terms_ptr": "*i64", "unrepresentable_ptr": "*i32",
-                      "extended_ptr": "*i32",
+                     {"rows_ptr": "*fp32", "out_ptr": "*i8", "terms_ptr": "*i64", "counts_ptr": "*i64",
                       **dict.fromkeys(["count", "dim", "width", "stride_rows", "stride_out"], "i32")},
                      {"QUERY": query, **tile}, num_warps=operands.GPU_TILE["num_warps"])
 for (kernel, _), shipped in partial_tiles.SHIPPED_TILES.items():  # the tiles a new sm_90 machine compiles first

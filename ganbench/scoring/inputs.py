@@ -7,6 +7,7 @@ command line and the Python API score the same numbers. The low-level scorers
 """
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -64,10 +65,20 @@ def finite_magnitude(named: dict[str, torch.Tensor]) -> float:
         by_device.setdefault(tensor.device, []).append(name)
     ranges = {}
     for names in by_device.values():
-        stacked = torch.stack([torch.stack(torch.aminmax(named[name])).double() for name in names])
-        ranges.update(zip(names, stacked.tolist()))
-    for name in named:
-        if not all(np.isfinite(ranges[name])):
+        ranges.update(zip(names, queued_ranges({name: named[name] for name in names}).tolist()))
+    return magnitude_of_ranges(ranges)
+
+
+def queued_ranges(named: dict[str, torch.Tensor]) -> torch.Tensor:
+    """(min, max) of each tensor (all on one device), float64 (k, 2) on that device, not waited for:
+    a caller can read it in the same wait as other results (``magnitude_of_ranges`` then checks it)."""
+    return torch.stack([torch.stack(torch.aminmax(tensor)).double() for tensor in named.values()])
+
+
+def magnitude_of_ranges(ranges: dict[str, list[float]]) -> float:
+    """``finite_magnitude`` from each tensor's (min, max) as read from ``queued_ranges``."""
+    for name, (low, high) in ranges.items():
+        if not (math.isfinite(low) and math.isfinite(high)):
             raise GanbenchError(f"{name} contains NaN or inf; remove or fix those entries")
     return max(max(-low, high) for low, high in ranges.values())
 

@@ -14,6 +14,8 @@ Works on NumPy arrays and torch tensors alike (same function names in both).
 from __future__ import annotations
 
 import math
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,7 +66,35 @@ def half_inverse_variances(sigmas, like, factor: float = 1.0):
         raise GanbenchError(f"sigma {sigmas.min():.3g} is too small for {dtype}: 1/(2 sigma^2) overflows it")
     if not is_tensor:
         return scales
-    return queued_copy(torch.as_tensor(scales, dtype=like.dtype), like.device)
+    return device_constant(scales, like.dtype, like.device)
+
+
+# Small constants (a sigma grid's scales) kept on each GPU: a scoring call needs the same few several
+# times (the kernel's scales, the merges, the refinement, log-sum-exp), and each copy from the host
+# costs the host tens of microseconds while the GPU may be waiting for the kernel it is about to launch.
+DEVICE_CONSTANTS_KEPT = 64
+_device_constants: OrderedDict = OrderedDict()
+_device_constants_lock = threading.Lock()
+
+
+def device_constant(values: np.ndarray, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``values`` as a ``dtype`` tensor on ``device``; on a GPU copied once and kept (the last
+    DEVICE_CONSTANTS_KEPT), so callers must never write into it."""
+    if device.type != "cuda":
+        return torch.as_tensor(values, dtype=dtype)
+    values = np.ascontiguousarray(values)
+    key = (values.tobytes(), values.shape, values.dtype.str, dtype, str(device))
+    with _device_constants_lock:
+        kept = _device_constants.get(key)
+        if kept is not None:
+            _device_constants.move_to_end(key)
+            return kept
+    kept = queued_copy(torch.as_tensor(values, dtype=dtype), device)
+    with _device_constants_lock:
+        _device_constants[key] = kept
+        while len(_device_constants) > DEVICE_CONSTANTS_KEPT:
+            _device_constants.popitem(last=False)
+    return kept
 
 
 def queued_copy(host: torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -35,7 +35,7 @@ from ganbench.errors import GanbenchError
 from ganbench.progress import announce_once as _announce
 from ganbench.scoring import byte_distances, digit_distances, fused_rows, partials
 from ganbench.scoring.centring import centre_by_bank_mean
-from ganbench.scoring.inputs import as_matrix, as_sigmas, finite_magnitude
+from ganbench.scoring.inputs import as_matrix, as_sigmas, finite_magnitude, magnitude_of_ranges, queued_ranges
 
 # CPU blocks: each elementwise step over a tile is one torch call, and below ~1M elements the
 # calls' fixed cost outweighs keeping the tile in cache. Measured on a 2-core AMD EPYC, 10,000 x
@@ -138,14 +138,24 @@ def parzen_pass(x, bank, sigmas, *, backend: str = DEFAULT_BACKEND, device=None,
     target = scoring_device(device, backend, query_tensor)
     if backend == "auto":
         backend = "triton" if target.type == "cuda" else "torch"
+    queued = None
     if backend == "triton":
         # Host inputs go to the GPU first: its min/max reductions take microseconds where the
         # host's take milliseconds, and the kernel and the refinement share this one copy.
         # Both through one ring of pinned buffers (ganbench.devices.to_device_many): NumPy inputs cross
         # PCIe at its rate, the copy engine busy from the queries' first piece to the bank's last.
         query_tensor, bank_tensor = to_device_many([query_tensor, bank_tensor], target)
-    # The NaN/inf checks and the range, with one wait for the device (not one per check).
-    magnitude = finite_magnitude({"bank": bank_tensor, "x (the points scored)": query_tensor})
+        if precision in ("int8", "auto"):
+            queued = _queue_int8(query_tensor, bank_tensor, target)
+    # The NaN/inf checks and the range, with one wait for the device (not one per check); on the
+    # int8 path the same wait reads what the int8 kernel's launch depends on (queued above).
+    named = {"bank": bank_tensor, "x (the points scored)": query_tensor}
+    if queued is None:
+        magnitude = finite_magnitude(named)
+    else:
+        values = torch.cat([queued_ranges(named).flatten(), queued.counts.double()]).tolist()
+        magnitude = magnitude_of_ranges({name: values[2 * k:2 * k + 2] for k, name in enumerate(named)})
+        queued_counts = [int(value) for value in values[2 * len(named):]]
     check_float64_range(magnitude, bank_tensor.shape[1], grid)
     if backend == "reference":
         return _reference_pass(query_tensor, bank_tensor, grid, query_block, bank_block)
@@ -161,22 +171,32 @@ def parzen_pass(x, bank, sigmas, *, backend: str = DEFAULT_BACKEND, device=None,
         partial = _torch_pass(query_tensor, bank_tensor, scaled_grid, target, query_block, bank_block, precision)
     else:
         # The inputs are on the device (above). The kernels autotune their tiles; query_block and
-        # bank_block size the other backends' blocks.
-        partial = _triton_partial(query_tensor, bank_tensor, scaled_grid, target, precision)
+        # bank_block size the other backends' blocks. Operands queued for unscaled data serve only them.
+        queued_here = (queued, queued_counts) if queued is not None and not exponent else None
+        partial = _triton_partial(query_tensor, bank_tensor, scaled_grid, target, precision, queued_here)
     result = finish_pass(partial, query_tensor, bank_tensor, scaled_grid, refine=refine)
     result.min_sq_distance = np.ldexp(result.min_sq_distance, 2 * exponent)  # back to the caller's units, exactly
     return result
 
 
+def _queue_int8(query: torch.Tensor, bank: torch.Tensor, target: torch.device):
+    """The int8 kernel's operands, queued before the call's one wait (``parzen_int8.queue_operands``)."""
+    from ganbench.kernels import parzen_int8  # imported late: Triton is only needed here
+
+    return parzen_int8.queue_operands(query, bank, device=target)
+
+
 def _triton_partial(query: torch.Tensor, bank: torch.Tensor, grid, target: torch.device,
-                    precision: str) -> partials.BankPartial:
+                    precision: str, queued: tuple | None = None) -> partials.BankPartial:
     """The triton backend: int8 for ``int8`` (8-bit queries or an error) and for ``auto`` where
-    it applies, else the tf32x3 kernel (``auto``) or the kernel in the mode asked for."""
+    it applies, else the tf32x3 kernel (``auto``) or the kernel in the mode asked for. ``queued``:
+    (operands, their counts as read) from ``_queue_int8`` on these very tensors."""
     from ganbench.kernels import parzen_int8, parzen_lse  # imported late: Triton is only needed here
 
     if precision in ("int8", "auto"):
+        operands, counts = queued or (None, None)
         try:
-            return parzen_int8.parzen_partial_int8(query, bank, grid, device=target)
+            return parzen_int8.parzen_partial_int8(query, bank, grid, device=target, queued=operands, counts=counts)
         except parzen_int8.NotInt8Data:
             if precision == "int8":
                 raise
