@@ -91,6 +91,9 @@ BANK_PIECE_ROWS = parzen_lse.BANK_PIECE_ROWS
 SPLIT_ROWS_MULTIPLE = parzen_lse.SPLIT_ROWS_MULTIPLE
 UNIT_ROUNDOFF_FLOAT32 = 2.0**-24
 TILE_KEYS = ("BLOCK_M", "BLOCK_N", "BLOCK_K")
+# Where the queries' and the bank's operands report (``parzen_int8_operands``) in a queued counts tensor.
+QUERY_REPORT = slice(0, operands.COUNT_SLOTS)
+BANK_REPORT = slice(operands.COUNT_SLOTS, 2 * operands.COUNT_SLOTS)
 
 
 class NotInt8Data(GanbenchError):
@@ -468,19 +471,26 @@ def parzen_int8_call(query: torch.Tensor, bank: torch.Tensor, query_terms: torch
 class QueuedOperands:
     """The int8 operands of the queries and of the bank's first piece, their kernels queued, not waited for.
 
-    ``counts`` (int64, 4, on the device): queries off the byte grid, query entries needing h, bank
-    values outside [0, 1] (NaN and inf count as off the grid and outside), bank values needing four
-    digits. ``ganbench.scoring.parzen`` reads them with the inputs' ranges in its one wait before the
-    Parzen kernel; ``parzen_partial_int8`` decides from them.
+    ``counts`` (int64, on the device): the queries' report (``parzen_int8_operands``: entries off the
+    byte grid, entries needing h, the largest |value|) in slots QUERY_REPORT, the first piece's (values
+    outside [0, 1], values needing four digits, the largest |value|) in BANK_REPORT; NaN and inf are
+    off the grid and outside. ``ganbench.scoring.parzen`` reads them in its one wait before the Parzen
+    kernel (its range check too); ``parzen_partial_int8`` decides from them.
     """
 
-    query: torch.Tensor
-    query_terms: torch.Tensor
+    query: torch.Tensor | None
+    query_terms: torch.Tensor | None
     width: int
-    bank_rows: torch.Tensor
-    bank: torch.Tensor
-    bank_terms: torch.Tensor
+    bank: torch.Tensor | None      # the first piece's operand: the bank goes in pieces of piece_rows rows
+    bank_terms: torch.Tensor | None
+    first_rows: int
     counts: torch.Tensor
+    piece_rows: int
+
+    def release(self) -> None:
+        """Drop the operands (a bank piece's holds 4 bytes a value): once taken by the launches, or when
+        the call scores another way."""
+        self.query = self.query_terms = self.bank = self.bank_terms = None
 
 
 def queue_operands(query: torch.Tensor, bank: torch.Tensor, *, device: torch.device, blocks: dict | None = None,
@@ -489,14 +499,14 @@ def queue_operands(query: torch.Tensor, bank: torch.Tensor, *, device: torch.dev
     blocks = blocks or (INTERPRETER_BLOCKS if INTERPRETED else MAX_BLOCKS)
     parzen_operands.check_launch("int8", device)
     prebuilt.install(device)  # on sm_90 the kernels ship compiled (a cold start loads them)
-    query, bank = _floating(query).to(device), _floating(bank).to(device)
-    counts = torch.zeros(4, dtype=torch.int64, device=device)
+    counts = torch.zeros(2 * operands.COUNT_SLOTS, dtype=torch.int64, device=device)
     query_operand, query_terms, _, width = operands.int8_operands_launch(
-        query, "query", blocks["BLOCK_M"], WIDTH_MULTIPLE, INTERPRETED, counts[:2])
-    rows = bank[:bank_piece_rows]
+        _floating(query).to(device), "query", blocks["BLOCK_M"], WIDTH_MULTIPLE, INTERPRETED, counts[QUERY_REPORT])
+    rows = _floating(bank[:bank_piece_rows]).to(device)
     bank_operand, bank_terms, _, _ = operands.int8_operands_launch(
-        rows, "bank", SPLIT_ROWS_MULTIPLE, WIDTH_MULTIPLE, INTERPRETED, counts[2:])
-    return QueuedOperands(query_operand, query_terms, width, rows, bank_operand, bank_terms, counts)
+        rows, "bank", SPLIT_ROWS_MULTIPLE, WIDTH_MULTIPLE, INTERPRETED, counts[BANK_REPORT])
+    return QueuedOperands(query_operand, query_terms, width, bank_operand, bank_terms, len(rows), counts,
+                          bank_piece_rows)
 
 
 def parzen_partial_int8(query: torch.Tensor, bank: torch.Tensor, sigmas, *, device: torch.device,
@@ -508,8 +518,9 @@ def parzen_partial_int8(query: torch.Tensor, bank: torch.Tensor, sigmas, *, devi
     ``query`` must be 8-bit (``parzen_int8_operands.is_8bit``) and ``bank`` in [0, 1]; otherwise a
     one-line error says to use tf32x3. The bank goes through in pieces of ``bank_piece_rows`` rows,
     merged exactly in float64; ``ganbench.scoring.parzen.finish_pass`` finishes it as for tf32x3.
-    ``queued`` (from ``queue_operands`` with the same arguments) and its ``counts`` read as a list,
-    when given, are used instead of queuing and reading them here.
+    ``queued`` (from ``queue_operands`` on the same query and bank) and its ``counts`` read as a list,
+    when given, are used instead of queuing and reading them here (its piece size then cuts the bank);
+    it is released either way.
     """
     if blocks is None and INTERPRETED:
         blocks = INTERPRETER_BLOCKS
@@ -517,29 +528,33 @@ def parzen_partial_int8(query: torch.Tensor, bank: torch.Tensor, sigmas, *, devi
     if queued is None:
         queued = queue_operands(query, bank, device=device, blocks=blocks, bank_piece_rows=bank_piece_rows)
         counts = queued.counts.tolist()  # the one wait before the kernel: every decision below needs these
-    if counts[0]:
+    query_operand, query_terms, width = queued.query, queued.query_terms, queued.width
+    first_piece = (queued.first_rows, queued.bank, queued.bank_terms)
+    bank_piece_rows = queued.piece_rows
+    queued.release()
+    query_report, bank_report = counts[QUERY_REPORT], counts[BANK_REPORT]
+    if query_report[operands.REFUSED]:
         raise NotInt8Data(f"precision int8 needs 8-bit queries (every value a / 255 for a byte a, as MNIST's); "
-                          f"{counts[0]} values are not: use --precision tf32x3 (or auto)")
-    correction = bool(counts[1])
+                          f"{query_report[operands.REFUSED]} values are not: use --precision tf32x3 (or auto)")
+    correction = bool(query_report[operands.EXTENDED])
     pieces = [grid[start:start + MAX_SIGMAS] for start in range(0, grid.size, MAX_SIGMAS)] or [grid[:0]]
-    bank = _floating(bank).to(device)
     result = None
     for first in range(0, len(bank), bank_piece_rows):
         if first:
-            rows = bank[first:first + bank_piece_rows]
+            rows = _floating(bank[first:first + bank_piece_rows]).to(device)
             bank_operand, bank_terms, piece_counts, _ = operands.int8_operands_launch(
                 rows, "bank", SPLIT_ROWS_MULTIPLE, WIDTH_MULTIPLE, INTERPRETED)
-            outside, low_digits = piece_counts.tolist()
+            rows, bank_report = len(rows), piece_counts.tolist()
         else:
-            rows, bank_operand, bank_terms = queued.bank_rows, queued.bank, queued.bank_terms
-            outside, low_digits = counts[2:]
+            (rows, bank_operand, bank_terms), first_piece = first_piece, None
+        outside, low_digits = bank_report[operands.REFUSED], bank_report[operands.EXTENDED]
         if outside:
             raise NotInt8Data(f"precision int8 needs bank values in [0, 1]; {outside} are outside: "
                               "use --precision tf32x3 (or auto)")
         launch = lambda piece: parzen_int8_launch(  # noqa: E731
-            queued.query, bank_operand, queued.query_terms, bank_terms, piece, n_queries=len(query),
-            n_bank=len(rows), width=queued.width, digits=4 if low_digits else 1, correction=correction,
-            rows_per_split=rows_per_split, blocks=blocks)
+            query_operand, bank_operand, query_terms, bank_terms, piece, n_queries=len(query), n_bank=rows,
+            width=width, digits=4 if low_digits else 1, correction=correction, rows_per_split=rows_per_split,
+            blocks=blocks)
         merged = [parzen_lse._merge_splits(*_in_distance_units(*launch(piece)), piece) for piece in pieces]
         piece = parzen_lse._sigma_pieces(merged, pieces)
         piece.nearest_index += first

@@ -35,11 +35,14 @@ from a.T = (a - 128).T' + 128 sum T' + 2^31 sum a, and 2^-31 rho.T = h.q0 + sum 
 out: 2^-31 (128 h (T' - 2^24 q0) + l T'), at most 0.502 |h| + |l| a coordinate; see parzen_int8's bound).
 Norms are float64 sums of the exact squares of the inputs, rounded once to an integer.
 
-The kernel also counts, over all rows, the entries that cannot be represented (a query off the byte
-grid, a bank value outside [0, 1]; NaN and inf are both) and the entries needing more than the first
-block (h != 0; q1, q2 or q3 != 0), so the launcher knows whether to refuse, and how many products the
-kernel needs. Both counts go to two int64 slots the caller chooses (atomic adds), so the queries' and
-the bank's counts can share one tensor and reach the host with one wait.
+The kernel also reports, over all rows, what the launch depends on: the entries that cannot be
+represented (a query off the byte grid, a bank value outside [0, 1]; NaN and inf are both), the
+entries needing more than the first block (h != 0; q1, q2 or q3 != 0), and the largest |value| as the
+bits of its float64 (non-negative floats order as their bits do, NaN above inf above every number),
+so the caller knows whether to refuse, how many products the kernel needs, and the inputs' range
+without a reduction of its own. They go by atomic adds and maxima into COUNT_SLOTS int64 slots the
+caller chooses (``REFUSED``, ``EXTENDED``, ``LARGEST_BITS``), so the queries' and the bank's share one
+tensor and reach the host with one wait.
 
 It writes every byte of the operand, the zeros of the padding too (columns d..width of each block,
 rows past the data), so the operand needs no zeroing launch before it.
@@ -48,6 +51,7 @@ File layout: kernel, reference (torch, integer arithmetic), launcher, public fun
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 import triton
 import triton.language as tl
@@ -56,6 +60,8 @@ from ganbench.kernels import launches
 from ganbench.errors import GanbenchError
 
 ROLES = ("query", "bank")
+REFUSED, EXTENDED, LARGEST_BITS = 0, 1, 2  # a role's report slots; the fourth keeps the next role 16-byte aligned
+COUNT_SLOTS = 4
 DISTANCE_SCALE = 2.0**24 * 255.0**2   # E = DISTANCE_SCALE * D: the kernel's unit of squared distance
 QUERY_BLOCKS, BANK_BLOCKS = 2, 4      # int8 blocks per row: [a - 128 | h], [q0 | q1 | q2 | q3]
 MAX_RHO = 16320                       # 255 * 2^-25 * 2^31: float32's rounding of a / 255, in units of 2^-31 / 255
@@ -67,6 +73,7 @@ MAX_RELATIVE_ROUNDING_CONSTANT = tl.constexpr(MAX_RELATIVE_ROUNDING)
 # As a kernel constant: Triton makes float literals float32, and 65025 x 2^24 is exact in float32.
 DISTANCE_SCALE_CONSTANT = tl.constexpr(DISTANCE_SCALE)
 NORM_LIMIT = tl.constexpr(2.0**62)
+MAGNITUDE_MASK = tl.constexpr(2**63 - 1)  # a float64's bits but its sign
 INTERPRETER_TILE = {"BLOCK_R": 16, "BLOCK_D": 32}
 # About 30 registers an element (float64 and int64 temporaries, four digits): ptxas for sm_90 spills
 # at 32 x 128 and 16 x 64 with 4 warps, and fits 16 x 64 with 8 warps in 141 registers.
@@ -86,6 +93,7 @@ def _int8_operands_kernel(rows_ptr, out_ptr, terms_ptr, counts_ptr,
     linear = tl.zeros([BLOCK_R], tl.int64)   # query: 2^31 sum a + sum rho; bank: sum T'
     unrepresentable = tl.zeros([BLOCK_R], tl.int32)
     extended = tl.zeros([BLOCK_R], tl.int32)
+    largest_bits = tl.zeros([BLOCK_R], tl.int64)  # of |value| in float64: 0 is +0.0
     for start in range(0, width, BLOCK_D):  # to the block's end: the padding's zeros are written here
         columns = start + tl.arange(0, BLOCK_D)
         column_ok = columns < dim
@@ -94,6 +102,9 @@ def _int8_operands_kernel(rows_ptr, out_ptr, terms_ptr, counts_ptr,
         values = tl.load(rows_ptr + rows.to(tl.int64)[:, None] * stride_rows + columns[None, :],
                          mask=inside, other=0.0).to(tl.float64)
         squares += tl.sum(values * values, axis=1)
+        # |value|'s bits: the sign bit cleared as an integer, so NaN counts whatever sign abs would give it.
+        magnitude_bits = values.to(tl.int64, bitcast=True) & MAGNITUDE_MASK
+        largest_bits = tl.maximum(largest_bits, tl.max(magnitude_bits, axis=1))
         scaled = values * 255.0  # exact for float32 inputs
         if QUERY:
             byte = tl.floor(scaled + 0.5)
@@ -140,8 +151,9 @@ def _int8_operands_kernel(rows_ptr, out_ptr, terms_ptr, counts_ptr,
     else:
         terms = norm - 256 * linear
     tl.store(terms_ptr + rows, terms, mask=row_ok)
-    tl.atomic_add(counts_ptr, tl.sum(unrepresentable.to(tl.int64), axis=0))
-    tl.atomic_add(counts_ptr + 1, tl.sum(extended.to(tl.int64), axis=0))
+    tl.atomic_add(counts_ptr + 0, tl.sum(unrepresentable.to(tl.int64), axis=0))  # REFUSED
+    tl.atomic_add(counts_ptr + 1, tl.sum(extended.to(tl.int64), axis=0))         # EXTENDED
+    tl.atomic_max(counts_ptr + 2, tl.max(largest_bits, axis=0))                   # LARGEST_BITS
 
 
 # ---- reference -------------------------------------------------------------------------------------
@@ -202,8 +214,8 @@ def int8_operands_launch(rows: torch.Tensor, role: str, row_multiple: int, width
     """Check, allocate (rows padded to ``row_multiple``, each block's width to ``width_multiple``), launch.
 
     Returns (operand int8 (padded rows, blocks * width), terms int64 (n,), counts, width): ``counts``,
-    int64 (2,) on the rows' device, gets the number of unrepresentable entries and of entries needing
-    more than the first block added to it (a new zeroed tensor when None is given).
+    int64 (COUNT_SLOTS,) on the rows' device, zeroed before the launch (a new one when None is given),
+    gets the module's report added to it (``largest_magnitude`` reads its LARGEST_BITS slot).
     """
     call, outputs = int8_operands_call(rows, role, row_multiple, width_multiple,
                                        INTERPRETER_TILE if interpreted else GPU_TILE, counts)
@@ -223,9 +235,11 @@ def int8_operands_call(rows: torch.Tensor, role: str, row_multiple: int, width_m
     if row_multiple % tile["BLOCK_R"]:  # every program's rows must exist in the padded operand
         raise GanbenchError(f"row_multiple {row_multiple} must be a multiple of BLOCK_R = {tile['BLOCK_R']}")
     if counts is None:
-        counts = torch.zeros(2, dtype=torch.int64, device=rows.device)
-    if counts.dtype != torch.int64 or counts.shape != (2,) or counts.device != rows.device or not counts.is_contiguous():
-        raise GanbenchError(f"counts must be a contiguous int64 (2,) tensor on {rows.device}")
+        counts = torch.zeros(COUNT_SLOTS, dtype=torch.int64, device=rows.device)
+    if (counts.dtype != torch.int64 or counts.shape != (COUNT_SLOTS,) or counts.device != rows.device
+            or not counts.is_contiguous() or counts.data_ptr() % 16):
+        raise GanbenchError(f"counts must be a contiguous, 16-byte aligned int64 ({COUNT_SLOTS},) tensor on "
+                            f"{rows.device}")
     rows = rows.contiguous()
     count, dim = rows.shape
     width = triton.cdiv(dim, width_multiple) * width_multiple
@@ -243,6 +257,11 @@ def int8_operands_call(rows: torch.Tensor, role: str, row_multiple: int, width_m
 
 
 # ---- public function -------------------------------------------------------------------------------
+
+def largest_magnitude(bits: int) -> float:
+    """The largest |value| from a LARGEST_BITS slot as read (NaN or inf where the rows hold one)."""
+    return float(np.array(bits, dtype=np.int64).view(np.float64))
+
 
 def is_8bit(values: torch.Tensor) -> bool:
     """The module's rule, in torch: every 255 x within MAX_RHO 2^-31 of a byte 0..255 (one wait for the device)."""

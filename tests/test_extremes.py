@@ -54,6 +54,18 @@ def test_one_point_bank_is_a_gaussian_at_any_scale(backend, scale, sigma, rng):
     np.testing.assert_allclose(got, gaussian_log_density(x, centre, sigma), rtol=1e-12, atol=1e-9)
 
 
+@pytest.mark.parametrize("sigma", [0.5, 1e-30])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_all_zero_data_score_as_one_gaussian(backend, sigma):
+    """Every distance 0 (blank images against a blank bank): any power of two keeps the float32 paths in
+    range, the bound on it is infinite (once an OverflowError), and each point scores -d log(sigma sqrt(2 pi))."""
+    x, bank = np.zeros((3, 20)), np.zeros((5, 20))
+    got = score(x, bank, [sigma], backend)[0]
+    np.testing.assert_allclose(got, gaussian_log_density(x, bank[:1], sigma), rtol=1e-12)
+    nearest = parzen.parzen_pass(x, bank, [], **backend_options(backend))
+    assert not nearest.min_sq_distance.any() and not nearest.nearest_index.any()
+
+
 def test_mnist_at_sigma_1e5_is_finite_and_within_the_float32_bound(mnist):
     """The reported case: 300 test images against 2,000 training images gave 60 NaN with the torch backend."""
     x, bank = mnist.test_x[:300], mnist.train_x[:2000]

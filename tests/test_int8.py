@@ -7,6 +7,7 @@ bound derived in kernels/parzen_int8.py (``per_point_bound``, evaluated at the t
 import contextlib
 import re
 import sys
+import weakref
 from unittest import mock
 
 import numpy as np
@@ -84,7 +85,10 @@ def test_operands_kernel_writes_the_reference_to_the_bit(role, dtype, d, rng):
     # Norms summed in float64 in another order: a few units at most (norm_units).
     units = parzen_int8.norm_units(rows, rows)
     assert torch.all((terms - expected_terms).abs() <= units)
-    assert counts.tolist() == [0, int(expected_extended.sum())] and int(expected_unrepresentable.sum()) == 0
+    report = counts.tolist()
+    assert report[operands.REFUSED] == 0 == int(expected_unrepresentable.sum())
+    assert report[operands.EXTENDED] == int(expected_extended.sum())
+    assert operands.largest_magnitude(report[operands.LARGEST_BITS]) == np.abs(rows).max()
 
 
 @contextlib.contextmanager
@@ -387,7 +391,7 @@ def test_tiny_data_are_not_8bit(scale, rng):
     """Data far below one byte's step would round to zeros: the operands kernel refuses them, auto takes tf32x3."""
     x = torch.as_tensor(rng.random((5, 33)) * scale)
     _, _, counts, _ = operands.int8_operands_launch(x, "query", 16, 64, interpreted=True)
-    assert counts[0] == 33 * 5
+    assert counts[operands.REFUSED] == 33 * 5
     assert not operands.is_8bit(x)
     assert operands.in_unit_interval(torch.tensor([0.0, 1.0])) and not operands.in_unit_interval(torch.tensor([1.01]))
 
@@ -463,6 +467,70 @@ def test_nan_or_inf_is_refused_on_the_int8_path(precision, role, bad, rng):
     (x if role.startswith("x") else bank)[2, 3] = bad
     with pytest.raises(GanbenchError, match=f"^{re.escape(role)} contains NaN or inf"):
         parzen.parzen_pass(x, bank, [0.2], backend="triton", device="cpu", precision=precision)
+
+
+@pytest.mark.parametrize("role", ["query", "bank"])
+@pytest.mark.parametrize("bad", [-3.5, np.nan, np.inf, -np.inf])
+@pytest.mark.filterwarnings("ignore:invalid value encountered in subtract:RuntimeWarning")  # NumPy's inf - inf
+def test_operands_report_the_largest_magnitude(role, bad, rng):
+    """The operands kernel's LARGEST_BITS slot is the inputs' range check on the int8 path: NaN and inf
+    must come through as themselves, a negative value as its magnitude."""
+    rows = bytes_over_255(rng, (37, 70), np.float64) if role == "query" else unit_bank(rng, (37, 70))
+    rows[29, 66] = bad
+    _, _, counts, _ = operands.int8_operands_launch(torch.as_tensor(rows), role, 16, 64, interpreted=True)
+    largest = operands.largest_magnitude(counts[operands.LARGEST_BITS].item())
+    assert np.isnan(largest) if np.isnan(bad) else largest == abs(bad)
+    assert counts[operands.REFUSED] == 1
+
+
+@pytest.mark.parametrize("bad_row", [3, 30])
+def test_int8_path_checks_the_whole_bank_across_pieces(bad_row, rng, monkeypatch):
+    """Past its first piece no operands kernel has read the bank before the range check: a min/max
+    reduction of those rows joins the same read. Both a NaN in the first piece and one past it are
+    the one-line error; clean data cut in pieces score as one piece does."""
+    monkeypatch.setattr(parzen_int8, "BANK_PIECE_ROWS", 16)
+    x, bank = bytes_over_255(rng, (9, 33)), unit_bank(rng, (40, 33))
+    options = {"backend": "triton", "device": "cpu", "precision": "int8"}
+    pieces = parzen.parzen_pass(x, bank, [0.2, 0.5], **options)
+    monkeypatch.setattr(parzen_int8, "BANK_PIECE_ROWS", 64)
+    whole = parzen.parzen_pass(x, bank, [0.2, 0.5], **options)
+    np.testing.assert_array_equal(pieces.nearest_index, whole.nearest_index)
+    np.testing.assert_array_equal(pieces.min_sq_distance, whole.min_sq_distance)
+    # Other pieces, other tiles: each result within the kernel's bound of exact arithmetic, so of each other.
+    bound = parzen_int8.per_point_bound(x, bank, [0.2, 0.5])
+    assert np.all(np.abs(pieces.log_sum_exp - whole.log_sum_exp) <= 2 * bound)
+    monkeypatch.setattr(parzen_int8, "BANK_PIECE_ROWS", 16)
+    bank[bad_row, 5] = np.nan
+    with pytest.raises(GanbenchError, match="^bank contains NaN or inf"):
+        parzen.parzen_pass(x, bank, [0.2], **options)
+
+
+@pytest.mark.parametrize("case, sigma, alive", [("queries not 8-bit", 0.2, [0, 2, 0]),
+                                                 ("sigma that rescales the data", 1e-30, [0, 2, 0, 2, 0])])
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # float32 exponents to -inf, as meant
+def test_queued_operands_are_freed_before_other_operands_are_made(case, sigma, alive, rng, monkeypatch):
+    """Operands queued before the range check (a bank piece's: 4 bytes a value) must not stay in memory
+    while the call makes others: the tf32x3 fallback's, or the int8 operands of rescaled data. Counted:
+    the int8 operand tensors still alive as each operands launch or the tf32x3 pass begins."""
+    made, alive_at = [], []
+    launch, tf32x3 = operands.int8_operands_launch, parzen_lse.parzen_partial_triton
+
+    def alive_now():
+        alive_at.append(sum(ref() is not None for ref in made))
+
+    def recording(*args, **kwargs):
+        alive_now()
+        outputs = launch(*args, **kwargs)
+        made.extend(weakref.ref(tensor) for tensor in outputs[:2])  # the operand and its row terms
+        return outputs
+
+    monkeypatch.setattr(operands, "int8_operands_launch", recording)
+    monkeypatch.setattr(parzen_lse, "parzen_partial_triton", lambda *args, **kwargs: alive_now() or tf32x3(*args, **kwargs))
+    x, bank = bytes_over_255(rng, (5, 33)), unit_bank(rng, (7, 33))
+    if case == "queries not 8-bit":
+        x = x + 1e-3
+    parzen.parzen_pass(x, bank, [sigma], backend="triton", device="cpu", precision="auto")
+    assert alive_at == alive
 
 
 SYNCHRONISING = ("tolist", "item", "numpy", "__bool__", "__int__", "__float__")

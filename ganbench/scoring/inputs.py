@@ -66,7 +66,7 @@ def finite_magnitude(named: dict[str, torch.Tensor]) -> float:
     ranges = {}
     for names in by_device.values():
         ranges.update(zip(names, queued_ranges({name: named[name] for name in names}).tolist()))
-    return magnitude_of_ranges(ranges)
+    return magnitude_of_ranges([(name, ranges[name]) for name in named])
 
 
 def queued_ranges(named: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -75,12 +75,13 @@ def queued_ranges(named: dict[str, torch.Tensor]) -> torch.Tensor:
     return torch.stack([torch.stack(torch.aminmax(tensor)).double() for tensor in named.values()])
 
 
-def magnitude_of_ranges(ranges: dict[str, list[float]]) -> float:
-    """``finite_magnitude`` from each tensor's (min, max) as read from ``queued_ranges``."""
-    for name, (low, high) in ranges.items():
+def magnitude_of_ranges(ranges: list[tuple[str, tuple[float, float]]]) -> float:
+    """``finite_magnitude`` from (name, (min, max)) pairs, as read from ``queued_ranges`` (a name may
+    come more than once, for parts of one tensor): the first pair holding NaN or inf names the error."""
+    for name, (low, high) in ranges:
         if not (math.isfinite(low) and math.isfinite(high)):
             raise GanbenchError(f"{name} contains NaN or inf; remove or fix those entries")
-    return max(max(-low, high) for low, high in ranges.values())
+    return max(max(-low, high) for _, (low, high) in ranges)
 
 
 def as_sigmas(sigmas) -> np.ndarray:

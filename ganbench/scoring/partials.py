@@ -79,11 +79,15 @@ _device_constants_lock = threading.Lock()
 
 def device_constant(values: np.ndarray, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """``values`` as a ``dtype`` tensor on ``device``; on a GPU copied once and kept (the last
-    DEVICE_CONSTANTS_KEPT), so callers must never write into it."""
+    DEVICE_CONSTANTS_KEPT), so callers must never write into it.
+
+    Kept per CUDA stream: the copy is queued on the stream current when it is made, which orders it
+    before that stream's kernels only (and frees its memory to that stream's pool when dropped)."""
     if device.type != "cuda":
         return torch.as_tensor(values, dtype=dtype)
     values = np.ascontiguousarray(values)
-    key = (values.tobytes(), values.shape, values.dtype.str, dtype, str(device))
+    stream = torch.cuda.current_stream(device).cuda_stream
+    key = (values.tobytes(), values.shape, values.dtype.str, dtype, str(device), stream)
     with _device_constants_lock:
         kept = _device_constants.get(key)
         if kept is not None:

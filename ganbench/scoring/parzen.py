@@ -149,13 +149,10 @@ def parzen_pass(x, bank, sigmas, *, backend: str = DEFAULT_BACKEND, device=None,
             queued = _queue_int8(query_tensor, bank_tensor, target)
     # The NaN/inf checks and the range, with one wait for the device (not one per check); on the
     # int8 path the same wait reads what the int8 kernel's launch depends on (queued above).
-    named = {"bank": bank_tensor, "x (the points scored)": query_tensor}
     if queued is None:
-        magnitude = finite_magnitude(named)
+        magnitude = finite_magnitude({"bank": bank_tensor, "x (the points scored)": query_tensor})
     else:
-        values = torch.cat([queued_ranges(named).flatten(), queued.counts.double()]).tolist()
-        magnitude = magnitude_of_ranges({name: values[2 * k:2 * k + 2] for k, name in enumerate(named)})
-        queued_counts = [int(value) for value in values[2 * len(named):]]
+        magnitude, queued_counts = _int8_range_and_counts(queued, query_tensor, bank_tensor)
     check_float64_range(magnitude, bank_tensor.shape[1], grid)
     if backend == "reference":
         return _reference_pass(query_tensor, bank_tensor, grid, query_block, bank_block)
@@ -172,8 +169,10 @@ def parzen_pass(x, bank, sigmas, *, backend: str = DEFAULT_BACKEND, device=None,
     else:
         # The inputs are on the device (above). The kernels autotune their tiles; query_block and
         # bank_block size the other backends' blocks. Operands queued for unscaled data serve only them.
-        queued_here = (queued, queued_counts) if queued is not None and not exponent else None
-        partial = _triton_partial(query_tensor, bank_tensor, scaled_grid, target, precision, queued_here)
+        if queued is not None and exponent:
+            queued.release()  # not these data's operands: their memory goes back before any other is made
+        handed = (queued, queued_counts) if queued is not None and not exponent else None
+        partial = _triton_partial(query_tensor, bank_tensor, scaled_grid, target, precision, handed)
     result = finish_pass(partial, query_tensor, bank_tensor, scaled_grid, refine=refine)
     result.min_sq_distance = np.ldexp(result.min_sq_distance, 2 * exponent)  # back to the caller's units, exactly
     return result
@@ -183,7 +182,32 @@ def _queue_int8(query: torch.Tensor, bank: torch.Tensor, target: torch.device):
     """The int8 kernel's operands, queued before the call's one wait (``parzen_int8.queue_operands``)."""
     from ganbench.kernels import parzen_int8  # imported late: Triton is only needed here
 
-    return parzen_int8.queue_operands(query, bank, device=target)
+    return parzen_int8.queue_operands(query, bank, device=target, bank_piece_rows=parzen_int8.BANK_PIECE_ROWS)
+
+
+def _int8_range_and_counts(queued, query: torch.Tensor, bank: torch.Tensor) -> tuple[float, list[int]]:
+    """The inputs' largest |value| (or the one-line NaN/inf error) and the queued operands' counts, in one read.
+
+    The operands kernels report each input's largest |value| as float64 bits (NaN and inf included);
+    bank rows past the first piece, which no operands kernel has read yet, get a min/max reduction
+    whose float64 bits join the same copy to the host.
+    """
+    from ganbench.kernels import parzen_int8
+    from ganbench.kernels import parzen_int8_operands as operands
+
+    rest = bank[queued.first_rows:]
+    pieces = [queued.counts]
+    if len(rest):
+        pieces.append(queued_ranges({"bank": rest}).flatten().view(torch.int64))
+    values = (torch.cat(pieces) if len(pieces) > 1 else queued.counts).tolist()
+    counts = values[:len(queued.counts)]
+    largest = {role: operands.largest_magnitude(counts[report][operands.LARGEST_BITS])
+               for role, report in (("bank", parzen_int8.BANK_REPORT), ("query", parzen_int8.QUERY_REPORT))}
+    ranges = [("bank", (-largest["bank"], largest["bank"]))]
+    if len(rest):
+        ranges.append(("bank", tuple(np.array(values[len(counts):], dtype=np.int64).view(np.float64))))
+    ranges.append(("x (the points scored)", (-largest["query"], largest["query"])))
+    return magnitude_of_ranges(ranges), counts
 
 
 def _triton_partial(query: torch.Tensor, bank: torch.Tensor, grid, target: torch.device,
@@ -200,6 +224,7 @@ def _triton_partial(query: torch.Tensor, bank: torch.Tensor, grid, target: torch
         except parzen_int8.NotInt8Data:
             if precision == "int8":
                 raise
+        # (parzen_partial_int8 released the operands: the tf32x3 pass below makes its own.)
     return parzen_lse.parzen_partial_triton(query, bank, grid, device=target,
                                             precision="tf32x3" if precision == "auto" else precision)
 
@@ -251,9 +276,12 @@ def float32_exponent(magnitude: float, dimension: int, grid) -> int | None:
     if len(grid):
         top_scale = float(partials.half_inverse_variances(grid.min(), np.zeros(1))[0, 0])
         high = min(high, (FLOAT32_SCALE_LOG2 - math.log2(top_scale)) / 2)
-    if low > high or math.ceil(low) > math.floor(high):
-        return None
-    return int(min(max(0.0, math.ceil(low)), math.floor(high)))
+    # The integer nearest 0 in [low, high]. All-zero data leave low at -inf (and high at inf without
+    # sigmas): compared, never rounded, since an infinity has no integer part.
+    exponent = math.ceil(low) if low > 0 else 0
+    if high < exponent:
+        exponent = math.floor(high)
+    return None if exponent < low else exponent
 
 
 def scale_by_power_of_two(tensor: torch.Tensor, exponent: int) -> torch.Tensor:
