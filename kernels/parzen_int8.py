@@ -557,7 +557,8 @@ def parzen_partial_int8(query: torch.Tensor, bank: torch.Tensor, sigmas, *, devi
             blocks=blocks)
         merged = [parzen_lse._merge_splits(*_in_distance_units(*launch(piece)), piece) for piece in pieces]
         piece = parzen_lse._sigma_pieces(merged, pieces)
-        piece.nearest_index += first
+        if first:  # a launch less for the first piece (and for every bank of one piece)
+            piece.nearest_index += first
         result = piece if result is None else partials.merge(result, piece, grid)
     return result
 

@@ -307,7 +307,8 @@ def parzen_partial_triton(query: torch.Tensor, bank: torch.Tensor, sigmas, *, de
                                    rows_per_split=rows_per_split, blocks=blocks)
         piece = _sigma_pieces([_merge_splits(*launch(piece if piece.size else np.ones(1)), piece)
                                for piece in pieces], pieces)
-        piece.nearest_index += first
+        if first:  # a launch less for the first piece (and for every bank of one piece)
+            piece.nearest_index += first
         result = piece if result is None else partials.merge(result, piece, grid)
     return result
 

@@ -399,6 +399,8 @@ def exact_sq_distances(queries: torch.Tensor, reference: torch.Tensor, rows: tor
         others = reference.index_select(0, columns[first:first + piece].to(reference.device))
         difference = picked.to(torch.float64) - others.to(device=queries.device, dtype=torch.float64)
         pieces.append((difference * difference).sum(1))
+    if len(pieces) == 1:  # no copy for up to EXACT_PAIRS_AT_ONCE pairs
+        return pieces[0]
     return torch.cat(pieces) if pieces else torch.zeros(0, dtype=torch.float64, device=queries.device)
 
 
