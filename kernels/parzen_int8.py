@@ -249,6 +249,11 @@ def _parzen_int8_kernel(
             if NUM_SIGMAS > 0:
                 # Exact integer differences, rounded once to float32 for the exponentials.
                 shifted = (new_min[:, None] - distances).to(tl.float32)   # <= 0, shared by every sigma
+                if bank_start + BLOCK_N > split_end:
+                    # The split's last tile: columns past it are no samples. Their NOT_A_DISTANCE keeps
+                    # them from every minimum, but at a large enough sigma (~500 for 8-bit data) its
+                    # term exp2(-2^62 c) is not 0: -inf makes it 0 at every sigma.
+                    shifted = tl.where(local_columns[None, :] < split_end - bank_start, shifted, float("-inf"))
                 drop = (running_min - new_min).to(tl.float64)              # >= 0; huge on the first block
                 # The tile's smallest gap between a row's terms and its running minimum (rows that exist):
                 # when it is 0 some row gained a new minimum, so nothing is skipped and no sum needs rescaling.

@@ -533,6 +533,17 @@ def test_queued_operands_are_freed_before_other_operands_are_made(case, sigma, a
     assert alive_at == alive
 
 
+@pytest.mark.parametrize("sigma", [300.0, 1e4, 1e8])
+@pytest.mark.parametrize("count", [1, 23])
+def test_columns_past_the_bank_add_nothing_at_any_sigma(sigma, count, rng):
+    """Columns past the bank hold NOT_A_DISTANCE (2^62): no minimum, and -- at a sigma large enough
+    that exp2(-2^62 c) is near 1 -- no term either (once up to log((m + padding) / m) nats too high)."""
+    x, bank = bytes_over_255(rng, (7, 33)), unit_bank(rng, (count, 33))
+    got = parzen.log_likelihood(x, bank, [sigma], backend="triton", device="cpu", precision="int8")
+    expected = parzen.log_likelihood(x, bank, [sigma], backend="reference")
+    assert np.all(np.abs(got - expected) <= parzen_int8.per_point_bound(x, bank, [sigma]))
+
+
 SYNCHRONISING = ("tolist", "item", "numpy", "__bool__", "__int__", "__float__")
 
 
