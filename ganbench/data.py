@@ -138,6 +138,10 @@ def _read_user_folder(folder: Path):
     idx_paths = {key: _find_idx(folder, stem) for key, stem in IDX_FILES.items()}
     if all(path is not None for path in idx_paths.values()):
         raw = {key: _read_idx(path, fix) for key, path in idx_paths.items()}
+        for key in ("train_images", "test_images"):
+            if raw[key].ndim != 3 or raw[key].shape[1:] != (28, 28):
+                raise GanbenchError(f"{idx_paths[key]} holds images of shape {raw[key].shape[1:]}, not MNIST's "
+                                    f"28 x 28; {fix}")
         train_images = raw["train_images"].reshape(-1, 784)
         images = {"train": train_images[:TRAIN_SIZE], "valid": train_images[TRAIN_SIZE:],
                   "test": raw["test_images"].reshape(-1, 784)}

@@ -599,3 +599,13 @@ def test_figures_writes_the_baselines_memorisation_reports(tmp_path, capsys, mon
     code, out, _ = run(capsys, "figures", "--out", str(tmp_path / "figures"))
     assert code == 0 and f"baselines_memorization: {tmp_path / 'figures' / report.REPORTS_NAME}" in out
     assert json.loads((tmp_path / "figures" / report.REPORTS_NAME).read_text()) == reports
+
+
+@pytest.mark.parametrize("command", [["sample", "--count", "5", "--out", "s.npy"], ["figures"], ["nn"]])
+@pytest.mark.parametrize("seed", ["99999999999999999999", "-1", "1.5"])
+def test_a_seed_generators_cannot_take_is_a_usage_error(command, seed, capsys, no_mnist):
+    """torch's and NumPy's generators take 0 .. 2^63 - 1; past that torch raised OverflowError after the work began."""
+    with pytest.raises(SystemExit) as exit_:
+        main([*command, "--seed", seed])
+    assert exit_.value.code == 2
+    assert "--seed" in capsys.readouterr().err.strip().splitlines()[-1]

@@ -66,6 +66,17 @@ def test_truncated_idx_file_is_reported(idx_folder):
         data.load_mnist(idx_folder)
 
 
+@pytest.mark.parametrize("shape", [(10, 5), (10, 5, 2), (10, 28, 27)])
+def test_idx_images_of_another_shape_are_reported(shape, tmp_path):
+    """Well-formed IDX files of other images (not 28 x 28) once met a reshape before any check: a ValueError."""
+    write_idx(tmp_path / "train-images-idx3-ubyte", np.zeros(shape, np.uint8))
+    write_idx(tmp_path / "train-labels-idx1-ubyte", np.zeros(10, np.uint8))
+    write_idx(tmp_path / "t10k-images-idx3-ubyte", np.zeros(shape, np.uint8))
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte", np.zeros(10, np.uint8))
+    with pytest.raises(GanbenchError, match="train-images-idx3-ubyte holds images of shape .* not MNIST's 28 x 28"):
+        data.load_mnist(tmp_path)
+
+
 def test_altered_idx_pixel_fails_the_checksum(idx_folder):
     path = idx_folder / "train-images-idx3-ubyte"
     raw = bytearray(path.read_bytes())

@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from ganbench.errors import GanbenchError
 from ganbench.paper import kmeans
 from ganbench.scoring import byte_distances
 
@@ -279,3 +280,18 @@ def test_drift_pass_reads_rows_by_their_stride(monkeypatch):
     overlapping = torch.zeros(400).as_strided((10, 33), (20, 1))
     with pytest.raises(ValueError):
         fused_rows.drift_and_group_minima(overlapping, torch.zeros(33), torch.tensor(edges))
+
+
+@pytest.mark.parametrize("points, clusters, message", [
+    (np.where(np.eye(20, 3) > 0, np.nan, 0.5), 2, "NaN or inf"),
+    (np.full((20, 3), 1e300), 2, "float32's range"),
+    (np.ones(20), 2, "2-D"),
+    (np.ones((20, 3)) + 1j, 2, "complex"),
+    (np.ones((20, 3)), 2.0, "whole number"),
+    (np.ones((20, 3)), True, "whole number"),
+    (np.ones((20, 3)), 0, "clusters must be in 1..20"),
+])
+def test_bad_points_and_counts_are_one_line_errors(points, clusters, message):
+    """Once a NaN point gave a NaN centroid (cached as a result), 1e300 inf ones, 1-D points an IndexError."""
+    with pytest.raises(GanbenchError, match=message):
+        kmeans.fit(points, clusters, 2, progress=False)

@@ -16,7 +16,7 @@ from tolerances import (
 
 from ganbench.devices import to_device, to_device_many, to_host
 from ganbench.errors import GanbenchError
-from ganbench.scoring import parzen, protocol
+from ganbench.scoring import neighbours, parzen, protocol, streaming
 
 
 def direct_log_likelihood(x, bank, sigmas):
@@ -299,3 +299,50 @@ def test_column_mean_in_pieces_is_the_float64_mean(rows, dtype):
     torch.testing.assert_close(mean, values.mean(dim=0, dtype=torch.float64), rtol=rows * 2.0**-52, atol=0)
     eight_bit = (torch.randint(0, 256, (rows, 37), generator=generator) / 255.0).to(torch.float32)
     assert torch.equal(column_mean(eight_bit), eight_bit.mean(dim=0, dtype=torch.float64))
+
+
+def test_big_endian_arrays_score_as_native_ones(rng):
+    """Arrays read from files written on big-endian machines (dtype '>f8'): torch takes native byte order only."""
+    x, bank = rng.random((3, 4)), rng.random((5, 4))
+    np.testing.assert_array_equal(parzen.log_likelihood(x.astype(">f8"), bank.astype(">f8"), [0.3], backend="torch"),
+                                  parzen.log_likelihood(x, bank, [0.3], backend="torch"))
+
+
+@pytest.mark.parametrize("bank, message", [
+    (np.ones((4, 3)) + 5j, "complex128; pass real numbers"),
+    (np.full((4, 3), "a"), "pass real numbers"),
+    (np.ma.masked_array(np.ones((4, 3)), mask=np.eye(4, 3)), "masked entries"),
+])
+def test_streamed_banks_refuse_what_the_scorer_refuses(bank, message):
+    """A complex bank once lost its imaginary part silently, a masked one its mask."""
+    with pytest.raises(GanbenchError, match=message):
+        streaming.log_likelihood(np.zeros((2, 3)), bank, [1.0])
+
+
+@pytest.mark.parametrize("bank", [torch.ones(4, 3, requires_grad=True), torch.ones(4, 3, dtype=torch.bfloat16),
+                                  np.ones((4, 3)).astype(">f8")])
+def test_streamed_banks_take_tensors_and_big_endian_arrays(bank):
+    got = streaming.log_likelihood(np.zeros((2, 3)), bank, [1.0])
+    np.testing.assert_allclose(got, parzen.log_likelihood(np.zeros((2, 3)), np.ones((4, 3)), [1.0], backend="reference"),
+                               rtol=1e-12)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda x, bank: parzen.log_likelihood(x, bank, [0.3], query_block=2.5), "query_block must be a positive integer"),
+    (lambda x, bank: parzen.log_likelihood(x, bank, [0.3], bank_block=True), "bank_block must be a positive integer"),
+    (lambda x, bank: neighbours.nearest(x, bank, k=2.5), "k must be a whole number"),
+    (lambda x, bank: neighbours.nearest(x, bank, k=2, backend="foo"), "unknown backend 'foo'"),
+    (lambda x, bank: neighbours.nearest(x, bank, k=2, precision="fp8"), "unknown precision 'fp8'"),
+    (lambda x, bank: protocol.evaluate(bank, x, None, sigma=0.1), "the test data are missing"),
+])
+def test_api_arguments_of_the_wrong_kind_are_clear_errors(call, message, rng):
+    """Each was a TypeError, KeyError or silently ignored option before."""
+    with pytest.raises(GanbenchError, match=message):
+        call(rng.random((3, 4)), rng.random((5, 4)))
+
+
+def test_evaluate_takes_a_plain_list_as_its_sigma_grid(rng):
+    bank, valid, test = rng.random((50, 4)), rng.random((20, 4)), rng.random((10, 4))
+    with pytest.warns(protocol.SigmaAtGridEdgeWarning):
+        score = protocol.evaluate(bank, valid, test, sigma_grid=[0.1, 0.2])
+    assert sorted(score.valid_means) == [0.1, 0.2] and score.sigma in (0.1, 0.2)

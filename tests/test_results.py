@@ -184,6 +184,14 @@ def test_a_changed_shard_is_named(data, capsys):
     assert code == 2 and f"input samples {shards / '1.npy'} changed" in err
 
 
+def with_grid(stored: dict, grid: list) -> dict:
+    """``stored`` with another sigma grid, its per-arithmetic bounds on the validation means sized to match."""
+    stored["selection"]["grid"] = grid
+    for arithmetic_bounds in stored["tolerance"]["bounds"].values():
+        arithmetic_bounds["valid_means"] = [1e-6] * len(grid)
+    return stored
+
+
 @pytest.mark.parametrize("edit, message", [
     (lambda stored: "not json {", "is not JSON"),
     (lambda stored: [1, 2], "holds a JSON list"),
@@ -194,12 +202,30 @@ def test_a_changed_shard_is_named(data, capsys):
     (lambda stored: stored.update(kind="ganbench.something") or stored, "kind 'ganbench.something'"),
     (lambda stored: stored["scorer"].update(arithmetic="bfloat16") or stored, "expected one of float64"),
     (lambda stored: stored["scorer"].update(chunk_rows=0) or stored, "expected a positive integer"),
+    # Once tracebacks: an integer past float64 (np.isfinite's TypeError), an empty grid (IndexError).
+    (lambda stored: stored["result"].update(mean=10**400) or stored, "expected a number"),
+    (lambda stored: with_grid(stored, []), "selection.grid is [], expected [sigma, validation mean] pairs"),
+    (lambda stored: with_grid(stored, [[0.1, 1.0], [0.2]]), "expected [sigma, validation mean]"),
 ])
 def test_a_malformed_result_is_one_line_and_exit_2(edit, message, data, capsys):
     path = save(data)
     edited = edit(json.loads(path.read_text()))
     path.write_text(edited if isinstance(edited, str) else json.dumps(edited))
     code, out, err = check(capsys, path)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
+
+
+@pytest.mark.parametrize("table, message", [
+    ({"table": [], "config": {}}, "holds no measured rows"),
+    ({"table": [{"key": "kmeans", "kind": "measured", "mnist": {}}], "config": {}}, "config has no 'generator'"),
+    ({"table": [{"key": "kmeans", "kind": "measured", "mnist": {"mean": 1.0}}],
+      "config": {"generator": "g.pt", "seed": 0, "protocol": "paper", "backend": "auto", "kmeans_iterations": 2}},
+     "row 'kmeans' has no 'standard_error'"),
+])
+def test_a_malformed_table1_is_one_line_and_exit_2(table, message, tmp_path, capsys):
+    """Keys the re-run reads are looked up before it starts (once a KeyError traceback, after loading MNIST)."""
+    (tmp_path / "table1.json").write_text(json.dumps({"kind": "ganbench.table1", **table}))
+    code, out, err = check(capsys, tmp_path / "table1.json")
     assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
 
 
@@ -251,3 +277,17 @@ def test_assert_result_holds(data, monkeypatch):
                         lambda x, bank, sigmas, **options: original(x, bank, np.asarray(sigmas) * 1.01, **options))
     with pytest.raises(AssertionError, match="moved beyond tolerance: mean"):
         testing.assert_result_holds(path)
+
+
+def test_assert_log_likelihood_takes_a_fixed_sigma_without_validation_data():
+    """The docstring's fixed sigma with valid=None once crashed deriving the tolerance (len() of None)."""
+    from ganbench.scoring import parzen
+    from ganbench.testing import assert_log_likelihood
+
+    rng = np.random.default_rng(0)
+    bank, test = rng.random((50, 6)), rng.random((20, 6))
+    expected = parzen.log_likelihood(test, bank, [0.2], backend="reference")[0].mean()
+    score = assert_log_likelihood(bank, None, test, expected=expected, sigma=0.2)
+    assert score.sigma == 0.2 and not score.valid_means
+    with pytest.raises(AssertionError, match="moved"):
+        assert_log_likelihood(bank, None, test, expected=expected + 1e-3, sigma=0.2)

@@ -47,6 +47,17 @@ def read_own_data(**files) -> tuple | None:
     return tuple(banks.open_bank(path, role=DATA_ROLES[name]).read_all() for name, path in files.items())
 
 
+def seed_number(text: str) -> int:
+    """argparse type of a --seed: a whole number torch's and NumPy's generators both take (0 .. 2^63 - 1)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid seed {text!r}: give a whole number") from None
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"seed {value} is out of range: give 0 .. 2^63 - 1")
+    return value
+
+
 def require_at_least(flag: str, value, minimum) -> None:
     """A numeric option's lower bound, as a one-line error (argparse checks only the type)."""
     if value is not None and value < minimum:

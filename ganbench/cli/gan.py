@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ganbench import SHIPPED_GENERATOR
-from ganbench.cli.common import add_data_options, check_out, require_at_least
+from ganbench.cli.common import add_data_options, check_out, require_at_least, seed_number
 from ganbench.defaults import DEFAULT_MODEL, DEFAULT_OUT, MODELS
 from ganbench.devices import resolve_device
 
@@ -95,7 +95,7 @@ def add_parsers(commands, formatter) -> None:
                               help="JSON object of TrainConfig fields (ganbench/gan/train.py); the flags below override it")
     train_parser.add_argument("--epochs", type=int, default=None,
                               help="train until this many epochs are done (default: 100, or the run's on --resume)")
-    train_parser.add_argument("--seed", type=int, default=None,
+    train_parser.add_argument("--seed", type=seed_number, default=None,
                               help="seed of weights, dropout, data order and noise (default: 0)")
     train_parser.add_argument("--discriminator-steps", type=int, default=None,
                               help="k of Algorithm 1: discriminator steps per generator step (default: 1)")
@@ -129,7 +129,7 @@ def add_parsers(commands, formatter) -> None:
                                     "results/baselines/<model>.pt)")
     _add_model_option(sample_parser)
     sample_parser.add_argument("--count", type=int, default=10_000, help="number of samples")
-    sample_parser.add_argument("--seed", type=int, default=0, help="noise seed")
+    sample_parser.add_argument("--seed", type=seed_number, default=0, help="noise seed")
     sample_parser.add_argument("--out", required=True, help="output .npy, (count, 784) float32, or a folder with "
                                "--shard-size")
     sample_parser.add_argument("--shard-size", type=int, default=None,

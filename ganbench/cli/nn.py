@@ -10,6 +10,7 @@ from ganbench.cli.common import (
     print_json,
     read_own_data,
     require_at_least,
+    seed_number,
 )
 from ganbench.devices import resolve_device
 from ganbench.errors import GanbenchError
@@ -86,7 +87,7 @@ def add_parsers(commands, formatter) -> None:
     nn_parser.add_argument("--checkpoint", default=None,
                            help="generator to sample when no --samples (default: the shipped generator)")
     nn_parser.add_argument("--count", type=int, default=None, help=f"samples to draw (default {DEFAULT_COUNT:,})")
-    nn_parser.add_argument("--seed", type=int, default=None, help="noise seed (default 0)")
+    nn_parser.add_argument("--seed", type=seed_number, default=None, help="noise seed (default 0)")
     nn_parser.add_argument("--reference", default=None, choices=("train", "valid", "test"),
                            help="MNIST split that serves as the training data to look for copies in (default "
                                 "train); the test images calibrate the copy rate, the validation images when "

@@ -12,6 +12,7 @@ from ganbench.cli.common import (
     check_backend,
     check_out,
     print_json,
+    seed_number,
     start_cpu_pass_build,
 )
 from ganbench.defaults import BACKENDS, DEFAULT_OUT, DEFAULT_PROTOCOL
@@ -132,7 +133,7 @@ def add_parsers(commands, formatter) -> None:
     reproduce_parser = commands.add_parser("reproduce", help="regenerate a table of the paper", formatter_class=formatter)
     reproduce_parser.add_argument("what", choices=("table1",), help="what to reproduce")
     reproduce_parser.add_argument("--generator", default=str(SHIPPED_GENERATOR), help="generator to score")
-    reproduce_parser.add_argument("--seed", type=int, default=0, help="noise seed of the bank and k-means")
+    reproduce_parser.add_argument("--seed", type=seed_number, default=0, help="noise seed of the bank and k-means")
     reproduce_parser.add_argument("--protocol", default=DEFAULT_PROTOCOL, choices=tuple(protocol.PROTOCOLS),
                                   help=f"how sigma is chosen ({protocol.describe_protocols()})")
     reproduce_parser.add_argument("--tfd", default=None, help="TFD_48x48.mat, to measure the TFD column")
@@ -162,7 +163,7 @@ def add_parsers(commands, formatter) -> None:
     figures_parser = commands.add_parser("figures", help="Figure 2, Figure 3 and the distance histogram",
                                          formatter_class=formatter)
     figures_parser.add_argument("--generator", default=str(SHIPPED_GENERATOR), help="generator to draw")
-    figures_parser.add_argument("--seed", type=int, default=0, help="noise seed")
+    figures_parser.add_argument("--seed", type=seed_number, default=0, help="noise seed")
     figures_parser.add_argument("--train-log", default=None,
                                 help="a run's train_log.csv for the training curve (default: the one beside --generator)")
     figures_parser.add_argument("--no-baselines", action="store_true",

@@ -19,6 +19,7 @@ from ganbench.errors import GanbenchError
 from ganbench.paper import kmeans_bounds
 from ganbench.progress import progress_bar
 from ganbench.scoring import neighbours, parzen
+from ganbench.scoring.inputs import as_matrix
 
 # Bump when the algorithm changes, so old cache entries are not reused. 2: Elkan's bounds on the CPU
 # (assignments the bounds prove are exact ones, where float32 distances could break a near-tie).
@@ -34,7 +35,10 @@ def fit(points: np.ndarray, clusters: int, iterations: int = 10, seed: int = 0, 
     ``device``); the same torch operations run on the CPU and on a GPU. ``precision`` is the
     triton backend's (``auto`` or ``int8`` assign 8-bit points, MNIST's, with exact int8 distances).
     """
-    points = np.asarray(points, dtype=np.float32)
+    points = _float32_points(points)
+    for name, value in (("clusters", clusters), ("iterations", iterations)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise GanbenchError(f"{name} must be a whole number >= 0, got {value!r}")
     if not 1 <= clusters <= len(points):
         raise GanbenchError(f"clusters must be in 1..{len(points)}, got {clusters}")
     rng = np.random.default_rng(seed)
@@ -72,6 +76,18 @@ def fit(points: np.ndarray, clusters: int, iterations: int = 10, seed: int = 0, 
         filled = counts > 0
         centroids[filled] = (sums[filled] / counts[filled, None]).to(torch.float32)
     return centroids.cpu().numpy()
+
+
+def _float32_points(points) -> np.ndarray:
+    """The points as float32 (k-means' arithmetic), or a one-line error: 2-D, real, finite and in float32's range."""
+    tensor = as_matrix("points", points).cpu()
+    if tensor.dtype != torch.float32:
+        largest = float(tensor.abs().max())
+        if largest > float(np.finfo(np.float32).max):
+            raise GanbenchError(f"points up to {largest:.3g} exceed float32's range (3.4e38), in which k-means "
+                                "runs; divide them by one factor first")
+        tensor = tensor.float()
+    return tensor.numpy()
 
 
 def cached_fit(points: np.ndarray, clusters: int, iterations: int = 10, seed: int = 0, *,

@@ -338,17 +338,27 @@ def check(path: str | Path, rows: tuple[str, ...] | None = None, backend: str | 
     path = Path(path)
     if not path.exists():
         raise GanbenchError(f"{path} does not exist; create it with `ganbench reproduce table1`")
+    not_a_table = (f"{path} is not a ganbench table1.json ({{}}); pass a file written by "
+                   "`ganbench reproduce table1`")
     try:
         stored = json.loads(path.read_text())
         stored_rows = {row["key"]: row for row in stored["table"] if row["kind"] == "measured"}
         settings = stored["config"]
     except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as error:
-        raise GanbenchError(f"{path} is not a ganbench table1.json ({type(error).__name__}: {error}); "
-                            "pass a file written by `ganbench reproduce table1`") from None
+        raise GanbenchError(not_a_table.format(f"{type(error).__name__}: {error}")) from None
+    if not stored_rows:
+        raise GanbenchError(f"{path} holds no measured rows to check; pass a file written by `ganbench reproduce table1`")
     keys = tuple(rows) if rows else tuple(stored_rows)
     missing = [key for key in keys if key not in stored_rows]
     if missing:
         raise GanbenchError(f"{path} has no measured row {missing[0]!r}; it holds {', '.join(stored_rows)}")
+    # Everything the re-run reads, looked up before any work: a missing key is this one-line error.
+    needed = [("config", settings, name) for name in ("generator", "seed", "protocol", "backend", "kmeans_iterations")]
+    needed += [(f"row {key!r}", stored_rows[key].get("mnist"), field) for key in keys
+               for field in ("mean", "standard_error", "sigma", "tolerance_nats")]
+    for where, record, name in needed:
+        if not isinstance(record, dict) or name not in record:
+            raise GanbenchError(not_a_table.format(f"{where} has no {name!r}"))
     config = Table1Config(generator=str(stored_generator(path, settings["generator"])),
                           baselines=str(stored_generator(path, settings.get("baselines", str(baselines.SHIPPED_DIR)))),
                           seed=settings["seed"], protocol=settings["protocol"],

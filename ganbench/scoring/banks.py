@@ -21,7 +21,7 @@ import numpy as np
 
 from ganbench.defaults import CHUNK_ROWS
 from ganbench.errors import GanbenchError
-from ganbench.scoring.inputs import MNIST_RANGE, as_data, check_range
+from ganbench.scoring.inputs import MNIST_RANGE, as_data, as_real_array, check_range
 
 __all__ = ["MNIST_RANGE", "Bank", "open_bank"]
 
@@ -191,7 +191,7 @@ def open_bank(source, value_range: tuple[float, float] | None = None, role: str 
     value outside it is an error when read.
     """
     if not isinstance(source, (str, Path)):
-        array = np.asarray(source)
+        array = as_real_array(role, source)
         if array.ndim != 2:
             raise GanbenchError(f"bank must be 2-D (count, dimension), got shape {array.shape}")
         return Bank([_Shard(None, len(array), 0, array)], array.shape[1], "array", value_range, role)  # used as given

@@ -16,6 +16,28 @@ import torch
 from ganbench.errors import GanbenchError
 
 
+def as_real_array(name: str, values) -> np.ndarray:
+    """``values`` as a NumPy array of real numbers in the machine's byte order (no copy when it already
+    is one), or a one-line error. Tensors leave autograd and their device (bfloat16 becomes float32,
+    exactly); a masked array with masked entries is refused, as its mask would be dropped."""
+    if isinstance(values, np.ma.MaskedArray) and np.ma.is_masked(values):
+        raise GanbenchError(f"{name} has masked entries; fill or remove them first")
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu()
+        if values.is_complex():
+            raise GanbenchError(f"{name} is complex; pass real numbers")
+        values = (values.float() if values.dtype == torch.bfloat16 else values).numpy()
+    try:
+        array = np.asarray(values)
+    except (TypeError, ValueError) as error:
+        raise GanbenchError(f"{name} is not an array ({error})") from None
+    if array.dtype.kind not in "biuf":
+        raise GanbenchError(f"{name} has dtype {array.dtype}; pass real numbers")
+    if not array.dtype.isnative:  # big-endian files: torch reads the machine's byte order only
+        array = array.astype(array.dtype.newbyteorder("="))
+    return array
+
+
 def as_matrix(name: str, values, *, dimension: int | None = None, dimension_of: str = "the bank",
               check_finite: bool = True) -> torch.Tensor:
     """Return ``values`` as a 2-D floating torch tensor (no copy when possible), or raise.
@@ -27,12 +49,7 @@ def as_matrix(name: str, values, *, dimension: int | None = None, dimension_of: 
     if isinstance(values, torch.Tensor):
         tensor = values.detach()
     else:
-        try:
-            array = np.asarray(values)
-        except (TypeError, ValueError) as error:
-            raise GanbenchError(f"{name} is not an array ({error})") from None
-        if array.dtype.kind not in "biuf":
-            raise GanbenchError(f"{name} has dtype {array.dtype}; pass real numbers")
+        array = as_real_array(name, values)
         with warnings.catch_warnings():
             # Read-only inputs (memory-mapped .npy files) are fine: ganbench never writes to them.
             warnings.filterwarnings("ignore", message="The given NumPy array is not writable")

@@ -6,7 +6,7 @@ import contextlib
 import numpy as np
 import torch
 
-from ganbench.defaults import DEFAULT_PRECISION
+from ganbench.defaults import BACKENDS, DEFAULT_PRECISION, PRECISIONS
 from ganbench.devices import resolve_device
 from ganbench.errors import GanbenchError
 from ganbench.scoring import bounds, byte_distances, fused_rows, parzen
@@ -38,8 +38,12 @@ def nearest(queries, reference, k: int = 1, *, backend: str = "auto", device=Non
     which may be another point within the float32 error (tests/tolerances.py) of the nearest.
     ``precision`` is the triton backend's for that pass (``int8``: exact distances for 8-bit queries).
     """
-    if k < 1:
-        raise GanbenchError(f"k must be >= 1, got {k}")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise GanbenchError(f"k must be a whole number >= 1, got {k!r}")
+    if backend not in BACKENDS:
+        raise GanbenchError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    if precision not in PRECISIONS:
+        raise GanbenchError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
     points_name, bank_name = names
     reference_tensor = as_matrix(bank_name, reference)
     query_tensor = as_matrix(points_name, queries, dimension=reference_tensor.shape[1], dimension_of=bank_name)

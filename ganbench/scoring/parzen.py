@@ -133,8 +133,8 @@ def parzen_pass(x, bank, sigmas, *, backend: str = DEFAULT_BACKEND, device=None,
     bank_tensor = as_matrix("bank", bank, check_finite=False)
     query_tensor = as_matrix("x (the points scored)", x, dimension=bank_tensor.shape[1], check_finite=False)
     for name, block in (("query_block", query_block), ("bank_block", bank_block)):
-        if block is not None and block < 1:
-            raise GanbenchError(f"{name} must be a positive integer, got {block}")
+        if block is not None and (isinstance(block, bool) or not isinstance(block, (int, np.integer)) or block < 1):
+            raise GanbenchError(f"{name} must be a positive integer, got {block!r}")
     target = scoring_device(device, backend, query_tensor)
     if backend == "auto":
         backend = "triton" if target.type == "cuda" else "torch"

@@ -312,6 +312,8 @@ def as_scored_data(bank, valid, test, value_range: tuple[float, float] | None = 
     both checks.
     """
     # ``valid`` may be None where sigma is fixed: nothing is chosen on it.
+    if test is None:
+        raise GanbenchError("the test data are missing: pass the points to score")
     held_out = {"the validation data": valid, "the test data": test}
     held_out = {role: as_data(role, values) for role, values in held_out.items() if values is not None}
     valid, test = held_out.get("the validation data"), held_out["the test data"]
@@ -341,6 +343,9 @@ def evaluate(bank, valid, test, protocol: ParzenProtocol | str = "paper", sigma:
     """
     scorer = scorer or parzen.log_likelihood
     protocol = get_protocol(protocol) if isinstance(protocol, str) else protocol
+    if sigma_grid is not None and not isinstance(sigma_grid, SigmaGrid):  # a plain list of widths: its own grid
+        widths = as_sigmas(sigma_grid)
+        sigma_grid = SigmaGrid(tuple(float(width) for width in widths), ", ".join(f"{width:g}" for width in widths))
     bank, valid, test = as_scored_data(bank, valid, test, value_range)
     started = time.perf_counter()
     search = None

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -135,6 +136,8 @@ def tolerance_of(score: protocol.ParzenScore, bank: banks.Bank, valid: np.ndarra
     """Every arithmetic's bounds on the fields of ``score``, and the tolerance of the arithmetic that
     scored it against the worst re-scoring one (``mean``, ``standard_error``)."""
     arithmetic = bounds.arithmetic_of(resolve(scoring.backend, scoring.device)[0], scoring.precision)
+    if valid is None:  # a fixed sigma, chosen on no validation data
+        valid = np.zeros((0, bank.dimension), dtype=np.float32)
     subset = valid[:_valid_rows(scoring.protocol, len(valid))]
     (valid_norms, test_norms), rows = bounds.centred_norms([subset, test], bank, scoring.chunk_rows)
     shape = (bank.dimension, rows)
@@ -318,7 +321,12 @@ _MISSING = object()
 
 
 def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer past float64's range
+        return False
 
 
 def _check_type(path, key: str, value, expected: str) -> None:
@@ -353,7 +361,7 @@ def check(path: str | os.PathLike, backend: str | None = None, device: str | Non
     rows = [_row("mean", result["mean"], mean, tolerances["mean"]),
             _row("standard_error", result["standard_error"], standard_error, tolerances["standard_error"])]
     if not stored["selection"]["fixed_sigma"]:
-        grid = np.asarray(stored["selection"]["grid"], dtype=np.float64)
+        grid = _stored_grid(path, stored["selection"]["grid"])
         valid_tolerances = np.add(saved_bounds["valid_means"], new_bounds["valid_means"])
         subset = valid[:stored["selection"]["valid_rows"]]
         new_means = streaming.log_likelihood(subset, bank, grid[:, 0], **scoring.options()).mean(axis=1)
@@ -362,6 +370,18 @@ def check(path: str | os.PathLike, backend: str | None = None, device: str | Non
                  for (sigma, old), new, allowed in zip(grid, new_means, valid_tolerances)]
     frame = pd.DataFrame(rows)
     return bool(frame["ok"].all()), frame
+
+
+def _stored_grid(path, grid) -> np.ndarray:
+    """The saved (sigma, validation mean) pairs as an (S, 2) array, or a one-line error."""
+    try:
+        pairs = np.asarray(grid, dtype=np.float64)
+    except (TypeError, ValueError):
+        pairs = np.zeros((0, 0))
+    if pairs.ndim != 2 or pairs.shape[1] != 2 or not len(pairs) or not np.all(np.isfinite(pairs)):
+        raise GanbenchError(f"{path}: selection.grid is {json.dumps(grid)[:60]}, expected [sigma, validation mean] "
+                            "pairs; save it again with `ganbench parzen ... --save`")
+    return pairs
 
 
 def _row(field: str, stored: float, new: float, tolerance: float) -> dict:
