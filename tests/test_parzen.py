@@ -346,3 +346,19 @@ def test_evaluate_takes_a_plain_list_as_its_sigma_grid(rng):
     with pytest.warns(protocol.SigmaAtGridEdgeWarning):
         score = protocol.evaluate(bank, valid, test, sigma_grid=[0.1, 0.2])
     assert sorted(score.valid_means) == [0.1, 0.2] and score.sigma in (0.1, 0.2)
+
+
+@pytest.mark.parametrize("outlier", [1e4, 1e8, 1e150])
+def test_the_reference_stays_exact_beside_an_outlier(outlier, rng):
+    """One sample far away makes every bank-centred norm huge: the expanded form's float64 rounding (~1e-16
+    of them) swallowed distances of 1e-6 and moved log p by nats. The rows it could move are recomputed
+    from direct differences; the outlier's own term (below e^-40) is left as it was."""
+    x = np.concatenate([rng.random((6, 3)) * 1e-3, [[0.3, 0.0, 0.0]]])
+    bank = np.concatenate([rng.random((9, 3)) * 1e-3, [[outlier, 0.0, 0.0]]])
+    sigmas = [1e-3, 0.1]
+    got = parzen.log_likelihood(x, bank, sigmas, backend="reference")
+    np.testing.assert_allclose(got, direct_log_likelihood(x, bank, sigmas), rtol=1e-13)
+    nearest = parzen.parzen_pass(x, bank, [], backend="reference")
+    distances = ((x[:, None, :] - bank[None, :, :]) ** 2).sum(-1)
+    np.testing.assert_array_equal(nearest.nearest_index, distances.argmin(1))
+    np.testing.assert_allclose(nearest.min_sq_distance, distances.min(1), rtol=1e-14)

@@ -33,7 +33,7 @@ from ganbench.defaults import (
 from ganbench.devices import resolve_device, to_device_many, to_host
 from ganbench.errors import GanbenchError
 from ganbench.progress import announce_once as _announce
-from ganbench.scoring import byte_distances, digit_distances, fused_rows, partials
+from ganbench.scoring import bounds, byte_distances, digit_distances, fused_rows, partials
 from ganbench.scoring.centring import centre_by_bank_mean
 from ganbench.scoring.inputs import as_matrix, as_sigmas, finite_magnitude, magnitude_of_ranges, queued_ranges
 
@@ -412,19 +412,33 @@ def squared_norms(rows: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
     return torch.cat(pieces).to(rows.dtype)
 
 
+# A pair whose expanded-form error could move a log-likelihood by more than this is recomputed from
+# direct differences: the reference must stay far below every fast path's bound (~1e-4 nats on MNIST).
+REFERENCE_NATS = 1e-8
+# Terms further than this below their row's largest cannot reach float64's rounding of the sum (e^-40 = 4e-18).
+NEGLIGIBLE_NATS = 40.0
+EXACT_PAIRS_PER_PIECE = 4096  # (pairs, d) float64 differences at a time
+
+
 def _reference_pass(query, bank, grid, query_block, bank_block) -> ParzenPass:
     """NumPy float64 throughout, written apart from the fast paths so it can judge them.
 
     Squared distances use the expanded form on bank-centred float64 data: its rounding
-    error, about 1e-16 times the squared norms, is far below any float32 path's.
+    error, about 1e-16 times the squared norms, is far below any float32 path's on data of one
+    scale. Where it is not -- data whose spread dwarfs the distances that matter (an outlier 1e8
+    away from points 1e-3 apart), or sigma tiny against the norms -- each such query's distances
+    that can matter are recomputed from direct differences (``_exact_where_loose``).
     """
-    bank64 = bank.cpu().double().numpy()
-    mean = bank64.mean(axis=0)
-    bank64 = bank64 - mean
-    query64 = query.cpu().double().numpy() - mean
+    original_bank, original_query = bank.cpu().double().numpy(), query.cpu().double().numpy()
+    mean = original_bank.mean(axis=0)
+    bank64 = original_bank - mean
+    query64 = original_query - mean
     bank_norms = np.einsum("ij,ij->i", bank64, bank64)
     query_block = query_block or DEFAULTS["reference_query_block"]
     bank_block = bank_block or DEFAULTS["reference_bank_block"]
+    scales = np.sort(partials.half_inverse_variances(grid, np.zeros(1))[:, 0])  # ascending: widest sigma first
+    # |fl(D) - D| <= K u (||x - c||^2 + max ||s - c||^2), the float64 bound of ganbench.scoring.bounds.
+    units = bounds.distance_coefficient("float64", bank64.shape[1]) * bounds.UNIT_ROUNDOFF["float64"]
     pieces = []
     for query_start in range(0, len(query64), query_block):
         queries = query64[query_start:query_start + query_block]
@@ -434,6 +448,9 @@ def _reference_pass(query, bank, grid, query_block, bank_block) -> ParzenPass:
             samples = bank64[bank_start:bank_start + bank_block]
             distances = query_norms + bank_norms[None, bank_start:bank_start + bank_block] - 2.0 * queries @ samples.T
             np.maximum(distances, 0.0, out=distances)
+            errors = units * (query_norms[:, 0] + bank_norms[bank_start:bank_start + bank_block].max())
+            _exact_where_loose(distances, errors, scales, original_query[query_start:query_start + query_block],
+                               original_bank[bank_start:bank_start + bank_block])
             block = partials.from_distances(distances, grid, index_offset=bank_start)
             running = block if running is None else partials.merge(running, block, grid)
         pieces.append(running)
@@ -441,6 +458,37 @@ def _reference_pass(query, bank, grid, query_block, bank_block) -> ParzenPass:
                                     for field in ("min_sq_distance", "nearest_index", "shifted_sums")))
     return ParzenPass.from_log_shifted_sums(np.log(merged.shifted_sums), merged.min_sq_distance,
                                             merged.nearest_index.astype(np.int64), grid)
+
+
+def _exact_where_loose(distances: np.ndarray, errors: np.ndarray, scales: np.ndarray, queries: np.ndarray,
+                       samples: np.ndarray) -> None:
+    """Recompute in place, from direct differences of the inputs, the distances whose expanded-form
+    error (``errors``, a bound for each row) could move a log-sum-exp by more than REFERENCE_NATS.
+
+    ``scales`` are the grid's 1 / (2 sigma^2), ascending. A row is loose at the sigmas where
+    error x scale exceeds REFERENCE_NATS; at the widest of those, scale s, a term further than
+    NEGLIGIBLE_NATS / s above the row's minimum is below e^-40 of its largest, before and after,
+    so only the distances within 2 errors + NEGLIGIBLE_NATS / s of the block's minimum are recomputed
+    (at the other sigmas every term is within REFERENCE_NATS as it stands). A nearest-only pass (no
+    sigma) recomputes the distances within 2 errors of each row's minimum: its argmin among them.
+    """
+    if len(scales):
+        widest_loose = np.searchsorted(scales, REFERENCE_NATS / np.maximum(errors, 1e-300), side="right")
+        rows = np.flatnonzero(widest_loose < len(scales))
+        reach = NEGLIGIBLE_NATS / scales[widest_loose[rows]] if len(rows) else np.zeros(0)
+    else:
+        rows = np.flatnonzero(errors > 0)
+        reach = np.zeros(len(rows))
+    if not len(rows):
+        return
+    reach = distances[rows].min(axis=1) + 2 * errors[rows] + reach
+    picked_rows, picked_columns = np.nonzero(distances[rows] <= reach[:, None])
+    picked_rows = rows[picked_rows]
+    for first in range(0, len(picked_rows), EXACT_PAIRS_PER_PIECE):
+        row_piece = picked_rows[first:first + EXACT_PAIRS_PER_PIECE]
+        column_piece = picked_columns[first:first + EXACT_PAIRS_PER_PIECE]
+        difference = queries[row_piece] - samples[column_piece]
+        distances[row_piece, column_piece] = np.einsum("ij,ij->i", difference, difference)
 
 
 def _torch_pass(query, bank, grid, device, query_block, bank_block, precision=DEFAULT_PRECISION) -> partials.BankPartial:
