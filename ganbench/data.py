@@ -69,7 +69,8 @@ class MNIST:
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("GANBENCH_CACHE", Path.home() / ".cache" / "ganbench"))
+    """$GANBENCH_CACHE, unless unset or empty (an empty one meant the working directory), else ~/.cache/ganbench."""
+    return Path(os.environ.get("GANBENCH_CACHE") or Path.home() / ".cache" / "ganbench")
 
 
 def load_mnist(data_dir: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,

@@ -68,3 +68,15 @@ def test_an_entry_in_a_cache_that_cannot_be_touched_is_still_read(tmp_path, monk
     monkeypatch.setattr(os, "utime", refused)
     array, _ = cache.cached_array("kmeans", {"seed": 1}, (8,), lambda: pytest.fail("recomputed"), cache_dir=tmp_path)
     assert array.sum() == 8 and "damaged" not in capsys.readouterr().err
+
+
+def test_an_empty_cache_variable_means_the_default_folder(monkeypatch, tmp_path):
+    """GANBENCH_CACHE="" (as `export GANBENCH_CACHE=` leaves it) once put the cache, and the compiled CPU pass, in the
+    working directory."""
+    from ganbench.data import default_cache_dir
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("GANBENCH_CACHE", "")
+    assert default_cache_dir() == tmp_path / ".cache" / "ganbench"
+    monkeypatch.setenv("GANBENCH_CACHE", str(tmp_path / "mine"))
+    assert default_cache_dir() == tmp_path / "mine"

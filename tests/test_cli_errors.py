@@ -609,3 +609,10 @@ def test_a_seed_generators_cannot_take_is_a_usage_error(command, seed, capsys, n
         main([*command, "--seed", seed])
     assert exit_.value.code == 2
     assert "--seed" in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("timeout", ["nan", "inf", "0", "-3"])
+def test_a_timeout_that_is_no_finite_wait_is_refused(timeout, files, capsys, no_mnist):
+    line = one_line_error(capsys, "parzen", "--samples", files.samples, "--valid", files.valid, "--test", files.test,
+                          "--timeout", timeout)
+    assert "--timeout must be a finite number of seconds > 0" in line

@@ -24,8 +24,8 @@ def command_parzen(args) -> int:
 
     from ganbench.scoring import streaming
 
-    if args.timeout <= 0:
-        raise GanbenchError(f"--timeout must be > 0 seconds, got {args.timeout:g}")
+    if not args.timeout > 0 or args.timeout == float("inf"):  # nan fails every comparison
+        raise GanbenchError(f"--timeout must be a finite number of seconds > 0, got {args.timeout:g}")
     distributed = streaming.init_from_environment(args.timeout, device=args.device, backend=args.backend)
     try:
         return _score_and_report(args, distributed)
