@@ -416,7 +416,8 @@ def test_messages_name_what_is_wrong_and_where(files, capsys, no_mnist, tmp_path
                                                                      "--valid", files.valid, "--test", files.test)
     assert "no samples to score" in one_line_error(capsys, "parzen")
     assert "--save needs a file name" in one_line_error(capsys, "parzen", files.samples, "--save", "")
-    assert "--timeout must be > 0" in one_line_error(capsys, "parzen", files.samples, "--timeout", "-1")
+    assert "--timeout must be a finite number of seconds > 0" in one_line_error(capsys, "parzen", files.samples,
+                                                                                "--timeout", "-1")
     assert "names an empty row" in one_line_error(capsys, "check", REPOSITORY / "results" / "table1.json",
                                                   "--rows", "")
 

@@ -362,3 +362,20 @@ def test_the_reference_stays_exact_beside_an_outlier(outlier, rng):
     distances = ((x[:, None, :] - bank[None, :, :]) ** 2).sum(-1)
     np.testing.assert_array_equal(nearest.nearest_index, distances.argmin(1))
     np.testing.assert_allclose(nearest.min_sq_distance, distances.min(1), rtol=1e-14)
+
+
+def test_the_reference_refines_a_collapsed_bank_once_per_distinct_sample(rng, monkeypatch):
+    """A collapsed generator's bank (one image many times) at a sigma small enough to refine: every copy
+    is a candidate, and equal samples are summed once (``DEDUPLICATE_ABOVE``), with the same exact result."""
+    x = rng.random((9, 20))
+    bank = np.concatenate([np.repeat(rng.random((1, 20)), 200, axis=0), rng.random((5, 20)), x[:2] + 1e-9])
+    sigmas = [1e-4, 0.3]
+    summed = []
+    direct = parzen._direct_sq_distances
+    monkeypatch.setattr(parzen, "_direct_sq_distances", lambda *args: summed.append(len(args[2])) or direct(*args))
+    got = parzen.parzen_pass(x, bank, sigmas, backend="reference")
+    assert summed and sum(summed) < len(x) * 10  # not 200 copies a row
+    distances = ((x[:, None, :] - bank[None, :, :]) ** 2).sum(-1)
+    expected = np.stack([logsumexp(-distances / (2 * sigma * sigma), axis=1) for sigma in sigmas])
+    np.testing.assert_allclose(got.log_sum_exp, expected, rtol=1e-13, atol=1e-15)  # atol: sums near 1, logs near 0
+    np.testing.assert_array_equal(got.nearest_index, distances.argmin(1))

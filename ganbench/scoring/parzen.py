@@ -417,7 +417,10 @@ def squared_norms(rows: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
 REFERENCE_NATS = 1e-8
 # Terms further than this below their row's largest cannot reach float64's rounding of the sum (e^-40 = 4e-18).
 NEGLIGIBLE_NATS = 40.0
+# A nearest-only pass refines a row whose distances may be off by more than this share of its nearest one.
+NEAREST_RELATIVE = 1e-9
 EXACT_PAIRS_PER_PIECE = 4096  # (pairs, d) float64 differences at a time
+DEDUPLICATE_ABOVE = 16  # candidates a loose row past which equal samples are summed once
 
 
 def _reference_pass(query, bank, grid, query_block, bank_block) -> ParzenPass:
@@ -448,8 +451,8 @@ def _reference_pass(query, bank, grid, query_block, bank_block) -> ParzenPass:
             samples = bank64[bank_start:bank_start + bank_block]
             distances = query_norms + bank_norms[None, bank_start:bank_start + bank_block] - 2.0 * queries @ samples.T
             np.maximum(distances, 0.0, out=distances)
-            errors = units * (query_norms[:, 0] + bank_norms[bank_start:bank_start + bank_block].max())
-            _exact_where_loose(distances, errors, scales, original_query[query_start:query_start + query_block],
+            _exact_where_loose(distances, query_norms[:, 0], bank_norms[bank_start:bank_start + bank_block], units,
+                               scales, original_query[query_start:query_start + query_block],
                                original_bank[bank_start:bank_start + bank_block])
             block = partials.from_distances(distances, grid, index_offset=bank_start)
             running = block if running is None else partials.merge(running, block, grid)
@@ -460,35 +463,62 @@ def _reference_pass(query, bank, grid, query_block, bank_block) -> ParzenPass:
                                             merged.nearest_index.astype(np.int64), grid)
 
 
-def _exact_where_loose(distances: np.ndarray, errors: np.ndarray, scales: np.ndarray, queries: np.ndarray,
-                       samples: np.ndarray) -> None:
+def _exact_where_loose(distances: np.ndarray, query_norms: np.ndarray, bank_norms: np.ndarray, units: float,
+                       scales: np.ndarray, queries: np.ndarray, samples: np.ndarray) -> None:
     """Recompute in place, from direct differences of the inputs, the distances whose expanded-form
-    error (``errors``, a bound for each row) could move a log-sum-exp by more than REFERENCE_NATS.
+    error could move a log-sum-exp by more than REFERENCE_NATS.
 
-    ``scales`` are the grid's 1 / (2 sigma^2), ascending. A row is loose at the sigmas where
-    error x scale exceeds REFERENCE_NATS; at the widest of those, scale s, a term further than
-    NEGLIGIBLE_NATS / s above the row's minimum is below e^-40 of its largest, before and after,
-    so only the distances within 2 errors + NEGLIGIBLE_NATS / s of the block's minimum are recomputed
-    (at the other sigmas every term is within REFERENCE_NATS as it stands). A nearest-only pass (no
-    sigma) recomputes the distances within 2 errors of each row's minimum: its argmin among them.
+    A pair's error is at most e_ij = ``units`` (||x_i - c||^2 + ||s_j - c||^2) (``bounds``: K u N with
+    the pair's own norms), a row's at most e_i with the block's largest bank norm. ``scales`` are the
+    grid's 1 / (2 sigma^2), ascending. A row is loose at the sigmas where e_i x scale exceeds
+    REFERENCE_NATS; at the widest of those, scale s, a term whose distance exceeds the row's by more
+    than NEGLIGIBLE_NATS / s is below e^-40 of its largest, before and after. So the candidates are the
+    pairs with D~_ij - e_ij <= min_k (D~_ik + e_ik) + NEGLIGIBLE_NATS / s, and of those only the pairs
+    whose own error e_ij could move a term by more than REFERENCE_NATS at the smallest sigma are
+    recomputed (one far sample no longer makes every pair of its block look loose). A nearest-only
+    pass (no sigma) recomputes the candidates (reach 0) of the rows whose error exceeds NEAREST_RELATIVE
+    of their nearest distance: their argmin is then exact.
     """
+    row_errors = units * (query_norms + bank_norms.max())
     if len(scales):
-        widest_loose = np.searchsorted(scales, REFERENCE_NATS / np.maximum(errors, 1e-300), side="right")
+        widest_loose = np.searchsorted(scales, REFERENCE_NATS / np.maximum(row_errors, 1e-300), side="right")
         rows = np.flatnonzero(widest_loose < len(scales))
-        reach = NEGLIGIBLE_NATS / scales[widest_loose[rows]] if len(rows) else np.zeros(0)
+        reach = NEGLIGIBLE_NATS / scales[widest_loose[rows]]
     else:
-        rows = np.flatnonzero(errors > 0)
+        rows = np.flatnonzero(row_errors > NEAREST_RELATIVE * distances.min(axis=1))
         reach = np.zeros(len(rows))
     if not len(rows):
         return
-    reach = distances[rows].min(axis=1) + 2 * errors[rows] + reach
-    picked_rows, picked_columns = np.nonzero(distances[rows] <= reach[:, None])
+    block = distances[rows]
+    pair_errors = units * (query_norms[rows, None] + bank_norms[None, :])
+    upper = (block + pair_errors).min(axis=1)  # at least the exact minimum of the row's block
+    candidates = block - pair_errors <= (upper + reach)[:, None]
+    if len(scales):
+        candidates &= pair_errors * scales[-1] > REFERENCE_NATS
+    picked_rows, picked_columns = np.nonzero(candidates)
     picked_rows = rows[picked_rows]
-    for first in range(0, len(picked_rows), EXACT_PAIRS_PER_PIECE):
-        row_piece = picked_rows[first:first + EXACT_PAIRS_PER_PIECE]
-        column_piece = picked_columns[first:first + EXACT_PAIRS_PER_PIECE]
-        difference = queries[row_piece] - samples[column_piece]
-        distances[row_piece, column_piece] = np.einsum("ij,ij->i", difference, difference)
+    if len(picked_rows) > DEDUPLICATE_ABOVE * len(rows):
+        # Many candidates a row: copies of a few samples (a collapsed generator's bank). Equal samples are at
+        # equal distances, so each (row, distinct sample) pair is summed once and copied to the others.
+        _, representative, copy_of = np.unique(samples, axis=0, return_index=True, return_inverse=True)
+        copy_of = copy_of.reshape(-1)
+        keys = picked_rows * len(representative) + copy_of[picked_columns]
+        _, first_pair, pair_of = np.unique(keys, return_index=True, return_inverse=True)
+        exact = _direct_sq_distances(queries, samples, picked_rows[first_pair],
+                                     representative[copy_of[picked_columns[first_pair]]])
+        distances[picked_rows, picked_columns] = exact[pair_of.reshape(-1)]
+    else:
+        distances[picked_rows, picked_columns] = _direct_sq_distances(queries, samples, picked_rows, picked_columns)
+
+
+def _direct_sq_distances(queries: np.ndarray, samples: np.ndarray, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """sum_k (x_k - s_k)^2 in float64 for each (row, column) pair, EXACT_PAIRS_PER_PIECE pairs at a time."""
+    out = np.empty(len(rows))
+    for first in range(0, len(rows), EXACT_PAIRS_PER_PIECE):
+        piece = slice(first, first + EXACT_PAIRS_PER_PIECE)
+        difference = queries[rows[piece]] - samples[columns[piece]]
+        out[piece] = np.einsum("ij,ij->i", difference, difference)
+    return out
 
 
 def _torch_pass(query, bank, grid, device, query_block, bank_block, precision=DEFAULT_PRECISION) -> partials.BankPartial:
