@@ -507,11 +507,18 @@ def queue_operands(query: torch.Tensor, bank: torch.Tensor, *, device: torch.dev
     counts = torch.zeros(2 * operands.COUNT_SLOTS, dtype=torch.int64, device=device)
     query_operand, query_terms, _, width = operands.int8_operands_launch(
         _floating(query).to(device), "query", blocks["BLOCK_M"], WIDTH_MULTIPLE, INTERPRETED, counts[QUERY_REPORT])
-    rows = _floating(bank[:bank_piece_rows]).to(device)
-    bank_operand, bank_terms, _, _ = operands.int8_operands_launch(
-        rows, "bank", SPLIT_ROWS_MULTIPLE, WIDTH_MULTIPLE, INTERPRETED, counts[BANK_REPORT])
-    return QueuedOperands(query_operand, query_terms, width, bank_operand, bank_terms, len(rows), counts,
-                          bank_piece_rows)
+    rows, bank_operand, bank_terms, _ = _bank_piece(bank, 0, bank_piece_rows, device, counts[BANK_REPORT])
+    return QueuedOperands(query_operand, query_terms, width, bank_operand, bank_terms, rows, counts, bank_piece_rows)
+
+
+def _bank_piece(bank: torch.Tensor, first: int, piece_rows: int, device: torch.device,
+                counts: torch.Tensor | None = None):
+    """The operands kernel queued for the bank's rows from ``first`` (at most ``piece_rows``):
+    (rows, operand, row terms, counts on the device)."""
+    rows = _floating(bank[first:first + piece_rows]).to(device)
+    operand, terms, counts, _ = operands.int8_operands_launch(rows, "bank", SPLIT_ROWS_MULTIPLE, WIDTH_MULTIPLE,
+                                                              INTERPRETED, counts)
+    return len(rows), operand, terms, counts
 
 
 def parzen_partial_int8(query: torch.Tensor, bank: torch.Tensor, sigmas, *, device: torch.device,
@@ -546,10 +553,8 @@ def parzen_partial_int8(query: torch.Tensor, bank: torch.Tensor, sigmas, *, devi
     result = None
     for first in range(0, len(bank), bank_piece_rows):
         if first:
-            rows = _floating(bank[first:first + bank_piece_rows]).to(device)
-            bank_operand, bank_terms, piece_counts, _ = operands.int8_operands_launch(
-                rows, "bank", SPLIT_ROWS_MULTIPLE, WIDTH_MULTIPLE, INTERPRETED)
-            rows, bank_report = len(rows), piece_counts.tolist()
+            rows, bank_operand, bank_terms, piece_counts = _bank_piece(bank, first, bank_piece_rows, device)
+            bank_report = piece_counts.tolist()
         else:
             (rows, bank_operand, bank_terms), first_piece = first_piece, None
         outside, low_digits = bank_report[operands.REFUSED], bank_report[operands.EXTENDED]

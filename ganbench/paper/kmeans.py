@@ -19,7 +19,7 @@ from ganbench.errors import GanbenchError
 from ganbench.paper import kmeans_bounds
 from ganbench.progress import progress_bar
 from ganbench.scoring import neighbours, parzen
-from ganbench.scoring.inputs import as_matrix
+from ganbench.scoring.inputs import as_matrix, finite_magnitude, is_whole_number
 
 # Bump when the algorithm changes, so old cache entries are not reused. 2: Elkan's bounds on the CPU
 # (assignments the bounds prove are exact ones, where float32 distances could break a near-tie).
@@ -37,7 +37,7 @@ def fit(points: np.ndarray, clusters: int, iterations: int = 10, seed: int = 0, 
     """
     points = _float32_points(points)
     for name, value in (("clusters", clusters), ("iterations", iterations)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        if not (is_whole_number(value) and value >= 0):
             raise GanbenchError(f"{name} must be a whole number >= 0, got {value!r}")
     if not 1 <= clusters <= len(points):
         raise GanbenchError(f"clusters must be in 1..{len(points)}, got {clusters}")
@@ -80,9 +80,9 @@ def fit(points: np.ndarray, clusters: int, iterations: int = 10, seed: int = 0, 
 
 def _float32_points(points) -> np.ndarray:
     """The points as float32 (k-means' arithmetic), or a one-line error: 2-D, real, finite and in float32's range."""
-    tensor = as_matrix("points", points).cpu()
+    tensor = as_matrix("points", points, check_finite=False).cpu()
+    largest = finite_magnitude({"points": tensor})  # the NaN/inf check and the range in one pass
     if tensor.dtype != torch.float32:
-        largest = float(tensor.abs().max())
         if largest > float(np.finfo(np.float32).max):
             raise GanbenchError(f"points up to {largest:.3g} exceed float32's range (3.4e38), in which k-means "
                                 "runs; divide them by one factor first")

@@ -38,6 +38,11 @@ def as_real_array(name: str, values) -> np.ndarray:
     return array
 
 
+def is_whole_number(value) -> bool:
+    """An int or NumPy integer, not a bool (True is 1 to Python, never a count or a size)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
 def as_matrix(name: str, values, *, dimension: int | None = None, dimension_of: str = "the bank",
               check_finite: bool = True) -> torch.Tensor:
     """Return ``values`` as a 2-D floating torch tensor (no copy when possible), or raise.

@@ -6,12 +6,12 @@ import contextlib
 import numpy as np
 import torch
 
-from ganbench.defaults import BACKENDS, DEFAULT_PRECISION, PRECISIONS
+from ganbench.defaults import DEFAULT_PRECISION
 from ganbench.devices import resolve_device
 from ganbench.errors import GanbenchError
 from ganbench.scoring import bounds, byte_distances, fused_rows, parzen
 from ganbench.scoring.centring import centre_by_bank_mean
-from ganbench.scoring.inputs import as_matrix
+from ganbench.scoring.inputs import as_matrix, is_whole_number
 
 # Top-k tiles (query rows, reference rows). On the CPU a 2048 x 2048 float32 tile (16 MB) keeps the
 # GEMM near its rate: 10,000 generated samples against MNIST's 50,000 training images took 5.6 s
@@ -38,12 +38,9 @@ def nearest(queries, reference, k: int = 1, *, backend: str = "auto", device=Non
     which may be another point within the float32 error (tests/tolerances.py) of the nearest.
     ``precision`` is the triton backend's for that pass (``int8``: exact distances for 8-bit queries).
     """
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+    if not (is_whole_number(k) and k >= 1):
         raise GanbenchError(f"k must be a whole number >= 1, got {k!r}")
-    if backend not in BACKENDS:
-        raise GanbenchError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
-    if precision not in PRECISIONS:
-        raise GanbenchError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    parzen.check_options(backend, precision)
     points_name, bank_name = names
     reference_tensor = as_matrix(bank_name, reference)
     query_tensor = as_matrix(points_name, queries, dimension=reference_tensor.shape[1], dimension_of=bank_name)

@@ -35,7 +35,14 @@ from ganbench.errors import GanbenchError
 from ganbench.progress import announce_once as _announce
 from ganbench.scoring import bounds, byte_distances, digit_distances, fused_rows, partials
 from ganbench.scoring.centring import centre_by_bank_mean
-from ganbench.scoring.inputs import as_matrix, as_sigmas, finite_magnitude, magnitude_of_ranges, queued_ranges
+from ganbench.scoring.inputs import (
+    as_matrix,
+    as_sigmas,
+    finite_magnitude,
+    is_whole_number,
+    magnitude_of_ranges,
+    queued_ranges,
+)
 
 # CPU blocks: each elementwise step over a tile is one torch call, and below ~1M elements the
 # calls' fixed cost outweighs keeping the tile in cache. Measured on a 2-core AMD EPYC, 10,000 x
@@ -115,6 +122,14 @@ def normalising_constant(sigmas, count: int, dimension: int) -> np.ndarray:
     return math.log(count) + dimension * (np.log(sigmas) + 0.5 * math.log(2.0 * math.pi))
 
 
+def check_options(backend: str, precision: str) -> None:
+    """One-line errors for a backend or precision ganbench does not have."""
+    if backend not in BACKENDS:
+        raise GanbenchError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    if precision not in PRECISIONS:
+        raise GanbenchError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+
+
 def parzen_pass(x, bank, sigmas, *, backend: str = DEFAULT_BACKEND, device=None, precision: str = DEFAULT_PRECISION,
                 query_block: int | None = None, bank_block: int | None = None, refine: bool = True) -> ParzenPass:
     """One pass over the bank: shifted log-sum-exp per sigma plus each query's nearest bank sample.
@@ -123,17 +138,14 @@ def parzen_pass(x, bank, sigmas, *, backend: str = DEFAULT_BACKEND, device=None,
     (default) recomputes each query's nearest distance exactly for the float32 backends;
     see ``refine_nearest``.
     """
-    if backend not in BACKENDS:
-        raise GanbenchError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
-    if precision not in PRECISIONS:
-        raise GanbenchError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    check_options(backend, precision)
     grid = np.asarray(sigmas, dtype=np.float64).reshape(-1)
     if grid.size:
         grid = as_sigmas(grid)
     bank_tensor = as_matrix("bank", bank, check_finite=False)
     query_tensor = as_matrix("x (the points scored)", x, dimension=bank_tensor.shape[1], check_finite=False)
     for name, block in (("query_block", query_block), ("bank_block", bank_block)):
-        if block is not None and (isinstance(block, bool) or not isinstance(block, (int, np.integer)) or block < 1):
+        if block is not None and not (is_whole_number(block) and block >= 1):
             raise GanbenchError(f"{name} must be a positive integer, got {block!r}")
     target = scoring_device(device, backend, query_tensor)
     if backend == "auto":
@@ -169,9 +181,11 @@ def parzen_pass(x, bank, sigmas, *, backend: str = DEFAULT_BACKEND, device=None,
     else:
         # The inputs are on the device (above). The kernels autotune their tiles; query_block and
         # bank_block size the other backends' blocks. Operands queued for unscaled data serve only them.
+        handed = None
         if queued is not None and exponent:
             queued.release()  # not these data's operands: their memory goes back before any other is made
-        handed = (queued, queued_counts) if queued is not None and not exponent else None
+        elif queued is not None:
+            handed = (queued, queued_counts)
         partial = _triton_partial(query_tensor, bank_tensor, scaled_grid, target, precision, handed)
     result = finish_pass(partial, query_tensor, bank_tensor, scaled_grid, refine=refine)
     result.min_sq_distance = np.ldexp(result.min_sq_distance, 2 * exponent)  # back to the caller's units, exactly
@@ -419,7 +433,6 @@ REFERENCE_NATS = 1e-8
 NEGLIGIBLE_NATS = 40.0
 # A nearest-only pass refines a row whose distances may be off by more than this share of its nearest one.
 NEAREST_RELATIVE = 1e-9
-EXACT_PAIRS_PER_PIECE = 4096  # (pairs, d) float64 differences at a time
 DEDUPLICATE_ABOVE = 16  # candidates a loose row past which equal samples are summed once
 
 
@@ -504,21 +517,17 @@ def _exact_where_loose(distances: np.ndarray, query_norms: np.ndarray, bank_norm
         copy_of = copy_of.reshape(-1)
         keys = picked_rows * len(representative) + copy_of[picked_columns]
         _, first_pair, pair_of = np.unique(keys, return_index=True, return_inverse=True)
-        exact = _direct_sq_distances(queries, samples, picked_rows[first_pair],
-                                     representative[copy_of[picked_columns[first_pair]]])
+        exact = _exact_pairs(queries, samples, picked_rows[first_pair],
+                             representative[copy_of[picked_columns[first_pair]]])
         distances[picked_rows, picked_columns] = exact[pair_of.reshape(-1)]
     else:
-        distances[picked_rows, picked_columns] = _direct_sq_distances(queries, samples, picked_rows, picked_columns)
+        distances[picked_rows, picked_columns] = _exact_pairs(queries, samples, picked_rows, picked_columns)
 
 
-def _direct_sq_distances(queries: np.ndarray, samples: np.ndarray, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
-    """sum_k (x_k - s_k)^2 in float64 for each (row, column) pair, EXACT_PAIRS_PER_PIECE pairs at a time."""
-    out = np.empty(len(rows))
-    for first in range(0, len(rows), EXACT_PAIRS_PER_PIECE):
-        piece = slice(first, first + EXACT_PAIRS_PER_PIECE)
-        difference = queries[rows[piece]] - samples[columns[piece]]
-        out[piece] = np.einsum("ij,ij->i", difference, difference)
-    return out
+def _exact_pairs(queries: np.ndarray, samples: np.ndarray, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """``exact_sq_distances`` of (row, column) pairs of NumPy arrays (float64, no copy of the inputs)."""
+    return exact_sq_distances(torch.from_numpy(queries), torch.from_numpy(samples), torch.from_numpy(rows),
+                              torch.from_numpy(columns)).numpy()
 
 
 def _torch_pass(query, bank, grid, device, query_block, bank_block, precision=DEFAULT_PRECISION) -> partials.BankPartial:

@@ -49,6 +49,12 @@ class SigmaGrid:
     text: str
 
     @classmethod
+    def of(cls, widths, text: str | None = None) -> SigmaGrid:
+        """Widths as given (each finite and > 0), written as ``text`` or as the widths themselves."""
+        widths = tuple(float(width) for width in as_sigmas(widths))
+        return cls(widths, text or ", ".join(f"{width:g}" for width in widths))
+
+    @classmethod
     def logspace(cls, low: float, high: float, count: int) -> SigmaGrid:
         """numpy.logspace(low, high, count): count widths from 10^low to 10^high."""
         return cls(tuple(float(w) for w in np.logspace(low, high, count)), f"logspace({low:g}, {high:g}, {count})")
@@ -267,7 +273,7 @@ def _no_interior_optimum(end: str, means: dict[float, float], start: SigmaGrid) 
 def select_sigma(valid, bank, grid=None, protocol: ParzenProtocol | str = "paper", scorer=None,
                  **backend_options) -> tuple[float, dict[float, float]]:
     """``search_sigma``'s width and every width's mean (``grid``: widths to start from)."""
-    start = None if grid is None else SigmaGrid(tuple(float(w) for w in as_sigmas(grid)), "given")
+    start = None if grid is None else SigmaGrid.of(grid, "given")
     search = search_sigma(valid, bank, protocol, start, scorer, **backend_options)
     return search.sigma, search.valid_means
 
@@ -344,8 +350,7 @@ def evaluate(bank, valid, test, protocol: ParzenProtocol | str = "paper", sigma:
     scorer = scorer or parzen.log_likelihood
     protocol = get_protocol(protocol) if isinstance(protocol, str) else protocol
     if sigma_grid is not None and not isinstance(sigma_grid, SigmaGrid):  # a plain list of widths: its own grid
-        widths = as_sigmas(sigma_grid)
-        sigma_grid = SigmaGrid(tuple(float(width) for width in widths), ", ".join(f"{width:g}" for width in widths))
+        sigma_grid = SigmaGrid.of(sigma_grid)
     bank, valid, test = as_scored_data(bank, valid, test, value_range)
     started = time.perf_counter()
     search = None
