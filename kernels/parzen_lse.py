@@ -310,6 +310,7 @@ def parzen_partial_triton(query: torch.Tensor, bank: torch.Tensor, sigmas, *, de
         if first:  # a launch less for the first piece (and for every bank of one piece)
             piece.nearest_index += first
         result = piece if result is None else partials.merge(result, piece, grid)
+    result.centred_query_norms = query_norms  # every piece shares the whole bank's centre
     return result
 
 

@@ -33,8 +33,7 @@ from ganbench.defaults import (
 from ganbench.devices import resolve_device, to_device_many, to_host
 from ganbench.errors import GanbenchError
 from ganbench.progress import announce_once as _announce
-from ganbench.scoring import bounds, byte_distances, digit_distances, fused_rows, partials
-from ganbench.scoring.centring import centre_by_bank_mean
+from ganbench.scoring import bounds, byte_distances, centring, digit_distances, fused_rows, partials
 from ganbench.scoring.inputs import (
     as_matrix,
     as_sigmas,
@@ -329,11 +328,32 @@ def finish_pass(partial: partials.BankPartial, query: torch.Tensor, bank: torch.
         log_sums, minima = refine_nearest(log_sums, minima, nearest, query, bank, grid)
     # log_sum_exp formed on the device (``log_sum_exp_from_shifted``, as the host would: the same bits);
     # on the host it cost ~0.3 ms at 16 sigmas x 10,000 queries. One copy to the host (a wait for the
-    # GPU): the indices ride along as float64, exact below 2^53.
+    # GPU): the indices ride along as float64, exact below 2^53, and so do the float32 expanded form's
+    # rows too far from the bank mean to trust (``centring.rows_far_from_centre``), as 0 or 1.
     sigmas = len(grid)
     log_sum_exp = log_sum_exp_from_shifted(log_sums, minima, grid)
-    host = to_host(torch.cat([log_sum_exp, log_sums, minima[None], nearest[None].double()]))
-    return ParzenPass(host[:sigmas], host[-2], host[-1].astype(np.int64), host[sigmas:2 * sigmas])
+    riders = [log_sum_exp, log_sums, minima[None], nearest[None].double()]
+    checked = partial.centred_query_norms is not None and sigmas > 0
+    if checked:
+        reach = NEGLIGIBLE_NATS / float(partials.half_inverse_variances(np.min(grid), np.zeros(1))[0, 0])
+        riders.append(centring.rows_far_from_centre(partial.centred_query_norms, minima, reach)[None].double())
+    host = to_host(torch.cat(riders))
+    result = ParzenPass(host[:sigmas], host[sigmas * 2], host[sigmas * 2 + 1].astype(np.int64),
+                        host[sigmas:2 * sigmas])
+    if checked and host[-1].any():
+        _rescore_in_float64(result, np.flatnonzero(host[-1]), query, bank, grid)
+    return result
+
+
+def _rescore_in_float64(result: ParzenPass, rows: np.ndarray, query: torch.Tensor, bank: torch.Tensor, grid) -> None:
+    """Replace, in place, the given rows of a float32 pass by the float64 reference's (bank and all)."""
+    _announce("ganbench: some points lie too far from the bank's mean, against their distances to it, for "
+              "float32's expanded form (docs/precision.md); scoring those with the float64 reference backend")
+    exact = _reference_pass(query[torch.as_tensor(rows, device=query.device)], bank, grid, None, None)
+    for field in ("log_sum_exp", "log_shifted_sums"):
+        getattr(result, field)[:, rows] = getattr(exact, field)
+    result.min_sq_distance[rows] = exact.min_sq_distance
+    result.nearest_index[rows] = exact.nearest_index
 
 
 def refine_nearest(log_shifted_sums: torch.Tensor, min_sq_distance: torch.Tensor, nearest_index: torch.Tensor,
@@ -555,7 +575,7 @@ def _torch_pass(query, bank, grid, device, query_block, bank_block, precision=DE
             # one-line error): the float32 GEMM scores the rest within the bound int8 results also keep.
             _announce(f"ganbench: int8 products on the CPU need 8-bit x and a bank in [0, 1], but {reason}; "
                       "scoring these data with float32 products")
-    query32, bank32 = centre_by_bank_mean(query, bank, torch.float32, device)
+    query32, bank32 = centring.centre_by_bank_mean(query, bank, torch.float32, device)
     # Norms summed in float64 then rounded once: the GEMM is then the only float32 error.
     query_norms, bank_norms = squared_norms(query32), squared_norms(bank32)
     scales = partials.half_inverse_variances(grid, query32)[:, 0]
@@ -592,4 +612,4 @@ def _torch_pass(query, bank, grid, device, query_block, bank_block, precision=DE
             minima.append(running.min_sq_distance)
             nearest.append(running.nearest_index)
             sums.append(running.shifted_sums)
-    return partials.BankPartial(torch.cat(minima), torch.cat(nearest), torch.cat(sums, dim=1))
+    return partials.BankPartial(torch.cat(minima), torch.cat(nearest), torch.cat(sums, dim=1), query_norms)
