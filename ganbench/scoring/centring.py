@@ -44,34 +44,3 @@ def column_mean(rows: torch.Tensor) -> torch.Tensor:
         total += piece.sum(dim=0, dtype=torch.float64)
     return total / len(rows)
 
-
-# ---- where one centre is not enough ----------------------------------------------------------------
-# The float32 expanded form errs on a pair by up to K u (||x - c||^2 + ||s - c||^2) (ganbench.scoring.bounds,
-# with the pair's own norms): the further the bank mean c lies from a query's neighbourhood, the more of
-# float32's 24 bits the cancellation takes. The terms that can move a query's log-sum-exp lie within
-# reach r = 40 / scale of its nearest distance D (further ones are below e^-40 of the largest), so their
-# samples have ||s - c|| <= ||x - c|| + sqrt(D + r) and their error is at most
-#     K u (R + (sqrt(R) + sqrt(D + r))^2),   R = ||x - c||^2,
-# where a centre at the query itself would leave K u (D + r). Their ratio is what the shared centre
-# costs this row, and the float32 paths' errors grow with it: 50 points against a bank of 1,000 in
-# [0, 0.3]^784 with one sample moved to 1e2, 3e2 or 1e4 in every coordinate (sigma 0.1, torch backend)
-# have ratios ~5, ~20 and ~14,000 and miss the float64 reference by 8e-5, 4e-4 and 0.34 nats. On MNIST
-# the ratio is at most 58 for 2,000 test images against 10,000 training images at any sigma (errors ~1e-4
-# nats at sigma 0.1), and at most 313 for training images scored against a bank that holds them at the
-# paper's smallest sigma 0.1 (1,202 at 0.05, 3,283 at 0.03), where the nearest term, exact after
-# refinement (``parzen.refine_nearest``), carries the sum. Rows past 2^10 (10 of float32's 24 bits
-# spent on the centre alone) are rescored in float64 (``parzen.finish_pass``).
-CENTRING_EXCESS_LIMIT = 2.0**10
-
-
-def rows_far_from_centre(centred_query_norms: torch.Tensor, min_sq_distance: torch.Tensor,
-                         reach: float) -> torch.Tensor:
-    """(n,) bool: the queries whose shared centre costs more than CENTRING_EXCESS_LIMIT (see above).
-
-    ``reach`` is r = 40 / scale at the grid's largest scale 1 / (2 sigma^2), in the tensors' units (a
-    query at distance 0 with nothing else within reach then still has D + r > 0); the tensors share a device.
-    """
-    norms = centred_query_norms.to(torch.float64)
-    near = min_sq_distance.to(torch.float64) + reach
-    cost = norms + (norms.sqrt() + near.sqrt()) ** 2
-    return cost > CENTRING_EXCESS_LIMIT * near

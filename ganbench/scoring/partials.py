@@ -36,7 +36,7 @@ class BankPartial:
     nearest_index: object    # (n,) global bank index of that smallest distance
     shifted_sums: object     # (S, n) sum_j exp(-(D_ij - min_sq_distance_i) / (2 sigma_k^2))
     # (n,) ||x_i - c||^2 of the queries centred by the bank mean c, set by the float32 expanded-form
-    # passes (whose error grows with it: ganbench.scoring.centring.rows_far_from_centre); None where
+    # passes (whose error grows with it: ganbench.scoring.float64_rows.far_from_centre); None where
     # the distances are exact integers (int8) or float64.
     centred_query_norms: object = None
 

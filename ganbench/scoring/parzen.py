@@ -33,7 +33,7 @@ from ganbench.defaults import (
 from ganbench.devices import resolve_device, to_device_many, to_host
 from ganbench.errors import GanbenchError
 from ganbench.progress import announce_once as _announce
-from ganbench.scoring import bounds, byte_distances, centring, digit_distances, fused_rows, partials
+from ganbench.scoring import bounds, byte_distances, centring, digit_distances, float64_rows, fused_rows, partials
 from ganbench.scoring.inputs import (
     as_matrix,
     as_sigmas,
@@ -321,22 +321,23 @@ def finish_pass(partial: partials.BankPartial, query: torch.Tensor, bank: torch.
     device, and one copy of the (S, n) result reaches the host: on a GPU, the same float64 work
     in NumPy costs milliseconds per 10,000 queries and 16 sigmas, as much as the kernel itself.
     """
-    minima = partial.min_sq_distance.double()
+    float32_minima = minima = partial.min_sq_distance.double()
     nearest = partial.nearest_index.long()
-    log_sums = torch.log(partial.shifted_sums.double())  # >= 0: the nearest term is exactly 1
+    float32_log_sums = log_sums = torch.log(partial.shifted_sums.double())  # >= 0: the nearest term is exactly 1
+    refused = None
     if refine:
-        log_sums, minima = refine_nearest(log_sums, minima, nearest, query, bank, grid)
+        log_sums, minima, refused = refine_nearest(log_sums, minima, nearest, query, bank, grid)
     # log_sum_exp formed on the device (``log_sum_exp_from_shifted``, as the host would: the same bits);
     # on the host it cost ~0.3 ms at 16 sigmas x 10,000 queries. One copy to the host (a wait for the
-    # GPU): the indices ride along as float64, exact below 2^53, and so do the float32 expanded form's
-    # rows too far from the bank mean to trust (``centring.rows_far_from_centre``), as 0 or 1.
+    # GPU): the indices ride along as float64, exact below 2^53, and so do the rows of a float32
+    # expanded form ganbench cannot vouch for (``float64_rows``), as 0 or 1.
     sigmas = len(grid)
     log_sum_exp = log_sum_exp_from_shifted(log_sums, minima, grid)
     riders = [log_sum_exp, log_sums, minima[None], nearest[None].double()]
-    checked = partial.centred_query_norms is not None and sigmas > 0
+    checked = partial.centred_query_norms is not None
     if checked:
-        reach = NEGLIGIBLE_NATS / float(partials.half_inverse_variances(np.min(grid), np.zeros(1))[0, 0])
-        riders.append(centring.rows_far_from_centre(partial.centred_query_norms, minima, reach)[None].double())
+        riders.append(float64_rows.rows_to_rescore(partial.centred_query_norms, float32_minima, minima, refused,
+                                                   float32_log_sums, grid)[None].double())
     host = to_host(torch.cat(riders))
     result = ParzenPass(host[:sigmas], host[sigmas * 2], host[sigmas * 2 + 1].astype(np.int64),
                         host[sigmas:2 * sigmas])
@@ -347,8 +348,9 @@ def finish_pass(partial: partials.BankPartial, query: torch.Tensor, bank: torch.
 
 def _rescore_in_float64(result: ParzenPass, rows: np.ndarray, query: torch.Tensor, bank: torch.Tensor, grid) -> None:
     """Replace, in place, the given rows of a float32 pass by the float64 reference's (bank and all)."""
-    _announce("ganbench: some points lie too far from the bank's mean, against their distances to it, for "
-              "float32's expanded form (docs/precision.md); scoring those with the float64 reference backend")
+    _announce("ganbench: float32 distances cannot resolve some points (far from the bank's mean against their "
+              "distances, near-ties or copies at a small sigma: docs/precision.md); scoring those with the float64 "
+              "reference backend")
     exact = _reference_pass(query[torch.as_tensor(rows, device=query.device)], bank, grid, None, None)
     for field in ("log_sum_exp", "log_shifted_sums"):
         getattr(result, field)[:, rows] = getattr(exact, field)
@@ -357,7 +359,7 @@ def _rescore_in_float64(result: ParzenPass, rows: np.ndarray, query: torch.Tenso
 
 
 def refine_nearest(log_shifted_sums: torch.Tensor, min_sq_distance: torch.Tensor, nearest_index: torch.Tensor,
-                   query: torch.Tensor, bank: torch.Tensor, grid) -> tuple[torch.Tensor, torch.Tensor]:
+                   query: torch.Tensor, bank: torch.Tensor, grid) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Replace the float32 distance of each query's nearest sample by its exact float64 value.
 
     The float32 GEMM form is off by up to ~1e-4 in D on MNIST (the dot product's rounding
@@ -370,20 +372,21 @@ def refine_nearest(log_shifted_sums: torch.Tensor, min_sq_distance: torch.Tensor
     The other terms keep their float32 error, weighted by their share of S. A query whose other
     terms would then outweigh the whole sum (log S_new > log(m + 1)) is a near-tie float32 cannot
     resolve (its error times c is many nats): it keeps its float32 distance and sums, which stay
-    within the float32 bound. Every shifted sum so stays in [1, m + 1], as the merges of streaming need.
-    Takes and returns float64 tensors on the device of ``log_shifted_sums`` ((S, n) and (n,)).
+    within the float32 bound (and ``finish_pass`` rescores it in float64). Every shifted sum so stays in
+    [1, m + 1], as the merges of streaming need. Takes and returns float64 tensors on the device of
+    ``log_shifted_sums`` ((S, n) and (n,)), and the (n,) bool rows refused (None without sigmas).
     """
     device = min_sq_distance.device
     exact = exact_sq_distances(query, bank, None, nearest_index).to(device)
     if not len(grid):
-        return log_shifted_sums, exact
+        return log_shifted_sums, exact, None
     scales = partials.half_inverse_variances(grid, log_shifted_sums)
     log_others = torch.log(torch.expm1(log_shifted_sums))  # log(S - 1): -inf when the nearest is alone
     moved = log_others + (exact - min_sq_distance)[None, :] * scales
     consistent = (moved <= math.log(len(bank))).all(dim=0)
     refined = torch.logaddexp(torch.zeros_like(moved), moved)  # log(1 + e^moved), 0 for moved = -inf
     return (torch.where(consistent[None, :], refined, log_shifted_sums),
-            torch.where(consistent, exact, min_sq_distance))
+            torch.where(consistent, exact, min_sq_distance), ~consistent)
 
 
 def scoring_device(device, backend: str, query_tensor: torch.Tensor | None = None) -> torch.device:

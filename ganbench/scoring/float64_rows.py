@@ -1,0 +1,87 @@
+"""Which rows of a float32 pass ganbench cannot vouch for, and so rescores with the float64 reference.
+
+The float32 paths (the torch backend's GEMM, the Triton kernel's tf32x3 and ieee modes) form
+D = ||x - c||^2 + ||s - c||^2 - 2 (x - c).(s - c) about the bank mean c and then replace each query's
+nearest distance by its exact float64 value (``parzen.refine_nearest``). Two kinds of rows escape what
+that refinement fixes; ``parzen.finish_pass`` finds both in the pass's one copy to the host and rescores
+them with the float64 reference backend (bank and all), with one line on stderr (docs/precision.md).
+
+Rows far from the centre. The error on a pair is up to K u (||x - c||^2 + ||s - c||^2)
+(``ganbench.scoring.bounds``, with the pair's own norms). The terms that can move a query's
+log-sum-exp lie within reach r = 40 / scale of its nearest distance D (further ones are below e^-40 of
+the largest; with no sigma, the nearest alone: r = 0), so their samples have ||s - c|| <= ||x - c|| +
+sqrt(D + r) and their error is at most
+    K u (R + (sqrt(R) + sqrt(D + r))^2),   R = ||x - c||^2,
+where a centre at the query itself would leave K u (D + r). Their ratio is what the shared centre costs
+the row, and the float32 paths' errors grow with it: 50 points against a bank of 1,000 in [0, 0.3]^784
+with one sample moved to 1e2, 3e2 or 1e4 in every coordinate (sigma 0.1, torch backend) have ratios
+~5, ~20 and ~14,000 and missed the float64 reference by 8e-5, 4e-4 and 0.34 nats. On MNIST the ratio
+is at most 58 for 2,000 test images against 10,000 training images at any sigma, and at most 313 for
+training images scored against a bank that holds them at the paper's smallest sigma 0.1 (1,202 at
+0.05), where the nearest term, exact after refinement, carries the sum. Past 2^10 (10 of float32's
+24 bits spent on the centre alone) a row is rescored. A query at distance exactly 0 with no sigma has
+found its nearest sample whatever the centre.
+
+Rows the refinement leaves loose. Refinement measures one float32 error a row, its nearest distance's
+Delta = |D_exact - D_float32|; the row's other terms that matter have errors of the same kind (the
+same query norm, samples within reach) and move its log-sum-exp by about scale x Delta x share, share =
+(S - 1) / S the weight of the terms refinement did not make exact (copies of the nearest sample,
+near-ties). A row where that passes 1e-3 nats at some sigma of the grid is rescored, and so is a row
+whose refinement was refused (``refine_nearest``: a near-tie float32 cannot order). On 1,000 MNIST test
+images against 10,000 training images (the torch backend's float32 GEMM) the estimate followed the
+error of the worst rows within a factor 1.3 (9.3e-4 nats against an estimate of 1.2e-3 at sigma 0.05),
+and no row passes at sigma >= 0.1 (largest estimate 4.2e-4). Ten copies of one sample in a bank of 40
+(d = 784, queries 0.05 a coordinate from it) were 2.2 nats off at sigma 1e-3 and 4.7e-3 at 0.03; a
+query 1e10 from a bank in [0, 1] was 3.6e9 nats off, every float32 distance rounding alike (S = 32
+before refinement): all are now rescored.
+"""
+from __future__ import annotations
+
+import torch
+
+from ganbench.scoring import partials
+
+CENTRING_EXCESS_LIMIT = 2.0**10
+LOOSE_NATS = 1e-3
+
+
+def far_from_centre(centred_query_norms: torch.Tensor, min_sq_distance: torch.Tensor, reach: float) -> torch.Tensor:
+    """(n,) bool: the queries whose shared centre costs more than CENTRING_EXCESS_LIMIT (see the module doc).
+
+    ``reach`` is r, in the tensors' units; the tensors share a device.
+    """
+    norms = centred_query_norms.to(torch.float64)
+    near = min_sq_distance.to(torch.float64) + reach
+    cost = norms + (norms.sqrt() + near.sqrt()) ** 2
+    return (cost > CENTRING_EXCESS_LIMIT * near) & (near > 0)
+
+
+def loose_after_refinement(log_shifted_sums: torch.Tensor, correction: torch.Tensor, grid) -> torch.Tensor:
+    """(n,) bool: rows where scale x |correction| x (S - 1) / S passes LOOSE_NATS at some sigma.
+
+    ``log_shifted_sums`` (S, n) float64 as float32 summed them, before refinement (after it the others'
+    weight is seen through the very correction it is meant to judge: a query 1e10 from its bank had every
+    term tied in float32, S = 32, and none left beside the nearest after); ``correction`` (n,) float64 the
+    refinement's D_exact - D_float32 per row; both on one device.
+    """
+    scales = partials.half_inverse_variances(grid, log_shifted_sums)
+    others = -torch.expm1(-log_shifted_sums)  # (S - 1) / S, in [0, 1)
+    return (scales * correction.abs()[None, :] * others > LOOSE_NATS).any(dim=0)
+
+
+def rows_to_rescore(centred_query_norms: torch.Tensor, float32_minima: torch.Tensor, minima: torch.Tensor,
+                    refused: torch.Tensor | None, log_shifted_sums: torch.Tensor, grid) -> torch.Tensor:
+    """(n,) bool on the pass's device: the rows ``parzen.finish_pass`` rescores in float64.
+
+    ``float32_minima`` and ``log_shifted_sums`` are the pass's, ``minima`` the nearest distances after
+    refinement (exact where it was accepted), ``refused`` the rows whose refinement was refused (None: no
+    refinement ran).
+    """
+    reach = 0.0
+    if len(grid):
+        largest_scale = partials.half_inverse_variances(min(grid), torch.zeros(1, dtype=torch.float64))
+        reach = partials.NEGLIGIBLE_EXPONENT / float(largest_scale[0, 0])
+    rows = far_from_centre(centred_query_norms, minima, reach)
+    if refused is not None and len(grid):
+        rows |= refused | loose_after_refinement(log_shifted_sums, minima - float32_minima, grid)
+    return rows
