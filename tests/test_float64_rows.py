@@ -41,8 +41,15 @@ def test_the_refinement_estimate_weighs_its_correction_by_the_others_share():
     # log S = log 2 (one other term as heavy as the nearest): share 1/2; scale 1 / (2 * 0.1^2) = 50.
     log_sums = torch.tensor([[np.log(2.0), np.log(2.0), 0.0]], dtype=torch.float64)
     correction = torch.tensor([3e-5, 5e-5, 1.0], dtype=torch.float64)  # 50 * 3e-5 / 2 = 7.5e-4; 50 * 5e-5 / 2 = 1.25e-3
-    loose = float64_rows.loose_after_refinement(log_sums, correction, np.array([0.1]))
+    norms = minima = torch.zeros(3, dtype=torch.float64)  # a floor u (0 + (0 + sqrt(0.8))^2) far below these
+    loose = float64_rows.loose_after_refinement(log_sums, correction, norms, minima, np.array([0.1]))
     assert loose.tolist() == [False, True, False]  # the last row's nearest term is all of its sum
+    # No correction (a nearest sample at the bank mean has an exact float32 distance), but R = D = 1e4:
+    # the floor u (1e4 + (100 + sqrt(1e4 + 0.8))^2) ~ 3e-3, times 50 / 2, passes 1e-3.
+    floor = float64_rows.loose_after_refinement(log_sums[:, :1], torch.zeros(1, dtype=torch.float64),
+                                                torch.tensor([1e4]), torch.tensor([1e4], dtype=torch.float64),
+                                                np.array([0.1]))
+    assert floor.tolist() == [True]
 
 
 @pytest.mark.parametrize("backend,precision", FLOAT32_PATHS)
@@ -104,6 +111,40 @@ def test_copies_of_the_nearest_sample_at_a_small_sigma_are_rescored(backend, pre
     monkeypatch.setattr(float64_rows, "LOOSE_NATS", float("inf"))
     unchecked = parzen.log_likelihood(x, bank, sigmas, backend=backend, precision=precision, device="cpu")
     assert np.abs(unchecked - expected)[0].max() > 0.1  # what the check is for: it can fail
+
+
+def test_copies_beside_a_nearest_sample_at_the_bank_mean_are_rescored(rng, monkeypatch):
+    """The nearest sample is the bank mean itself, so its float32 distance is exact and refinement corrects
+    nothing; 20 copies of a sample 0.01 further share one float32 error of their distance, 1e4 about the
+    centre, and moved log p by 0.38 nats at sigma 0.0434. The error floor u x the centre's cost finds it."""
+    dimension, squared_norm = 784, 1e4
+    x = rng.standard_normal(dimension)
+    x *= np.sqrt(squared_norm) / np.linalg.norm(x)
+    step = rng.standard_normal(dimension)
+    step *= np.sqrt(squared_norm + 0.01) / np.linalg.norm(step)
+    bank = np.concatenate([np.zeros((1, dimension)), np.repeat((x + step)[None], 20, 0),
+                           np.repeat(-(x + step)[None], 20, 0)]).astype(np.float32)
+    x = x[None].astype(np.float32)
+    sigmas = [0.0434, 0.1]
+    expected = direct_log_likelihood(x.astype(np.float64), bank.astype(np.float64), sigmas)
+    got = parzen.log_likelihood(x, bank, sigmas, backend="torch", device="cpu")
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=parzen.REFERENCE_NATS)
+    monkeypatch.setattr(float64_rows, "rows_to_rescore", lambda *args: torch.zeros(1, dtype=torch.bool))
+    unchecked = parzen.log_likelihood(x, bank, sigmas, backend="torch", device="cpu")
+    assert np.abs(unchecked - expected).max() > 1e-2  # what the floor is for: it can fail
+
+
+def test_near_duplicates_at_a_small_sigma_are_rescored(rng):
+    """Ten perturbed copies (3e-5 a coordinate) of each of 10 samples: each copy has its own float32 error,
+    and at sigma 0.005 rows missed by 0.03 nats without being rescored before the error floor."""
+    base = rng.random((40, 784))
+    bank = np.concatenate([base, base[:10].repeat(10, 0) + 3e-5 * rng.standard_normal((100, 784))])
+    x = base[:10] + 0.05 * rng.standard_normal((10, 784))
+    bank, x = bank.astype(np.float32), x.astype(np.float32)
+    sigmas = [0.005, 0.01]
+    expected = direct_log_likelihood(x.astype(np.float64), bank.astype(np.float64), sigmas)
+    got = parzen.log_likelihood(x, bank, sigmas, backend="torch", device="cpu")
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=parzen.REFERENCE_NATS)
 
 
 @pytest.mark.parametrize("dimension", [1, 19])

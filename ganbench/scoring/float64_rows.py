@@ -25,15 +25,23 @@ found its nearest sample whatever the centre.
 Rows the refinement leaves loose. Refinement measures one float32 error a row, its nearest distance's
 Delta = |D_exact - D_float32|; the row's other terms that matter have errors of the same kind (the
 same query norm, samples within reach) and move its log-sum-exp by about scale x Delta x share, share =
-(S - 1) / S the weight of the terms refinement did not make exact (copies of the nearest sample,
-near-ties). A row where that passes 1e-3 nats at some sigma of the grid is rescored, and so is a row
-whose refinement was refused (``refine_nearest``: a near-tie float32 cannot order). On 1,000 MNIST test
-images against 10,000 training images (the torch backend's float32 GEMM) the estimate followed the
-error of the worst rows within a factor 1.3 (9.3e-4 nats against an estimate of 1.2e-3 at sigma 0.05),
-and no row passes at sigma >= 0.1 (largest estimate 4.2e-4). Ten copies of one sample in a bank of 40
-(d = 784, queries 0.05 a coordinate from it) were 2.2 nats off at sigma 1e-3 and 4.7e-3 at 0.03; a
-query 1e10 from a bank in [0, 1] was 3.6e9 nats off, every float32 distance rounding alike (S = 32
-before refinement): all are now rescored.
+(S - 1) / S the weight, as float32 summed it, of the terms refinement did not make exact (copies of the
+nearest sample, near-ties). Delta is one sample and may be 0 by luck (a nearest sample at the bank mean
+itself has an exact float32 distance), so u times the centre's cost above, at each sigma's own reach,
+is its floor: one rounding of the norms the expanded form adds. A row where the estimate passes 1e-3
+nats at some sigma of the grid is rescored, and so is a row whose refinement was refused
+(``refine_nearest``: a near-tie float32 cannot order). On 1,000 MNIST test images against 10,000
+training images (the torch backend's float32 GEMM) the estimate followed the error of the worst rows
+within a factor 1.3 (9.3e-4 nats against an estimate of 1.2e-3 at sigma 0.05); of 2,000, none passes at
+sigma >= 0.1 (largest estimate 4.2e-4) and two at 0.05. Found by fuzzing and now rescored: ten copies of
+one sample in a bank of 40 (d = 784, queries 0.05 a coordinate from it), 2.2 nats off at sigma 1e-3;
+a query 1e10 from a bank in [0, 1], 3.6e9 nats off with every float32 distance rounding alike (S = 32
+before refinement); 20 copies of a sample 0.01 beyond a nearest sample at the bank mean (R = D = 1e4),
+0.38 nats off at sigma 0.0434 with nothing to correct; perturbed copies (3e-5 a coordinate), 0.03 nats
+off at sigma 0.005. Not checked: which of two samples float32 calls nearest when their distances differ
+by less than its error (relative 3e-4 seen at R = 1e4): the log-likelihood is rescored when that error
+matters at the grid's sigmas, the index is the one float32 chose (``neighbours.nearest`` with
+``exact_ranking`` ranks exactly).
 """
 from __future__ import annotations
 
@@ -43,6 +51,14 @@ from ganbench.scoring import partials
 
 CENTRING_EXCESS_LIMIT = 2.0**10
 LOOSE_NATS = 1e-3
+FLOAT32_UNIT = 2.0**-24
+
+
+def centre_cost(centred_query_norms: torch.Tensor, near: torch.Tensor) -> torch.Tensor:
+    """R + (sqrt(R) + sqrt(D + r))^2 for ``near`` = D + r (any shape broadcasting against the (n,) norms):
+    with u, a typical error of the terms within reach (the module doc)."""
+    norms = centred_query_norms.to(torch.float64)
+    return norms + (norms.sqrt() + near.sqrt()) ** 2
 
 
 def far_from_centre(centred_query_norms: torch.Tensor, min_sq_distance: torch.Tensor, reach: float) -> torch.Tensor:
@@ -50,23 +66,26 @@ def far_from_centre(centred_query_norms: torch.Tensor, min_sq_distance: torch.Te
 
     ``reach`` is r, in the tensors' units; the tensors share a device.
     """
-    norms = centred_query_norms.to(torch.float64)
     near = min_sq_distance.to(torch.float64) + reach
-    cost = norms + (norms.sqrt() + near.sqrt()) ** 2
-    return (cost > CENTRING_EXCESS_LIMIT * near) & (near > 0)
+    return (centre_cost(centred_query_norms, near) > CENTRING_EXCESS_LIMIT * near) & (near > 0)
 
 
-def loose_after_refinement(log_shifted_sums: torch.Tensor, correction: torch.Tensor, grid) -> torch.Tensor:
-    """(n,) bool: rows where scale x |correction| x (S - 1) / S passes LOOSE_NATS at some sigma.
+def loose_after_refinement(log_shifted_sums: torch.Tensor, correction: torch.Tensor, centred_query_norms: torch.Tensor,
+                           minima: torch.Tensor, grid) -> torch.Tensor:
+    """(n,) bool: rows where scale x max(|correction|, u cost) x (S - 1) / S passes LOOSE_NATS at some sigma.
 
     ``log_shifted_sums`` (S, n) float64 as float32 summed them, before refinement (after it the others'
     weight is seen through the very correction it is meant to judge: a query 1e10 from its bank had every
     term tied in float32, S = 32, and none left beside the nearest after); ``correction`` (n,) float64 the
-    refinement's D_exact - D_float32 per row; both on one device.
+    refinement's D_exact - D_float32 per row, ``minima`` the refined nearest distances; all on one device.
+    The correction is one sample of the row's float32 error, and may be 0 by luck (a nearest sample at the
+    bank mean itself has an exact float32 distance): u times the centre's cost at each sigma is the floor.
     """
     scales = partials.half_inverse_variances(grid, log_shifted_sums)
+    near = minima.to(torch.float64)[None, :] + partials.NEGLIGIBLE_EXPONENT / scales
+    typical = FLOAT32_UNIT * centre_cost(centred_query_norms, near)
     others = -torch.expm1(-log_shifted_sums)  # (S - 1) / S, in [0, 1)
-    return (scales * correction.abs()[None, :] * others > LOOSE_NATS).any(dim=0)
+    return (scales * torch.maximum(correction.abs()[None, :], typical) * others > LOOSE_NATS).any(dim=0)
 
 
 def rows_to_rescore(centred_query_norms: torch.Tensor, float32_minima: torch.Tensor, minima: torch.Tensor,
@@ -83,5 +102,6 @@ def rows_to_rescore(centred_query_norms: torch.Tensor, float32_minima: torch.Ten
         reach = partials.NEGLIGIBLE_EXPONENT / float(largest_scale[0, 0])
     rows = far_from_centre(centred_query_norms, minima, reach)
     if refused is not None and len(grid):
-        rows |= refused | loose_after_refinement(log_shifted_sums, minima - float32_minima, grid)
+        rows |= refused | loose_after_refinement(log_shifted_sums, minima - float32_minima, centred_query_norms,
+                                                 minima, grid)
     return rows
