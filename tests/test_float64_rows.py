@@ -12,9 +12,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from test_parzen import direct_log_likelihood
+from tolerances import log_likelihood_bound
 
 from ganbench.scoring import float64_rows, neighbours, parzen
-from tests.test_parzen import direct_log_likelihood
 
 FLOAT32_PATHS = [("torch", "tf32x3"), ("triton", "ieee"), ("triton", "tf32x3")]
 SIGMAS = [0.1, 0.2, 0.5]
@@ -185,3 +186,17 @@ def test_mnist_stays_on_the_float32_path(mnist, monkeypatch):
     for queries in (mnist.test_x[:301], bank[:301]):
         parzen.parzen_pass(queries, bank, grid, backend="torch", precision="tf32x3", device="cpu")
     assert rescored == []
+
+
+def test_a_streamed_bank_rescores_each_chunk_it_needs(rng):
+    """Chunks are scored apart, each about its own mean: the chunk holding the outlier is rescored, the
+    others stay float32, and the merge gives the literal estimator's numbers."""
+    from ganbench.scoring import streaming
+
+    x = rng.random((13, 3)) * 0.3
+    bank = outlier_bank(rng, 3, 70, 1e4)
+    got = streaming.log_likelihood(x, bank, SIGMAS, chunk_rows=23, progress=False, backend="torch", device="cpu")
+    # The merge is 1-Lipschitz: its error is the worst chunk's, the float32 bound of the chunks without the
+    # outlier (rows 23 on, the same chunking), the outlier's chunk being exact to float64's rounding.
+    bound = log_likelihood_bound(x, bank[23:], SIGMAS, chunk_rows=23)
+    assert np.all(np.abs(got - direct_log_likelihood(x, bank, SIGMAS)) <= bound + parzen.REFERENCE_NATS)
