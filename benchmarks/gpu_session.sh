@@ -47,5 +47,5 @@ step targets 200 python3 benchmarks/gpu_check.py --targets --budget-s 170 --out 
 step sweep 150 python3 benchmarks/gpu_breakdown.py --sweep-only --out "$OUT/bench-gpu-sweep.json"
 step breakdown 70 python3 benchmarks/gpu_breakdown.py --no-sweep --out "$OUT/bench-gpu-breakdown.json" --trace-dir "$OUT"
 # The tests that run only where a CUDA GPU is (host-to-device staging, results back): a few seconds.
-step gpu_tests 40 python3 -m pytest -q -rs -p no:cacheprovider tests/test_parzen.py -k "staged or staging or come_back"
+step gpu_tests 40 python3 -m pytest -q -rs -p no:cacheprovider tests/test_parzen.py tests/test_float64_rows.py -k "staged or staging or come_back or cuda"
 step check 90 python3 benchmarks/gpu_check.py --out "$OUT/bench-gpu.json"

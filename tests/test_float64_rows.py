@@ -200,3 +200,14 @@ def test_a_streamed_bank_rescores_each_chunk_it_needs(rng):
     # outlier (rows 23 on, the same chunking), the outlier's chunk being exact to float64's rounding.
     bound = log_likelihood_bound(x, bank[23:], SIGMAS, chunk_rows=23)
     assert np.all(np.abs(got - direct_log_likelihood(x, bank, SIGMAS)) <= bound + parzen.REFERENCE_NATS)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="rescoring from a CUDA pass runs only on a CUDA GPU")
+def test_a_cuda_pass_rescores_its_rows_on_the_host(rng):
+    """The rows' flags ride in the pass's one copy back; their rescoring reads the device tensors (the triton
+    backend's, compiled, in benchmarks/gpu_check.py: the tests run Triton's interpreter)."""
+    x = torch.as_tensor(rng.random((23, 3)) * 0.3, device="cuda")
+    bank = outlier_bank(rng, 3, 37, 1e4)
+    got = parzen.log_likelihood(x, torch.as_tensor(bank, device="cuda"), SIGMAS, backend="torch")
+    expected = direct_log_likelihood(x.cpu().numpy(), bank, SIGMAS)
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=parzen.REFERENCE_NATS)
