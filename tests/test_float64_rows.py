@@ -30,33 +30,54 @@ def outlier_bank(rng, dimension: int, count: int, outlier: float) -> np.ndarray:
 
 def test_the_centre_cost_is_the_ratio_to_a_centre_at_the_query():
     norms = torch.tensor([0.0, 1e6, 1e6, 3.0, 3.0])
-    minima = torch.tensor([1.0, 1.0, 1e6, 1.0, 0.0])
+    near = torch.tensor([1.0, 1.0, 1e6, 1.0, 0.0])
     # cost / (D + r): 1 (R = 0); (1e6 + 1001^2) / 1 ~ 2e6; (1e6 + 2000^2) / 1e6 = 5; (3 + (sqrt 3 + 1)^2) / 1
     # ~ 10.5; and a query at distance 0 with no reach has found its nearest sample whatever the centre.
-    far = float64_rows.far_from_centre(norms, minima, reach=0.0)
-    assert far.tolist() == [False, True, False, False, False]
-    assert float64_rows.far_from_centre(torch.tensor([3.0]), torch.tensor([0.0]), reach=1e-4).item()  # ~3e4
+    assert float64_rows.far_from_centre(norms, near).tolist() == [False, True, False, False, False]
+    assert float64_rows.far_from_centre(torch.tensor([3.0]), torch.tensor([1e-4])).item()  # ~3e4
+
+
+def rescored(norms, float32_minima, minima, log_sums, sigma: float, refused=None) -> list[bool]:
+    """``rows_to_rescore`` for one sigma on float64 lists."""
+    def as_tensor(values):
+        return torch.tensor(values, dtype=torch.float64)
+
+    return float64_rows.rows_to_rescore(as_tensor(norms), as_tensor(float32_minima), as_tensor(minima), refused,
+                                        as_tensor([log_sums]), np.array([sigma])).tolist()
 
 
 def test_the_refinement_estimate_weighs_its_correction_by_the_others_share():
     # log S = log 2 (one other term as heavy as the nearest): share 1/2; scale 1 / (2 * 0.1^2) = 50.
-    log_sums = torch.tensor([[np.log(2.0), np.log(2.0), 0.0]], dtype=torch.float64)
-    correction = torch.tensor([3e-5, 5e-5, 1.0], dtype=torch.float64)  # 50 * 3e-5 / 2 = 7.5e-4; 50 * 5e-5 / 2 = 1.25e-3
-    norms = minima = torch.zeros(3, dtype=torch.float64)  # a floor u (0 + (0 + sqrt(0.8))^2) far below these
-    loose = float64_rows.loose_after_refinement(log_sums, correction, norms, minima, np.array([0.1]))
-    assert loose.tolist() == [False, True, False]  # the last row's nearest term is all of its sum
-    # No correction (a nearest sample at the bank mean has an exact float32 distance), but R = D = 1e4:
-    # the floor u (1e4 + (100 + sqrt(1e4 + 0.8))^2) ~ 3e-3, times 50 / 2, passes 1e-3.
-    floor = float64_rows.loose_after_refinement(log_sums[:, :1], torch.zeros(1, dtype=torch.float64),
-                                                torch.tensor([1e4]), torch.tensor([1e4], dtype=torch.float64),
-                                                np.array([0.1]))
-    assert floor.tolist() == [True]
+    # Corrections 3e-5, 5e-5, 1: 50 * 3e-5 / 2 = 7.5e-4 and 50 * 5e-5 / 2 = 1.25e-3 against 1e-3; the last
+    # row's nearest term is all of its sum. R = 0: the floor u (0 + (0 + sqrt(D + 0.8))^2) is far below these.
+    log_2 = np.log(2.0)
+    assert rescored([0, 0, 0], [1.0, 1.0, 1.0], [1 + 3e-5, 1 + 5e-5, 2.0], [log_2, log_2, 0.0], 0.1) == [
+        False, True, False]
+    # No correction (a nearest sample at the bank mean has its distance R rounded once, maybe exactly), but
+    # R = D = 1e4: the floor u (1e4 + (100 + sqrt(1e4 + 0.8))^2) ~ 3e-3, times 50 / 2, passes 1e-3.
+    assert rescored([1e4], [1e4], [1e4], [log_2], 0.1) == [True]
+    # A refused refinement is rescored whatever the estimate.
+    assert rescored([0], [1.0], [1.0], [0.0], 0.1, refused=torch.tensor([True])) == [True]
+
+
+def test_a_far_row_is_rescored_only_where_another_term_is_within_reach():
+    """A training image against a bank holding it at sigma 0.03 (scale 555.6, reach 0.072): R = 50 and
+    D = 0 give a ratio of (50 + (7.07 + 0.27)^2) / 0.072 ~ 1,440, past 2^10. Alone in its sum (log S = 0)
+    the nearest term, exact, is the answer, and u x 104 x 555.6 x 2^10 = 3.5 nats could not have hidden a
+    term within the reach's 40; with another term in float32's sum the row is rescored; and at sigma 0.003
+    (x 100 the scale: ~340 nats) a term could have been hidden."""
+    assert rescored([50.0], [0.0], [0.0], [0.0], 0.03) == [False]
+    assert rescored([50.0], [0.0], [0.0], [1e-3], 0.03) == [True]
+    assert rescored([50.0], [0.0], [0.0], [0.0], 0.003) == [True]
 
 
 @pytest.mark.parametrize("backend,precision", FLOAT32_PATHS)
 @pytest.mark.parametrize("dimension,count,outlier", [(3, 37, 1e4), (3, 101, 1e5), (19, 101, 1e3)])
 def test_float32_paths_rescore_rows_far_from_the_bank_mean(backend, precision, dimension, count, outlier, rng,
                                                            capsys, monkeypatch):
+    from ganbench import progress
+
+    monkeypatch.setattr(progress, "_ANNOUNCED", set())  # the line is printed once a process
     x = rng.random((23, dimension)) * 0.3
     bank = outlier_bank(rng, dimension, count, outlier)
     expected = direct_log_likelihood(x, bank, SIGMAS)
@@ -64,7 +85,7 @@ def test_float32_paths_rescore_rows_far_from_the_bank_mean(backend, precision, d
     # Every row is rescored by the reference: exact up to REFERENCE_NATS where the expanded form's float64
     # rounding could move a row (parzen._exact_where_loose), and to float64's rounding of the sums (1e-12).
     np.testing.assert_allclose(got, expected, rtol=1e-12, atol=parzen.REFERENCE_NATS)
-    assert "cannot resolve some points" in capsys.readouterr().err or _announced_before()
+    assert "cannot resolve some points" in capsys.readouterr().err
     # The centre's cost alone finds these rows (the refinement's estimate may too) ...
     monkeypatch.setattr(float64_rows, "LOOSE_NATS", float("inf"))
     got = parzen.log_likelihood(x, bank, SIGMAS, backend=backend, precision=precision, device="cpu")
@@ -74,13 +95,6 @@ def test_float32_paths_rescore_rows_far_from_the_bank_mean(backend, precision, d
         monkeypatch.setattr(float64_rows, "CENTRING_EXCESS_LIMIT", float("inf"))
         unchecked = parzen.log_likelihood(x, bank, SIGMAS, backend=backend, precision=precision, device="cpu")
         assert np.abs(unchecked - expected)[0].max() > 0.05
-
-
-def _announced_before() -> bool:
-    """announce_once prints each message once a process: an earlier test may have printed it."""
-    from ganbench import progress
-
-    return any("cannot resolve some points" in message for message in progress._ANNOUNCED)
 
 
 def test_only_the_rows_that_need_it_are_rescored(rng, monkeypatch):
@@ -115,7 +129,7 @@ def test_copies_of_the_nearest_sample_at_a_small_sigma_are_rescored(backend, pre
 
 
 def test_copies_beside_a_nearest_sample_at_the_bank_mean_are_rescored(rng, monkeypatch):
-    """The nearest sample is the bank mean itself, so its float32 distance is exact and refinement corrects
+    """The nearest sample is the bank mean itself, so its float32 distance is R rounded once and refinement corrects
     nothing; 20 copies of a sample 0.01 further share one float32 error of their distance, 1e4 about the
     centre, and moved log p by 0.38 nats at sigma 0.0434. The error floor u x the centre's cost finds it."""
     dimension, squared_norm = 784, 1e4

@@ -18,17 +18,18 @@ with one sample moved to 1e2, 3e2 or 1e4 in every coordinate (sigma 0.1, torch b
 ~5, ~20 and ~14,000 and missed the float64 reference by 8e-5, 4e-4 and 0.34 nats. On MNIST the ratio
 is at most 58 for 2,000 test images against 10,000 training images at any sigma, and at most 313 for
 training images scored against a bank that holds them at the paper's smallest sigma 0.1 (1,202 at
-0.05), where the nearest term, exact after refinement, carries the sum. Past 2^10 (10 of float32's
-24 bits spent on the centre alone) a row is rescored. A query at distance exactly 0 with no sigma has
-found its nearest sample whatever the centre.
+0.05, 3,283 at 0.03). Past 2^10 (10 of float32's 24 bits spent on the centre alone) a row is
+rescored, if float32 saw another term within reach or its error could have hidden one: alone, the
+nearest term, exact after refinement, carries the sum (those training images at sigma 0.03 are within
+1e-10 nats). A query at distance exactly 0 with no sigma has found its nearest sample whatever the centre.
 
 Rows the refinement leaves loose. Refinement measures one float32 error a row, its nearest distance's
 Delta = |D_exact - D_float32|; the row's other terms that matter have errors of the same kind (the
 same query norm, samples within reach) and move its log-sum-exp by about scale x Delta x share, share =
 (S - 1) / S the weight, as float32 summed it, of the terms refinement did not make exact (copies of the
-nearest sample, near-ties). Delta is one sample and may be 0 by luck (a nearest sample at the bank mean
-itself has an exact float32 distance), so u times the centre's cost above, at each sigma's own reach,
-is its floor: one rounding of the norms the expanded form adds. A row where the estimate passes 1e-3
+nearest sample, near-ties). Delta is one sample and may be tiny by luck (a nearest sample at the bank
+mean itself has its distance R rounded once, within u R / 2), so u times the centre's cost above, at
+each sigma's own reach, is its floor: one rounding of the norms the expanded form adds. A row where the estimate passes 1e-3
 nats at some sigma of the grid is rescored, and so is a row whose refinement was refused
 (``refine_nearest``: a near-tie float32 cannot order). On 1,000 MNIST test images against 10,000
 training images (the torch backend's float32 GEMM) the estimate followed the error of the worst rows
@@ -37,7 +38,7 @@ sigma >= 0.1 (largest estimate 4.2e-4) and two at 0.05. Found by fuzzing and now
 one sample in a bank of 40 (d = 784, queries 0.05 a coordinate from it), 2.2 nats off at sigma 1e-3;
 a query 1e10 from a bank in [0, 1], 3.6e9 nats off with every float32 distance rounding alike (S = 32
 before refinement); 20 copies of a sample 0.01 beyond a nearest sample at the bank mean (R = D = 1e4),
-0.38 nats off at sigma 0.0434 with nothing to correct; perturbed copies (3e-5 a coordinate), 0.03 nats
+0.38 nats off at sigma 0.0434 with little to correct; perturbed copies (3e-5 a coordinate), 0.03 nats
 off at sigma 0.005. Not checked: which of two samples float32 calls nearest when their distances differ
 by less than its error (relative 3e-4 seen at R = 1e4): the log-likelihood is rescored when that error
 matters at the grid's sigmas, the index is the one float32 chose (``neighbours.nearest`` with
@@ -61,47 +62,43 @@ def centre_cost(centred_query_norms: torch.Tensor, near: torch.Tensor) -> torch.
     return norms + (norms.sqrt() + near.sqrt()) ** 2
 
 
-def far_from_centre(centred_query_norms: torch.Tensor, min_sq_distance: torch.Tensor, reach: float) -> torch.Tensor:
-    """(n,) bool: the queries whose shared centre costs more than CENTRING_EXCESS_LIMIT (see the module doc).
-
-    ``reach`` is r, in the tensors' units; the tensors share a device.
-    """
-    near = min_sq_distance.to(torch.float64) + reach
+def far_from_centre(centred_query_norms: torch.Tensor, near: torch.Tensor) -> torch.Tensor:
+    """Whether the shared centre costs more than CENTRING_EXCESS_LIMIT (the module doc), for ``near`` = D + r
+    of any shape broadcasting against the (n,) norms, on their device. A query at distance exactly 0 with no
+    reach has found its nearest sample whatever the centre."""
+    near = near.to(torch.float64)
     return (centre_cost(centred_query_norms, near) > CENTRING_EXCESS_LIMIT * near) & (near > 0)
-
-
-def loose_after_refinement(log_shifted_sums: torch.Tensor, correction: torch.Tensor, centred_query_norms: torch.Tensor,
-                           minima: torch.Tensor, grid) -> torch.Tensor:
-    """(n,) bool: rows where scale x max(|correction|, u cost) x (S - 1) / S passes LOOSE_NATS at some sigma.
-
-    ``log_shifted_sums`` (S, n) float64 as float32 summed them, before refinement (after it the others'
-    weight is seen through the very correction it is meant to judge: a query 1e10 from its bank had every
-    term tied in float32, S = 32, and none left beside the nearest after); ``correction`` (n,) float64 the
-    refinement's D_exact - D_float32 per row, ``minima`` the refined nearest distances; all on one device.
-    The correction is one sample of the row's float32 error, and may be 0 by luck (a nearest sample at the
-    bank mean itself has an exact float32 distance): u times the centre's cost at each sigma is the floor.
-    """
-    scales = partials.half_inverse_variances(grid, log_shifted_sums)
-    near = minima.to(torch.float64)[None, :] + partials.NEGLIGIBLE_EXPONENT / scales
-    typical = FLOAT32_UNIT * centre_cost(centred_query_norms, near)
-    others = -torch.expm1(-log_shifted_sums)  # (S - 1) / S, in [0, 1)
-    return (scales * torch.maximum(correction.abs()[None, :], typical) * others > LOOSE_NATS).any(dim=0)
 
 
 def rows_to_rescore(centred_query_norms: torch.Tensor, float32_minima: torch.Tensor, minima: torch.Tensor,
                     refused: torch.Tensor | None, log_shifted_sums: torch.Tensor, grid) -> torch.Tensor:
     """(n,) bool on the pass's device: the rows ``parzen.finish_pass`` rescores in float64.
 
-    ``float32_minima`` and ``log_shifted_sums`` are the pass's, ``minima`` the nearest distances after
-    refinement (exact where it was accepted), ``refused`` the rows whose refinement was refused (None: no
-    refinement ran).
+    ``float32_minima`` and ``log_shifted_sums`` ((S, n) float64) are the pass's as float32 computed them,
+    before refinement (after it the others' weight is seen through the very correction it is meant to judge:
+    a query 1e10 from its bank had every term tied in float32, S = 32, and none left beside the nearest
+    after); ``minima`` the nearest distances after refinement (exact where it was accepted), ``refused`` the
+    rows whose refinement was refused (None: no refinement ran).
+
+    At each sigma: a row far from the centre is rescored where float32 saw another term within reach of the
+    nearest ((S - 1) / S > 0), or where its error could have hidden one (scale x u x cost, times the
+    limit's 2^10, past the 40 nats of the reach): alone, its nearest term is exact after refinement and
+    carries the sum (MNIST's training images against a bank holding them at sigma 0.03: ratios up to
+    3,283, float32 within 1e-10 nats). A row is also rescored where the refinement's correction, with u x
+    cost as its floor (the correction is one sample of the row's error: a nearest sample at the bank mean
+    has its distance R rounded once, within u R / 2 and maybe 0), times the scale and the others' share,
+    passes LOOSE_NATS.
     """
-    reach = 0.0
-    if len(grid):
-        largest_scale = partials.half_inverse_variances(min(grid), torch.zeros(1, dtype=torch.float64))
-        reach = partials.NEGLIGIBLE_EXPONENT / float(largest_scale[0, 0])
-    rows = far_from_centre(centred_query_norms, minima, reach)
-    if refused is not None and len(grid):
-        rows |= refused | loose_after_refinement(log_shifted_sums, minima - float32_minima, centred_query_norms,
-                                                 minima, grid)
-    return rows
+    if not len(grid):
+        return far_from_centre(centred_query_norms, minima.to(torch.float64))
+    scales = partials.half_inverse_variances(grid, log_shifted_sums)
+    near = minima.to(torch.float64)[None, :] + partials.NEGLIGIBLE_EXPONENT / scales
+    cost = centre_cost(centred_query_norms, near)
+    others = -torch.expm1(-log_shifted_sums)  # (S - 1) / S, in [0, 1)
+    typical = FLOAT32_UNIT * cost
+    hidden = scales * typical * CENTRING_EXCESS_LIMIT > partials.NEGLIGIBLE_EXPONENT
+    far = far_from_centre(centred_query_norms, near) & ((others > 0) | hidden)
+    correction = (minima - float32_minima).abs()[None, :]
+    loose = scales * torch.maximum(correction, typical) * others > LOOSE_NATS
+    rows = (far | loose).any(dim=0)
+    return rows if refused is None else rows | refused
