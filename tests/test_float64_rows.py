@@ -63,12 +63,33 @@ def test_the_refinement_estimate_weighs_its_correction_by_the_others_share():
 def test_a_far_row_is_rescored_only_where_another_term_is_within_reach():
     """A training image against a bank holding it at sigma 0.03 (scale 555.6, reach 0.072): R = 50 and
     D = 0 give a ratio of (50 + (7.07 + 0.27)^2) / 0.072 ~ 1,440, past 2^10. Alone in its sum (log S = 0)
-    the nearest term, exact, is the answer, and u x 104 x 555.6 x 2^10 = 3.5 nats could not have hidden a
-    term within the reach's 40; with another term in float32's sum the row is rescored; and at sigma 0.003
-    (x 100 the scale: ~340 nats) a term could have been hidden."""
+    the nearest term, exact, is the answer, and scale x u x cost = 555.6 x 6e-8 x 104 = 3.4e-3 could not
+    have hidden a term (HIDING_NATS 0.30); with another term in float32's sum the row is rescored."""
     assert rescored([50.0], [0.0], [0.0], [0.0], 0.03) == [False]
     assert rescored([50.0], [0.0], [0.0], [1e-3], 0.03) == [True]
+
+
+def test_a_row_whose_error_could_hide_a_term_is_rescored():
+    """At sigma 0.003 (scale 55,556) the same row has scale x u x cost = 0.33, past HIDING_NATS: float32's
+    S = 1 no longer says nothing else is within reach. So has a query 1000 from a bank (R = D = 1e6, sigma
+    sqrt(1/600): 300 x 6e-8 x 4e6 = 72), alone in its sum, with nothing to correct, and not far."""
     assert rescored([50.0], [0.0], [0.0], [0.0], 0.003) == [True]
+    assert rescored([1e6], [1e6], [1e6], [0.0], np.sqrt(1 / 600)) == [True]
+
+
+def test_terms_float32_rounded_out_of_the_sum_are_found(rng, monkeypatch):
+    """Queries ~1000 from a bank of three samples: float32's distances there lie on a grid of 0.0625, and
+    where two samples' gap of 1/300 (1 nat at this sigma) straddles a step, float32 saw 18.75 nats, its sum
+    was exactly 1 and log p 0.31 nats low, with no other warning (a fuzzing review: 21 rows of 400)."""
+    bank = np.array([[1.0, 1.0], [1.0, -1.0], [-2.0, 0.0]])
+    x = np.stack([rng.uniform(1000, 1001, 400), np.full(400, 1 / 1200)], 1)
+    sigmas = [np.sqrt(1 / 600)]
+    expected = direct_log_likelihood(x, bank, sigmas)
+    got = parzen.log_likelihood(x, bank, sigmas, backend="torch", device="cpu")
+    np.testing.assert_allclose(got, expected, rtol=1e-15)
+    monkeypatch.setattr(float64_rows, "HIDING_NATS", float("inf"))
+    unchecked = parzen.log_likelihood(x, bank, sigmas, backend="torch", device="cpu")
+    assert np.abs(unchecked - expected).max() > 0.1  # what the check is for: it can fail
 
 
 @pytest.mark.parametrize("backend,precision", FLOAT32_PATHS)
@@ -86,29 +107,37 @@ def test_float32_paths_rescore_rows_far_from_the_bank_mean(backend, precision, d
     # rounding could move a row (parzen._exact_where_loose), and to float64's rounding of the sums (1e-12).
     np.testing.assert_allclose(got, expected, rtol=1e-12, atol=parzen.REFERENCE_NATS)
     assert "cannot resolve some points" in capsys.readouterr().err
-    # The centre's cost alone finds these rows (the refinement's estimate may too) ...
+    # The centre's cost alone finds these rows (the other checks may too) ...
     monkeypatch.setattr(float64_rows, "LOOSE_NATS", float("inf"))
+    monkeypatch.setattr(float64_rows, "HIDING_NATS", float("inf"))
     got = parzen.log_likelihood(x, bank, SIGMAS, backend=backend, precision=precision, device="cpu")
     np.testing.assert_allclose(got, expected, rtol=1e-12, atol=parzen.REFERENCE_NATS)
     # ... and without any rescoring the first case is nats off at sigma 0.1: the check can fail.
     if (dimension, count) == (3, 37):
-        monkeypatch.setattr(float64_rows, "CENTRING_EXCESS_LIMIT", float("inf"))
+        monkeypatch.setattr(float64_rows, "rows_to_rescore", nothing_rescored)
         unchecked = parzen.log_likelihood(x, bank, SIGMAS, backend=backend, precision=precision, device="cpu")
         assert np.abs(unchecked - expected)[0].max() > 0.05
 
 
+def nothing_rescored(centred_query_norms, *args):
+    """``rows_to_rescore`` switched off: what the float32 pass alone gives."""
+    return torch.zeros(len(centred_query_norms), dtype=torch.bool, device=centred_query_norms.device)
+
+
 def test_only_the_rows_that_need_it_are_rescored(rng, monkeypatch):
-    """Queries near the bulk of the bank are rescored; a query far from every sample, whose distances
-    dwarf its centred norm, keeps its float32 numbers (its nearest term, exact, carries the sum)."""
-    bank = outlier_bank(rng, 3, 53, 1e4)
-    x = np.concatenate([rng.random((5, 3)) * 0.3, [[-1e4, -1e4, -1e4]]])
-    rescored = []
-    reference_pass = parzen._reference_pass
-    monkeypatch.setattr(parzen, "_reference_pass", lambda query, *args: rescored.append(len(query))
-                        or reference_pass(query, *args))
+    """Queries among the bank's samples keep their float32 numbers; a query 1e3 from all of them, whose
+    float32 distances (~3e6) carry errors of tens of nats at sigma 0.1, is rescored."""
+    bank = rng.random((53, 3))
+    x = np.concatenate([rng.random((5, 3)), [[1e3, 1e3, 1e3]]])
+    rescored_rows = []
+    rescore = parzen._rescore_in_float64
+    monkeypatch.setattr(parzen, "_rescore_in_float64", lambda result, rows, *args: rescored_rows.append(rows.tolist())
+                        or rescore(result, rows, *args))
     got = parzen.log_likelihood(x, bank, SIGMAS, backend="torch", device="cpu")
-    assert rescored == [5]
-    np.testing.assert_allclose(got, direct_log_likelihood(x, bank, SIGMAS), rtol=1e-12, atol=parzen.REFERENCE_NATS)
+    assert rescored_rows == [[5]]
+    bound = log_likelihood_bound(x[:5], bank, SIGMAS)
+    assert np.all(np.abs(got[:, :5] - direct_log_likelihood(x[:5], bank, SIGMAS)) <= bound)
+    np.testing.assert_allclose(got[:, 5], direct_log_likelihood(x[5:], bank, SIGMAS)[:, 0], rtol=1e-15)
 
 
 @pytest.mark.parametrize("backend,precision", FLOAT32_PATHS)
@@ -123,7 +152,7 @@ def test_copies_of_the_nearest_sample_at_a_small_sigma_are_rescored(backend, pre
     expected = direct_log_likelihood(x, bank, sigmas)
     got = parzen.log_likelihood(x, bank, sigmas, backend=backend, precision=precision, device="cpu")
     np.testing.assert_allclose(got, expected, rtol=1e-12, atol=parzen.REFERENCE_NATS)
-    monkeypatch.setattr(float64_rows, "LOOSE_NATS", float("inf"))
+    monkeypatch.setattr(float64_rows, "rows_to_rescore", nothing_rescored)
     unchecked = parzen.log_likelihood(x, bank, sigmas, backend=backend, precision=precision, device="cpu")
     assert np.abs(unchecked - expected)[0].max() > 0.1  # what the check is for: it can fail
 
@@ -144,7 +173,7 @@ def test_copies_beside_a_nearest_sample_at_the_bank_mean_are_rescored(rng, monke
     expected = direct_log_likelihood(x.astype(np.float64), bank.astype(np.float64), sigmas)
     got = parzen.log_likelihood(x, bank, sigmas, backend="torch", device="cpu")
     np.testing.assert_allclose(got, expected, rtol=1e-12, atol=parzen.REFERENCE_NATS)
-    monkeypatch.setattr(float64_rows, "rows_to_rescore", lambda *args: torch.zeros(1, dtype=torch.bool))
+    monkeypatch.setattr(float64_rows, "rows_to_rescore", nothing_rescored)
     unchecked = parzen.log_likelihood(x, bank, sigmas, backend="torch", device="cpu")
     assert np.abs(unchecked - expected).max() > 1e-2  # what the floor is for: it can fail
 
@@ -173,7 +202,7 @@ def test_a_query_far_from_every_sample_is_rescored(dimension, rng, monkeypatch):
     assert result.nearest_index.tolist() == distances.argmin(1).tolist()
     np.testing.assert_allclose(parzen.log_likelihood(x, bank, [1.0], backend="torch", device="cpu"),
                                direct_log_likelihood(x, bank, [1.0]), rtol=1e-15)
-    monkeypatch.setattr(float64_rows, "rows_to_rescore", lambda *args: torch.zeros(1, dtype=torch.bool))
+    monkeypatch.setattr(float64_rows, "rows_to_rescore", nothing_rescored)
     unchecked = parzen.log_likelihood(x, bank, [1.0], backend="torch", device="cpu")
     assert np.abs(unchecked - direct_log_likelihood(x, bank, [1.0])).max() > 1e3
 

@@ -2,8 +2,8 @@
 
 The float32 paths (the torch backend's GEMM, the Triton kernel's tf32x3 and ieee modes) form
 D = ||x - c||^2 + ||s - c||^2 - 2 (x - c).(s - c) about the bank mean c and then replace each query's
-nearest distance by its exact float64 value (``parzen.refine_nearest``). Two kinds of rows escape what
-that refinement fixes; ``parzen.finish_pass`` finds both in the pass's one copy to the host and rescores
+nearest distance by its exact float64 value (``parzen.refine_nearest``). Three kinds of rows escape what
+that refinement fixes; ``parzen.finish_pass`` finds them in the pass's one copy to the host and rescores
 them with the float64 reference backend (bank and all), with one line on stderr (docs/precision.md).
 
 Rows far from the centre. The error on a pair is up to K u (||x - c||^2 + ||s - c||^2)
@@ -39,12 +39,20 @@ one sample in a bank of 40 (d = 784, queries 0.05 a coordinate from it), 2.2 nat
 a query 1e10 from a bank in [0, 1], 3.6e9 nats off with every float32 distance rounding alike (S = 32
 before refinement); 20 copies of a sample 0.01 beyond a nearest sample at the bank mean (R = D = 1e4),
 0.38 nats off at sigma 0.0434 with little to correct; perturbed copies (3e-5 a coordinate), 0.03 nats
-off at sigma 0.005. Not checked: which of two samples float32 calls nearest when their distances differ
+off at sigma 0.005.
+
+Rows whose error could hide a term. The share above is float32's own view of the sum, and means
+nothing once the errors could push a term that matters out of it (``HIDING_NATS``): those rows are
+rescored whatever float32 summed.
+
+Not checked: which of two samples float32 calls nearest when their distances differ
 by less than its error (relative 3e-4 seen at R = 1e4): the log-likelihood is rescored when that error
 matters at the grid's sigmas, the index is the one float32 chose (``neighbours.nearest`` with
 ``exact_ranking`` ranks exactly).
 """
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -53,6 +61,13 @@ from ganbench.scoring import partials
 CENTRING_EXCESS_LIMIT = 2.0**10
 LOOSE_NATS = 1e-3
 FLOAT32_UNIT = 2.0**-24
+# Below this a float32 pass's view of its own sum can be trusted. A term that matters (within
+# log(1 / LOOSE_NATS) = 6.9 nats of the nearest) vanishes from a float32 sum once its exponent passes
+# log(1 / u) = 16.6 nats, an error of 9.7 nats; the expanded form's errors measured up to 8.5 u x cost
+# (a fuzzing review, torch.addmm at d = 64 to 3,072), so with a factor 4 more, 32 u cost, scale x u x cost
+# must stay below 9.7 / 32 = 0.30. A query 1000 from a bank of three samples (R ~ D ~ 1e6, float32's grid
+# 0.0625 there) saw a term at 1 nat as one at 18.75: its sum S = 1 exactly, 0.31 nats off, at 72.
+HIDING_NATS = (math.log(1 / FLOAT32_UNIT) - math.log(1 / LOOSE_NATS)) / 32
 
 
 def centre_cost(centred_query_norms: torch.Tensor, near: torch.Tensor) -> torch.Tensor:
@@ -80,14 +95,14 @@ def rows_to_rescore(centred_query_norms: torch.Tensor, float32_minima: torch.Ten
     after); ``minima`` the nearest distances after refinement (exact where it was accepted), ``refused`` the
     rows whose refinement was refused (None: no refinement ran).
 
-    At each sigma: a row far from the centre is rescored where float32 saw another term within reach of the
-    nearest ((S - 1) / S > 0), or where its error could have hidden one (scale x u x cost, times the
-    limit's 2^10, past the 40 nats of the reach): alone, its nearest term is exact after refinement and
-    carries the sum (MNIST's training images against a bank holding them at sigma 0.03: ratios up to
-    3,283, float32 within 1e-10 nats). A row is also rescored where the refinement's correction, with u x
-    cost as its floor (the correction is one sample of the row's error: a nearest sample at the bank mean
-    has its distance R rounded once, within u R / 2 and maybe 0), times the scale and the others' share,
-    passes LOOSE_NATS.
+    At each sigma a row is rescored where its error could have hidden a term from float32's sum (scale x u
+    x cost past HIDING_NATS: the share below then means nothing); where it lies far from the centre and
+    float32 saw another term within reach of the nearest ((S - 1) / S > 0; alone, its nearest term is exact
+    after refinement and carries the sum: MNIST's training images against a bank holding them at sigma
+    0.03 reach ratios of 3,283 and float32 is within 1e-10 nats); and where the refinement's correction,
+    with u x cost as its floor (the correction is one sample of the row's error: a nearest sample at the
+    bank mean has its distance R rounded once, within u R / 2 and maybe 0), times the scale and the others'
+    share, passes LOOSE_NATS.
     """
     if not len(grid):
         return far_from_centre(centred_query_norms, minima.to(torch.float64))
@@ -96,9 +111,9 @@ def rows_to_rescore(centred_query_norms: torch.Tensor, float32_minima: torch.Ten
     cost = centre_cost(centred_query_norms, near)
     others = -torch.expm1(-log_shifted_sums)  # (S - 1) / S, in [0, 1)
     typical = FLOAT32_UNIT * cost
-    hidden = scales * typical * CENTRING_EXCESS_LIMIT > partials.NEGLIGIBLE_EXPONENT
-    far = far_from_centre(centred_query_norms, near) & ((others > 0) | hidden)
+    hidden = scales * typical > HIDING_NATS
+    far = far_from_centre(centred_query_norms, near) & (others > 0)
     correction = (minima - float32_minima).abs()[None, :]
     loose = scales * torch.maximum(correction, typical) * others > LOOSE_NATS
-    rows = (far | loose).any(dim=0)
+    rows = (hidden | far | loose).any(dim=0)
     return rows if refused is None else rows | refused
