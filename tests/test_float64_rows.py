@@ -33,8 +33,12 @@ def test_the_centre_cost_is_the_ratio_to_a_centre_at_the_query():
     near = torch.tensor([1.0, 1.0, 1e6, 1.0, 0.0])
     # cost / (D + r): 1 (R = 0); (1e6 + 1001^2) / 1 ~ 2e6; (1e6 + 2000^2) / 1e6 = 5; (3 + (sqrt 3 + 1)^2) / 1
     # ~ 10.5; and a query at distance 0 with no reach has found its nearest sample whatever the centre.
-    assert float64_rows.far_from_centre(norms, near).tolist() == [False, True, False, False, False]
-    assert float64_rows.far_from_centre(torch.tensor([3.0]), torch.tensor([1e-4])).item()  # ~3e4
+    def far(norms, near):
+        near = torch.as_tensor(near, dtype=torch.float64)
+        return float64_rows.far_from_centre(float64_rows.centre_cost(torch.as_tensor(norms), near), near)
+
+    assert far(norms, near).tolist() == [False, True, False, False, False]
+    assert far([3.0], [1e-4]).item()  # ~3e4
 
 
 def rescored(norms, float32_minima, minima, log_sums, sigma: float, refused=None) -> list[bool]:

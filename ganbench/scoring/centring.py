@@ -43,4 +43,3 @@ def column_mean(rows: torch.Tensor) -> torch.Tensor:
     for piece in rows.split(MEAN_CHUNK_ROWS):
         total += piece.sum(dim=0, dtype=torch.float64)
     return total / len(rows)
-

@@ -56,11 +56,11 @@ import math
 
 import torch
 
-from ganbench.scoring import partials
+from ganbench.scoring import bounds, partials
 
 CENTRING_EXCESS_LIMIT = 2.0**10
 LOOSE_NATS = 1e-3
-FLOAT32_UNIT = 2.0**-24
+FLOAT32_UNIT = bounds.UNIT_ROUNDOFF["float32"]
 # Below this a float32 pass's view of its own sum can be trusted. A term that matters (within
 # log(1 / LOOSE_NATS) = 6.9 nats of the nearest) vanishes from a float32 sum once its exponent passes
 # log(1 / u) = 16.6 nats, an error of 9.7 nats; the expanded form's errors measured up to 8.5 u x cost
@@ -77,12 +77,11 @@ def centre_cost(centred_query_norms: torch.Tensor, near: torch.Tensor) -> torch.
     return norms + (norms.sqrt() + near.sqrt()) ** 2
 
 
-def far_from_centre(centred_query_norms: torch.Tensor, near: torch.Tensor) -> torch.Tensor:
-    """Whether the shared centre costs more than CENTRING_EXCESS_LIMIT (the module doc), for ``near`` = D + r
-    of any shape broadcasting against the (n,) norms, on their device. A query at distance exactly 0 with no
-    reach has found its nearest sample whatever the centre."""
-    near = near.to(torch.float64)
-    return (centre_cost(centred_query_norms, near) > CENTRING_EXCESS_LIMIT * near) & (near > 0)
+def far_from_centre(cost: torch.Tensor, near: torch.Tensor) -> torch.Tensor:
+    """Whether the shared centre costs more than CENTRING_EXCESS_LIMIT (the module doc): ``cost`` from
+    ``centre_cost`` for ``near`` = D + r, both float64 of one shape, on one device. A query at distance
+    exactly 0 with no reach has found its nearest sample whatever the centre."""
+    return (cost > CENTRING_EXCESS_LIMIT * near) & (near > 0)
 
 
 def rows_to_rescore(centred_query_norms: torch.Tensor, float32_minima: torch.Tensor, minima: torch.Tensor,
@@ -105,14 +104,15 @@ def rows_to_rescore(centred_query_norms: torch.Tensor, float32_minima: torch.Ten
     share, passes LOOSE_NATS.
     """
     if not len(grid):
-        return far_from_centre(centred_query_norms, minima.to(torch.float64))
+        near = minima.to(torch.float64)
+        return far_from_centre(centre_cost(centred_query_norms, near), near)
     scales = partials.half_inverse_variances(grid, log_shifted_sums)
     near = minima.to(torch.float64)[None, :] + partials.NEGLIGIBLE_EXPONENT / scales
     cost = centre_cost(centred_query_norms, near)
     others = -torch.expm1(-log_shifted_sums)  # (S - 1) / S, in [0, 1)
     typical = FLOAT32_UNIT * cost
     hidden = scales * typical > HIDING_NATS
-    far = far_from_centre(centred_query_norms, near) & (others > 0)
+    far = far_from_centre(cost, near) & (others > 0)
     correction = (minima - float32_minima).abs()[None, :]
     loose = scales * torch.maximum(correction, typical) * others > LOOSE_NATS
     rows = (hidden | far | loose).any(dim=0)

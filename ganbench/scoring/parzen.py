@@ -452,8 +452,6 @@ def squared_norms(rows: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
 # A pair whose expanded-form error could move a log-likelihood by more than this is recomputed from
 # direct differences: the reference must stay far below every fast path's bound (~1e-4 nats on MNIST).
 REFERENCE_NATS = 1e-8
-# Terms further than this below their row's largest cannot reach float64's rounding of the sum (e^-40 = 4e-18).
-NEGLIGIBLE_NATS = 40.0
 # A nearest-only pass refines a row whose distances may be off by more than this share of its nearest one.
 NEAREST_RELATIVE = 1e-9
 DEDUPLICATE_ABOVE = 16  # candidates a loose row past which equal samples are summed once
@@ -508,8 +506,8 @@ def _exact_where_loose(distances: np.ndarray, query_norms: np.ndarray, bank_norm
     the pair's own norms), a row's at most e_i with the block's largest bank norm. ``scales`` are the
     grid's 1 / (2 sigma^2), ascending. A row is loose at the sigmas where e_i x scale exceeds
     REFERENCE_NATS; at the widest of those, scale s, a term whose distance exceeds the row's by more
-    than NEGLIGIBLE_NATS / s is below e^-40 of its largest, before and after. So the candidates are the
-    pairs with D~_ij - e_ij <= min_k (D~_ik + e_ik) + NEGLIGIBLE_NATS / s, and of those only the pairs
+    than 40 / s (``partials.NEGLIGIBLE_EXPONENT``) is below e^-40 of its largest, before and after. So the candidates are the
+    pairs with D~_ij - e_ij <= min_k (D~_ik + e_ik) + 40 / s, and of those only the pairs
     whose own error e_ij could move a term by more than REFERENCE_NATS at the smallest sigma are
     recomputed (one far sample no longer makes every pair of its block look loose). A nearest-only
     pass (no sigma) recomputes the candidates (reach 0) of the rows whose error exceeds NEAREST_RELATIVE
@@ -519,7 +517,7 @@ def _exact_where_loose(distances: np.ndarray, query_norms: np.ndarray, bank_norm
     if len(scales):
         widest_loose = np.searchsorted(scales, REFERENCE_NATS / np.maximum(row_errors, 1e-300), side="right")
         rows = np.flatnonzero(widest_loose < len(scales))
-        reach = NEGLIGIBLE_NATS / scales[widest_loose[rows]]
+        reach = partials.NEGLIGIBLE_EXPONENT / scales[widest_loose[rows]]
     else:
         rows = np.flatnonzero(row_errors > NEAREST_RELATIVE * distances.min(axis=1))
         reach = np.zeros(len(rows))
