@@ -5,7 +5,7 @@ added or renamed here cannot leave a stale copy elsewhere.
 """
 from __future__ import annotations
 
-# Scorer backends: ``reference`` is NumPy float64 (the ground truth), ``torch`` float32 GEMM
+# Scorer backends: ``reference`` is float64 on the CPU (the ground truth), ``torch`` float32 GEMM
 # form on CPU or CUDA, ``triton`` the fused kernel, ``auto`` triton on CUDA, else torch.
 BACKENDS = ("auto", "reference", "torch", "triton")
 DEFAULT_BACKEND = "auto"

@@ -15,7 +15,7 @@ import torch
 from test_parzen import direct_log_likelihood
 from tolerances import log_likelihood_bound
 
-from ganbench.scoring import float64_rows, neighbours, parzen
+from ganbench.scoring import float64_rows, neighbours, parzen, reference
 
 FLOAT32_PATHS = [("torch", "tf32x3"), ("triton", "ieee"), ("triton", "tf32x3")]
 SIGMAS = [0.1, 0.2, 0.5]
@@ -90,7 +90,7 @@ def test_terms_float32_rounded_out_of_the_sum_are_found(rng, monkeypatch):
     sigmas = [np.sqrt(1 / 600)]
     expected = direct_log_likelihood(x, bank, sigmas)
     got = parzen.log_likelihood(x, bank, sigmas, backend="torch", device="cpu")
-    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=parzen.REFERENCE_NATS)
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=reference.REFERENCE_NATS)
     monkeypatch.setattr(float64_rows, "HIDING_NATS", float("inf"))
     unchecked = parzen.log_likelihood(x, bank, sigmas, backend="torch", device="cpu")
     assert np.abs(unchecked - expected).max() > 0.1  # what the check is for: it can fail
@@ -108,14 +108,14 @@ def test_float32_paths_rescore_rows_far_from_the_bank_mean(backend, precision, d
     expected = direct_log_likelihood(x, bank, SIGMAS)
     got = parzen.log_likelihood(x, bank, SIGMAS, backend=backend, precision=precision, device="cpu")
     # Every row is rescored by the reference: exact up to REFERENCE_NATS where the expanded form's float64
-    # rounding could move a row (parzen._exact_where_loose), and to float64's rounding of the sums (1e-12).
-    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=parzen.REFERENCE_NATS)
+    # rounding could move a row (reference._exact_where_loose), and to float64's rounding of the sums (1e-12).
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=reference.REFERENCE_NATS)
     assert "cannot resolve some points" in capsys.readouterr().err
     # The centre's cost alone finds these rows (the other checks may too) ...
     monkeypatch.setattr(float64_rows, "LOOSE_NATS", float("inf"))
     monkeypatch.setattr(float64_rows, "HIDING_NATS", float("inf"))
     got = parzen.log_likelihood(x, bank, SIGMAS, backend=backend, precision=precision, device="cpu")
-    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=parzen.REFERENCE_NATS)
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=reference.REFERENCE_NATS)
     # ... and without any rescoring the first case is nats off at sigma 0.1: the check can fail.
     if (dimension, count) == (3, 37):
         monkeypatch.setattr(float64_rows, "rows_to_rescore", nothing_rescored)
@@ -142,7 +142,7 @@ def test_only_the_rows_that_need_it_are_rescored(rng, monkeypatch):
     bound = log_likelihood_bound(x[:5], bank, SIGMAS)
     assert np.all(np.abs(got[:, :5] - direct_log_likelihood(x[:5], bank, SIGMAS)) <= bound)
     np.testing.assert_allclose(got[:, 5], direct_log_likelihood(x[5:], bank, SIGMAS)[:, 0], rtol=1e-12,
-                               atol=parzen.REFERENCE_NATS)
+                               atol=reference.REFERENCE_NATS)
 
 
 @pytest.mark.parametrize("backend,precision", FLOAT32_PATHS)
@@ -156,7 +156,7 @@ def test_copies_of_the_nearest_sample_at_a_small_sigma_are_rescored(backend, pre
     sigmas = [1e-3, 0.03]
     expected = direct_log_likelihood(x, bank, sigmas)
     got = parzen.log_likelihood(x, bank, sigmas, backend=backend, precision=precision, device="cpu")
-    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=parzen.REFERENCE_NATS)
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=reference.REFERENCE_NATS)
     monkeypatch.setattr(float64_rows, "rows_to_rescore", nothing_rescored)
     unchecked = parzen.log_likelihood(x, bank, sigmas, backend=backend, precision=precision, device="cpu")
     assert np.abs(unchecked - expected)[0].max() > 0.1  # what the check is for: it can fail
@@ -177,7 +177,7 @@ def test_copies_beside_a_nearest_sample_at_the_bank_mean_are_rescored(rng, monke
     sigmas = [0.0434, 0.1]
     expected = direct_log_likelihood(x.astype(np.float64), bank.astype(np.float64), sigmas)
     got = parzen.log_likelihood(x, bank, sigmas, backend="torch", device="cpu")
-    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=parzen.REFERENCE_NATS)
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=reference.REFERENCE_NATS)
     monkeypatch.setattr(float64_rows, "rows_to_rescore", nothing_rescored)
     unchecked = parzen.log_likelihood(x, bank, sigmas, backend="torch", device="cpu")
     assert np.abs(unchecked - expected).max() > 1e-2  # what the floor is for: it can fail
@@ -193,7 +193,7 @@ def test_near_duplicates_at_a_small_sigma_are_rescored(rng):
     sigmas = [0.005, 0.01]
     expected = direct_log_likelihood(x.astype(np.float64), bank.astype(np.float64), sigmas)
     got = parzen.log_likelihood(x, bank, sigmas, backend="torch", device="cpu")
-    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=parzen.REFERENCE_NATS)
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=reference.REFERENCE_NATS)
 
 
 @pytest.mark.parametrize("dimension", [1, 19])
@@ -206,7 +206,7 @@ def test_a_query_far_from_every_sample_is_rescored(dimension, rng, monkeypatch):
     result = parzen.parzen_pass(x, bank, [1.0], backend="torch", device="cpu")
     assert result.nearest_index.tolist() == distances.argmin(1).tolist()
     np.testing.assert_allclose(parzen.log_likelihood(x, bank, [1.0], backend="torch", device="cpu"),
-                               direct_log_likelihood(x, bank, [1.0]), rtol=1e-12, atol=parzen.REFERENCE_NATS)
+                               direct_log_likelihood(x, bank, [1.0]), rtol=1e-12, atol=reference.REFERENCE_NATS)
     monkeypatch.setattr(float64_rows, "rows_to_rescore", nothing_rescored)
     unchecked = parzen.log_likelihood(x, bank, [1.0], backend="torch", device="cpu")
     assert np.abs(unchecked - direct_log_likelihood(x, bank, [1.0])).max() > 1e3
@@ -247,15 +247,21 @@ def test_a_streamed_bank_rescores_each_chunk_it_needs(rng):
     # The merge is 1-Lipschitz: its error is the worst chunk's, the float32 bound of the chunks without the
     # outlier (rows 23 on, the same chunking), the outlier's chunk being exact to float64's rounding.
     bound = log_likelihood_bound(x, bank[23:], SIGMAS, chunk_rows=23)
-    assert np.all(np.abs(got - direct_log_likelihood(x, bank, SIGMAS)) <= bound + parzen.REFERENCE_NATS)
+    assert np.all(np.abs(got - direct_log_likelihood(x, bank, SIGMAS)) <= bound + reference.REFERENCE_NATS)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="rescoring from a CUDA pass runs only on a CUDA GPU")
-def test_a_cuda_pass_rescores_its_rows_on_the_host(rng):
-    """The rows' flags ride in the pass's one copy back; their rescoring reads the device tensors (the triton
-    backend's, compiled, in benchmarks/gpu_check.py: the tests run Triton's interpreter)."""
+def test_a_cuda_pass_rescores_its_rows_on_the_gpu(rng, monkeypatch):
+    """The rows' flags ride in the pass's one copy back; their float64 rescoring runs on the pass's GPU, bank
+    and all (the triton backend's, compiled, in benchmarks/gpu_check.py: the tests run Triton's interpreter)."""
+    devices = []
+    scored = reference.reference_partial
+    monkeypatch.setattr(reference, "reference_partial",
+                        lambda query, bank, *args: devices.append((query.device.type, bank.device.type))
+                        or scored(query, bank, *args))
     x = torch.as_tensor(rng.random((23, 3)) * 0.3, device="cuda")
     bank = outlier_bank(rng, 3, 37, 1e4)
     got = parzen.log_likelihood(x, torch.as_tensor(bank, device="cuda"), SIGMAS, backend="torch")
     expected = direct_log_likelihood(x.cpu().numpy(), bank, SIGMAS)
-    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=parzen.REFERENCE_NATS)
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=reference.REFERENCE_NATS)
+    assert devices == [("cuda", "cuda")]

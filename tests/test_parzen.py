@@ -16,7 +16,7 @@ from tolerances import (
 
 from ganbench.devices import to_device, to_device_many, to_host
 from ganbench.errors import GanbenchError
-from ganbench.scoring import neighbours, parzen, protocol, streaming
+from ganbench.scoring import neighbours, parzen, protocol, reference, streaming
 
 
 def direct_log_likelihood(x, bank, sigmas):
@@ -371,8 +371,8 @@ def test_the_reference_refines_a_collapsed_bank_once_per_distinct_sample(rng, mo
     bank = np.concatenate([np.repeat(rng.random((1, 20)), 200, axis=0), rng.random((5, 20)), x[:2] + 1e-9])
     sigmas = [1e-4, 0.3]
     summed = []
-    direct = parzen.exact_sq_distances
-    monkeypatch.setattr(parzen, "exact_sq_distances", lambda *args: summed.append(len(args[3])) or direct(*args))
+    direct = reference.exact_sq_distances
+    monkeypatch.setattr(reference, "exact_sq_distances", lambda *args: summed.append(len(args[3])) or direct(*args))
     got = parzen.parzen_pass(x, bank, sigmas, backend="reference")
     assert summed and sum(summed) < len(x) * 10  # not 200 copies a row
     distances = ((x[:, None, :] - bank[None, :, :]) ** 2).sum(-1)

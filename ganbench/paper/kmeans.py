@@ -45,7 +45,7 @@ def fit(points: np.ndarray, clusters: int, iterations: int = 10, seed: int = 0, 
     chosen = rng.choice(len(points), size=clusters, replace=False)
     target = parzen.scoring_device(device, backend)
     if backend == "reference":
-        target = torch.device("cpu")  # NumPy float64: the points are read on the host
+        target = torch.device("cpu")  # the float64 reference runs on the host
     rows = torch.from_numpy(points).to(target)
     # Per-cluster sums in float64 (exact to far below float32's rounding of the mean), added from float64
     # copies of a piece of the rows at a time on the CPU: a copy of all of MNIST's 50,000 training images

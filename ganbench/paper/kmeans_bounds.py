@@ -48,7 +48,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ganbench.scoring import byte_distances, centring, fused_rows, neighbours, parzen
+from ganbench.scoring import byte_distances, centring, fused_rows, neighbours, parzen, reference
 
 MAX_BOUND_BYTES = 4 * 2**30  # 50,000 x 10,000 float32 bounds are 2 GB
 ROW_BLOCK = 2048            # points whose distances one GEMM computes at once
@@ -65,7 +65,7 @@ def exact_raise(dimension: int) -> float:
 
 def exact_distances(rows: torch.Tensor, others: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
     """|rows[i] - others[columns[i]]| in float64 for every row, raised above the exact distance."""
-    return parzen.exact_sq_distances(rows, others, None, columns).sqrt() * exact_raise(rows.shape[1])
+    return reference.exact_sq_distances(rows, others, None, columns).sqrt() * exact_raise(rows.shape[1])
 
 
 def fits(points: int, clusters: int) -> bool:
@@ -213,7 +213,7 @@ class BoundedAssigner:
         if len(moved):
             # The old centroid's bound: its exact distance, lowered (a fresh tile may have written one too).
             former = own.index_select(0, moved)
-            lowered = round_down_to_float32(parzen.exact_sq_distances(self.points, columns, moved, former).sqrt()
+            lowered = round_down_to_float32(reference.exact_sq_distances(self.points, columns, moved, former).sqrt()
                                             * exact_lower(columns.shape[1]))
             self.lower[moved, former] = lowered
             self.largest_bound = max(self.largest_bound, float(lowered.max()))

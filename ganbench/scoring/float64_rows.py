@@ -4,7 +4,7 @@ The float32 paths (the torch backend's GEMM, the Triton kernel's tf32x3 and ieee
 D = ||x - c||^2 + ||s - c||^2 - 2 (x - c).(s - c) about the bank mean c and then replace each query's
 nearest distance by its exact float64 value (``parzen.refine_nearest``). Three kinds of rows escape what
 that refinement fixes; ``parzen.finish_pass`` finds them in the pass's one copy to the host and rescores
-them with the float64 reference backend (bank and all), with one line on stderr (docs/precision.md).
+them with the float64 reference (bank and all, on the pass's device), with one line on stderr (docs/precision.md).
 
 Rows far from the centre. The error on a pair is up to K u (||x - c||^2 + ||s - c||^2)
 (``ganbench.scoring.bounds``, with the pair's own norms). The terms that can move a query's

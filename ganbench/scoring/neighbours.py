@@ -12,6 +12,7 @@ from ganbench.errors import GanbenchError
 from ganbench.scoring import bounds, byte_distances, fused_rows, parzen
 from ganbench.scoring.centring import centre_by_bank_mean
 from ganbench.scoring.inputs import as_matrix, is_whole_number
+from ganbench.scoring.reference import exact_sq_distances
 
 # Top-k tiles (query rows, reference rows). On the CPU a 2048 x 2048 float32 tile (16 MB) keeps the
 # GEMM near its rate: 10,000 generated samples against MNIST's 50,000 training images took 5.6 s
@@ -116,7 +117,7 @@ def _top_k(queries, reference, k, device: torch.device, query_block, reference_b
                     d32 = parzen.sq_distance_tile(block, block_norms, chunk, chunk_norms)
                     rows, columns = _candidates(d32, best.kth, margins, k)
                 if len(rows):
-                    exact = parzen.exact_sq_distances(queries, reference, rows.cpu() + start, columns.cpu() + ref_start)
+                    exact = exact_sq_distances(queries, reference, rows.cpu() + start, columns.cpu() + ref_start)
                     best.add(rows, columns + ref_start, exact.to(target))
             distances_out.append(best.distances.cpu().numpy())
             indices_out.append(best.indices.cpu().numpy())
@@ -191,7 +192,7 @@ def _top_k_over_byte_tiles(queries, reference, query_bytes, reference_bytes, k, 
                 exact_bytes = byte_distances.sq_distance_tile(block, chunk, out=tile)  # E, int32
                 rows, columns = candidates(exact_bytes, best.kth, start)
                 if len(rows):
-                    exact = parzen.exact_sq_distances(queries, reference, rows + start, columns + ref_start)
+                    exact = exact_sq_distances(queries, reference, rows + start, columns + ref_start)
                     best.add(rows, columns + ref_start, exact)
             distances_out.append(best.distances.numpy())
             indices_out.append(best.indices.numpy())

@@ -7,7 +7,8 @@ of a block once and reuses them for the whole sigma grid, so a grid costs one
 distance pass, not one per sigma.
 
 Backends
-- ``reference``: NumPy float64, blocked; the ground truth every other path is tested against.
+- ``reference``: float64, blocked, on the CPU (``ganbench.scoring.reference``); the ground truth every
+  other path is tested against.
 - ``torch``: blocked GEMM form in float32 on data centred by the bank mean, CPU or CUDA; on the
   CPU, 8-bit queries and bank take exact int8 products (``ganbench.scoring.byte_distances``).
 - ``triton``: the fused kernel of ``ganbench.kernels.parzen_lse`` (CUDA, or the CPU
@@ -33,7 +34,7 @@ from ganbench.defaults import (
 from ganbench.devices import resolve_device, to_device_many, to_host
 from ganbench.errors import GanbenchError
 from ganbench.progress import announce_once as _announce
-from ganbench.scoring import bounds, byte_distances, centring, digit_distances, float64_rows, fused_rows, partials
+from ganbench.scoring import byte_distances, centring, digit_distances, float64_rows, fused_rows, partials, reference
 from ganbench.scoring.inputs import (
     as_matrix,
     as_sigmas,
@@ -48,8 +49,6 @@ from ganbench.scoring.inputs import (
 # 10,000 MNIST, 10 sigmas (docs/performance.md): 128 x 1024 2.9x one fp32 matmul, 512 x 1024
 # 2.1x, 2048 x 1024 (8 MB) 1.85x, 4096 x 1024 no better.
 DEFAULTS = {
-    "reference_query_block": 512,
-    "reference_bank_block": 4096,
     "torch_query_block": 2048,
     "torch_bank_block": 1024,
     # On a GPU, fewer and larger launches: a 4096 x 16384 float32 tile is 256 MB.
@@ -165,8 +164,8 @@ def parzen_pass(x, bank, sigmas, *, backend: str = DEFAULT_BACKEND, device=None,
     else:
         magnitude, queued_counts = _int8_range_and_counts(queued, query_tensor, bank_tensor)
     check_float64_range(magnitude, bank_tensor.shape[1], grid)
-    if backend == "reference":
-        return _reference_pass(query_tensor, bank_tensor, grid, query_block, bank_block)
+    if backend == "reference":  # the ground truth runs on the host, whatever device the inputs are on
+        return _reference_pass(query_tensor.cpu(), bank_tensor.cpu(), grid, query_block, bank_block)
     exponent = float32_exponent(magnitude, bank_tensor.shape[1], grid)
     if exponent is None:
         _announce(f"ganbench: sigma {grid.min():.3g} against data up to {magnitude:.3g} is out of float32's range "
@@ -342,16 +341,18 @@ def finish_pass(partial: partials.BankPartial, query: torch.Tensor, bank: torch.
     result = ParzenPass(host[:sigmas], host[sigmas * 2], host[sigmas * 2 + 1].astype(np.int64),
                         host[sigmas:2 * sigmas])
     if checked and host[-1].any():
-        _rescore_in_float64(result, np.flatnonzero(host[-1]), query, bank, grid)
+        _rescore_in_float64(result, np.flatnonzero(host[-1]), query, bank, grid, partial.min_sq_distance.device)
     return result
 
 
-def _rescore_in_float64(result: ParzenPass, rows: np.ndarray, query: torch.Tensor, bank: torch.Tensor, grid) -> None:
-    """Replace, in place, the given rows of a float32 pass by the float64 reference's (bank and all)."""
+def _rescore_in_float64(result: ParzenPass, rows: np.ndarray, query: torch.Tensor, bank: torch.Tensor, grid,
+                        device: torch.device) -> None:
+    """Replace, in place, the given rows of a float32 pass by the float64 reference's (bank and all), computed on
+    the pass's device: on a GPU the float64 work runs there, not on the host."""
     _announce("ganbench: float32 distances cannot resolve some points (far from the bank's mean against their "
               "distances, near-ties or copies at a small sigma: docs/precision.md); scoring those with the float64 "
               "reference backend")
-    exact = _reference_pass(query[torch.as_tensor(rows, device=query.device)], bank, grid, None, None)
+    exact = _reference_pass(query[torch.as_tensor(rows, device=query.device)].to(device), bank, grid, None, None)
     for field in ("log_sum_exp", "log_shifted_sums"):
         getattr(result, field)[:, rows] = getattr(exact, field)
     result.min_sq_distance[rows] = exact.min_sq_distance
@@ -377,7 +378,7 @@ def refine_nearest(log_shifted_sums: torch.Tensor, min_sq_distance: torch.Tensor
     ``log_shifted_sums`` ((S, n) and (n,)), and the (n,) bool rows refused (None without sigmas).
     """
     device = min_sq_distance.device
-    exact = exact_sq_distances(query, bank, None, nearest_index).to(device)
+    exact = reference.exact_sq_distances(query, bank, None, nearest_index).to(device)
     if not len(grid):
         return log_shifted_sums, exact, None
     scales = partials.half_inverse_variances(grid, log_shifted_sums)
@@ -413,32 +414,9 @@ def sq_distance_tile_less_query_norms(queries: torch.Tensor, samples: torch.Tens
     return torch.addmm(sample_norms[None, :], queries, samples.T, alpha=-2.0, out=out)
 
 
-# Rows per piece of the float64 work on whole inputs (norms, exact distances of chosen pairs): on
-# the CPU their temporaries then stay in cache. On a 2-core AMD EPYC, 10,000 x 784: norms 26.7 ms in
-# one piece, 7.8 ms in pieces of 4,096 rows; the exact-nearest refinement 85 ms in one piece, 9.7 ms
-# in pieces of 512. On a GPU the pairs' pieces only bound memory (8,192 x 784 float64 is 51 MB), so
-# a data set full of near-ties costs time, never unbounded memory.
+# Rows per piece of the norms on the CPU, so that their temporaries stay in cache (on a 2-core AMD EPYC,
+# 10,000 x 784: 26.7 ms in one piece, 7.8 ms in pieces of 4,096 rows).
 NORM_CHUNK_ROWS = 4096
-EXACT_PAIRS_AT_ONCE = {"cpu": 512, "cuda": 8192}
-
-
-def exact_sq_distances(queries: torch.Tensor, reference: torch.Tensor, rows: torch.Tensor | None,
-                       columns: torch.Tensor) -> torch.Tensor:
-    """sum_k (x_k - s_k)^2 in float64 for each (query row, reference row) pair, on the queries' device,
-    in bounded pieces: the exact values the fast paths are refined (``refine_nearest``) or ranked
-    (exact nearest neighbours, k-means' bounds) with. ``rows`` None pairs every query row, in order,
-    with ``columns``."""
-    piece = EXACT_PAIRS_AT_ONCE.get(queries.device.type, EXACT_PAIRS_AT_ONCE["cuda"])
-    pieces = []
-    for first in range(0, len(columns), piece):
-        picked = (queries[first:first + piece] if rows is None
-                  else queries.index_select(0, rows[first:first + piece].to(queries.device)))
-        others = reference.index_select(0, columns[first:first + piece].to(reference.device))
-        difference = picked.to(torch.float64) - others.to(device=queries.device, dtype=torch.float64)
-        pieces.append((difference * difference).sum(1))
-    if len(pieces) == 1:  # no copy for up to EXACT_PAIRS_AT_ONCE pairs
-        return pieces[0]
-    return torch.cat(pieces) if pieces else torch.zeros(0, dtype=torch.float64, device=queries.device)
 
 
 def squared_norms(rows: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
@@ -449,106 +427,12 @@ def squared_norms(rows: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
     return torch.cat(pieces).to(rows.dtype)
 
 
-# A pair whose expanded-form error could move a log-likelihood by more than this is recomputed from
-# direct differences: the reference must stay far below every fast path's bound (~1e-4 nats on MNIST).
-REFERENCE_NATS = 1e-8
-# A nearest-only pass refines a row whose distances may be off by more than this share of its nearest one.
-NEAREST_RELATIVE = 1e-9
-DEDUPLICATE_ABOVE = 16  # candidates a loose row past which equal samples are summed once
-
-
 def _reference_pass(query, bank, grid, query_block, bank_block) -> ParzenPass:
-    """NumPy float64 throughout, written apart from the fast paths so it can judge them.
-
-    Squared distances use the expanded form on bank-centred float64 data: its rounding
-    error, about 1e-16 times the squared norms, is far below any float32 path's on data of one
-    scale. Where it is not -- data whose spread dwarfs the distances that matter (an outlier 1e8
-    away from points 1e-3 apart), or sigma tiny against the norms -- each such query's distances
-    that can matter are recomputed from direct differences (``_exact_where_loose``).
-    """
-    original_bank, original_query = bank.cpu().double().numpy(), query.cpu().double().numpy()
-    mean = original_bank.mean(axis=0)
-    bank64 = original_bank - mean
-    query64 = original_query - mean
-    bank_norms = np.einsum("ij,ij->i", bank64, bank64)
-    query_block = query_block or DEFAULTS["reference_query_block"]
-    bank_block = bank_block or DEFAULTS["reference_bank_block"]
-    scales = np.sort(partials.half_inverse_variances(grid, np.zeros(1))[:, 0])  # ascending: widest sigma first
-    # |fl(D) - D| <= K u (||x - c||^2 + max ||s - c||^2), the float64 bound of ganbench.scoring.bounds.
-    units = bounds.distance_coefficient("float64", bank64.shape[1]) * bounds.UNIT_ROUNDOFF["float64"]
-    pieces = []
-    for query_start in range(0, len(query64), query_block):
-        queries = query64[query_start:query_start + query_block]
-        query_norms = np.einsum("ij,ij->i", queries, queries)[:, None]
-        running = None
-        for bank_start in range(0, len(bank64), bank_block):
-            samples = bank64[bank_start:bank_start + bank_block]
-            distances = query_norms + bank_norms[None, bank_start:bank_start + bank_block] - 2.0 * queries @ samples.T
-            np.maximum(distances, 0.0, out=distances)
-            _exact_where_loose(distances, query_norms[:, 0], bank_norms[bank_start:bank_start + bank_block], units,
-                               scales, original_query[query_start:query_start + query_block],
-                               original_bank[bank_start:bank_start + bank_block])
-            block = partials.from_distances(distances, grid, index_offset=bank_start)
-            running = block if running is None else partials.merge(running, block, grid)
-        pieces.append(running)
-    merged = partials.BankPartial(*(np.concatenate([getattr(p, field) for p in pieces], axis=-1)
-                                    for field in ("min_sq_distance", "nearest_index", "shifted_sums")))
-    return ParzenPass.from_log_shifted_sums(np.log(merged.shifted_sums), merged.min_sq_distance,
-                                            merged.nearest_index.astype(np.int64), grid)
-
-
-def _exact_where_loose(distances: np.ndarray, query_norms: np.ndarray, bank_norms: np.ndarray, units: float,
-                       scales: np.ndarray, queries: np.ndarray, samples: np.ndarray) -> None:
-    """Recompute in place, from direct differences of the inputs, the distances whose expanded-form
-    error could move a log-sum-exp by more than REFERENCE_NATS.
-
-    A pair's error is at most e_ij = ``units`` (||x_i - c||^2 + ||s_j - c||^2) (``bounds``: K u N with
-    the pair's own norms), a row's at most e_i with the block's largest bank norm. ``scales`` are the
-    grid's 1 / (2 sigma^2), ascending. A row is loose at the sigmas where e_i x scale exceeds
-    REFERENCE_NATS; at the widest of those, scale s, a term whose distance exceeds the row's by more
-    than 40 / s (``partials.NEGLIGIBLE_EXPONENT``) is below e^-40 of its largest, before and after. So the candidates are the
-    pairs with D~_ij - e_ij <= min_k (D~_ik + e_ik) + 40 / s, and of those only the pairs
-    whose own error e_ij could move a term by more than REFERENCE_NATS at the smallest sigma are
-    recomputed (one far sample no longer makes every pair of its block look loose). A nearest-only
-    pass (no sigma) recomputes the candidates (reach 0) of the rows whose error exceeds NEAREST_RELATIVE
-    of their nearest distance: their argmin is then exact.
-    """
-    row_errors = units * (query_norms + bank_norms.max())
-    if len(scales):
-        widest_loose = np.searchsorted(scales, REFERENCE_NATS / np.maximum(row_errors, 1e-300), side="right")
-        rows = np.flatnonzero(widest_loose < len(scales))
-        reach = partials.NEGLIGIBLE_EXPONENT / scales[widest_loose[rows]]
-    else:
-        rows = np.flatnonzero(row_errors > NEAREST_RELATIVE * distances.min(axis=1))
-        reach = np.zeros(len(rows))
-    if not len(rows):
-        return
-    block = distances[rows]
-    pair_errors = units * (query_norms[rows, None] + bank_norms[None, :])
-    upper = (block + pair_errors).min(axis=1)  # at least the exact minimum of the row's block
-    candidates = block - pair_errors <= (upper + reach)[:, None]
-    if len(scales):
-        candidates &= pair_errors * scales[-1] > REFERENCE_NATS
-    picked_rows, picked_columns = np.nonzero(candidates)
-    picked_rows = rows[picked_rows]
-    if len(picked_rows) > DEDUPLICATE_ABOVE * len(rows):
-        # Many candidates a row: copies of a few samples (a collapsed generator's bank). Equal samples are at
-        # equal distances, so each (row, distinct sample) pair is summed once and copied to the others.
-        _, representative, copy_of = np.unique(samples, axis=0, return_index=True, return_inverse=True)
-        copy_of = copy_of.reshape(-1)
-        keys = picked_rows * len(representative) + copy_of[picked_columns]
-        _, first_pair, pair_of = np.unique(keys, return_index=True, return_inverse=True)
-        exact = _exact_pairs(queries, samples, picked_rows[first_pair],
-                             representative[copy_of[picked_columns[first_pair]]])
-        distances[picked_rows, picked_columns] = exact[pair_of.reshape(-1)]
-    else:
-        distances[picked_rows, picked_columns] = _exact_pairs(queries, samples, picked_rows, picked_columns)
-
-
-def _exact_pairs(queries: np.ndarray, samples: np.ndarray, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
-    """``exact_sq_distances`` of (row, column) pairs of NumPy arrays (float64, no copy of the inputs)."""
-    return exact_sq_distances(torch.from_numpy(queries), torch.from_numpy(samples), torch.from_numpy(rows),
-                              torch.from_numpy(columns)).numpy()
+    """The float64 reference (``ganbench.scoring.reference``) on the queries' device, as a host ``ParzenPass``."""
+    partial = reference.reference_partial(query, bank, grid, query_block, bank_block)
+    return ParzenPass.from_log_shifted_sums(torch.log(partial.shifted_sums).cpu().numpy(),
+                                            partial.min_sq_distance.cpu().numpy(),
+                                            partial.nearest_index.cpu().numpy().astype(np.int64), grid)
 
 
 def _torch_pass(query, bank, grid, device, query_block, bank_block, precision=DEFAULT_PRECISION) -> partials.BankPartial:

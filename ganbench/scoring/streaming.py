@@ -101,7 +101,7 @@ def init_from_environment(timeout_seconds: float = 300.0, *, device=None, backen
 def process_group_backend(device: torch.device, scorer_backend: str) -> str:
     """NCCL when this rank scores on a CUDA device, gloo otherwise: a ``--device cpu`` run on a
     machine with GPUs keeps its partials on the CPU, where NCCL cannot reduce them, and the
-    reference backend computes in NumPy on the CPU whatever the device."""
+    reference backend computes on the CPU whatever the device."""
     return "nccl" if device.type == "cuda" and scorer_backend != "reference" else "gloo"
 
 
