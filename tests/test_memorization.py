@@ -66,6 +66,48 @@ def test_duplicates_within_the_samples_are_counted(rng):
     assert report[KEY_SAMPLES_WITH_EXACT_TWIN] == 2
 
 
+@pytest.mark.parametrize("scale", [3e19, 1e30, 1e-30])
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("k, exact_ranking", [(17, False), (1, True)])
+def test_exact_nearest_holds_where_float32_distances_overflow_or_underflow(scale, fused, k, exact_ranking, rng,
+                                                                           monkeypatch):
+    """Entries past ~1e19 overflow float32's squared distances (the candidates' search returned index 2^63 - 1
+    at distance inf for k = 17, and a sample 5 times farther than the nearest with the eager pass); entries of
+    1e-30 underflow them. The data are scaled by one power of two for the search, as the Parzen pass does."""
+    from ganbench.scoring import fused_rows
+
+    if not fused:
+        monkeypatch.setattr(fused_rows, "available", lambda: False)
+    queries, reference = rng.random((5, 3)) * scale, rng.random((20, 3)) * scale
+    distances, indices = neighbours.nearest(queries, reference, k=k, backend="torch", exact_ranking=exact_ranking)
+    expected_d, expected_i = brute_force(queries, reference, k)
+    np.testing.assert_array_equal(indices, expected_i)
+    np.testing.assert_allclose(distances, expected_d, rtol=0, atol=float64_rounding_bound(queries, reference))
+
+
+def test_exact_nearest_holds_beside_a_sample_far_past_float32s_range(rng):
+    reference = rng.random((50, 3))
+    reference[7] = 1e25  # its float32 squared distance is inf
+    queries = rng.random((10, 3))
+    for k, exact_ranking in ((1, True), (3, False)):
+        _, indices = neighbours.nearest(queries, reference, k=k, backend="torch", exact_ranking=exact_ranking)
+        np.testing.assert_array_equal(indices, brute_force(queries, reference, k)[1])
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda x: neighbours.nearest(x, x, k=2, reference_block=-3), "reference_block must be a positive integer"),
+    (lambda x: neighbours.nearest(x, x, k=2, query_block=2.5), "query_block must be a positive integer"),
+    (lambda x: memorization.report(x, x, np.zeros((0, 4))), "held-out data is empty"),
+    (lambda x: memorization.report(x, x, x[:, :3]), "held-out data has dimension 3"),
+    (lambda x: memorization.report(x[:1], x, x), "at least 2 samples"),
+])
+def test_bad_arguments_of_the_search_and_the_report_are_one_line_errors(call, message, rng):
+    """A negative block returned index 2^63 - 1 at distance inf; the others were a ValueError, a TypeError and
+    a traceback from hashing an empty array."""
+    with pytest.raises(GanbenchError, match=message):
+        call(rng.random((6, 4)))
+
+
 def test_bad_k():
     with pytest.raises(GanbenchError, match="k must be"):
         neighbours.nearest(np.ones((2, 3)), np.ones((4, 3)), k=0)

@@ -158,6 +158,16 @@ def test_standard_error_uses_ddof_zero():
     assert error == pytest.approx(np.std(values, ddof=0) / 2.0, rel=1e-15)
 
 
+@pytest.mark.parametrize("scale", [1e160, 1e-160])
+def test_standard_error_of_log_likelihoods_beyond_1e154_stays_finite(scale):
+    """Squaring deviations of 1e160 overflowed float64: the error was inf (and 0 for deviations of 1e-160,
+    whose squares underflow); scaled by a power of two they keep float64's precision."""
+    values = np.array([1.0, 2.0, 4.0, 7.0]) * scale
+    mean, error = protocol.mean_and_standard_error(values)
+    assert mean == pytest.approx(3.5 * scale, rel=1e-15)
+    assert error == pytest.approx(np.std(values / scale, ddof=0) / 2.0 * scale, rel=1e-15)
+
+
 def test_identical_points_equal_a_one_point_bank(rng):
     point = rng.random((1, 6))
     x = rng.random((9, 6))

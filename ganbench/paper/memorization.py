@@ -10,6 +10,8 @@ import numpy as np
 
 from ganbench import cache
 from ganbench import defaults as keys
+from ganbench.errors import GanbenchError
+from ganbench.scoring.inputs import as_matrix
 from ganbench.scoring.neighbours import nearest
 
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
@@ -39,6 +41,10 @@ def report(samples, train, test, *, suspicious: int = 10, backend: str = "auto",
     - samples_with_a_near_sample: samples whose nearest other sample is closer than
       copy_threshold (identical ones included).
     """
+    held_out_inputs(train, test)  # one-line errors before any search
+    if len(as_matrix("samples", samples, check_finite=False)) < 2:
+        raise GanbenchError("the memorisation report compares each sample with its nearest other sample: "
+                            "pass at least 2 samples")
     sample_distances, sample_nearest = nearest(samples, train, backend=backend, device=device, exact_ranking=True,
                                                names=("samples", "the training data"))
     test_distances = held_out_distances(train, test, backend=backend, device=device)
@@ -82,7 +88,7 @@ def held_out_distances(train, test, *, backend: str = "auto", device=None) -> np
     against its 50,000 training images: most of a `ganbench nn` call), so it is kept in the user cache,
     keyed by the exact bytes of both arrays. The distances are exact float64 ones (``exact_ranking``),
     the same whichever backend or device computed them."""
-    train, test = np.asarray(train), np.asarray(test)
+    train, test = held_out_inputs(train, test)
 
     def compute() -> np.ndarray:
         distances, _ = nearest(test, train, backend=backend, device=device, exact_ranking=True,
@@ -92,6 +98,14 @@ def held_out_distances(train, test, *, backend: str = "auto", device=None) -> np
     key = {"train": cache.exact_digest(train), "test": cache.exact_digest(test), "version": HELD_OUT_VERSION}
     distances, _ = cache.cached_array("held-out-nearest", key, (len(test),), compute)
     return distances
+
+
+def held_out_inputs(train, test) -> tuple[np.ndarray, np.ndarray]:
+    """The training and held-out data as arrays (their bytes key the cache), or a one-line error for
+    either being empty, not 2-D, NaN or inf, or of another dimension than the other."""
+    width = as_matrix("the training data", train).shape[1]
+    as_matrix("held-out data", test, dimension=width, dimension_of="the training data")
+    return np.asarray(train), np.asarray(test)
 
 
 def public(report_dict: dict) -> dict:

@@ -11,7 +11,7 @@ from ganbench.devices import resolve_device
 from ganbench.errors import GanbenchError
 from ganbench.scoring import bounds, byte_distances, fused_rows, parzen
 from ganbench.scoring.centring import centre_by_bank_mean
-from ganbench.scoring.inputs import as_matrix, is_whole_number
+from ganbench.scoring.inputs import as_matrix, finite_magnitude, is_whole_number
 from ganbench.scoring.reference import exact_sq_distances
 
 # Top-k tiles (query rows, reference rows). On the CPU a 2048 x 2048 float32 tile (16 MB) keeps the
@@ -47,14 +47,24 @@ def nearest(queries, reference, k: int = 1, *, backend: str = "auto", device=Non
     query_tensor = as_matrix(points_name, queries, dimension=reference_tensor.shape[1], dimension_of=bank_name)
     if k > reference_tensor.shape[0]:
         raise GanbenchError(f"k = {k} exceeds the number of points in {bank_name} ({reference_tensor.shape[0]})")
+    for name, block in (("query_block", query_block), ("reference_block", reference_block)):
+        if block is not None and not (is_whole_number(block) and block >= 1):
+            raise GanbenchError(f"{name} must be a positive integer, got {block!r}")
     if k == 1 and not exact_ranking:
         result = parzen.parzen_pass(query_tensor, reference_tensor, [], backend=backend, device=device,
                                     precision=precision)
         return result.min_sq_distance[:, None], result.nearest_index[:, None]
     target = resolve_device(device)
     default_query_block, default_reference_block = BLOCKS["cpu" if target.type == "cpu" else "cuda"]
-    return _top_k(query_tensor, reference_tensor, k, target, query_block or default_query_block,
-                  reference_block or default_reference_block)
+    # Data and distances scaled by one power of two, as the Parzen pass does, so that the float32 candidates'
+    # squared distances neither overflow (entries past ~1e19) nor lose their resolution (past ~1e-30):
+    # exact, and undone exactly on the float64 distances.
+    magnitude = finite_magnitude({points_name: query_tensor, bank_name: reference_tensor})
+    exponent = parzen.float32_exponent(magnitude, reference_tensor.shape[1], np.zeros(0))
+    distances, indices = _top_k(parzen.scale_by_power_of_two(query_tensor, exponent),
+                                parzen.scale_by_power_of_two(reference_tensor, exponent), k, target,
+                                query_block or default_query_block, reference_block or default_reference_block)
+    return np.ldexp(distances, 2 * exponent), indices
 
 
 def distance_margins(query_norms: torch.Tensor, reference_norm_max: float, dimension: int) -> torch.Tensor:

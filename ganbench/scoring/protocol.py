@@ -279,9 +279,19 @@ def select_sigma(valid, bank, grid=None, protocol: ParzenProtocol | str = "paper
 
 
 def mean_and_standard_error(log_likelihoods: np.ndarray) -> tuple[float, float]:
-    """Mean and std / sqrt(N) with numpy's default ddof = 0, as parzen_ll.py reports."""
+    """Mean and std / sqrt(N) with numpy's default ddof = 0, as parzen_ll.py reports.
+
+    The deviations are divided by the largest before they are squared (a power of two: exact), so
+    log-likelihoods beyond 1e154 in size, whose squares overflow float64, keep a finite error."""
     values = np.asarray(log_likelihoods, dtype=np.float64)
-    return float(values.mean()), float(values.std() / math.sqrt(values.size))
+    mean = values.mean()
+    deviations = values - mean
+    largest = np.abs(deviations).max() if values.size else 0.0
+    if not largest:
+        return float(mean), 0.0
+    unit = 2.0 ** np.frexp(largest)[1]
+    spread = unit * math.sqrt(np.mean((deviations / unit) ** 2))
+    return float(mean), float(spread / math.sqrt(values.size))
 
 
 @dataclass
