@@ -151,6 +151,33 @@ def test_bounds_stay_below_the_exact_distances_and_assign_as_exact_lloyd(fused, 
     assert min(pairs[1:]) < len(points) * 37 / 2  # ... and the groups most columns of what they recomputed
 
 
+@pytest.mark.parametrize("outlier", [1e4, 1e6])
+def test_points_far_from_the_mean_against_their_distances_are_assigned_exactly(outlier, monkeypatch):
+    """One point at 1e6 among 300 in [0, 1]^8 moves the points' mean by 3e3, and the float32 distances about it
+    are off by more than the distances themselves: 252 points took a centroid at D = 3.3 with one at 0.45, and
+    ten iterations ended with a within-cluster sum of squares of 176 against 147. Such points now take the exact
+    nearest centroid, and the bounds stay below the exact distances."""
+    import torch
+
+    from ganbench.paper import kmeans_bounds
+
+    rng = np.random.default_rng(1)
+    points = rng.random((300, 8)).astype(np.float32)
+    points[0] = outlier
+    assigner = kmeans_bounds.BoundedAssigner(torch.from_numpy(points))
+    for step, centroids in enumerate(lloyd_steps(points, 6, 5, seed=0)):
+        assignment, _ = assigner.assign(torch.from_numpy(centroids))
+        exact = exact_distances(points, centroids)
+        np.testing.assert_array_equal(assignment.numpy(), exact.argmin(1), err_msg=f"step {step}")
+        lower = assigner.bounds_by_centroid().numpy()
+        finite = np.isfinite(lower)
+        assert np.all(lower[finite] <= exact[finite]), step
+    for iterations in (1, 10):
+        got = kmeans.fit(points, 6, iterations, 0, backend="torch", device="cpu", progress=False)
+        expected = list(lloyd_steps(points, 6, iterations + 1, seed=0))[-1]
+        np.testing.assert_allclose(got, expected, rtol=2.0**-22)  # the float64 means' summation orders differ
+
+
 def grouped_apart(centroids):
     """Centroid 2's group before centroid 0's (the tie below crosses groups, the later one holding the lower index)."""
     import torch

@@ -22,8 +22,9 @@ from ganbench.scoring import neighbours, parzen
 from ganbench.scoring.inputs import as_matrix, finite_magnitude, is_whole_number
 
 # Bump when the algorithm changes, so old cache entries are not reused. 2: Elkan's bounds on the CPU
-# (assignments the bounds prove are exact ones, where float32 distances could break a near-tie).
-ALGORITHM_VERSION = 2
+# (assignments the bounds prove are exact ones, where float32 distances could break a near-tie). 3: points far
+# from the mean against their distances assigned exactly (kmeans_bounds.BoundedAssigner.settle_far_points).
+ALGORITHM_VERSION = 3
 SUM_PIECE_ROWS = 4096  # rows converted to float64 at once for the per-cluster sums on the CPU
 
 

@@ -48,7 +48,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ganbench.scoring import byte_distances, centring, fused_rows, neighbours, parzen, reference
+from ganbench.scoring import byte_distances, centring, float64_rows, fused_rows, neighbours, parzen, reference
 
 MAX_BOUND_BYTES = 4 * 2**30  # 50,000 x 10,000 float32 bounds are 2 GB
 ROW_BLOCK = 2048            # points whose distances one GEMM computes at once
@@ -131,6 +131,8 @@ class BoundedAssigner:
         self.edges: list[int] = []                             # each group's first column, then k
         self.assignment: torch.Tensor | None = None            # (n,) int64: each point's centroid's column
         self.previous: torch.Tensor | None = None              # the last call's centroids, by column
+        self.nearest_estimate: torch.Tensor | None = None      # (n,) float64: the chosen centroid's squared distance
+        self.estimate_is_exact = False                         # True after a first step of exact int8 distances
 
     def assign(self, centroids: torch.Tensor) -> tuple[torch.Tensor, AssignmentStats]:
         """Each point's nearest centroid (float32 (k, d) centroids), as Lloyd's assignment step."""
@@ -154,8 +156,45 @@ class BoundedAssigner:
             need = group_minima <= own[:, None]
             pairs = self.recompute(need, columns, own)
             recomputed = int(need.any(dim=1).sum())
+        self.settle_far_points(centroids, columns)
         self.previous = columns.clone()
         return self.order[self.assignment], AssignmentStats(count, recomputed, pairs)
+
+    def settle_far_points(self, centroids: torch.Tensor, columns: torch.Tensor) -> None:
+        """Exact assignments for the points float32 cannot vouch for, far from the points' mean against their
+        distances (``ganbench.scoring.float64_rows``, as the Parzen pass rescores its rows).
+
+        The float32 choice is within 2E + 8uN of the nearest, and E grows with the point's squared distance R
+        to the mean: one point at 1e6 among 300 in [0, 1]^8 moved the mean by 3e3, and 252 points took a centroid
+        at D = 3.3 with one at 0.45. Points whose chosen centroid lies within 2^-10 of that cost (the nearest
+        estimate, then its exact distance) take the exact nearest centroid (float64 ranking); their other
+        bounds stay valid, and a point that moves gets its old centroid's exact distance, lowered. Exact int8
+        distances (the first step on 8-bit points) need none of this. On MNIST no point is far: the suspects
+        are the ~1,070 points alone in their cluster (estimate 0), at exact distance 0.
+        """
+        if self.estimate_is_exact:
+            return
+        near = self.nearest_estimate.clamp(min=0.0)
+        suspects = torch.nonzero(float64_rows.centre_cost(self.centred_norms64, near)
+                                 > float64_rows.CENTRING_EXCESS_LIMIT * near).squeeze(1)
+        if not len(suspects):
+            return
+        chosen = self.assignment.index_select(0, suspects)
+        own = reference.exact_sq_distances(self.points, columns, suspects, chosen)
+        far = float64_rows.far_from_centre(float64_rows.centre_cost(self.centred_norms64[suspects], own), own)
+        rows, chosen, own = suspects[far], chosen[far], own[far]
+        if not len(rows):
+            return
+        _, nearest = neighbours.nearest(self.points.index_select(0, rows), centroids, exact_ranking=True,
+                                        backend="torch", device="cpu")
+        new = torch.argsort(self.order)[torch.from_numpy(nearest[:, 0])]   # centroid index to column
+        moved = new != chosen
+        if moved.any():
+            lowered = round_down_to_float32(own[moved].sqrt() * exact_lower(columns.shape[1]))
+            self.lower[rows[moved], chosen[moved]] = lowered
+            self.largest_bound = max(self.largest_bound, float(lowered.max()))
+        self.lower[rows, new] = math.inf
+        self.assignment[rows] = new
 
     def bounds_by_centroid(self) -> torch.Tensor:
         """The lower bounds with columns in the centroids' own order, (n, k)."""
@@ -180,7 +219,8 @@ class BoundedAssigner:
             for first, last in self.groups():
                 bounds = self.lower[start:start + len(chosen), first:last]  # written in place
                 self.tile(distances, prepared, chosen, first, last, buffer, bounds, best)
-        self.assignment = best.column
+        self.assignment, self.nearest_estimate = best.column, best.value
+        self.estimate_is_exact = isinstance(distances, ByteDistances)
         self.lower.scatter_(1, best.column[:, None], math.inf)  # own centroids: tracked by u(x), exactly
         return count * len(columns)
 
@@ -188,6 +228,7 @@ class BoundedAssigner:
         """The groups ``need`` (n, groups) marks, for each point: fresh bounds, and the nearest among
         them and its own centroid (at ``own_distance``, u(x)). Returns the pairs computed."""
         rows = torch.nonzero(need.any(dim=1)).squeeze(1)
+        self.nearest_estimate, self.estimate_is_exact = own_distance.double() ** 2, False
         if not len(rows):
             return 0
         distances = Float32Distances(self, columns)
@@ -207,6 +248,7 @@ class BoundedAssigner:
                 bounds = bounds_buffer[:len(chosen), :last - first]
                 self.tile(distances, distances.prepare(chosen), chosen, first, last, buffer, bounds, best)
                 self.lower[:, first:last].index_copy_(0, chosen, bounds)
+        self.nearest_estimate = best.value
         new = best.column.index_select(0, rows)
         old = own.index_select(0, rows)
         moved = rows[new != old]
