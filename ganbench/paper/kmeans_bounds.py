@@ -17,7 +17,9 @@ nearest of those groups' by their float32 distances (the lowest centroid index a
 nearer than u(x)^2, else its own: within 2E + 8uN of the exact nearest (E and N below), as plain
 Lloyd's float32 argmin is within 2E, so near-ties may go either way; a point no group needs keeps
 its centroid, as exact Lloyd would.
-When a point moves, its old centroid gets its exact distance, lowered, as bound.
+When a point moves, its old centroid gets its exact distance, lowered, as bound. Where that 2E + 8uN dwarfs
+the distances (a point far from the points' mean against them: an outlier moves the mean) the point takes
+the exact nearest instead (``settle_far_points``), as the Parzen pass rescores such rows.
 
 Rounding never makes a bound too high. The GEMM tile G = ||c - m||^2 - 2 (x - m).(c - m) plus
 ||x - m||^2 is the torch backend's float32 distance D32, within E of the exact D
