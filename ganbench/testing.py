@@ -15,11 +15,13 @@ tolerance, which is derived from the arithmetic of the scoring paths
 """
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
 
 from ganbench.defaults import CHUNK_ROWS, DEFAULT_BACKEND, DEFAULT_PRECISION
+from ganbench.errors import GanbenchError
 from ganbench.scoring import banks, results, streaming
 from ganbench.scoring import protocol as protocols
 
@@ -36,6 +38,9 @@ def assert_log_likelihood(samples, valid, test, expected: float, *, protocol: st
     of any arithmetic that may have given ``expected`` (the float64 reference, float32 on any
     CPU, the GPU kernel). Returns the score.
     """
+    expected = _number("expected", expected)
+    if tolerance is not None and not _number("tolerance", tolerance) >= 0:
+        raise GanbenchError(f"tolerance must be a number >= 0 (nats), got {tolerance!r}")
     bank = banks.open_bank(samples)
     valid, test = _rows(valid), _rows(test)
     scoring = results.Scoring(protocol=protocol, backend=backend, device=device, precision=precision,
@@ -61,6 +66,13 @@ def assert_result_holds(path: str | os.PathLike, *, backend: str | None = None, 
     assert ok, (f"{path}: moved beyond tolerance: {', '.join(moved['field'])}\n"
                 + moved.to_string(index=False, float_format=lambda v: f"{v:.6g}"))
     return frame
+
+
+def _number(name: str, value) -> float:
+    """A real number (a Python or NumPy int or float, not a bool or a string), or a one-line error."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or math.isnan(value):
+        raise GanbenchError(f"{name} must be a number (nats), got {value!r}")
+    return float(value)
 
 
 def _rows(values) -> np.ndarray | None:

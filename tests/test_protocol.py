@@ -140,6 +140,13 @@ def test_widening_is_bounded_and_says_why(rng):
     assert len(calls) == 1 + protocol.MAX_WIDENINGS
 
 
+def test_a_given_grid_far_from_the_data_says_so_when_widening_gives_up(rng):
+    """It blamed validation points equal to samples, when the grid the user gave was 1e300 off the data's scale."""
+    with pytest.raises(GanbenchError, match=r"grid 1e\+300: .*start the grid nearer the data's scale"):
+        protocol.select_sigma(rng.random((20, 3)), rng.random((30, 3)), grid=[1e300], protocol="full",
+                              backend="reference")
+
+
 def test_widening_moves_the_grid_to_an_optimum_far_from_the_start(rng):
     """The optimum (0.01) is 20x below the given grid's smallest width: widening reaches it, then refines."""
     def peaked(valid, bank, sigmas, **options):

@@ -269,6 +269,19 @@ def test_assert_log_likelihood_holds_and_fails(data):
         testing.assert_log_likelihood(*files, expected=reference.mean + 0.05, backend="torch")
 
 
+@pytest.mark.parametrize("call, message", [
+    (lambda files: testing.assert_log_likelihood(*files, expected="1.0"), "expected must be a number"),
+    (lambda files: testing.assert_log_likelihood(*files, expected=None), "expected must be a number"),
+    (lambda files: testing.assert_log_likelihood(*files, expected=1.0, tolerance=-1), "tolerance must be a number >= 0"),
+    (lambda files: testing.assert_log_likelihood(*files, expected=1.0, tolerance=float("nan")), "tolerance must be"),
+    (lambda files: testing.assert_result_holds(files[0].parent), "is a folder; pass the result file inside it"),
+])
+def test_the_pytest_helpers_refuse_bad_arguments_in_one_line(call, message, data):
+    """A TypeError, a tolerance no score can meet (or any meets), and 'does not exist' for a folder, before."""
+    with pytest.raises(GanbenchError, match=message):
+        call([data / f"{role}.npy" for role in ("samples", "valid", "test")])
+
+
 def test_assert_result_holds(data, monkeypatch):
     path = save(data)
     assert testing.assert_result_holds(path)["ok"].all()

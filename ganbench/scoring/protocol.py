@@ -252,7 +252,7 @@ def search_sigma(valid, bank, protocol: ParzenProtocol | str = "paper", grid: Si
     widenings = 0
     while protocol.widen and (end := _end_of_grid(means)) is not None:
         if widenings == MAX_WIDENINGS:
-            raise GanbenchError(_no_interior_optimum(end, means, start))
+            raise GanbenchError(_no_interior_optimum(end, means, start, from_data=not (grid or protocol.grid)))
         score(_beyond(means, end))
         widenings += 1
     if protocol.refine_points:
@@ -261,11 +261,13 @@ def search_sigma(valid, bank, protocol: ParzenProtocol | str = "paper", grid: Si
                        start.text, widenings)
 
 
-def _no_interior_optimum(end: str, means: dict[float, float], start: SigmaGrid) -> str:
+def _no_interior_optimum(end: str, means: dict[float, float], start: SigmaGrid, from_data: bool) -> str:
     width = min(means) if end == "smallest" else max(means)
     cause = ("validation points that equal samples make it grow without bound as sigma shrinks: choose sigma on "
              "held-out data that the samples do not contain, or give --sigma" if end == "smallest" else
              "check that the samples and the validation data are on one scale")
+    if not from_data:
+        cause = f"start the grid nearer the data's scale, or {cause}"
     return (f"the mean validation log-likelihood still rises at sigma {width:.3g}, the {end} width tried after "
             f"{MAX_WIDENINGS} widenings of the grid {start.text}: no best width within a sane range; {cause}")
 
@@ -273,7 +275,7 @@ def _no_interior_optimum(end: str, means: dict[float, float], start: SigmaGrid) 
 def select_sigma(valid, bank, grid=None, protocol: ParzenProtocol | str = "paper", scorer=None,
                  **backend_options) -> tuple[float, dict[float, float]]:
     """``search_sigma``'s width and every width's mean (``grid``: widths to start from)."""
-    start = None if grid is None else SigmaGrid.of(grid, "given")
+    start = None if grid is None else SigmaGrid.of(grid)
     search = search_sigma(valid, bank, protocol, start, scorer, **backend_options)
     return search.sigma, search.valid_means
 

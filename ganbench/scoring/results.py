@@ -262,6 +262,9 @@ SCHEMA = {
 def read_json(path: str | os.PathLike) -> dict:
     """A JSON object from ``path``, or a one-line error (missing, unreadable, not JSON, not an object)."""
     path = Path(path)
+    if path.is_dir():
+        raise GanbenchError(f"{path} is a folder; pass the result file inside it (a result JSON written by "
+                            "`ganbench parzen --save`, or a table1.json)")
     if not path.is_file():
         raise GanbenchError(f"{path} does not exist; write it with `ganbench parzen SAMPLES --save {path}` "
                             "(or `ganbench reproduce table1` for a table1.json)")
