@@ -309,3 +309,62 @@ def test_the_process_group_backend_follows_the_scoring_device(monkeypatch):
 def test_a_chunk_size_below_one_is_a_clear_error(rng):
     with pytest.raises(GanbenchError, match="chunk rows must be a positive integer, got 0"):
         streaming.log_likelihood(rng.random((2, 3)), rng.random((5, 3)), [0.5], chunk_rows=0, progress=False)
+
+
+@pytest.mark.parametrize("chunk_rows", [2.5, True, "3", None])
+def test_a_chunk_size_that_is_not_a_whole_number_is_a_clear_error(chunk_rows, rng):
+    """A TypeError from range() or from a comparison before; True was taken as 1."""
+    with pytest.raises(GanbenchError, match="chunk rows must be a positive integer"):
+        streaming.log_likelihood(rng.random((2, 3)), rng.random((5, 3)), [0.5], chunk_rows=chunk_rows, progress=False)
+
+
+def test_uint8_queries_and_bank_stream_on_one_scale(rng):
+    """The bank became data (divided by 255) and the queries did not: 8-bit images scored 360,000 nats a point
+    off, silently. Both now take the data rule, the score of the images a / 255."""
+    bank, x = rng.integers(0, 256, (40, 10), dtype=np.uint8), rng.integers(0, 256, (5, 10), dtype=np.uint8)
+    got = streaming.log_likelihood(x, bank, [0.5], chunk_rows=7, backend="reference", progress=False)
+    expected = parzen.log_likelihood(x.astype(np.float32) / 255, bank.astype(np.float32) / 255, [0.5],
+                                     backend="reference")
+    np.testing.assert_allclose(got, expected, rtol=1e-13)
+
+
+def test_one_row_of_a_reversed_array_scores(rng):
+    """NumPy calls a one-row view with a negative stride contiguous and torch refused it: a traceback, in a
+    streamed bank whenever a chunk held one row of a reversed array."""
+    bank = rng.random((11, 4))
+    reversed_bank = bank[::-1]
+    np.testing.assert_array_equal(parzen.log_likelihood(bank[:3], reversed_bank[:1], [0.5], backend="reference"),
+                                  parzen.log_likelihood(bank[:3], bank[-1:], [0.5], backend="reference"))
+    got = streaming.log_likelihood(bank[:3], reversed_bank, [0.5], chunk_rows=5, backend="reference", progress=False)
+    np.testing.assert_allclose(got, parzen.log_likelihood(bank[:3], bank, [0.5], backend="reference"), rtol=1e-13)
+
+
+def test_an_npz_member_that_is_not_an_array_is_a_clear_error(tmp_path, rng):
+    """NumPy returns the raw bytes of such a member: an AttributeError traceback before."""
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "bank.npz", "w") as archive:
+        archive.writestr("samples.npy", "hello")
+    with pytest.raises(GanbenchError, match="its member 'samples' is not an .npy array"):
+        streaming.log_likelihood(rng.random((2, 3)), tmp_path / "bank.npz", [0.5], progress=False)
+
+
+def test_ranks_given_other_inputs_are_an_error_on_every_rank(rng, monkeypatch):
+    """Other sigmas or another bank on one rank merged into a wrong answer on each, silently; other sizes failed
+    inside gloo (rank 0 killed). The ranks compare a fingerprint of their inputs first: here a second rank
+    reports other sigmas."""
+    queries, bank = torch.from_numpy(rng.random((4, 3))), banks.open_bank(rng.random((9, 3)))
+    grid = np.array([0.5, 1.0])
+    fingerprints = {}
+
+    def all_gather(out, tensor):
+        out[0].copy_(tensor)
+        out[1].copy_(fingerprints.get("other", tensor))
+
+    monkeypatch.setattr(torch.distributed, "get_backend", lambda: "gloo")
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 2)
+    monkeypatch.setattr(torch.distributed, "all_gather", all_gather)
+    streaming.same_inputs_on_every_rank(queries, bank, grid)  # the same inputs: no error
+    fingerprints["other"] = torch.tensor([4, 3, 9, 3, 2, 1.7, 0.0, 0.0, 0.0], dtype=torch.float64)
+    with pytest.raises(GanbenchError, match="rank 1 was given other inputs than rank 0"):
+        streaming.same_inputs_on_every_rank(queries, bank, grid)

@@ -143,6 +143,8 @@ def _npz_shard(path: Path) -> tuple[_Shard, int]:
     if array is None:
         raise GanbenchError(f"{path} holds {len(names)} arrays ({', '.join(names)}); save one, or name the "
                             "samples 'samples'")
+    if not isinstance(array, np.ndarray):  # NumPy hands back the raw bytes of a member that is not an .npy
+        raise GanbenchError(f"{path}: its member {name!r} is not an .npy array; save a numeric array with numpy.savez")
     return _array_shard(path, array)
 
 

@@ -58,7 +58,12 @@ def as_matrix(name: str, values, *, dimension: int | None = None, dimension_of: 
         with warnings.catch_warnings():
             # Read-only inputs (memory-mapped .npy files) are fine: ganbench never writes to them.
             warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-            tensor = torch.from_numpy(np.ascontiguousarray(array))
+            # A view NumPy calls contiguous can still carry a negative stride (one row of a reversed array),
+            # which torch refuses: such a view is copied.
+            contiguous = np.ascontiguousarray(array)
+            if any(stride < 0 for stride in contiguous.strides):
+                contiguous = contiguous.copy()
+            tensor = torch.from_numpy(contiguous)
     if tensor.ndim != 2:
         raise GanbenchError(f"{name} must be 2-D (count, dimension), got shape {tuple(tensor.shape)}; "
                             "flatten images to vectors first")

@@ -17,7 +17,7 @@ from ganbench.errors import GanbenchError
 from ganbench.progress import progress_bar
 from ganbench.scoring import partials, parzen
 from ganbench.scoring.banks import Bank, open_bank
-from ganbench.scoring.inputs import as_matrix, as_sigmas
+from ganbench.scoring.inputs import as_data, as_matrix, as_sigmas, is_whole_number
 
 
 def to_partial(result: parzen.ParzenPass, sigmas, index_offset: int) -> partials.BankPartial:
@@ -51,15 +51,19 @@ def log_likelihood(x, bank, sigmas, *, chunk_rows: int = CHUNK_ROWS, progress: b
                    **backend_options) -> np.ndarray:
     """``parzen.log_likelihood`` for a bank given as an array, a .npy file or a folder of shards.
 
-    Under torch.distributed (``torchrun``), each rank scores its share of the bank and the
-    partials are combined with collectives; every rank returns the same answer.
+    The bank and ``x`` alike become data by ``inputs.as_data``, as the command reads its files (uint8
+    divided by 255), so 8-bit images score on one scale whichever way they come; ``parzen.log_likelihood``
+    scores arrays as given. Under torch.distributed (``torchrun``), each rank scores its share of the
+    bank and the partials are combined with collectives; every rank returns the same answer, and ranks
+    given different inputs are an error.
     """
     grid = as_sigmas(sigmas)
-    if chunk_rows < 1:
-        raise GanbenchError(f"chunk rows must be a positive integer, got {chunk_rows}")
+    if not (is_whole_number(chunk_rows) and chunk_rows >= 1):
+        raise GanbenchError(f"chunk rows must be a positive integer, got {chunk_rows!r}")
     bank = bank if isinstance(bank, Bank) else open_bank(bank)
-    queries = as_matrix("x (the points scored)", x, dimension=bank.dimension)
+    queries = as_matrix("x (the points scored)", as_data("x (the points scored)", x), dimension=bank.dimension)
     if is_distributed():
+        same_inputs_on_every_rank(queries, bank, grid)
         share = rank_rows(len(bank), chunk_rows)
         local = stream_pass(queries, bank, grid, rows=share, chunk_rows=chunk_rows,
                             progress=progress and torch.distributed.get_rank() == 0, **backend_options)
@@ -119,6 +123,26 @@ def share_rows(count: int, chunk_rows: int, rank: int, world: int) -> range:
     """
     chunks = -(-count // chunk_rows)
     return range(min(count, chunks * rank // world * chunk_rows), min(count, chunks * (rank + 1) // world * chunk_rows))
+
+
+def same_inputs_on_every_rank(queries: torch.Tensor, bank: Bank, grid) -> None:
+    """A one-line error, on every rank, unless all ranks score the same queries against the same bank at the
+    same sigmas: a rank given others would merge partials of another problem into a wrong answer, or (other
+    sizes) fail inside the collectives. One all-gather of a fingerprint: the sizes, the sigmas and sums of the
+    queries (the bank's files and rows are read only in each rank's share, so its shape stands for it)."""
+    query64 = queries.detach().to(torch.float64)
+    fingerprint = np.array([len(queries), queries.shape[1], len(bank), bank.dimension, len(grid),
+                            float(np.sum(grid)), float(np.sum(np.log(grid))),
+                            float(query64.sum()), float((query64 * query64).sum())], dtype=np.float64)
+    fingerprint = np.nan_to_num(fingerprint)  # sums of huge values may overflow, alike on every rank
+    device = torch.device("cuda") if torch.distributed.get_backend() == "nccl" else torch.device("cpu")
+    mine = torch.as_tensor(fingerprint, device=device)
+    every = [torch.empty_like(mine) for _ in range(torch.distributed.get_world_size())]
+    collective(lambda tensor: torch.distributed.all_gather(every, tensor), mine)
+    for rank, theirs in enumerate(every):
+        if not torch.equal(theirs, every[0]):
+            raise GanbenchError(f"rank {rank} was given other inputs than rank 0 (queries, bank size or sigmas); "
+                                "pass every rank the same x, bank and sigmas: each scores its share of the bank")
 
 
 def all_merge(local: partials.BankPartial | None, sigmas, n_queries: int) -> partials.BankPartial:
