@@ -186,7 +186,9 @@ def _npy_shard(path: Path) -> tuple[_Shard, int]:
 
 
 def open_bank(source, value_range: tuple[float, float] | None = None, role: str = "bank") -> Bank:
-    """An array, a ``.npy`` path, or a folder of ``*.npy`` shards (read in name order).
+    """An array, a ``.npy`` or ``.npz`` path, or a folder of shards: its ``*.npy`` files in name order, then its
+    ``*.npz`` files in name order (names compare as text: ``s10`` before ``s2``, so number shards with leading
+    zeros, as ``ganbench sample --shard-size`` does; the order moves nearest indices, never a score).
 
     Arrays and files alike become data by ``inputs.as_data`` (uint8 divided by 255) as they
     are read. ``value_range``, when given, is the data's range (MNIST: (0, 1)); a chunk with a
