@@ -41,8 +41,11 @@ def report(samples, train, test, *, suspicious: int = 10, backend: str = "auto",
     - samples_with_a_near_sample: samples whose nearest other sample is closer than
       copy_threshold (identical ones included).
     """
-    held_out_inputs(train, test)  # one-line errors before any search
-    if len(as_matrix("samples", samples, check_finite=False)) < 2:
+    # One-line errors before any search: the samples against the training data first, then the held-out data.
+    width = as_matrix("the training data", train, check_finite=False).shape[1]
+    sample_rows = as_matrix("samples", samples, dimension=width, dimension_of="the training data", check_finite=False)
+    held_out_inputs(train, test)
+    if len(sample_rows) < 2:
         raise GanbenchError("the memorisation report compares each sample with its nearest other sample: "
                             "pass at least 2 samples")
     sample_distances, sample_nearest = nearest(samples, train, backend=backend, device=device, exact_ranking=True,
