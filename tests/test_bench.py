@@ -22,7 +22,7 @@ def test_run_case_reports_every_method_with_its_error():
     rows = bench.run_case(bench.BenchCase(n=37, m=53, d=19, sigmas=3), repeats=1, authors_slice=5, peers=False)
     timed = {row["method"]: row for row in rows if "seconds" in row}
     assert "ganbench torch" in timed and "float32 matmul (floor)" in timed
-    assert timed["float64 NumPy reference"]["max_abs_error_nats"] == 0.0
+    assert timed["ganbench float64 reference"]["max_abs_error_nats"] == 0.0
     # float32 GEMM-form distances on [0, 1]^19 data are off by ~1e-5 at most; at sigma 0.1
     # that moves log p by ~1e-5 / (2 * 0.01) = 5e-4 nats: 1e-2 is a wide, safe bound.
     assert timed["ganbench torch"]["max_abs_error_nats"] < 1e-2

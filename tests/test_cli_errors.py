@@ -216,6 +216,17 @@ def test_sample_from_any_folder_uses_the_shipped_generator(tmp_path, monkeypatch
     assert np.load(tmp_path / "samples.npy").shape == (3, 784)
 
 
+@pytest.mark.parametrize("model, fix", [("gan", "add --shard-size"), ("dbn", "ask for fewer")])
+def test_a_bank_too_large_to_hold_is_refused_before_sampling(model, fix, tmp_path, capsys, monkeypatch):
+    """100 million samples (292 GiB) were drawn into memory until the command was killed, with no message."""
+    from ganbench.cli import gan
+
+    monkeypatch.setattr(gan, "physical_memory", lambda: 2**30)  # a quarter: 256 MiB, 85,598 samples
+    line = one_line_error(capsys, "sample", "--model", model, "--count", "100000", "--out", tmp_path / "s.npy")
+    assert "100,000 samples take 0.3 GiB held whole" in line and fix in line
+    assert not (tmp_path / "s.npy").exists()
+
+
 def test_a_wheel_ships_the_generator(tmp_path):
     """Lay ganbench out as pyproject.toml tells a wheel to, outside the checkout, and import it."""
     import shutil

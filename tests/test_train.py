@@ -218,3 +218,16 @@ def test_minimax_loss_and_k_steps_run(mnist, tmp_path):
     state = train(small_config(epochs=1, generator_loss="minimax", discriminator_steps=2), tmp_path,
                   data=mnist, progress=False)
     assert np.isfinite(state.log[0]["g_loss"]) and state.updates_done == 3
+
+
+@pytest.mark.parametrize("payload, message", [
+    ({"model": "dbn", "config": {"monitor_samples": 10}}, "holds a dbn run, not the GAN's; add --model dbn"),
+    ({"config": {"hidden": 1500}}, "does not hold a run of this trainer"),
+])
+def test_resuming_another_models_run_as_the_gan_is_a_one_line_error(payload, message, tmp_path, capsys):
+    """`ganbench train --resume` without the baseline's --model was a TypeError traceback (exit 1)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save(payload, run / "checkpoint.pt")
+    assert cli.main(["train", "--resume", "--out", str(run), "--epochs", "2"]) == 2
+    assert message in capsys.readouterr().err

@@ -10,6 +10,8 @@ from ganbench import SHIPPED_GENERATOR
 from ganbench.cli.common import add_data_options, check_out, require_at_least, seed_number
 from ganbench.defaults import DEFAULT_MODEL, DEFAULT_OUT, MODELS
 from ganbench.devices import resolve_device
+from ganbench.errors import GanbenchError
+from ganbench.memory import physical_memory
 
 
 def _add_model_option(parser) -> None:
@@ -61,13 +63,29 @@ def command_export(args) -> int:
     return 0
 
 
+# A bank held whole (no --shard-size) may take at most this share of the machine's memory: the samples, and
+# the copy written out, before the command is killed for memory (100 million samples are 314 GB).
+WHOLE_BANK_MEMORY_SHARE = 0.25
+
+
+def check_bank_fits(count: int, shard_size: int | None, model: str, dimension: int = 784) -> None:
+    """A one-line error, before any sampling, for a bank that cannot be held in memory without --shard-size."""
+    needed = count * dimension * 4
+    if shard_size is None and needed > WHOLE_BANK_MEMORY_SHARE * physical_memory():
+        fix = ("add --shard-size (e.g. 100000) to write them as a folder of shards, never holding the whole bank"
+               if model == "gan" else "ask for fewer (the baselines' chains write one file)")
+        raise GanbenchError(f"{count:,} samples take {needed / 2**30:,.1f} GiB held whole, more than a quarter of "
+                            f"this machine's {physical_memory() / 2**30:.0f} GiB; {fix}")
+
+
 def command_sample(args) -> int:
+    require_at_least("--count", args.count, 1)
+    check_bank_fits(args.count, args.shard_size, args.model)
     if args.model != "gan":
         from ganbench.baselines import commands
         return commands.sample(args)
     from ganbench.gan import sampling
 
-    require_at_least("--count", args.count, 1)
     require_at_least("--shard-size", args.shard_size, 1)
     device = resolve_device(args.device, default="cpu")
     check_out(args.out, folder=args.shard_size is not None)

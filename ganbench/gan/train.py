@@ -117,7 +117,15 @@ def resolve_config(out_dir: str | Path, resume: bool, config_file: str | Path | 
     given = {**(read_config_file(config_file) if config_file else {}), **overrides}
     if not resume:
         return TrainConfig(**given)
-    stored = TrainConfig(**read_checkpoint(Path(out_dir) / CHECKPOINT_NAME, ("config",))["config"])
+    payload = read_checkpoint(Path(out_dir) / CHECKPOINT_NAME, ("config",))
+    if payload.get("model", "gan") != "gan":  # a baseline's run (ganbench.baselines.training) resumed as the GAN
+        raise GanbenchError(f"{out_dir} holds a {payload['model']} run, not the GAN's; add --model {payload['model']} "
+                            f"to resume it")
+    try:
+        stored = TrainConfig(**payload["config"])
+    except TypeError as error:
+        raise GanbenchError(f"{out_dir} does not hold a run of this trainer ({error}); point --out at a GAN run, "
+                            "or add the --model it was trained with") from None
     for name, value in given.items():
         if name != "epochs" and getattr(stored, name) != value:
             raise GanbenchError(f"{out_dir} was trained with {name}={getattr(stored, name)!r}, not {value!r}; "

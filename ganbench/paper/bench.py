@@ -104,7 +104,7 @@ def run_case(case: BenchCase, device: str = "cpu", repeats: int = 3, authors_sli
         seconds = median_seconds(method, repeats, device)
         rows.append(_row(case, name, seconds, floor, np.abs(method() - reference).max()))
     if include_reference_timing:
-        rows.append(_row(case, "float64 NumPy reference", reference_seconds, floor, 0.0))
+        rows.append(_row(case, "ganbench float64 reference", reference_seconds, floor, 0.0))
     # The authors' method, timed on a slice of the queries and scaled linearly (its cost is
     # exactly linear in n and in the number of sigmas); accuracy checked on that slice.
     piece = x[:authors_slice]

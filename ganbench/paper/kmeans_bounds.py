@@ -44,12 +44,12 @@ runs plain Lloyd.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from ganbench.memory import physical_memory
 from ganbench.scoring import byte_distances, centring, float64_rows, fused_rows, neighbours, parzen, reference
 
 MAX_BOUND_BYTES = 4 * 2**30  # 50,000 x 10,000 float32 bounds are 2 GB
@@ -75,14 +75,6 @@ def fits(points: int, clusters: int) -> bool:
     machine's memory (an allocation past it would not fail at once but page out, or be killed, later)."""
     bound_bytes = points * clusters * 4
     return bound_bytes <= MAX_BOUND_BYTES and bound_bytes <= physical_memory() // 4
-
-
-def physical_memory() -> int:
-    """Bytes of physical memory, or a very large number where the platform does not say."""
-    try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):
-        return 2**62
 
 
 def exact_lower(dimension: int) -> float:

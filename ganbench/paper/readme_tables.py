@@ -29,7 +29,7 @@ TARGET_NAMES = {
     "lloyd_iteration_s": "one Lloyd iteration (10,000 centroids, 50,000 images)",
 }
 SECTION = re.compile(r"(<!-- begin (?P<name>[a-z0-9-]+) -->\n)(?P<body>.*?)(<!-- end (?P=name) -->)", re.DOTALL)
-CPU_ORDER = ("ganbench torch", "float32 matmul", "torch.compile'd naive", "torch cdist", "float64 NumPy reference",
+CPU_ORDER = ("ganbench torch", "float32 matmul", "torch.compile'd naive", "torch cdist", "ganbench float64 reference",
              "KeOps", "authors'")
 
 
