@@ -14,6 +14,7 @@ from ganbench.cli.common import (
 )
 from ganbench.devices import resolve_device
 from ganbench.errors import GanbenchError
+from ganbench.scoring.inputs import check_same_scale
 
 DEFAULT_COUNT = 10_000
 UNSEEN_SPLIT = {"train": "test", "valid": "test", "test": "valid"}  # held-out images for each reference split
@@ -55,6 +56,8 @@ def command_nn(args) -> int:
         reference, unseen = mnist.split(args.reference)[0], mnist.split(UNSEEN_SPLIT[args.reference])[0]
     if not args.samples:
         samples = sampling.generate(generator, count, args.seed if args.seed is not None else 0)
+    if own_data:  # samples, training and held-out data on one scale, as `ganbench parzen` requires
+        check_same_scale({"the samples": samples, "the training data": reference, "the held-out data": unseen})
     report = memorization.public(memorization.report(samples, reference, unseen,
                                                      backend=args.backend, device=args.device))
     if args.json:
