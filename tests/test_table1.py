@@ -69,6 +69,31 @@ def test_check_of_a_missing_file_or_row(tmp_path):
         table1.check(RESULTS / "table1.json", ("vae",))
 
 
+@pytest.mark.parametrize("alter, rows, message", [
+    (lambda table: table["table"][4]["mnist"].update(mean="x"), ("ganbench",), "has mean = 'x', not a finite number"),
+    (lambda table: table["provenance"].update(generator_sha256="0" * 64), ("ganbench",),
+     "generator.pt changed since"),
+    (lambda table: table["provenance"]["baselines_sha256"].update(gsn="0" * 64), ("gsn_authors",),
+     "gsn.pt changed since"),
+    (lambda table: table["config"].update(generator="elsewhere/generator.pt"), ("ganbench",),
+     "generator.pt, which .* was computed with, does not exist"),
+])
+def test_a_table_whose_numbers_or_weights_are_not_what_it_says_cannot_be_checked(alter, rows, message, tmp_path):
+    """A string for a number was a TypeError traceback; other weights than the table's were re-scored and
+    reported as a number that moved (exit 1), and a stored hash was never read. Both are errors, before
+    any scoring: the table cannot be checked."""
+    import shutil
+
+    shutil.copy(RESULTS / "generator.pt", tmp_path / "generator.pt")
+    shutil.copytree(RESULTS / "baselines", tmp_path / "baselines")
+    stored = json.loads((RESULTS / "table1.json").read_text())
+    assert stored["table"][4]["key"] == "ganbench"
+    alter(stored)
+    (tmp_path / "table1.json").write_text(json.dumps(stored))
+    with pytest.raises(GanbenchError, match=message):
+        table1.check(tmp_path / "table1.json", rows)
+
+
 def synthetic_tfd(path, rng, per_set=6):
     count = 3 * per_set
     images = rng.integers(0, 256, size=(count, 48, 48), dtype=np.uint8)

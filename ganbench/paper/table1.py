@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 import platform
 import subprocess
 import sys
@@ -359,11 +360,16 @@ def check(path: str | Path, rows: tuple[str, ...] | None = None, backend: str | 
     for where, record, name in needed:
         if not isinstance(record, dict) or name not in record:
             raise GanbenchError(not_a_table.format(f"{where} has no {name!r}"))
+        value = record[name]
+        if name not in ("generator", "protocol", "backend") and (
+                isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)):
+            raise GanbenchError(not_a_table.format(f"{where} has {name} = {value!r}, not a finite number"))
     config = Table1Config(generator=str(stored_generator(path, settings["generator"])),
                           baselines=str(stored_generator(path, settings.get("baselines", str(baselines.SHIPPED_DIR)))),
                           seed=settings["seed"], protocol=settings["protocol"],
                           backend=backend or settings["backend"], kmeans_iterations=settings["kmeans_iterations"],
                           rows=keys)
+    _check_weights_unchanged(path, stored.get("provenance"), config, keys)
     mnist = data.load_mnist(settings.get("data_dir"))
     diffs = []
     for key in keys:
@@ -376,6 +382,27 @@ def check(path: str | Path, rows: tuple[str, ...] | None = None, backend: str | 
                           "difference": difference, "tolerance": allowed, "ok": difference <= allowed})
     frame = pd.DataFrame(diffs)
     return bool(frame["ok"].all()), frame
+
+
+def _check_weights_unchanged(path: Path, provenance, config: Table1Config, keys: tuple[str, ...]) -> None:
+    """A one-line error (an input changed: nothing to compare) when the generator or a baseline's weights the
+    checked rows score differ from those the table was written with (their SHA-256 in its provenance)."""
+    provenance = provenance if isinstance(provenance, dict) else {}
+    weights = []
+    if "ganbench" in keys:
+        weights.append((Path(config.generator), provenance.get("generator_sha256")))
+    stored_baselines = provenance.get("baselines_sha256")
+    for name in baselines.BASELINES:
+        if name in keys or (name == "gsn" and "gsn_authors" in keys):
+            expected = stored_baselines.get(name) if isinstance(stored_baselines, dict) else None
+            weights.append((baselines.shipped_weights(name, config.baselines), expected))
+    for file, expected in weights:
+        if not file.is_file():
+            raise GanbenchError(f"{file}, which {path} was computed with, does not exist; check the table beside "
+                                "the weights it names (or regenerate it with `ganbench reproduce table1`)")
+        if expected is not None and hashlib.sha256(file.read_bytes()).hexdigest() != expected:
+            raise GanbenchError(f"{file} changed since {path} was written (its SHA-256 differs): the rows scored "
+                                "with it cannot be compared; regenerate the table with `ganbench reproduce table1`")
 
 
 def train_shipped_recipe(run: Path, epochs: int, seed: int, device: str | None, data_dir: str | None) -> Path:
