@@ -287,3 +287,25 @@ def test_an_output_that_cannot_be_written_is_one_line_and_status_2(tmp_path):
     assert completed.returncode == 2
     assert completed.stderr == "ganbench: error: cannot write the output: No space left on device; " \
                                "send it where there is room\n"
+
+
+def test_a_command_started_with_stdout_or_stderr_closed(tmp_path):
+    """`>&-` was an AttributeError traceback (sys.stdout is None); with `2>&-` the notes meant for stderr were
+    printed into stdout, before the JSON."""
+    arguments = [sys.executable, "-m", "ganbench", *_own_data(tmp_path)]
+    closed_stdout = subprocess.run(arguments, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=BUFFERED,
+                                   preexec_fn=lambda: os.close(1))
+    assert closed_stdout.returncode == 2
+    assert closed_stdout.stderr == ("ganbench: error: cannot write the output: standard output is closed; start the "
+                                    "command with standard output open (or sent to a file)\n")
+    rng = np.random.default_rng(3)
+    for name, count in (("tiny_bank", 60), ("tiny_valid", 20)):  # 1e-3 apart: the paper grid's 0.1 is its edge
+        np.save(tmp_path / f"{name}.npy", rng.random((count, 6)) * 1e-3)
+    edge = [sys.executable, "-m", "ganbench", "parzen", str(tmp_path / "tiny_bank.npy"), "--valid",
+            str(tmp_path / "tiny_valid.npy"), "--test", str(tmp_path / "tiny_valid.npy"), "--protocol", "paper", "--json"]
+    noted = subprocess.run(edge, capture_output=True, text=True, env=BUFFERED)
+    assert noted.returncode == 0 and "smallest width of the grid" in noted.stderr  # a note is written ...
+    closed_stderr = subprocess.run(edge, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=BUFFERED,
+                                   preexec_fn=lambda: os.close(2))
+    assert closed_stderr.returncode == 0
+    assert json.loads(closed_stderr.stdout)["sigma"] == 0.1  # ... and stdout holds nothing but the JSON

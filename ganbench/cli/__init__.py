@@ -9,6 +9,7 @@ would; any other exception is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import signal
 import sys
@@ -52,7 +53,12 @@ def run() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    stdout, sys.stdout = sys.stdout, _GuardedOutput(sys.stdout)
+    # A command started with its stderr closed (`2>&-`) has sys.stderr None, and print(file=None) writes to
+    # stdout: its notes would land in the JSON. They go nowhere instead. A closed stdout (`>&-`) refuses the
+    # output as a full disk does: one line, status 2.
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (the process's own, for its lifetime)
+    stdout, sys.stdout = sys.stdout, _GuardedOutput(sys.stdout if sys.stdout is not None else _ClosedOutput())
     try:
         status = args.handler(args)
         sys.stdout.flush()  # a full disk or a closed pipe behind stdout shows here, not after exit
@@ -109,11 +115,25 @@ class _GuardedOutput:
         except BrokenPipeError:
             raise ReaderGone() from None
         except OSError as error:
-            raise OutputRefused(f"cannot write the output: {error.strerror or type(error).__name__}; "
-                                "send it where there is room") from None
+            fix = ("start the command with standard output open (or sent to a file)" if error.errno == errno.EBADF
+                   else "send it where there is room")
+            raise OutputRefused(f"cannot write the output: {error.strerror or type(error).__name__}; {fix}") from None
 
     def __getattr__(self, name):
         return getattr(self._stream, name)
+
+
+class _ClosedOutput:
+    """Standard output that was closed before the command started: every write fails as on a bad descriptor."""
+
+    def write(self, text: str) -> int:
+        raise OSError(errno.EBADF, "standard output is closed")
+
+    def flush(self) -> None:
+        pass
+
+    def fileno(self) -> int:
+        raise OSError(errno.EBADF, "standard output is closed")
 
 
 def _discard(stream) -> None:
