@@ -368,3 +368,17 @@ def test_ranks_given_other_inputs_are_an_error_on_every_rank(rng, monkeypatch):
     fingerprints["other"] = torch.tensor([4, 3, 9, 3, 2, 1.7, 0.0, 0.0, 0.0], dtype=torch.float64)
     with pytest.raises(GanbenchError, match="rank 1 was given other inputs than rank 0"):
         streaming.same_inputs_on_every_rank(queries, bank, grid)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_a_pipe_given_as_a_bank_or_shard_is_refused_not_waited_on(tmp_path, rng):
+    """Opening a FIFO blocks until a writer comes: the command hung."""
+    os.mkfifo(tmp_path / "pipe.npy")
+    with pytest.raises(GanbenchError, match="is not a regular file"):
+        banks.open_bank(tmp_path / "pipe.npy")
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    np.save(folder / "a.npy", rng.random((3, 4)))
+    os.mkfifo(folder / "b.npy")
+    with pytest.raises(GanbenchError, match="is not a regular file"):
+        banks.open_bank(folder)
