@@ -63,7 +63,8 @@ class TrainConfig:
         checks = [
             (self.epochs >= 1, "epochs must be >= 1"),
             (self.batch_size >= 1, "batch_size must be >= 1"),
-            (self.learning_rate > 0, "learning_rate must be > 0"),
+            # Above float32's range torch's optimiser step overflows (a traceback, not a diverged run).
+            (0 < self.learning_rate <= 1e30, "learning_rate must be > 0 and at most 1e30"),
             (self.lr_decay >= 1, "lr_decay must be >= 1 (the rate is divided by it)"),
             (self.min_lr >= 0, "min_lr must be >= 0"),
             (0 <= self.initial_momentum < 1 and 0 <= self.final_momentum < 1, "momentum must be in [0, 1)"),
@@ -253,6 +254,15 @@ def train_epoch(state: TrainState, config: TrainConfig, images: torch.Tensor, pr
             "learning_rate": learning_rate, "momentum": momentum}
 
 
+def check_finite_weights(state: TrainState, epoch: int) -> None:
+    """A one-line error when training diverged (a weight of G or D is NaN or inf), before the monitor would score
+    G's NaN samples and blame "the bank". The checkpoint of the last good epoch stays as it was."""
+    for name, model in (("generator", state.generator), ("discriminator", state.discriminator)):
+        if not all(bool(torch.isfinite(parameter).all()) for parameter in model.parameters()):
+            raise GanbenchError(f"training diverged in epoch {epoch}: the {name}'s weights became NaN or inf; lower "
+                                "the learning rate (the run's last finished epoch is kept, but resuming repeats this)")
+
+
 def parzen_monitor(state: TrainState, config: TrainConfig, valid_images: np.ndarray, device) -> float:
     bank = generate(state.generator, config.monitor_bank, seed=config.seed + 2, device=device)
     scores = parzen.log_likelihood(valid_images[:config.monitor_valid], bank, [config.monitor_sigma],
@@ -346,6 +356,7 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False, dev
         started = time.perf_counter()
         row = {"epoch": state.epochs_done + 1, **train_epoch(state, config, images, progress)}
         row["seconds"] = time.perf_counter() - started
+        check_finite_weights(state, row["epoch"])
         row["parzen_valid"] = parzen_monitor(state, config, data.valid_x, device)
         best_before = max((earlier["parzen_valid"] for earlier in state.log), default=-np.inf)
         state.log.append(row)
