@@ -171,6 +171,7 @@ def test_resume_without_a_checkpoint_and_overwrite_refusal(mnist, tmp_path):
     ('{"epoch": 3}', "'epoch' is not a TrainConfig field"),
     ('{"epochs": "3"}', "epochs must be int"),
     ('{"learning_rate": true}', "learning_rate must be float"),
+    ('{"seed": -1}', "seed must be in 0..2"),  # accepted before, where the --seed flag refused it
     ('[3]', "holds a JSON list"),
     ('{epochs: 3}', "is not JSON"),
 ])

@@ -62,6 +62,8 @@ class TrainConfig:
                 raise GanbenchError(f"bad training config: {field.name} must be {field.type}, got {value!r}")
         checks = [
             (self.epochs >= 1, "epochs must be >= 1"),
+            # As the --seed flag: torch's generators take seeds below 2^63, and the run uses seed + 2.
+            (0 <= self.seed <= 2**63 - 3, "seed must be in 0..2^63 - 3"),
             (self.batch_size >= 1, "batch_size must be >= 1"),
             # Above float32's range torch's optimiser step overflows (a traceback, not a diverged run).
             (0 < self.learning_rate <= 1e30, "learning_rate must be > 0 and at most 1e30"),
