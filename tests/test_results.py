@@ -206,6 +206,12 @@ def with_grid(stored: dict, grid: list) -> dict:
     (lambda stored: stored["result"].update(mean=10**400) or stored, "expected a number"),
     (lambda stored: with_grid(stored, []), "selection.grid is [], expected [sigma, validation mean] pairs"),
     (lambda stored: with_grid(stored, [[0.1, 1.0], [0.2]]), "expected [sigma, validation mean]"),
+    # Once exit 1, "moved" (a negative tolerance), or accepted (counts that are not the inputs').
+    (lambda stored: stored["tolerance"]["bounds"]["float32"].update(mean=-1) or stored,
+     "tolerance.bounds.float32.mean holds [-1], expected numbers >= 0"),
+    (lambda stored: stored["result"].update(standard_error=-0.5) or stored, "result.standard_error is -0.5"),
+    (lambda stored: stored["result"].update(n_test=stored["result"]["n_test"] + 1) or stored,
+     "but its inputs hold"),
 ])
 def test_a_malformed_result_is_one_line_and_exit_2(edit, message, data, capsys):
     path = save(data)

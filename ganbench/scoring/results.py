@@ -304,6 +304,17 @@ def load(path: str | os.PathLike) -> dict:
         if len(tolerances) != len(grid) or not all(_is_number(value) for value in tolerances):
             raise GanbenchError(f"{path}: tolerance.bounds.{name}.valid_means must hold one number per grid width "
                                 f"({len(grid)})")
+        # A bound is an error's size: a negative one would report any number as moved (exit 1), where the
+        # file is what is wrong. (A bound too large cannot be told from the file alone.)
+        for field, values in (("mean", [stored["tolerance"]["bounds"][name]["mean"]]),
+                              ("standard_error", [stored["tolerance"]["bounds"][name]["standard_error"]]),
+                              ("valid_means", tolerances)):
+            if not all(math.isfinite(value) and value >= 0 for value in values):
+                raise GanbenchError(f"{path}: tolerance.bounds.{name}.{field} holds {values}, expected numbers >= 0")
+    for key in ("result.standard_error", "result.n_test", "result.n_bank"):
+        if not _lookup(stored, key) >= (0 if key == "result.standard_error" else 1):
+            raise GanbenchError(f"{path}: {key} is {_lookup(stored, key)}, expected "
+                                f"{'a number >= 0' if key == 'result.standard_error' else 'a positive integer'}")
     for role in ROLES:
         record = stored["inputs"][role]
         if not isinstance(record.get("path", record.get("mnist")), str):
@@ -359,6 +370,10 @@ def check(path: str | os.PathLike, backend: str | None = None, device: str | Non
     tolerances = {field: saved_bounds[field] + new_bounds[field] for field in ("mean", "standard_error")}
     bank, valid, test = _read_inputs(stored, Path(path).resolve().parent)
     result = stored["result"]
+    for key, count in (("n_test", len(test)), ("n_bank", len(bank))):
+        if result[key] != count:  # the inputs match their hashes, so the file's count is what is wrong
+            raise GanbenchError(f"{path}: result.{key} is {result[key]}, but its inputs hold {count} rows; the file "
+                                "was altered: save the result again")
     scores = streaming.log_likelihood(test, bank, [result["sigma"]], **scoring.options())[0]
     mean, standard_error = protocol.mean_and_standard_error(scores)
     rows = [_row("mean", result["mean"], mean, tolerances["mean"]),
