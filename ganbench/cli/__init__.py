@@ -33,8 +33,17 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return help_text + " (default: %(default)s)"
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """A usage error is one line on stderr and exit status 2, as every other error: the option and what was
+    wrong, and where the options are described (argparse prints its whole usage block first). Subcommands'
+    parsers are of the same class (argparse makes them with their parent's)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ganbench", formatter_class=HelpFormatter, description=(
+    parser = OneLineErrorParser(prog="ganbench", formatter_class=HelpFormatter, description=(
         "Evaluate generative models as the GAN paper (Goodfellow et al. 2014) did, exactly and fast: "
         "Parzen-window log-likelihood with cross-validated sigma, Table 1, memorisation checks."))
     parser.add_argument("--version", action="version", version=f"ganbench {__version__}")
