@@ -85,6 +85,28 @@ def test_exact_nearest_holds_where_float32_distances_overflow_or_underflow(scale
     np.testing.assert_allclose(distances, expected_d, rtol=0, atol=float64_rounding_bound(queries, reference))
 
 
+def test_exact_nearest_ranks_the_data_as_given_when_it_scales_them(monkeypatch):
+    """Scaled by 2^-k in float32, an entry 1e-30 beside 1e30 became a subnormal and the float64 ranking ranked
+    other data: a sample 2e-30 away in one coordinate was called identical to the query."""
+    from ganbench.scoring import fused_rows
+
+    for fused in (True, False):
+        if not fused:
+            monkeypatch.setattr(fused_rows, "available", lambda: False)
+        queries = np.array([[1e30, 1e-30]], np.float32)
+        reference = np.array([[1e30, 3e-30], [1e30, 1e-30]], np.float32)
+        distances, indices = neighbours.nearest(queries, reference, k=2, backend="torch", device="cpu")
+        expected_d, expected_i = brute_force(queries, reference, 2)
+        np.testing.assert_array_equal(indices, expected_i)
+        np.testing.assert_array_equal(distances, expected_d)  # 0 and (2e-30 in float32)^2, each exact
+
+
+def test_exact_nearest_of_data_whose_distances_overflow_float64_is_a_clear_error():
+    """An OverflowError traceback (the scaling exponent of an infinite bound) before."""
+    with pytest.raises(GanbenchError, match="too large: squared distances between them overflow float64"):
+        neighbours.nearest(np.full((2, 4), 1e160), np.full((3, 4), 1e160), k=2)
+
+
 def test_exact_nearest_holds_beside_a_sample_far_past_float32s_range(rng):
     reference = rng.random((50, 3))
     reference[7] = 1e25  # its float32 squared distance is inf

@@ -158,6 +158,13 @@ def test_standard_error_uses_ddof_zero():
     assert error == pytest.approx(np.std(values, ddof=0) / 2.0, rel=1e-15)
 
 
+def test_standard_error_of_deviations_past_2_to_the_1023_stays_finite():
+    values = np.array([-1.7e308] + [0.0] * 9)
+    mean, error = protocol.mean_and_standard_error(values)
+    deviations = (values - mean) / 1e300
+    assert error == pytest.approx(np.sqrt(np.mean(deviations**2) / 10) * 1e300, rel=1e-14)
+
+
 @pytest.mark.parametrize("scale", [1e160, 1e-160])
 def test_standard_error_of_log_likelihoods_beyond_1e154_stays_finite(scale):
     """Squaring deviations of 1e160 overflowed float64: the error was inf (and 0 for deviations of 1e-160,

@@ -349,25 +349,33 @@ def test_an_npz_member_that_is_not_an_array_is_a_clear_error(tmp_path, rng):
         streaming.log_likelihood(rng.random((2, 3)), tmp_path / "bank.npz", [0.5], progress=False)
 
 
-def test_ranks_given_other_inputs_are_an_error_on_every_rank(rng, monkeypatch):
+@pytest.mark.parametrize("other", ["sigmas reordered", "rows reordered", "chunk size", "bank size"])
+def test_ranks_given_other_inputs_are_an_error_on_every_rank(other, rng, monkeypatch):
     """Other sigmas or another bank on one rank merged into a wrong answer on each, silently; other sizes failed
-    inside gloo (rank 0 killed). The ranks compare a fingerprint of their inputs first: here a second rank
-    reports other sigmas."""
-    queries, bank = torch.from_numpy(rng.random((4, 3))), banks.open_bank(rng.random((9, 3)))
-    grid = np.array([0.5, 1.0])
-    fingerprints = {}
+    inside gloo (rank 0 killed). The ranks compare a fingerprint of their inputs first (the second rank's here
+    made from its own inputs): sigmas or rows in another order, which sums of them cannot tell, included."""
+    queries = torch.from_numpy(rng.integers(0, 2, (6, 3)).astype(np.float64))  # 0/1: sums are exact in any order
+    bank, grid, chunk_rows = banks.open_bank(rng.random((9, 3))), np.array([0.5, 1.0]), 4
+    theirs = {"sigmas reordered": (queries, bank, grid[::-1], chunk_rows),
+              "rows reordered": (queries.flip(0), bank, grid, chunk_rows),
+              "chunk size": (queries, bank, grid, 5),
+              "bank size": (queries, banks.open_bank(rng.random((8, 3))), grid, chunk_rows)}[other]
+    fingerprints = []
 
     def all_gather(out, tensor):
-        out[0].copy_(tensor)
-        out[1].copy_(fingerprints.get("other", tensor))
+        fingerprints.append(tensor.clone())
+        out[0].copy_(fingerprints[0])
+        out[1].copy_(fingerprints[-1])
 
-    monkeypatch.setattr(torch.distributed, "get_backend", lambda: "gloo")
+    monkeypatch.setattr(torch.distributed, "get_backend", lambda: "nccl")  # no barrier to stand in for
     monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 2)
     monkeypatch.setattr(torch.distributed, "all_gather", all_gather)
-    streaming.same_inputs_on_every_rank(queries, bank, grid)  # the same inputs: no error
-    fingerprints["other"] = torch.tensor([4, 3, 9, 3, 2, 1.7, 0.0, 0.0, 0.0], dtype=torch.float64)
+    monkeypatch.setattr(torch, "device", lambda name: torch.empty(0).device)  # the CPU stands in for the GPU
+    streaming.same_inputs_on_every_rank(queries, bank, grid, chunk_rows)  # the same inputs on both: no error
+    fingerprints.clear()
+    streaming.same_inputs_on_every_rank(queries, bank, grid, chunk_rows)  # rank 0's fingerprint ...
     with pytest.raises(GanbenchError, match="rank 1 was given other inputs than rank 0"):
-        streaming.same_inputs_on_every_rank(queries, bank, grid)
+        streaming.same_inputs_on_every_rank(*theirs)  # ... against rank 1's
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")

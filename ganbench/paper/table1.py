@@ -361,8 +361,13 @@ def check(path: str | Path, rows: tuple[str, ...] | None = None, backend: str | 
         if not isinstance(record, dict) or name not in record:
             raise GanbenchError(not_a_table.format(f"{where} has no {name!r}"))
         value = record[name]
-        if name not in ("generator", "protocol", "backend") and (
-                isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)):
+        if name in ("generator", "protocol", "backend"):
+            if not isinstance(value, str):
+                raise GanbenchError(not_a_table.format(f"{where} has {name} = {value!r}, not a string"))
+        elif name in ("seed", "kmeans_iterations"):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise GanbenchError(not_a_table.format(f"{where} has {name} = {value!r}, not a whole number >= 0"))
+        elif isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise GanbenchError(not_a_table.format(f"{where} has {name} = {value!r}, not a finite number"))
     config = Table1Config(generator=str(stored_generator(path, settings["generator"])),
                           baselines=str(stored_generator(path, settings.get("baselines", str(baselines.SHIPPED_DIR)))),

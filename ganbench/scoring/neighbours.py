@@ -57,13 +57,17 @@ def nearest(queries, reference, k: int = 1, *, backend: str = "auto", device=Non
     target = resolve_device(device)
     default_query_block, default_reference_block = BLOCKS["cpu" if target.type == "cpu" else "cuda"]
     # Data and distances scaled by one power of two, as the Parzen pass does, so that the float32 candidates'
-    # squared distances neither overflow (entries past ~1e19) nor lose their resolution (past ~1e-30):
-    # exact, and undone exactly on the float64 distances.
+    # squared distances neither overflow (entries past ~1e19) nor lose their resolution (past ~1e-30). The
+    # scaling is of float64 copies, where it is exact (float32 would push entries 1e-30 beside 1e30 into
+    # subnormals, and the float64 ranking would rank other data), and is undone on the float64 distances.
     magnitude = finite_magnitude({points_name: query_tensor, bank_name: reference_tensor})
+    parzen.check_float64_range(magnitude, reference_tensor.shape[1], np.zeros(0))
     exponent = parzen.float32_exponent(magnitude, reference_tensor.shape[1], np.zeros(0))
-    distances, indices = _top_k(parzen.scale_by_power_of_two(query_tensor, exponent),
-                                parzen.scale_by_power_of_two(reference_tensor, exponent), k, target,
-                                query_block or default_query_block, reference_block or default_reference_block)
+    if exponent:
+        query_tensor, reference_tensor = (parzen.scale_by_power_of_two(tensor.to(torch.float64), exponent)
+                                          for tensor in (query_tensor, reference_tensor))
+    distances, indices = _top_k(query_tensor, reference_tensor, k, target, query_block or default_query_block,
+                                reference_block or default_reference_block)
     return np.ldexp(distances, 2 * exponent), indices
 
 

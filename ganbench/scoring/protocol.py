@@ -291,8 +291,8 @@ def mean_and_standard_error(log_likelihoods: np.ndarray) -> tuple[float, float]:
     largest = np.abs(deviations).max() if values.size else 0.0
     if not largest:
         return float(mean), 0.0
-    unit = 2.0 ** np.frexp(largest)[1]
-    spread = unit * math.sqrt(np.mean((deviations / unit) ** 2))
+    exponent = int(np.frexp(largest)[1])  # deviations / 2^exponent lie in (-1, 1): 2^exponent may overflow, ldexp not
+    spread = np.ldexp(math.sqrt(np.mean(np.ldexp(deviations, -exponent) ** 2)), exponent)
     return float(mean), float(spread / math.sqrt(values.size))
 
 

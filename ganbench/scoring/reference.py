@@ -62,11 +62,12 @@ def reference_partial(query: torch.Tensor, bank: torch.Tensor, grid, query_block
     """The whole bank's partial (float64 tensors on the queries' device): each query's nearest squared
     distance and index (the lowest among ties) and, per sigma of ``grid``, its shifted sum."""
     device = query.device
-    original_query = query.to(torch.float64)
-    original_bank = bank.to(device=device, dtype=torch.float64)
-    mean = original_bank.mean(dim=0)
-    bank64 = original_bank - mean
-    query64 = original_query - mean
+    # The inputs stay in their own dtype for the direct differences (converted a piece at a time): one
+    # float64 copy of the bank, centred, is all the pass holds (a bank of 10^6 x 784 is 6.3 GB in float64).
+    original_bank = bank.to(device)
+    mean = original_bank.mean(dim=0, dtype=torch.float64)
+    bank64 = original_bank.to(torch.float64, copy=True).sub_(mean)
+    query64 = query.to(torch.float64, copy=True).sub_(mean)
     bank_norms = (bank64 * bank64).sum(1)
     default_queries, default_bank = TILES.get(device.type, TILES["cuda"])
     query_block = query_block or default_queries
@@ -83,10 +84,12 @@ def reference_partial(query: torch.Tensor, bank: torch.Tensor, grid, query_block
         for bank_start in range(0, len(bank64), bank_block):
             samples = bank64[bank_start:bank_start + bank_block]
             sample_norms = bank_norms[bank_start:bank_start + bank_block]
-            distances = torch.addmm(query_norms[:, None] + sample_norms[None, :], queries, samples.T, alpha=-2.0)
+            # (||x||^2 + ||s||^2) - 2 x.s with the product formed apart, the form whose float64 bound is K u N with
+            # K = d + 9 (``bounds.distance_coefficient``): a GEMM that accumulates its addend too rounds more.
+            distances = (queries @ samples.T).mul_(-2.0).add_(query_norms[:, None] + sample_norms[None, :])
             distances.clamp_(min=0.0)
             _exact_where_loose(distances, query_norms, sample_norms, units, scales,
-                               original_query[query_start:query_start + query_block],
+                               query[query_start:query_start + query_block],
                                original_bank[bank_start:bank_start + bank_block])
             block = partials.from_distances(distances, grid, index_offset=bank_start)
             running = block if running is None else partials.merge(running, block, grid)

@@ -7,6 +7,7 @@ streamed or distributed score equals the one-shot score to float64 rounding.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import os
 
 import numpy as np
@@ -63,7 +64,7 @@ def log_likelihood(x, bank, sigmas, *, chunk_rows: int = CHUNK_ROWS, progress: b
     bank = bank if isinstance(bank, Bank) else open_bank(bank)
     queries = as_matrix("x (the points scored)", as_data("x (the points scored)", x), dimension=bank.dimension)
     if is_distributed():
-        same_inputs_on_every_rank(queries, bank, grid)
+        same_inputs_on_every_rank(queries, bank, grid, chunk_rows)
         share = rank_rows(len(bank), chunk_rows)
         local = stream_pass(queries, bank, grid, rows=share, chunk_rows=chunk_rows,
                             progress=progress and torch.distributed.get_rank() == 0, **backend_options)
@@ -125,24 +126,31 @@ def share_rows(count: int, chunk_rows: int, rank: int, world: int) -> range:
     return range(min(count, chunks * rank // world * chunk_rows), min(count, chunks * (rank + 1) // world * chunk_rows))
 
 
-def same_inputs_on_every_rank(queries: torch.Tensor, bank: Bank, grid) -> None:
+def same_inputs_on_every_rank(queries: torch.Tensor, bank: Bank, grid, chunk_rows: int) -> None:
     """A one-line error, on every rank, unless all ranks score the same queries against the same bank at the
-    same sigmas: a rank given others would merge partials of another problem into a wrong answer, or (other
-    sizes) fail inside the collectives. One all-gather of a fingerprint: the sizes, the sigmas and sums of the
-    queries (the bank's files and rows are read only in each rank's share, so its shape stands for it)."""
-    query64 = queries.detach().to(torch.float64)
-    fingerprint = np.array([len(queries), queries.shape[1], len(bank), bank.dimension, len(grid),
-                            float(np.sum(grid)), float(np.sum(np.log(grid))),
-                            float(query64.sum()), float((query64 * query64).sum())], dtype=np.float64)
-    fingerprint = np.nan_to_num(fingerprint)  # sums of huge values may overflow, alike on every rank
+    same sigmas in the same chunks: a rank given others would merge partials of another problem into a wrong
+    answer, or (other sizes) fail inside the collectives. One all-gather of a fingerprint: the sizes, the chunk
+    size, and a SHA-256 of the queries' and the sigmas' bytes in order (the bank's files and rows are read
+    only in each rank's share, so its shape stands for it). Bytes, not sums: a sum's rounding follows the
+    thread count, and sums miss reordered rows or sigmas."""
+    digest = hashlib.sha256()
+    digest.update(np.ascontiguousarray(queries.detach().cpu().numpy()).tobytes())
+    digest.update(str(queries.dtype).encode())
+    digest.update(np.ascontiguousarray(grid, dtype=np.float64).tobytes())
+    sizes = np.array([len(queries), queries.shape[1], len(bank), bank.dimension, len(grid), chunk_rows], dtype=np.int64)
+    fingerprint = np.concatenate([sizes, np.frombuffer(digest.digest(), dtype=np.int64)])
     device = torch.device("cuda") if torch.distributed.get_backend() == "nccl" else torch.device("cpu")
+    if torch.distributed.get_backend() == "gloo":
+        # Names a rank that died before this collective instead of waiting for it.
+        collective(lambda _: torch.distributed.monitored_barrier(wait_all_ranks=True), None)
     mine = torch.as_tensor(fingerprint, device=device)
     every = [torch.empty_like(mine) for _ in range(torch.distributed.get_world_size())]
     collective(lambda tensor: torch.distributed.all_gather(every, tensor), mine)
     for rank, theirs in enumerate(every):
         if not torch.equal(theirs, every[0]):
-            raise GanbenchError(f"rank {rank} was given other inputs than rank 0 (queries, bank size or sigmas); "
-                                "pass every rank the same x, bank and sigmas: each scores its share of the bank")
+            raise GanbenchError(f"rank {rank} was given other inputs than rank 0 (queries, bank size, sigmas or chunk "
+                                "size); pass every rank the same x, bank, sigmas and chunk_rows: each scores its "
+                                "share of the bank")
 
 
 def all_merge(local: partials.BankPartial | None, sigmas, n_queries: int) -> partials.BankPartial:
