@@ -74,8 +74,8 @@ def check_bank_fits(count: int, shard_size: int | None, model: str, dimension: i
     if shard_size is None and needed > WHOLE_BANK_MEMORY_SHARE * physical_memory():
         fix = ("add --shard-size (e.g. 100000) to write them as a folder of shards, never holding the whole bank"
                if model == "gan" else "ask for fewer (the baselines' chains write one file)")
-        raise GanbenchError(f"{count:,} samples take {needed / 2**30:,.1f} GiB held whole, more than a quarter of "
-                            f"this machine's {physical_memory() / 2**30:.0f} GiB; {fix}")
+        raise GanbenchError(f"{count:,} samples take {needed / 2**30:,.1f} GiB held whole, more than "
+                            f"{WHOLE_BANK_MEMORY_SHARE:.0%} of this machine's {physical_memory() / 2**30:.0f} GiB; {fix}")
 
 
 def command_sample(args) -> int:

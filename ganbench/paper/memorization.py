@@ -41,16 +41,16 @@ def report(samples, train, test, *, suspicious: int = 10, backend: str = "auto",
     - samples_with_a_near_sample: samples whose nearest other sample is closer than
       copy_threshold (identical ones included).
     """
-    # One-line errors before any search: the samples against the training data first, then the held-out data.
+    # One-line errors before any search: the samples against the training data first, then the held-out data
+    # (``held_out_distances`` checks them before its own search).
     width = as_matrix("the training data", train, check_finite=False).shape[1]
-    sample_rows = as_matrix("samples", samples, dimension=width, dimension_of="the training data", check_finite=False)
-    held_out_inputs(train, test)
+    sample_rows = as_matrix("samples", samples, dimension=width, dimension_of="the training data")
     if len(sample_rows) < 2:
         raise GanbenchError("the memorisation report compares each sample with its nearest other sample: "
                             "pass at least 2 samples")
+    test_distances = held_out_distances(train, test, backend=backend, device=device)
     sample_distances, sample_nearest = nearest(samples, train, backend=backend, device=device, exact_ranking=True,
                                                names=("samples", "the training data"))
-    test_distances = held_out_distances(train, test, backend=backend, device=device)
     sample_distances, sample_nearest = sample_distances[:, 0], sample_nearest[:, 0]
     copy_threshold = float(np.quantile(test_distances, COPY_QUANTILE))
     near_copy_threshold = float(test_distances.min())

@@ -161,8 +161,8 @@ def _array_shard(path: Path | None, array: np.ndarray) -> tuple[_Shard, int]:
 
 def _npy_shard(path: Path) -> tuple[_Shard, int]:
     if not path.is_file():  # opened, a FIFO waits for a writer that may never come
-        raise GanbenchError(f"{path} is not a regular file (a pipe, a device or a folder); a bank's shards are "
-                            ".npy files")
+        raise GanbenchError(f"{path} is not a regular file (a pipe, a device or a folder); save the array to a "
+                            ".npy file and pass that")
     if path.suffix == ".npz":
         return _npz_shard(path)
     try:
@@ -207,11 +207,8 @@ def open_bank(source, value_range: tuple[float, float] | None = None, role: str 
         files = sorted(path.glob("*.npy")) + sorted(path.glob("*.npz"))
         if not files:
             raise GanbenchError(f"{path} holds no .npy shards; write some with `ganbench sample --shard-size`")
-    elif path.is_file():
+    elif path.exists():
         files = [path]
-    elif path.exists():  # opened, a FIFO waits for a writer that may never come
-        raise GanbenchError(f"{role} {path} is not a regular file (a pipe or a device); save the array to a .npy "
-                            "file and pass that")
     else:
         raise GanbenchError(f"{role} {path} does not exist; pass a .npy file or a folder of .npy shards")
     shards, dimensions = zip(*(_npy_shard(file) for file in files))

@@ -43,8 +43,11 @@ def nearest(queries, reference, k: int = 1, *, backend: str = "auto", device=Non
         raise GanbenchError(f"k must be a whole number >= 1, got {k!r}")
     parzen.check_options(backend, precision)
     points_name, bank_name = names
-    reference_tensor = as_matrix(bank_name, reference)
-    query_tensor = as_matrix(points_name, queries, dimension=reference_tensor.shape[1], dimension_of=bank_name)
+    reference_tensor = as_matrix(bank_name, reference, check_finite=False)
+    query_tensor = as_matrix(points_name, queries, dimension=reference_tensor.shape[1], dimension_of=bank_name,
+                             check_finite=False)
+    # NaN/inf (named as the caller names the data) and the range in one pass; the scaling below reads the range.
+    magnitude = finite_magnitude({bank_name: reference_tensor, points_name: query_tensor})
     if k > reference_tensor.shape[0]:
         raise GanbenchError(f"k = {k} exceeds the number of points in {bank_name} ({reference_tensor.shape[0]})")
     for name, block in (("query_block", query_block), ("reference_block", reference_block)):
@@ -60,7 +63,6 @@ def nearest(queries, reference, k: int = 1, *, backend: str = "auto", device=Non
     # squared distances neither overflow (entries past ~1e19) nor lose their resolution (past ~1e-30). The
     # scaling is of float64 copies, where it is exact (float32 would push entries 1e-30 beside 1e30 into
     # subnormals, and the float64 ranking would rank other data), and is undone on the float64 distances.
-    magnitude = finite_magnitude({points_name: query_tensor, bank_name: reference_tensor})
     parzen.check_float64_range(magnitude, reference_tensor.shape[1], np.zeros(0))
     exponent = parzen.float32_exponent(magnitude, reference_tensor.shape[1], np.zeros(0))
     if exponent:

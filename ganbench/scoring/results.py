@@ -311,10 +311,12 @@ def load(path: str | os.PathLike) -> dict:
                               ("valid_means", tolerances)):
             if not all(math.isfinite(value) and value >= 0 for value in values):
                 raise GanbenchError(f"{path}: tolerance.bounds.{name}.{field} holds {values}, expected numbers >= 0")
-    for key in ("result.standard_error", "result.n_test", "result.n_bank"):
-        if not _lookup(stored, key) >= (0 if key == "result.standard_error" else 1):
-            raise GanbenchError(f"{path}: {key} is {_lookup(stored, key)}, expected "
-                                f"{'a number >= 0' if key == 'result.standard_error' else 'a positive integer'}")
+    if stored["result"]["standard_error"] < 0:
+        raise GanbenchError(f"{path}: result.standard_error is {stored['result']['standard_error']}, expected a "
+                            "number >= 0")
+    for key in ("n_test", "n_bank"):
+        if stored["result"][key] < 1:
+            raise GanbenchError(f"{path}: result.{key} is {stored['result'][key]}, expected a positive integer")
     for role in ROLES:
         record = stored["inputs"][role]
         if not isinstance(record.get("path", record.get("mnist")), str):
