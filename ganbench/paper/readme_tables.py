@@ -1,8 +1,8 @@
-"""The README's tables (Table 1, speed), rendered from the committed JSON in results/, never typed by hand.
+"""The README's and docs' tables (Table 1, speed), rendered from the committed JSON in results/, never typed by hand.
 
-`python -m ganbench.paper.readme_tables` rewrites every section of README.md that lies between
-``<!-- begin NAME -->`` and ``<!-- end NAME -->`` from results/; the test suite renders them
-again and fails when the README and the JSON disagree.
+`python -m ganbench.paper.readme_tables` rewrites every section of README.md and docs/*.md that lies
+between ``<!-- begin NAME -->`` and ``<!-- end NAME -->`` from results/; the test suite renders them
+again and fails when a document and the JSON disagree.
 """
 from __future__ import annotations
 
@@ -153,9 +153,23 @@ def table1_block(result: dict) -> str:
     return "\n".join(lines + ["```"]) + "\n"
 
 
+def table1_seconds(result: dict) -> str:
+    """Each measured Table 1 row's seconds (its bank made and scored) in the committed run, from ``table1.json``."""
+    rows = [row for row in result["table"] if row["kind"] == "measured" and isinstance(row.get("mnist"), dict)]
+    devices = sorted({row["mnist"]["device"] for row in rows})
+    lines = [f"`results/{TABLE1_RESULT}`, written {result['provenance']['created']} by "
+             f"`{result['provenance']['command']}` ({'; '.join(devices)})", "",
+             "| row | seconds (bank made and scored) |", "|---|---|"]
+    lines += [f"| {row['model']} | {row['mnist']['seconds']:.1f} |" for row in rows]
+    lines.append(f"| all rows | {sum(row['mnist']['seconds'] for row in rows):.1f} |")
+    return "\n".join(lines) + "\n"
+
+
 def sections(results: Path = ROOT / "results") -> dict[str, str]:
     """Every generated section's text, by name, from the JSON files in ``results``."""
-    return {"table1": table1_block(json.loads((results / TABLE1_RESULT).read_text())),
+    table1_result = json.loads((results / TABLE1_RESULT).read_text())
+    return {"table1": table1_block(table1_result),
+            "table1-seconds": table1_seconds(table1_result),
             "speed-cpu": cpu_table(json.loads((results / CPU_REPORT).read_text())),
             "speed-cpu-sigmas": cpu_sigmas_table(json.loads((results / CPU_SIGMAS_REPORT).read_text())),
             "speed-gpu": gpu_table(json.loads((results / GPU_REPORT).read_text())),
@@ -167,10 +181,19 @@ def render(text: str, generated: dict[str, str]) -> str:
     return SECTION.sub(lambda match: match.group(1) + generated[match.group("name")] + match.group(4), text)
 
 
+def documents(root: Path = ROOT) -> list[Path]:
+    """The files whose marked sections are generated: the README and every page of docs/."""
+    return [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+
+
 def main() -> int:
-    readme = ROOT / "README.md"
-    readme.write_text(render(readme.read_text(), sections()))
-    print(f"rewrote the generated sections of {readme}", file=sys.stderr)
+    generated = sections()
+    for document in documents():
+        text = document.read_text()
+        rendered = render(text, generated)
+        if rendered != text:
+            document.write_text(rendered)
+            print(f"rewrote the generated sections of {document}", file=sys.stderr)
     return 0
 
 
