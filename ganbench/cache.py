@@ -1,16 +1,18 @@
 """Arrays computed once per input and kept in the user cache (k-means centroids, baseline sample banks, the
 memorisation check's held-out distances).
 
-The key is a digest of every input that decides the array (data digests, seeds, algorithm
-versions), so a changed input never reuses a stale entry; entries are written atomically and a
-damaged one is recomputed. Entries whose inputs changed are never read again, so the cache keeps
-at most GANBENCH_CACHE_LIMIT_MB of them (2,048 MB by default; MNIST's file is not counted): each
-read marks its entry as used, and after each write the entries used longest ago are removed until
-the rest fit.
+The key is a digest of every input that decides the array (data digests, seeds, algorithm versions),
+so a changed input never reuses a stale entry. Each entry is written atomically with the SHA-256 of
+its bytes beside it (``<entry>.sha256``), and read only when they still agree: a damaged entry
+(truncated, or altered into another valid array) is recomputed, never trusted. Entries whose inputs
+changed are never read again, so the cache keeps at most GANBENCH_CACHE_LIMIT_MB of them (2,048 MB
+by default; MNIST's file is not counted): each read marks its entry as used, and after each write
+the entries used longest ago are removed until the rest fit.
 """
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import os
@@ -46,16 +48,21 @@ def cached_array(prefix: str, key_fields: dict, shape: tuple[int, ...], compute:
     path = (Path(cache_dir) if cache_dir else default_cache_dir()) / f"{prefix}-{key}.npy"
     if path.exists():
         try:
-            array = np.load(path, allow_pickle=False)
-            if array.shape == tuple(shape) and np.all(np.isfinite(array)):
-                _mark_used(path)
-                return array, key
+            stored = path.read_bytes()
+            if hashlib.sha256(stored).hexdigest() == checksum_path(path).read_text().strip():
+                array = np.load(io.BytesIO(stored), allow_pickle=False)
+                if array.shape == tuple(shape) and np.all(np.isfinite(array)):
+                    _mark_used(path)
+                    return array, key
         except (ValueError, OSError, EOFError):
-            pass  # a damaged entry is recomputed and replaced below
-        print(f"ganbench: recomputing damaged cache entry {path}", file=sys.stderr)
+            pass  # a damaged entry (or one without its checksum) is recomputed and replaced below
+        print(f"ganbench: recomputing cache entry {path}: damaged or without its checksum", file=sys.stderr)
     array = compute()
     try:
-        atomic.write_npy(path, array)
+        encoded = io.BytesIO()
+        np.save(encoded, array, allow_pickle=False)
+        # Both in full, then renamed, the checksum last: an entry is only ever read beside its own checksum.
+        atomic.write_set({path: encoded.getvalue(), checksum_path(path): hashlib.sha256(encoded.getvalue()).hexdigest()})
     except GanbenchError as error:  # a read-only cache only costs the next run the computation
         print(f"ganbench: warning: {prefix} not cached ({error})", file=sys.stderr)
     else:
@@ -65,6 +72,11 @@ def cached_array(prefix: str, key_fields: dict, shape: tuple[int, ...], compute:
 
 ENTRY_NAME = re.compile(r"^[a-z0-9_-]+-[0-9a-f]{24}\.npy$")   # what cached_array writes
 DEFAULT_LIMIT_MB = 2048
+
+
+def checksum_path(entry: Path) -> Path:
+    """Where the SHA-256 of an entry's bytes is kept."""
+    return entry.with_name(entry.name + ".sha256")
 
 
 def _mark_used(path: Path) -> None:
@@ -107,6 +119,7 @@ def prune(folder: Path, keep: Path | None = None) -> list[Path]:
         if keep is not None and path == keep:
             continue
         path.unlink(missing_ok=True)
+        checksum_path(path).unlink(missing_ok=True)
         total -= size
         removed.append(path)
     return removed

@@ -80,3 +80,40 @@ def test_an_empty_cache_variable_means_the_default_folder(monkeypatch, tmp_path)
     assert default_cache_dir() == tmp_path / ".cache" / "ganbench"
     monkeypatch.setenv("GANBENCH_CACHE", str(tmp_path / "mine"))
     assert default_cache_dir() == tmp_path / "mine"
+
+
+def test_an_entry_altered_into_another_valid_array_is_recomputed(tmp_path, capsys):
+    """A finite array of the right shape is not enough: the entry's bytes must be those written."""
+    compute = lambda: np.arange(8, dtype=np.float32)  # noqa: E731
+    cache.cached_array("held-out-nearest", {"seed": 2}, (8,), compute, cache_dir=tmp_path)
+    (written,) = tmp_path.glob("held-out-nearest-*.npy")
+    assert cache.checksum_path(written).exists()
+    np.save(written, np.full(8, 7.0, dtype=np.float32))  # plausible, finite, the right shape
+    array, _ = cache.cached_array("held-out-nearest", {"seed": 2}, (8,), compute, cache_dir=tmp_path)
+    assert np.array_equal(array, np.arange(8)) and "damaged or without its checksum" in capsys.readouterr().err
+    again, _ = cache.cached_array("held-out-nearest", {"seed": 2}, (8,), lambda: pytest.fail("recomputed"),
+                                  cache_dir=tmp_path)
+    assert np.array_equal(again, np.arange(8))  # the rewritten entry and its checksum agree
+
+
+@pytest.mark.parametrize("damage", ["no checksum", "truncated"])
+def test_an_entry_without_its_checksum_or_cut_short_is_recomputed(tmp_path, capsys, damage):
+    compute = lambda: np.ones(64, dtype=np.float32)  # noqa: E731
+    cache.cached_array("kmeans", {"seed": 3}, (64,), compute, cache_dir=tmp_path)
+    (written,) = tmp_path.glob("kmeans-*.npy")
+    if damage == "no checksum":
+        cache.checksum_path(written).unlink()
+    else:
+        written.write_bytes(written.read_bytes()[:-16])
+    array, _ = cache.cached_array("kmeans", {"seed": 3}, (64,), compute, cache_dir=tmp_path)
+    assert array.sum() == 64 and "recomputing cache entry" in capsys.readouterr().err
+
+
+def test_pruning_an_entry_removes_its_checksum(tmp_path, monkeypatch):
+    monkeypatch.setenv("GANBENCH_CACHE_LIMIT_MB", "1000")
+    cache.cached_array("bank-dbn-samples", {"seed": 0}, (MB // 4,), lambda: np.ones(MB // 4, dtype=np.float32),
+                       cache_dir=tmp_path)
+    (written,) = tmp_path.glob("bank-dbn-samples-*.npy")
+    monkeypatch.setenv("GANBENCH_CACHE_LIMIT_MB", "0")
+    assert cache.prune(tmp_path) == [written]
+    assert not written.exists() and not cache.checksum_path(written).exists()

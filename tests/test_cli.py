@@ -211,7 +211,8 @@ def test_own_data_default_to_the_full_protocol_and_record_the_grid(tmp_path):
 def test_importing_ganbench_asks_for_huge_pages_unless_the_user_chose(setting):
     # torch reads THP_MEM_ALLOC_ENABLE once, at its first allocation: ganbench sets it in its
     # package's first lines, before it imports torch, and keeps a value the user chose.
-    code = "import sys, os; import ganbench; print(os.environ['THP_MEM_ALLOC_ENABLE'], 'torch' in sys.modules)"
+    code = ("import sys, os; import ganbench; from ganbench import parzen; "
+            "print(os.environ['THP_MEM_ALLOC_ENABLE'], 'torch' in sys.modules)")
     assert python_child(code, "THP_MEM_ALLOC_ENABLE", setting).split() == [setting or "1", "True"]
 
 

@@ -158,6 +158,13 @@ def test_standard_error_uses_ddof_zero():
     assert error == pytest.approx(np.std(values, ddof=0) / 2.0, rel=1e-15)
 
 
+@pytest.mark.parametrize("count", [0, 1])
+def test_a_standard_error_of_fewer_than_two_points_is_refused(count):
+    """One point's std / sqrt(1) with ddof 0 is 0: reported, it read as a mean known exactly."""
+    with pytest.raises(GanbenchError, match=f"needs at least 2 test points, got {count}"):
+        protocol.mean_and_standard_error(np.ones(count))
+
+
 def test_standard_error_of_deviations_past_2_to_the_1023_stays_finite():
     values = np.array([-1.7e308] + [0.0] * 9)
     mean, error = protocol.mean_and_standard_error(values)

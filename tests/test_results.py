@@ -155,6 +155,21 @@ def test_a_stored_mean_edited_by_five_hundredths_fails(data, capsys):
     assert err.strip().endswith("moved beyond its tolerance: mean")
 
 
+def test_bounds_raised_by_hand_do_not_loosen_the_check(data, capsys):
+    """check derives every bound again from the inputs: a mean moved by 0.05 nats fails even where the file's own
+    bounds were raised to a million nats to let it pass."""
+    path = save(data)
+    stored = json.loads(path.read_text())
+    for entry in stored["tolerance"]["bounds"].values():
+        entry.update(mean=1e6, standard_error=1e6, valid_means=[1e6] * len(entry["valid_means"]))
+    stored["result"]["mean"] += 0.05
+    path.write_text(json.dumps(stored))
+    code, out, err = check(capsys, path)
+    assert code == 1, out + err
+    assert err.strip().endswith("moved beyond its tolerance: mean")
+    assert "1e+06" not in out and "1000000" not in out
+
+
 def test_a_replaced_input_cannot_be_checked(data, capsys):
     path = save(data)
     before = json.loads(path.read_text())["inputs"]["test"]["sha256"]

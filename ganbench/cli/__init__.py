@@ -15,11 +15,8 @@ import signal
 import sys
 
 from ganbench import __version__
-from ganbench.cli import bench, gan, nn, parzen, table1
 from ganbench.errors import GanbenchError
 from ganbench.memory import retain_freed_memory
-
-COMMAND_MODULES = (parzen, gan, table1, nn, bench)
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -48,20 +45,30 @@ def build_parser() -> argparse.ArgumentParser:
         "Parzen-window log-likelihood with cross-validated sigma, Table 1, memorisation checks."))
     parser.add_argument("--version", action="version", version=f"ganbench {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in COMMAND_MODULES:
+    # The commands' modules load torch (a second or more): imported here, not with this package, so that
+    # ``run`` can turn a Ctrl-C during the import into one line.
+    from ganbench.cli import bench, gan, nn, parzen, table1
+
+    for module in (parzen, gan, table1, nn, bench):
         module.add_parsers(commands, HelpFormatter)
     return parser
 
 
 def run() -> None:
     """The ``ganbench`` command (console script and ``python -m ganbench``): ``main`` in a process whose
-    freed memory is kept for reuse (``ganbench.memory``)."""
+    freed memory is kept for reuse (``ganbench.memory``). A Ctrl-C while the commands and torch load
+    (the first second) is one line and status 130, as one during a command."""
     retain_freed_memory()
-    sys.exit(main())
+    try:
+        parser = build_parser()
+    except KeyboardInterrupt:
+        print("ganbench: interrupted while starting; nothing was written", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(main(parser=parser))
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> int:
+    args = (parser or build_parser()).parse_args(argv)
     # A command started with its stderr closed (`2>&-`) has sys.stderr None, and print(file=None) writes to
     # stdout: its notes would land in the JSON. They go nowhere instead. A closed stdout (`>&-`) refuses the
     # output as a full disk does: one line, status 2.

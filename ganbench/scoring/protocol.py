@@ -280,12 +280,20 @@ def select_sigma(valid, bank, grid=None, protocol: ParzenProtocol | str = "paper
     return search.sigma, search.valid_means
 
 
+def require_two_test_points(count: int) -> None:
+    """std / sqrt(1) with ddof 0 is 0: one test point's "± 0" would read as a mean known exactly."""
+    if count < 2:
+        raise GanbenchError(f"the mean's standard error needs at least 2 test points, got {count}: score more "
+                            "test points (ganbench.parzen.log_likelihood gives single points' log-likelihoods)")
+
+
 def mean_and_standard_error(log_likelihoods: np.ndarray) -> tuple[float, float]:
     """Mean and std / sqrt(N) with numpy's default ddof = 0, as parzen_ll.py reports.
 
     The deviations are divided by the largest before they are squared (a power of two: exact), so
     log-likelihoods beyond 1e154 in size, whose squares overflow float64, keep a finite error."""
     values = np.asarray(log_likelihoods, dtype=np.float64)
+    require_two_test_points(values.size)
     mean = values.mean()
     deviations = values - mean
     largest = np.abs(deviations).max() if values.size else 0.0
@@ -364,6 +372,7 @@ def evaluate(bank, valid, test, protocol: ParzenProtocol | str = "paper", sigma:
     if sigma_grid is not None and not isinstance(sigma_grid, SigmaGrid):  # a plain list of widths: its own grid
         sigma_grid = SigmaGrid.of(sigma_grid)
     bank, valid, test = as_scored_data(bank, valid, test, value_range)
+    require_two_test_points(len(test))  # before any scoring
     started = time.perf_counter()
     search = None
     if sigma is None:

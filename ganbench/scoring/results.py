@@ -23,6 +23,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -367,15 +368,20 @@ def check(path: str | os.PathLike, backend: str | None = None, device: str | Non
                       device=device if device is not None else settings.get("device"),
                       precision=settings["precision"], chunk_rows=settings["chunk_rows"])
     arithmetic = bounds.arithmetic_of(resolve(scoring.backend, scoring.device)[0], scoring.precision)
-    saved_bounds = stored["tolerance"]["bounds"][settings["arithmetic"]]
-    new_bounds = stored["tolerance"]["bounds"][arithmetic]
-    tolerances = {field: saved_bounds[field] + new_bounds[field] for field in ("mean", "standard_error")}
     bank, valid, test = _read_inputs(stored, Path(path).resolve().parent)
     result = stored["result"]
     for key, count in (("n_test", len(test)), ("n_bank", len(bank))):
         if result[key] != count:  # the inputs match their hashes, so the file's count is what is wrong
             raise GanbenchError(f"{path}: result.{key} is {result[key]}, but its inputs hold {count} rows; the file "
                                 "was altered: save the result again")
+    # The bounds are derived again from the inputs, as saving derived them: the file's own copy is for its
+    # readers, and a bound raised by hand there would loosen the check.
+    fixed = stored["selection"]["fixed_sigma"]
+    sigmas = [] if fixed else [sigma for sigma, _ in _stored_grid(path, stored["selection"]["grid"])]
+    derived = tolerance_of(SimpleNamespace(sigma=result["sigma"], valid_means=dict.fromkeys(sigmas)), bank, valid, test,
+                           scoring)["bounds"]
+    saved_bounds, new_bounds = derived[settings["arithmetic"]], derived[arithmetic]
+    tolerances = {field: saved_bounds[field] + new_bounds[field] for field in ("mean", "standard_error")}
     scores = streaming.log_likelihood(test, bank, [result["sigma"]], **scoring.options())[0]
     mean, standard_error = protocol.mean_and_standard_error(scores)
     rows = [_row("mean", result["mean"], mean, tolerances["mean"]),
