@@ -133,7 +133,8 @@ def _verify_arrays(images, labels, where: str, fix: str) -> None:
 
 def _read_user_folder(folder: Path):
     if not folder.is_dir():
-        raise GanbenchError(f"MNIST data folder {folder} does not exist; pass --data-dir (or set GANBENCH_DATA) "
+        problem = "is a file, not a folder" if folder.exists() else "does not exist"
+        raise GanbenchError(f"MNIST data folder {folder} {problem}; pass --data-dir (or set GANBENCH_DATA) "
                             "to a folder holding the IDX files or mnist.pkl.gz, or unset GANBENCH_DATA")
     fix = f"replace the files in {folder} with intact copies, or drop --data-dir/GANBENCH_DATA"
     idx_paths = {key: _find_idx(folder, stem) for key, stem in IDX_FILES.items()}

@@ -136,6 +136,23 @@ def test_resume_refuses_another_model_or_setting(fake_mnist, tmp_path):
         training.resolve_config(cae.SPEC, tmp_path, True, seed=3)
     with pytest.raises(GanbenchError, match="exists; add --resume"):
         training.train(cae.SPEC, SMALL["cae"], tmp_path, data=fake_mnist, progress=False)
+    # --epochs counts every epoch: asking a resumed 3-epoch run for 1 once said "trained for 3 epochs", rc 0.
+    with pytest.raises(GanbenchError, match="already trained 3 epochs.*pass at least 3"):
+        training.train(cae.SPEC, training.resolve_config(cae.SPEC, tmp_path, True, epochs=1), tmp_path, resume=True,
+                       data=fake_mnist, progress=False)
+
+
+@pytest.mark.parametrize("setting, message", [(dict(max_minutes=-1.0), "must be > 0, got -1.0"),
+                                              (dict(max_minutes=float("nan")), "must be > 0, got nan"),
+                                              (dict(subset=100_000), "train_subset .* 100000 exceeds the 300 training")])
+def test_a_baseline_run_refuses_a_budget_or_subset_that_means_nothing(setting, message, fake_mnist, tmp_path):
+    """The GAN refused these; the baselines stopped after one epoch (a negative budget), ignored NaN, or trained
+    on every image while recording the subset asked for."""
+    config = dataclasses.replace(SMALL["cae"], train_subset=setting.get("subset", SMALL["cae"].train_subset))
+    with pytest.raises(GanbenchError, match=message):
+        training.train(cae.SPEC, config, tmp_path, data=fake_mnist, progress=False,
+                       max_minutes=setting.get("max_minutes"))
+    assert not (tmp_path / training.CHECKPOINT_NAME).exists()
 
 
 def test_shipped_weights_round_trip_in_their_dtype(fake_mnist, tmp_path):
@@ -183,3 +200,15 @@ def test_gsn_chain_keeps_only_the_means_asked_for_from_the_same_chain():
     every_mean = gsn.chain_means(model, starts, 40, config, torch.Generator().manual_seed(3))
     kept = gsn.chain_means(model, starts, 40, config, torch.Generator().manual_seed(3), first_kept=9, every=5)
     np.testing.assert_array_equal(kept, every_mean[9::5])
+
+
+def test_resuming_without_the_best_epochs_weights_says_so(fake_mnist, tmp_path, capsys):
+    """The best epoch's weights cannot be rebuilt from the checkpoint: a run resumed without them warned nobody
+    until `export --best` failed."""
+    config = dataclasses.replace(SMALL["cae"], epochs=2)
+    training.train(cae.SPEC, config, tmp_path, data=fake_mnist, progress=False)
+    (tmp_path / training.BEST_NAME).write_bytes(b"damaged")
+    capsys.readouterr()
+    training.train(cae.SPEC, training.resolve_config(cae.SPEC, tmp_path, True, epochs=3), tmp_path, resume=True,
+                   data=fake_mnist, progress=False)
+    assert "best.pt is missing or damaged; the best epoch so far (epoch" in capsys.readouterr().err

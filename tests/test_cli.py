@@ -305,10 +305,10 @@ def test_a_command_started_with_stdout_or_stderr_closed(tmp_path):
     assert closed_stdout.stderr == ("ganbench: error: cannot write the output: standard output is closed; start the "
                                     "command with standard output open (or sent to a file)\n")
     rng = np.random.default_rng(3)
-    for name, count in (("tiny_bank", 60), ("tiny_valid", 20)):  # 1e-3 apart: the paper grid's 0.1 is its edge
+    for name, count in (("tiny_bank", 60), ("tiny_valid", 20), ("tiny_test", 20)):  # 1e-3 apart: 0.1 is the edge
         np.save(tmp_path / f"{name}.npy", rng.random((count, 6)) * 1e-3)
     edge = [sys.executable, "-m", "ganbench", "parzen", str(tmp_path / "tiny_bank.npy"), "--valid",
-            str(tmp_path / "tiny_valid.npy"), "--test", str(tmp_path / "tiny_valid.npy"), "--protocol", "paper", "--json"]
+            str(tmp_path / "tiny_valid.npy"), "--test", str(tmp_path / "tiny_test.npy"), "--protocol", "paper", "--json"]
     noted = subprocess.run(edge, capture_output=True, text=True, env=BUFFERED)
     assert noted.returncode == 0 and "smallest width of the grid" in noted.stderr  # a note is written ...
     closed_stderr = subprocess.run(edge, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=BUFFERED,

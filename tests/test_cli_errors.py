@@ -637,6 +637,15 @@ def test_a_seed_generators_cannot_take_is_a_usage_error(command, seed, capsys, n
     assert len(lines) == 1 and "--seed" in lines[0]  # one line, not argparse's usage block first
 
 
+def test_an_option_a_command_does_not_take_points_at_that_commands_help(capsys, no_mnist):
+    """`ganbench figures --device cpu` said to see `ganbench --help`, whose page does not list figures' options."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["figures", "--device", "cpu"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == ("ganbench figures: error: unrecognized arguments: --device cpu; see "
+                                       "`ganbench figures --help`\n")
+
+
 @pytest.mark.parametrize("timeout", ["nan", "inf", "0", "-3"])
 def test_a_timeout_that_is_no_finite_wait_is_refused(timeout, files, capsys, no_mnist):
     line = one_line_error(capsys, "parzen", "--samples", files.samples, "--valid", files.valid, "--test", files.test,

@@ -394,3 +394,11 @@ def test_exact_top_k_with_fused_candidates_equals_the_eager_one(data, k, rng, mo
         np.testing.assert_array_equal(got, expected)
     if k <= 16:
         assert np.all(fused[1][0] == (np.r_[7, 10:20, 300:310])[:k]) and np.all(fused[0][0] == 0.0)
+
+
+def test_a_cxx_with_unbalanced_quotes_names_no_compiler(monkeypatch):
+    """CXX='"g++' raised shlex's "No closing quotation" as a traceback; it names no compiler, as a missing one."""
+    monkeypatch.setenv("CXX", '"g++')
+    assert fused_rows._compiler() is None
+    monkeypatch.setenv("CXX", "sh -O2")  # a command with arguments still splits (sh is on every POSIX system)
+    assert fused_rows._compiler()[1:] == ["-O2"]

@@ -220,11 +220,14 @@ def with_grid(stored: dict, grid: list) -> dict:
     # Once tracebacks: an integer past float64 (np.isfinite's TypeError), an empty grid (IndexError).
     (lambda stored: stored["result"].update(mean=10**400) or stored, "expected a number"),
     (lambda stored: with_grid(stored, []), "selection.grid is [], expected [sigma, validation mean] pairs"),
-    (lambda stored: with_grid(stored, [[0.1, 1.0], [0.2]]), "expected [sigma, validation mean]"),
+    (lambda stored: with_grid(stored, [[0.1, 1.0], [0.2]]), "expected [sigma > 0, validation mean]"),
     # Once exit 1, "moved" (a negative tolerance), or accepted (counts that are not the inputs').
     (lambda stored: stored["tolerance"]["bounds"]["float32"].update(mean=-1) or stored,
      "tolerance.bounds.float32.mean holds [-1], expected numbers >= 0"),
     (lambda stored: stored["result"].update(standard_error=-0.5) or stored, "result.standard_error is -0.5"),
+    (lambda stored: stored["result"].update(sigma=0) or stored, "result.sigma is 0, expected a width > 0"),
+    (lambda stored: with_grid(stored, [[-0.1, 1.0]] + stored["selection"]["grid"][1:]),
+     "selection.grid[0] is [-0.1, 1.0], expected [sigma > 0"),
     (lambda stored: stored["result"].update(n_test=stored["result"]["n_test"] + 1) or stored,
      "but its inputs hold"),
 ])

@@ -94,6 +94,49 @@ def test_sharded_sampling_equals_one_shot_sampling(tmp_path):
     assert np.all(np.abs(difference) <= bound)
 
 
+def test_a_bank_sampled_again_into_its_folder_is_only_the_new_bank(tmp_path):
+    """Ten samples in shards of 3, then ten in shards of 4: the fourth shard of the first bank was left behind
+    and scored as an eleventh sample."""
+    generator = Generator()
+    sampling.write_shards(generator, 10, seed=0, folder=tmp_path, shard_size=3)
+    sampling.write_shards(generator, 10, seed=1, folder=tmp_path, shard_size=4)
+    bank = banks.open_bank(tmp_path)
+    assert len(bank) == 10 and sorted(path.name for path in tmp_path.glob("*.npy")) == [
+        "shard-00000.npy", "shard-00001.npy", "shard-00002.npy"]
+    np.testing.assert_allclose(bank.read_all(), sampling.generate(generator, 10, seed=1), atol=1e-6)
+
+
+def test_an_interrupted_sampling_leaves_a_bank_that_is_refused(tmp_path, monkeypatch):
+    generator = Generator()
+    original = sampling.save_samples
+
+    def interrupted_after_two_shards(path, samples):
+        if path.name == "shard-00002.npy":
+            raise KeyboardInterrupt
+        return original(path, samples)
+
+    monkeypatch.setattr(sampling, "save_samples", interrupted_after_two_shards)
+    with pytest.raises(KeyboardInterrupt):
+        sampling.write_shards(generator, 10, seed=0, folder=tmp_path, shard_size=3)
+    assert len(list(tmp_path.glob("shard-*.npy"))) == 2
+    with pytest.raises(GanbenchError, match="holds an incomplete bank"):
+        banks.open_bank(tmp_path)
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda folder: np.save(folder / "extra.npy", np.zeros((2, 784), np.float32)), "does not list \\(extra.npy\\)"),
+    (lambda folder: (folder / "shard-00001.npy").unlink(), "shard-00001.npy is missing or not the 3 rows"),
+    (lambda folder: np.save(folder / "shard-00001.npy", np.zeros((2, 784), np.float32)), "not the 3 rows"),
+    (lambda folder: (folder / banks.SHARD_MANIFEST).write_text("{"), "is damaged"),
+])
+def test_a_sampled_bank_that_is_not_what_its_manifest_lists_is_refused(tmp_path, damage, message):
+    sampling.write_shards(Generator(), 7, seed=0, folder=tmp_path, shard_size=3)
+    assert len(banks.open_bank(tmp_path)) == 7
+    damage(tmp_path)
+    with pytest.raises(GanbenchError, match=message):
+        banks.open_bank(tmp_path)
+
+
 def test_bad_banks(tmp_path):
     with pytest.raises(GanbenchError, match="does not exist"):
         banks.open_bank(tmp_path / "missing.npy")
@@ -390,3 +433,9 @@ def test_a_pipe_given_as_a_bank_or_shard_is_refused_not_waited_on(tmp_path, rng)
     os.mkfifo(folder / "b.npy")
     with pytest.raises(GanbenchError, match="is not a regular file"):
         banks.open_bank(folder)
+
+
+def test_a_world_size_that_is_not_a_number_is_one_line(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "abc")
+    with pytest.raises(GanbenchError, match="WORLD_SIZE is 'abc', not a number of processes"):
+        streaming.init_from_environment()

@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from ganbench import atomic
+from ganbench import atomic, runs
 from ganbench.errors import GanbenchError
 from ganbench.gan.checkpoints import load_payload
 
@@ -217,14 +217,19 @@ def train(spec: BaselineSpec, config, out_dir: str | Path, *, resume: bool = Fal
     from ganbench.data import load_mnist
 
     _validate(spec, config)
+    runs.check_budget(max_minutes)
     session_start = time.perf_counter()
     out_dir = Path(out_dir)
     data = data if data is not None else load_mnist()
     checkpoint_path = out_dir / CHECKPOINT_NAME
+    runs.check_subset(config.train_subset, len(spec.training_images(dataclasses.replace(config, train_subset=None), data)))
+    runs.check_monitor_images(config.monitor_valid, len(data.valid_x))
     train_images = spec.training_images(config, data)
     if resume:
         state, stored = _load_checkpoint(spec, checkpoint_path, train_images)
         config = dataclasses.replace(stored, epochs=config.epochs)
+        runs.check_resumed_epochs(out_dir, state.epochs_done, config.epochs)
+        runs.warn_if_best_lost(out_dir / BEST_NAME, state.log, lambda path: _read_checkpoint(spec, path, WEIGHTS_KEYS))
     elif checkpoint_path.exists():
         raise GanbenchError(f"{checkpoint_path} exists; add --resume to continue it, or choose another --out")
     else:

@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for module in (parzen, gan, table1, nn, bench):
         module.add_parsers(commands, HelpFormatter)
+    parser.set_defaults(commands=commands.choices)
     return parser
 
 
@@ -68,7 +69,9 @@ def run() -> None:
 
 
 def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> int:
-    args = (parser or build_parser()).parse_args(argv)
+    args, unknown = (parser or build_parser()).parse_known_args(argv)
+    if unknown:  # named by the command's own parser, so that the line points at `ganbench COMMAND --help`
+        args.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     # A command started with its stderr closed (`2>&-`) has sys.stderr None, and print(file=None) writes to
     # stdout: its notes would land in the JSON. They go nowhere instead. A closed stdout (`>&-`) refuses the
     # output as a full disk does: one line, status 2.

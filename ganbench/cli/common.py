@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+
+import numpy as np
 
 from ganbench.defaults import BACKENDS, DEFAULT_BACKEND, DEFAULT_PRECISION, PRECISIONS
 from ganbench.errors import GanbenchError
@@ -44,7 +47,29 @@ def read_own_data(**files) -> tuple | None:
     if len(given) != len(files):
         raise GanbenchError(f"give {' and '.join('--' + name for name in files)} together (your own data), "
                             "or neither (MNIST)")
-    return tuple(banks.open_bank(path, role=DATA_ROLES[name]).read_all() for name, path in files.items())
+    arrays = {name: banks.open_bank(path, role=DATA_ROLES[name]).read_all() for name, path in files.items()}
+    (first, one), (second, other) = list(arrays.items())[:2] if len(arrays) == 2 else ((None, None), (None, None))
+    if first is not None and one.shape == other.shape and np.array_equal(one, other):
+        raise GanbenchError(f"--{first} and --{second} hold the same data: {SAME_DATA[first, second]}")
+    return tuple(arrays.values())
+
+
+# Why two of the user's data sets must differ (read_own_data): the number would mean nothing.
+SAME_DATA = {("valid", "test"): "sigma would be chosen on the very points it scores; pass held-out data apart from "
+                                "the validation data",
+             ("train", "test"): "the check calibrates on unseen data's distances to the training data; pass test "
+                                "data apart from the training data"}
+
+
+def check_bank_is_not(bank, held_out: dict, source) -> None:
+    """A one-line error when the samples are one of the held-out sets themselves (each point would be scored
+    against its own copy): compared chunk by chunk, stopping at the first difference, for sets of the bank's size."""
+    for role, values in held_out.items():
+        if values is None or values.shape != (len(bank), bank.dimension):
+            continue
+        if all(np.array_equal(chunk, values[first:first + len(chunk)]) for first, chunk in bank.chunks(65_536)):
+            raise GanbenchError(f"the samples {source} are the {role} themselves: each point would be scored against "
+                                "its own copy; score a model's samples")
 
 
 def seed_number(text: str) -> int:
@@ -64,11 +89,19 @@ def require_at_least(flag: str, value, minimum) -> None:
         raise GanbenchError(f"{flag} must be >= {minimum}, got {value}")
 
 
-def check_out(path, *, folder: bool, flag: str = "--out") -> None:
-    """Refuse an output path that cannot be written before any work is done."""
+def check_out(path, *, folder: bool, flag: str = "--out", inputs: tuple = ()) -> None:
+    """Refuse an output path that cannot be written, or that is one of the command's ``inputs`` ((what, path)
+    pairs: ``--save`` naming the samples file would replace the bank with JSON), before any work is done."""
     from ganbench import atomic
 
     atomic.check_writable(path, folder=folder, what=flag, fix=f"choose another {flag}")
+    for what, given in inputs:
+        try:
+            same = given is not None and os.path.samefile(path, given)
+        except (OSError, ValueError):  # either does not exist (yet): nothing to replace
+            same = False
+        if same:
+            raise GanbenchError(f"{flag} {path} is also {what}: writing it would replace that input; choose another {flag}")
 
 
 def check_backend(backend: str, device) -> None:

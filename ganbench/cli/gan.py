@@ -81,6 +81,7 @@ def check_bank_fits(count: int, shard_size: int | None, model: str, dimension: i
 def command_sample(args) -> int:
     require_at_least("--count", args.count, 1)
     check_bank_fits(args.count, args.shard_size, args.model)
+    check_out(args.out, folder=args.shard_size is not None, inputs=(("--checkpoint", args.checkpoint),))
     if args.model != "gan":
         from ganbench.baselines import commands
         return commands.sample(args)
@@ -88,7 +89,6 @@ def command_sample(args) -> int:
 
     require_at_least("--shard-size", args.shard_size, 1)
     device = resolve_device(args.device, default="cpu")
-    check_out(args.out, folder=args.shard_size is not None)
     generator, _ = sampling.load_generator(args.checkpoint or SHIPPED_GENERATOR, device=device)
     if args.shard_size is not None:
         paths = sampling.write_shards(generator, args.count, args.seed, args.out, args.shard_size, device=device)
@@ -103,7 +103,7 @@ def command_sample(args) -> int:
 def sample_interrupted(args) -> str:
     if args.shard_size is None:
         return "nothing was written"
-    return f"the shards already in {args.out} are complete but the bank is not; run the command again"
+    return f"the bank in {args.out} is marked incomplete (scoring it is refused); run the command again"
 
 
 def add_parsers(commands, formatter) -> None:

@@ -8,6 +8,7 @@ from ganbench.cli.common import (
     add_backend_options,
     add_data_options,
     check_backend,
+    check_bank_is_not,
     check_out,
     print_json,
     read_own_data,
@@ -46,11 +47,12 @@ def _score_and_report(args, distributed: bool) -> int:
         raise GanbenchError("no samples to score: `ganbench parzen FILE` (a .npy file or a folder of shards)")
     if args.samples is not None and args.samples_option is not None:
         raise GanbenchError("give the samples file once: `ganbench parzen FILE` or `ganbench parzen --samples FILE`")
+    args.samples = args.samples or args.samples_option
     if args.save is not None:
         if not str(args.save).strip():
             raise GanbenchError("--save needs a file name (RESULT.json)")
-        check_out(args.save, folder=False, flag="--save")
-    args.samples = args.samples or args.samples_option
+        check_out(args.save, folder=False, flag="--save", inputs=(("the samples", args.samples),
+                                                                  ("--valid", args.valid), ("--test", args.test)))
     if args.sigma is not None and args.sigma <= 0:
         raise GanbenchError(f"--sigma must be > 0, got {args.sigma}")
     require_at_least("--chunk-rows", args.chunk_rows, 1)
@@ -93,6 +95,8 @@ def _score_and_report(args, distributed: bool) -> int:
             raise GanbenchError(f"{role}{' ' + str(path) if path else ''} have dimension {values.shape[1]} but the "
                                 f"samples {args.samples} have {bank.dimension}; score vectors of one size"
                                 f"{'' if own_data else ' (an MNIST image is 28 x 28 = 784)'}")
+    check_bank_is_not(bank, {role: values for role, (values, _) in held_out.items()} if own_data else
+                      {f"MNIST {args.split} images": test, "MNIST validation images": valid}, args.samples)
     if args.save:  # a saved result carries its arithmetic's error bound: auto scores it with tf32x3
         from ganbench.scoring import results
 

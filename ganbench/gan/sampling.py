@@ -11,6 +11,7 @@ from ganbench.devices import resolve_device
 from ganbench.errors import GanbenchError
 from ganbench.gan.checkpoints import load_payload
 from ganbench.gan.models import Generator, sample_noise
+from ganbench.scoring import banks
 
 GENERATOR_FIX = "train one with `ganbench train`, or pass a checkpoint.pt or generator.pt written by ganbench"
 GENERATE_BATCH = 10_000  # noise rows per forward pass of G when drawing samples
@@ -97,10 +98,13 @@ def write_shards(generator: Generator, count: int, seed: int, folder: str | Path
         raise GanbenchError(f"shard size must be >= 1, got {shard_size}")
     folder = Path(folder)
     shard_rows = _batch_sizes(count, shard_size)
+    names = [f"shard-{index:05d}.npy" for index in range(len(shard_rows))]
+    banks.begin_shards(folder, names)  # marked incomplete until the last shard is written
     batches = _draw(generator, [size for rows in shard_rows for size in _batch_sizes(rows, GENERATE_BATCH)], seed,
                     resolve_device(device, "cpu"))
     paths = []
-    for index, rows in enumerate(shard_rows):
+    for name, rows in zip(names, shard_rows):
         parts = [next(batches) for _ in _batch_sizes(rows, GENERATE_BATCH)]
-        paths.append(save_samples(folder / f"shard-{index:05d}.npy", torch.cat(parts).numpy()))
+        paths.append(save_samples(folder / name, torch.cat(parts).numpy()))
+    banks.finish_shards(folder, list(zip(names, shard_rows)))
     return paths

@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from ganbench import atomic
+from ganbench import atomic, runs
 from ganbench.devices import resolve_device
 from ganbench.errors import GanbenchError
 from ganbench.gan.checkpoints import load_payload
@@ -331,25 +331,24 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False, dev
 
     out_dir = Path(out_dir)
     device = resolve_device(device, default="cpu")
-    if max_minutes is not None and not max_minutes > 0:
-        raise GanbenchError(f"max_minutes (--max-minutes) must be > 0, got {max_minutes}")
+    runs.check_budget(max_minutes)
     data = data if data is not None else load_mnist()
     checkpoint_path = out_dir / CHECKPOINT_NAME
     if resume:
         state, stored = load_checkpoint(checkpoint_path, data.train_x, device)
         config = resumed_config(stored, config.epochs)
-        if config.epochs < state.epochs_done:
-            raise GanbenchError(f"{out_dir} has already trained {state.epochs_done} epochs, more than epochs "
-                                f"(--epochs) {config.epochs}; it counts all epochs, not the ones to add: "
-                                f"pass at least {state.epochs_done}")
+        runs.check_resumed_epochs(out_dir, state.epochs_done, config.epochs)
+        # Read as a file only: building a Generator would draw its initial weights from torch's global RNG, which
+        # the checkpoint has just restored for the next epoch.
+        runs.warn_if_best_lost(out_dir / BEST_GENERATOR_NAME, state.log,
+                               lambda path: load_payload(path, "ganbench generator", "", ("generator",)))
     else:
         if checkpoint_path.exists():
             raise GanbenchError(f"{checkpoint_path} exists; add --resume to continue it, or choose another --out")
         state = None
     config.validate()
-    if config.train_subset is not None and config.train_subset > len(data.train_x):
-        raise GanbenchError(f"train_subset (--train-subset) {config.train_subset} exceeds the {len(data.train_x):,} "
-                            "training images; pass at most that many, or drop it to use them all")
+    runs.check_subset(config.train_subset, len(data.train_x))
+    runs.check_monitor_images(config.monitor_valid, len(data.valid_x))
     train_images = data.train_x[:config.train_subset] if config.train_subset else data.train_x
     if state is None:
         state = new_state(config, train_images, device)

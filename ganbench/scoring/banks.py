@@ -12,6 +12,7 @@ chunk whatever the bank's size; the scorer merges per-chunk partial sums exactly
 """
 from __future__ import annotations
 
+import json
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -188,10 +189,67 @@ def _npy_shard(path: Path) -> tuple[_Shard, int]:
     return _Shard(path, shape[0], offset), shape[1]
 
 
+# ``ganbench sample --shard-size`` marks its folder with this file: incomplete while it writes, then the list
+# of shards it wrote. A folder with it is read as the list says (never a shard left from an earlier bank, never
+# an interrupted one); a folder without it is the user's own, read whole.
+SHARD_MANIFEST = "ganbench-bank.json"
+MANIFEST_KIND = "ganbench sample shards"
+
+
+def begin_shards(folder: Path, names: list[str]) -> None:
+    """Mark ``folder`` as a bank being written, then remove the shards of any bank written there before
+    that this one will not overwrite (their names are ganbench's own: ``shard-NNNNN.npy``)."""
+    from ganbench import atomic
+
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic.write_text(folder / SHARD_MANIFEST, json.dumps({"kind": MANIFEST_KIND, "complete": False}))
+    for stale in folder.glob("shard-*.npy"):
+        if stale.name not in names:
+            stale.unlink()
+
+
+def finish_shards(folder: Path, shards: list[tuple[str, int]]) -> None:
+    """Mark ``folder``'s bank as complete: its shards, in order, with their rows."""
+    from ganbench import atomic
+
+    atomic.write_text(folder / SHARD_MANIFEST, json.dumps(
+        {"kind": MANIFEST_KIND, "complete": True, "shards": [{"file": name, "rows": rows} for name, rows in shards]}))
+
+
+def _listed_shards(folder: Path) -> list[Path] | None:
+    """The shards a folder's manifest lists (None without one), or a one-line error for a bank that is not whole."""
+    manifest = folder / SHARD_MANIFEST
+    if not manifest.exists():
+        return None
+    try:
+        listed = json.loads(manifest.read_text())
+        complete = listed["complete"] is True
+        files = [(entry["file"], entry["rows"]) for entry in listed["shards"]] if complete else []
+    except (OSError, ValueError, KeyError, TypeError):
+        raise GanbenchError(f"{manifest} is damaged; write the bank again with `ganbench sample --shard-size`") from None
+    if not complete:
+        raise GanbenchError(f"{folder} holds an incomplete bank (its `ganbench sample` was interrupted or is still "
+                            "running); run the command again")
+    extra = sorted({path.name for pattern in ("*.npy", "*.npz") for path in folder.glob(pattern)}
+                   - {name for name, _ in files})
+    if extra:
+        raise GanbenchError(f"{folder} holds files its {SHARD_MANIFEST} does not list ({', '.join(extra[:3])}); "
+                            "move them out, or write the bank again")
+    paths = []
+    for name, rows in files:
+        path = folder / str(name)
+        if not path.is_file() or _npy_shard(path)[0].rows != rows:
+            raise GanbenchError(f"{folder}'s shard {name} is missing or not the {rows} rows its {SHARD_MANIFEST} "
+                                "lists; write the bank again with `ganbench sample`")
+        paths.append(path)
+    return paths
+
+
 def open_bank(source, value_range: tuple[float, float] | None = None, role: str = "bank") -> Bank:
-    """An array, a ``.npy`` or ``.npz`` path, or a folder of shards: its ``*.npy`` files in name order, then its
-    ``*.npz`` files in name order (names compare as text: ``s10`` before ``s2``, so number shards with leading
-    zeros, as ``ganbench sample --shard-size`` does; the order moves nearest indices, never a score).
+    """An array, a ``.npy`` or ``.npz`` path, or a folder of shards: the shards its ``SHARD_MANIFEST`` lists
+    (``ganbench sample --shard-size``), else its ``*.npy`` files in name order, then its ``*.npz`` files in
+    name order (names compare as text: ``s10`` before ``s2``, so number shards with leading zeros, as
+    ``ganbench sample --shard-size`` does; the order moves nearest indices, never a score).
 
     Arrays and files alike become data by ``inputs.as_data`` (uint8 divided by 255) as they
     are read. ``value_range``, when given, is the data's range (MNIST: (0, 1)); a chunk with a
@@ -204,7 +262,8 @@ def open_bank(source, value_range: tuple[float, float] | None = None, role: str 
         return Bank([_Shard(None, len(array), 0, array)], array.shape[1], "array", value_range, role)  # used as given
     path = Path(source)
     if path.is_dir():
-        files = sorted(path.glob("*.npy")) + sorted(path.glob("*.npz"))
+        files = _listed_shards(path)
+        files = files if files is not None else sorted(path.glob("*.npy")) + sorted(path.glob("*.npz"))
         if not files:
             raise GanbenchError(f"{path} holds no .npy shards; write some with `ganbench sample --shard-size`")
     elif path.exists():
@@ -213,5 +272,6 @@ def open_bank(source, value_range: tuple[float, float] | None = None, role: str 
         raise GanbenchError(f"{role} {path} does not exist; pass a .npy file or a folder of .npy shards")
     shards, dimensions = zip(*(_npy_shard(file) for file in files))
     if len(set(dimensions)) != 1:
-        raise GanbenchError(f"shards in {path} have different dimensions {sorted(set(dimensions))}")
+        raise GanbenchError(f"shards in {path} have different dimensions {sorted(set(dimensions))}; a bank's samples "
+                            "all have one dimension: move the others out")
     return Bank(list(shards), dimensions[0], str(path), value_range, role)

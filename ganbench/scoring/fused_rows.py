@@ -369,7 +369,11 @@ def _loaded() -> ctypes.CDLL | None:
 
 def _compiler() -> list[str] | None:
     """The compiler's command: ``$CXX`` (which may carry arguments, as "ccache g++"), else g++ or c++."""
-    commands = [shlex.split(os.environ["CXX"])] if os.environ.get("CXX", "").strip() else [["g++"], ["c++"]]
+    given = os.environ.get("CXX", "")
+    try:
+        commands = [shlex.split(given)] if given.strip() else [["g++"], ["c++"]]
+    except ValueError:  # unbalanced quotes: not a command line; as one word it names no compiler either
+        commands = [[given]]
     for command in commands:
         found = shutil.which(command[0])
         if found:

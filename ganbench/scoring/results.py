@@ -298,8 +298,10 @@ def load(path: str | os.PathLike) -> dict:
             raise GanbenchError(f"{path}: {key} is {_lookup(stored, key)}, expected a positive integer")
     grid = stored["selection"]["grid"]
     for index, pair in enumerate(grid):
-        if not (isinstance(pair, list) and len(pair) == 2 and all(_is_number(value) for value in pair)):
-            raise GanbenchError(f"{path}: selection.grid[{index}] is {pair!r}, expected [sigma, validation mean]")
+        if not (isinstance(pair, list) and len(pair) == 2 and all(_is_number(value) for value in pair) and pair[0] > 0):
+            raise GanbenchError(f"{path}: selection.grid[{index}] is {pair!r}, expected [sigma > 0, validation mean]")
+    if stored["result"]["sigma"] <= 0:
+        raise GanbenchError(f"{path}: result.sigma is {stored['result']['sigma']}, expected a width > 0")
     for name in bounds.ARITHMETICS:
         tolerances = stored["tolerance"]["bounds"][name]["valid_means"]
         if len(tolerances) != len(grid) or not all(_is_number(value) for value in tolerances):

@@ -88,7 +88,11 @@ def init_from_environment(timeout_seconds: float = 300.0, *, device=None, backen
     Returns False when not launched by torchrun. A rank that never starts makes the others
     fail after ``timeout_seconds`` with a clear error instead of hanging.
     """
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    try:
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        raise GanbenchError(f"WORLD_SIZE is {os.environ['WORLD_SIZE']!r}, not a number of processes; launch with "
+                            "torchrun, or unset it") from None
     if world_size <= 1 or is_distributed():
         return is_distributed()
     group_backend = process_group_backend(parzen.scoring_device(device, backend), backend)

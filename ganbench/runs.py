@@ -1,0 +1,50 @@
+"""Checks every training run shares (the GAN's and the baselines'), each a one-line error before any epoch."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from ganbench.errors import GanbenchError
+
+
+def check_budget(max_minutes: float | None) -> None:
+    """``--max-minutes``: a positive number of minutes (NaN, 0 and negatives stop nothing meaningfully)."""
+    if max_minutes is not None and not max_minutes > 0:
+        raise GanbenchError(f"max_minutes (--max-minutes) must be > 0, got {max_minutes}")
+
+
+def check_resumed_epochs(out_dir: Path, epochs_done: int, epochs: int) -> None:
+    """``--epochs`` counts every epoch of the run, not the ones to add: a resumed run asks for at least as many."""
+    if epochs < epochs_done:
+        raise GanbenchError(f"{out_dir} has already trained {epochs_done} epochs, more than epochs (--epochs) "
+                            f"{epochs}; it counts all epochs, not the ones to add: pass at least {epochs_done}")
+
+
+def check_subset(train_subset: int | None, available: int) -> None:
+    """``--train-subset`` takes the first N training images: N beyond them would silently mean all of them."""
+    if train_subset is not None and train_subset > available:
+        raise GanbenchError(f"train_subset (--train-subset) {train_subset} exceeds the {available:,} training images; "
+                            "pass at most that many, or drop it to use them all")
+
+
+def check_monitor_images(monitor_valid: int, available: int) -> None:
+    """The monitor scores the first ``monitor_valid`` validation images: more than there are would silently mean all."""
+    if monitor_valid > available:
+        raise GanbenchError(f"monitor_valid {monitor_valid} exceeds the {available:,} validation images; pass at most "
+                            "that many")
+
+
+def warn_if_best_lost(best_path: Path, log: list[dict], readable) -> None:
+    """On resume: the best epoch's weights file, written when that epoch ended, cannot be rebuilt from the
+    checkpoint (which holds the last epoch). When it is gone or unreadable, say so now, not at ``export --best``.
+    ``readable`` reads the file and nothing else: a model built to load it would draw from the RNGs just restored."""
+    monitors = [row["parzen_valid"] for row in log if row.get("parzen_valid") is not None]
+    if not monitors:
+        return
+    try:
+        readable(best_path)
+    except GanbenchError:
+        best = max(range(len(monitors)), key=monitors.__getitem__)
+        print(f"ganbench: warning: {best_path} is missing or damaged; the best epoch so far (epoch {best + 1}, monitor "
+              f"{monitors[best]:.1f}) cannot be rebuilt from the checkpoint: `export --best` refuses until a later "
+              "epoch beats it (export without --best takes the last epoch)", file=sys.stderr)
