@@ -651,3 +651,18 @@ def test_a_timeout_that_is_no_finite_wait_is_refused(timeout, files, capsys, no_
     line = one_line_error(capsys, "parzen", "--samples", files.samples, "--valid", files.valid, "--test", files.test,
                           "--timeout", timeout)
     assert "--timeout must be a finite number of seconds > 0" in line
+
+
+def test_nn_refuses_a_count_no_memory_holds_before_sampling(capsys, no_mnist):
+    """--count 1000000000 sampled for minutes, memory growing, without a word."""
+    line = one_line_error(capsys, "nn", "--count", "1000000000")
+    assert "1,000,000,000 samples take" in line and "ask for fewer" in line
+
+
+def test_nn_warns_that_few_held_out_points_make_a_rough_copy_threshold(tmp_path, capsys):
+    rng = np.random.default_rng(5)
+    for name, rows in (("samples", 30), ("train", 40), ("test", 20)):
+        np.save(tmp_path / f"{name}.npy", rng.random((rows, 8)).astype(np.float32))
+    status, out, err = run(capsys, "nn", "--samples", tmp_path / "samples.npy", "--train", tmp_path / "train.npy",
+                           "--test", tmp_path / "test.npy")
+    assert status == 0 and "20 held-out points cannot resolve the 1% quantile" in err and "copy rate" in out

@@ -58,6 +58,13 @@ def test_training_curve_from_a_log_and_a_clear_error_for_a_wrong_file(tmp_path, 
         figures.training_curve(tmp_path / "other.csv", tmp_path / "x.png")
     with pytest.raises(GanbenchError, match="cannot read the training log"):
         figures.training_curve(tmp_path / "missing.csv", tmp_path / "x.png")
+    # A NaN or inf broke matplotlib's axes (a traceback); a text cell was drawn as a category (exit 0).
+    for column, value, shown in (("d_loss", "nan", "'nan'"), ("parzen_valid", "inf", "'inf'"), ("d_loss", "abc", "'abc'")):
+        log = pd.read_csv(tmp_path / "train_log.csv", dtype=str)
+        log.loc[7, column] = value
+        log.to_csv(tmp_path / "edited.csv", index=False)
+        with pytest.raises(GanbenchError, match=f"{column} is {shown}.* in data row 8, not a finite number"):
+            figures.training_curve(tmp_path / "edited.csv", tmp_path / "x.png")
 
 
 def test_training_curve_title_states_the_runs_monitor_settings(tmp_path, rng, monkeypatch):

@@ -44,6 +44,27 @@ def test_an_altered_stored_number_fails_the_check(mnist, tmp_path):
     assert not ok and frame.loc[frame["field"] == "mean", "ok"].tolist() == [False]
 
 
+@pytest.mark.parametrize("edit, field", [
+    (lambda row: row.update(tolerance_nats=1000.0, mean=row["mean"] + 50), "mean"),  # the file's tolerance is not used
+    (lambda row: row.update(seed=1), "seed"),
+    (lambda row: row.update(n_bank=5000), "n_bank"),
+    (lambda row: row.update(protocol="bogus"), "protocol"),
+    (lambda row: row["valid_means"].update({"0.1": row["valid_means"]["0.1"] + 3}), "valid_means"),
+])
+def test_a_row_that_misstates_its_measurement_fails_the_check(edit, field, mnist, tmp_path, capsys):
+    """Each of these edits passed: the file's own tolerance was trusted, a row's counts, seed, protocol and
+    validation means were never compared with the re-run."""
+    stored = json.loads((RESULTS / "table1.json").read_text())
+    for row in stored["table"]:
+        if row.get("key") == "training_images":
+            edit(row["mnist"])
+            row["tfd"] = {"mean": 1.0, "error": 0.1}
+    (tmp_path / "table1.json").write_text(json.dumps(stored))
+    ok, frame = table1.check(tmp_path / "table1.json", ("training_images",), backend="torch")
+    assert not ok and frame.loc[~frame["ok"], "field"].tolist() == [field], frame.to_string()
+    assert "the TFD column is not re-scored" in capsys.readouterr().err
+
+
 def test_committed_table_has_every_row_and_provenance():
     stored = json.loads((RESULTS / "table1.json").read_text())
     models = [row["model"] for row in stored["table"]]
@@ -129,6 +150,21 @@ def test_bad_tfd_files(tmp_path):
         tfd.load_tfd(tmp_path / "wrong.mat")
     with pytest.raises(GanbenchError, match="does not exist"):
         tfd.load_tfd(tmp_path / "missing.mat")
+    scipy.io.savemat(tmp_path / "empty.mat", {"images": np.zeros((0, 48, 48), np.uint8), "folds": np.zeros((0, 5))})
+    with pytest.raises(GanbenchError, match="holds no images"):  # was numpy's reshape ValueError
+        tfd.load_tfd(tmp_path / "empty.mat")
+
+
+@pytest.mark.parametrize("scale, message", [(1 / 255, "whole pixel values 0..255"), (-1, "in \\[-255, "),
+                                            (1000, "in \\[0, 255000\\]"), (np.nan, "NaN or inf")])
+def test_tfd_pixels_on_another_scale_are_refused(scale, message, tmp_path, rng):
+    """Pixels already in [0, 1], negative or past 255 were divided by 255 all the same: a TFD number, silently wrong."""
+    images, folds = synthetic_tfd(tmp_path / "TFD_48x48.mat", rng)
+    scaled = images.astype(np.float64) * scale
+    scaled[0, 0, 0] = 255 * scale
+    scipy.io.savemat(tmp_path / "scaled.mat", {"images": scaled, "folds": folds})
+    with pytest.raises(GanbenchError, match=message):
+        tfd.load_tfd(tmp_path / "scaled.mat")
 
 
 @pytest.mark.slow

@@ -63,11 +63,9 @@ SAME_DATA = {("valid", "test"): "sigma would be chosen on the very points it sco
 
 def check_bank_is_not(bank, held_out: dict, source) -> None:
     """A one-line error when the samples are one of the held-out sets themselves (each point would be scored
-    against its own copy): compared chunk by chunk, stopping at the first difference, for sets of the bank's size."""
+    against its own copy; ``Bank.holds`` compares them, stopping at the first difference)."""
     for role, values in held_out.items():
-        if values is None or values.shape != (len(bank), bank.dimension):
-            continue
-        if all(np.array_equal(chunk, values[first:first + len(chunk)]) for first, chunk in bank.chunks(65_536)):
+        if values is not None and bank.holds(values):
             raise GanbenchError(f"the samples {source} are the {role} themselves: each point would be scored against "
                                 "its own copy; score a model's samples")
 

@@ -68,12 +68,13 @@ def command_export(args) -> int:
 WHOLE_BANK_MEMORY_SHARE = 0.25
 
 
-def check_bank_fits(count: int, shard_size: int | None, model: str, dimension: int = 784) -> None:
+def check_bank_fits(count: int, shard_size: int | None, model: str, dimension: int = 784,
+                    fix: str = "ask for fewer (the baselines' chains write one file)") -> None:
     """A one-line error, before any sampling, for a bank that cannot be held in memory without --shard-size."""
     needed = count * dimension * 4
     if shard_size is None and needed > WHOLE_BANK_MEMORY_SHARE * physical_memory():
-        fix = ("add --shard-size (e.g. 100000) to write them as a folder of shards, never holding the whole bank"
-               if model == "gan" else "ask for fewer (the baselines' chains write one file)")
+        if model == "gan":
+            fix = "add --shard-size (e.g. 100000) to write them as a folder of shards, never holding the whole bank"
         raise GanbenchError(f"{count:,} samples take {needed / 2**30:,.1f} GiB held whole, more than "
                             f"{WHOLE_BANK_MEMORY_SHARE:.0%} of this machine's {physical_memory() / 2**30:.0f} GiB; {fix}")
 

@@ -1,6 +1,8 @@
 """`ganbench nn`: the nearest-neighbour memorisation report."""
 from __future__ import annotations
 
+import sys
+
 from ganbench import SHIPPED_GENERATOR
 from ganbench import defaults as keys
 from ganbench.cli.common import (
@@ -12,11 +14,13 @@ from ganbench.cli.common import (
     require_at_least,
     seed_number,
 )
+from ganbench.cli.gan import check_bank_fits
 from ganbench.devices import resolve_device
 from ganbench.errors import GanbenchError
 from ganbench.scoring.inputs import check_same_scale
 
 DEFAULT_COUNT = 10_000
+QUANTILE_ROWS = 100  # held-out points from which their 1% quantile (the copy threshold) is more than their minimum
 UNSEEN_SPLIT = {"train": "test", "valid": "test", "test": "valid"}  # held-out images for each reference split
 
 
@@ -41,6 +45,7 @@ def command_nn(args) -> int:
     args.reference = args.reference or "train"
     count = args.count if args.count is not None else DEFAULT_COUNT
     require_at_least("--count", count, 2)  # each sample's nearest *other* sample
+    check_bank_fits(count, None, "nn", fix="ask for fewer: the report holds every sample in memory")
     if args.samples:
         samples = banks.open_bank(args.samples, None if own_data else banks.MNIST_RANGE, role="samples").read_all()
         if len(samples) < 2:
@@ -58,6 +63,10 @@ def command_nn(args) -> int:
         samples = sampling.generate(generator, count, args.seed if args.seed is not None else 0)
     if own_data:  # samples, training and held-out data on one scale, as `ganbench parzen` requires
         check_same_scale({"the samples": samples, "the training data": reference, "the held-out data": unseen})
+        if len(unseen) < QUANTILE_ROWS:
+            print(f"ganbench: warning: {len(unseen)} held-out points cannot resolve the 1% quantile of their distances "
+                  f"that the copy threshold is ({QUANTILE_ROWS} or more can): read the copy rate as rough",
+                  file=sys.stderr)
     report = memorization.public(memorization.report(samples, reference, unseen,
                                                      backend=args.backend, device=args.device))
     if args.json:

@@ -111,6 +111,15 @@ def training_curve(log_path: str | Path, path: Path, window: int = 25, config: d
     if missing or log.empty:
         raise GanbenchError(f"{log_path} has no rows or lacks {sorted(missing)}; "
                             "pass the train_log.csv of a `ganbench train` run")
+    for column in ("epoch", "parzen_valid", "d_loss"):  # a text or NaN/inf cell was plotted as a category or broke the axes
+        values = pd.to_numeric(log[column], errors="coerce").to_numpy(dtype=np.float64)
+        bad = ~np.isfinite(values)
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            cell = str(log[column].iloc[row])
+            raise GanbenchError(f"{log_path}: {column} is {cell!r} in data row {row + 1}, not a finite number; pass "
+                                "the train_log.csv of a `ganbench train` run, or fix that row")
+        log[column] = values
     shown = log[log["parzen_valid"] > log["parzen_valid"].max() - 100]  # the first epochs sit far below
     figure, (monitor_axis, loss_axis) = plt.subplots(2, 1, figsize=(7, 5), sharex=True, height_ratios=(3, 1))
     monitor_axis.plot(shown["epoch"], shown["parzen_valid"], ".", markersize=2, alpha=0.4, label="each epoch")

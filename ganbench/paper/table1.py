@@ -376,17 +376,45 @@ def check(path: str | Path, rows: tuple[str, ...] | None = None, backend: str | 
                           rows=keys)
     _check_weights_unchanged(path, stored.get("provenance"), config, keys)
     mnist = data.load_mnist(settings.get("data_dir"))
+    if any(isinstance(stored_rows[key].get("tfd"), dict) and "mean" in stored_rows[key]["tfd"] for key in keys):
+        print("ganbench: the TFD column is not re-scored (the TFD file is not part of a result); only MNIST is "
+              "checked", file=sys.stderr)
     diffs = []
     for key in keys:
         old = stored_rows[key]["mnist"]
         new = measure_row(key, config, mnist)
-        tolerance = old["tolerance_nats"]
+        # The row's tolerance as ganbench derives it (``TOLERANCES``), never the file's copy: raised by hand,
+        # that would let any number through.
+        tolerance = TOLERANCES[key][0]
         for field, allowed in (("mean", tolerance), ("standard_error", tolerance), ("sigma", 1e-9)):
             difference = abs(new[field] - old[field])
             diffs.append({"row": key, "field": field, "stored": old[field], "new": new[field],
                           "difference": difference, "tolerance": allowed, "ok": difference <= allowed})
+        diffs += _metadata_rows(key, old, new, tolerance)
     frame = pd.DataFrame(diffs)
     return bool(frame["ok"].all()), frame
+
+
+def _metadata_rows(key: str, old: dict, new: dict, tolerance: float) -> list[dict]:
+    """What else a row states about its measurement, against the re-run: its counts, seed and protocol exactly,
+    its validation means within the row's tolerance (sigma by sigma)."""
+    rows = []
+    for field in ("n_test", "n_bank", "seed", "protocol"):
+        same = old.get(field) == new[field]
+        rows.append({"row": key, "field": field, "stored": old.get(field), "new": new[field],
+                     "difference": 0.0 if same else math.nan, "tolerance": 0.0, "ok": same})
+    stored_means, new_means = old.get("valid_means") or {}, new["valid_means"] or {}
+    if not isinstance(stored_means, dict) or set(stored_means) != set(new_means):
+        rows.append({"row": key, "field": "valid_means", "stored": str(stored_means)[:40], "new": str(sorted(new_means)),
+                     "difference": math.nan, "tolerance": tolerance, "ok": False})
+    elif new_means:
+        try:
+            difference = max(abs(float(stored_means[sigma]) - new_means[sigma]) for sigma in new_means)
+        except (TypeError, ValueError):
+            difference = math.nan
+        rows.append({"row": key, "field": "valid_means", "stored": len(stored_means), "new": len(new_means),
+                     "difference": difference, "tolerance": tolerance, "ok": difference <= tolerance})
+    return rows
 
 
 def _check_weights_unchanged(path: Path, provenance, config: Table1Config, keys: tuple[str, ...]) -> None:

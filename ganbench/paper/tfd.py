@@ -39,6 +39,15 @@ def load_tfd(path: str | Path) -> list[TFDFold]:
     if images.ndim != 3 or folds.shape != (len(images), FOLDS):
         raise GanbenchError(f"{path}: images {images.shape} and folds {folds.shape} do not match TFD's layout "
                             "((N, 48, 48) and (N, 5))")
+    if not len(images):
+        raise GanbenchError(f"{path} holds no images; supply TFD_48x48.mat")
+    # TFD's pixels are bytes, divided by 255 here as MNIST's are: values on another scale (already in [0, 1],
+    # negative, past 255) or of another kind would be scored silently wrong.
+    if images.dtype.kind not in "uif" or not np.all(np.isfinite(images)) or images.min() < 0 or images.max() > 255 \
+            or not np.array_equal(images, np.round(images)):
+        found = f" in {_value_range(images)}" if images.dtype.kind in "uif" else ""
+        raise GanbenchError(f"{path}: images must be whole pixel values 0..255 (uint8, as TFD_48x48.mat holds them), "
+                            f"got {images.dtype} values{found}")
     pixels = images.reshape(len(images), -1).astype(np.float32) / np.float32(255.0)
     result = []
     for fold in range(FOLDS):
@@ -47,3 +56,9 @@ def load_tfd(path: str | Path) -> list[TFDFold]:
             raise GanbenchError(f"{path}: fold {fold + 1} has an empty train, valid or test set")
         result.append(TFDFold(**parts))
     return result
+
+
+def _value_range(images: np.ndarray) -> str:
+    finite = images[np.isfinite(images)]
+    nonfinite = " and NaN or inf" if finite.size < images.size else ""
+    return (f"[{finite.min():g}, {finite.max():g}]" if finite.size else "nothing finite") + nonfinite

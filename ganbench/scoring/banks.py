@@ -113,6 +113,15 @@ class Bank:
             shard_first += shard.rows
         return self.source
 
+    def holds(self, values: np.ndarray, rows: int = CHUNK_ROWS) -> bool:
+        """Whether the bank is exactly ``values`` (on the data's scale): read a piece at a time, not counted in
+        ``rows_read``, stopping at the first piece that differs (for other data, the first row's)."""
+        if values.shape != (self.count, self.dimension):
+            return False
+        return all(np.array_equal(self._read_rows(first, min(first + size, self.count), counted=False),
+                                  values[first:first + size])
+                   for first, size in [(0, 1)] + [(first, rows) for first in range(0, self.count, rows)])
+
     def head(self, rows: int) -> np.ndarray:
         """The first ``rows`` rows, unchecked and not counted in ``rows_read`` (a look at the data's scale)."""
         return self._read_rows(0, min(rows, self.count), counted=False)
