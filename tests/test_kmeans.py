@@ -1,7 +1,10 @@
 """k-means (the Theis et al. sanity row of Table 1) against a plain NumPy Lloyd's algorithm."""
+import hashlib
+
 import numpy as np
 import pytest
 
+from ganbench import cache
 from ganbench.errors import GanbenchError
 from ganbench.paper import kmeans
 from ganbench.scoring import byte_distances
@@ -38,7 +41,8 @@ def test_cached_fit_reuses_and_repairs_its_cache(tmp_path):
     first, key = kmeans.cached_fit(points, 9, 3, 0, cache_dir=tmp_path, backend="torch", device="cpu", progress=False)
     path = tmp_path / f"kmeans-{key}.npy"
     assert path.exists()
-    np.save(path, np.full_like(first, 7.0))  # a stored entry is what is returned: the cache is used
+    np.save(path, np.full_like(first, 7.0))  # a stored entry (with its checksum) is what is returned: the cache is used
+    cache.checksum_path(path).write_text(hashlib.sha256(path.read_bytes()).hexdigest())
     again, _ = kmeans.cached_fit(points, 9, 3, 0, cache_dir=tmp_path, backend="torch", device="cpu", progress=False)
     assert np.all(again == 7.0)
     path.write_bytes(b"not an npy file")  # a damaged entry is recomputed, not trusted

@@ -63,12 +63,11 @@ def command_nn(args) -> int:
         samples = sampling.generate(generator, count, args.seed if args.seed is not None else 0)
     if own_data:  # samples, training and held-out data on one scale, as `ganbench parzen` requires
         check_same_scale({"the samples": samples, "the training data": reference, "the held-out data": unseen})
-        if len(unseen) < QUANTILE_ROWS:
-            print(f"ganbench: warning: {len(unseen)} held-out points cannot resolve the 1% quantile of their distances "
-                  f"that the copy threshold is ({QUANTILE_ROWS} or more can): read the copy rate as rough",
-                  file=sys.stderr)
     report = memorization.public(memorization.report(samples, reference, unseen,
                                                      backend=args.backend, device=args.device))
+    if len(unseen) < QUANTILE_ROWS:  # after the report: an error stays the one line
+        print(f"ganbench: warning: {len(unseen)} held-out points cannot resolve the 1% quantile of their distances "
+              f"that the copy threshold is ({QUANTILE_ROWS} or more can): read the copy rate as rough", file=sys.stderr)
     if args.json:
         print_json(report)
     else:
