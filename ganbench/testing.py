@@ -20,10 +20,11 @@ import os
 
 import numpy as np
 
-from ganbench.defaults import CHUNK_ROWS, DEFAULT_BACKEND, DEFAULT_PRECISION
+from ganbench.defaults import BACKENDS, CHUNK_ROWS, DEFAULT_BACKEND, DEFAULT_PRECISION
 from ganbench.errors import GanbenchError
 from ganbench.scoring import banks, results, streaming
 from ganbench.scoring import protocol as protocols
+from ganbench.scoring.inputs import as_real_array
 
 
 def assert_log_likelihood(samples, valid, test, expected: float, *, protocol: str = "paper",
@@ -41,8 +42,8 @@ def assert_log_likelihood(samples, valid, test, expected: float, *, protocol: st
     expected = _number("expected", expected)
     if tolerance is not None and not _number("tolerance", tolerance) >= 0:
         raise GanbenchError(f"tolerance must be a number >= 0 (nats), got {tolerance!r}")
-    bank = banks.open_bank(samples)
-    valid, test = _rows(valid), _rows(test)
+    bank = banks.open_bank(samples, role="samples")
+    valid, test = _rows(valid, "validation data"), _rows(test, "test data")
     scoring = results.Scoring(protocol=protocol, backend=backend, device=device, precision=precision,
                               chunk_rows=chunk_rows)
     score = protocols.evaluate(bank, valid, test, protocol, sigma=sigma, scorer=streaming.log_likelihood,
@@ -61,6 +62,10 @@ def assert_result_holds(path: str | os.PathLike, *, backend: str | None = None, 
 
     Returns the comparison table (field, stored, new, difference, tolerance, ok).
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise GanbenchError(f"assert_result_holds takes the path of a saved result (RESULT.json), got {path!r}")
+    if backend is not None and backend not in BACKENDS:
+        raise GanbenchError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
     ok, frame = results.check(path, backend=backend, device=device)
     moved = frame[~frame["ok"]]
     assert ok, (f"{path}: moved beyond tolerance: {', '.join(moved['field'])}\n"
@@ -75,9 +80,9 @@ def _number(name: str, value) -> float:
     return float(value)
 
 
-def _rows(values) -> np.ndarray | None:
+def _rows(values, role: str) -> np.ndarray | None:
     if values is None:  # no validation data: a fixed sigma
         return None
     if isinstance(values, (str, os.PathLike)):
-        return banks.open_bank(values).read_all()
-    return np.asarray(values)
+        return banks.open_bank(values, role=role).read_all()
+    return as_real_array(role, values)  # tensors leave autograd and their device

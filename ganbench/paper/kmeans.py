@@ -36,8 +36,9 @@ def fit(points: np.ndarray, clusters: int, iterations: int = 10, seed: int = 0, 
     ``device``); the same torch operations run on the CPU and on a GPU. ``precision`` is the
     triton backend's (``auto`` or ``int8`` assign 8-bit points, MNIST's, with exact int8 distances).
     """
+    parzen.check_options(backend, precision)
     points = _float32_points(points)
-    for name, value in (("clusters", clusters), ("iterations", iterations)):
+    for name, value in (("clusters", clusters), ("iterations", iterations), ("seed", seed)):
         if not (is_whole_number(value) and value >= 0):
             raise GanbenchError(f"{name} must be a whole number >= 0, got {value!r}")
     if not 1 <= clusters <= len(points):
@@ -79,6 +80,10 @@ def fit(points: np.ndarray, clusters: int, iterations: int = 10, seed: int = 0, 
     return centroids.cpu().numpy()
 
 
+# Float64 points whose float32 rounding moves them by more than this share of their spread are refused.
+FLOAT32_ROUNDING_SHARE = 2.0**-12
+
+
 def _float32_points(points) -> np.ndarray:
     """The points as float32 (k-means' arithmetic), or a one-line error: 2-D, real, finite and in float32's range."""
     tensor = as_matrix("points", points, check_finite=False).cpu()
@@ -87,7 +92,14 @@ def _float32_points(points) -> np.ndarray:
         if largest > float(np.finfo(np.float32).max):
             raise GanbenchError(f"points up to {largest:.3g} exceed float32's range (3.4e38), in which k-means "
                                 "runs; divide them by one factor first")
-        tensor = tensor.float()
+        single = tensor.float()
+        # Offset data lose their spread in float32 (1e8 plus values in [0, 1] all round to 1e8): refused, not fitted.
+        moved = float((single.double() - tensor.double()).abs().max())
+        spread = float((tensor.double().amax(dim=0) - tensor.double().amin(dim=0)).max())
+        if moved > FLOAT32_ROUNDING_SHARE * spread > 0:
+            raise GanbenchError(f"k-means runs in float32, and rounding these points to it moves them by up to {moved:.3g}, "
+                                f"{moved / spread:.2g} of their spread ({spread:.3g}); subtract their mean first")
+        tensor = single
     return tensor.numpy()
 
 

@@ -11,7 +11,7 @@ import numpy as np
 from ganbench import cache
 from ganbench import defaults as keys
 from ganbench.errors import GanbenchError
-from ganbench.scoring.inputs import as_matrix
+from ganbench.scoring.inputs import as_data, as_matrix, as_real_array, check_same_scale, is_whole_number
 from ganbench.scoring.neighbours import nearest
 
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
@@ -41,10 +41,17 @@ def report(samples, train, test, *, suspicious: int = 10, backend: str = "auto",
     - samples_with_a_near_sample: samples whose nearest other sample is closer than
       copy_threshold (identical ones included).
     """
+    # On the data's scale as the scorer takes them (uint8 divided by 255; tensors leave autograd and the device),
+    # and on one scale: copies of 8-bit training images scored as bytes against their [0, 1] floats counted none.
+    samples, train, test = (as_data(role, as_real_array(role, values)) for role, values in
+                            (("samples", samples), ("the training data", train), ("held-out data", test)))
+    check_same_scale({"the samples": samples, "the training data": train, "the held-out data": test})
     # One-line errors before any search: the samples against the training data first, then the held-out data
     # (``held_out_distances`` checks them before its own search).
     width = as_matrix("the training data", train, check_finite=False).shape[1]
     sample_rows = as_matrix("samples", samples, dimension=width, dimension_of="the training data")
+    if not is_whole_number(suspicious) or suspicious < 0:
+        raise GanbenchError(f"suspicious is the number of closest samples to list: a whole number >= 0, got {suspicious!r}")
     if len(sample_rows) < 2:
         raise GanbenchError("the memorisation report compares each sample with its nearest other sample: "
                             "pass at least 2 samples")
@@ -91,7 +98,7 @@ def held_out_distances(train, test, *, backend: str = "auto", device=None) -> np
     against its 50,000 training images: most of a `ganbench nn` call), so it is kept in the user cache,
     keyed by the exact bytes of both arrays. The distances are exact float64 ones (``exact_ranking``),
     the same whichever backend or device computed them."""
-    train, test = held_out_inputs(train, test)
+    train, test = held_out_inputs(as_real_array("the training data", train), as_real_array("held-out data", test))
 
     def compute() -> np.ndarray:
         distances, _ = nearest(test, train, backend=backend, device=device, exact_ranking=True,

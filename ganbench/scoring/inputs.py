@@ -23,7 +23,7 @@ def as_real_array(name: str, values) -> np.ndarray:
     if isinstance(values, np.ma.MaskedArray) and np.ma.is_masked(values):
         raise GanbenchError(f"{name} has masked entries; fill or remove them first")
     if isinstance(values, torch.Tensor):
-        values = values.detach().cpu()
+        values = dense_tensor(name, values).cpu()
         if values.is_complex():
             raise GanbenchError(f"{name} is complex; pass real numbers")
         values = (values.float() if values.dtype == torch.bfloat16 else values).numpy()
@@ -36,6 +36,16 @@ def as_real_array(name: str, values) -> np.ndarray:
     if not array.dtype.isnative:  # big-endian files: torch reads the machine's byte order only
         array = array.astype(array.dtype.newbyteorder("="))
     return array
+
+
+def dense_tensor(name: str, tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` out of autograd, or a one-line error for one that holds no values to read: on the meta device
+    (shapes only), or sparse or otherwise not strided (densify it first)."""
+    if tensor.device.type == "meta":
+        raise GanbenchError(f"{name} is a tensor on the meta device, which holds no values; pass real data")
+    if tensor.layout != torch.strided:
+        raise GanbenchError(f"{name} is a {tensor.layout} tensor; pass a dense one (.to_dense())")
+    return tensor.detach()
 
 
 def is_whole_number(value) -> bool:
@@ -52,7 +62,7 @@ def as_matrix(name: str, values, *, dimension: int | None = None, dimension_of: 
     checks several tensors with one wait for the device).
     """
     if isinstance(values, torch.Tensor):
-        tensor = values.detach()
+        tensor = dense_tensor(name, values)
     else:
         array = as_real_array(name, values)
         with warnings.catch_warnings():
@@ -113,6 +123,13 @@ def magnitude_of_ranges(ranges: list[tuple[str, tuple[float, float]]]) -> float:
 
 def as_sigmas(sigmas) -> np.ndarray:
     """The kernel widths as a float64 vector, each finite and > 0."""
+    # Text and booleans convert to numbers ("0.1" to 0.1, True to 1.0) but are never widths: a sign of a mistake.
+    entries = sigmas if isinstance(sigmas, (list, tuple)) else [sigmas]
+    not_numbers = (sigmas is None or any(isinstance(entry, (str, bytes, bool, np.bool_)) for entry in entries)
+                   or isinstance(sigmas, np.ndarray) and sigmas.dtype.kind in "bSU"
+                   or isinstance(sigmas, torch.Tensor) and sigmas.dtype == torch.bool)
+    if not_numbers:
+        raise GanbenchError(f"sigmas must be numbers (kernel widths), got {sigmas!r}")
     try:
         grid = np.atleast_1d(np.asarray(sigmas, dtype=np.float64)) if not isinstance(sigmas, torch.Tensor) \
             else np.atleast_1d(sigmas.detach().cpu().double().numpy())
@@ -189,6 +206,9 @@ def check_range(name: str, values, value_range: tuple[float, float], first_row: 
 
 SCALE_RATIO = 16.0        # 0-255 values against [0, 1] differ by 255; [-1, 1] against [0, 1] by 1
 SCALE_VALUES = 1_000_000  # values read for a magnitude (whole rows, evenly spaced, of larger arrays)
+
+
+SCALE_ROWS = 10_000  # a bank's first rows judge its scale (a bank on disk is not read twice)
 
 
 def magnitude(values) -> float | None:

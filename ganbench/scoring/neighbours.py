@@ -42,6 +42,10 @@ def nearest(queries, reference, k: int = 1, *, backend: str = "auto", device=Non
     if not (is_whole_number(k) and k >= 1):
         raise GanbenchError(f"k must be a whole number >= 1, got {k!r}")
     parzen.check_options(backend, precision)
+    if not isinstance(exact_ranking, (bool, np.bool_)):  # "no" is truthy: it would rank exactly, unasked
+        raise GanbenchError(f"exact_ranking must be True or False, got {exact_ranking!r}")
+    if not (isinstance(names, (tuple, list)) and len(names) == 2 and all(isinstance(name, str) for name in names)):
+        raise GanbenchError(f"names must be two strings (the points', the bank's), got {names!r}")
     points_name, bank_name = names
     reference_tensor = as_matrix(bank_name, reference, check_finite=False)
     query_tensor = as_matrix(points_name, queries, dimension=reference_tensor.shape[1], dimension_of=bank_name,

@@ -24,7 +24,7 @@ from ganbench.defaults import CHUNK_ROWS, KEY_MEAN, KEY_SIGMA, KEY_STANDARD_ERRO
 from ganbench.errors import GanbenchError
 from ganbench.scoring import parzen, streaming
 from ganbench.scoring.banks import Bank, open_bank
-from ganbench.scoring.inputs import as_data, as_sigmas, check_same_scale, held_out_range
+from ganbench.scoring.inputs import SCALE_ROWS, as_data, as_sigmas, check_same_scale, held_out_range
 
 # The data grid: widths s0 * STEP^k around the data's scale s0. A step of 2^(1/3) (26%) is a
 # little finer than the paper's 29%; 6 steps each side span s0 / 4 .. 4 s0, and a widening
@@ -325,9 +325,6 @@ class ParzenScore:
                 "valid_means": {f"{s:.6g}": v for s, v in self.valid_means.items()}}
 
 
-SCALE_ROWS = 10_000  # the bank's first rows judge its scale (a bank on disk is not read twice)
-
-
 def as_scored_data(bank, valid, test, value_range: tuple[float, float] | None = None):
     """Bank, validation and test data on one scale, by the rule of ``inputs.as_data``.
 
@@ -356,6 +353,10 @@ def as_scored_data(bank, valid, test, value_range: tuple[float, float] | None = 
     return bank, valid, test
 
 
+# What evaluate passes on to its scorer: parzen.log_likelihood's options, and streaming.log_likelihood's.
+SCORER_OPTIONS = {"backend", "device", "precision", "query_block", "bank_block", "chunk_rows", "progress"}
+
+
 def evaluate(bank, valid, test, protocol: ParzenProtocol | str = "paper", sigma: float | None = None,
              scorer=None, sigma_grid: SigmaGrid | None = None, value_range: tuple[float, float] | None = None,
              **backend_options) -> ParzenScore:
@@ -369,6 +370,17 @@ def evaluate(bank, valid, test, protocol: ParzenProtocol | str = "paper", sigma:
     """
     scorer = scorer or parzen.log_likelihood
     protocol = get_protocol(protocol) if isinstance(protocol, str) else protocol
+    if not isinstance(protocol, ParzenProtocol):
+        raise GanbenchError(f"protocol must be one of {', '.join(PROTOCOLS)} (or a ParzenProtocol), got {protocol!r}")
+    if not callable(scorer):
+        raise GanbenchError(f"scorer must be a function like parzen.log_likelihood, got {scorer!r}")
+    unknown = sorted(set(backend_options) - SCORER_OPTIONS)
+    if unknown:  # a misspelt option failed only inside the first scoring call, as a TypeError
+        raise GanbenchError(f"unknown option {unknown[0]!r}: evaluate passes on {', '.join(sorted(SCORER_OPTIONS))}")
+    if value_range is not None and not (isinstance(value_range, (tuple, list)) and len(value_range) == 2
+                                        and all(isinstance(v, (int, float)) and math.isfinite(v) for v in value_range)
+                                        and value_range[0] < value_range[1]):
+        raise GanbenchError(f"value_range must be (low, high) numbers with low < high, got {value_range!r}")
     if sigma_grid is not None and not isinstance(sigma_grid, SigmaGrid):  # a plain list of widths: its own grid
         sigma_grid = SigmaGrid.of(sigma_grid)
     bank, valid, test = as_scored_data(bank, valid, test, value_range)

@@ -18,7 +18,7 @@ from ganbench.errors import GanbenchError
 from ganbench.progress import progress_bar
 from ganbench.scoring import partials, parzen
 from ganbench.scoring.banks import Bank, open_bank
-from ganbench.scoring.inputs import as_data, as_matrix, as_sigmas, is_whole_number
+from ganbench.scoring.inputs import SCALE_ROWS, as_data, as_matrix, as_sigmas, check_same_scale, is_whole_number
 
 
 def to_partial(result: parzen.ParzenPass, sigmas, index_offset: int) -> partials.BankPartial:
@@ -63,6 +63,8 @@ def log_likelihood(x, bank, sigmas, *, chunk_rows: int = CHUNK_ROWS, progress: b
         raise GanbenchError(f"chunk rows must be a positive integer, got {chunk_rows!r}")
     bank = bank if isinstance(bank, Bank) else open_bank(bank)
     queries = as_matrix("x (the points scored)", as_data("x (the points scored)", x), dimension=bank.dimension)
+    # 8-bit points divided by 255 against a bank of 0-255 floats scored -1.97e7 nats a point: refused, as evaluate does.
+    check_same_scale({"x (the points scored)": queries, "the bank": bank.head(SCALE_ROWS)})
     if is_distributed():
         same_inputs_on_every_rank(queries, bank, grid, chunk_rows)
         share = rank_rows(len(bank), chunk_rows)
