@@ -108,3 +108,21 @@ def test_the_pytest_helpers_take_tensors_and_refuse_what_is_not_a_result(images,
         assert_result_holds(3)
     with pytest.raises(GanbenchError, match="unknown backend 'Torch'"):
         assert_result_holds(tmp_path / "result.json", backend="Torch")
+
+
+def test_the_reference_reports_the_direct_sum_as_the_nearest_distance(rng):
+    """The expanded form ||x||^2 + ||s||^2 - 2 x.s is off in the last bits (0.6249999999999998 for 0.625): every
+    other path reports the nearest distance as the float64 sum of squared differences, and now so does the
+    reference, its nearest term in the shifted sums moved with it."""
+    queries, bank = rng.random((300, 7)), rng.random((50, 7))
+    distances, indices = neighbours.nearest(queries, bank, backend="reference")
+    direct = torch.sum((torch.tensor(queries) - torch.tensor(bank)[indices[:, 0]]) ** 2, dim=1).numpy()
+    np.testing.assert_array_equal(distances[:, 0], direct)
+    centred_queries, centred_bank = queries - bank.mean(0), bank - bank.mean(0)
+    expanded = ((centred_queries**2).sum(1) + (centred_bank[indices[:, 0]] ** 2).sum(1)
+                - 2 * (centred_queries * centred_bank[indices[:, 0]]).sum(1))
+    assert np.any(expanded != direct)  # the two forms differ in some rows: the test can fail
+    scored = parzen.parzen_pass(queries, bank, [0.05, 0.5], backend="reference")
+    np.testing.assert_array_equal(scored.min_sq_distance, direct)
+    exact = np.array([[np.logaddexp.reduce(-((q - bank) ** 2).sum(1) / (2 * s * s)) for q in queries] for s in (0.05, 0.5)])
+    np.testing.assert_allclose(scored.log_sum_exp, exact, rtol=1e-13, atol=0)

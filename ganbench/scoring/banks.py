@@ -22,7 +22,7 @@ import numpy as np
 
 from ganbench.defaults import CHUNK_ROWS
 from ganbench.errors import GanbenchError
-from ganbench.scoring.inputs import MNIST_RANGE, as_data, as_real_array, check_range
+from ganbench.scoring.inputs import MNIST_RANGE, as_data, as_real_array, check_range, data_scale
 
 __all__ = ["MNIST_RANGE", "Bank", "open_bank"]
 
@@ -112,6 +112,10 @@ class Bank:
                 return f"{self.source} (shard {shard.path}, its row {row - shard_first})"
             shard_first += shard.rows
         return self.source
+
+    def holds_bytes(self) -> bool:
+        """Whether any shard is 8-bit (uint8 images, divided by 255 as they are read)."""
+        return any(shard.array is not None and data_scale(shard.array.dtype) != 1.0 for shard in self.shards)
 
     def holds(self, values: np.ndarray, rows: int = CHUNK_ROWS) -> bool:
         """Whether the bank is exactly ``values`` (on the data's scale): read a piece at a time, not counted in

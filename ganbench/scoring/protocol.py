@@ -378,7 +378,7 @@ def evaluate(bank, valid, test, protocol: ParzenProtocol | str = "paper", sigma:
     if unknown:  # a misspelt option failed only inside the first scoring call, as a TypeError
         raise GanbenchError(f"unknown option {unknown[0]!r}: evaluate passes on {', '.join(sorted(SCORER_OPTIONS))}")
     if value_range is not None and not (isinstance(value_range, (tuple, list)) and len(value_range) == 2
-                                        and all(isinstance(v, (int, float)) and math.isfinite(v) for v in value_range)
+                                        and all(isinstance(v, (int, float)) and not math.isnan(v) for v in value_range)
                                         and value_range[0] < value_range[1]):
         raise GanbenchError(f"value_range must be (low, high) numbers with low < high, got {value_range!r}")
     if sigma_grid is not None and not isinstance(sigma_grid, SigmaGrid):  # a plain list of widths: its own grid

@@ -94,8 +94,21 @@ def reference_partial(query: torch.Tensor, bank: torch.Tensor, grid, query_block
             block = partials.from_distances(distances, grid, index_offset=bank_start)
             running = block if running is None else partials.merge(running, block, grid)
         pieces.append(running)
-    return partials.BankPartial(*(torch.cat([getattr(piece, field) for piece in pieces], dim=-1)
-                                  for field in ("min_sq_distance", "nearest_index", "shifted_sums")))
+    found = partials.BankPartial(*(torch.cat([getattr(piece, field) for piece in pieces], dim=-1)
+                                   for field in ("min_sq_distance", "nearest_index", "shifted_sums")))
+    return _with_exact_nearest(found, query, original_bank, grid)
+
+
+def _with_exact_nearest(found: partials.BankPartial, query: torch.Tensor, bank: torch.Tensor, grid) -> partials.BankPartial:
+    """Each row's nearest distance as the direct float64 sum of squared differences (the value every other path
+    reports: 0.625 where the expanded form gave 0.6249999999999998), and its term in the shifted sums moved with
+    it: S' = 1 + (S - 1) exp((D' - D) / 2 sigma^2), so the nearest term stays exactly 1."""
+    exact = exact_sq_distances(query, bank, None, found.nearest_index)
+    sums = found.shifted_sums
+    if len(grid):
+        scales = partials.half_inverse_variances(grid, sums)
+        sums = 1.0 + (sums - 1.0) * torch.exp((exact - found.min_sq_distance)[None, :] * scales)
+    return partials.BankPartial(exact, found.nearest_index, sums)
 
 
 def _exact_where_loose(distances: torch.Tensor, query_norms: torch.Tensor, bank_norms: torch.Tensor, units: float,

@@ -18,7 +18,7 @@ from ganbench.errors import GanbenchError
 from ganbench.progress import progress_bar
 from ganbench.scoring import partials, parzen
 from ganbench.scoring.banks import Bank, open_bank
-from ganbench.scoring.inputs import SCALE_ROWS, as_data, as_matrix, as_sigmas, check_same_scale, is_whole_number
+from ganbench.scoring.inputs import SCALE_ROWS, as_data, as_matrix, as_sigmas, check_same_scale, data_scale, is_whole_number
 
 
 def to_partial(result: parzen.ParzenPass, sigmas, index_offset: int) -> partials.BankPartial:
@@ -62,9 +62,13 @@ def log_likelihood(x, bank, sigmas, *, chunk_rows: int = CHUNK_ROWS, progress: b
     if not (is_whole_number(chunk_rows) and chunk_rows >= 1):
         raise GanbenchError(f"chunk rows must be a positive integer, got {chunk_rows!r}")
     bank = bank if isinstance(bank, Bank) else open_bank(bank)
+    points_were_bytes = data_scale(getattr(x, "dtype", np.float64)) != 1.0
     queries = as_matrix("x (the points scored)", as_data("x (the points scored)", x), dimension=bank.dimension)
-    # 8-bit points divided by 255 against a bank of 0-255 floats scored -1.97e7 nats a point: refused, as evaluate does.
-    check_same_scale({"x (the points scored)": queries, "the bank": bank.head(SCALE_ROWS)})
+    if points_were_bytes != bank.holds_bytes() and bank.value_range is None:
+        # One side divided by 255 and the other not: 8-bit points against a bank of 0-255 floats scored -1.97e7
+        # nats a point. Refused when the two are on two scales, as evaluate refuses them (data of one scale, outliers
+        # included, are scored as given; a bank with a known range checks each chunk against it instead).
+        check_same_scale({"x (the points scored)": queries, "the bank": bank.head(SCALE_ROWS)})
     if is_distributed():
         same_inputs_on_every_rank(queries, bank, grid, chunk_rows)
         share = rank_rows(len(bank), chunk_rows)
