@@ -8,6 +8,7 @@ cannot see, so every report here also counts bank rows that copy a *test* image.
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -67,6 +68,7 @@ def baseline_figures(mnist, out_dir: str | Path, seed: int = 0, backend: str = "
         if not weights.is_file():
             continue
         title = baselines.module(name).SPEC.title
+        print(f"ganbench: figures of the {title} (its bank sampled, or read from the cache)", file=sys.stderr)
         bank = baselines.cached_bank(name, "samples", seed, weights)
         reports[name] = memorization.public(bank_report(bank, mnist, backend))
         shown = bank[np.random.default_rng(seed).permutation(len(bank))[:100]]

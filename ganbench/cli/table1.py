@@ -106,6 +106,7 @@ def command_figures(args) -> int:
     beside = Path(args.generator).parent / "train_log.csv"
     train_log = args.train_log or (beside if beside.exists() else None)  # no log: no curve
     mnist = data.load_mnist(args.data_dir)
+    print(f"ganbench: figures of the generator {args.generator}", file=sys.stderr)
     paths, _ = figures.all_figures(args.generator, mnist, args.out, seed=args.seed,
                                    backend=args.backend, train_log=train_log)
     if not args.no_baselines:
