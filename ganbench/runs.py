@@ -48,3 +48,26 @@ def warn_if_best_lost(best_path: Path, log: list[dict], readable) -> None:
         print(f"ganbench: warning: {best_path} is missing or damaged; the best epoch so far (epoch {best + 1}, monitor "
               f"{monitors[best]:.1f}) cannot be rebuilt from the checkpoint: `export --best` refuses until a later "
               "epoch beats it (export without --best takes the last epoch)", file=sys.stderr)
+
+
+def read_log(path: Path, epochs_done: int):
+    """A run's per-epoch log, as export ships it: one row per epoch 1..``epochs_done`` (the checkpoint's), each
+    with a finite ``epoch`` and ``parzen_valid``; a damaged, truncated or foreign log is a one-line error."""
+    import numpy as np
+    import pandas as pd
+
+    fix = "it is the run's own record: restore it, or resume the run for one epoch to write it again"
+    try:
+        log = pd.read_csv(path)
+    except FileNotFoundError:
+        raise GanbenchError(f"no {path.name} in {path.parent}; pass the --out folder of a `ganbench train` run") from None
+    except (OSError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise GanbenchError(f"{path} is not a readable training log ({type(error).__name__}); {fix}") from None
+    if not {"epoch", "parzen_valid"} <= set(log.columns):
+        raise GanbenchError(f"{path} lacks the epoch and parzen_valid columns of a training log; {fix}")
+    epochs = pd.to_numeric(log["epoch"], errors="coerce").to_numpy(dtype=np.float64)
+    monitor = pd.to_numeric(log["parzen_valid"], errors="coerce").to_numpy(dtype=np.float64)
+    if not np.array_equal(epochs, np.arange(1, epochs_done + 1)) or not np.all(np.isfinite(monitor)):
+        raise GanbenchError(f"{path} does not hold epochs 1..{epochs_done} of the run with a finite monitor each "
+                            f"(damaged or cut short); {fix}")
+    return log

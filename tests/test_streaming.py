@@ -439,3 +439,18 @@ def test_a_world_size_that_is_not_a_number_is_one_line(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "abc")
     with pytest.raises(GanbenchError, match="WORLD_SIZE is 'abc', not a number of processes"):
         streaming.init_from_environment()
+
+
+def test_the_ranks_barrier_waits_as_long_as_the_groups_timeout(monkeypatch):
+    """monitored_barrier waited its default 30 minutes for a stopped rank, whatever --timeout said."""
+    import datetime
+
+    seen, joined = {}, []
+    monkeypatch.setattr(torch.distributed, "monitored_barrier", lambda **options: seen.update(options))
+    monkeypatch.setattr(torch.distributed, "init_process_group", lambda backend, **options: joined.append(options))
+    monkeypatch.setattr(streaming, "is_distributed", lambda: False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setitem(streaming._BARRIER_TIMEOUT, "seconds", None)
+    streaming.init_from_environment(7.5, device="cpu", backend="torch")
+    streaming.barrier()
+    assert joined[0]["timeout"] == seen["timeout"] == datetime.timedelta(seconds=7.5)

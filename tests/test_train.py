@@ -106,7 +106,14 @@ def test_best_generator_is_the_epoch_with_the_highest_validation_monitor(mnist, 
     log.loc[log["epoch"] == (2 if best_epoch == 1 else 1), "parzen_valid"] = 1e9
     log.to_csv(log_path, index=False)
     with pytest.raises(GanbenchError, match="peaks at epoch"):
-        export._best_epoch_selection(tmp_path / "run" / "train_log.csv", tmp_path / "run" / "best_generator.pt")
+        export.export_run(tmp_path / "run", True, tmp_path / "refused")
+    # A log cut short, damaged or emptied is refused too, with --best or without (the last epoch's log was
+    # shipped as it was, and --best said "among epochs 1-1" of a 4-epoch run).
+    for damage in (lambda text: text[:len(text) // 2], lambda text: "hello\x00world\n", lambda text: ""):
+        log_path.write_text(damage(log.to_csv(index=False)))
+        for best in (True, False):
+            with pytest.raises(GanbenchError, match="train_log.csv (does not hold epochs 1..4|is not a readable|lacks)"):
+                export.export_run(tmp_path / "run", best, tmp_path / "refused")
 
 
 @pytest.mark.slow

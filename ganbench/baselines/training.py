@@ -263,7 +263,8 @@ def export(spec: BaselineSpec, run: str | Path, out_dir: str | Path, best: bool 
     source = run / (BEST_NAME if best else CHECKPOINT_NAME)
     model, metadata = load_model(spec, source)
     config = spec.config_class(**metadata["config"])
-    log = pd.read_csv(run / LOG_NAME)
+    epochs_done = _read_checkpoint(spec, run / CHECKPOINT_NAME, WEIGHTS_KEYS)["epochs_done"]
+    log = runs.read_log(run / LOG_NAME, epochs_done)  # the run's epochs, each with its monitor
     selection = (f"{metadata['selection']}, among epochs 1-{int(log['epoch'].max())}" if best
                  else "the last epoch of its run")
     path = save_weights(out_dir / f"{spec.name}.pt", spec, model, config, metadata["epochs_done"],

@@ -88,22 +88,29 @@ def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None =
         return 128 + signal.SIGPIPE
     except OutputRefused as error:
         _discard(stdout)
-        print(f"ganbench: error: {error}", file=sys.stderr)
+        say(f"ganbench: error: {error}")
         return 2
     except GanbenchError as error:
-        print(f"ganbench: error: {error}", file=sys.stderr)
+        say(f"ganbench: error: {error}")
         return 2
     except OSError as error:
         if error.filename is None:
             raise  # not about a file the user named: a bug, with its traceback
         # A path the user gave that the operating system refused (a folder, no permission, no space).
-        print(f"ganbench: error: {error.filename}: {error.strerror or type(error).__name__}", file=sys.stderr)
+        say(f"ganbench: error: {error.filename}: {error.strerror or type(error).__name__}")
         return 2
     except KeyboardInterrupt:
-        print(f"ganbench: interrupted; {getattr(args, 'on_interrupt', nothing_written)(args)}", file=sys.stderr)
+        say(f"ganbench: interrupted; {getattr(args, 'on_interrupt', nothing_written)(args)}")
         return 130
     finally:
         sys.stdout = stdout
+
+
+def say(line: str) -> None:
+    """One line on stderr in one write: print() writes the text and its newline apart, and the error lines of
+    two torchrun ranks ran together into one."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
 
 
 class OutputRefused(GanbenchError):

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ganbench import atomic
+from ganbench import atomic, runs
 from ganbench.errors import GanbenchError
 from ganbench.gan import sampling
 from ganbench.gan.train import (
@@ -23,7 +23,9 @@ def export_run(run: Path, best: bool, out: Path) -> Path:
     if not checkpoint.exists():
         raise GanbenchError(f"no {checkpoint.name} in {run}; pass the --out folder of a `ganbench train` run"
                             + (" that logged its Parzen monitor (or drop --best)" if best else ""))
-    selection = _best_epoch_selection(run / LOG_NAME, checkpoint) if best else None
+    _, last = sampling.load_generator(run / CHECKPOINT_NAME)  # the run's epochs: its log must hold them all
+    log = runs.read_log(run / LOG_NAME, last["epochs_done"])
+    selection = _best_epoch_selection(log, run / LOG_NAME, checkpoint) if best else None
     files = {out / "generator.pt": sampling.exported_generator(checkpoint, selection)}
     if (run / LOG_NAME).resolve() != (out / LOG_NAME).resolve():
         files[out / LOG_NAME] = (run / LOG_NAME).read_bytes()
@@ -31,9 +33,8 @@ def export_run(run: Path, best: bool, out: Path) -> Path:
     return out / "generator.pt"
 
 
-def _best_epoch_selection(log_path: Path, best_path: Path) -> str:
+def _best_epoch_selection(log: pd.DataFrame, log_path: Path, best_path: Path) -> str:
     """How the best epoch was chosen, over the whole run so far; checks the log agrees with the file."""
-    log = pd.read_csv(log_path)
     best = log.loc[log["parzen_valid"].idxmax()]
     _, metadata = sampling.load_generator(best_path)
     if int(best["epoch"]) != metadata["epochs_done"]:

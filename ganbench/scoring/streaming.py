@@ -82,6 +82,18 @@ def log_likelihood(x, bank, sigmas, *, chunk_rows: int = CHUNK_ROWS, progress: b
 
 # ---- torch.distributed ---------------------------------------------------------------------------
 
+# The wait of the monitored barriers (gloo), as the process group's: without it monitored_barrier waits 30 minutes
+# for a rank that stalls (stopped, swapping) instead of --timeout.
+_BARRIER_TIMEOUT = {"seconds": None}
+
+
+def barrier() -> None:
+    """Every rank here, or a one-line error naming the ones that are not, within the group's timeout."""
+    seconds = _BARRIER_TIMEOUT["seconds"]
+    timeout = None if seconds is None else datetime.timedelta(seconds=seconds)
+    collective(lambda _: torch.distributed.monitored_barrier(timeout=timeout, wait_all_ranks=True), None)
+
+
 def is_distributed() -> bool:
     return torch.distributed.is_available() and torch.distributed.is_initialized()
 
@@ -106,9 +118,10 @@ def init_from_environment(timeout_seconds: float = 300.0, *, device=None, backen
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     try:
         torch.distributed.init_process_group(group_backend, timeout=datetime.timedelta(seconds=timeout_seconds))
+        _BARRIER_TIMEOUT["seconds"] = timeout_seconds
     except (RuntimeError, ValueError) as error:
         raise GanbenchError(f"rank {os.environ.get('RANK', '?')} of {world_size} could not join the process group "
-                            f"within {timeout_seconds:.0f} s ({str(error).splitlines()[0][:120]}); check that every "
+                            f"within {timeout_seconds:g} s ({str(error).splitlines()[0][:120]}); check that every "
                             "rank started and MASTER_ADDR/MASTER_PORT are reachable") from None
     return True
 
@@ -151,8 +164,7 @@ def same_inputs_on_every_rank(queries: torch.Tensor, bank: Bank, grid, chunk_row
     fingerprint = np.concatenate([sizes, np.frombuffer(digest.digest(), dtype=np.int64)])
     device = torch.device("cuda") if torch.distributed.get_backend() == "nccl" else torch.device("cpu")
     if torch.distributed.get_backend() == "gloo":
-        # Names a rank that died before this collective instead of waiting for it.
-        collective(lambda _: torch.distributed.monitored_barrier(wait_all_ranks=True), None)
+        barrier()  # names a rank that died before this collective instead of waiting for it
     mine = torch.as_tensor(fingerprint, device=device)
     every = [torch.empty_like(mine) for _ in range(torch.distributed.get_world_size())]
     collective(lambda tensor: torch.distributed.all_gather(every, tensor), mine)
@@ -172,8 +184,7 @@ def all_merge(local: partials.BankPartial | None, sigmas, n_queries: int) -> par
         local = partials.BankPartial(np.full(n_queries, np.inf), np.zeros(n_queries, dtype=np.int64),
                                      np.zeros((len(scales), n_queries)))
     if torch.distributed.get_backend() == "gloo":
-        # Names a rank that died instead of letting the collective below fail inside gloo.
-        collective(lambda _: torch.distributed.monitored_barrier(wait_all_ranks=True), None)
+        barrier()  # names a rank that died instead of letting the collective below fail inside gloo
     minimum = torch.as_tensor(local.min_sq_distance, dtype=torch.float64, device=device).clone()
     collective(torch.distributed.all_reduce, minimum, op=torch.distributed.ReduceOp.MIN)
     global_min = minimum.cpu().numpy()
