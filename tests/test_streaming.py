@@ -447,6 +447,7 @@ def test_the_ranks_barrier_waits_as_long_as_the_groups_timeout(monkeypatch):
 
     seen, joined = {}, []
     monkeypatch.setattr(torch.distributed, "monitored_barrier", lambda **options: seen.update(options))
+    monkeypatch.setattr(torch.distributed, "get_backend", lambda: "gloo")
     monkeypatch.setattr(torch.distributed, "init_process_group", lambda backend, **options: joined.append(options))
     monkeypatch.setattr(streaming, "is_distributed", lambda: False)
     monkeypatch.setenv("WORLD_SIZE", "2")

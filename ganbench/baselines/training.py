@@ -80,7 +80,8 @@ class BaselineSpec:
     config_class: type
     build: Callable                                        # (config, train_images) -> model
     optimizer: Callable                                    # model -> MomentumBuffers
-    training_images: Callable                              # (config, MNIST) -> float32 array
+    training_images: Callable                              # (config, MNIST) -> float32 array; with train_subset, its
+                                                           # first train_subset rows without it
     train_epoch: Callable                                  # (RunState, config, images tensor) -> dict
     monitor: Callable                                      # (model, config, MNIST) -> float
     ship_dtype: torch.dtype = torch.float32                # dtype of the weights in results/baselines/
@@ -222,9 +223,11 @@ def train(spec: BaselineSpec, config, out_dir: str | Path, *, resume: bool = Fal
     out_dir = Path(out_dir)
     data = data if data is not None else load_mnist()
     checkpoint_path = out_dir / CHECKPOINT_NAME
-    runs.check_subset(config.train_subset, len(spec.training_images(dataclasses.replace(config, train_subset=None), data)))
+    # Every training image once (GSN's are train + valid, shuffled: 188 MB), its first train_subset taken from it.
+    every_image = spec.training_images(dataclasses.replace(config, train_subset=None), data)
+    runs.check_subset(config.train_subset, len(every_image))
     runs.check_monitor_images(config.monitor_valid, len(data.valid_x))
-    train_images = spec.training_images(config, data)
+    train_images = every_image[:config.train_subset] if config.train_subset else every_image
     if resume:
         state, stored = _load_checkpoint(spec, checkpoint_path, train_images)
         config = dataclasses.replace(stored, epochs=config.epochs)

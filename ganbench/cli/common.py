@@ -48,9 +48,10 @@ def read_own_data(**files) -> tuple | None:
         raise GanbenchError(f"give {' and '.join('--' + name for name in files)} together (your own data), "
                             "or neither (MNIST)")
     arrays = {name: banks.open_bank(path, role=DATA_ROLES[name]).read_all() for name, path in files.items()}
-    (first, one), (second, other) = list(arrays.items())[:2] if len(arrays) == 2 else ((None, None), (None, None))
-    if first is not None and one.shape == other.shape and np.array_equal(one, other):
-        raise GanbenchError(f"--{first} and --{second} hold the same data: {SAME_DATA[first, second]}")
+    if len(arrays) == 2:
+        (first, one), (second, other) = arrays.items()
+        if one.shape == other.shape and np.array_equal(one, other):
+            raise GanbenchError(f"--{first} and --{second} hold the same data: {SAME_DATA[first, second]}")
     return tuple(arrays.values())
 
 

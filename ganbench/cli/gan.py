@@ -68,20 +68,22 @@ def command_export(args) -> int:
 WHOLE_BANK_MEMORY_SHARE = 0.25
 
 
-def check_bank_fits(count: int, shard_size: int | None, model: str, dimension: int = 784,
-                    fix: str = "ask for fewer (the baselines' chains write one file)") -> None:
+# What to do instead of holding a bank too large for memory whole.
+SHARD_FIX = "add --shard-size (e.g. 100000) to write them as a folder of shards, never holding the whole bank"
+FEWER_FIX = "ask for fewer (the baselines' chains write one file)"
+
+
+def check_bank_fits(count: int, shard_size: int | None, fix: str, dimension: int = 784) -> None:
     """A one-line error, before any sampling, for a bank that cannot be held in memory without --shard-size."""
     needed = count * dimension * 4
     if shard_size is None and needed > WHOLE_BANK_MEMORY_SHARE * physical_memory():
-        if model == "gan":
-            fix = "add --shard-size (e.g. 100000) to write them as a folder of shards, never holding the whole bank"
         raise GanbenchError(f"{count:,} samples take {needed / 2**30:,.1f} GiB held whole, more than "
                             f"{WHOLE_BANK_MEMORY_SHARE:.0%} of this machine's {physical_memory() / 2**30:.0f} GiB; {fix}")
 
 
 def command_sample(args) -> int:
     require_at_least("--count", args.count, 1)
-    check_bank_fits(args.count, args.shard_size, args.model)
+    check_bank_fits(args.count, args.shard_size, SHARD_FIX if args.model == "gan" else FEWER_FIX)
     check_out(args.out, folder=args.shard_size is not None, inputs=(("--checkpoint", args.checkpoint),))
     if args.model != "gan":
         from ganbench.baselines import commands

@@ -17,7 +17,6 @@ from ganbench.cli.common import (
 from ganbench.cli.gan import check_bank_fits
 from ganbench.devices import resolve_device
 from ganbench.errors import GanbenchError
-from ganbench.scoring.inputs import check_same_scale
 
 DEFAULT_COUNT = 10_000
 QUANTILE_ROWS = 100  # held-out points from which their 1% quantile (the copy threshold) is more than their minimum
@@ -45,7 +44,7 @@ def command_nn(args) -> int:
     args.reference = args.reference or "train"
     count = args.count if args.count is not None else DEFAULT_COUNT
     require_at_least("--count", count, 2)  # each sample's nearest *other* sample
-    check_bank_fits(count, None, "nn", fix="ask for fewer: the report holds every sample in memory")
+    check_bank_fits(count, None, "ask for fewer: the report holds every sample in memory")
     if args.samples:
         samples = banks.open_bank(args.samples, None if own_data else banks.MNIST_RANGE, role="samples").read_all()
         if len(samples) < 2:
@@ -61,8 +60,6 @@ def command_nn(args) -> int:
         reference, unseen = mnist.split(args.reference)[0], mnist.split(UNSEEN_SPLIT[args.reference])[0]
     if not args.samples:
         samples = sampling.generate(generator, count, args.seed if args.seed is not None else 0)
-    if own_data:  # samples, training and held-out data on one scale, as `ganbench parzen` requires
-        check_same_scale({"the samples": samples, "the training data": reference, "the held-out data": unseen})
     report = memorization.public(memorization.report(samples, reference, unseen,
                                                      backend=args.backend, device=args.device))
     if len(unseen) < QUANTILE_ROWS:  # after the report: an error stays the one line

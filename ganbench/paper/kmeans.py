@@ -92,10 +92,10 @@ def _float32_points(points) -> np.ndarray:
         if largest > float(np.finfo(np.float32).max):
             raise GanbenchError(f"points up to {largest:.3g} exceed float32's range (3.4e38), in which k-means "
                                 "runs; divide them by one factor first")
-        single = tensor.float()
+        single, exact = tensor.float(), tensor.double()
         # Offset data lose their spread in float32 (1e8 plus values in [0, 1] all round to 1e8): refused, not fitted.
-        moved = float((single.double() - tensor.double()).abs().max())
-        spread = float((tensor.double().amax(dim=0) - tensor.double().amin(dim=0)).max())
+        moved = float((single.double() - exact).abs().max())
+        spread = float((exact.amax(dim=0) - exact.amin(dim=0)).max())
         if moved > FLOAT32_ROUNDING_SHARE * spread > 0:
             raise GanbenchError(f"k-means runs in float32, and rounding these points to it moves them by up to {moved:.3g}, "
                                 f"{moved / spread:.2g} of their spread ({spread:.3g}); subtract their mean first")

@@ -30,7 +30,7 @@ import pandas as pd
 import torch
 
 from ganbench import __version__, atomic
-from ganbench.defaults import CHUNK_ROWS, DEFAULT_BACKEND, DEFAULT_PRECISION
+from ganbench.defaults import BACKENDS, CHUNK_ROWS, DEFAULT_BACKEND, DEFAULT_PRECISION
 from ganbench.errors import GanbenchError
 from ganbench.machine import cpu_model, machine_info
 from ganbench.scoring import banks, bounds, parzen, protocol, streaming
@@ -364,6 +364,8 @@ def _check_type(path, key: str, value, expected: str) -> None:
 def check(path: str | os.PathLike, backend: str | None = None, device: str | None = None) -> tuple[bool, pd.DataFrame]:
     """Re-score a saved result from its inputs; one row per field (field, stored, new, difference,
     tolerance, ok). Raises ``GanbenchError`` when it cannot check (an input missing or changed)."""
+    if backend is not None and backend not in BACKENDS:
+        raise GanbenchError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
     stored = load(path)
     settings = stored["scorer"]
     scoring = Scoring(protocol=stored["selection"]["protocol"], backend=backend or settings["backend"],
@@ -378,8 +380,10 @@ def check(path: str | os.PathLike, backend: str | None = None, device: str | Non
                                 "was altered: save the result again")
     # The bounds are derived again from the inputs, as saving derived them: the file's own copy is for its
     # readers, and a bound raised by hand there would loosen the check.
-    fixed = stored["selection"]["fixed_sigma"]
-    sigmas = [] if fixed else [sigma for sigma, _ in _stored_grid(path, stored["selection"]["grid"])]
+    # The grid by sigma, the order ``tolerance_of`` gives the validation means' bounds in.
+    grid = None if stored["selection"]["fixed_sigma"] else _stored_grid(path, stored["selection"]["grid"])
+    grid = None if grid is None else grid[np.argsort(grid[:, 0], kind="stable")]
+    sigmas = [] if grid is None else grid[:, 0].tolist()
     derived = tolerance_of(SimpleNamespace(sigma=result["sigma"], valid_means=dict.fromkeys(sigmas)), bank, valid, test,
                            scoring)["bounds"]
     saved_bounds, new_bounds = derived[settings["arithmetic"]], derived[arithmetic]
@@ -388,8 +392,7 @@ def check(path: str | os.PathLike, backend: str | None = None, device: str | Non
     mean, standard_error = protocol.mean_and_standard_error(scores)
     rows = [_row("mean", result["mean"], mean, tolerances["mean"]),
             _row("standard_error", result["standard_error"], standard_error, tolerances["standard_error"])]
-    if not stored["selection"]["fixed_sigma"]:
-        grid = _stored_grid(path, stored["selection"]["grid"])
+    if grid is not None:
         valid_tolerances = np.add(saved_bounds["valid_means"], new_bounds["valid_means"])
         subset = valid[:stored["selection"]["valid_rows"]]
         new_means = streaming.log_likelihood(subset, bank, grid[:, 0], **scoring.options()).mean(axis=1)

@@ -88,7 +88,10 @@ _BARRIER_TIMEOUT = {"seconds": None}
 
 
 def barrier() -> None:
-    """Every rank here, or a one-line error naming the ones that are not, within the group's timeout."""
+    """On gloo, every rank here, or a one-line error naming the ones that are not, within the group's timeout
+    (NCCL has no monitored barrier: its collectives time out by themselves)."""
+    if torch.distributed.get_backend() != "gloo":
+        return
     seconds = _BARRIER_TIMEOUT["seconds"]
     timeout = None if seconds is None else datetime.timedelta(seconds=seconds)
     collective(lambda _: torch.distributed.monitored_barrier(timeout=timeout, wait_all_ranks=True), None)
@@ -163,8 +166,7 @@ def same_inputs_on_every_rank(queries: torch.Tensor, bank: Bank, grid, chunk_row
     sizes = np.array([len(queries), queries.shape[1], len(bank), bank.dimension, len(grid), chunk_rows], dtype=np.int64)
     fingerprint = np.concatenate([sizes, np.frombuffer(digest.digest(), dtype=np.int64)])
     device = torch.device("cuda") if torch.distributed.get_backend() == "nccl" else torch.device("cpu")
-    if torch.distributed.get_backend() == "gloo":
-        barrier()  # names a rank that died before this collective instead of waiting for it
+    barrier()  # names a rank that died before this collective instead of waiting for it
     mine = torch.as_tensor(fingerprint, device=device)
     every = [torch.empty_like(mine) for _ in range(torch.distributed.get_world_size())]
     collective(lambda tensor: torch.distributed.all_gather(every, tensor), mine)
@@ -183,8 +185,7 @@ def all_merge(local: partials.BankPartial | None, sigmas, n_queries: int) -> par
     if local is None:  # a rank with no rows (more ranks than rows)
         local = partials.BankPartial(np.full(n_queries, np.inf), np.zeros(n_queries, dtype=np.int64),
                                      np.zeros((len(scales), n_queries)))
-    if torch.distributed.get_backend() == "gloo":
-        barrier()  # names a rank that died instead of letting the collective below fail inside gloo
+    barrier()  # names a rank that died instead of letting the collective below fail inside gloo
     minimum = torch.as_tensor(local.min_sq_distance, dtype=torch.float64, device=device).clone()
     collective(torch.distributed.all_reduce, minimum, op=torch.distributed.ReduceOp.MIN)
     global_min = minimum.cpu().numpy()
