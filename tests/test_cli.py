@@ -44,7 +44,9 @@ def test_parzen_json_on_stdout(mnist, tmp_path):
     assert completed.returncode == 0, completed.stderr
     result = json.loads(completed.stdout)
     assert result["n_bank"] == 300 and result["n_test"] == 10_000 and result["protocol"] == "paper"
-    assert list(result["valid_means"]) == [f"{s:.6g}" for s in np.logspace(-1, 0, 10)]
+    # Keys read back as the widths exactly, and the chosen one's key is str(sigma).
+    assert [float(key) for key in result["valid_means"]] == list(np.logspace(-1, 0, 10))
+    assert str(result["sigma"]) in result["valid_means"]
     assert_paper_protocol_result(result, bank, mnist.valid_x, mnist.test_x)
 
 

@@ -86,6 +86,50 @@ def test_a_text_file_named_npz_never_suggests_unpickling(files, capsys, no_mnist
     assert "not an .npz file" in line and "pickle" not in line
 
 
+@pytest.mark.parametrize("shape", [(7,), (40, 0), (40, 2, 0)])
+def test_points_without_values_or_a_count_are_refused_by_shape(shape, files, capsys, no_mnist):
+    """A zero-width file is not 'the validation data themselves' (all empty arrays compare equal): its shape is the problem."""
+    bad = files.folder / "bad.npy"
+    np.save(bad, np.zeros(shape, dtype=np.float32))
+    for command in (["parzen", bad, "--valid", files.valid, "--test", files.test],
+                    ["parzen", files.samples, "--valid", bad, "--test", bad]):
+        line = one_line_error(capsys, *command)
+        assert f"{bad} has shape {shape}" in line and "themselves" not in line
+
+
+def test_images_with_a_channel_axis_score_as_their_vectors(files, capsys):
+    """(count, 1, height, width) samples, the layout of most GAN code, are the same points as (count, height * width)."""
+    flat = np.load(files.samples)
+    channels = files.folder / "nchw.npy"
+    np.save(channels, np.concatenate([flat, flat[:, :1]], axis=1).reshape(40, 1, 2, 3))
+    vectors = files.folder / "vectors.npy"
+    np.save(vectors, np.concatenate([flat, flat[:, :1]], axis=1))
+    valid, test = (files.folder / f"{name}6.npy" for name in ("valid", "test"))
+    for path, source in ((valid, files.valid), (test, files.test)):
+        values = np.load(source)
+        np.save(path, np.concatenate([values, values[:, :1]], axis=1).reshape(-1, 2, 3))
+    results = []
+    for bank in (channels, vectors):
+        status, out, err = run(capsys, "parzen", bank, "--valid", valid, "--test", test, "--sigma", "0.3", "--json")
+        assert status == 0, err
+        results.append(json.loads(out)["mean"])
+    assert results[0] == results[1]
+
+
+def test_images_of_another_layout_are_refused(files, capsys, no_mnist):
+    """Channels last in one file and first in another (or height and width swapped) would be compared pixel by
+    pixel out of order: refused, naming both shapes."""
+    rng = np.random.default_rng(1)
+    last, first, wide = (files.folder / f"{name}.npy" for name in ("last", "first", "wide"))
+    np.save(last, rng.random((40, 2, 3, 3), dtype=np.float32))
+    np.save(first, rng.random((30, 3, 2, 3), dtype=np.float32))
+    np.save(wide, rng.random((20, 18), dtype=np.float32))
+    line = one_line_error(capsys, "parzen", last, "--valid", first, "--test", wide)
+    assert "shape (2, 3, 3) but validation data" in line and "shape (3, 2, 3)" in line
+    line = one_line_error(capsys, "nn", "--samples", wide, "--train", last, "--test", first, "--backend", "torch")
+    assert "training data" in line and "save both in one layout" in line
+
+
 @pytest.mark.parametrize("rows", [0, -1])
 def test_chunk_rows_below_one(rows, files, capsys, no_mnist):
     line = one_line_error(capsys, "parzen", files.samples, "--valid", files.valid, "--test", files.test,
@@ -136,6 +180,14 @@ def test_a_text_or_csv_file_as_generator(content, files, capsys, no_mnist):
 def test_check_on_a_folder(files, capsys):
     message = one_line_error(capsys, "check", files.folder)
     assert "is a folder; pass a table1.json or a result file saved by --save" in message
+
+
+def test_check_on_a_pipe_or_device_says_what_it_is(files, capsys):
+    pipe = files.folder / "result.json"
+    os.mkfifo(pipe)
+    for path in (pipe, os.devnull):
+        message = one_line_error(capsys, "check", path)
+        assert "is not a regular file (a pipe or a device)" in message and "does not exist" not in message
 
 
 # ---- outputs ----------------------------------------------------------------------------------
@@ -435,8 +487,9 @@ def test_messages_name_what_is_wrong_and_where(files, capsys, no_mnist, tmp_path
     np.save(tmp_path / "shards" / "b.npy", bad)
     line = one_line_error(capsys, "parzen", tmp_path / "shards", "--valid", files.valid, "--test", files.test)
     assert f"(shard {tmp_path / 'shards' / 'b.npy'}, its row 5) contains NaN or inf at row {len(good) + 5}" in line
-    np.save(tmp_path / "over.npy", np.full((4, 5), 1 + 2.0**-23, dtype=np.float32))
-    assert "the value 1.0000001 at row 0" in one_line_error(capsys, "parzen", tmp_path / "over.npy",
+    # Past the range's slack (2^-10) by one float32 ulp: printed to the digit that tells it from 1 + 2^-9.
+    np.save(tmp_path / "over.npy", np.full((4, 5), 1 + 2.0**-9 + 2.0**-23, dtype=np.float32))
+    assert "the value 1.0019532 at row 0" in one_line_error(capsys, "parzen", tmp_path / "over.npy",
                                                                      "--valid", files.valid, "--test", files.test)
     assert "no samples to score" in one_line_error(capsys, "parzen")
     assert "--save needs a file name" in one_line_error(capsys, "parzen", files.samples, "--save", "")

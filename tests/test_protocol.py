@@ -224,6 +224,18 @@ def test_a_bank_on_another_scale_than_mnist_is_refused_by_the_api(mnist, bank, f
     assert fix in str(error.value) and "\n" not in str(error.value)
 
 
+def test_a_rounding_past_the_range_passes_and_a_small_overshoot_is_told_to_clip(rng):
+    """float32 sigmoids overshoot [0, 1] by an ulp now and then: that is no other scale (RANGE_SLACK); a few
+    per cent past it is refused with clipping as the fix, not a rescaling that would ruin the samples."""
+    bank, valid, test = rng.random((120, 8)), rng.random((40, 8)), rng.random((30, 8))
+    bank[0, 0], bank[1, 1] = 1 + 2.0**-23, -1e-12
+    score = protocol.evaluate(bank, valid, test, "paper", sigma=0.3, backend="reference")
+    assert score.mean == pytest.approx(float64_test_mean(test, bank, 0.3), abs=1e-12)
+    bank[2, 2] = 1.01
+    with pytest.raises(GanbenchError, match=r"value 1.01 at row 2, outside the data's range \[0, 1\]; clip"):
+        protocol.evaluate(bank, valid, test, "paper", sigma=0.3, backend="reference")
+
+
 def test_own_data_outside_0_1_keep_their_scale(rng):
     """Held-out data outside [0, 1] are on the user's own scale: no range check, floats used as they are."""
     bank, valid, test = (rng.normal(size=(count, 4)) * 4 for count in (120, 40, 30))
@@ -265,3 +277,13 @@ def test_full_protocol_under_two_gloo_processes_equals_one(tmp_path):
     assert two["world_size"] == 2 and two["sigma"] == one["sigma"] and not two["sigma_at_grid_edge"]
     assert two["valid_means"].keys() == one["valid_means"].keys()  # every rank derived the same grid
     assert two["mean"] == pytest.approx(one["mean"], abs=1e-9)
+
+
+def test_validation_means_keep_every_width_apart_in_the_json(rng):
+    """Widths that agree to six digits are two widths: each keyed by its full value, the chosen one by str(sigma)."""
+    bank, valid, test = rng.random((60, 5)), rng.random((20, 5)), rng.random((10, 5))
+    grid = protocol.SigmaGrid.of((0.2255659, 0.22556591, 0.3))
+    score = protocol.evaluate(bank, valid, test, "paper", sigma_grid=grid, backend="reference")
+    written = json.loads(json.dumps(score.as_dict()))["valid_means"]
+    assert {float(key): value for key, value in written.items()} == score.valid_means
+    assert str(score.sigma) in written

@@ -37,8 +37,10 @@ def print_json(payload) -> None:
 DATA_ROLES = {"valid": "validation data", "test": "held-out data", "train": "training data"}
 
 
-def read_own_data(**files) -> tuple | None:
-    """The user's own data files, given as a set (--valid/--test, --train/--test), read whole; None for MNIST."""
+def read_own_data(samples=None, **files) -> tuple | None:
+    """The user's own data files, given as a set (--valid/--test, --train/--test), read whole; None for MNIST.
+
+    Files of images must share one layout, the ``samples`` file's too when given (``banks.check_same_layout``)."""
     from ganbench.scoring import banks
 
     given = [path for path in files.values() if path is not None]
@@ -47,7 +49,11 @@ def read_own_data(**files) -> tuple | None:
     if len(given) != len(files):
         raise GanbenchError(f"give {' and '.join('--' + name for name in files)} together (your own data), "
                             "or neither (MNIST)")
-    arrays = {name: banks.open_bank(path, role=DATA_ROLES[name]).read_all() for name, path in files.items()}
+    opened = {DATA_ROLES[name]: banks.open_bank(path, role=DATA_ROLES[name]) for name, path in files.items()}
+    if samples is not None:
+        opened = {"the samples": banks.open_bank(samples, role="samples"), **opened}
+    banks.check_same_layout(opened)
+    arrays = {name: opened[DATA_ROLES[name]].read_all() for name in files}
     if len(arrays) == 2:
         (first, one), (second, other) = arrays.items()
         if one.shape == other.shape and np.array_equal(one, other):

@@ -37,7 +37,7 @@ def command_nn(args) -> int:
         given = ", ".join(flag for flag, value in drawing.items() if value is not None)
         raise GanbenchError(f"{given} {'draw' if ',' in given else 'draws'} samples from a generator; with "
                             "--samples they would do nothing: drop them")
-    own_data = read_own_data(train=args.train, test=args.test)
+    own_data = read_own_data(args.samples, train=args.train, test=args.test)
     if own_data and args.reference is not None:
         raise GanbenchError("--reference picks an MNIST split; with --train and --test your own data is used: "
                             "drop --reference")

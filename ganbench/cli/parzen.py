@@ -73,9 +73,9 @@ def _score_and_report(args, distributed: bool) -> int:
         if args.save:
             raise GanbenchError("--save records the validation data a result's sigma could be chosen on: give "
                                 "--valid too, or drop --save")
-        own_data = (None, read_own_data(test=args.test)[0])
+        own_data = (None, read_own_data(args.samples, test=args.test)[0])
     else:
-        own_data = read_own_data(valid=args.valid, test=args.test)
+        own_data = read_own_data(args.samples, valid=args.valid, test=args.test)
     # The paper's grid was chosen for MNIST; on the user's own data the search starts from the data's scale.
     protocol_name = args.protocol or (OWN_DATA_PROTOCOL if own_data else DEFAULT_PROTOCOL)
     if own_data:

@@ -47,8 +47,9 @@ class Bank:
     float64 where a shard holds values float32 would round (``exact_dtype``)."""
 
     def __init__(self, shards: list[_Shard], dimension: int, source: str,
-                 value_range: tuple[float, float] | None = None, role: str = "bank"):
+                 value_range: tuple[float, float] | None = None, role: str = "bank", layout: tuple[int, ...] | None = None):
         self.shards, self.dimension, self.source = shards, dimension, source
+        self.layout = layout  # the image shape of its files, length-1 axes dropped; None for vectors
         self.value_range, self.role = value_range, role  # role names the data in errors: "held-out data"
         self.dtype = max((exact_dtype(shard.array.dtype) for shard in shards if shard.array is not None),
                          key=lambda dtype: dtype.itemsize, default=np.dtype(np.float32))
@@ -138,10 +139,10 @@ class Bank:
         """The same bank, its chunks checked against ``value_range`` (kept if it already has one)."""
         if value_range is None or self.value_range is not None:
             return self
-        return Bank(self.shards, self.dimension, self.source, value_range, self.role)
+        return Bank(self.shards, self.dimension, self.source, value_range, self.role, self.layout)
 
 
-def _npz_shard(path: Path) -> tuple[_Shard, int]:
+def _npz_shard(path: Path) -> tuple[_Shard, int, tuple[int, ...] | None]:
     """An ``.npz`` holding one array (or one named ``samples``), loaded whole."""
     if not zipfile.is_zipfile(path):
         raise GanbenchError(f"{path} is not an .npz file (a zip archive of .npy arrays); save it with numpy.savez")
@@ -162,18 +163,29 @@ def _npz_shard(path: Path) -> tuple[_Shard, int]:
     return _array_shard(path, array)
 
 
-def _array_shard(path: Path | None, array: np.ndarray) -> tuple[_Shard, int]:
-    if array.ndim == 3:
-        array = array.reshape(len(array), -1)
-    if array.ndim != 2:
-        raise GanbenchError(f"{path or 'bank'} has shape {array.shape}; a bank is (count, dimension) "
-                            "or (count, height, width)")
+def _points_shape(path: Path | None, shape: tuple[int, ...]) -> tuple[int, tuple[int, ...] | None]:
+    """A file's or array's point dimension and its image layout: (count, dimension), or (count, ...) images
+    flattened in C order, such as (count, height, width) or (count, 1, height, width); the layout is the image
+    shape without its length-1 axes (None for vectors), so that the same images stored with or without a
+    channel axis compare equal (``check_same_layout``)."""
+    name = path or "bank"
+    if len(shape) < 2:
+        raise GanbenchError(f"{name} has shape {tuple(shape)}; a bank is (count, dimension) or (count, height, width)")
+    dimension = int(np.prod(shape[1:]))
+    if dimension == 0:
+        raise GanbenchError(f"{name} has shape {tuple(shape)}: no values per point; pass (count, dimension) with "
+                            "dimension >= 1")
+    return dimension, (tuple(size for size in shape[1:] if size != 1) if len(shape) > 2 else None)
+
+
+def _array_shard(path: Path | None, array: np.ndarray) -> tuple[_Shard, int, tuple[int, ...] | None]:
+    dimension, layout = _points_shape(path, array.shape)
     if array.dtype.kind not in "uif":
         raise GanbenchError(f"{path or 'bank'} has dtype {array.dtype}; pass numbers")
-    return _Shard(path, len(array), 0, array), array.shape[1]
+    return _Shard(path, len(array), 0, array.reshape(len(array), dimension)), dimension, layout
 
 
-def _npy_shard(path: Path) -> tuple[_Shard, int]:
+def _npy_shard(path: Path) -> tuple[_Shard, int, tuple[int, ...] | None]:
     if not path.is_file():  # opened, a FIFO waits for a writer that may never come
         raise GanbenchError(f"{path} is not a regular file (a pipe, a device or a folder); save the array to a "
                             ".npy file and pass that")
@@ -188,18 +200,15 @@ def _npy_shard(path: Path) -> tuple[_Shard, int]:
             offset = handle.tell()
     except (ValueError, OSError, EOFError) as error:
         raise GanbenchError(f"{path} is not a readable .npy file ({error})") from None
-    if len(shape) == 3:
-        shape = (shape[0], shape[1] * shape[2])
-    if len(shape) != 2:
-        raise GanbenchError(f"{path} has shape {shape}; a bank is (count, dimension)")
+    dimension, layout = _points_shape(path, shape)
     if dtype.hasobject or dtype.kind not in "uif":
         raise GanbenchError(f"{path} has dtype {dtype}; save a numeric array (float32, or uint8 images)")
-    if path.stat().st_size < offset + int(np.prod(shape)) * dtype.itemsize:
+    if path.stat().st_size < offset + shape[0] * dimension * dtype.itemsize:
         raise GanbenchError(f"{path} is shorter than its header says (truncated?); write it again")
     if dtype != np.dtype("<f4") or fortran_order:
         # Other dtypes or layouts: read through a memory map (uint8 images are divided by 255).
         return _array_shard(path, np.load(path, allow_pickle=False, mmap_mode="r"))
-    return _Shard(path, shape[0], offset), shape[1]
+    return _Shard(path, shape[0], offset), dimension, layout
 
 
 # ``ganbench sample --shard-size`` marks its folder with this file: incomplete while it writes, then the list
@@ -283,8 +292,23 @@ def open_bank(source, value_range: tuple[float, float] | None = None, role: str 
         files = [path]
     else:
         raise GanbenchError(f"{role} {path} does not exist; pass a .npy file or a folder of .npy shards")
-    shards, dimensions = zip(*(_npy_shard(file) for file in files))
+    shards, dimensions, layouts = zip(*(_npy_shard(file) for file in files))
     if len(set(dimensions)) != 1:
         raise GanbenchError(f"shards in {path} have different dimensions {sorted(set(dimensions))}; a bank's samples "
                             "all have one dimension: move the others out")
-    return Bank(list(shards), dimensions[0], str(path), value_range, role)
+    images = {layout for layout in layouts if layout is not None}
+    if len(images) > 1:
+        raise GanbenchError(f"shards in {path} hold images of different layouts {sorted(images)}; save them in one")
+    return Bank(list(shards), dimensions[0], str(path), value_range, role, layout=next(iter(images), None))
+
+
+def check_same_layout(named_banks: dict[str, Bank]) -> None:
+    """A one-line error when two of these files hold images of different layouts (channels first in one and last
+    in the other, or height and width swapped): their flattened vectors would be compared pixel by pixel
+    regardless. Files of vectors carry no layout and pass."""
+    images = [(name, bank) for name, bank in named_banks.items() if bank.layout is not None]
+    for (name, bank), (other_name, other) in zip(images, images[1:]):
+        if bank.layout != other.layout:
+            raise GanbenchError(f"{name} {bank.source} holds images of shape {bank.layout} but {other_name} "
+                                f"{other.source} of shape {other.layout}: their pixels would be compared out of "
+                                "order; save both in one layout")

@@ -347,7 +347,9 @@ def _loaded() -> ctypes.CDLL | None:
         return None
     compiler = _compiler()
     if compiler is None:
-        _announce(f"ganbench: no C++ compiler found (set CXX, or install g++); the CPU float32 path runs its "
+        given = os.environ.get("CXX", "").strip()
+        problem = f"CXX={given} names no compiler found on this machine" if given else "no C++ compiler found"
+        _announce(f"ganbench: {problem} (set CXX, or install g++); the CPU float32 path runs its "
                   f"eager torch passes instead{FALLBACK}")
         return None
     try:

@@ -184,13 +184,24 @@ def _min_max(values) -> tuple[float, float] | None:
     return float(values.min()), float(values.max())
 
 
+# Values this close outside the range pass: a sigmoid, or (tanh + 1) / 2, computed in float32 overshoots [0, 1]
+# by a rounding now and then, which says nothing about the scale the check is for (0-255 floats lie 254 outside,
+# tanh outputs 1). A share of the range's width; an unbounded range has no slack to give.
+RANGE_SLACK = 2.0**-10
+# Values outside by less than this share of the width are a small overshoot: the fix is clipping, not rescaling.
+OVERSHOOT_SHARE = 0.05
+
+
 def check_range(name: str, values, value_range: tuple[float, float], first_row: int = 0) -> None:
-    """Refuse values outside the data's range, naming the first one and the fix.
+    """Refuse values outside the data's range (beyond ``RANGE_SLACK``), naming the first one and the fix.
 
     Samples on another scale than the data (0-255 floats, tanh outputs in [-1, 1]) still give
     a finite log-likelihood, only a meaningless one.
     """
     low, high = value_range
+    width = high - low
+    slack = RANGE_SLACK * width if math.isfinite(width) else 0.0
+    low, high = low - slack, high + slack
     extremes = _min_max(values)
     if extremes is None or (low <= extremes[0] and extremes[1] <= high) or np.isnan(extremes).any():
         return  # empty, in range, or NaN (which the scorers refuse with their own message)
@@ -199,9 +210,15 @@ def check_range(name: str, values, value_range: tuple[float, float], first_row: 
     outside = (rows < low) | (rows > high)
     row = int(np.argmax(outside.any(axis=1)))
     value = rows[row][outside[row]][0]
-    raise GanbenchError(
-        f"{name} has the value {_shortest(value)} at row {first_row + row}, outside the data's range "
-        f"[{low:g}, {high:g}]; rescale the samples (x / 255 for 0-255 floats, (x + 1) / 2 for tanh outputs)")
+    given_low, given_high = value_range
+    excess = max(given_low - float(value), float(value) - given_high)
+    if math.isfinite(width) and excess <= OVERSHOOT_SHARE * width:
+        fix = (f"clip the samples to it (np.clip(x, {given_low:g}, {given_high:g})) if they only overshoot it, "
+               "or rescale them if they are on another scale")
+    else:
+        fix = "rescale the samples (x / 255 for 0-255 floats, (x + 1) / 2 for tanh outputs)"
+    raise GanbenchError(f"{name} has the value {_shortest(value)} at row {first_row + row}, outside the data's range "
+                        f"[{given_low:g}, {given_high:g}]; {fix}")
 
 
 SCALE_RATIO = 16.0        # 0-255 values against [0, 1] differ by 255; [-1, 1] against [0, 1] by 1

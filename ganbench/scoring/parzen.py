@@ -349,9 +349,9 @@ def _rescore_in_float64(result: ParzenPass, rows: np.ndarray, query: torch.Tenso
                         device: torch.device) -> None:
     """Replace, in place, the given rows of a float32 pass by the float64 reference's (bank and all), computed on
     the pass's device: on a GPU the float64 work runs there, not on the host."""
-    _announce("ganbench: float32 distances cannot resolve some points (far from the bank's mean against their "
-              "distances, near-ties or copies at a small sigma: docs/precision.md); scoring those with the float64 "
-              "reference backend")
+    _announce("ganbench: float32 distances cannot vouch for some points at these widths (points far from the bank's "
+              "mean against their distances, near-ties or copies at a small sigma, or a sigma far wider than the "
+              "data: docs/precision.md); scoring those with the float64 reference backend")
     exact = _reference_pass(query[torch.as_tensor(rows, device=query.device)].to(device), bank, grid, None, None)
     for field in ("log_sum_exp", "log_shifted_sums"):
         getattr(result, field)[:, rows] = getattr(exact, field)

@@ -322,7 +322,9 @@ class ParzenScore:
         return {KEY_SIGMA: self.sigma, KEY_MEAN: self.mean, KEY_STANDARD_ERROR: self.standard_error,
                 "n_test": self.n_test, "n_bank": self.n_bank, "seconds": self.seconds,
                 "backend": self.backend, "device": self.device, "sigma_at_grid_edge": self.sigma_at_grid_edge,
-                "valid_means": {f"{s:.6g}": v for s, v in self.valid_means.items()}}
+                # Each width written in full (repr: the shortest text that reads back as the same float), so that
+                # widths closer than six digits stay apart and the key of ``sigma`` is str(sigma).
+                "valid_means": {repr(float(s)): v for s, v in self.valid_means.items()}}
 
 
 def as_scored_data(bank, valid, test, value_range: tuple[float, float] | None = None):

@@ -266,6 +266,9 @@ def read_json(path: str | os.PathLike) -> dict:
     if path.is_dir():
         raise GanbenchError(f"{path} is a folder; pass the result file inside it (a result JSON written by "
                             "`ganbench parzen --save`, or a table1.json)")
+    if path.exists() and not path.is_file():
+        raise GanbenchError(f"{path} is not a regular file (a pipe or a device); pass a result file written by "
+                            "`ganbench parzen --save` or `ganbench reproduce table1`")
     if not path.is_file():
         raise GanbenchError(f"{path} does not exist; write it with `ganbench parzen SAMPLES --save {path}` "
                             "(or `ganbench reproduce table1` for a table1.json)")
