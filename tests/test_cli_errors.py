@@ -88,7 +88,7 @@ def test_a_text_file_named_npz_never_suggests_unpickling(files, capsys, no_mnist
 
 @pytest.mark.parametrize("shape", [(7,), (40, 0), (40, 2, 0)])
 def test_points_without_values_or_a_count_are_refused_by_shape(shape, files, capsys, no_mnist):
-    """A zero-width file is not 'the validation data themselves' (all empty arrays compare equal): its shape is the problem."""
+    """A zero-width file is not 'the validation data themselves' (empty arrays compare equal): its shape is."""
     bad = files.folder / "bad.npy"
     np.save(bad, np.zeros(shape, dtype=np.float32))
     for command in (["parzen", bad, "--valid", files.valid, "--test", files.test],

@@ -206,3 +206,18 @@ def test_authors_gsn_row_fixes_sigma_and_chains_from_test_image_0(mnist, monkeyp
     assert row["sigma"] == 0.2 and row["valid_means"] == {} and row["protocol"].startswith("authors")
     cross_validated = table1.measure_row("gsn", table1.Table1Config(backend="torch"), mnist)
     assert asked["kind"] == "samples" and len(cross_validated["valid_means"]) == 10
+
+
+def test_a_table_written_with_six_digit_widths_is_read_by_its_widths():
+    """Tables written before validation means were keyed in full compare width by width, a moved mean still seen."""
+    new = {repr(float(sigma)): float(index) for index, sigma in enumerate(np.logspace(-1, 0, 10))}
+    old = {f"{float(key):.6g}": value for key, value in new.items()}
+    assert table1._keyed_in_full(old, new) == new
+    rows = table1._metadata_rows("gan", {"valid_means": old}, {"n_test": None, "n_bank": None, "seed": None,
+                                                             "protocol": None, "valid_means": new}, 0.5)
+    assert rows[-1]["field"] == "valid_means" and rows[-1]["ok"]
+    old[f"{np.logspace(-1, 0, 10)[3]:.6g}"] += 1.0
+    rows = table1._metadata_rows("gan", {"valid_means": old}, {"valid_means": new, "n_test": None, "n_bank": None,
+                                                             "seed": None, "protocol": None}, 0.5)
+    assert not rows[-1]["ok"] and rows[-1]["difference"] == 1.0
+    assert table1._keyed_in_full({"0.3": 1.0}, new) == {"0.3": 1.0}  # another grid stays as stored: a mismatch

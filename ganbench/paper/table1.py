@@ -410,6 +410,8 @@ def _metadata_rows(key: str, old: dict, new: dict, tolerance: float) -> list[dic
         rows.append({"row": key, "field": field, "stored": old.get(field), "new": new[field],
                      "difference": 0.0 if same else math.nan, "tolerance": 0.0, "ok": same})
     stored_means, new_means = old.get("valid_means") or {}, new["valid_means"] or {}
+    if isinstance(stored_means, dict):
+        stored_means = _keyed_in_full(stored_means, new_means)
     if not isinstance(stored_means, dict) or set(stored_means) != set(new_means):
         rows.append({"row": key, "field": "valid_means", "stored": str(stored_means)[:40], "new": str(sorted(new_means)),
                      "difference": math.nan, "tolerance": tolerance, "ok": False})
@@ -421,6 +423,15 @@ def _metadata_rows(key: str, old: dict, new: dict, tolerance: float) -> list[dic
         rows.append({"row": key, "field": "valid_means", "stored": len(stored_means), "new": len(new_means),
                      "difference": difference, "tolerance": tolerance, "ok": difference <= tolerance})
     return rows
+
+
+def _keyed_in_full(stored: dict, new: dict) -> dict:
+    """The stored validation means keyed as ``new`` keys them (each width in full) where a table written
+    before that keyed a width by its six significant digits, and only then."""
+    short = {f"{float(key):.6g}": key for key in new}
+    if set(stored) == set(new) or set(stored) != set(short):
+        return stored
+    return {short[key]: value for key, value in stored.items()}
 
 
 def _check_weights_unchanged(path: Path, provenance, config: Table1Config, keys: tuple[str, ...]) -> None:
