@@ -100,6 +100,15 @@ def check_writable(path: str | os.PathLike, *, folder: bool, what: str = "--out"
         raise GanbenchError(f"{what} {path} lies under {existing}, which is a file; {fix}")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise GanbenchError(f"{what} {path}: {existing} is not writable (permission denied); {fix}")
+    # Permissions do not tell everything: root may write anywhere by them, yet not in /proc or on a read-only
+    # mount. One file made and removed there says it for sure.
+    try:
+        handle, probe = tempfile.mkstemp(dir=existing, prefix=".ganbench-probe-")
+    except OSError as error:
+        raise GanbenchError(f"{what} {path}: files cannot be created in {existing} "
+                            f"({error.strerror or type(error).__name__}); {fix}") from None
+    os.close(handle)
+    os.unlink(probe)
     return path
 
 

@@ -71,3 +71,14 @@ def read_log(path: Path, epochs_done: int):
         raise GanbenchError(f"{path} does not hold epochs 1..{epochs_done} of the run with a finite monitor each "
                             f"(damaged or cut short); {fix}")
     return log
+
+
+def check_finite_weights(model, path, fix: str) -> None:
+    """A model file whose weights hold NaN or inf (a diverged run saved, or a damaged file) draws NaN samples
+    that a command would otherwise write out as a bank: refused when loaded, naming the file and the tensor."""
+    import torch
+
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise GanbenchError(f"{path} holds NaN or inf weights ({name}): the run diverged or the file is damaged; "
+                                f"{fix}")

@@ -177,6 +177,21 @@ def test_a_text_or_csv_file_as_generator(content, files, capsys, no_mnist):
         assert f"{bad} is not a readable ganbench generator" in one_line_error(capsys, *command)
 
 
+def test_a_generator_with_nan_weights_is_refused_naming_it(files, capsys, no_mnist):
+    """It drew NaN samples: `sample` wrote them out (exit 0), `nn` blamed 'samples'."""
+    from ganbench import SHIPPED_GENERATOR
+
+    payload = torch.load(SHIPPED_GENERATOR, weights_only=False)
+    first = next(iter(payload["generator"]))
+    payload["generator"][first][0, 0] = float("nan")
+    broken = files.folder / "diverged.pt"
+    torch.save(payload, broken)
+    for command in (["sample", "--checkpoint", broken, "--count", "4", "--out", files.folder / "s.npy"],
+                    ["nn", "--checkpoint", broken, "--count", "4"]):
+        assert f"{broken} holds NaN or inf weights ({first})" in one_line_error(capsys, *command)
+    assert not (files.folder / "s.npy").exists()
+
+
 def test_check_on_a_folder(files, capsys):
     message = one_line_error(capsys, "check", files.folder)
     assert "is a folder; pass a table1.json or a result file saved by --save" in message

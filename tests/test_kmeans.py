@@ -62,7 +62,7 @@ def lloyd_host_update(points, clusters, iterations, seed):
     rng = np.random.default_rng(seed)
     centroids = points[rng.choice(len(points), size=clusters, replace=False)].copy()
     for _ in range(iterations):
-        assignment = neighbours.nearest(points, centroids, backend="torch", device="cpu")[1][:, 0]
+        assignment = neighbours.nearest(points, centroids, backend="torch", device="cpu", exact_ranking=False)[1][:, 0]
         counts = np.bincount(assignment, minlength=clusters)
         sums = torch.zeros((clusters, points.shape[1]), dtype=torch.float64)
         sums.index_add_(0, torch.from_numpy(assignment), torch.from_numpy(points).double())

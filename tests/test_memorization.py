@@ -5,8 +5,11 @@ from tolerances import float32_distance_bound
 
 from ganbench.cli import main
 from ganbench.defaults import (
+    KEY_COPY_RATE,
+    KEY_COPY_THRESHOLD,
     KEY_EXACT_TRAINING_COPIES,
     KEY_EXPECTED_NEAR_TRAINING_COPIES,
+    KEY_HELD_OUT_IN_TRAINING,
     KEY_NEAR_COPY_THRESHOLD,
     KEY_NEAR_TRAINING_COPIES,
     KEY_SAMPLES_WITH_EXACT_TWIN,
@@ -46,6 +49,20 @@ def test_ties_go_to_the_lowest_index(rng):
     # get the same distance and the stable sort keeps them in index order.
     distances, indices = neighbours.nearest(reference[[7]], reference, k=3, backend="torch", reference_block=16)
     np.testing.assert_array_equal(indices[0], [7, 20, 41])
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton", "reference"])
+def test_the_default_nearest_is_exact_and_takes_the_lowest_of_tied_indices(backend):
+    """Small integers tie exactly: by default the nearest is float64's, the lowest index among ties, where the
+    Parzen pass's float32 choice (exact_ranking=False) may take any of them (here index 8 of 1 and 8)."""
+    reference = np.array([[3, 1], [3, 0], [1, 1], [0, 3], [3, 0], [3, 3], [1, 1], [2, 2], [1, 0], [3, 2], [0, 3]],
+                         dtype=np.float64)
+    queries = np.array([[2.0, 0.0], [1.0, 2.0], [3.0, 1.5]])
+    distances, indices = neighbours.nearest(queries, reference, backend=backend, device="cpu")
+    expected_d, expected_i = brute_force(queries, reference, 1)
+    np.testing.assert_array_equal(indices, expected_i)
+    np.testing.assert_array_equal(distances, expected_d)
+    assert indices[:, 0].tolist() == [1, 2, 0]
 
 
 def test_a_planted_copy_is_found_and_counted(mnist):
@@ -234,6 +251,40 @@ def test_nn_text_output_counts_planted_copies_and_twins(tmp_path, capsys):
     assert "samples identical to a training image: 4;" in text
     assert "(unseen data: 0.60)" in text  # 60 samples / (99 + 1) held-out images
     assert "samples with an identical other sample: 4;" in text
+
+
+def test_held_out_points_leaked_into_the_training_data_leave_the_calibration(tmp_path, capsys):
+    """5 of 300 held-out points are training points: calibrated on all, the copy threshold (the 1% quantile)
+    was 0 and the training set itself scored a copy rate of 0. They are counted and left out, with a warning."""
+    rng = np.random.default_rng(0)
+    train, test = rng.normal(size=(3000, 20)), rng.normal(size=(300, 20))
+    test[:5] = train[:5]
+    report = memorization.report(train[:500], train, test, backend="torch")
+    assert report[KEY_HELD_OUT_IN_TRAINING] == 5
+    assert report[KEY_COPY_THRESHOLD] == np.quantile(report["_test_distances"][5:], 0.01) > 0
+    assert report[KEY_COPY_RATE] == 1.0 and report[KEY_EXACT_TRAINING_COPIES] == 500
+    assert report[KEY_EXPECTED_NEAR_TRAINING_COPIES] == pytest.approx(500 / 296)
+    for name, values in (("train", train), ("test", test), ("samples", train[:500])):
+        np.save(tmp_path / f"{name}.npy", values)
+    assert main(["nn", "--samples", str(tmp_path / "samples.npy"), "--train", str(tmp_path / "train.npy"),
+                 "--test", str(tmp_path / "test.npy"), "--backend", "torch"]) == 0
+    assert "5 held-out points are also training points" in capsys.readouterr().err
+    with pytest.raises(GanbenchError, match="every held-out point"):
+        memorization.report(train[:500], train, train[:50], backend="torch")
+
+
+@pytest.mark.parametrize("samples_dtype, train_dtype", [(np.float64, np.float32), (np.float32, np.float64)])
+def test_copies_are_identical_whichever_float_dtype_holds_them(samples_dtype, train_dtype, mnist):
+    """float64 a / 255 and MNIST's float32 a / 255 are the same images, 1e-15 apart in float64: counted as
+    copies, as uint8 files of the same bytes are."""
+    bytes_ = np.rint(mnist.train_x[:400].astype(np.float64) * 255)
+    samples = (bytes_[:40] / 255).astype(samples_dtype)
+    train = (bytes_ / 255).astype(train_dtype)
+    report = memorization.report(samples, train, mnist.test_x[:200], backend="torch")
+    assert report[KEY_EXACT_TRAINING_COPIES] == 40
+    moved = samples.copy()
+    moved[:, 300] += 1e-3  # no longer the same image at either precision
+    assert memorization.report(moved, train, mnist.test_x[:200], backend="torch")[KEY_EXACT_TRAINING_COPIES] == 0
 
 
 def test_held_out_distances_are_exact_and_cached_by_the_exact_bytes(rng, tmp_path, monkeypatch):

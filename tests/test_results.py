@@ -230,6 +230,11 @@ def with_grid(stored: dict, grid: list) -> dict:
      "selection.grid[0] is [-0.1, 1.0], expected [sigma > 0"),
     (lambda stored: stored["result"].update(n_test=stored["result"]["n_test"] + 1) or stored,
      "but its inputs hold"),
+    (lambda stored: stored["result"].update(dimension=7) or stored, "result.dimension is 7, but its inputs hold"),
+    (lambda stored: stored["selection"].update(valid_rows=100_000) or stored,
+     "selection.valid_rows is 100000, but the full protocol chooses sigma on 300 rows"),
+    # Once a traceback (an OverflowError deriving the bounds) or two RuntimeWarnings before the line.
+    (lambda stored: stored["result"].update(sigma=1e-200) or stored, "sigma 1e-200 is too small"),
 ])
 def test_a_malformed_result_is_one_line_and_exit_2(edit, message, data, capsys):
     path = save(data)
@@ -328,3 +333,11 @@ def test_assert_log_likelihood_takes_a_fixed_sigma_without_validation_data():
     assert score.sigma == 0.2 and not score.valid_means
     with pytest.raises(AssertionError, match="moved"):
         assert_log_likelihood(bank, None, test, expected=expected + 1e-3, sigma=0.2)
+
+
+def test_a_width_past_1e154_saves_and_checks(data, capsys):
+    """sigma**2 overflows Python's float past 1e154 (an OverflowError deriving the bounds): the bound's
+    distance term is then ~0, and the result saves and checks as any other."""
+    path = save(data, "--sigma", "1e160")
+    code, out, err = check(capsys, path)
+    assert code == 0, out + err

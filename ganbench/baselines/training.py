@@ -143,6 +143,7 @@ def load_model(spec: BaselineSpec, path: str | Path) -> tuple[torch.nn.Module, d
     except (RuntimeError, TypeError, KeyError) as error:
         raise GanbenchError(f"{path} does not fit ganbench's {spec.name} ({type(error).__name__}); "
                             f"{WEIGHTS_FIX}") from None
+    runs.check_finite_weights(model, path, WEIGHTS_FIX)
     model.eval()
     metadata = {key: payload.get(key) for key in ("config", "epochs_done", "selection", "dtype")}
     return model, metadata

@@ -79,6 +79,11 @@ def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None =
         sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (the process's own, for its lifetime)
     stdout, sys.stdout = sys.stdout, _GuardedOutput(sys.stdout if sys.stdout is not None else _ClosedOutput())
     try:
+        # Every command may write to the cache: a bad GANBENCH_CACHE_LIMIT_MB is refused now, not after minutes of
+        # work (or ignored when every entry was there already).
+        from ganbench import cache
+
+        cache.limit_bytes()
         status = args.handler(args)
         sys.stdout.flush()  # a full disk or a closed pipe behind stdout shows here, not after exit
         return status

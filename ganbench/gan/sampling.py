@@ -11,6 +11,7 @@ from ganbench.devices import resolve_device
 from ganbench.errors import GanbenchError
 from ganbench.gan.checkpoints import load_payload
 from ganbench.gan.models import Generator, sample_noise
+from ganbench.runs import check_finite_weights
 from ganbench.scoring import banks
 
 GENERATOR_FIX = "train one with `ganbench train`, or pass a checkpoint.pt or generator.pt written by ganbench"
@@ -30,6 +31,7 @@ def load_generator(path: str | Path, device="cpu") -> tuple[Generator, dict]:
     except (RuntimeError, TypeError, AttributeError) as error:
         raise GanbenchError(f"{path} holds weights that do not fit the paper's MNIST generator "
                             f"({type(error).__name__}); {GENERATOR_FIX}") from None
+    check_finite_weights(generator, path, GENERATOR_FIX)
     generator.eval()
     metadata = {key: value for key, value in payload.items()
                 if key in ("config", "epochs_done", "updates_done", "selection")}

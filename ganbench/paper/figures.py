@@ -104,13 +104,16 @@ def training_curve(log_path: str | Path, path: Path, window: int = 25, config: d
     log_path = Path(log_path)
     try:
         log = pd.read_csv(log_path)
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise GanbenchError(f"cannot read the training log {log_path} ({type(error).__name__}); "
                             "pass the train_log.csv of a `ganbench train` run") from None
     missing = {"epoch", "parzen_valid", "d_loss"} - set(log.columns)
-    if missing or log.empty:
-        raise GanbenchError(f"{log_path} has no rows or lacks {sorted(missing)}; "
+    if missing:
+        raise GanbenchError(f"{log_path} lacks the columns {', '.join(sorted(missing))}; "
                             "pass the train_log.csv of a `ganbench train` run")
+    if log.empty:
+        raise GanbenchError(f"{log_path} has no rows (no epoch finished); pass the train_log.csv of a `ganbench train` "
+                            "run that finished an epoch")
     for column in ("epoch", "parzen_valid", "d_loss"):  # a text or NaN/inf cell was plotted as a category or broke the axes
         values = pd.to_numeric(log[column], errors="coerce").to_numpy(dtype=np.float64)
         bad = ~np.isfinite(values)
@@ -127,10 +130,13 @@ def training_curve(log_path: str | Path, path: Path, window: int = 25, config: d
     monitor_axis.plot(log["epoch"], running, linewidth=1.5, label=f"running mean of {window}")
     monitor_axis.set_ylim(shown["parzen_valid"].min() - 5, shown["parzen_valid"].max() + 5)
     monitor_axis.set_ylabel("Parzen monitor (nats)")
-    settings = config or {}
-    if {"monitor_valid", "monitor_sigma", "monitor_bank"} <= set(settings):
-        monitor_axis.set_title(f"{settings['monitor_valid']:,} validation images, sigma {settings['monitor_sigma']:g}, "
-                               f"{settings['monitor_bank']:,} samples", fontsize=8)
+    settings = config if isinstance(config, dict) else {}
+    counts = [settings.get(name) for name in ("monitor_valid", "monitor_bank")]
+    sigma = settings.get("monitor_sigma")
+    # Settings of the types a run writes: a file edited by hand (a count given as text) gets the untitled plot.
+    if all(isinstance(count, int) and not isinstance(count, bool) for count in counts) and \
+            isinstance(sigma, (int, float)) and not isinstance(sigma, bool):
+        monitor_axis.set_title(f"{counts[0]:,} validation images, sigma {sigma:g}, {counts[1]:,} samples", fontsize=8)
     else:  # a generator file without its run's config: the log alone does not say how it was measured
         monitor_axis.set_title("per-epoch validation Parzen monitor (settings not recorded)", fontsize=8)
     monitor_axis.legend(fontsize=7)

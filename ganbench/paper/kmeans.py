@@ -68,7 +68,9 @@ def fit(points: np.ndarray, clusters: int, iterations: int = 10, seed: int = 0, 
             if progress:
                 bar.set_postfix(recomputed=f"{stats.recomputed / stats.points:.0%}")
         else:
-            _, assignment = neighbours.nearest(rows, centroids, backend=backend, device=target, precision=precision)
+            # The Parzen pass's nearest (exact_ranking=False): Lloyd's float32 argmin, as the bounds' path vouches for.
+            _, assignment = neighbours.nearest(rows, centroids, backend=backend, device=target, precision=precision,
+                                               exact_ranking=False)
             cluster = torch.from_numpy(assignment[:, 0]).to(target)
         counts = torch.bincount(cluster, minlength=clusters)
         # index_add_ is one vectorised pass (np.add.at took seconds per iteration on the CPU).

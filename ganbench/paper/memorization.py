@@ -29,13 +29,17 @@ def report(samples, train, test, *, suspicious: int = 10, backend: str = "auto",
     Every count is a number of samples. Distances are exact float64 squared distances to the
     exact nearest neighbour (``nearest(..., exact_ranking=True)``), so "identical" means
     distance 0, i.e. the same vector, with no threshold:
-    - samples_identical_to_a_training_image: samples equal to some training image;
+    - samples_identical_to_a_training_image: samples equal to some training image (at the precision of the
+      narrower of the two dtypes: float64 samples a / 255 equal MNIST's float32 a / 255 at float32's);
     - samples_near_a_training_image: samples at least as close to a training image as the
       closest of the held-out images is (near_copy_threshold, the minimum test-to-train
       distance); a sample distributed like unseen data lands there with probability
       1 / (n_test + 1), hence expected_samples_near_a_training_image_for_unseen_data;
     - copy_rate: the share of samples closer to a training image than 99% of held-out images
       are (copy_threshold, the 1% quantile); unseen data gives 0.01;
+    - held_out_identical_to_a_training_image: held-out points equal to a training point (data leaked
+      between the splits), left out of both thresholds' calibration: they are not unseen data, and 1% of
+      them would put the copy threshold at 0, where no sample can fall below it;
     - samples_with_an_identical_sample: samples that have an identical twin among the other
       samples (200 samples copied once each give 400, not 200);
     - samples_with_a_near_sample: samples whose nearest other sample is closer than
@@ -59,8 +63,14 @@ def report(samples, train, test, *, suspicious: int = 10, backend: str = "auto",
     sample_distances, sample_nearest = nearest(samples, train, backend=backend, device=device, exact_ranking=True,
                                                names=("samples", "the training data"))
     sample_distances, sample_nearest = sample_distances[:, 0], sample_nearest[:, 0]
-    copy_threshold = float(np.quantile(test_distances, COPY_QUANTILE))
-    near_copy_threshold = float(test_distances.min())
+    leaked = test_distances == 0.0
+    if leaked.all():
+        raise GanbenchError(f"every held-out point ({len(test_distances)}) is also a training point: the copy rate is "
+                            "calibrated on data the model never saw; pass held-out data apart from the training data")
+    unseen = test_distances[~leaked]
+    copy_threshold = float(np.quantile(unseen, COPY_QUANTILE))
+    near_copy_threshold = float(unseen.min())
+    identical = (sample_distances == 0.0) | _equal_at_narrower_precision(samples, train, sample_nearest)
     # The nearest *other* sample: the sample itself is at distance exactly 0, so it is one of
     # the two nearest (the second when an identical twin has a lower index).
     within = nearest(samples, samples, k=2, backend=backend, device=device, names=("samples", "the samples"))[0][:, 1]
@@ -73,10 +83,11 @@ def report(samples, train, test, *, suspicious: int = 10, backend: str = "auto",
         keys.KEY_COPY_THRESHOLD: copy_threshold,
         keys.KEY_COPY_RATE: float(np.mean(sample_distances < copy_threshold)),
         keys.KEY_EXPECTED_COPY_RATE: COPY_QUANTILE,
-        keys.KEY_EXACT_TRAINING_COPIES: int(np.sum(sample_distances == 0.0)),
+        keys.KEY_EXACT_TRAINING_COPIES: int(np.sum(identical)),
         keys.KEY_NEAR_COPY_THRESHOLD: near_copy_threshold,
         keys.KEY_NEAR_TRAINING_COPIES: int(np.sum(sample_distances <= near_copy_threshold)),
-        keys.KEY_EXPECTED_NEAR_TRAINING_COPIES: len(sample_distances) / (len(test_distances) + 1),
+        keys.KEY_EXPECTED_NEAR_TRAINING_COPIES: len(sample_distances) / (len(unseen) + 1),
+        keys.KEY_HELD_OUT_IN_TRAINING: int(np.sum(leaked)),
         keys.KEY_SAMPLES_WITH_EXACT_TWIN: int(np.sum(within == 0.0)),
         keys.KEY_SAMPLES_WITH_NEAR_TWIN: int(np.sum(within < copy_threshold)),
         keys.KEY_WITHIN_SAMPLES_NEAREST: quantiles(within),
@@ -86,6 +97,17 @@ def report(samples, train, test, *, suspicious: int = 10, backend: str = "auto",
         "_test_distances": test_distances,
         "_sample_nearest": sample_nearest,
     }
+
+
+def _equal_at_narrower_precision(samples: np.ndarray, train: np.ndarray, nearest_rows: np.ndarray) -> np.ndarray:
+    """Per sample, whether it equals its nearest training row once both are rounded to the narrower of their
+    float dtypes (False for all when the dtypes agree: then only distance 0 is equality). A float64 file of
+    a / 255 holds MNIST's images exactly as its float32 a / 255 does, each value rounded to float32's grid:
+    1e-15 apart in float64, the same images."""
+    if samples.dtype == train.dtype or samples.dtype.kind != "f" or train.dtype.kind != "f":
+        return np.zeros(len(samples), dtype=bool)
+    narrower = min(samples.dtype, train.dtype, key=lambda dtype: dtype.itemsize)
+    return np.all(samples.astype(narrower) == train[nearest_rows].astype(narrower), axis=1)
 
 
 # Bump when the held-out distances are computed differently, so old cache entries are not reused.

@@ -127,7 +127,9 @@ def centred_norms(queries: list[np.ndarray], bank: Bank, chunk_rows: int = CHUNK
 def per_image_bound(norms: np.ndarray, sigma: float, arithmetic: str, dimension: int, rows: int) -> np.ndarray:
     """|path - exact| per image of log p at ``sigma``, for images with the given N (``centred_norms``)."""
     unit = UNIT_ROUNDOFF[arithmetic]
-    return (distance_coefficient(arithmetic, dimension) * unit * np.asarray(norms) / (2.0 * sigma**2)
+    # Divided by 2 sigma, then by sigma: sigma**2 itself overflows past 1e154 (an OverflowError from Python's
+    # power), where the quotient is merely tiny.
+    return (distance_coefficient(arithmetic, dimension) * unit * np.asarray(norms, dtype=np.float64) / (2.0 * sigma) / sigma
             + sum_coefficient(rows) * unit + left_out_terms(rows, arithmetic))
 
 

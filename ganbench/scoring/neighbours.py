@@ -20,7 +20,7 @@ from ganbench.scoring.reference import exact_sq_distances
 BLOCKS = {"cpu": (2048, 2048), "cuda": (1024, 8192)}
 
 
-def nearest(queries, reference, k: int = 1, *, backend: str = "auto", device=None, exact_ranking: bool = False,
+def nearest(queries, reference, k: int = 1, *, backend: str = "auto", device=None, exact_ranking: bool = True,
             query_block: int | None = None, reference_block: int | None = None,
             names: tuple[str, str] = ("x (the points searched)", "the bank"),
             precision: str = DEFAULT_PRECISION) -> tuple[np.ndarray, np.ndarray]:
@@ -29,14 +29,15 @@ def nearest(queries, reference, k: int = 1, *, backend: str = "auto", device=Non
     For each row of ``queries``, its k nearest rows of ``reference`` (the bank); ``names``
     call the two in errors ("samples", "training data").
 
-    k > 1, or ``exact_ranking``: the neighbours and their order are those of float64 arithmetic
-    (ties go to the lowest reference index) and the distances are float64 sums of squared
-    differences, so identical vectors are at distance exactly 0. A float32 GEMM pass only picks
+    By default (``exact_ranking=True``, and always for k > 1) the neighbours and their order are those of
+    float64 arithmetic (ties go to the lowest reference index) and the distances are float64 sums of
+    squared differences, so identical vectors are at distance exactly 0. A float32 GEMM pass only picks
     candidates, with a margin that cannot leave out a true neighbour (``distance_margins``).
 
-    k = 1 otherwise reuses the Parzen pass (the fused kernel on CUDA gives it with no extra
-    distance loop): the distance is the float64 distance of the neighbour chosen in float32,
-    which may be another point within the float32 error (tests/tolerances.py) of the nearest.
+    ``exact_ranking=False`` with k = 1 reuses the Parzen pass instead (the fused kernel on CUDA gives it
+    with no extra distance loop; Lloyd's k-means takes it): the distance is the float64 distance of the
+    neighbour chosen in float32, which may be another point within the float32 error
+    (tests/tolerances.py) of the nearest, and exact ties may go to any of the tied points.
     ``precision`` is the triton backend's for that pass (``int8``: exact distances for 8-bit queries).
     """
     if not (is_whole_number(k) and k >= 1):

@@ -377,16 +377,26 @@ def check(path: str | os.PathLike, backend: str | None = None, device: str | Non
     arithmetic = bounds.arithmetic_of(resolve(scoring.backend, scoring.device)[0], scoring.precision)
     bank, valid, test = _read_inputs(stored, Path(path).resolve().parent)
     result = stored["result"]
-    for key, count in (("n_test", len(test)), ("n_bank", len(bank))):
+    for key, count in (("n_test", len(test)), ("n_bank", len(bank)), ("dimension", bank.dimension)):
         if result[key] != count:  # the inputs match their hashes, so the file's count is what is wrong
-            raise GanbenchError(f"{path}: result.{key} is {result[key]}, but its inputs hold {count} rows; the file "
-                                "was altered: save the result again")
+            raise GanbenchError(f"{path}: result.{key} is {result[key]}, but its inputs hold {count} "
+                                f"{'values a row' if key == 'dimension' else 'rows'}; the file was altered: save the "
+                                "result again")
+    selection = stored["selection"]
+    if not selection["fixed_sigma"]:
+        # The validation rows the sigma was chosen on follow from the protocol and the file (``_valid_rows``).
+        chosen_on = _valid_rows(selection["protocol"], len(valid))
+        if selection["valid_rows"] != chosen_on:
+            raise GanbenchError(f"{path}: selection.valid_rows is {selection['valid_rows']}, but the "
+                                f"{selection['protocol']} protocol chooses sigma on {chosen_on} rows of its validation "
+                                "data; the file was altered: save the result again")
     # The bounds are derived again from the inputs, as saving derived them: the file's own copy is for its
     # readers, and a bound raised by hand there would loosen the check.
     # The grid by sigma, the order ``tolerance_of`` gives the validation means' bounds in.
     grid = None if stored["selection"]["fixed_sigma"] else _stored_grid(path, stored["selection"]["grid"])
     grid = None if grid is None else grid[np.argsort(grid[:, 0], kind="stable")]
     sigmas = [] if grid is None else grid[:, 0].tolist()
+    parzen.check_float64_range(0.0, bank.dimension, np.array([result["sigma"], *sigmas]))  # widths the scorer takes
     derived = tolerance_of(SimpleNamespace(sigma=result["sigma"], valid_means=dict.fromkeys(sigmas)), bank, valid, test,
                            scoring)["bounds"]
     saved_bounds, new_bounds = derived[settings["arithmetic"]], derived[arithmetic]
