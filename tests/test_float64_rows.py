@@ -110,7 +110,7 @@ def test_float32_paths_rescore_rows_far_from_the_bank_mean(backend, precision, d
     # Every row is rescored by the reference: exact up to REFERENCE_NATS where the expanded form's float64
     # rounding could move a row (reference._exact_where_loose), and to float64's rounding of the sums (1e-12).
     np.testing.assert_allclose(got, expected, rtol=1e-12, atol=reference.REFERENCE_NATS)
-    assert "cannot resolve some points" in capsys.readouterr().err
+    assert "cannot vouch for some points" in capsys.readouterr().err
     # The centre's cost alone finds these rows (the other checks may too) ...
     monkeypatch.setattr(float64_rows, "LOOSE_NATS", float("inf"))
     monkeypatch.setattr(float64_rows, "HIDING_NATS", float("inf"))
