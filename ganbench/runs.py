@@ -82,3 +82,24 @@ def check_finite_weights(model, path, fix: str) -> None:
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise GanbenchError(f"{path} holds NaN or inf weights ({name}): the run diverged or the file is damaged; "
                                 f"{fix}")
+
+
+def check_best_is_logged_peak(log, log_path, best_path, best_epoch: int) -> None:
+    """The best-epoch file must hold the epoch where the run's log peaks: a kill between writing the best file
+    and the checkpoint (or the log) leaves a best file of an epoch the log does not hold, which export would
+    otherwise ship as the best 'among' the logged epochs."""
+    peak = int(log.loc[log["parzen_valid"].idxmax(), "epoch"])
+    if best_epoch != peak:
+        raise GanbenchError(f"{best_path} holds epoch {best_epoch} but {log_path} peaks at epoch {peak}; resume the "
+                            "run for one epoch to rewrite it, or export without --best")
+
+
+def write_log(path, log: list[dict]) -> None:
+    """The run's per-epoch log as CSV, atomically. Written after each epoch's checkpoint and again from the
+    checkpoint when a run resumes: a kill between the two writes left a log one epoch short, which resuming a
+    finished run never rewrote (and export refuses)."""
+    import pandas as pd
+
+    from ganbench import atomic
+
+    atomic.write_text(path, pd.DataFrame(log).to_csv(index=False))

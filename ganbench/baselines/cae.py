@@ -26,6 +26,7 @@ from ganbench.baselines.training import (
     first_training_images,
     sample_monitor,
 )
+from ganbench.progress import progress_bar
 
 
 @dataclass
@@ -117,7 +118,7 @@ def sample(model: StackedCAE, count: int, seed: int, config: CAEConfig | None = 
     per_chain = -(-count // chains)
     h1 = model.bottom.encode(torch.rand((chains, model.bottom.weight.shape[0]), generator=rng))
     kept = []
-    for step in range(BURN_IN + per_chain * THINNING):
+    for step in progress_bar(range(BURN_IN + per_chain * THINNING), desc="Stacked CAE chains", leave=False):
         h1 = sampling_step(model, h1, noise, rng)
         if step >= BURN_IN and (step - BURN_IN + 1) % THINNING == 0:
             kept.append(model.bottom.decode(h1))

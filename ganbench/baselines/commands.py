@@ -1,10 +1,10 @@
 """`ganbench train/sample/export --model gsn|dbn|cae`: the handlers the GAN commands hand over to."""
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
+from ganbench.cli.common import print_json
 from ganbench.errors import GanbenchError
 
 # Flags of the GAN's commands that mean nothing to a baseline: refused rather than ignored.
@@ -32,9 +32,11 @@ def train(args) -> int:
     state = training.train(spec, config, args.out, resume=args.resume, data=data.load_mnist(args.data_dir),
                            max_minutes=args.max_minutes)
     last = state.log[-1] if state.log else {}
-    print(json.dumps({"out": str(args.out), "model": args.model, "epochs_done": state.epochs_done, **last})
-          if args.json else f"trained {args.model} for {state.epochs_done} epochs into {args.out}; "
-          f"last validation monitor {last.get('parzen_valid', float('nan')):.1f}")
+    if args.json:
+        print_json({"out": str(args.out), "model": args.model, "epochs_done": state.epochs_done, **last}, indent=None)
+    else:
+        print(f"trained {args.model} for {state.epochs_done} epochs into {args.out}; "
+              f"last validation monitor {last.get('parzen_valid', float('nan')):.1f}")
     return 0
 
 

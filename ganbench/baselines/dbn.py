@@ -29,6 +29,7 @@ from ganbench.baselines.training import (
     first_training_images,
     sample_monitor,
 )
+from ganbench.progress import progress_bar
 
 
 @dataclass
@@ -135,7 +136,7 @@ def sample(model: DBN, count: int, seed: int, config: DBNConfig | None = None,
     starts = train_images[np.random.default_rng(seed).choice(len(train_images), size=chains, replace=False)]
     h1 = _gibbs_top(model.top, bernoulli(model.bottom.hidden_mean(torch.as_tensor(starts)), rng), BURN_IN, rng)
     kept = []
-    for _ in range(per_chain):
+    for _ in progress_bar(range(per_chain), desc="DBN chains", leave=False):  # on a terminal only
         h1 = _gibbs_top(model.top, h1, THINNING, rng)
         kept.append(model.bottom.visible_mean(h1))
     return torch.cat(kept)[:count].numpy()

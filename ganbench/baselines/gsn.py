@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from ganbench.baselines.training import BaselineSpec, MomentumBuffers, RunState, bernoulli
+from ganbench.progress import progress_bar
 from ganbench.scoring import parzen
 
 AUTHORS_SIGMA = 0.20          # likelihood_estimation_parzen.py is run at one fixed width
@@ -156,7 +157,7 @@ def chain_means(model: DeepGSN, starts: np.ndarray, steps: int, config: GSNConfi
     kept = range(first_kept, steps, every)
     means = np.empty((len(kept), len(starts), x.shape[1]), dtype=np.float32)
     product = blas_product if len(starts) == 1 else torch.matmul
-    for index in range(steps):
+    for index in progress_bar(range(steps), desc="Deep GSN chains", leave=False):  # on a terminal only
         logits, x, h2 = model.step(x, h2, config, rng, product=product)
         if index >= first_kept and (index - first_kept) % every == 0:
             means[(index - first_kept) // every] = torch.sigmoid(logits).numpy()

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
@@ -234,6 +233,8 @@ def train(spec: BaselineSpec, config, out_dir: str | Path, *, resume: bool = Fal
         config = dataclasses.replace(stored, epochs=config.epochs)
         runs.check_resumed_epochs(out_dir, state.epochs_done, config.epochs)
         runs.warn_if_best_lost(out_dir / BEST_NAME, state.log, lambda path: _read_checkpoint(spec, path, WEIGHTS_KEYS))
+        if state.log:
+            runs.write_log(out_dir / LOG_NAME, state.log)  # the checkpoint's log is the run's
     elif checkpoint_path.exists():
         raise GanbenchError(f"{checkpoint_path} exists; add --resume to continue it, or choose another --out")
     else:
@@ -252,7 +253,7 @@ def train(spec: BaselineSpec, config, out_dir: str | Path, *, resume: bool = Fal
                          selection=f"the highest per-epoch validation monitor of its run ({row['parzen_valid']:.1f} "
                                    f"nats at epoch {state.epochs_done})")
         _save_checkpoint(checkpoint_path, spec, state, config)
-        atomic.write_text(out_dir / LOG_NAME, pd.DataFrame(state.log).to_csv(index=False))
+        runs.write_log(out_dir / LOG_NAME, state.log)
         if progress:
             shown = " ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch" and isinstance(v, float))
             tqdm.write(f"{spec.name} epoch {row['epoch']}: {shown}", file=sys.stderr)
@@ -265,10 +266,15 @@ def export(spec: BaselineSpec, run: str | Path, out_dir: str | Path, best: bool 
     """Ship a run: ``out_dir/<name>.pt`` in the spec's dtype and ``out_dir/<name>_train_log.csv``."""
     run, out_dir = Path(run), Path(out_dir)
     source = run / (BEST_NAME if best else CHECKPOINT_NAME)
+    if not source.is_file():
+        raise GanbenchError(f"no {source.name} in {run}; pass the --out folder of a `ganbench train --model {spec.name}` "
+                            "run" + (" that logged its validation monitor (or drop --best)" if best else ""))
     model, metadata = load_model(spec, source)
     config = spec.config_class(**metadata["config"])
     epochs_done = _read_checkpoint(spec, run / CHECKPOINT_NAME, WEIGHTS_KEYS)["epochs_done"]
     log = runs.read_log(run / LOG_NAME, epochs_done)  # the run's epochs, each with its monitor
+    if best:
+        runs.check_best_is_logged_peak(log, run / LOG_NAME, source, metadata["epochs_done"])
     selection = (f"{metadata['selection']}, among epochs 1-{int(log['epoch'].max())}" if best
                  else "the last epoch of its run")
     path = save_weights(out_dir / f"{spec.name}.pt", spec, model, config, metadata["epochs_done"],

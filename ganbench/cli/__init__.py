@@ -68,16 +68,28 @@ def run() -> None:
     sys.exit(main(parser=parser))
 
 
+def _refuse_empty_values(args) -> None:
+    """An empty value (an unset shell variable: ``--checkpoint "$CKPT"``) names nothing: refused, never taken as
+    the default (it sampled the shipped generator) or the current folder (``--out ''`` trained there)."""
+    command = args.commands[args.command]
+    for action in command._actions:
+        if getattr(args, action.dest, None) == "":
+            name = action.option_strings[0] if action.option_strings else action.metavar or action.dest
+            command.error(f"{name} is empty: give a value (an unset shell variable?)")
+
+
 def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> int:
     args, unknown = (parser or build_parser()).parse_known_args(argv)
     if unknown:  # named by the command's own parser, so that the line points at `ganbench COMMAND --help`
         args.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+    _refuse_empty_values(args)
     # A command started with its stderr closed (`2>&-`) has sys.stderr None, and print(file=None) writes to
     # stdout: its notes would land in the JSON. They go nowhere instead. A closed stdout (`>&-`) refuses the
     # output as a full disk does: one line, status 2.
     if sys.stderr is None:
         sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (the process's own, for its lifetime)
     stdout, sys.stdout = sys.stdout, _GuardedOutput(sys.stdout if sys.stdout is not None else _ClosedOutput())
+    previous_handler = _stop_on_sigterm()
     try:
         # Every command may write to the cache: a bad GANBENCH_CACHE_LIMIT_MB is refused now, not after minutes of
         # work (or ignored when every entry was there already).
@@ -104,11 +116,33 @@ def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None =
         # A path the user gave that the operating system refused (a folder, no permission, no space).
         say(f"ganbench: error: {error.filename}: {error.strerror or type(error).__name__}")
         return 2
-    except KeyboardInterrupt:
-        say(f"ganbench: interrupted; {getattr(args, 'on_interrupt', nothing_written)(args)}")
-        return 130
+    except KeyboardInterrupt as interruption:
+        stopped = "terminated" if isinstance(interruption, Terminated) else "interrupted"
+        say(f"ganbench: {stopped}; {getattr(args, 'on_interrupt', nothing_written)(args)}")
+        return 128 + (signal.SIGTERM if isinstance(interruption, Terminated) else signal.SIGINT)
     finally:
         sys.stdout = stdout
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a job scheduler's stop, ``kill``, torchrun stopping its ranks), unwound as Ctrl-C is: temporary
+    files removed, and one line saying what was kept (it died silently, leaving a half-written checkpoint)."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
+def _stop_on_sigterm():
+    """Turn SIGTERM into ``Terminated`` for this command; the handler it replaces, or None off the main thread
+    (where Python installs no handlers)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_terminated)
 
 
 def say(line: str) -> None:

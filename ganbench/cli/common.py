@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 
@@ -32,8 +33,21 @@ def add_backend_options(parser: argparse.ArgumentParser, precision: bool = True)
                              "backend; --save scores auto as tf32x3 (docs/precision.md)")
 
 
-def print_json(payload) -> None:
-    json.dump(payload, sys.stdout, indent=2, default=float)
+def strict_json(payload):
+    """``payload`` with every NaN or infinite float as None: JSON has no NaN (Python's json writes a bare NaN,
+    which strict parsers, jq among them, refuse), and null says "no value" (an epoch with no G step)."""
+    if isinstance(payload, dict):
+        return {key: strict_json(value) for key, value in payload.items()}
+    if isinstance(payload, (list, tuple)):
+        return [strict_json(value) for value in payload]
+    if isinstance(payload, float) or hasattr(payload, "dtype") and getattr(payload, "ndim", 1) == 0:
+        number = float(payload)
+        return number if math.isfinite(number) else None
+    return payload
+
+
+def print_json(payload, indent: int | None = 2) -> None:
+    json.dump(strict_json(payload), sys.stdout, indent=indent, default=float, allow_nan=False)
     sys.stdout.write("\n")
 
 
@@ -82,13 +96,14 @@ def check_bank_is_not(bank, held_out: dict, source) -> None:
 
 
 def seed_number(text: str) -> int:
-    """argparse type of a --seed: a whole number torch's and NumPy's generators both take (0 .. 2^63 - 1)."""
+    """argparse type of a --seed: a whole number 0 .. 2^63 - 3, one range for every command (a training run
+    seeds its streams with seed, seed + 1 and seed + 2, each kept below 2^63 as TrainConfig checks)."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"invalid seed {text!r}: give a whole number") from None
-    if not 0 <= value < 2**63:
-        raise argparse.ArgumentTypeError(f"seed {value} is out of range: give 0 .. 2^63 - 1")
+    if not 0 <= value <= 2**63 - 3:
+        raise argparse.ArgumentTypeError(f"seed {value} is out of range: give 0 .. 2^63 - 3")
     return value
 
 

@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from ganbench import SHIPPED_GENERATOR
-from ganbench.cli.common import add_data_options, check_out, require_at_least, seed_number
+from ganbench.cli.common import add_data_options, check_out, print_json, require_at_least, seed_number
 from ganbench.defaults import DEFAULT_MODEL, DEFAULT_OUT, MODELS
 from ganbench.devices import resolve_device
 from ganbench.errors import GanbenchError
@@ -19,6 +18,7 @@ def _add_model_option(parser) -> None:
                         help="gan: the paper's; gsn, dbn, cae: the Table 1 baselines (docs/baselines.md)")
 
 def command_train(args) -> int:
+    check_out(args.out, folder=True)  # every model's run folder: refused before any epoch
     if args.model != "gan":
         from ganbench.baselines import commands
         return commands.train(args)
@@ -26,7 +26,6 @@ def command_train(args) -> int:
     from ganbench.gan.train import resolve_config, train
 
     device = resolve_device(args.device, default="cpu")
-    check_out(args.out, folder=True)
     flags = {"epochs": args.epochs, "seed": args.seed, "discriminator_steps": args.discriminator_steps,
              "generator_loss": args.generator_loss, "train_subset": args.train_subset}
     config = resolve_config(args.out, args.resume, args.config,
@@ -35,8 +34,10 @@ def command_train(args) -> int:
                   data=data.load_mnist(args.data_dir), max_minutes=args.max_minutes)
     last = state.log[-1] if state.log else {}
     monitor = last.get("parzen_valid", float("nan"))
-    print(json.dumps({"out": str(args.out), "epochs_done": state.epochs_done, **last}) if args.json else
-          f"trained {state.epochs_done} epochs into {args.out}; last Parzen monitor {monitor:.1f}")
+    if args.json:
+        print_json({"out": str(args.out), "epochs_done": state.epochs_done, **last}, indent=None)
+    else:
+        print(f"trained {state.epochs_done} epochs into {args.out}; last Parzen monitor {monitor:.1f}")
     return 0
 
 
@@ -50,14 +51,14 @@ def train_interrupted(args) -> str:
 
 
 def command_export(args) -> int:
+    out = Path(args.out)
+    check_out(out, folder=True)
     if args.model != "gan":
         from ganbench.baselines import commands
         return commands.export(args)
     from ganbench.gan.export import export_run
     from ganbench.gan.train import LOG_NAME
 
-    out = Path(args.out)
-    check_out(out, folder=True)
     export_run(Path(args.run), args.best, out)
     print(f"wrote {out / 'generator.pt'} and {out / LOG_NAME}")
     return 0

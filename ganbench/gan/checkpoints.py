@@ -33,6 +33,10 @@ def load_payload(path: str | Path, what: str, fix: str, required: tuple[str, ...
         # A baseline's checkpoint or weights handed to a command that reads the GAN's.
         raise GanbenchError(f"{path} holds a {payload['model']} model, not the GAN's generator; add "
                             f"--model {payload['model']}")
+    if missing and isinstance(payload, dict) and "model" in required and "model" not in payload and "generator" in payload:
+        # The GAN's checkpoint or generator handed to a baseline's command: never told to delete it.
+        raise GanbenchError(f"{path} holds the paper's GAN (a generator), not a {what}; drop --model (the GAN is "
+                            "the default)")
     if missing:
         raise GanbenchError(f"{path} is not a {what} (no {missing[0]!r} in it); {fix}")
     return payload

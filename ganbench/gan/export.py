@@ -37,7 +37,5 @@ def _best_epoch_selection(log: pd.DataFrame, log_path: Path, best_path: Path) ->
     """How the best epoch was chosen, over the whole run so far; checks the log agrees with the file."""
     best = log.loc[log["parzen_valid"].idxmax()]
     _, metadata = sampling.load_generator(best_path)
-    if int(best["epoch"]) != metadata["epochs_done"]:
-        raise GanbenchError(f"{best_path} holds epoch {metadata['epochs_done']} but {log_path} peaks at epoch "
-                            f"{int(best['epoch'])}; resume the run for one epoch to rewrite it, or export without --best")
+    runs.check_best_is_logged_peak(log, log_path, best_path, metadata["epochs_done"])
     return best_epoch_selection(best["parzen_valid"], metadata["config"], int(log["epoch"].max()))

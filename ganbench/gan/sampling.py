@@ -11,6 +11,7 @@ from ganbench.devices import resolve_device
 from ganbench.errors import GanbenchError
 from ganbench.gan.checkpoints import load_payload
 from ganbench.gan.models import Generator, sample_noise
+from ganbench.progress import progress_bar
 from ganbench.runs import check_finite_weights
 from ganbench.scoring import banks
 
@@ -105,7 +106,7 @@ def write_shards(generator: Generator, count: int, seed: int, folder: str | Path
     batches = _draw(generator, [size for rows in shard_rows for size in _batch_sizes(rows, GENERATE_BATCH)], seed,
                     resolve_device(device, "cpu"))
     paths = []
-    for name, rows in zip(names, shard_rows):
+    for name, rows in progress_bar(list(zip(names, shard_rows)), desc="shards", leave=False):  # on a terminal only
         parts = [next(batches) for _ in _batch_sizes(rows, GENERATE_BATCH)]
         paths.append(save_samples(folder / name, torch.cat(parts).numpy()))
     banks.finish_shards(folder, list(zip(names, shard_rows)))

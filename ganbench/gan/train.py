@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 
@@ -256,6 +255,20 @@ def train_epoch(state: TrainState, config: TrainConfig, images: torch.Tensor, pr
             "learning_rate": learning_rate, "momentum": momentum}
 
 
+def check_batches(config: TrainConfig, images: int) -> None:
+    """An epoch is the whole batches of the training images, and k (discriminator_steps) counts D steps within
+    one (Algorithm 1's inner loop, restarted each epoch): a batch larger than the images gave no batch at all (a
+    traceback), and k above an epoch's batches left G untrained, with no error."""
+    batches = images // config.batch_size
+    if batches < 1:
+        raise GanbenchError(f"batch_size {config.batch_size} exceeds the {images:,} training images; pass at most "
+                            f"{images}")
+    if config.discriminator_steps > batches:
+        raise GanbenchError(f"discriminator_steps (k) {config.discriminator_steps} exceeds the {batches} batches of an "
+                            "epoch: G would never be updated (k counts D steps within an epoch); pass k <= "
+                            f"{batches}, or train on more images")
+
+
 def check_finite_weights(state: TrainState, epoch: int) -> None:
     """A one-line error when training diverged (a weight of G or D is NaN or inf), before the monitor would score
     G's NaN samples and blame "the bank". The checkpoint of the last good epoch stays as it was."""
@@ -342,6 +355,8 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False, dev
         # the checkpoint has just restored for the next epoch.
         runs.warn_if_best_lost(out_dir / BEST_GENERATOR_NAME, state.log,
                                lambda path: load_payload(path, "ganbench generator", "", ("generator",)))
+        if state.log:
+            runs.write_log(out_dir / LOG_NAME, state.log)  # the checkpoint's log is the run's
     else:
         if checkpoint_path.exists():
             raise GanbenchError(f"{checkpoint_path} exists; add --resume to continue it, or choose another --out")
@@ -350,6 +365,7 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False, dev
     runs.check_subset(config.train_subset, len(data.train_x))
     runs.check_monitor_images(config.monitor_valid, len(data.valid_x))
     train_images = data.train_x[:config.train_subset] if config.train_subset else data.train_x
+    check_batches(config, len(train_images))
     if state is None:
         state = new_state(config, train_images, device)
     images = torch.from_numpy(train_images).to(device)
@@ -368,7 +384,7 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False, dev
                            dataclasses.asdict(config), state.epochs_done, state.updates_done,
                            selection=best_epoch_selection(row["parzen_valid"], dataclasses.asdict(config)))
         save_checkpoint(checkpoint_path, state, config)
-        atomic.write_text(out_dir / LOG_NAME, pd.DataFrame(state.log).to_csv(index=False))
+        runs.write_log(out_dir / LOG_NAME, state.log)
         out_of_time = max_minutes is not None and time.perf_counter() - session_start > 60 * max_minutes
         if progress:
             progress_line(f"epoch {row['epoch']}: d_loss {row['d_loss']:.4f} g_loss {row['g_loss']:.4f} "
