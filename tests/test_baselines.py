@@ -212,3 +212,31 @@ def test_resuming_without_the_best_epochs_weights_says_so(fake_mnist, tmp_path, 
     training.train(cae.SPEC, training.resolve_config(cae.SPEC, tmp_path, True, epochs=3), tmp_path, resume=True,
                    data=fake_mnist, progress=False)
     assert "best.pt is missing or damaged; the best epoch so far (epoch" in capsys.readouterr().err
+
+
+def test_a_best_file_of_an_epoch_the_log_lacks_is_not_exported_and_resume_repairs_the_log(fake_mnist, tmp_path):
+    """A kill after best.pt was written and before the checkpoint (and log) left a best file one epoch ahead of
+    the log: export --best shipped it 'among epochs 1-2'. Now refused; and a resume rewrites the log from the
+    checkpoint (one cut short by a kill between the two writes was never rewritten)."""
+    config = dataclasses.replace(SMALL["cae"], epochs=2)
+    training.train(cae.SPEC, config, tmp_path / "two", data=fake_mnist, progress=False)
+    training.train(cae.SPEC, dataclasses.replace(config, epochs=3), tmp_path / "three", data=fake_mnist, progress=False)
+    for name in (training.CHECKPOINT_NAME, training.LOG_NAME):
+        (tmp_path / "three" / name).write_bytes((tmp_path / "two" / name).read_bytes())
+    # The state that kill leaves whichever epoch was best: epoch 3's weights as the best file.
+    last = training.load_model(cae.SPEC, tmp_path / "three" / training.BEST_NAME)[0]
+    training.save_weights(tmp_path / "three" / training.BEST_NAME, cae.SPEC, last, config, 3, selection="epoch 3")
+    with pytest.raises(GanbenchError, match="holds epoch 3 but .* peaks at epoch"):
+        training.export(cae.SPEC, tmp_path / "three", tmp_path / "ship")
+    log_path = tmp_path / "two" / training.LOG_NAME
+    whole = log_path.read_text()
+    log_path.write_text("".join(whole.splitlines(keepends=True)[:2]))  # epoch 1 only: the kill's short log
+    with pytest.raises(GanbenchError, match="does not hold epochs 1..2"):
+        training.export(cae.SPEC, tmp_path / "two", tmp_path / "ship", best=False)
+    training.train(cae.SPEC, training.resolve_config(cae.SPEC, tmp_path / "two", True, epochs=2), tmp_path / "two",
+                   resume=True, data=fake_mnist, progress=False)
+    assert log_path.read_text() == whole
+    training.export(cae.SPEC, tmp_path / "two", tmp_path / "ship", best=False)
+    with pytest.raises(GanbenchError, match="no best.pt in .* \\(or drop --best\\)"):
+        (tmp_path / "two" / training.BEST_NAME).unlink()
+        training.export(cae.SPEC, tmp_path / "two", tmp_path / "ship")

@@ -6,7 +6,9 @@ the minutes of work after it).
 """
 import json
 import os
+import signal
 import sys
+import time
 import types
 from pathlib import Path
 
@@ -697,7 +699,7 @@ def test_figures_writes_the_baselines_memorisation_reports(tmp_path, capsys, mon
 @pytest.mark.parametrize("command", [["sample", "--count", "5", "--out", "s.npy"], ["figures"], ["nn"]])
 @pytest.mark.parametrize("seed", ["99999999999999999999", "-1", "1.5"])
 def test_a_seed_generators_cannot_take_is_a_usage_error(command, seed, capsys, no_mnist):
-    """torch's and NumPy's generators take 0 .. 2^63 - 1; past that torch raised OverflowError after the work began."""
+    """Seeds are 0 .. 2^63 - 3 (``seed_number``); past 2^63 torch raised OverflowError after the work began."""
     with pytest.raises(SystemExit) as exit_:
         main([*command, "--seed", seed])
     assert exit_.value.code == 2
@@ -734,3 +736,58 @@ def test_nn_warns_that_few_held_out_points_make_a_rough_copy_threshold(tmp_path,
     status, out, err = run(capsys, "nn", "--samples", tmp_path / "samples.npy", "--train", tmp_path / "train.npy",
                            "--test", tmp_path / "test.npy")
     assert status == 0 and "20 held-out points cannot resolve the 1% quantile" in err and "copy rate" in out
+
+
+@pytest.mark.parametrize("command, name", [
+    (["sample", "--count", "2", "--out", "s.npy", "--checkpoint", ""], "--checkpoint"),
+    (["train", "--out", "", "--epochs", "1"], "--out"),
+    (["parzen", ""], "samples"),
+])
+def test_an_empty_value_is_refused_never_taken_as_a_default(command, name, capsys, no_mnist):
+    """An unset shell variable (--checkpoint "$CKPT") sampled the shipped generator; --out '' trained into the
+    current folder."""
+    with pytest.raises(SystemExit) as exit_:
+        main(command)
+    captured = capsys.readouterr()
+    assert exit_.value.code == 2 and captured.out == "" and len(captured.err.strip().splitlines()) == 1
+    assert f"{name} is empty: give a value" in captured.err
+
+
+def test_a_gan_run_given_a_baseline_model_is_told_to_drop_it(tmp_path, capsys, no_mnist):
+    """'not a ganbench dbn training checkpoint ...; delete it to start over' would have cost a good run."""
+    from ganbench import SHIPPED_GENERATOR
+
+    run_folder = tmp_path / "run"
+    run_folder.mkdir()
+    (run_folder / "checkpoint.pt").write_bytes(SHIPPED_GENERATOR.read_bytes())
+    for command in (["train", "--out", run_folder, "--resume", "--model", "dbn"],
+                    ["sample", "--model", "dbn", "--checkpoint", run_folder / "checkpoint.pt", "--out", tmp_path / "s.npy"]):
+        line = one_line_error(capsys, *command)
+        assert "holds the paper's GAN" in line and "drop --model" in line and "delete" not in line
+
+
+def test_sigterm_unwinds_as_ctrl_c_with_its_line_and_status(monkeypatch, capsys):
+    """A terminated run died silently with 143, leaving a temporary file; now it says what was kept."""
+    from ganbench import cli as cli_module
+    from ganbench.cli import parzen as parzen_cli
+
+    def terminated(args):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises in the main thread first
+        raise AssertionError("SIGTERM was not turned into an exception")
+
+    monkeypatch.setattr(parzen_cli, "command_parzen", terminated)
+    before = signal.getsignal(signal.SIGTERM)
+    status, out, err = run(capsys, "parzen", "bank.npy")
+    assert status == 128 + signal.SIGTERM and err.startswith("ganbench: terminated; ")
+    assert signal.getsignal(signal.SIGTERM) is before  # restored for the caller
+    assert cli_module.Terminated.__mro__[1] is KeyboardInterrupt
+
+
+def test_one_seed_range_for_every_command(capsys):
+    """Training refused seeds past 2^63 - 3 (it seeds streams with seed + 1 and + 2) that its flag took."""
+    for command in (["train", "--seed", str(2**63 - 2)], ["sample", "--seed", str(2**63 - 1), "--out", "s.npy"]):
+        with pytest.raises(SystemExit) as exit_:
+            main(command)
+        assert exit_.value.code == 2 and "give 0 .. 2^63 - 3" in capsys.readouterr().err
+    assert main(["sample", "--seed", str(2**63 - 3), "--count", "1", "--out", os.devnull]) == 2  # taken, then --out

@@ -255,3 +255,36 @@ def test_a_diverged_run_says_so_instead_of_blaming_a_bank(tmp_path):
         check_finite_weights(state, 3)
     with pytest.raises(GanbenchError, match="learning_rate must be > 0 and at most 1e30"):
         TrainConfig(learning_rate=1e300).validate()
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(train_subset=None, batch_size=60_000), "batch_size 60000 exceeds the 50,000 training images"),
+    (dict(train_subset=300, batch_size=100, discriminator_steps=4), r"discriminator_steps \(k\) 4 exceeds the 3 batches"),
+])
+def test_an_epoch_without_a_batch_or_a_g_step_is_refused_before_training(changes, message, mnist, tmp_path):
+    """A batch past the images gave no batch at all (an UnboundLocalError); k past an epoch's batches never
+    updated G (k counts D steps within an epoch), with every g_loss NaN and no error."""
+    with pytest.raises(GanbenchError, match=message):
+        train(small_config(**changes), tmp_path, data=mnist, progress=False)
+    assert not (tmp_path / "checkpoint.pt").exists()
+
+
+def test_train_json_is_strict_json(monkeypatch, tmp_path, capsys):
+    """An epoch without a G step logs g_loss NaN, which json.dumps wrote as a bare NaN (refused by jq)."""
+    import json
+
+    from ganbench.gan import train as train_module
+
+    row = {"epoch": 1, "d_loss": 0.69, "g_loss": float("nan"), "parzen_valid": -80.0}
+    monkeypatch.setattr(train_module, "train", lambda *args, **kwargs: types_namespace(epochs_done=1, log=[row]))
+    monkeypatch.setattr(train_module, "resolve_config", lambda *args, **kwargs: None)
+    monkeypatch.setattr("ganbench.data.load_mnist", lambda *args: None)
+    assert cli.main(["train", "--out", str(tmp_path / "run"), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out, parse_constant=lambda name: pytest.fail(f"bare {name}"))
+    assert printed["g_loss"] is None and printed["d_loss"] == 0.69
+
+
+def types_namespace(**fields):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(**fields)
