@@ -240,3 +240,10 @@ def test_a_best_file_of_an_epoch_the_log_lacks_is_not_exported_and_resume_repair
     with pytest.raises(GanbenchError, match="no best.pt in .* \\(or drop --best\\)"):
         (tmp_path / "two" / training.BEST_NAME).unlink()
         training.export(cae.SPEC, tmp_path / "two", tmp_path / "ship")
+
+
+def test_a_baseline_monitor_width_the_scorer_refuses_is_refused_before_training(fake_mnist, tmp_path):
+    config = dataclasses.replace(SMALL["gsn"], monitor_sigma=1e-300)
+    with pytest.raises(GanbenchError, match="monitor_sigma must be >= 5.3e-155, got 1e-300"):
+        training.train(gsn.SPEC, config, tmp_path, data=fake_mnist, progress=False)
+    assert not (tmp_path / training.CHECKPOINT_NAME).exists()

@@ -288,3 +288,9 @@ def types_namespace(**fields):
     from types import SimpleNamespace
 
     return SimpleNamespace(**fields)
+
+
+def test_a_monitor_width_the_scorer_refuses_is_refused_by_the_config():
+    """monitor_sigma 1e-300 passed the config and was refused by the scorer after an epoch had trained."""
+    with pytest.raises(GanbenchError, match="monitor_sigma must be >= 5.3e-155"):
+        small_config(monitor_sigma=1e-300).validate()

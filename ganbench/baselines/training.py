@@ -203,6 +203,11 @@ def resolve_config(spec: BaselineSpec, out_dir: str | Path, resume: bool, **give
 def _validate(spec: BaselineSpec, config) -> None:
     if config.epochs < 1:
         raise GanbenchError(f"bad {spec.name} config: epochs must be >= 1, got {config.epochs}")
+    from ganbench.scoring.parzen import SMALLEST_SIGMA
+
+    sigma = getattr(config, "monitor_sigma", None)
+    if sigma is not None and not sigma >= SMALLEST_SIGMA:  # refused now, not after the first epoch
+        raise GanbenchError(f"bad {spec.name} config: monitor_sigma must be >= {SMALLEST_SIGMA:.2g}, got {sigma}")
     if config.train_subset is not None and config.train_subset < config.batch_size:
         raise GanbenchError(f"bad {spec.name} config: train_subset must hold at least one batch "
                             f"({config.batch_size} images), got {config.train_subset}")

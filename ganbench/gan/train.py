@@ -75,7 +75,9 @@ class TrainConfig:
             (self.train_subset is None or self.train_subset >= self.batch_size,
              "train_subset must hold at least one batch"),
             (self.monitor_bank >= 1 and self.monitor_valid >= 1, "monitor sizes must be >= 1"),
-            (self.monitor_sigma > 0, "monitor_sigma must be > 0"),
+            # Checked now, not by the scorer after the first epoch has trained.
+            (self.monitor_sigma >= parzen.SMALLEST_SIGMA, f"monitor_sigma must be >= {parzen.SMALLEST_SIGMA:.2g} "
+             "(1/(2 sigma^2) overflows float64 below)"),
         ]
         for ok, message in checks:
             if not ok:

@@ -257,6 +257,10 @@ def squared_distance_bound(magnitude: float, dimension: int) -> float:
     return 16.0 * dimension * magnitude * magnitude
 
 
+# Below this width 1 / (2 sigma^2) overflows float64.
+SMALLEST_SIGMA = math.sqrt(0.5 / np.finfo(np.float64).max)
+
+
 def check_float64_range(magnitude: float, dimension: int, grid) -> None:
     """Refuse data or widths whose squared distances or 1 / (2 sigma^2) overflow float64, with what to do instead."""
     if squared_distance_bound(magnitude, dimension) > np.finfo(np.float64).max:
@@ -264,7 +268,7 @@ def check_float64_range(magnitude: float, dimension: int, grid) -> None:
         raise GanbenchError(f"values up to {magnitude:.3g} are too large: squared distances between them overflow "
                             f"float64 (entries must stay below {largest:.2g} in dimension {dimension}); divide the data "
                             "and sigma by one factor (log-likelihoods then shift by d log(factor))")
-    smallest = math.sqrt(0.5 / np.finfo(np.float64).max)
+    smallest = SMALLEST_SIGMA
     if len(grid) and grid.min() < smallest:
         raise GanbenchError(f"sigma {grid.min():.3g} is too small: 1/(2 sigma^2) overflows float64 below sigma = "
                             f"{smallest:.2g}; choose a larger sigma (or, for data as small, express data and sigma in "
