@@ -509,11 +509,16 @@ def test_messages_name_what_is_wrong_and_where(files, capsys, no_mnist, tmp_path
     assert "the value 1.0019532 at row 0" in one_line_error(capsys, "parzen", tmp_path / "over.npy",
                                                                      "--valid", files.valid, "--test", files.test)
     assert "no samples to score" in one_line_error(capsys, "parzen")
-    assert "--save needs a file name" in one_line_error(capsys, "parzen", files.samples, "--save", "")
+    assert "--save needs a file name" in one_line_error(capsys, "parzen", files.samples, "--save", " ")
     assert "--timeout must be a finite number of seconds > 0" in one_line_error(capsys, "parzen", files.samples,
                                                                                 "--timeout", "-1")
     assert "names an empty row" in one_line_error(capsys, "check", REPOSITORY / "results" / "table1.json",
-                                                  "--rows", "")
+                                                  "--rows", "gan,")
+    for command in (["parzen", files.samples, "--save", ""], ["check", REPOSITORY / "results" / "table1.json",
+                                                              "--rows", ""]):  # the usage error of any empty value
+        with pytest.raises(SystemExit):
+            main([str(part) for part in command])
+        assert "is empty: give a value" in capsys.readouterr().err
 
 
 def test_a_baseline_checkpoint_given_as_the_gan_says_which_model_to_name(capsys, tmp_path):
