@@ -20,19 +20,22 @@ import os
 
 import numpy as np
 
-from ganbench.defaults import CHUNK_ROWS, DEFAULT_BACKEND, DEFAULT_PRECISION
+from ganbench.defaults import CHUNK_ROWS, DEFAULT_BACKEND, DEFAULT_PRECISION, OWN_DATA_PROTOCOL
 from ganbench.errors import GanbenchError
 from ganbench.scoring import banks, results, streaming
 from ganbench.scoring import protocol as protocols
 from ganbench.scoring.inputs import as_real_array
 
 
-def assert_log_likelihood(samples, valid, test, expected: float, *, protocol: str = "paper",
+def assert_log_likelihood(samples, valid, test, expected: float, *, protocol: str = OWN_DATA_PROTOCOL,
                           sigma: float | None = None, backend: str = DEFAULT_BACKEND, device: str | None = None,
                           precision: str = DEFAULT_PRECISION, chunk_rows: int = CHUNK_ROWS,
                           tolerance: float | None = None) -> protocols.ParzenScore:
     """Score ``test`` under the bank ``samples`` (sigma chosen on ``valid`` unless given) and assert
     the mean is ``expected`` nats within ``tolerance``.
+
+    ``protocol`` defaults to the one `ganbench parzen` takes on the user's own data (``full``), so the number
+    the command printed for the same files is the one to expect (``"paper"`` for the paper's grid).
 
     Inputs are arrays, ``.npy``/``.npz`` files or shard folders, as for ``ganbench parzen``.
     The default tolerance is the derived bound of this run's arithmetic plus the worst bound
@@ -40,7 +43,7 @@ def assert_log_likelihood(samples, valid, test, expected: float, *, protocol: st
     CPU, the GPU kernel). Returns the score.
     """
     expected = _number("expected", expected)
-    if tolerance is not None and not _number("tolerance", tolerance) >= 0:
+    if tolerance is not None and not _number("tolerance", tolerance, infinite=True) >= 0:
         raise GanbenchError(f"tolerance must be a number >= 0 (nats), got {tolerance!r}")
     bank = banks.open_bank(samples, role="samples")
     valid, test = _rows(valid, "validation data"), _rows(test, "test data")
@@ -71,10 +74,12 @@ def assert_result_holds(path: str | os.PathLike, *, backend: str | None = None, 
     return frame
 
 
-def _number(name: str, value) -> float:
-    """A real number (a Python or NumPy int or float, not a bool or a string), or a one-line error."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or math.isnan(value):
-        raise GanbenchError(f"{name} must be a number (nats), got {value!r}")
+def _number(name: str, value, infinite: bool = False) -> float:
+    """A real number (a Python or NumPy int or float, not a bool or a string), finite unless ``infinite`` (a
+    tolerance may be inf: any mean holds), or a one-line error."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or \
+            math.isnan(value) or not (infinite or math.isfinite(value)):
+        raise GanbenchError(f"{name} must be a {'' if infinite else 'finite '}number (nats), got {value!r}")
     return float(value)
 
 

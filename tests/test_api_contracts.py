@@ -61,7 +61,11 @@ def test_tensors_that_hold_no_dense_values_are_one_line(make, message, images):
     train, held_out = images
     for call in (lambda: parzen.log_likelihood(make(held_out), train, [0.2]),
                  lambda: neighbours.nearest(make(held_out), train),
-                 lambda: kmeans.fit(make(train), 3, 1, progress=False)):
+                 lambda: kmeans.fit(make(train), 3, 1, progress=False),
+                 # Tracebacks once: sigmas on the meta device, and the bank or held-out data of evaluate.
+                 lambda: parzen.log_likelihood(held_out, train, make(np.array([0.2]))),
+                 lambda: protocol.evaluate(make(train), held_out, held_out[::-1].copy(), "paper", backend="torch"),
+                 lambda: protocol.evaluate(train, held_out, make(held_out), "paper", backend="torch")):
         with pytest.raises(GanbenchError, match=message):
             call()
 

@@ -5,6 +5,7 @@ float32 bounds are checked against the float64 reference first, since every tole
 """
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from ganbench.cli import main
 from ganbench.errors import GanbenchError
 from ganbench.scoring import banks, bounds, parzen, results, streaming
 
+REPOSITORY = Path(__file__).resolve().parent.parent
 SIZES = {"samples": 700, "valid": 300, "test": 101}
 SCORE = ["--backend", "torch", "--chunk-rows", "256"]  # 700 samples: chunks of 256, 256 and 188 rows
 
@@ -235,6 +237,11 @@ def with_grid(stored: dict, grid: list) -> dict:
      "selection.valid_rows is 100000, but the full protocol chooses sigma on 300 rows"),
     # Once a traceback (an OverflowError deriving the bounds) or two RuntimeWarnings before the line.
     (lambda stored: stored["result"].update(sigma=1e-200) or stored, "sigma 1e-200 is too small"),
+    # Once accepted: a wider arithmetic's bound loosened the check. Once a broadcasting traceback, exit 1.
+    (lambda stored: stored["scorer"].update(arithmetic="tf32x3") or stored,
+     "but torch with precision tf32x3 scores in float32; the file was altered"),
+    (lambda stored: with_grid(stored, stored["selection"]["grid"] + stored["selection"]["grid"][:1]),
+     "selection.grid holds a width twice"),
 ])
 def test_a_malformed_result_is_one_line_and_exit_2(edit, message, data, capsys):
     path = save(data)
@@ -289,6 +296,17 @@ def test_a_near_tie_keeps_the_stored_sigma_and_a_clear_winner_does_not():
 
 # ---- the pytest helpers -----------------------------------------------------------------------------
 
+def test_assert_log_likelihood_expects_what_the_command_printed(data, capsys):
+    """The documented pair: `ganbench parzen` on one's own files, then the helper on the same files with the
+    printed mean. The helper defaulted to the paper protocol, the command to full: a false 'moved' of 0.18 nats."""
+    files = [data / f"{role}.npy" for role in ("samples", "valid", "test")]
+    capsys.readouterr()
+    assert main(["parzen", str(files[0]), "--valid", str(files[1]), "--test", str(files[2]), *SCORE, "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    score = testing.assert_log_likelihood(*files, expected=printed["mean"], backend="torch")
+    assert score.sigma == printed["sigma"] and printed["protocol"] == "full"
+
+
 def test_assert_log_likelihood_holds_and_fails(data):
     files = [data / f"{role}.npy" for role in ("samples", "valid", "test")]
     reference = testing.assert_log_likelihood(*files, expected=0.0, backend="reference", tolerance=np.inf)
@@ -299,8 +317,9 @@ def test_assert_log_likelihood_holds_and_fails(data):
 
 
 @pytest.mark.parametrize("call, message", [
-    (lambda files: testing.assert_log_likelihood(*files, expected="1.0"), "expected must be a number"),
-    (lambda files: testing.assert_log_likelihood(*files, expected=None), "expected must be a number"),
+    (lambda files: testing.assert_log_likelihood(*files, expected="1.0"), "expected must be a finite number"),
+    (lambda files: testing.assert_log_likelihood(*files, expected=None), "expected must be a finite number"),
+    (lambda files: testing.assert_log_likelihood(*files, expected=float("inf")), "expected must be a finite number"),
     (lambda files: testing.assert_log_likelihood(*files, expected=1.0, tolerance=-1), "tolerance must be a number >= 0"),
     (lambda files: testing.assert_log_likelihood(*files, expected=1.0, tolerance=float("nan")), "tolerance must be"),
     (lambda files: testing.assert_result_holds(files[0].parent), "is a folder; pass the result file inside it"),
@@ -341,3 +360,29 @@ def test_a_width_past_1e154_saves_and_checks(data, capsys):
     path = save(data, "--sigma", "1e160")
     code, out, err = check(capsys, path)
     assert code == 0, out + err
+
+
+def _edited_table(edit):
+    table = json.loads((REPOSITORY / "results" / "table1.json").read_text())
+    edit(table)
+    return table
+
+
+def _duplicate_row(table):
+    copy = json.loads(json.dumps(next(row for row in table["table"] if row.get("key") == "training_images")))
+    copy["mnist"]["mean"] = 260.0
+    table["table"].insert(0, copy)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (_duplicate_row, "it holds the measured row 'training_images' twice"),
+    (lambda table: table["table"][0]["mnist"].update(mean=150), "its published rows are not the paper's Table 1"),
+    (lambda table: next(row for row in table["table"] if row.get("key") == "dbn").update(kind="published"),
+     "its published rows are not the paper's Table 1"),
+])
+def test_a_table1_edited_beyond_its_measured_numbers_is_refused_before_work(edit, message, tmp_path, capsys):
+    """Once accepted (exit 0): a second copy of a row placed first (only the last was checked, both rendered), a
+    published number changed, a measured row turned into a published one (dropped from the check)."""
+    (tmp_path / "table1.json").write_text(json.dumps(_edited_table(edit)))
+    code, out, err = check(capsys, tmp_path / "table1.json")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err

@@ -50,6 +50,8 @@ def test_an_altered_stored_number_fails_the_check(mnist, tmp_path):
     (lambda row: row.update(n_bank=5000), "n_bank"),
     (lambda row: row.update(protocol="bogus"), "protocol"),
     (lambda row: row["valid_means"].update({"0.1": row["valid_means"]["0.1"] + 3}), "valid_means"),
+    # A NaN never compares greater, so max() over the widths kept another difference and passed.
+    (lambda row: row["valid_means"].update({list(row["valid_means"])[2]: float("nan")}), "valid_means"),
 ])
 def test_a_row_that_misstates_its_measurement_fails_the_check(edit, field, mnist, tmp_path, capsys):
     """Each of these edits passed: the file's own tolerance was trusted, a row's counts, seed, protocol and

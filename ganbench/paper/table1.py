@@ -349,13 +349,20 @@ def check(path: str | Path, rows: tuple[str, ...] | None = None, backend: str | 
                    "`ganbench reproduce table1`")
     try:
         stored = json.loads(path.read_text())
+        measured_keys = [row["key"] for row in stored["table"] if row["kind"] == "measured"]
         stored_rows = {row["key"]: row for row in stored["table"] if row["kind"] == "measured"}
+        published = [row for row in stored["table"] if row["kind"] == "published"]
         settings = stored["config"]
     except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as error:
         raise GanbenchError(not_a_table.format(f"{type(error).__name__}: {error}")) from None
+    # What the table states beyond its measured numbers, checked before any work: a row written twice (only one
+    # copy would be re-scored, both rendered) and the paper's own numbers, which no re-run measures.
+    twice = sorted({key for key in measured_keys if measured_keys.count(key) > 1})
+    if twice:
+        raise GanbenchError(not_a_table.format(f"it holds the measured row {twice[0]!r} twice; the file was altered"))
     if not stored_rows:
         raise GanbenchError(f"{path} holds no measured rows to check; pass a file written by `ganbench reproduce table1`")
-    keys = tuple(rows) if rows else tuple(stored_rows)
+    keys = tuple(dict.fromkeys(rows)) if rows else tuple(stored_rows)  # a row asked twice is checked once
     missing = [key for key in keys if key not in stored_rows]
     if missing:
         raise GanbenchError(f"{path} has no measured row {missing[0]!r}; it holds {', '.join(stored_rows)}")
@@ -375,6 +382,12 @@ def check(path: str | Path, rows: tuple[str, ...] | None = None, backend: str | 
                 raise GanbenchError(not_a_table.format(f"{where} has {name} = {value!r}, not a whole number >= 0"))
         elif isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise GanbenchError(not_a_table.format(f"{where} has {name} = {value!r}, not a finite number"))
+    paper = [{"model": name, "mnist": {"mean": mean, "error": error}} for name, mean, error, *_ in PUBLISHED]
+    given = [{"model": row.get("model"), "mnist": {field: (row.get("mnist") or {}).get(field)
+                                                   for field in ("mean", "error")}} for row in published]
+    if given != paper:
+        raise GanbenchError(not_a_table.format("its published rows are not the paper's Table 1 (MNIST means and "
+                                               "errors); the file was altered"))
     config = Table1Config(generator=str(stored_generator(path, settings["generator"])),
                           baselines=str(stored_generator(path, settings.get("baselines", str(baselines.SHIPPED_DIR)))),
                           seed=settings["seed"], protocol=settings["protocol"],
@@ -417,7 +430,9 @@ def _metadata_rows(key: str, old: dict, new: dict, tolerance: float) -> list[dic
                      "difference": math.nan, "tolerance": tolerance, "ok": False})
     elif new_means:
         try:
-            difference = max(abs(float(stored_means[sigma]) - new_means[sigma]) for sigma in new_means)
+            differences = [abs(float(stored_means[sigma]) - new_means[sigma]) for sigma in new_means]
+            # A NaN never compares greater: max() of a list holding one kept another value and passed.
+            difference = math.nan if any(math.isnan(value) for value in differences) else max(differences)
         except (TypeError, ValueError):
             difference = math.nan
         rows.append({"row": key, "field": "valid_means", "stored": len(stored_means), "new": len(new_means),

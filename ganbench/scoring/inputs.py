@@ -132,7 +132,7 @@ def as_sigmas(sigmas) -> np.ndarray:
         raise GanbenchError(f"sigmas must be numbers (kernel widths), got {sigmas!r}")
     try:
         grid = np.atleast_1d(np.asarray(sigmas, dtype=np.float64)) if not isinstance(sigmas, torch.Tensor) \
-            else np.atleast_1d(sigmas.detach().cpu().double().numpy())
+            else np.atleast_1d(dense_tensor("sigmas", sigmas).cpu().double().numpy())
     except (TypeError, ValueError) as error:
         raise GanbenchError(f"sigmas must be numbers (kernel widths), got {sigmas!r} ({error})") from None
     if grid.ndim != 1 or grid.size == 0:
@@ -160,7 +160,9 @@ def as_data(name: str, values, value_range: tuple[float, float] | None = None):
 
     Arrays stay NumPy arrays and tensors stay tensors; other dtypes pass unchanged (no copy).
     """
-    if not isinstance(values, torch.Tensor):
+    if isinstance(values, torch.Tensor):
+        values = dense_tensor(name, values)  # a meta or sparse tensor has no values to range-check
+    else:
         try:
             values = np.asarray(values)
         except (TypeError, ValueError) as error:

@@ -293,9 +293,17 @@ def load(path: str | os.PathLike) -> dict:
     if stored["format"] > FORMAT:
         raise GanbenchError(f"{path} has format {stored['format']}, newer than this ganbench reads ({FORMAT}); "
                             "upgrade ganbench")
-    if stored["scorer"]["arithmetic"] not in bounds.ARITHMETICS:
-        raise GanbenchError(f"{path}: scorer.arithmetic is {stored['scorer']['arithmetic']!r}, expected one of "
+    scorer = stored["scorer"]
+    if scorer["arithmetic"] not in bounds.ARITHMETICS:
+        raise GanbenchError(f"{path}: scorer.arithmetic is {scorer['arithmetic']!r}, expected one of "
                             f"{', '.join(bounds.ARITHMETICS)}")
+    # The arithmetic follows from the resolved backend and the precision: one edited to another (tf32x3 on a CPU
+    # torch result) would take that arithmetic's wider bound as the saving path's.
+    resolved = scorer.get("resolved_backend")
+    if isinstance(resolved, str) and bounds.arithmetic_of(resolved, scorer["precision"]) != scorer["arithmetic"]:
+        raise GanbenchError(f"{path}: scorer.arithmetic is {scorer['arithmetic']!r}, but {resolved} with precision "
+                            f"{scorer['precision']} scores in {bounds.arithmetic_of(resolved, scorer['precision'])}; "
+                            "the file was altered: save the result again")
     for key in ("selection.valid_rows", "scorer.chunk_rows"):
         if _lookup(stored, key) < 1:
             raise GanbenchError(f"{path}: {key} is {_lookup(stored, key)}, expected a positive integer")
@@ -425,6 +433,8 @@ def _stored_grid(path, grid) -> np.ndarray:
     if pairs.ndim != 2 or pairs.shape[1] != 2 or not len(pairs) or not np.all(np.isfinite(pairs)):
         raise GanbenchError(f"{path}: selection.grid is {json.dumps(grid)[:60]}, expected [sigma, validation mean] "
                             "pairs; save it again with `ganbench parzen ... --save`")
+    if len(np.unique(pairs[:, 0])) != len(pairs):  # the search scores each width once
+        raise GanbenchError(f"{path}: selection.grid holds a width twice; the file was altered: save the result again")
     return pairs
 
 
