@@ -386,3 +386,31 @@ def test_a_table1_edited_beyond_its_measured_numbers_is_refused_before_work(edit
     (tmp_path / "table1.json").write_text(json.dumps(_edited_table(edit)))
     code, out, err = check(capsys, tmp_path / "table1.json")
     assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
+
+
+def test_a_grid_edited_away_from_the_protocols_is_refused(data, capsys):
+    """Once accepted: the protocol renamed (full to paper), or the widths around the best one removed so that
+    a worse sigma was 'chosen'. The paper protocol's grid, and a grid given with --sigma-grid, are known."""
+    path = save(data, "--protocol", "paper")
+    stored = json.loads(path.read_text())
+    assert stored["selection"]["sigma_grid"] is None
+    best = next(index for index, (sigma, _) in enumerate(stored["selection"]["grid"])
+                if sigma == stored["result"]["sigma"])
+    thinned = json.loads(json.dumps(stored))
+    for entries in [thinned["selection"]["grid"], *(b["valid_means"] for b in thinned["tolerance"]["bounds"].values())]:
+        del entries[best]
+    others = [sigma for sigma, _ in thinned["selection"]["grid"]]
+    thinned["result"]["sigma"] = others[min(best, len(others) - 1)]
+    path.write_text(json.dumps(thinned))
+    code, out, err = check(capsys, path)
+    assert code == 2 and "is not the grid the paper protocol searched (missing" in err, err
+    full = save(data)  # the full protocol's grid, renamed paper
+    renamed = json.loads(full.read_text())
+    renamed["selection"]["protocol"] = "paper"
+    full.write_text(json.dumps(renamed))
+    code, out, err = check(capsys, full)
+    assert code == 2 and "is not the grid the paper protocol searched" in err, err
+    given = save(data, "--protocol", "paper", "--sigma-grid", "0.5,1,2")
+    assert json.loads(given.read_text())["selection"]["sigma_grid"] == "0.5,1,2"
+    code, out, err = check(capsys, given)
+    assert code == 0, out + err

@@ -130,7 +130,7 @@ def _save_result(args, protocol_name: str, score, bank, valid, test) -> None:
 
     inputs = results.Inputs(samples=args.samples, valid=args.valid, test=args.test, split=args.split)
     scoring = results.Scoring(protocol=protocol_name, backend=args.backend, device=args.device,
-                              precision=args.precision, chunk_rows=args.chunk_rows)
+                              precision=args.precision, chunk_rows=args.chunk_rows, sigma_grid=args.sigma_grid)
     result = results.build(score, bank, valid, test, inputs, scoring, args.save, " ".join(["ganbench", *sys.argv[1:]]))
     results.save(args.save, result)
     print(f"saved {args.save}; `ganbench check {args.save}` re-scores it", file=sys.stderr)

@@ -66,6 +66,7 @@ class Scoring:
     device: str | None = None
     precision: str = DEFAULT_PRECISION
     chunk_rows: int = CHUNK_ROWS
+    sigma_grid: str | None = None  # the widths the user gave (--sigma-grid), as written; None: the protocol's
 
     def __post_init__(self):
         object.__setattr__(self, "precision", checkable_precision(self.precision))
@@ -101,7 +102,7 @@ def build(score: protocol.ParzenScore, bank: banks.Bank, valid: np.ndarray, test
                    "n_test": score.n_test, "n_bank": score.n_bank, "dimension": bank.dimension,
                    "seconds": score.seconds},
         "selection": {"protocol": scoring.protocol, "fixed_sigma": not grid, "valid_rows": valid_rows,
-                      "grid": [[sigma, mean] for sigma, mean in grid]},
+                      "sigma_grid": scoring.sigma_grid, "grid": [[sigma, mean] for sigma, mean in grid]},
         "inputs": {role: _describe_input(role, inputs, rows, bank.dimension, folder)
                    for role, rows in zip(ROLES, (len(bank), len(valid), len(test)))},
         "scorer": {"backend": scoring.backend, "resolved_backend": backend, "arithmetic": arithmetic,
@@ -404,6 +405,8 @@ def check(path: str | os.PathLike, backend: str | None = None, device: str | Non
     grid = None if stored["selection"]["fixed_sigma"] else _stored_grid(path, stored["selection"]["grid"])
     grid = None if grid is None else grid[np.argsort(grid[:, 0], kind="stable")]
     sigmas = [] if grid is None else grid[:, 0].tolist()
+    if grid is not None:
+        _check_searched_widths(path, stored["selection"], sigmas)
     parzen.check_float64_range(0.0, bank.dimension, np.array([result["sigma"], *sigmas]))  # widths the scorer takes
     derived = tolerance_of(SimpleNamespace(sigma=result["sigma"], valid_means=dict.fromkeys(sigmas)), bank, valid, test,
                            scoring)["bounds"]
@@ -422,6 +425,31 @@ def check(path: str | os.PathLike, backend: str | None = None, device: str | Non
                  for (sigma, old), new, allowed in zip(grid, new_means, valid_tolerances)]
     frame = pd.DataFrame(rows)
     return bool(frame["ok"].all()), frame
+
+
+def _check_searched_widths(path, selection: dict, sigmas: list[float]) -> None:
+    """Widths a search over a fixed grid must have scored: the paper protocol's own grid, or the grid the user
+    gave (``selection.sigma_grid``, in files that record it), each width in the stored grid and nothing else for
+    a protocol that neither widens nor refines. A file edited to another protocol, or with widths removed around
+    the best one, chose its sigma among other widths than its protocol searched. The full protocol's grid
+    follows from the data and the validation means (widened, then refined); it is not re-derived here."""
+    if "sigma_grid" not in selection:  # written before the grid's origin was recorded
+        return
+    rule = protocol.get_protocol(selection["protocol"])
+    given = selection["sigma_grid"]
+    if given is not None and not isinstance(given, str):
+        raise GanbenchError(f"{path}: selection.sigma_grid is {json.dumps(given)[:60]}, expected the widths' text or "
+                            "null; save the result again")
+    searched = protocol.parse_sigma_grid(given).widths if given else rule.sigma_grid
+    if searched is None:
+        return
+    widened_or_refined = rule.widen or rule.refine_points
+    missing = sorted(set(searched) - set(sigmas))
+    extra = sorted(set(sigmas) - set(searched))
+    if missing or (extra and not widened_or_refined):
+        which = f"missing {missing[0]:.6g}" if missing else f"an extra {extra[0]:.6g}"
+        raise GanbenchError(f"{path}: selection.grid is not the grid the {rule.name} protocol searched ({which}); the "
+                            "file was altered: save the result again")
 
 
 def _stored_grid(path, grid) -> np.ndarray:
