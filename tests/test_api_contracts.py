@@ -130,3 +130,22 @@ def test_the_reference_reports_the_direct_sum_as_the_nearest_distance(rng):
     np.testing.assert_array_equal(scored.min_sq_distance, direct)
     exact = np.array([[np.logaddexp.reduce(-((q - bank) ** 2).sum(1) / (2 * s * s)) for q in queries] for s in (0.05, 0.5)])
     np.testing.assert_allclose(scored.log_sum_exp, exact, rtol=1e-13, atol=0)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda train, held_out: protocol.evaluate(train, np.empty((0, train.shape[1])), held_out, "paper"),
+     "the validation data is empty"),
+    (lambda train, held_out: protocol.evaluate(train, held_out, np.full((5, train.shape[1]), np.nan), "paper"),
+     "the test data contains NaN or inf"),
+    (lambda train, held_out: parzen.log_likelihood("samples.npy", train, [0.2]),
+     "is a path \\('samples.npy'\\), and this function takes arrays"),
+    (lambda train, held_out: parzen.log_likelihood(None, train, [0.2]), "is None; pass an array"),
+    (lambda train, held_out: protocol.evaluate(train, held_out, held_out[::-1].copy(), "paper", value_range=(True, 2)),
+     "value_range must be"),
+])
+def test_the_api_names_what_is_wrong(call, message, images):
+    """Once: the validation data called 'x (the points scored)', a path reported as 'dtype <U11', None as
+    'dtype object', and True taken as the number 1."""
+    train, held_out = images
+    with pytest.raises(GanbenchError, match=message):
+        call(train, held_out)

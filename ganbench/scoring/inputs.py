@@ -8,6 +8,7 @@ command line and the Python API score the same numbers. The low-level scorers
 from __future__ import annotations
 
 import math
+import os
 import warnings
 
 import numpy as np
@@ -20,6 +21,11 @@ def as_real_array(name: str, values) -> np.ndarray:
     """``values`` as a NumPy array of real numbers in the machine's byte order (no copy when it already
     is one), or a one-line error. Tensors leave autograd and their device (bfloat16 becomes float32,
     exactly); a masked array with masked entries is refused, as its mask would be dropped."""
+    if values is None:
+        raise GanbenchError(f"{name} is None; pass an array")
+    if isinstance(values, (str, bytes, os.PathLike)):  # np.asarray made it a string array ("dtype <U15")
+        raise GanbenchError(f"{name} is a path ({os.fspath(values)!r}), and this function takes arrays: load the file "
+                            "with numpy.load, or use streaming.log_likelihood, which reads .npy files and shard folders")
     if isinstance(values, np.ma.MaskedArray) and np.ma.is_masked(values):
         raise GanbenchError(f"{name} has masked entries; fill or remove them first")
     if isinstance(values, torch.Tensor):

@@ -24,7 +24,7 @@ from ganbench.defaults import CHUNK_ROWS, KEY_MEAN, KEY_SIGMA, KEY_STANDARD_ERRO
 from ganbench.errors import GanbenchError
 from ganbench.scoring import parzen, streaming
 from ganbench.scoring.banks import Bank, open_bank
-from ganbench.scoring.inputs import SCALE_ROWS, as_data, as_sigmas, check_same_scale, held_out_range
+from ganbench.scoring.inputs import SCALE_ROWS, as_data, as_matrix, as_sigmas, check_same_scale, held_out_range
 
 # The data grid: widths s0 * STEP^k around the data's scale s0. A step of 2^(1/3) (26%) is a
 # little finer than the paper's 29%; 6 steps each side span s0 / 4 .. 4 s0, and a widening
@@ -341,6 +341,8 @@ def as_scored_data(bank, valid, test, value_range: tuple[float, float] | None = 
         raise GanbenchError("the test data are missing: pass the points to score")
     held_out = {"the validation data": valid, "the test data": test}
     held_out = {role: as_data(role, values) for role, values in held_out.items() if values is not None}
+    for role, values in held_out.items():  # empty, not 2-D, NaN or inf: named here, not as the scorer's "x"
+        as_matrix(role, values)
     valid, test = held_out.get("the validation data"), held_out["the test data"]
     value_range = held_out_range(*held_out.values()) if value_range is None else value_range
     if isinstance(bank, (str, Path)):
@@ -380,7 +382,8 @@ def evaluate(bank, valid, test, protocol: ParzenProtocol | str = "paper", sigma:
     if unknown:  # a misspelt option failed only inside the first scoring call, as a TypeError
         raise GanbenchError(f"unknown option {unknown[0]!r}: evaluate passes on {', '.join(sorted(SCORER_OPTIONS))}")
     if value_range is not None and not (isinstance(value_range, (tuple, list)) and len(value_range) == 2
-                                        and all(isinstance(v, (int, float)) and not math.isnan(v) for v in value_range)
+                                        and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                and not math.isnan(v) for v in value_range)
                                         and value_range[0] < value_range[1]):
         raise GanbenchError(f"value_range must be (low, high) numbers with low < high, got {value_range!r}")
     if sigma_grid is not None and not isinstance(sigma_grid, SigmaGrid):  # a plain list of widths: its own grid
