@@ -308,3 +308,26 @@ def test_held_out_distances_are_exact_and_cached_by_the_exact_bytes(rng, tmp_pat
     nudged[0, 0] += 1e-12   # the same in float32, another input in float64
     with pytest.raises(AssertionError, match="recomputed"):
         memorization.held_out_distances(train, nudged, backend="torch")
+
+
+def test_identity_is_judged_at_the_narrowest_precision_for_leaks_twins_and_copies(mnist):
+    """float64 a / 255 held-out rows leaked from float32 training images were missed (the thresholds fell to
+    1e-15); the same image from a uint8 shard and a float64 one were no twins; a float16 sample equal to a
+    training image at float16 was missed when another image lay nearer in float64."""
+    train = mnist.train_x[:2000]
+    exact = np.rint(train.astype(np.float64) * 255) / 255          # float64 a / 255: 1e-15 from float32's
+    held_out = np.concatenate([mnist.test_x[:450].astype(np.float64), exact[:50]])
+    samples = np.concatenate([mnist.valid_x[:60].astype(np.float64),  # float32 a / 255 widened ...
+                              np.rint(mnist.valid_x[:60].astype(np.float64) * 255) / 255])  # ... and exact a / 255
+    report = memorization.report(samples, train, held_out, backend="torch")
+    assert report[KEY_HELD_OUT_IN_TRAINING] == 50 and report[KEY_COPY_THRESHOLD] > 1.0
+    assert report[KEY_SAMPLES_WITH_EXACT_TWIN] == 120
+    equal16, nearer = np.full((1, 64), 0.5 + 2e-4, dtype=np.float32), np.full((1, 64), 0.5, dtype=np.float32)
+    nearer[0, 0] = 0.5 + 1e-3                             # nearer to the sample in float64, and not equal at float16
+    references = np.concatenate([equal16, nearer, np.random.default_rng(0).random((50, 64), dtype=np.float32)])
+    samples16 = np.full((2, 64), 0.5, dtype=np.float16)
+    samples16[1] += np.float16(0.25)
+    assert np.array_equal(equal16[0].astype(np.float16), samples16[0])
+    assert ((samples16[0] - nearer[0]) ** 2).sum() < ((samples16[0] - equal16[0]) ** 2).sum()
+    report = memorization.report(samples16, references, np.random.default_rng(1).random((30, 64)), backend="torch")
+    assert report[KEY_EXACT_TRAINING_COPIES] == 1

@@ -29,8 +29,9 @@ def report(samples, train, test, *, suspicious: int = 10, backend: str = "auto",
     Every count is a number of samples. Distances are exact float64 squared distances to the
     exact nearest neighbour (``nearest(..., exact_ranking=True)``), so "identical" means
     distance 0, i.e. the same vector, with no threshold:
-    - samples_identical_to_a_training_image: samples equal to some training image (at the precision of the
-      narrower of the two dtypes: float64 samples a / 255 equal MNIST's float32 a / 255 at float32's);
+    - samples_identical_to_a_training_image: samples equal to some training image (every identity here is
+      judged at the narrowest float dtype of the three sets, ``identity_dtype``: float64 samples a / 255 equal
+      MNIST's float32 a / 255 at float32's);
     - samples_near_a_training_image: samples at least as close to a training image as the
       closest of the held-out images is (near_copy_threshold, the minimum test-to-train
       distance); a sample distributed like unseen data lands there with probability
@@ -63,14 +64,17 @@ def report(samples, train, test, *, suspicious: int = 10, backend: str = "auto",
     sample_distances, sample_nearest = nearest(samples, train, backend=backend, device=device, exact_ranking=True,
                                                names=("samples", "the training data"))
     sample_distances, sample_nearest = sample_distances[:, 0], sample_nearest[:, 0]
-    leaked = test_distances == 0.0
+    # Identity at the precision the data carry: every comparison at the narrowest float dtype of the three.
+    precision = identity_dtype(samples, train, test)
+    train_rows = RowSet(train, precision)
+    leaked = (test_distances == 0.0) | train_rows.holds(test)
     if leaked.all():
         raise GanbenchError(f"every held-out point ({len(test_distances)}) is also a training point: the copy rate is "
                             "calibrated on data the model never saw; pass held-out data apart from the training data")
     unseen = test_distances[~leaked]
     copy_threshold = float(np.quantile(unseen, COPY_QUANTILE))
     near_copy_threshold = float(unseen.min())
-    identical = (sample_distances == 0.0) | _equal_at_narrower_precision(samples, train, sample_nearest)
+    identical = (sample_distances == 0.0) | train_rows.holds(samples)
     # The nearest *other* sample: the sample itself is at distance exactly 0, so it is one of
     # the two nearest (the second when an identical twin has a lower index).
     within = nearest(samples, samples, k=2, backend=backend, device=device, names=("samples", "the samples"))[0][:, 1]
@@ -88,7 +92,7 @@ def report(samples, train, test, *, suspicious: int = 10, backend: str = "auto",
         keys.KEY_NEAR_TRAINING_COPIES: int(np.sum(sample_distances <= near_copy_threshold)),
         keys.KEY_EXPECTED_NEAR_TRAINING_COPIES: len(sample_distances) / (len(unseen) + 1),
         keys.KEY_HELD_OUT_IN_TRAINING: int(np.sum(leaked)),
-        keys.KEY_SAMPLES_WITH_EXACT_TWIN: int(np.sum(within == 0.0)),
+        keys.KEY_SAMPLES_WITH_EXACT_TWIN: int(np.sum((within == 0.0) | RowSet(samples, precision).repeated())),
         keys.KEY_SAMPLES_WITH_NEAR_TWIN: int(np.sum(within < copy_threshold)),
         keys.KEY_WITHIN_SAMPLES_NEAREST: quantiles(within),
         keys.KEY_MOST_SUSPICIOUS: [{"sample": int(i), "train_index": int(sample_nearest[i]),
@@ -99,15 +103,68 @@ def report(samples, train, test, *, suspicious: int = 10, backend: str = "auto",
     }
 
 
-def _equal_at_narrower_precision(samples: np.ndarray, train: np.ndarray, nearest_rows: np.ndarray) -> np.ndarray:
-    """Per sample, whether it equals its nearest training row once both are rounded to the narrower of their
-    float dtypes (False for all when the dtypes agree: then only distance 0 is equality). A float64 file of
-    a / 255 holds MNIST's images exactly as its float32 a / 255 does, each value rounded to float32's grid:
-    1e-15 apart in float64, the same images."""
-    if samples.dtype == train.dtype or samples.dtype.kind != "f" or train.dtype.kind != "f":
-        return np.zeros(len(samples), dtype=bool)
-    narrower = min(samples.dtype, train.dtype, key=lambda dtype: dtype.itemsize)
-    return np.all(samples.astype(narrower) == train[nearest_rows].astype(narrower), axis=1)
+def identity_dtype(*arrays: np.ndarray) -> np.dtype:
+    """The dtype at which points count as identical: the narrowest float dtype among the arrays (float64 when
+    none is float). A float64 file of a / 255 holds MNIST's images exactly as its float32 a / 255 does, 1e-15
+    apart in float64: the same images at the precision the float32 side carries."""
+    floats = [array.dtype for array in arrays if array.dtype.kind == "f"]
+    return min(floats, key=lambda dtype: dtype.itemsize) if floats else np.dtype(np.float64)
+
+
+HASH_ROWS = 4096  # rows hashed at once (their 64-bit words, a few MB)
+
+
+def _row_hashes(rows: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of each row's bytes: equal rows hash equal (matches are then compared byte for byte)."""
+    data = np.ascontiguousarray(rows).reshape(len(rows), -1).view(np.uint8)
+    padding = -data.shape[1] % 8
+    if padding:
+        data = np.concatenate([data, np.zeros((len(data), padding), dtype=np.uint8)], axis=1)
+    words = data.view(np.uint64)
+    weights = np.random.default_rng(0).integers(1, 2**63, size=words.shape[1], dtype=np.uint64) | np.uint64(1)
+    hashes = np.empty(len(words), dtype=np.uint64)
+    with np.errstate(over="ignore"):  # multiplication and sums modulo 2^64
+        for first in range(0, len(words), HASH_ROWS):
+            hashes[first:first + HASH_ROWS] = (words[first:first + HASH_ROWS] * weights).sum(axis=1, dtype=np.uint64)
+    return hashes
+
+
+class RowSet:
+    """Rows rounded to one dtype, for exact membership: which points equal one of them, which of them repeat.
+
+    Exact by construction (equal bytes, -0.0 and 0.0 aside, which round alike), and independent of any nearest
+    neighbour: a row equal to a training point at this precision need not be its nearest in float64."""
+
+    def __init__(self, rows: np.ndarray, dtype: np.dtype):
+        self.dtype = dtype
+        self.rows = np.ascontiguousarray(np.asarray(rows).reshape(len(rows), -1).astype(dtype) + dtype.type(0))
+        self.hashes = _row_hashes(self.rows)
+        self.order = np.argsort(self.hashes, kind="stable")
+        self.sorted_hashes = self.hashes[self.order]
+
+    def holds(self, points: np.ndarray) -> np.ndarray:
+        """Per point, whether it equals one of the rows once rounded to their dtype."""
+        points = np.ascontiguousarray(np.asarray(points).reshape(len(points), -1).astype(self.dtype) + self.dtype.type(0))
+        hashes = _row_hashes(points)
+        first = np.searchsorted(self.sorted_hashes, hashes, side="left")
+        last = np.searchsorted(self.sorted_hashes, hashes, side="right")
+        found = np.zeros(len(points), dtype=bool)
+        for index in np.flatnonzero(last > first):
+            # Rows of one hash are equal rows but for a 2^-64 chance: the first equal one ends the search.
+            found[index] = any(np.array_equal(self.rows[row], points[index])
+                               for row in self.order[first[index]:last[index]])
+        return found
+
+    def repeated(self) -> np.ndarray:
+        """Per row, whether another row equals it."""
+        repeated = np.zeros(len(self.rows), dtype=bool)
+        counts = np.unique(self.sorted_hashes, return_counts=True)
+        for value in counts[0][counts[1] > 1]:
+            members = self.order[np.searchsorted(self.sorted_hashes, value):np.searchsorted(self.sorted_hashes, value,
+                                                                                              side="right")]
+            _, inverse, counts = np.unique(self.rows[members], axis=0, return_inverse=True, return_counts=True)
+            repeated[members] = counts[inverse.reshape(-1)] > 1
+        return repeated
 
 
 # Bump when the held-out distances are computed differently, so old cache entries are not reused.
