@@ -118,6 +118,21 @@ def test_images_with_a_channel_axis_score_as_their_vectors(files, capsys):
     assert results[0] == results[1]
 
 
+def test_samples_of_another_image_shape_than_mnist_are_refused_and_a_channel_of_vectors_is_vectors(files, capsys,
+                                                                                                   no_mnist):
+    """(count, 14, 56) has MNIST's 784 values a row in another order (scored silently once); (count, 1, 784) holds
+    vectors, as (count, 784) does (refused once as 'images of shape (784,)')."""
+    odd = files.folder / "odd.npy"
+    np.save(odd, np.random.default_rng(2).random((20, 14, 56), dtype=np.float32))
+    for command in (["parzen", odd], ["nn", "--samples", odd]):
+        assert "holds images of shape (14, 56), but MNIST's are 28 x 28" in one_line_error(capsys, *command)
+    flat, square = files.folder / "flat.npy", files.folder / "square.npy"
+    np.save(flat, np.load(files.samples)[:, None, :])
+    np.save(square, np.load(files.test).reshape(20, 5, 1))
+    status, out, err = run(capsys, "parzen", flat, "--valid", files.valid, "--test", files.test, "--sigma", "0.3")
+    assert status == 0, err
+
+
 def test_images_of_another_layout_are_refused(files, capsys, no_mnist):
     """Channels last in one file and first in another (or height and width swapped) would be compared pixel by
     pixel out of order: refused, naming both shapes."""

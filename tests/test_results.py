@@ -242,6 +242,9 @@ def with_grid(stored: dict, grid: list) -> dict:
      "but torch with precision tf32x3 scores in float32; the file was altered"),
     (lambda stored: with_grid(stored, stored["selection"]["grid"] + stored["selection"]["grid"][:1]),
      "selection.grid holds a width twice"),
+    # Once a KeyError traceback (exit 1), and a grid-chosen result turned 'fixed' that passed.
+    (lambda stored: stored["result"].pop("dimension") and stored, "key 'result.dimension' is missing"),
+    (lambda stored: stored["selection"].update(fixed_sigma=True) or stored, "selection.fixed_sigma is true, but"),
 ])
 def test_a_malformed_result_is_one_line_and_exit_2(edit, message, data, capsys):
     path = save(data)

@@ -46,7 +46,10 @@ def command_nn(args) -> int:
     require_at_least("--count", count, 2)  # each sample's nearest *other* sample
     check_bank_fits(count, None, "ask for fewer: the report holds every sample in memory")
     if args.samples:
-        samples = banks.open_bank(args.samples, None if own_data else banks.MNIST_RANGE, role="samples").read_all()
+        bank = banks.open_bank(args.samples, None if own_data else banks.MNIST_RANGE, role="samples")
+        if not own_data:
+            banks.check_mnist_layout(bank)
+        samples = bank.read_all()
         if len(samples) < 2:
             raise GanbenchError(f"samples {args.samples} holds {len(samples)} sample; the report needs at least 2 "
                                 "(each sample's nearest other sample)")

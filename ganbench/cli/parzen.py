@@ -85,9 +85,10 @@ def _score_and_report(args, distributed: bool) -> int:
         bank = banks.open_bank(args.samples, role="samples")
         scored = {"valid": None if args.valid is None else str(args.valid), "test": str(args.test)}
     else:
+        bank, scored = banks.open_bank(args.samples, banks.MNIST_RANGE, role="samples"), {"split": args.split}
+        banks.check_mnist_layout(bank)  # before MNIST is loaded
         mnist = data.load_mnist(args.data_dir)
         valid, test = mnist.valid_x, mnist.split(args.split)[0]
-        bank, scored = banks.open_bank(args.samples, banks.MNIST_RANGE, role="samples"), {"split": args.split}
     held_out = {"validation data": (valid, args.valid), "held-out data": (test, args.test)} if own_data else \
         {"MNIST images": (valid, None)}
     for role, (values, path) in held_out.items():

@@ -175,7 +175,8 @@ def _points_shape(path: Path | None, shape: tuple[int, ...]) -> tuple[int, tuple
     if dimension == 0:
         raise GanbenchError(f"{name} has shape {tuple(shape)}: no values per point; pass (count, dimension) with "
                             "dimension >= 1")
-    return dimension, (tuple(size for size in shape[1:] if size != 1) if len(shape) > 2 else None)
+    layout = tuple(size for size in shape[1:] if size != 1)
+    return dimension, (layout if len(layout) > 1 else None)  # (count, 1, 784) holds vectors, as (count, 784)
 
 
 def _array_shard(path: Path | None, array: np.ndarray) -> tuple[_Shard, int, tuple[int, ...] | None]:
@@ -300,6 +301,17 @@ def open_bank(source, value_range: tuple[float, float] | None = None, role: str 
     if len(images) > 1:
         raise GanbenchError(f"shards in {path} hold images of different layouts {sorted(images)}; save them in one")
     return Bank(list(shards), dimensions[0], str(path), value_range, role, layout=next(iter(images), None))
+
+
+MNIST_LAYOUT = (28, 28)
+
+
+def check_mnist_layout(bank: Bank) -> None:
+    """Samples scored against MNIST that are stored as images must be 28 x 28 ones: (count, 14, 56) has MNIST's
+    784 values a row, in another order."""
+    if bank.layout is not None and bank.layout != MNIST_LAYOUT:
+        raise GanbenchError(f"{bank.role} {bank.source} holds images of shape {bank.layout}, but MNIST's are 28 x 28: "
+                            "their pixels would be compared out of order; save them as (count, 28, 28) or (count, 784)")
 
 
 def check_same_layout(named_banks: dict[str, Bank]) -> None:

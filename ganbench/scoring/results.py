@@ -246,7 +246,7 @@ def _read_inputs(stored: dict, folder: Path) -> tuple[banks.Bank, np.ndarray, np
 NUMBER, INTEGER, TEXT, FLAG, LIST, OBJECT = "a number", "an integer", "a string", "true or false", "a list", "an object"
 SCHEMA = {
     "format": INTEGER, "result": OBJECT, "result.mean": NUMBER, "result.standard_error": NUMBER,
-    "result.sigma": NUMBER, "result.n_test": INTEGER, "result.n_bank": INTEGER,
+    "result.sigma": NUMBER, "result.n_test": INTEGER, "result.n_bank": INTEGER, "result.dimension": INTEGER,
     "selection": OBJECT, "selection.protocol": TEXT, "selection.fixed_sigma": FLAG,
     "selection.valid_rows": INTEGER, "selection.grid": LIST,
     "inputs": OBJECT, **{f"inputs.{role}": OBJECT for role in ROLES},
@@ -402,6 +402,9 @@ def check(path: str | os.PathLike, backend: str | None = None, device: str | Non
     # The bounds are derived again from the inputs, as saving derived them: the file's own copy is for its
     # readers, and a bound raised by hand there would loosen the check.
     # The grid by sigma, the order ``tolerance_of`` gives the validation means' bounds in.
+    if stored["selection"]["fixed_sigma"] and stored["selection"]["grid"]:
+        raise GanbenchError(f"{path}: selection.fixed_sigma is true, but the file holds the grid its sigma was "
+                            "chosen on; the file was altered: save the result again")
     grid = None if stored["selection"]["fixed_sigma"] else _stored_grid(path, stored["selection"]["grid"])
     grid = None if grid is None else grid[np.argsort(grid[:, 0], kind="stable")]
     sigmas = [] if grid is None else grid[:, 0].tolist()
