@@ -382,6 +382,7 @@ def _duplicate_row(table):
     (lambda table: table["table"][0]["mnist"].update(mean=150), "its published rows are not the paper's Table 1"),
     (lambda table: next(row for row in table["table"] if row.get("key") == "dbn").update(kind="published"),
      "its published rows are not the paper's Table 1"),
+    (lambda table: table["table"][0].update(mnist=[138, 2]), "its published rows are not the paper's Table 1"),
 ])
 def test_a_table1_edited_beyond_its_measured_numbers_is_refused_before_work(edit, message, tmp_path, capsys):
     """Once accepted (exit 0): a second copy of a row placed first (only the last was checked, both rendered), a

@@ -65,8 +65,9 @@ def command_nn(args) -> int:
         samples = sampling.generate(generator, count, args.seed if args.seed is not None else 0)
     report = memorization.public(memorization.report(samples, reference, unseen,
                                                      backend=args.backend, device=args.device))
-    if len(unseen) < QUANTILE_ROWS:  # after the report: an error stays the one line
-        print(f"ganbench: warning: {len(unseen)} held-out points cannot resolve the 1% quantile of their distances "
+    calibrating = len(unseen) - report[keys.KEY_HELD_OUT_IN_TRAINING]  # leaked points calibrate nothing
+    if calibrating < QUANTILE_ROWS:  # after the report: an error stays the one line
+        print(f"ganbench: warning: {calibrating} held-out points cannot resolve the 1% quantile of their distances "
               f"that the copy threshold is ({QUANTILE_ROWS} or more can): read the copy rate as rough", file=sys.stderr)
     if report[keys.KEY_HELD_OUT_IN_TRAINING]:
         print(f"ganbench: warning: {report[keys.KEY_HELD_OUT_IN_TRAINING]} held-out points are also training points "

@@ -383,8 +383,9 @@ def check(path: str | Path, rows: tuple[str, ...] | None = None, backend: str | 
         elif isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise GanbenchError(not_a_table.format(f"{where} has {name} = {value!r}, not a finite number"))
     paper = [{"model": name, "mnist": {"mean": mean, "error": error}} for name, mean, error, *_ in PUBLISHED]
-    given = [{"model": row.get("model"), "mnist": {field: (row.get("mnist") or {}).get(field)
-                                                   for field in ("mean", "error")}} for row in published]
+    given = [{"model": row.get("model"),
+              "mnist": {field: (row["mnist"] if isinstance(row.get("mnist"), dict) else {}).get(field)
+                        for field in ("mean", "error")}} for row in published]
     if given != paper:
         raise GanbenchError(not_a_table.format("its published rows are not the paper's Table 1 (MNIST means and "
                                                "errors); the file was altered"))
