@@ -67,14 +67,14 @@ def report(samples, train, test, *, suspicious: int = 10, backend: str = "auto",
     # Identity at the precision the data carry: every comparison at the narrowest float dtype of the three.
     precision = identity_dtype(samples, train, test)
     train_rows = RowSet(train, precision)
-    leaked = (test_distances == 0.0) | train_rows.holds(test)
+    leaked = train_rows.holds(test)  # distance 0 in float64 is equality at any narrower dtype too
     if leaked.all():
         raise GanbenchError(f"every held-out point ({len(test_distances)}) is also a training point: the copy rate is "
                             "calibrated on data the model never saw; pass held-out data apart from the training data")
     unseen = test_distances[~leaked]
     copy_threshold = float(np.quantile(unseen, COPY_QUANTILE))
     near_copy_threshold = float(unseen.min())
-    identical = (sample_distances == 0.0) | train_rows.holds(samples)
+    identical = train_rows.holds(samples)
     # The nearest *other* sample: the sample itself is at distance exactly 0, so it is one of
     # the two nearest (the second when an identical twin has a lower index).
     within = nearest(samples, samples, k=2, backend=backend, device=device, names=("samples", "the samples"))[0][:, 1]
@@ -92,7 +92,7 @@ def report(samples, train, test, *, suspicious: int = 10, backend: str = "auto",
         keys.KEY_NEAR_TRAINING_COPIES: int(np.sum(sample_distances <= near_copy_threshold)),
         keys.KEY_EXPECTED_NEAR_TRAINING_COPIES: len(sample_distances) / (len(unseen) + 1),
         keys.KEY_HELD_OUT_IN_TRAINING: int(np.sum(leaked)),
-        keys.KEY_SAMPLES_WITH_EXACT_TWIN: int(np.sum((within == 0.0) | RowSet(samples, precision).repeated())),
+        keys.KEY_SAMPLES_WITH_EXACT_TWIN: int(np.sum(RowSet(samples, precision).repeated())),
         keys.KEY_SAMPLES_WITH_NEAR_TWIN: int(np.sum(within < copy_threshold)),
         keys.KEY_WITHIN_SAMPLES_NEAREST: quantiles(within),
         keys.KEY_MOST_SUSPICIOUS: [{"sample": int(i), "train_index": int(sample_nearest[i]),
@@ -137,14 +137,14 @@ class RowSet:
 
     def __init__(self, rows: np.ndarray, dtype: np.dtype):
         self.dtype = dtype
-        self.rows = np.ascontiguousarray(np.asarray(rows).reshape(len(rows), -1).astype(dtype) + dtype.type(0))
+        self.rows = self._rounded(rows)
         self.hashes = _row_hashes(self.rows)
         self.order = np.argsort(self.hashes, kind="stable")
         self.sorted_hashes = self.hashes[self.order]
 
     def holds(self, points: np.ndarray) -> np.ndarray:
         """Per point, whether it equals one of the rows once rounded to their dtype."""
-        points = np.ascontiguousarray(np.asarray(points).reshape(len(points), -1).astype(self.dtype) + self.dtype.type(0))
+        points = self._rounded(points)
         hashes = _row_hashes(points)
         first = np.searchsorted(self.sorted_hashes, hashes, side="left")
         last = np.searchsorted(self.sorted_hashes, hashes, side="right")
@@ -154,6 +154,10 @@ class RowSet:
             found[index] = any(np.array_equal(self.rows[row], points[index])
                                for row in self.order[first[index]:last[index]])
         return found
+
+    def _rounded(self, rows: np.ndarray) -> np.ndarray:
+        """Rows as contiguous vectors of this set's dtype; adding zero turns -0.0 into 0.0, which compare equal."""
+        return np.ascontiguousarray(np.asarray(rows).reshape(len(rows), -1).astype(self.dtype) + self.dtype.type(0))
 
     def repeated(self) -> np.ndarray:
         """Per row, whether another row equals it."""

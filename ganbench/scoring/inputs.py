@@ -209,24 +209,23 @@ def check_range(name: str, values, value_range: tuple[float, float], first_row: 
     low, high = value_range
     width = high - low
     slack = RANGE_SLACK * width if math.isfinite(width) else 0.0
-    low, high = low - slack, high + slack
+    lowest, highest = low - slack, high + slack  # what passes
     extremes = _min_max(values)
-    if extremes is None or (low <= extremes[0] and extremes[1] <= high) or np.isnan(extremes).any():
+    if extremes is None or (lowest <= extremes[0] and extremes[1] <= highest) or np.isnan(extremes).any():
         return  # empty, in range, or NaN (which the scorers refuse with their own message)
     values = values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else values
     rows = values.reshape(len(values), -1)
-    outside = (rows < low) | (rows > high)
+    outside = (rows < lowest) | (rows > highest)
     row = int(np.argmax(outside.any(axis=1)))
     value = rows[row][outside[row]][0]
-    given_low, given_high = value_range
-    excess = max(given_low - float(value), float(value) - given_high)
+    excess = max(low - float(value), float(value) - high)
     if math.isfinite(width) and excess <= OVERSHOOT_SHARE * width:
-        fix = (f"clip the samples to it (np.clip(x, {given_low:g}, {given_high:g})) if they only overshoot it, "
+        fix = (f"clip the samples to it (np.clip(x, {low:g}, {high:g})) if they only overshoot it, "
                "or rescale them if they are on another scale")
     else:
         fix = "rescale the samples (x / 255 for 0-255 floats, (x + 1) / 2 for tanh outputs)"
     raise GanbenchError(f"{name} has the value {_shortest(value)} at row {first_row + row}, outside the data's range "
-                        f"[{given_low:g}, {given_high:g}]; {fix}")
+                        f"[{low:g}, {high:g}]; {fix}")
 
 
 SCALE_RATIO = 16.0        # 0-255 values against [0, 1] differ by 255; [-1, 1] against [0, 1] by 1

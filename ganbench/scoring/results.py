@@ -301,14 +301,17 @@ def load(path: str | os.PathLike) -> dict:
     # The arithmetic follows from the resolved backend and the precision: one edited to another (tf32x3 on a CPU
     # torch result) would take that arithmetic's wider bound as the saving path's.
     resolved = scorer.get("resolved_backend")
-    if isinstance(resolved, str) and bounds.arithmetic_of(resolved, scorer["precision"]) != scorer["arithmetic"]:
+    used = bounds.arithmetic_of(resolved, scorer["precision"]) if isinstance(resolved, str) else scorer["arithmetic"]
+    if used != scorer["arithmetic"]:
         raise GanbenchError(f"{path}: scorer.arithmetic is {scorer['arithmetic']!r}, but {resolved} with precision "
-                            f"{scorer['precision']} scores in {bounds.arithmetic_of(resolved, scorer['precision'])}; "
-                            "the file was altered: save the result again")
+                            f"{scorer['precision']} scores in {used}; the file was altered: save the result again")
     for key in ("selection.valid_rows", "scorer.chunk_rows"):
         if _lookup(stored, key) < 1:
             raise GanbenchError(f"{path}: {key} is {_lookup(stored, key)}, expected a positive integer")
     grid = stored["selection"]["grid"]
+    if stored["selection"]["fixed_sigma"] and grid:
+        raise GanbenchError(f"{path}: selection.fixed_sigma is true, but the file holds the grid its sigma was "
+                            "chosen on; the file was altered: save the result again")
     for index, pair in enumerate(grid):
         if not (isinstance(pair, list) and len(pair) == 2 and all(_is_number(value) for value in pair) and pair[0] > 0):
             raise GanbenchError(f"{path}: selection.grid[{index}] is {pair!r}, expected [sigma > 0, validation mean]")
@@ -379,8 +382,8 @@ def check(path: str | os.PathLike, backend: str | None = None, device: str | Non
     if backend is not None and backend not in BACKENDS:
         raise GanbenchError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
     stored = load(path)
-    settings = stored["scorer"]
-    scoring = Scoring(protocol=stored["selection"]["protocol"], backend=backend or settings["backend"],
+    settings, selection = stored["scorer"], stored["selection"]
+    scoring = Scoring(protocol=selection["protocol"], backend=backend or settings["backend"],
                       device=device if device is not None else settings.get("device"),
                       precision=settings["precision"], chunk_rows=settings["chunk_rows"])
     arithmetic = bounds.arithmetic_of(resolve(scoring.backend, scoring.device)[0], scoring.precision)
@@ -391,7 +394,6 @@ def check(path: str | os.PathLike, backend: str | None = None, device: str | Non
             raise GanbenchError(f"{path}: result.{key} is {result[key]}, but its inputs hold {count} "
                                 f"{'values a row' if key == 'dimension' else 'rows'}; the file was altered: save the "
                                 "result again")
-    selection = stored["selection"]
     if not selection["fixed_sigma"]:
         # The validation rows the sigma was chosen on follow from the protocol and the file (``_valid_rows``).
         chosen_on = _valid_rows(selection["protocol"], len(valid))
@@ -402,14 +404,11 @@ def check(path: str | os.PathLike, backend: str | None = None, device: str | Non
     # The bounds are derived again from the inputs, as saving derived them: the file's own copy is for its
     # readers, and a bound raised by hand there would loosen the check.
     # The grid by sigma, the order ``tolerance_of`` gives the validation means' bounds in.
-    if stored["selection"]["fixed_sigma"] and stored["selection"]["grid"]:
-        raise GanbenchError(f"{path}: selection.fixed_sigma is true, but the file holds the grid its sigma was "
-                            "chosen on; the file was altered: save the result again")
-    grid = None if stored["selection"]["fixed_sigma"] else _stored_grid(path, stored["selection"]["grid"])
+    grid = None if selection["fixed_sigma"] else _stored_grid(path, selection["grid"])
     grid = None if grid is None else grid[np.argsort(grid[:, 0], kind="stable")]
     sigmas = [] if grid is None else grid[:, 0].tolist()
     if grid is not None:
-        _check_searched_widths(path, stored["selection"], sigmas)
+        _check_searched_widths(path, selection, sigmas)
     parzen.check_float64_range(0.0, bank.dimension, np.array([result["sigma"], *sigmas]))  # widths the scorer takes
     derived = tolerance_of(SimpleNamespace(sigma=result["sigma"], valid_means=dict.fromkeys(sigmas)), bank, valid, test,
                            scoring)["bounds"]
@@ -421,7 +420,7 @@ def check(path: str | os.PathLike, backend: str | None = None, device: str | Non
             _row("standard_error", result["standard_error"], standard_error, tolerances["standard_error"])]
     if grid is not None:
         valid_tolerances = np.add(saved_bounds["valid_means"], new_bounds["valid_means"])
-        subset = valid[:stored["selection"]["valid_rows"]]
+        subset = valid[:selection["valid_rows"]]
         new_means = streaming.log_likelihood(subset, bank, grid[:, 0], **scoring.options()).mean(axis=1)
         rows.append(_selection_row(result["sigma"], grid[:, 0], new_means, valid_tolerances))
         rows += [_row(f"valid_mean[sigma={sigma:.6g}]", old, new, allowed)
