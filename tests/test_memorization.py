@@ -1,4 +1,6 @@
 """Nearest neighbours and the memorisation report."""
+import json
+
 import numpy as np
 import pytest
 from tolerances import float32_distance_bound
@@ -336,3 +338,29 @@ def test_identity_is_judged_at_the_narrowest_precision_for_leaks_twins_and_copie
     assert ((samples16[0] - nearer[0]) ** 2).sum() < ((samples16[0] - equal16[0]) ** 2).sum()
     report = memorization.report(samples16, references, np.random.default_rng(1).random((30, 64)), backend="torch")
     assert report[KEY_EXACT_TRAINING_COPIES] == 1
+
+
+def test_nn_judges_a_float16_file_at_float16_as_the_api_judges_float16_arrays(tmp_path, capsys):
+    """`ganbench nn` reads every file as float32: a float16 file of training points rounded to float16 held no
+    copies at float32 (each a / 255 moves), while the same arrays given to the API counted every one."""
+    rng = np.random.default_rng(0)
+    train, test = rng.random((300, 20), dtype=np.float32), rng.random((200, 20), dtype=np.float32)
+    samples = rng.random((50, 20), dtype=np.float32)
+    samples[:7] = train[:7]
+    samples16 = samples.astype(np.float16)
+    assert not np.array_equal(samples16[:7].astype(np.float32), train[:7])  # not the same at float32
+    api = memorization.report(samples16, train, test, backend="torch")[KEY_EXACT_TRAINING_COPIES]
+    for name, values in (("samples", samples16), ("train", train), ("test", test)):
+        np.save(tmp_path / f"{name}.npy", values)
+    assert main(["nn", "--samples", str(tmp_path / "samples.npy"), "--train", str(tmp_path / "train.npy"),
+                 "--test", str(tmp_path / "test.npy"), "--backend", "torch", "--json"]) == 0
+    assert api == json.loads(capsys.readouterr().out)[KEY_EXACT_TRAINING_COPIES] == 7
+    explicit = memorization.report(samples16.astype(np.float32), train, test, backend="torch", precision=np.float16)
+    assert explicit[KEY_EXACT_TRAINING_COPIES] == 7
+
+
+@pytest.mark.parametrize("precision", ["int8", "no-such-dtype", 3])
+def test_a_precision_that_is_no_float_dtype_is_a_one_line_error(precision, rng):
+    points = rng.random((20, 4))
+    with pytest.raises(GanbenchError, match="float dtype at which points count as identical"):
+        memorization.report(points, points, rng.random((9, 4)), precision=precision)

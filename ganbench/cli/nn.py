@@ -63,8 +63,8 @@ def command_nn(args) -> int:
         reference, unseen = mnist.split(args.reference)[0], mnist.split(UNSEEN_SPLIT[args.reference])[0]
     if not args.samples:
         samples = sampling.generate(generator, count, args.seed if args.seed is not None else 0)
-    report = memorization.public(memorization.report(samples, reference, unseen,
-                                                     backend=args.backend, device=args.device))
+    report = memorization.public(memorization.report(samples, reference, unseen, backend=args.backend,
+                                                     device=args.device, precision=stored_precision(args)))
     calibrating = len(unseen) - report[keys.KEY_HELD_OUT_IN_TRAINING]  # leaked points calibrate nothing
     if calibrating < QUANTILE_ROWS:  # after the report: an error stays the one line
         print(f"ganbench: warning: {calibrating} held-out points cannot resolve the 1% quantile of their distances "
@@ -92,6 +92,17 @@ def command_nn(args) -> int:
         print("most suspicious (sample, train index, distance): " + ", ".join(
             f"({s['sample']}, {s['train_index']}, {s['sq_distance']:.4g})" for s in report[keys.KEY_MOST_SUSPICIOUS][:5]))
     return 0
+
+
+def stored_precision(args):
+    """The narrowest float dtype the files store, at which points count as identical: files are read as float32
+    (or float64), so a float16 file's copies are judged at float16, as ``memorization.report`` judges float16
+    arrays; None (the report's own rule) when no file stores floats narrower than float32."""
+    from ganbench.scoring import banks
+
+    stored = [banks.open_bank(path).stored_float_dtype() for path in (args.samples, args.train, args.test) if path]
+    narrowest = min((dtype for dtype in stored if dtype is not None), key=lambda dtype: dtype.itemsize, default=None)
+    return narrowest if narrowest is not None and narrowest.itemsize < 4 else None
 
 
 def add_parsers(commands, formatter) -> None:

@@ -23,7 +23,8 @@ def quantiles(values: np.ndarray) -> dict[str, float]:
     return {f"q{int(q * 100):02d}": float(np.quantile(values, q)) for q in QUANTILES}
 
 
-def report(samples, train, test, *, suspicious: int = 10, backend: str = "auto", device=None) -> dict:
+def report(samples, train, test, *, suspicious: int = 10, backend: str = "auto", device=None,
+           precision=None) -> dict:
     """Sample-to-train vs test-to-train nearest distances, copies of training images, duplicates, suspects.
 
     Every count is a number of samples. Distances are exact float64 squared distances to the
@@ -31,7 +32,8 @@ def report(samples, train, test, *, suspicious: int = 10, backend: str = "auto",
     distance 0, i.e. the same vector, with no threshold:
     - samples_identical_to_a_training_image: samples equal to some training image (every identity here is
       judged at the narrowest float dtype of the three sets, ``identity_dtype``: float64 samples a / 255 equal
-      MNIST's float32 a / 255 at float32's);
+      MNIST's float32 a / 255 at float32's; ``precision`` names another float dtype, as `ganbench nn` passes
+      float16 for a float16 file it reads as float32);
     - samples_near_a_training_image: samples at least as close to a training image as the
       closest of the held-out images is (near_copy_threshold, the minimum test-to-train
       distance); a sample distributed like unseen data lands there with probability
@@ -55,6 +57,7 @@ def report(samples, train, test, *, suspicious: int = 10, backend: str = "auto",
     # (``held_out_distances`` checks them before its own search).
     width = as_matrix("the training data", train, check_finite=False).shape[1]
     sample_rows = as_matrix("samples", samples, dimension=width, dimension_of="the training data")
+    precision = None if precision is None else float_dtype(precision)
     if not is_whole_number(suspicious) or suspicious < 0:
         raise GanbenchError(f"suspicious is the number of closest samples to list: a whole number >= 0, got {suspicious!r}")
     if len(sample_rows) < 2:
@@ -65,7 +68,7 @@ def report(samples, train, test, *, suspicious: int = 10, backend: str = "auto",
                                                names=("samples", "the training data"))
     sample_distances, sample_nearest = sample_distances[:, 0], sample_nearest[:, 0]
     # Identity at the precision the data carry: every comparison at the narrowest float dtype of the three.
-    precision = identity_dtype(samples, train, test)
+    precision = identity_dtype(samples, train, test) if precision is None else precision
     train_rows = RowSet(train, precision)
     leaked = train_rows.holds(test)  # distance 0 in float64 is equality at any narrower dtype too
     if leaked.all():
@@ -109,6 +112,18 @@ def identity_dtype(*arrays: np.ndarray) -> np.dtype:
     apart in float64: the same images at the precision the float32 side carries."""
     floats = [array.dtype for array in arrays if array.dtype.kind == "f"]
     return min(floats, key=lambda dtype: dtype.itemsize) if floats else np.dtype(np.float64)
+
+
+def float_dtype(precision) -> np.dtype:
+    """``precision`` as a NumPy float dtype, or a one-line error."""
+    try:
+        dtype = np.dtype(precision)
+    except TypeError:
+        dtype = None
+    if dtype is None or dtype.kind != "f":
+        raise GanbenchError(f"precision is the float dtype at which points count as identical (such as "
+                            f"np.float16), got {precision!r}")
+    return dtype
 
 
 HASH_ROWS = 4096  # rows hashed at once (their 64-bit words, a few MB)

@@ -114,6 +114,13 @@ class Bank:
             shard_first += shard.rows
         return self.source
 
+    def stored_float_dtype(self) -> np.dtype | None:
+        """The narrowest float dtype its shards store (raw float32 shards: float32), None when every shard holds
+        integers: the precision its values carry, which reading them as float32 or float64 only widens."""
+        floats = [np.dtype(np.float32) if shard.array is None else shard.array.dtype for shard in self.shards]
+        floats = [dtype for dtype in floats if dtype.kind == "f"]
+        return min(floats, key=lambda dtype: dtype.itemsize) if floats else None
+
     def holds_bytes(self) -> bool:
         """Whether any shard is 8-bit (uint8 images, divided by 255 as they are read)."""
         return any(shard.array is not None and data_scale(shard.array.dtype) != 1.0 for shard in self.shards)
