@@ -407,14 +407,50 @@ def test_a_grid_edited_away_from_the_protocols_is_refused(data, capsys):
     thinned["result"]["sigma"] = others[min(best, len(others) - 1)]
     path.write_text(json.dumps(thinned))
     code, out, err = check(capsys, path)
-    assert code == 2 and "is not the grid the paper protocol searched (missing" in err, err
+    assert code == 2 and "is not the grid the paper protocol searches from its grid" in err, err
     full = save(data)  # the full protocol's grid, renamed paper
     renamed = json.loads(full.read_text())
     renamed["selection"]["protocol"] = "paper"
     full.write_text(json.dumps(renamed))
     code, out, err = check(capsys, full)
-    assert code == 2 and "is not the grid the paper protocol searched" in err, err
+    assert code == 2 and "is not the grid the paper protocol searches from its grid" in err, err
     given = save(data, "--protocol", "paper", "--sigma-grid", "0.5,1,2")
     assert json.loads(given.read_text())["selection"]["sigma_grid"] == "0.5,1,2"
     code, out, err = check(capsys, given)
     assert code == 0, out + err
+
+
+def _without_width(stored: dict, index: int) -> dict:
+    """The stored result with the grid's width ``index`` (in the grid's order) removed everywhere it is listed."""
+    edited = json.loads(json.dumps(stored))
+    for entries in [edited["selection"]["grid"], *(b["valid_means"] for b in edited["tolerance"]["bounds"].values())]:
+        del entries[index]
+    return edited
+
+
+@pytest.mark.parametrize("given", [None, "0.02,0.05,0.2"])
+def test_the_full_protocols_grid_is_replayed_from_the_validation_means(given, data, capsys):
+    """The full protocol's widths follow from the data's scale (or the grid given) and the validation means: its
+    start, widenings and refinement are replayed on the stored means, so a width removed around the best (the
+    best's neighbour, which moves the refinement), a refinement width removed, or a width added is refused where
+    any grid passed before; the unedited file passes."""
+    path = save(data, *(("--sigma-grid", given) if given else ()))
+    stored = json.loads(path.read_text())
+    assert stored["selection"]["protocol"] == "full" and stored["selection"]["sigma_grid"] == given
+    code, out, err = check(capsys, path)
+    assert code == 0, out + err
+    widths = [sigma for sigma, _ in stored["selection"]["grid"]]
+    best = widths.index(stored["result"]["sigma"])
+    message = "is not the grid the full protocol searches from " + (f"the grid {given!r}" if given else
+                                                                         "the data's scale")
+    for index in sorted({best - 1, best + 1, 0, len(widths) - 1}):
+        path.write_text(json.dumps(_without_width(stored, index)))
+        code, out, err = check(capsys, path)
+        assert code == 2 and message in err, (index, err)
+    added = json.loads(json.dumps(stored))
+    added["selection"]["grid"].append([widths[-1] * 1.5, stored["selection"]["grid"][-1][1] - 1.0])
+    for saved_bounds in added["tolerance"]["bounds"].values():
+        saved_bounds["valid_means"].append(saved_bounds["valid_means"][-1])
+    path.write_text(json.dumps(added))
+    code, out, err = check(capsys, path)
+    assert code == 2 and message in err, err

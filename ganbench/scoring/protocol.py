@@ -203,7 +203,11 @@ def data_scale_grid(valid, bank, **backend_options) -> SigmaGrid:
         raise GanbenchError(f"each of the first {len(queries):,} validation points equals a sample, so the Parzen "
                             "log-likelihood grows without bound as sigma shrinks; choose sigma on held-out data "
                             "that the samples do not contain")
-    scale = float(np.median(positive)) / math.sqrt(np.shape(queries)[1])
+    return _scale_grid(float(np.median(positive)) / math.sqrt(np.shape(queries)[1]))
+
+
+def _scale_grid(scale: float) -> SigmaGrid:
+    """The full protocol's starting widths around ``scale``: scale STEP^k, |k| <= START_STEPS."""
     steps = STEP ** np.arange(-START_STEPS, START_STEPS + 1)
     return SigmaGrid(tuple(float(w) for w in scale * steps), f"{scale:.4g} * 2^(k/3), |k| <= {START_STEPS}")
 
@@ -248,17 +252,57 @@ def search_sigma(valid, bank, protocol: ParzenProtocol | str = "paper", grid: Si
         if new.size:
             means.update(zip(new.tolist(), scorer(valid, bank, new, **backend_options).mean(axis=1).tolist()))
 
+    widenings = _search(protocol, start, means, score, from_data=not (grid or protocol.grid))
+    return SigmaSearch(max(means, key=means.get), dict(sorted(means.items())), _end_of_grid(means),
+                       start.text, widenings)
+
+
+def _search(protocol: ParzenProtocol, start: SigmaGrid, means: dict[float, float], score, from_data: bool) -> int:
+    """The protocol's steps from ``start``: ``score(widths)`` puts each width's mean validation log-likelihood
+    into ``means``; the grid widens while its best width is an end, then is refined. Returns the widenings."""
     score(start.widths)
     widenings = 0
     while protocol.widen and (end := _end_of_grid(means)) is not None:
         if widenings == MAX_WIDENINGS:
-            raise GanbenchError(_no_interior_optimum(end, means, start, from_data=not (grid or protocol.grid)))
+            raise GanbenchError(_no_interior_optimum(end, means, start, from_data))
         score(_beyond(means, end))
         widenings += 1
     if protocol.refine_points:
         score(_between_neighbours(means, protocol.refine_points))
-    return SigmaSearch(max(means, key=means.get), dict(sorted(means.items())), _end_of_grid(means),
-                       start.text, widenings)
+    return widenings
+
+
+def searched_from(protocol: ParzenProtocol | str, means: dict[float, float], given: SigmaGrid | None = None) -> bool:
+    """Whether ``means`` (a saved search's widths and validation means) holds exactly the widths the protocol's
+    search scores when these means guide it: from ``given``, else the protocol's grid, else a grid of the data's
+    scale (``data_scale_grid``: s0 STEP^k, s0 itself one of the widths, tried for each).
+
+    Each step of a search depends only on the means scored before it, so replaying it on the saved means
+    re-derives the grid without the data: a width removed around the best, or one added, leaves a set no
+    replay reaches."""
+    protocol = get_protocol(protocol) if isinstance(protocol, str) else protocol
+    means = {float(width): float(mean) for width, mean in means.items()}
+    start = given or protocol.grid
+    starts = [start] if start else [_scale_grid(width) for width in means]
+    return any(_replayed_widths(protocol, candidate, means) == set(means) for candidate in starts)
+
+
+def _replayed_widths(protocol: ParzenProtocol, start: SigmaGrid, saved: dict[float, float]) -> set | None:
+    """The widths the protocol's search scores from ``start`` with the saved means as its scorer; None when it
+    asks for a width the saved means lack (or would widen past MAX_WIDENINGS)."""
+    replayed: dict[float, float] = {}
+
+    def score(widths) -> None:
+        for width in np.asarray(widths, dtype=np.float64).tolist():
+            if width not in saved:
+                raise KeyError(width)
+            replayed[width] = saved[width]
+
+    try:
+        _search(protocol, start, replayed, score, from_data=False)
+    except (KeyError, GanbenchError):
+        return None
+    return set(replayed)
 
 
 def _no_interior_optimum(end: str, means: dict[float, float], start: SigmaGrid, from_data: bool) -> str:

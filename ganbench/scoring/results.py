@@ -408,7 +408,7 @@ def check(path: str | os.PathLike, backend: str | None = None, device: str | Non
     grid = None if grid is None else grid[np.argsort(grid[:, 0], kind="stable")]
     sigmas = [] if grid is None else grid[:, 0].tolist()
     if grid is not None:
-        _check_searched_widths(path, selection, sigmas)
+        _check_searched_widths(path, selection, grid)
     parzen.check_float64_range(0.0, bank.dimension, np.array([result["sigma"], *sigmas]))  # widths the scorer takes
     derived = tolerance_of(SimpleNamespace(sigma=result["sigma"], valid_means=dict.fromkeys(sigmas)), bank, valid, test,
                            scoring)["bounds"]
@@ -429,12 +429,12 @@ def check(path: str | os.PathLike, backend: str | None = None, device: str | Non
     return bool(frame["ok"].all()), frame
 
 
-def _check_searched_widths(path, selection: dict, sigmas: list[float]) -> None:
-    """Widths a search over a fixed grid must have scored: the paper protocol's own grid, or the grid the user
-    gave (``selection.sigma_grid``, in files that record it), each width in the stored grid and nothing else for
-    a protocol that neither widens nor refines. A file edited to another protocol, or with widths removed around
-    the best one, chose its sigma among other widths than its protocol searched. The full protocol's grid
-    follows from the data and the validation means (widened, then refined); it is not re-derived here."""
+def _check_searched_widths(path, selection: dict, grid: np.ndarray) -> None:
+    """The stored widths must be those the search scored: its protocol replayed on the stored validation means
+    (``protocol.searched_from``) from the grid the user gave (``selection.sigma_grid``, in files that record it),
+    else the protocol's own grid, else the data's scale (the full protocol's start, s0 one of the widths). A
+    file edited to another protocol, or with widths removed around the best one or added, chose its sigma among
+    other widths than its protocol searched."""
     if "sigma_grid" not in selection:  # written before the grid's origin was recorded
         return
     rule = protocol.get_protocol(selection["protocol"])
@@ -442,16 +442,11 @@ def _check_searched_widths(path, selection: dict, sigmas: list[float]) -> None:
     if given is not None and not isinstance(given, str):
         raise GanbenchError(f"{path}: selection.sigma_grid is {json.dumps(given)[:60]}, expected the widths' text or "
                             "null; save the result again")
-    searched = protocol.parse_sigma_grid(given).widths if given else rule.sigma_grid
-    if searched is None:
-        return
-    widened_or_refined = rule.widen or rule.refine_points
-    missing = sorted(set(searched) - set(sigmas))
-    extra = sorted(set(sigmas) - set(searched))
-    if missing or (extra and not widened_or_refined):
-        which = f"missing {missing[0]:.6g}" if missing else f"an extra {extra[0]:.6g}"
-        raise GanbenchError(f"{path}: selection.grid is not the grid the {rule.name} protocol searched ({which}); the "
-                            "file was altered: save the result again")
+    start = protocol.parse_sigma_grid(given) if given else None
+    if not protocol.searched_from(rule, dict(grid.tolist()), start):
+        origin = f"the grid {given!r}" if given else ("its grid" if rule.grid else "the data's scale")
+        raise GanbenchError(f"{path}: selection.grid is not the grid the {rule.name} protocol searches from {origin} "
+                            "with these validation means; the file was altered: save the result again")
 
 
 def _stored_grid(path, grid) -> np.ndarray:
