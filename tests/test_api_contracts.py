@@ -3,6 +3,7 @@ deep inside or a number computed from data on two scales (found by a black-box r
 import numpy as np
 import pytest
 import torch
+from tolerances import float32_log_likelihood_bound
 
 from ganbench import parzen, protocol
 from ganbench.errors import GanbenchError
@@ -149,3 +150,28 @@ def test_the_api_names_what_is_wrong(call, message, images):
     train, held_out = images
     with pytest.raises(GanbenchError, match=message):
         call(train, held_out)
+
+
+@pytest.mark.parametrize("backend", ["reference", "torch"])
+@pytest.mark.parametrize("make", [lambda a: a.astype(np.longdouble),
+                                  lambda a: torch.from_numpy(a).to(torch.float8_e4m3fn),
+                                  lambda a: torch.from_numpy(a).to(torch.float8_e5m2),
+                                  lambda a: torch.from_numpy(a).to(torch.bfloat16)],
+                         ids=["longdouble", "float8_e4m3fn", "float8_e5m2", "bfloat16"])
+def test_long_double_arrays_and_float8_tensors_score_as_their_values(make, backend, rng):
+    """np.longdouble raised torch's TypeError and float8 tensors a NotImplementedError from aminmax: float8 and
+    bfloat16 values are float32 numbers (scored exactly), long double ones are rounded to float64, the
+    reference's own arithmetic (as the command reads such files)."""
+    points, bank = rng.random((20, 5)), rng.random((30, 5))
+    points_as, bank_as = make(points), make(bank)
+    as_float64 = lambda values: np.asarray(values.double() if isinstance(values, torch.Tensor) else values,  # noqa: E731
+                                           dtype=np.float64)
+    expected = parzen.log_likelihood(as_float64(points_as), as_float64(bank_as), [0.1, 0.3], backend="reference")
+    scores = parzen.log_likelihood(points_as, bank_as, [0.1, 0.3], backend=backend)
+    if backend == "reference":  # the same float64 arithmetic on the same float64 values
+        np.testing.assert_array_equal(scores, expected)
+    else:  # the float32 pass within its derived bound (tests/tolerances.py)
+        assert np.all(np.abs(scores - expected) <= float32_log_likelihood_bound(as_float64(points_as),
+                                                                                as_float64(bank_as), [0.1, 0.3]))
+    np.testing.assert_array_equal(neighbours.nearest(points_as, bank_as, k=2, backend=backend)[1],
+                                  neighbours.nearest(as_float64(points_as), as_float64(bank_as), k=2)[1])

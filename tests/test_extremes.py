@@ -14,7 +14,8 @@ from tolerances import float32_log_likelihood_bound
 from ganbench import progress
 from ganbench.cli import main
 from ganbench.errors import GanbenchError
-from ganbench.scoring import banks, partials, parzen, streaming
+from ganbench.paper import memorization
+from ganbench.scoring import banks, neighbours, partials, parzen, streaming
 
 BACKENDS = ["reference", "torch", "triton"]
 # The interpreter runs the kernel in NumPy, which warns where float32 exponents overflow to -inf as meant.
@@ -208,3 +209,31 @@ def test_float32_input_at_the_top_of_its_range(rng):
     reference = parzen.log_likelihood(x, bank, [3e37], backend="reference")
     fast = parzen.log_likelihood(x, bank, [3e37], backend="torch")
     assert np.all(np.abs(fast - reference) <= float32_log_likelihood_bound(x, bank, [3e37]))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("exponent", [-500, -540, -560, -1000])
+def test_data_whose_squared_distances_underflow_keep_their_nearest_neighbours(backend, exponent, rng):
+    """Data scaled by 2^-540 (entries below 3e-163) squared to 0 in float64: every backend, the reference too,
+    gave sample 0 as every point's nearest. A power of two moves no ranking, so the nearest must be the unscaled
+    data's; the distances are the float64 roundings of the scaled ones (0 where they underflow)."""
+    queries, samples = rng.random((5, 3)), rng.random((10, 3))
+    expected = parzen.parzen_pass(queries, samples, [], backend="reference")
+    tiny_queries, tiny_samples = np.ldexp(queries, exponent), np.ldexp(samples, exponent)
+    result = parzen.parzen_pass(tiny_queries, tiny_samples, [], **backend_options(backend))
+    np.testing.assert_array_equal(result.nearest_index, expected.nearest_index)
+    # Exact: the float64 distances of the unscaled data times 4^exponent, rounded once (both sides are the exact
+    # distance's roundings, and scaling by a power of two is exact until it underflows).
+    np.testing.assert_array_equal(result.min_sq_distance, np.ldexp(expected.min_sq_distance, 2 * exponent))
+    if backend != "triton":
+        _, nearest = neighbours.nearest(tiny_queries, tiny_samples, k=2, backend=backend)
+        np.testing.assert_array_equal(nearest, neighbours.nearest(queries, samples, k=2, backend=backend)[1])
+
+
+def test_a_memorisation_report_on_distances_below_float64s_range_is_a_one_line_error(rng):
+    """At entries of 1e-169 every held-out point read distance 0 from the training data: the copy thresholds were
+    0 and every sample counted as at least as close as the closest held-out point."""
+    train, test, samples = (np.ldexp(rng.random(shape), -560) for shape in ((300, 20), (200, 20), (50, 20)))
+    with pytest.raises(GanbenchError, match="200 held-out points differ from their nearest training point by a "
+                                            "squared distance below float64's normal range"):
+        memorization.report(samples, train, test, backend="torch")

@@ -74,10 +74,12 @@ def report(samples, train, test, *, suspicious: int = 10, backend: str = "auto",
     if leaked.all():
         raise GanbenchError(f"every held-out point ({len(test_distances)}) is also a training point: the copy rate is "
                             "calibrated on data the model never saw; pass held-out data apart from the training data")
+    identical = train_rows.holds(samples)
+    for role, distances, equal in (("held-out points", test_distances, leaked), ("samples", sample_distances, identical)):
+        check_distances_resolve(role, distances, equal)
     unseen = test_distances[~leaked]
     copy_threshold = float(np.quantile(unseen, COPY_QUANTILE))
     near_copy_threshold = float(unseen.min())
-    identical = train_rows.holds(samples)
     # The nearest *other* sample: the sample itself is at distance exactly 0, so it is one of
     # the two nearest (the second when an identical twin has a lower index).
     within = nearest(samples, samples, k=2, backend=backend, device=device, names=("samples", "the samples"))[0][:, 1]
@@ -112,6 +114,17 @@ def identity_dtype(*arrays: np.ndarray) -> np.dtype:
     apart in float64: the same images at the precision the float32 side carries."""
     floats = [array.dtype for array in arrays if array.dtype.kind == "f"]
     return min(floats, key=lambda dtype: dtype.itemsize) if floats else np.dtype(np.float64)
+
+
+def check_distances_resolve(role: str, distances: np.ndarray, identical: np.ndarray) -> None:
+    """A one-line error when points that differ from their nearest training point lie below float64's normal
+    range from it (2.2e-308; data below ~1e-154 square to that): their distances read 0 or lose their digits,
+    and thresholds calibrated on them would count the wrong samples as copies."""
+    unresolved = (distances < np.finfo(np.float64).tiny) & ~identical
+    if unresolved.any():
+        raise GanbenchError(f"{int(unresolved.sum())} {role} differ from their nearest training point by a squared "
+                            "distance below float64's normal range (2.2e-308): multiply every data set by one factor "
+                            "(the counts stay the same; distances scale by its square)")
 
 
 def float_dtype(precision) -> np.dtype:

@@ -32,7 +32,7 @@ def as_real_array(name: str, values) -> np.ndarray:
         values = dense_tensor(name, values).cpu()
         if values.is_complex():
             raise GanbenchError(f"{name} is complex; pass real numbers")
-        values = (values.float() if values.dtype == torch.bfloat16 else values).numpy()
+        values = as_numeric_tensor(values).numpy()
     try:
         array = np.asarray(values)
     except (TypeError, ValueError) as error:
@@ -41,7 +41,23 @@ def as_real_array(name: str, values) -> np.ndarray:
         raise GanbenchError(f"{name} has dtype {array.dtype}; pass real numbers")
     if not array.dtype.isnative:  # big-endian files: torch reads the machine's byte order only
         array = array.astype(array.dtype.newbyteorder("="))
+    if array.dtype.kind == "f" and array.dtype.itemsize > 8:
+        # long double (80 or 128 bits): torch holds no such dtype; float64 is the reference's arithmetic (the
+        # command reads such files as float64 too, ``banks.exact_dtype``).
+        array = array.astype(np.float64)
     return array
+
+
+# Tensor dtypes torch's reductions and NumPy both take; the other floating ones (bfloat16, the float8 formats)
+# become float32, exactly (their values are float32 numbers).
+NUMERIC_TENSOR_DTYPES = (torch.float16, torch.float32, torch.float64)
+
+
+def as_numeric_tensor(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor``, or its float32 copy when it is floating in a dtype outside ``NUMERIC_TENSOR_DTYPES``."""
+    if tensor.is_floating_point() and tensor.dtype not in NUMERIC_TENSOR_DTYPES:
+        return tensor.float()
+    return tensor
 
 
 def dense_tensor(name: str, tensor: torch.Tensor) -> torch.Tensor:
@@ -68,7 +84,7 @@ def as_matrix(name: str, values, *, dimension: int | None = None, dimension_of: 
     checks several tensors with one wait for the device).
     """
     if isinstance(values, torch.Tensor):
-        tensor = dense_tensor(name, values)
+        tensor = as_numeric_tensor(dense_tensor(name, values))
     else:
         array = as_real_array(name, values)
         with warnings.catch_warnings():

@@ -165,12 +165,12 @@ def parzen_pass(x, bank, sigmas, *, backend: str = DEFAULT_BACKEND, device=None,
         magnitude, queued_counts = _int8_range_and_counts(queued, query_tensor, bank_tensor)
     check_float64_range(magnitude, bank_tensor.shape[1], grid)
     if backend == "reference":  # the ground truth runs on the host, whatever device the inputs are on
-        return _reference_pass(query_tensor.cpu(), bank_tensor.cpu(), grid, query_block, bank_block)
+        return _reference_pass(query_tensor.cpu(), bank_tensor.cpu(), grid, query_block, bank_block, magnitude)
     exponent = float32_exponent(magnitude, bank_tensor.shape[1], grid)
     if exponent is None:
         _announce(f"ganbench: sigma {grid.min():.3g} against data up to {magnitude:.3g} is out of float32's range "
                   f"for the {backend} backend; scoring with the float64 reference backend instead")
-        return _reference_pass(query_tensor, bank_tensor, grid, query_block, bank_block)
+        return _reference_pass(query_tensor, bank_tensor, grid, query_block, bank_block, magnitude)
     # Data and sigma scaled by one power of two: -D / (2 sigma^2) and every rounding are unchanged.
     query_tensor, bank_tensor = scale_by_power_of_two(query_tensor, exponent), scale_by_power_of_two(bank_tensor, exponent)
     scaled_grid = np.ldexp(grid, -exponent)
@@ -257,6 +257,28 @@ def squared_distance_bound(magnitude: float, dimension: int) -> float:
     return 16.0 * dimension * magnitude * magnitude
 
 
+def squared_distance_log2(magnitude: float, dimension: int) -> float:
+    """log2 of ``squared_distance_bound``, computed without its underflow (entries below 1e-162 square to 0 in
+    float64: the bound then read as all-zero data); -inf for all-zero data."""
+    if magnitude == 0:
+        return -math.inf
+    return math.log2(16.0 * dimension) + 2.0 * math.log2(magnitude)
+
+
+# Data whose largest entry lies below 2^-400 are scaled by a power of two before the float64 reference scores
+# them: their differences can fall below 1e-154, whose squares underflow float64's normal range (2^-1022),
+# and two distances that differ then both read 0 (every point's nearest became sample 0 at entries of 1e-163).
+REFERENCE_SMALLEST_LOG2 = -400
+
+
+def reference_exponent(magnitude: float) -> int:
+    """k such that the reference scores data / 2^k and sigmas / 2^k: 0, or for data below 2^-400 the exponent
+    that brings their largest entry to [1, 2) (exact: only exponents change, as ``float32_exponent``'s)."""
+    if magnitude == 0 or math.log2(magnitude) >= REFERENCE_SMALLEST_LOG2:
+        return 0
+    return math.frexp(magnitude)[1] - 1
+
+
 # Below this width 1 / (2 sigma^2) overflows float64.
 SMALLEST_SIGMA = math.sqrt(0.5 / np.finfo(np.float64).max)
 
@@ -284,11 +306,11 @@ def float32_exponent(magnitude: float, dimension: int, grid) -> int | None:
     of 1e-30 underflow it) and for small sigma (1/(2 sigma^2) overflows float32 below sigma ~ 4e-20);
     impossible only when D / (2 sigma^2) spans more than float32 can: then None.
     """
-    largest = squared_distance_bound(magnitude, dimension)
+    largest_log2 = squared_distance_log2(magnitude, dimension)
     low, high = -math.inf, math.inf
-    if largest > 0:  # all-zero data: every D is 0, any k does
-        low = (math.log2(largest) - FLOAT32_LARGEST_LOG2) / 2
-        high = (math.log2(largest) - FLOAT32_RESOLUTION_LOG2) / 2
+    if largest_log2 > -math.inf:  # all-zero data: every D is 0, any k does
+        low = (largest_log2 - FLOAT32_LARGEST_LOG2) / 2
+        high = (largest_log2 - FLOAT32_RESOLUTION_LOG2) / 2
     if len(grid):
         top_scale = float(partials.half_inverse_variances(grid.min(), np.zeros(1))[0, 0])
         high = min(high, (FLOAT32_SCALE_LOG2 - math.log2(top_scale)) / 2)
@@ -356,7 +378,8 @@ def _rescore_in_float64(result: ParzenPass, rows: np.ndarray, query: torch.Tenso
     _announce("ganbench: float32 distances cannot vouch for some points at these widths (points far from the bank's "
               "mean against their distances, near-ties or copies at a small sigma, or a sigma far wider than the "
               "data: docs/precision.md); scoring those with the float64 reference backend")
-    exact = _reference_pass(query[torch.as_tensor(rows, device=query.device)].to(device), bank, grid, None, None)
+    # The pass's data are already scaled into float32's range (far above 2^-400): no scaling here (magnitude 0).
+    exact = _reference_pass(query[torch.as_tensor(rows, device=query.device)].to(device), bank, grid, None, None, 0.0)
     for field in ("log_sum_exp", "log_shifted_sums"):
         getattr(result, field)[:, rows] = getattr(exact, field)
     result.min_sq_distance[rows] = exact.min_sq_distance
@@ -431,12 +454,19 @@ def squared_norms(rows: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
     return torch.cat(pieces).to(rows.dtype)
 
 
-def _reference_pass(query, bank, grid, query_block, bank_block) -> ParzenPass:
-    """The float64 reference (``ganbench.scoring.reference``) on the queries' device, as a host ``ParzenPass``."""
-    partial = reference.reference_partial(query, bank, grid, query_block, bank_block)
-    return ParzenPass.from_log_shifted_sums(torch.log(partial.shifted_sums).cpu().numpy(),
-                                            partial.min_sq_distance.cpu().numpy(),
-                                            partial.nearest_index.cpu().numpy().astype(np.int64), grid)
+def _reference_pass(query, bank, grid, query_block, bank_block, magnitude: float) -> ParzenPass:
+    """The float64 reference (``ganbench.scoring.reference``) on the queries' device, as a host ``ParzenPass``;
+    data below 2^-400 scaled first (``reference_exponent``), the squared distances scaled back after."""
+    exponent = reference_exponent(magnitude)
+    if exponent:
+        query, bank = (scale_by_power_of_two(tensor.to(torch.float64), exponent) for tensor in (query, bank))
+    scaled_grid = np.ldexp(grid, -exponent)
+    partial = reference.reference_partial(query, bank, scaled_grid, query_block, bank_block)
+    result = ParzenPass.from_log_shifted_sums(torch.log(partial.shifted_sums).cpu().numpy(),
+                                              partial.min_sq_distance.cpu().numpy(),
+                                              partial.nearest_index.cpu().numpy().astype(np.int64), scaled_grid)
+    result.min_sq_distance = np.ldexp(result.min_sq_distance, 2 * exponent)  # back to the caller's units
+    return result
 
 
 def _torch_pass(query, bank, grid, device, query_block, bank_block, precision=DEFAULT_PRECISION) -> partials.BankPartial:
