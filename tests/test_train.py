@@ -244,15 +244,15 @@ def test_resuming_another_models_run_as_the_gan_is_a_one_line_error(payload, mes
 def test_a_diverged_run_says_so_instead_of_blaming_a_bank(tmp_path):
     """A weight gone NaN made the epoch's Parzen monitor fail with 'bank contains NaN or inf' (the user passed
     no bank); a learning rate of 1e300 was a RuntimeError traceback from the optimiser."""
-    from ganbench.gan.train import check_finite_weights, new_state
+    from ganbench.gan.train import check_training_converged, new_state
 
     config = TrainConfig(train_subset=100)
     state = new_state(config, np.zeros((100, 784), dtype=np.float32), torch.device("cpu"))
-    check_finite_weights(state, 1)  # finite: nothing to say
+    check_training_converged(state, 1)  # finite: nothing to say
     with torch.no_grad():
         next(state.discriminator.parameters()).view(-1)[0] = float("nan")
     with pytest.raises(GanbenchError, match="training diverged in epoch 3: the discriminator's weights became NaN"):
-        check_finite_weights(state, 3)
+        check_training_converged(state, 3)
     with pytest.raises(GanbenchError, match="learning_rate must be > 0 and at most 1e30"):
         TrainConfig(learning_rate=1e300).validate()
 

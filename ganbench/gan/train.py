@@ -271,7 +271,7 @@ def check_batches(config: TrainConfig, images: int) -> None:
                             f"{batches}, or train on more images")
 
 
-def check_finite_weights(state: TrainState, epoch: int) -> None:
+def check_training_converged(state: TrainState, epoch: int) -> None:
     """A one-line error when training diverged (a weight of G or D is NaN or inf), before the monitor would score
     G's NaN samples and blame "the bank". The checkpoint of the last good epoch stays as it was."""
     for name, model in (("generator", state.generator), ("discriminator", state.discriminator)):
@@ -375,7 +375,7 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False, dev
         started = time.perf_counter()
         row = {"epoch": state.epochs_done + 1, **train_epoch(state, config, images, progress)}
         row["seconds"] = time.perf_counter() - started
-        check_finite_weights(state, row["epoch"])
+        check_training_converged(state, row["epoch"])
         row["parzen_valid"] = parzen_monitor(state, config, data.valid_x, device)
         best_before = max((earlier["parzen_valid"] for earlier in state.log), default=-np.inf)
         state.log.append(row)
