@@ -26,7 +26,15 @@ _ANNOUNCED: set[str] = set()
 
 
 def announce_once(message: str) -> None:
-    """One line on stderr, once per process (a streamed bank would otherwise repeat it for every chunk)."""
-    if message not in _ANNOUNCED:
+    """One line on stderr, once per process (a streamed bank would otherwise repeat it for every chunk), and
+    under torch.distributed on rank 0 only (every rank printed the same notice)."""
+    if message not in _ANNOUNCED and not _secondary_rank():
         _ANNOUNCED.add(message)
         progress_line(message)
+
+
+def _secondary_rank() -> bool:
+    """Whether this process is a torch.distributed rank other than 0 (torch not loaded: it is not)."""
+    distributed = sys.modules.get("torch.distributed")
+    return bool(distributed is not None and distributed.is_available() and distributed.is_initialized()
+                and distributed.get_rank() != 0)

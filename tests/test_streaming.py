@@ -123,13 +123,23 @@ def test_an_interrupted_sampling_leaves_a_bank_that_is_refused(tmp_path, monkeyp
         banks.open_bank(tmp_path)
 
 
+def _edit_manifest(folder, edit) -> None:
+    manifest = json.loads((folder / banks.SHARD_MANIFEST).read_text())
+    edit(manifest["shards"])
+    (folder / banks.SHARD_MANIFEST).write_text(json.dumps(manifest))
+
+
 @pytest.mark.parametrize("damage, message", [
     (lambda folder: np.save(folder / "extra.npy", np.zeros((2, 784), np.float32)), "does not list \\(extra.npy\\)"),
     (lambda folder: (folder / "shard-00001.npy").unlink(), "shard-00001.npy is missing or not the 3 rows"),
     (lambda folder: np.save(folder / "shard-00001.npy", np.zeros((2, 784), np.float32)), "not the 3 rows"),
     (lambda folder: (folder / banks.SHARD_MANIFEST).write_text("{"), "is damaged"),
+    (lambda folder: _edit_manifest(folder, lambda shards: shards.append(shards[0])), "lists shard-00000.npy twice"),
+    (lambda folder: _edit_manifest(folder, lambda shards: shards[0].update(file="../shard-00000.npy")),
+     "lists ../shard-00000.npy, which is not a file of the folder"),
 ])
 def test_a_sampled_bank_that_is_not_what_its_manifest_lists_is_refused(tmp_path, damage, message):
+    """A shard listed twice was read twice (its samples scored twice, the bank 3 rows larger), silently."""
     sampling.write_shards(Generator(), 7, seed=0, folder=tmp_path, shard_size=3)
     assert len(banks.open_bank(tmp_path)) == 7
     damage(tmp_path)
@@ -392,7 +402,7 @@ def test_an_npz_member_that_is_not_an_array_is_a_clear_error(tmp_path, rng):
         streaming.log_likelihood(rng.random((2, 3)), tmp_path / "bank.npz", [0.5], progress=False)
 
 
-@pytest.mark.parametrize("other", ["sigmas reordered", "rows reordered", "chunk size", "bank size"])
+@pytest.mark.parametrize("other", ["sigmas reordered", "rows reordered", "chunk size", "bank size", "bank drawn again"])
 def test_ranks_given_other_inputs_are_an_error_on_every_rank(other, rng, monkeypatch):
     """Other sigmas or another bank on one rank merged into a wrong answer on each, silently; other sizes failed
     inside gloo (rank 0 killed). The ranks compare a fingerprint of their inputs first (the second rank's here
@@ -402,7 +412,8 @@ def test_ranks_given_other_inputs_are_an_error_on_every_rank(other, rng, monkeyp
     theirs = {"sigmas reordered": (queries, bank, grid[::-1], chunk_rows),
               "rows reordered": (queries.flip(0), bank, grid, chunk_rows),
               "chunk size": (queries, bank, grid, 5),
-              "bank size": (queries, banks.open_bank(rng.random((8, 3))), grid, chunk_rows)}[other]
+              "bank size": (queries, banks.open_bank(rng.random((8, 3))), grid, chunk_rows),
+              "bank drawn again": (queries, banks.open_bank(rng.random((9, 3))), grid, chunk_rows)}[other]
     fingerprints = []
 
     def all_gather(out, tensor):
@@ -455,3 +466,69 @@ def test_the_ranks_barrier_waits_as_long_as_the_groups_timeout(monkeypatch):
     streaming.init_from_environment(7.5, device="cpu", backend="torch")
     streaming.barrier()
     assert joined[0]["timeout"] == seen["timeout"] == datetime.timedelta(seconds=7.5)
+
+
+def test_a_bank_on_two_scales_is_refused_whichever_side_is_8_bit(tmp_path, rng):
+    """A folder of a uint8 shard and a shard of 0-255 floats, scored with uint8 points, passed unchecked (the float
+    shard added nothing: the first half's score minus log 2), and so did [0, 1] points against 0-255 floats.
+    The offending shard is named with its own row, as a NaN in it is."""
+    points = rng.integers(0, 256, (20, 16)).astype(np.uint8)
+    bank = rng.integers(0, 256, (12_000, 16)).astype(np.uint8)
+    (tmp_path / "mixed").mkdir()
+    np.save(tmp_path / "mixed" / "a.npy", bank[:11_000])
+    np.save(tmp_path / "mixed" / "b.npy", bank[11_000:].astype(np.float32))
+    with pytest.raises(GanbenchError, match=r"bank .*mixed \(shard .*b.npy, its row 0\) has the value .* at row 11000"):
+        streaming.log_likelihood(points, tmp_path / "mixed", [0.5], progress=False)
+    with pytest.raises(GanbenchError, match="on two scales"):
+        streaming.log_likelihood(points / 255.0, bank.astype(np.float32), [0.5], progress=False)
+    # One scale either way is scored: 0-255 floats on both sides, and the bytes on both.
+    assert np.isfinite(streaming.log_likelihood(points.astype(np.float32), bank[:500].astype(np.float32), [50.0],
+                                                progress=False)).all()
+    np.testing.assert_array_equal(streaming.log_likelihood(points, bank[:500], [0.5], progress=False),
+                                  streaming.log_likelihood(points / np.float32(255), bank[:500] / np.float32(255),
+                                                           [0.5], progress=False))
+
+
+def test_evaluate_streams_a_bank_on_disk_and_takes_the_streaming_options(tmp_path, rng):
+    """evaluate('bank.npy', ...) said "bank has dtype object" and chunk_rows= or progress= raised a TypeError
+    with the default scorer: they now stream, as scorer=streaming.log_likelihood does, to the same score."""
+    bank, valid, test = (rng.random(shape).astype(np.float32) for shape in ((300, 20), (50, 20), (60, 20)))
+    np.save(tmp_path / "bank.npy", bank)
+    expected = protocol.evaluate(bank, valid, test, "full", scorer=streaming.log_likelihood, progress=False)
+    for bank_given, options in ((tmp_path / "bank.npy", {}), (str(tmp_path / "bank.npy"), {"progress": False}),
+                                (bank, {"chunk_rows": 10**6})):
+        result = protocol.evaluate(bank_given, valid, test, "full", **options)
+        assert (result.sigma, result.mean, result.valid_means) == (expected.sigma, expected.mean, expected.valid_means)
+    for bank_given, options, message in ((tmp_path / "bank.npy", {}, "scores arrays, not a bank on disk"),
+                                         (bank, {"chunk_rows": 100}, "chunk_rows is an option of streaming")):
+        with pytest.raises(GanbenchError, match=message):
+            protocol.evaluate(bank_given, valid, test, sigma=0.5, scorer=parzen.log_likelihood, **options)
+
+
+def test_a_chunk_larger_than_the_bank_is_the_bank(rng, monkeypatch):
+    """--chunk-rows 2^63 under torchrun overflowed the ranks' int64 fingerprint (an OverflowError traceback)."""
+    seen = []
+    monkeypatch.setattr(streaming, "is_distributed", lambda: True)
+    monkeypatch.setattr(streaming, "same_inputs_on_every_rank",
+                        lambda queries, bank, grid, chunk_rows: seen.append(chunk_rows))
+    monkeypatch.setattr(streaming, "rank_rows", lambda count, chunk_rows: range(count))
+    monkeypatch.setattr(streaming, "all_merge", lambda local, grid, n_queries: local)
+    monkeypatch.setattr(torch.distributed, "get_rank", lambda: 0)
+    points, bank = rng.random((4, 3)), rng.random((9, 3))
+    scores = streaming.log_likelihood(points, bank, [0.5], chunk_rows=2**63, progress=False)
+    assert seen == [9]
+    np.testing.assert_allclose(scores, parzen.log_likelihood(points, bank, [0.5]), rtol=0, atol=1e-12)
+
+
+def test_notices_are_printed_by_rank_0_only(monkeypatch, capsys):
+    """Every rank printed the same rescoring notice under torchrun; the docs say only rank 0 prints."""
+    from ganbench import progress
+
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(progress, "_ANNOUNCED", set())
+    monkeypatch.setattr(torch.distributed, "get_rank", lambda: 1)
+    progress.announce_once("ganbench: a notice")
+    assert capsys.readouterr().err == ""
+    monkeypatch.setattr(torch.distributed, "get_rank", lambda: 0)
+    progress.announce_once("ganbench: a notice")
+    assert capsys.readouterr().err == "ganbench: a notice\n"

@@ -76,7 +76,8 @@ class Bank:
                 row = first + int(np.argmin(finite_rows))
                 raise GanbenchError(f"{self.role} {self.where(row)} contains NaN or inf at row {row}; fix those rows")
             if self.value_range is not None:
-                check_range(f"{self.role} {self.source}", chunk, self.value_range, first)
+                check_range(f"{self.role} {self.source}", chunk, self.value_range, first,
+                            where=lambda row: f"{self.role} {self.where(row)}")
             yield first, chunk
 
     def _read_rows(self, first: int, last: int, counted: bool = True) -> np.ndarray:
@@ -136,7 +137,11 @@ class Bank:
 
     def head(self, rows: int) -> np.ndarray:
         """The first ``rows`` rows, unchecked and not counted in ``rows_read`` (a look at the data's scale)."""
-        return self._read_rows(0, min(rows, self.count), counted=False)
+        return self.rows_unchecked(0, min(rows, self.count))
+
+    def rows_unchecked(self, first: int, last: int) -> np.ndarray:
+        """Rows [first, last), unchecked and not counted in ``rows_read`` (a look, not a read to score)."""
+        return self._read_rows(first, last, counted=False)
 
     def read_all(self, rows: int = CHUNK_ROWS) -> np.ndarray:
         """The whole bank as one (count, dimension) array, checked as ``chunks`` checks it."""
@@ -260,6 +265,12 @@ def _listed_shards(folder: Path) -> list[Path] | None:
     if not complete:
         raise GanbenchError(f"{folder} holds an incomplete bank (its `ganbench sample` was interrupted or is still "
                             "running); run the command again")
+    names = [str(name) for name, _ in files]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    outside = [name for name in names if Path(name).name != name]
+    if repeated or outside:  # a shard read twice scored its samples twice; a path leaves the bank's folder
+        which = f"lists {repeated[0]} twice" if repeated else f"lists {outside[0]}, which is not a file of the folder"
+        raise GanbenchError(f"{manifest} {which}; write the bank again with `ganbench sample --shard-size`")
     extra = sorted({path.name for pattern in ("*.npy", "*.npz") for path in folder.glob(pattern)}
                    - {name for name, _ in files})
     if extra:

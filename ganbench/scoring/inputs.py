@@ -216,8 +216,9 @@ RANGE_SLACK = 2.0**-10
 OVERSHOOT_SHARE = 0.05
 
 
-def check_range(name: str, values, value_range: tuple[float, float], first_row: int = 0) -> None:
-    """Refuse values outside the data's range (beyond ``RANGE_SLACK``), naming the first one and the fix.
+def check_range(name: str, values, value_range: tuple[float, float], first_row: int = 0, where=None) -> None:
+    """Refuse values outside the data's range (beyond ``RANGE_SLACK``), naming the first one and the fix;
+    ``where(row)``, when given, names the data at that row instead of ``name`` (a bank's shard and its own row).
 
     Samples on another scale than the data (0-255 floats, tanh outputs in [-1, 1]) still give
     a finite log-likelihood, only a meaningless one.
@@ -240,7 +241,8 @@ def check_range(name: str, values, value_range: tuple[float, float], first_row: 
                "or rescale them if they are on another scale")
     else:
         fix = "rescale the samples (x / 255 for 0-255 floats, (x + 1) / 2 for tanh outputs)"
-    raise GanbenchError(f"{name} has the value {_shortest(value)} at row {first_row + row}, outside the data's range "
+    located = name if where is None else where(first_row + row)
+    raise GanbenchError(f"{located} has the value {_shortest(value)} at row {first_row + row}, outside the data's range "
                         f"[{low:g}, {high:g}]; {fix}")
 
 

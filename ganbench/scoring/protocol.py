@@ -402,7 +402,23 @@ def as_scored_data(bank, valid, test, value_range: tuple[float, float] | None = 
 
 
 # What evaluate passes on to its scorer: parzen.log_likelihood's options, and streaming.log_likelihood's.
-SCORER_OPTIONS = {"backend", "device", "precision", "query_block", "bank_block", "chunk_rows", "progress"}
+STREAMING_OPTIONS = {"chunk_rows", "progress"}
+SCORER_OPTIONS = {"backend", "device", "precision", "query_block", "bank_block", *STREAMING_OPTIONS}
+
+
+def _scorer_for(scorer, bank, options: dict):
+    """The scorer ``evaluate`` calls: the one given, else ``streaming.log_likelihood`` for a bank on disk (a path
+    or a ``Bank``) or with its options, else ``parzen.log_likelihood``. parzen.log_likelihood given such a bank
+    or options is a one-line error (it raised a TypeError, or called an opened file "dtype object")."""
+    on_disk = isinstance(bank, (str, Path, Bank))
+    streamed = sorted(STREAMING_OPTIONS & set(options))
+    if scorer is None:
+        return streaming.log_likelihood if on_disk or streamed else parzen.log_likelihood
+    if scorer is parzen.log_likelihood and (on_disk or streamed):
+        what = (f"{streamed[0]} is an option of streaming.log_likelihood, not of parzen.log_likelihood" if streamed
+                else "parzen.log_likelihood scores arrays, not a bank on disk")
+        raise GanbenchError(f"{what}: pass scorer=streaming.log_likelihood (or leave scorer out)")
+    return scorer
 
 
 def evaluate(bank, valid, test, protocol: ParzenProtocol | str = "paper", sigma: float | None = None,
@@ -413,10 +429,11 @@ def evaluate(bank, valid, test, protocol: ParzenProtocol | str = "paper", sigma:
     Inputs become data as the CLI's files do (``as_scored_data``: uint8 / 255, the range
     check). ``sigma_grid`` replaces the protocol's starting grid. When the chosen width is an
     end of a fixed grid (the paper protocol), ``sigma_at_grid_edge`` is set and a
-    ``SigmaAtGridEdgeWarning`` says what to do. ``scorer`` defaults to ``parzen.log_likelihood``;
-    ``streaming.log_likelihood`` scores banks on disk or across torch.distributed ranks.
+    ``SigmaAtGridEdgeWarning`` says what to do. ``scorer`` defaults to ``parzen.log_likelihood``, and to
+    ``streaming.log_likelihood`` for a bank on disk or given ``chunk_rows`` or ``progress``; that one also scores
+    across torch.distributed ranks.
     """
-    scorer = scorer or parzen.log_likelihood
+    scorer = _scorer_for(scorer, bank, backend_options)
     protocol = get_protocol(protocol) if isinstance(protocol, str) else protocol
     if not isinstance(protocol, ParzenProtocol):
         raise GanbenchError(f"protocol must be one of {', '.join(PROTOCOLS)} (or a ParzenProtocol), got {protocol!r}")

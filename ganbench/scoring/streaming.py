@@ -18,7 +18,15 @@ from ganbench.errors import GanbenchError
 from ganbench.progress import progress_bar
 from ganbench.scoring import partials, parzen
 from ganbench.scoring.banks import Bank, open_bank
-from ganbench.scoring.inputs import SCALE_ROWS, as_data, as_matrix, as_sigmas, check_same_scale, data_scale, is_whole_number
+from ganbench.scoring.inputs import (
+    SCALE_ROWS,
+    as_data,
+    as_matrix,
+    as_sigmas,
+    check_same_scale,
+    held_out_range,
+    is_whole_number,
+)
 
 
 def to_partial(result: parzen.ParzenPass, sigmas, index_offset: int) -> partials.BankPartial:
@@ -62,13 +70,15 @@ def log_likelihood(x, bank, sigmas, *, chunk_rows: int = CHUNK_ROWS, progress: b
     if not (is_whole_number(chunk_rows) and chunk_rows >= 1):
         raise GanbenchError(f"chunk rows must be a positive integer, got {chunk_rows!r}")
     bank = bank if isinstance(bank, Bank) else open_bank(bank)
-    points_were_bytes = data_scale(getattr(x, "dtype", np.float64)) != 1.0
+    chunk_rows = min(int(chunk_rows), len(bank))  # a chunk past the bank is the bank (2^63 overflowed the ranks' int64)
     queries = as_matrix("x (the points scored)", as_data("x (the points scored)", x), dimension=bank.dimension)
-    if points_were_bytes != bank.holds_bytes() and bank.value_range is None:
-        # One side divided by 255 and the other not: 8-bit points against a bank of 0-255 floats scored -1.97e7
-        # nats a point. Refused when the two are on two scales, as evaluate refuses them (data of one scale, outliers
-        # included, are scored as given; a bank with a known range checks each chunk against it instead).
+    if bank.value_range is None:
+        # Refused when the two are on two scales, as evaluate and the command refuse them: 8-bit points against a
+        # bank of 0-255 floats scored -1.97e7 nats a point. Points in [0, 1] are MNIST's scale, and every chunk of
+        # the bank is checked against it as it is read (a folder of a uint8 shard and a shard of 0-255 floats
+        # passed a look at its first rows); points on another scale are compared with the bank's first rows.
         check_same_scale({"x (the points scored)": queries, "the bank": bank.head(SCALE_ROWS)})
+        bank = bank.with_range(held_out_range(queries))
     if is_distributed():
         same_inputs_on_every_rank(queries, bank, grid, chunk_rows)
         share = rank_rows(len(bank), chunk_rows)
@@ -156,13 +166,16 @@ def same_inputs_on_every_rank(queries: torch.Tensor, bank: Bank, grid, chunk_row
     """A one-line error, on every rank, unless all ranks score the same queries against the same bank at the
     same sigmas in the same chunks: a rank given others would merge partials of another problem into a wrong
     answer, or (other sizes) fail inside the collectives. One all-gather of a fingerprint: the sizes, the chunk
-    size, and a SHA-256 of the queries' and the sigmas' bytes in order (the bank's files and rows are read
-    only in each rank's share, so its shape stands for it). Bytes, not sums: a sum's rounding follows the
-    thread count, and sums miss reordered rows or sigmas."""
+    size, and a SHA-256 of the queries' and the sigmas' bytes in order and of the bank's first, middle and last
+    rows (each rank reads only its share of the bank, so its shape and these rows stand for it: banks of one
+    shape drawn with other seeds differ there). Bytes, not sums: a sum's rounding follows the thread count,
+    and sums miss reordered rows or sigmas."""
     digest = hashlib.sha256()
     digest.update(np.ascontiguousarray(queries.detach().cpu().numpy()).tobytes())
     digest.update(str(queries.dtype).encode())
     digest.update(np.ascontiguousarray(grid, dtype=np.float64).tobytes())
+    for row in sorted({0, len(bank) // 2, len(bank) - 1}):
+        digest.update(np.ascontiguousarray(bank.rows_unchecked(row, row + 1)).tobytes())
     sizes = np.array([len(queries), queries.shape[1], len(bank), bank.dimension, len(grid), chunk_rows], dtype=np.int64)
     fingerprint = np.concatenate([sizes, np.frombuffer(digest.digest(), dtype=np.int64)])
     device = torch.device("cuda") if torch.distributed.get_backend() == "nccl" else torch.device("cpu")
@@ -172,7 +185,7 @@ def same_inputs_on_every_rank(queries: torch.Tensor, bank: Bank, grid, chunk_row
     collective(lambda tensor: torch.distributed.all_gather(every, tensor), mine)
     for rank, theirs in enumerate(every):
         if not torch.equal(theirs, every[0]):
-            raise GanbenchError(f"rank {rank} was given other inputs than rank 0 (queries, bank size, sigmas or chunk "
+            raise GanbenchError(f"rank {rank} was given other inputs than rank 0 (queries, bank, sigmas or chunk "
                                 "size); pass every rank the same x, bank, sigmas and chunk_rows: each scores its "
                                 "share of the bank")
 
