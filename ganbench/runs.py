@@ -1,6 +1,7 @@
 """Checks every training run shares (the GAN's and the baselines'), each a one-line error before any epoch."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -11,6 +12,13 @@ def check_budget(max_minutes: float | None) -> None:
     """``--max-minutes``: a positive number of minutes (NaN, 0 and negatives stop nothing meaningfully)."""
     if max_minutes is not None and not max_minutes > 0:
         raise GanbenchError(f"max_minutes (--max-minutes) must be > 0, got {max_minutes}")
+
+
+def stopped_for_time(out_dir, epochs_done: int, epochs: int, max_minutes: float, model: str = "gan") -> None:
+    """Say on stderr that ``--max-minutes`` ended the run early and how to go on (it stopped without a word)."""
+    flag = "" if model == "gan" else f" --model {model}"
+    print(f"ganbench: stopped after epoch {epochs_done} of {epochs}: --max-minutes {max_minutes:g} has passed; "
+          f"continue with `ganbench train{flag} --resume --out {out_dir}`", file=sys.stderr)
 
 
 def check_resumed_epochs(out_dir: Path, epochs_done: int, epochs: int) -> None:
@@ -103,3 +111,45 @@ def write_log(path, log: list[dict]) -> None:
     from ganbench import atomic
 
     atomic.write_text(path, pd.DataFrame(log).to_csv(index=False))
+
+
+LOCK_NAME = ".ganbench-train.lock"
+
+
+class RunFolderLock:
+    """An exclusive lock on a run folder, held by an open file until the process ends (or ``release``)."""
+
+    def __init__(self, handle):
+        self.handle = handle
+
+    def release(self) -> None:
+        if self.handle is not None:
+            self.handle.close()  # closing the file drops its lock
+            self.handle = None
+
+
+def lock_run_folder(out_dir) -> RunFolderLock:
+    """Lock ``out_dir`` for one `ganbench train` (the folder is made if missing), or a one-line error when another
+    process holds it: two runs in one folder overwrote each other's checkpoint and best epoch, both exiting 0,
+    and `export --best` then shipped one run's generator with the other's log. The lock is the kernel's
+    (``flock``): it goes with its process, however the process ends, so a killed run leaves nothing stale."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock (the checkpoint's own checks remain)
+        return RunFolderLock(None)
+    folder = Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = open(folder / LOCK_NAME, "a+")
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip()
+        handle.close()
+        raise GanbenchError(f"another `ganbench train` ({holder or 'a process'}) is training into {folder}; wait for it "
+                            "to end, or choose another --out") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}\n")
+    handle.flush()
+    return RunFolderLock(handle)

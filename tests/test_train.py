@@ -294,3 +294,70 @@ def test_a_monitor_width_the_scorer_refuses_is_refused_by_the_config():
     """monitor_sigma 1e-300 passed the config and was refused by the scorer after an epoch had trained."""
     with pytest.raises(GanbenchError, match="monitor_sigma must be >= 5.3e-155"):
         small_config(monitor_sigma=1e-300).validate()
+
+
+def _flip_a_byte_of_a_tensor(path) -> None:
+    """One byte in the middle of the largest tensor of a torch zip file, as a disk or a copy may damage it."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        member = max((info for info in archive.infolist() if "/data/" in info.filename), key=lambda info: info.file_size)
+        with open(path, "rb") as handle:  # the local header: 30 bytes, then the name and the extra field
+            handle.seek(member.header_offset + 26)
+            name_length, extra_length = np.frombuffer(handle.read(4), dtype="<u2")
+    data_start = member.header_offset + 30 + int(name_length) + int(extra_length)
+    raw = bytearray(path.read_bytes())
+    raw[data_start + member.file_size // 2] ^= 0x40
+    path.write_bytes(bytes(raw))
+
+
+def test_a_damaged_weights_file_or_checkpoint_is_refused_not_loaded(mnist, tmp_path):
+    """torch.load reads tensors without checking their bytes: a flipped bit in a weight loaded as 1e37 and
+    `sample` wrote samples off by up to 1.0 (exit 0); a flipped byte in a checkpoint resumed another state.
+    The zip members' CRC-32s are checked first."""
+    train(small_config(epochs=1), tmp_path, data=mnist, progress=False)
+    generator = tmp_path / "best_generator.pt"
+    sampling.load_generator(generator)  # whole: loads
+    for path in (generator, tmp_path / "checkpoint.pt"):
+        _flip_a_byte_of_a_tensor(path)
+    with pytest.raises(GanbenchError, match=r"best_generator.pt is damaged \(its part .* fails its checksum\)"):
+        sampling.load_generator(generator)
+    with pytest.raises(GanbenchError, match=r"checkpoint.pt is damaged"):
+        train(small_config(epochs=2), tmp_path, resume=True, data=mnist, progress=False)
+
+
+def test_a_checkpoint_with_nan_weights_is_damaged_not_a_diverged_epoch(mnist, tmp_path):
+    """Resuming a checkpoint whose weights held NaN trained a whole epoch, then blamed the learning rate."""
+    train(small_config(epochs=1), tmp_path, data=mnist, progress=False)
+    payload = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    next(iter(payload["generator"].values())).view(-1)[0] = float("nan")
+    torch.save(payload, tmp_path / "checkpoint.pt")
+    with pytest.raises(GanbenchError, match="checkpoint.pt holds NaN or inf weights"):
+        train(small_config(epochs=2), tmp_path, resume=True, data=mnist, progress=False)
+
+
+def test_two_trainings_into_one_folder_are_refused_and_a_time_budget_says_it_stopped(mnist, tmp_path, capsys,
+                                                                                      monkeypatch):
+    """Two `ganbench train` into one --out both exited 0, one's checkpoint and the other's best epoch left there;
+    --max-minutes stopped a run without a word. A Ctrl-C told a baseline's run to resume without its --model."""
+    from ganbench import data, runs
+    from ganbench.cli.gan import train_interrupted
+
+    monkeypatch.setattr(data, "load_mnist", lambda *args, **kwargs: mnist)
+    run = tmp_path / "run"
+    options = ["--epochs", "2", "--train-subset", "300", "--seed", "3", "--out", str(run)]
+    holder = runs.lock_run_folder(run)  # another training, in this process's stead
+    assert cli.main(["train", *options]) == 2
+    assert "another `ganbench train` (pid " in capsys.readouterr().err
+    holder.release()
+    monkeypatch.setattr(cli.gan, "_train", lambda args: 0)  # the lock alone: taken and given back
+    assert cli.main(["train", *options]) == 0
+    runs.lock_run_folder(run).release()  # free again once the command has ended
+    capsys.readouterr()
+    timed = tmp_path / "timed"
+    assert train(small_config(epochs=3), timed, data=mnist, progress=False, max_minutes=1e-9).epochs_done == 1
+    assert (f"stopped after epoch 1 of 3: --max-minutes 1e-09 has passed; continue with `ganbench train --resume "
+            f"--out {timed}`") in capsys.readouterr().err
+    (run / "checkpoint.pt").write_bytes(b"")
+    for model, flag in (("cae", " --model cae"), ("gan", "")):
+        assert f"`ganbench train{flag} --resume --out {run}`" in train_interrupted(types_namespace(out=run, model=model))

@@ -181,6 +181,7 @@ def _load_checkpoint(spec: BaselineSpec, path: Path, train_images: np.ndarray) -
     except (RuntimeError, TypeError, KeyError) as error:
         raise GanbenchError(f"{path} does not hold a state of the {spec.name} trainer ({type(error).__name__}); "
                             f"{CHECKPOINT_FIX}") from None
+    runs.check_finite_weights(state.model, path, CHECKPOINT_FIX)  # a damaged file, not a diverged epoch
     state.epochs_done, state.log = payload["epochs_done"], list(payload["log"])
     return state, config
 
@@ -263,6 +264,8 @@ def train(spec: BaselineSpec, config, out_dir: str | Path, *, resume: bool = Fal
             shown = " ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch" and isinstance(v, float))
             tqdm.write(f"{spec.name} epoch {row['epoch']}: {shown}", file=sys.stderr)
         if max_minutes is not None and time.perf_counter() - session_start > 60 * max_minutes:
+            if state.epochs_done < config.epochs:
+                runs.stopped_for_time(out_dir, state.epochs_done, config.epochs, max_minutes, spec.name)
             break
     return state
 

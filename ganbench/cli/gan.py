@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ganbench import SHIPPED_GENERATOR
+from ganbench import SHIPPED_GENERATOR, runs
 from ganbench.cli.common import add_data_options, check_out, print_json, require_at_least, seed_number
 from ganbench.defaults import DEFAULT_MODEL, DEFAULT_OUT, MODELS
 from ganbench.devices import resolve_device
@@ -19,6 +19,14 @@ def _add_model_option(parser) -> None:
 
 def command_train(args) -> int:
     check_out(args.out, folder=True)  # every model's run folder: refused before any epoch
+    lock = runs.lock_run_folder(args.out)  # held until training ends (the process's end releases it too)
+    try:
+        return _train(args)
+    finally:
+        lock.release()
+
+
+def _train(args) -> int:
     if args.model != "gan":
         from ganbench.baselines import commands
         return commands.train(args)
@@ -46,8 +54,9 @@ def train_interrupted(args) -> str:
 
     if not (Path(args.out) / CHECKPOINT_NAME).exists():
         return "no epoch had finished, so nothing was saved"
+    model = "" if args.model == "gan" else f" --model {args.model}"  # a baseline's run is resumed as one
     return (f"every finished epoch is saved in {args.out}; continue with "
-            f"`ganbench train --resume --out {args.out}`")
+            f"`ganbench train{model} --resume --out {args.out}`")
 
 
 def command_export(args) -> int:

@@ -331,6 +331,10 @@ def load_checkpoint(path: Path, train_images: np.ndarray, device: torch.device) 
     except (RuntimeError, TypeError, ValueError) as error:
         raise GanbenchError(f"{path} does not hold a state of this trainer ({type(error).__name__}); "
                             "delete it to start over, or point --out at another run") from None
+    # A checkpoint is written only after an epoch whose weights stayed finite (check_training_converged): NaN here
+    # is a damaged file, said before an epoch is trained from it and blamed on the learning rate.
+    for model in (state.generator, state.discriminator):
+        runs.check_finite_weights(model, path, "delete it to start over, or point --out at another run")
     return state, config
 
 
@@ -392,5 +396,7 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False, dev
             progress_line(f"epoch {row['epoch']}: d_loss {row['d_loss']:.4f} g_loss {row['g_loss']:.4f} "
                           f"parzen@{config.monitor_sigma} {row['parzen_valid']:.1f} ({row['seconds']:.0f}s)")
         if out_of_time:
+            if state.epochs_done < config.epochs:
+                runs.stopped_for_time(out_dir, state.epochs_done, config.epochs, max_minutes)
             break
     return state
