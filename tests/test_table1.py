@@ -169,6 +169,50 @@ def test_tfd_pixels_on_another_scale_are_refused(scale, message, tmp_path, rng):
         tfd.load_tfd(tmp_path / "scaled.mat")
 
 
+def _fold_set_to(folds, fold, code, count):
+    """``folds`` with only the first ``count`` images of fold ``fold``'s set ``code`` left in it (the rest unlabelled)."""
+    edited = folds.copy()
+    members = np.flatnonzero(folds[:, fold] == code)
+    edited[members[count:], fold] = 0
+    return edited
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda images, folds: (images[:, :32, :32], folds), "do not match TFD's layout"),
+    (lambda images, folds: (images, np.where(folds == 3, 7, folds)), "folds holds 7 .*TFD's codes are 0"),
+    (lambda images, folds: (images, np.where(folds == 1, np.nan, folds)), "folds holds nan"),
+    (lambda images, folds: (images, _fold_set_to(folds, 2, 3, 1)), "fold 3 has 6 train, 6 valid and 1 test images"),
+    (lambda images, folds: (images, None), "every valid image of fold 1 is also one of its train images"),
+])
+def test_tfd_files_that_no_fold_can_score_are_refused_when_read(edit, message, tmp_path, rng):
+    """Found when the file is read, before Table 1's rows run: 32 x 32 images were scored as TFD, codes outside
+    0..3 (NaN included) were dropped silently, and a fold of one test image failed after the other rows, naming
+    no file."""
+    images, folds = synthetic_tfd(tmp_path / "TFD_48x48.mat", rng)
+    edited_images, edited_folds = edit(images, folds)
+    if edited_folds is None:  # every valid image of fold 1 a copy of one of its train images
+        train_rows = np.flatnonzero(folds[:, 0] == 1)
+        edited_images = images.copy()
+        edited_images[folds[:, 0] == 2] = images[train_rows[:6]]
+        edited_folds = folds
+    scipy.io.savemat(tmp_path / "edited.mat", {"images": edited_images, "folds": edited_folds})
+    with pytest.raises(GanbenchError, match=message):
+        tfd.load_tfd(tmp_path / "edited.mat")
+
+
+def test_a_tfd_fold_the_protocol_cannot_score_is_named(tmp_path, rng, monkeypatch):
+    """An error inside a fold's evaluation read as one about the Python API's arguments; it names the file and
+    the fold."""
+    synthetic_tfd(tmp_path / "TFD_48x48.mat", rng)
+
+    def fails(*args, **kwargs):
+        raise GanbenchError("the mean's standard error needs at least 2 test points")
+
+    monkeypatch.setattr(table1.protocol, "evaluate", fails)
+    with pytest.raises(GanbenchError, match=r"TFD file .*TFD_48x48.mat, fold 1: the mean's standard error"):
+        table1.measure_tfd_training_images(str(tmp_path / "TFD_48x48.mat"), table1.Table1Config(backend="torch"))
+
+
 @pytest.mark.slow
 def test_check_cli_prints_a_readable_diff_and_exits_1_when_moved(mnist, tmp_path):
     import subprocess
@@ -223,3 +267,18 @@ def test_a_table_written_with_six_digit_widths_is_read_by_its_widths():
                                                              "seed": None, "protocol": None}, 0.5)
     assert not rows[-1]["ok"] and rows[-1]["difference"] == 1.0
     assert table1._keyed_in_full({"0.3": 1.0}, new) == {"0.3": 1.0}  # another grid stays as stored: a mismatch
+
+
+def test_a_measured_tfd_cell_is_explained_in_the_markdown():
+    """table1.md said "on MNIST" and "std / sqrt(N) over the 10,000 test images" beside a TFD number whose error
+    is across five folds and whose sigmas (one per fold) it did not show."""
+    result = json.loads((table1.ROOT / "results" / "table1.json").read_text())
+    plain = table1.to_markdown(result)
+    assert "on MNIST (nats" in plain and "On TFD" not in plain
+    row = next(row for row in result["table"] if row.get("key") == "training_images")
+    row["tfd"] = {"mean": 2000.0, "standard_error": 20.0, "fold_means": [2000.0] * 5,
+                  "fold_sigmas": [0.1, 0.2, 0.3, 0.4, 0.5]}
+    text = table1.to_markdown(result)
+    assert "on MNIST and TFD (nats" in text and "measured MNIST errors are std / sqrt(N)" in text
+    assert (f"On TFD ({row['model']}) sigma is chosen per fold (0.1000, 0.2000, 0.3000, 0.4000, 0.5000; the sigma "
+            "column is MNIST's) and the error is std / sqrt(5) of the five folds' means.") in text

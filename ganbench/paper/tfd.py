@@ -15,6 +15,7 @@ import scipy.io
 from ganbench.errors import GanbenchError
 
 FOLDS = 5
+IMAGE_SHAPE = (48, 48)
 SET_CODES = {"train": 1, "valid": 2, "test": 3}
 
 
@@ -31,14 +32,22 @@ def load_tfd(path: str | Path) -> list[TFDFold]:
         raise GanbenchError(f"TFD file {path} does not exist; pass --tfd with the path of TFD_48x48.mat")
     try:
         contents = scipy.io.loadmat(path)
-    except (ValueError, OSError, TypeError, NotImplementedError, scipy.io.matlab.MatReadError) as error:
+    except NotImplementedError:  # scipy reads MATLAB files up to v7; v7.3 ones are HDF5
+        raise GanbenchError(f"{path} is a MATLAB v7.3 (HDF5) file, which ganbench does not read; save it as v7 "
+                            "(in MATLAB: save('TFD_48x48.mat', 'images', 'folds', '-v7'))") from None
+    except (ValueError, OSError, TypeError, scipy.io.matlab.MatReadError) as error:
         raise GanbenchError(f"{path} is not a readable .mat file ({error}); supply TFD_48x48.mat") from None
     if "images" not in contents or "folds" not in contents:
         raise GanbenchError(f"{path} lacks 'images' or 'folds'; supply TFD_48x48.mat")
     images, folds = np.asarray(contents["images"]), np.asarray(contents["folds"])
-    if images.ndim != 3 or folds.shape != (len(images), FOLDS):
+    if images.ndim != 3 or images.shape[1:] != IMAGE_SHAPE or folds.shape != (len(images), FOLDS):
         raise GanbenchError(f"{path}: images {images.shape} and folds {folds.shape} do not match TFD's layout "
                             "((N, 48, 48) and (N, 5))")
+    known = np.isin(folds, (0, *SET_CODES.values()))
+    if not known.all():  # NaN or other codes were dropped from every set, silently
+        row, fold = np.argwhere(~known)[0]
+        raise GanbenchError(f"{path}: folds holds {folds[row, fold].item()!r} (image {row}, fold {fold + 1}); TFD's "
+                            "codes are 0 (unlabelled), 1 (train), 2 (valid) and 3 (test)")
     if not len(images):
         raise GanbenchError(f"{path} holds no images; supply TFD_48x48.mat")
     # TFD's pixels are bytes, divided by 255 here as MNIST's are: values on another scale (already in [0, 1],
@@ -52,10 +61,23 @@ def load_tfd(path: str | Path) -> list[TFDFold]:
     result = []
     for fold in range(FOLDS):
         parts = {name: pixels[folds[:, fold] == code] for name, code in SET_CODES.items()}
-        if any(len(part) == 0 for part in parts.values()):
-            raise GanbenchError(f"{path}: fold {fold + 1} has an empty train, valid or test set")
+        sizes = {name: len(part) for name, part in parts.items()}
+        if sizes["train"] < 1 or sizes["valid"] < 1 or sizes["test"] < 2:
+            # Found here, before Table 1's other rows run (a 1-image test set failed after them, naming no file).
+            raise GanbenchError(f"{path}: fold {fold + 1} has {sizes['train']} train, {sizes['valid']} valid and "
+                                f"{sizes['test']} test images; each fold needs train and valid images and at least 2 "
+                                "test images (a mean and its standard error)")
+        if _all_within(parts["valid"], parts["train"]):
+            raise GanbenchError(f"{path}: every valid image of fold {fold + 1} is also one of its train images, so no "
+                                "sigma can be chosen on them; supply TFD_48x48.mat")
         result.append(TFDFold(**parts))
     return result
+
+
+def _all_within(rows: np.ndarray, others: np.ndarray) -> bool:
+    """Whether every row of ``rows`` equals some row of ``others`` (compared by their bytes)."""
+    known = {row.tobytes() for row in others}
+    return all(row.tobytes() in known for row in rows)
 
 
 def _value_range(images: np.ndarray) -> str:
