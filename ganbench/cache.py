@@ -64,7 +64,9 @@ def cached_array(prefix: str, key_fields: dict, shape: tuple[int, ...], compute:
         # Both in full, then renamed, the checksum last: an entry is only ever read beside its own checksum.
         atomic.write_set({path: encoded.getvalue(), checksum_path(path): hashlib.sha256(encoded.getvalue()).hexdigest()})
     except GanbenchError as error:  # a read-only cache only costs the next run the computation
-        print(f"ganbench: warning: {prefix} not cached ({error})", file=sys.stderr)
+        reason = (f"the cache {path.parent} is a file, not a folder: point GANBENCH_CACHE at a folder"
+                  if path.parent.is_file() else str(error))
+        print(f"ganbench: warning: {prefix} not cached ({reason})", file=sys.stderr)
     else:
         prune(path.parent, keep=path)
     return array, key
@@ -89,8 +91,9 @@ def _mark_used(path: Path) -> None:
 
 
 def limit_bytes() -> float:
-    """GANBENCH_CACHE_LIMIT_MB in bytes (inf: no limit); a one-line error for anything but a number >= 0."""
-    value = os.environ.get("GANBENCH_CACHE_LIMIT_MB", str(DEFAULT_LIMIT_MB))
+    """GANBENCH_CACHE_LIMIT_MB in bytes (inf: no limit; empty: unset, as an empty GANBENCH_CACHE is); a one-line
+    error for anything but a number >= 0."""
+    value = os.environ.get("GANBENCH_CACHE_LIMIT_MB", "").strip() or str(DEFAULT_LIMIT_MB)
     try:
         megabytes = float(value)
     except ValueError:

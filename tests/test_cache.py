@@ -44,11 +44,25 @@ def test_a_read_marks_the_entry_as_used(tmp_path, monkeypatch):
     assert cache.prune(tmp_path) == [unread] and read.exists()
 
 
-@pytest.mark.parametrize("value", ["lots", "nan", "-5", ""])
+@pytest.mark.parametrize("value", ["lots", "nan", "-5", "5MB"])
 def test_a_limit_that_is_not_a_size_is_refused(value, monkeypatch):
     monkeypatch.setenv("GANBENCH_CACHE_LIMIT_MB", value)
     with pytest.raises(GanbenchError, match="GANBENCH_CACHE_LIMIT_MB must be a number of megabytes >= 0"):
         cache.limit_bytes()
+
+
+@pytest.mark.parametrize("value", ["", "  "])
+def test_an_empty_limit_is_unset_as_an_empty_cache_folder_is(value, monkeypatch):
+    monkeypatch.setenv("GANBENCH_CACHE_LIMIT_MB", value)
+    assert cache.limit_bytes() == cache.DEFAULT_LIMIT_MB * 2**20
+
+
+def test_a_cache_that_is_a_file_is_named_as_such(tmp_path, capsys):
+    """The warning read "cannot write .../afile/held-out-nearest-....npy: File exists"."""
+    (tmp_path / "afile").write_text("")
+    array, _ = cache.cached_array("kmeans", {"a": 1}, (2,), lambda: np.zeros(2), tmp_path / "afile")
+    assert not array.any()
+    assert f"not cached (the cache {tmp_path / 'afile'} is a file, not a folder" in capsys.readouterr().err
 
 
 def test_an_infinite_limit_removes_nothing(tmp_path, monkeypatch):
