@@ -673,7 +673,7 @@ def test_ctrl_c_says_what_was_saved(files, capsys, tiny_mnist, monkeypatch):
     monkeypatch.setattr(train, "train", _interrupt)
     status, _, err = run(capsys, "train", "--out", files.folder / "run")
     assert status == 130 and "nothing was saved" in err
-    (files.folder / "run").mkdir()
+    (files.folder / "run").mkdir(exist_ok=True)  # the first run made it (and its lock)
     (files.folder / "run" / train.CHECKPOINT_NAME).write_bytes(b"")
     status, _, err = run(capsys, "train", "--out", files.folder / "run")
     assert status == 130 and f"--resume --out {files.folder / 'run'}" in err
