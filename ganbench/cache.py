@@ -64,7 +64,7 @@ def cached_array(prefix: str, key_fields: dict, shape: tuple[int, ...], compute:
         # Both in full, then renamed, the checksum last: an entry is only ever read beside its own checksum.
         atomic.write_set({path: encoded.getvalue(), checksum_path(path): hashlib.sha256(encoded.getvalue()).hexdigest()})
     except GanbenchError as error:  # a read-only cache only costs the next run the computation
-        reason = (f"the cache {path.parent} is a file, not a folder: point GANBENCH_CACHE at a folder"
+        reason = (f"the cache folder {path.parent} is a file: point the cache (GANBENCH_CACHE) at a folder"
                   if path.parent.is_file() else str(error))
         print(f"ganbench: warning: {prefix} not cached ({reason})", file=sys.stderr)
     else:

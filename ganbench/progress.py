@@ -26,15 +26,20 @@ _ANNOUNCED: set[str] = set()
 
 
 def announce_once(message: str) -> None:
-    """One line on stderr, once per process (a streamed bank would otherwise repeat it for every chunk), and
-    under torch.distributed on rank 0 only (every rank printed the same notice)."""
-    if message not in _ANNOUNCED and not _secondary_rank():
+    """One line on stderr, once per process (a streamed bank would otherwise repeat it for every chunk). Under
+    torch.distributed a rank other than 0 names itself ("ganbench (rank 1): ..."): each rank scores its own share
+    of the bank, so a notice may come from one rank alone."""
+    if message not in _ANNOUNCED:
         _ANNOUNCED.add(message)
+        rank = _rank()
+        if rank and message.startswith("ganbench:"):
+            message = f"ganbench (rank {rank}):" + message[len("ganbench:"):]
         progress_line(message)
 
 
-def _secondary_rank() -> bool:
-    """Whether this process is a torch.distributed rank other than 0 (torch not loaded: it is not)."""
+def _rank() -> int:
+    """This process's torch.distributed rank; 0 when not distributed (or torch not loaded)."""
     distributed = sys.modules.get("torch.distributed")
-    return bool(distributed is not None and distributed.is_available() and distributed.is_initialized()
-                and distributed.get_rank() != 0)
+    if distributed is None or not distributed.is_available() or not distributed.is_initialized():
+        return 0
+    return distributed.get_rank()

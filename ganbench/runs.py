@@ -117,15 +117,22 @@ LOCK_NAME = ".ganbench-train.lock"
 
 
 class RunFolderLock:
-    """An exclusive lock on a run folder, held by an open file until the process ends (or ``release``)."""
+    """An exclusive lock on a run folder, held by an open file until the process ends (or ``release``).
 
-    def __init__(self, handle):
-        self.handle = handle
+    ``made``: the folder the lock made. A command that fails before writing anything there (a mistyped
+    ``--resume --out``) leaves no folder behind: ``release`` removes it while it holds only the lock file."""
+
+    def __init__(self, handle, made: Path | None = None):
+        self.handle, self.made = handle, made
 
     def release(self) -> None:
-        if self.handle is not None:
-            self.handle.close()  # closing the file drops its lock
-            self.handle = None
+        if self.handle is None:
+            return
+        if self.made is not None and [path.name for path in self.made.iterdir()] == [LOCK_NAME]:
+            (self.made / LOCK_NAME).unlink()
+            self.made.rmdir()
+        self.handle.close()  # closing the file drops its lock
+        self.handle = None
 
 
 def lock_run_folder(out_dir) -> RunFolderLock:
@@ -138,6 +145,7 @@ def lock_run_folder(out_dir) -> RunFolderLock:
     except ImportError:  # not POSIX: no lock (the checkpoint's own checks remain)
         return RunFolderLock(None)
     folder = Path(out_dir)
+    made = None if folder.is_dir() else folder
     folder.mkdir(parents=True, exist_ok=True)
     handle = open(folder / LOCK_NAME, "a+")
     try:
@@ -152,4 +160,4 @@ def lock_run_folder(out_dir) -> RunFolderLock:
     handle.truncate()
     handle.write(f"pid {os.getpid()}\n")
     handle.flush()
-    return RunFolderLock(handle)
+    return RunFolderLock(handle, made)

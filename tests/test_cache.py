@@ -62,7 +62,7 @@ def test_a_cache_that_is_a_file_is_named_as_such(tmp_path, capsys):
     (tmp_path / "afile").write_text("")
     array, _ = cache.cached_array("kmeans", {"a": 1}, (2,), lambda: np.zeros(2), tmp_path / "afile")
     assert not array.any()
-    assert f"not cached (the cache {tmp_path / 'afile'} is a file, not a folder" in capsys.readouterr().err
+    assert f"not cached (the cache folder {tmp_path / 'afile'} is a file" in capsys.readouterr().err
 
 
 def test_an_infinite_limit_removes_nothing(tmp_path, monkeypatch):

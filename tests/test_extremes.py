@@ -237,3 +237,14 @@ def test_a_memorisation_report_on_distances_below_float64s_range_is_a_one_line_e
     with pytest.raises(GanbenchError, match="200 held-out points differ from their nearest training point by a "
                                             "squared distance below float64's normal range"):
         memorization.report(samples, train, test, backend="torch")
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+@pytest.mark.parametrize("backend", ["reference", "torch"])
+def test_a_huge_width_beside_tiny_data_is_one_gaussian_without_a_warning(backend, rng):
+    """Data below 1e-162 are scaled up by 2^560 and their widths with them: sigma 1e300 overflowed NumPy's ldexp
+    with a RuntimeWarning. Every term is then exp(-0) = 1: the log-likelihood is -d log(sigma sqrt(2 pi))."""
+    queries, samples = np.ldexp(rng.random((5, 3)), -560), np.ldexp(rng.random((10, 3)), -560)
+    scores = parzen.log_likelihood(queries, samples, [1e160, 1e300], backend=backend)
+    expected = [-3 * (math.log(sigma) + 0.5 * math.log(2 * math.pi)) for sigma in (1e160, 1e300)]
+    np.testing.assert_allclose(scores, np.repeat(np.array(expected)[:, None], 5, axis=1), rtol=1e-15)

@@ -359,7 +359,7 @@ def test_nn_judges_a_float16_file_at_float16_as_the_api_judges_float16_arrays(tm
     assert explicit[KEY_EXACT_TRAINING_COPIES] == 7
 
 
-@pytest.mark.parametrize("precision", ["int8", "no-such-dtype", 3])
+@pytest.mark.parametrize("precision", ["int8", "no-such-dtype", 3, np.longdouble])
 def test_a_precision_that_is_no_float_dtype_is_a_one_line_error(precision, rng):
     points = rng.random((20, 4))
     with pytest.raises(GanbenchError, match="float dtype at which points count as identical"):

@@ -477,8 +477,10 @@ def test_a_bank_on_two_scales_is_refused_whichever_side_is_8_bit(tmp_path, rng):
     (tmp_path / "mixed").mkdir()
     np.save(tmp_path / "mixed" / "a.npy", bank[:11_000])
     np.save(tmp_path / "mixed" / "b.npy", bank[11_000:].astype(np.float32))
-    with pytest.raises(GanbenchError, match=r"bank .*mixed \(shard .*b.npy, its row 0\) has the value .* at row 11000"):
+    with pytest.raises(GanbenchError, match=r"points scored\) lie within \[-1, 1\] but the bank's shard .*b.npy reach"):
         streaming.log_likelihood(points, tmp_path / "mixed", [0.5], progress=False)
+    with pytest.raises(GanbenchError, match=r"bank .*mixed \(shard .*b.npy, its row 0\) has the value .* at row 11000"):
+        banks.open_bank(tmp_path / "mixed", banks.MNIST_RANGE).read_all()
     with pytest.raises(GanbenchError, match="on two scales"):
         streaming.log_likelihood(points / 255.0, bank.astype(np.float32), [0.5], progress=False)
     # One scale either way is scored: 0-255 floats on both sides, and the bytes on both.
@@ -487,6 +489,10 @@ def test_a_bank_on_two_scales_is_refused_whichever_side_is_8_bit(tmp_path, rng):
     np.testing.assert_array_equal(streaming.log_likelihood(points, bank[:500], [0.5], progress=False),
                                   streaming.log_likelihood(points / np.float32(255), bank[:500] / np.float32(255),
                                                            [0.5], progress=False))
+    # A bank of its own scale beside points that happen to lie in [0, 1] is scored as given, as parzen scores it.
+    own = rng.random((200, 16)) * 1.5
+    np.testing.assert_allclose(streaming.log_likelihood(points / 255.0, own, [0.3], progress=False),
+                               parzen.log_likelihood(points / 255.0, own, [0.3]), rtol=0, atol=1e-9)
 
 
 def test_evaluate_streams_a_bank_on_disk_and_takes_the_streaming_options(tmp_path, rng):
@@ -520,15 +526,18 @@ def test_a_chunk_larger_than_the_bank_is_the_bank(rng, monkeypatch):
     np.testing.assert_allclose(scores, parzen.log_likelihood(points, bank, [0.5]), rtol=0, atol=1e-12)
 
 
-def test_notices_are_printed_by_rank_0_only(monkeypatch, capsys):
-    """Every rank printed the same rescoring notice under torchrun; the docs say only rank 0 prints."""
+def test_a_notice_of_a_rank_other_than_0_names_its_rank(monkeypatch, capsys):
+    """Every rank printed the same rescoring notice under torchrun, with nothing to tell them apart; a notice can
+    come from one rank's share of the bank alone, so each is kept and a rank past 0 names itself."""
     from ganbench import progress
 
     monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
     monkeypatch.setattr(progress, "_ANNOUNCED", set())
     monkeypatch.setattr(torch.distributed, "get_rank", lambda: 1)
     progress.announce_once("ganbench: a notice")
-    assert capsys.readouterr().err == ""
+    progress.announce_once("ganbench: a notice")
+    assert capsys.readouterr().err == "ganbench (rank 1): a notice\n"
+    monkeypatch.setattr(progress, "_ANNOUNCED", set())
     monkeypatch.setattr(torch.distributed, "get_rank", lambda: 0)
     progress.announce_once("ganbench: a notice")
     assert capsys.readouterr().err == "ganbench: a notice\n"

@@ -324,6 +324,18 @@ def test_a_damaged_weights_file_or_checkpoint_is_refused_not_loaded(mnist, tmp_p
         sampling.load_generator(generator)
     with pytest.raises(GanbenchError, match=r"checkpoint.pt is damaged"):
         train(small_config(epochs=2), tmp_path, resume=True, data=mnist, progress=False)
+    # A file torch saved without CRCs (each member's stored as 0) is whole: it loads.
+    import torch.utils.serialization
+
+    config = torch.utils.serialization.config.save
+    weights = models.Generator().state_dict()
+    saved_crc, config.compute_crc32 = config.compute_crc32, False
+    try:
+        torch.save({"generator": weights}, tmp_path / "no_crc.pt")
+    finally:
+        config.compute_crc32 = saved_crc
+    loaded, _ = sampling.load_generator(tmp_path / "no_crc.pt")
+    assert all(torch.equal(loaded.state_dict()[name], tensor) for name, tensor in weights.items())
 
 
 def test_a_checkpoint_with_nan_weights_is_damaged_not_a_diverged_epoch(mnist, tmp_path):
@@ -353,11 +365,16 @@ def test_two_trainings_into_one_folder_are_refused_and_a_time_budget_says_it_sto
     monkeypatch.setattr(cli.gan, "_train", lambda args: 0)  # the lock alone: taken and given back
     assert cli.main(["train", *options]) == 0
     runs.lock_run_folder(run).release()  # free again once the command has ended
+    monkeypatch.undo()
+    assert cli.main(["train", "--resume", "--out", str(tmp_path / "typo")]) == 2  # refused: leaves no folder
+    assert "no checkpoint at" in capsys.readouterr().err and not (tmp_path / "typo").exists()
+    monkeypatch.setattr(data, "load_mnist", lambda *args, **kwargs: mnist)
     capsys.readouterr()
     timed = tmp_path / "timed"
     assert train(small_config(epochs=3), timed, data=mnist, progress=False, max_minutes=1e-9).epochs_done == 1
     assert (f"stopped after epoch 1 of 3: --max-minutes 1e-09 has passed; continue with `ganbench train --resume "
             f"--out {timed}`") in capsys.readouterr().err
+    run.mkdir(exist_ok=True)  # the lock-only command above made it and, leaving it empty, removed it
     (run / "checkpoint.pt").write_bytes(b"")
     for model, flag in (("cae", " --model cae"), ("gan", "")):
         assert f"`ganbench train{flag} --resume --out {run}`" in train_interrupted(types_namespace(out=run, model=model))

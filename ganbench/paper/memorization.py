@@ -133,9 +133,9 @@ def float_dtype(precision) -> np.dtype:
         dtype = np.dtype(precision)
     except TypeError:
         dtype = None
-    if dtype is None or dtype.kind != "f":
-        raise GanbenchError(f"precision is the float dtype at which points count as identical (such as "
-                            f"np.float16), got {precision!r}")
+    if dtype is None or dtype.kind != "f" or dtype.itemsize > 8:  # long double: padding bytes, and data are float64
+        raise GanbenchError(f"precision is the float dtype at which points count as identical (float16, float32 or "
+                            f"float64), got {precision!r}")
     return dtype
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import zipfile
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -121,6 +122,14 @@ class Bank:
         floats = [np.dtype(np.float32) if shard.array is None else shard.array.dtype for shard in self.shards]
         floats = [dtype for dtype in floats if dtype.kind == "f"]
         return min(floats, key=lambda dtype: dtype.itemsize) if floats else None
+
+    def float_shard_heads(self, rows: int) -> dict[str, np.ndarray]:
+        """The first ``rows`` rows of each shard that is not 8-bit, by name, when some other shard is (uint8 shards
+        are divided by 255 as read, float ones are not: one such bank may mix two scales); else nothing."""
+        if not self.holds_bytes() or len(self.shards) == 1:
+            return {}
+        return {f"the bank's shard {shard.path}": self._shard_rows(shard, 0, min(rows, shard.rows))
+                for shard in self.shards if shard.array is None or data_scale(shard.array.dtype) == 1.0}
 
     def holds_bytes(self) -> bool:
         """Whether any shard is 8-bit (uint8 images, divided by 255 as they are read)."""
@@ -266,7 +275,7 @@ def _listed_shards(folder: Path) -> list[Path] | None:
         raise GanbenchError(f"{folder} holds an incomplete bank (its `ganbench sample` was interrupted or is still "
                             "running); run the command again")
     names = [str(name) for name, _ in files]
-    repeated = sorted({name for name in names if names.count(name) > 1})
+    repeated = sorted(name for name, count in Counter(names).items() if count > 1)
     outside = [name for name in names if Path(name).name != name]
     if repeated or outside:  # a shard read twice scored its samples twice; a path leaves the bank's folder
         which = f"lists {repeated[0]} twice" if repeated else f"lists {outside[0]}, which is not a file of the folder"

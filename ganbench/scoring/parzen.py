@@ -173,7 +173,7 @@ def parzen_pass(x, bank, sigmas, *, backend: str = DEFAULT_BACKEND, device=None,
         return _reference_pass(query_tensor, bank_tensor, grid, query_block, bank_block, magnitude)
     # Data and sigma scaled by one power of two: -D / (2 sigma^2) and every rounding are unchanged.
     query_tensor, bank_tensor = scale_by_power_of_two(query_tensor, exponent), scale_by_power_of_two(bank_tensor, exponent)
-    scaled_grid = np.ldexp(grid, -exponent)
+    scaled_grid = scaled_widths(grid, exponent)
     if backend == "torch":
         partial = _torch_pass(query_tensor, bank_tensor, scaled_grid, target, query_block, bank_block, precision)
     else:
@@ -322,6 +322,14 @@ def float32_exponent(magnitude: float, dimension: int, grid) -> int | None:
     return None if exponent < low else exponent
 
 
+def scaled_widths(grid: np.ndarray, exponent: int) -> np.ndarray:
+    """grid / 2^exponent, exact; a width that overflows (sigma past 1e145 beside data below 1e-162) becomes inf,
+    whose 1 / (2 sigma^2) is the 0 such a width's terms have to float64 (the log-likelihood adds the unscaled
+    widths' normalising constant), without NumPy's overflow warning."""
+    with np.errstate(over="ignore"):
+        return np.ldexp(grid, -exponent)
+
+
 def scale_by_power_of_two(tensor: torch.Tensor, exponent: int) -> torch.Tensor:
     """tensor * 2^-exponent, exact, in float32 or float64 (in steps a float32 factor can hold)."""
     if not exponent:
@@ -460,7 +468,7 @@ def _reference_pass(query, bank, grid, query_block, bank_block, magnitude: float
     exponent = reference_exponent(magnitude)
     if exponent:
         query, bank = (scale_by_power_of_two(tensor.to(torch.float64), exponent) for tensor in (query, bank))
-    scaled_grid = np.ldexp(grid, -exponent)
+    scaled_grid = scaled_widths(grid, exponent)
     partial = reference.reference_partial(query, bank, scaled_grid, query_block, bank_block)
     result = ParzenPass.from_log_shifted_sums(torch.log(partial.shifted_sums).cpu().numpy(),
                                               partial.min_sq_distance.cpu().numpy(),

@@ -18,15 +18,11 @@ from ganbench.errors import GanbenchError
 from ganbench.progress import progress_bar
 from ganbench.scoring import partials, parzen
 from ganbench.scoring.banks import Bank, open_bank
-from ganbench.scoring.inputs import (
-    SCALE_ROWS,
-    as_data,
-    as_matrix,
-    as_sigmas,
-    check_same_scale,
-    held_out_range,
-    is_whole_number,
-)
+from ganbench.scoring.inputs import SCALE_ROWS, as_data, as_matrix, as_sigmas, check_same_scale, is_whole_number
+
+# Rows of each float shard of a bank that also holds 8-bit shards, compared with the points' scale: a folder of a
+# uint8 shard and a shard of 0-255 floats passed a look at the bank's first rows, the float shard scoring nothing.
+SHARD_SCALE_ROWS = 1000
 
 
 def to_partial(result: parzen.ParzenPass, sigmas, index_offset: int) -> partials.BankPartial:
@@ -74,11 +70,10 @@ def log_likelihood(x, bank, sigmas, *, chunk_rows: int = CHUNK_ROWS, progress: b
     queries = as_matrix("x (the points scored)", as_data("x (the points scored)", x), dimension=bank.dimension)
     if bank.value_range is None:
         # Refused when the two are on two scales, as evaluate and the command refuse them: 8-bit points against a
-        # bank of 0-255 floats scored -1.97e7 nats a point. Points in [0, 1] are MNIST's scale, and every chunk of
-        # the bank is checked against it as it is read (a folder of a uint8 shard and a shard of 0-255 floats
-        # passed a look at its first rows); points on another scale are compared with the bank's first rows.
-        check_same_scale({"x (the points scored)": queries, "the bank": bank.head(SCALE_ROWS)})
-        bank = bank.with_range(held_out_range(queries))
+        # bank of 0-255 floats scored -1.97e7 nats a point, and [0, 1] points against 0-255 floats alike. Data of
+        # one scale, outliers included, are scored as given (a bank with a known range checks each chunk instead).
+        check_same_scale({"x (the points scored)": queries, "the bank": bank.head(SCALE_ROWS),
+                          **bank.float_shard_heads(SHARD_SCALE_ROWS)})
     if is_distributed():
         same_inputs_on_every_rank(queries, bank, grid, chunk_rows)
         share = rank_rows(len(bank), chunk_rows)
