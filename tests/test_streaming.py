@@ -470,19 +470,22 @@ def test_the_ranks_barrier_waits_as_long_as_the_groups_timeout(monkeypatch):
 
 def test_a_bank_on_two_scales_is_refused_whichever_side_is_8_bit(tmp_path, rng):
     """A folder of a uint8 shard and a shard of 0-255 floats, scored with uint8 points, passed unchecked (the float
-    shard added nothing: the first half's score minus log 2), and so did [0, 1] points against 0-255 floats.
-    The offending shard is named with its own row, as a NaN in it is."""
+    shard added nothing: the first half's score minus log 2): its shards are compared with each other. Against
+    MNIST's range the offending shard is named with its own row, as a NaN in it is. Float arrays, outliers
+    included, are scored as given (as parzen.log_likelihood scores them; evaluate and the command check their
+    range)."""
     points = rng.integers(0, 256, (20, 16)).astype(np.uint8)
     bank = rng.integers(0, 256, (12_000, 16)).astype(np.uint8)
     (tmp_path / "mixed").mkdir()
     np.save(tmp_path / "mixed" / "a.npy", bank[:11_000])
     np.save(tmp_path / "mixed" / "b.npy", bank[11_000:].astype(np.float32))
-    with pytest.raises(GanbenchError, match=r"points scored\) lie within \[-1, 1\] but the bank's shard .*b.npy reach"):
-        streaming.log_likelihood(points, tmp_path / "mixed", [0.5], progress=False)
+    for scored in (points, points / np.float32(255), points.astype(np.float32)):  # whatever the points' scale
+        with pytest.raises(GanbenchError, match=r"shard .*a.npy lie within \[-1, 1\] but the bank's shard .*b.npy reach"):
+            streaming.log_likelihood(scored, tmp_path / "mixed", [0.5], progress=False)
     with pytest.raises(GanbenchError, match=r"bank .*mixed \(shard .*b.npy, its row 0\) has the value .* at row 11000"):
         banks.open_bank(tmp_path / "mixed", banks.MNIST_RANGE).read_all()
-    with pytest.raises(GanbenchError, match="on two scales"):
-        streaming.log_likelihood(points / 255.0, bank.astype(np.float32), [0.5], progress=False)
+    with pytest.raises(GanbenchError, match="on two scales"):  # 8-bit points against 0-255 floats
+        streaming.log_likelihood(points, bank.astype(np.float32), [0.5], progress=False)
     # One scale either way is scored: 0-255 floats on both sides, and the bytes on both.
     assert np.isfinite(streaming.log_likelihood(points.astype(np.float32), bank[:500].astype(np.float32), [50.0],
                                                 progress=False)).all()

@@ -123,13 +123,14 @@ class Bank:
         floats = [dtype for dtype in floats if dtype.kind == "f"]
         return min(floats, key=lambda dtype: dtype.itemsize) if floats else None
 
-    def float_shard_heads(self, rows: int) -> dict[str, np.ndarray]:
-        """The first ``rows`` rows of each shard that is not 8-bit, by name, when some other shard is (uint8 shards
-        are divided by 255 as read, float ones are not: one such bank may mix two scales); else nothing."""
-        if not self.holds_bytes() or len(self.shards) == 1:
+    def mixed_shard_heads(self, rows: int) -> dict[str, np.ndarray]:
+        """The first ``rows`` rows of every shard, by name, when some shards are 8-bit and others not (uint8 shards
+        are divided by 255 as read, float ones are not: such a bank may mix two scales); else nothing."""
+        bytes_ = [shard.array is not None and data_scale(shard.array.dtype) != 1.0 for shard in self.shards]
+        if all(bytes_) or not any(bytes_):
             return {}
         return {f"the bank's shard {shard.path}": self._shard_rows(shard, 0, min(rows, shard.rows))
-                for shard in self.shards if shard.array is None or data_scale(shard.array.dtype) == 1.0}
+                for shard in self.shards}
 
     def holds_bytes(self) -> bool:
         """Whether any shard is 8-bit (uint8 images, divided by 255 as they are read)."""

@@ -18,10 +18,10 @@ from ganbench.errors import GanbenchError
 from ganbench.progress import progress_bar
 from ganbench.scoring import partials, parzen
 from ganbench.scoring.banks import Bank, open_bank
-from ganbench.scoring.inputs import SCALE_ROWS, as_data, as_matrix, as_sigmas, check_same_scale, is_whole_number
+from ganbench.scoring.inputs import SCALE_ROWS, as_data, as_matrix, as_sigmas, check_same_scale, data_scale, is_whole_number
 
-# Rows of each float shard of a bank that also holds 8-bit shards, compared with the points' scale: a folder of a
-# uint8 shard and a shard of 0-255 floats passed a look at the bank's first rows, the float shard scoring nothing.
+# Rows of each shard of a bank that holds 8-bit and float shards, compared with each other: a folder of a uint8
+# shard and a shard of 0-255 floats passed a look at the bank's first rows, the float shard scoring nothing.
 SHARD_SCALE_ROWS = 1000
 
 
@@ -67,13 +67,16 @@ def log_likelihood(x, bank, sigmas, *, chunk_rows: int = CHUNK_ROWS, progress: b
         raise GanbenchError(f"chunk rows must be a positive integer, got {chunk_rows!r}")
     bank = bank if isinstance(bank, Bank) else open_bank(bank)
     chunk_rows = min(int(chunk_rows), len(bank))  # a chunk past the bank is the bank (2^63 overflowed the ranks' int64)
+    points_were_bytes = data_scale(getattr(x, "dtype", np.float64)) != 1.0
     queries = as_matrix("x (the points scored)", as_data("x (the points scored)", x), dimension=bank.dimension)
     if bank.value_range is None:
         # Refused when the two are on two scales, as evaluate and the command refuse them: 8-bit points against a
-        # bank of 0-255 floats scored -1.97e7 nats a point, and [0, 1] points against 0-255 floats alike. Data of
-        # one scale, outliers included, are scored as given (a bank with a known range checks each chunk instead).
-        check_same_scale({"x (the points scored)": queries, "the bank": bank.head(SCALE_ROWS),
-                          **bank.float_shard_heads(SHARD_SCALE_ROWS)})
+        # bank of 0-255 floats scored -1.97e7 nats a point, and a bank of a uint8 shard beside a shard of 0-255
+        # floats scored the float one as nothing. Data of one scale, outliers included, are scored as given, as
+        # parzen.log_likelihood scores them (a bank with a known range checks each chunk against it instead).
+        check_same_scale(bank.mixed_shard_heads(SHARD_SCALE_ROWS))
+        if points_were_bytes != bank.holds_bytes():
+            check_same_scale({"x (the points scored)": queries, "the bank": bank.head(SCALE_ROWS)})
     if is_distributed():
         same_inputs_on_every_rank(queries, bank, grid, chunk_rows)
         share = rank_rows(len(bank), chunk_rows)
