@@ -156,6 +156,9 @@ def _temporaries(paths: list[Path]) -> Iterator[list[Path]]:
             raise write_error(paths[0], error) from None
         for path, temporary in zip(paths, temporaries):
             _refused(path, _seal, temporary)  # every file complete on disk before the first rename
+        for path in paths:  # a folder in a target's place refuses its rename: found before any rename is done
+            if path.is_dir():
+                raise write_error(path, IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR)))
         for path, temporary in zip(paths, temporaries):
             _refused(path, os.replace, temporary, path)
     finally:

@@ -46,16 +46,16 @@ def warn_if_best_lost(best_path: Path, log: list[dict], readable) -> None:
     """On resume: the best epoch's weights file, written when that epoch ended, cannot be rebuilt from the
     checkpoint (which holds the last epoch). When it is gone or unreadable, say so now, not at ``export --best``.
     ``readable`` reads the file and nothing else: a model built to load it would draw from the RNGs just restored."""
-    monitors = [row["parzen_valid"] for row in log if row.get("parzen_valid") is not None]
-    if not monitors:
+    rows = [row for row in log if row.get("parzen_valid") is not None and selectable(row)]
+    if not rows:
         return
     try:
         readable(best_path)
     except GanbenchError:
-        best = max(range(len(monitors)), key=monitors.__getitem__)
-        print(f"ganbench: warning: {best_path} is missing or damaged; the best epoch so far (epoch {best + 1}, monitor "
-              f"{monitors[best]:.1f}) cannot be rebuilt from the checkpoint: `export --best` refuses until a later "
-              "epoch beats it (export without --best takes the last epoch)", file=sys.stderr)
+        best = max(rows, key=lambda row: row["parzen_valid"])
+        print(f"ganbench: warning: {best_path} is missing or damaged; the best epoch so far (epoch {best['epoch']}, "
+              f"monitor {best['parzen_valid']:.1f}) cannot be rebuilt from the checkpoint: `export --best` refuses "
+              "until a later epoch beats it (export without --best takes the last epoch)", file=sys.stderr)
 
 
 def read_log(path: Path, epochs_done: int):
@@ -92,11 +92,32 @@ def check_finite_weights(model, path, fix: str) -> None:
                                 f"{fix}")
 
 
+# Stacked models (the DBN's and the CAE's logs have a "layer" column) are whole only once their top layer trains:
+# the best epoch is chosen among those epochs (the best of a 2-epoch DBN run, both first-layer epochs, shipped an
+# untrained top RBM as "the highest monitor of its run").
+TOP_LAYER = 2
+
+
+def selectable(row) -> bool:
+    """Whether an epoch's log row may be the run's best: any epoch of a model without layers, else a top-layer one."""
+    layer = row.get("layer")
+    return layer is None or layer != layer or int(layer) == TOP_LAYER  # layer != layer: NaN, a row without one
+
+
+def selectable_rows(log):
+    """The rows of a run's log (a DataFrame) that may be its best epoch (``selectable``)."""
+    return log[log["layer"] == TOP_LAYER] if "layer" in log.columns else log
+
+
 def check_best_is_logged_peak(log, log_path, best_path, best_epoch: int) -> None:
-    """The best-epoch file must hold the epoch where the run's log peaks: a kill between writing the best file
-    and the checkpoint (or the log) leaves a best file of an epoch the log does not hold, which export would
-    otherwise ship as the best 'among' the logged epochs."""
-    peak = int(log.loc[log["parzen_valid"].idxmax(), "epoch"])
+    """The best-epoch file must hold the epoch where the run's log peaks (among its top-layer epochs, for a
+    stacked model): a kill between writing the best file and the checkpoint (or the log) leaves a best file of an
+    epoch the log does not hold, which export would otherwise ship as the best 'among' the logged epochs."""
+    candidates = selectable_rows(log)
+    if candidates.empty:
+        raise GanbenchError(f"{log_path} holds no epoch of the model's top layer, so no best epoch; train the run "
+                            "on, or export without --best")
+    peak = int(candidates.loc[candidates["parzen_valid"].idxmax(), "epoch"])
     if best_epoch != peak:
         raise GanbenchError(f"{best_path} holds epoch {best_epoch} but {log_path} peaks at epoch {peak}; resume the "
                             "run for one epoch to rewrite it, or export without --best")

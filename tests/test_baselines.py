@@ -247,3 +247,33 @@ def test_a_baseline_monitor_width_the_scorer_refuses_is_refused_before_training(
     with pytest.raises(GanbenchError, match="monitor_sigma must be >= 5.3e-155, got 1e-300"):
         training.train(gsn.SPEC, config, tmp_path, data=fake_mnist, progress=False)
     assert not (tmp_path / training.CHECKPOINT_NAME).exists()
+
+
+def test_the_best_epoch_of_a_stacked_model_is_one_of_its_top_layer(fake_mnist, tmp_path):
+    """A DBN run of first-layer epochs only shipped its untrained top RBM with --best, as "the highest monitor of
+    its run"; the best epoch is now chosen among top-layer epochs (the first is epoch layer1_epochs + 1)."""
+    first_only = dataclasses.replace(SMALL["dbn"], epochs=1)
+    training.train(dbn.SPEC, first_only, tmp_path / "one", data=fake_mnist, progress=False)
+    assert not (tmp_path / "one" / training.BEST_NAME).exists()
+    with pytest.raises(GanbenchError, match="no best.pt in"):
+        training.export(dbn.SPEC, tmp_path / "one", tmp_path / "ship")
+    state = training.train(dbn.SPEC, SMALL["dbn"], tmp_path / "three", data=fake_mnist, progress=False)
+    top = [row for row in state.log if row["layer"] == 2]
+    best = max(top, key=lambda row: row["parzen_valid"])
+    _, _, metadata = baselines.load("dbn", training.export(dbn.SPEC, tmp_path / "three", tmp_path / "ship"))
+    assert metadata["epochs_done"] == best["epoch"] and "among epochs 2-3" in metadata["selection"]
+
+
+def test_an_export_that_cannot_write_its_log_leaves_the_weights_as_they_were(fake_mnist, tmp_path):
+    """A log target that could not be written (a folder in its place) failed after the weights were replaced:
+    new weights beside the old log, or weights alone in a new folder."""
+    training.train(cae.SPEC, SMALL["cae"], tmp_path / "run", data=fake_mnist, progress=False)
+    for ship in (tmp_path / "new", tmp_path / "old"):
+        (ship / f"cae_{training.LOG_NAME}").mkdir(parents=True)
+    (tmp_path / "old" / "cae.pt").write_bytes(b"the weights shipped before")
+    for ship in (tmp_path / "new", tmp_path / "old"):
+        with pytest.raises(GanbenchError, match="cannot write .*cae_train_log.csv: Is a directory"):
+            training.export(cae.SPEC, tmp_path / "run", ship, best=False)
+    assert not (tmp_path / "new" / "cae.pt").exists()
+    assert (tmp_path / "old" / "cae.pt").read_bytes() == b"the weights shipped before"
+    assert not [path for path in (tmp_path / "old").iterdir() if path.name.endswith(".tmp")]

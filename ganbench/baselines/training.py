@@ -122,12 +122,18 @@ def sample_monitor(sample: Callable) -> Callable:
 def save_weights(path: Path, spec: BaselineSpec, model: torch.nn.Module, config, epochs_done: int,
                  dtype: torch.dtype = torch.float32, selection: str | None = None) -> Path:
     """The model's weights (in ``dtype``) and config, without optimiser or RNG state: what ships."""
+    return atomic.write_bytes(path, weights_bytes(spec, model, config, epochs_done, dtype, selection))
+
+
+def weights_bytes(spec: BaselineSpec, model: torch.nn.Module, config, epochs_done: int,
+                  dtype: torch.dtype = torch.float32, selection: str | None = None) -> bytes:
+    """The bytes of ``save_weights``' file."""
     payload = {"model": spec.name, "config": dataclasses.asdict(config), "epochs_done": epochs_done,
                "dtype": str(dtype).removeprefix("torch."),
                "weights": {k: v.detach().to(dtype).cpu() for k, v in model.state_dict().items()}}
     if selection:
         payload["selection"] = selection
-    return atomic.write_bytes(path, atomic.torch_bytes(payload))
+    return atomic.torch_bytes(payload)
 
 
 def load_model(spec: BaselineSpec, path: str | Path) -> tuple[torch.nn.Module, dict]:
@@ -252,9 +258,11 @@ def train(spec: BaselineSpec, config, out_dir: str | Path, *, resume: bool = Fal
         state.epochs_done += 1
         row["seconds"] = time.perf_counter() - started
         row["parzen_valid"] = spec.monitor(state.model, config, data)
-        best_before = max((earlier["parzen_valid"] for earlier in state.log), default=-np.inf)
+        best_before = max((earlier["parzen_valid"] for earlier in state.log if runs.selectable(earlier)),
+                          default=-np.inf)
         state.log.append(row)
-        if row["parzen_valid"] > best_before:  # model selection on validation only; test is never read here
+        # Model selection on validation only (test is never read here), among top-layer epochs (runs.selectable).
+        if runs.selectable(row) and row["parzen_valid"] > best_before:
             save_weights(out_dir / BEST_NAME, spec, state.model, config, state.epochs_done,
                          selection=f"the highest per-epoch validation monitor of its run ({row['parzen_valid']:.1f} "
                                    f"nats at epoch {state.epochs_done})")
@@ -283,9 +291,12 @@ def export(spec: BaselineSpec, run: str | Path, out_dir: str | Path, best: bool 
     log = runs.read_log(run / LOG_NAME, epochs_done)  # the run's epochs, each with its monitor
     if best:
         runs.check_best_is_logged_peak(log, run / LOG_NAME, source, metadata["epochs_done"])
-    selection = (f"{metadata['selection']}, among epochs 1-{int(log['epoch'].max())}" if best
+    candidates = runs.selectable_rows(log)["epoch"]
+    selection = (f"{metadata['selection']}, among epochs {int(candidates.min())}-{int(candidates.max())}" if best
                  else "the last epoch of its run")
-    path = save_weights(out_dir / f"{spec.name}.pt", spec, model, config, metadata["epochs_done"],
-                        dtype=spec.ship_dtype, selection=selection)
-    atomic.write_bytes(out_dir / f"{spec.name}_{LOG_NAME}", (run / LOG_NAME).read_bytes())
+    path = out_dir / f"{spec.name}.pt"
+    weights = weights_bytes(spec, model, config, metadata["epochs_done"], dtype=spec.ship_dtype, selection=selection)
+    # The weights and their log: both new or both old (a log that could not be written left new weights beside
+    # the old log, or weights alone in a new folder).
+    atomic.write_set({path: weights, out_dir / f"{spec.name}_{LOG_NAME}": (run / LOG_NAME).read_bytes()})
     return path
