@@ -86,6 +86,8 @@ def check_writable(path: str | os.PathLike, *, folder: bool, what: str = "--out"
     ``folder`` says whether ``path`` is to be a folder (results go inside it) or a file;
     ``what`` names it in the error and ``fix`` says what to do instead.
     """
+    if not folder and str(path).endswith(("/", os.sep)):  # Path() drops the slash: "new/" was written as a file "new"
+        raise GanbenchError(f"{what} {path} names a folder (it ends with a slash), not a file; {fix}")
     path = Path(path)
     if folder and path.exists() and not path.is_dir():
         raise GanbenchError(f"{what} {path} is a file, not a folder; {fix}")

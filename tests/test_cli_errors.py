@@ -811,3 +811,16 @@ def test_one_seed_range_for_every_command(capsys):
             main(command)
         assert exit_.value.code == 2 and "give 0 .. 2^63 - 3" in capsys.readouterr().err
     assert main(["sample", "--seed", str(2**63 - 3), "--count", "1", "--out", os.devnull]) == 2  # taken, then --out
+
+
+def test_figures_of_a_baseline_file_and_an_output_name_ending_in_a_slash(tmp_path, capsys):
+    """figures told a user given a DBN's weights to "add --model dbn", an option it does not take; `sample --out
+    new/` wrote a file named "new"."""
+    from ganbench import SHIPPED_GENERATOR
+
+    shipped_dbn = SHIPPED_GENERATOR.parent / "baselines" / "dbn.pt"
+    line = one_line_error(capsys, "figures", "--generator", str(shipped_dbn), "--no-baselines", "--out",
+                          str(tmp_path / "figures"))
+    assert "holds a dbn model, and --generator draws the paper's GAN only" in line and "--model" not in line
+    line = one_line_error(capsys, "sample", "--model", "dbn", "--count", "3", "--out", f"{tmp_path / 'new'}/")
+    assert "names a folder (it ends with a slash), not a file" in line and not (tmp_path / "new").exists()

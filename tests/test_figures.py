@@ -54,8 +54,12 @@ def test_training_curve_from_a_log_and_a_clear_error_for_a_wrong_file(tmp_path, 
     path = figures.training_curve(tmp_path / "train_log.csv", tmp_path / "curve.png")
     assert matplotlib.image.imread(path).std() > 0
     pd.DataFrame({"epoch": [1], "loss": [0.5]}).to_csv(tmp_path / "other.csv", index=False)
-    with pytest.raises(GanbenchError, match="lacks the columns d_loss, parzen_valid;"):
+    with pytest.raises(GanbenchError, match="is a log without the columns d_loss, parzen_valid; pass the train_log.csv "
+                                            "of a run of the paper's GAN"):
         figures.training_curve(tmp_path / "other.csv", tmp_path / "x.png")
+    pd.DataFrame({"epoch": [1], "layer": [1], "parzen_valid": [0.5]}).to_csv(tmp_path / "dbn.csv", index=False)
+    with pytest.raises(GanbenchError, match="is a baseline's log"):  # a `ganbench train --model dbn` run's
+        figures.training_curve(tmp_path / "dbn.csv", tmp_path / "x.png")
     pd.DataFrame({"epoch": [], "d_loss": [], "parzen_valid": []}).to_csv(tmp_path / "empty.csv", index=False)
     with pytest.raises(GanbenchError, match="has no rows \\(no epoch finished\\)"):
         figures.training_curve(tmp_path / "empty.csv", tmp_path / "x.png")
@@ -70,6 +74,11 @@ def test_training_curve_from_a_log_and_a_clear_error_for_a_wrong_file(tmp_path, 
         log.to_csv(tmp_path / "edited.csv", index=False)
         with pytest.raises(GanbenchError, match=f"{column} is {shown}.* in data row 8, not a finite number"):
             figures.training_curve(tmp_path / "edited.csv", tmp_path / "x.png")
+    # A file cut mid-row: its last row's fields are missing, not 'nan' (as they read back).
+    whole = (tmp_path / "train_log.csv").read_text()
+    (tmp_path / "cut.csv").write_text(whole[:whole.index("\n", 200) + 4])
+    with pytest.raises(GanbenchError, match="is missing \\(the row is cut short\\) in data row"):
+        figures.training_curve(tmp_path / "cut.csv", tmp_path / "x.png")
 
 
 def test_training_curve_title_states_the_runs_monitor_settings(tmp_path, rng, monkeypatch):

@@ -92,13 +92,22 @@ def command_check(args) -> int:
 def command_figures(args) -> int:
     from ganbench import data
     from ganbench.gan import sampling
+    from ganbench.gan.checkpoints import OtherModelError
     from ganbench.paper import figures
 
     check_backend(args.backend, None)  # figures take no --device: the GPU if there is one
     check_out(args.out, folder=True)
-    sampling.load_generator(args.generator)  # a wrong file is refused before MNIST is loaded
+    try:
+        sampling.load_generator(args.generator)  # a wrong file is refused before MNIST is loaded
+    except OtherModelError as error:  # figures takes no --model: "add --model dbn" would be refused
+        raise GanbenchError(f"{args.generator} holds a {error.model} model, and --generator draws the paper's GAN only; "
+                            "the baselines' figures are made from their shipped weights in results/baselines (drop "
+                            "--no-baselines)") from None
     beside = Path(args.generator).parent / "train_log.csv"
     train_log = args.train_log or (beside if beside.exists() else None)  # no log: no curve
+    if train_log is None:
+        print(f"ganbench: no train_log.csv beside {args.generator}: no training curve (pass --train-log)",
+              file=sys.stderr)
     mnist = data.load_mnist(args.data_dir)
     print(f"ganbench: figures of the generator {args.generator}", file=sys.stderr)
     paths, _ = figures.all_figures(args.generator, mnist, args.out, seed=args.seed,

@@ -20,6 +20,14 @@ from ganbench.errors import GanbenchError
 READ_ERRORS = (RuntimeError, EOFError, ValueError, OSError, LookupError, pickle.UnpicklingError)
 
 
+class OtherModelError(GanbenchError):
+    """A baseline's file given where the GAN's generator is read: ``model`` names the baseline."""
+
+    def __init__(self, model: str, message: str):
+        super().__init__(message)
+        self.model = model
+
+
 def load_payload(path: str | Path, what: str, fix: str, required: tuple[str, ...]) -> dict:
     """The dict stored at ``path`` (tensors on the CPU), holding at least the ``required`` keys."""
     path = Path(path)
@@ -35,8 +43,8 @@ def load_payload(path: str | Path, what: str, fix: str, required: tuple[str, ...
     missing = [key for key in required if not isinstance(payload, dict) or key not in payload]
     if missing and isinstance(payload, dict) and isinstance(payload.get("model"), str) and "model" not in required:
         # A baseline's checkpoint or weights handed to a command that reads the GAN's.
-        raise GanbenchError(f"{path} holds a {payload['model']} model, not the GAN's generator; add "
-                            f"--model {payload['model']}")
+        raise OtherModelError(payload["model"], f"{path} holds a {payload['model']} model, not the GAN's generator; "
+                                                f"add --model {payload['model']}")
     if missing and isinstance(payload, dict) and "model" in required and "model" not in payload and "generator" in payload:
         # The GAN's checkpoint or generator handed to a baseline's command: never told to delete it.
         raise GanbenchError(f"{path} holds the paper's GAN (a generator), not a {what}; drop --model (the GAN is "

@@ -95,6 +95,12 @@ def distance_histogram(report: dict, path: Path) -> Path:
     return _save(figure, path)
 
 
+def _cut_short(log_path: Path, row: int, columns: int) -> bool:
+    """Whether data row ``row`` of a CSV log holds fewer fields than its header (a file cut mid-row)."""
+    lines = log_path.read_text(errors="replace").splitlines()
+    return row + 1 < len(lines) and len(lines[row + 1].split(",")) < columns
+
+
 def training_curve(log_path: str | Path, path: Path, window: int = 25, config: dict | None = None) -> Path:
     """The validation Parzen monitor over epochs (each epoch and a centred running mean) and D's loss.
 
@@ -109,8 +115,10 @@ def training_curve(log_path: str | Path, path: Path, window: int = 25, config: d
                             "pass the train_log.csv of a `ganbench train` run") from None
     missing = {"epoch", "parzen_valid", "d_loss"} - set(log.columns)
     if missing:
-        raise GanbenchError(f"{log_path} lacks the columns {', '.join(sorted(missing))}; "
-                            "pass the train_log.csv of a `ganbench train` run")
+        which = ("a baseline's log (its curve is drawn from results/baselines)" if "layer" in log.columns
+                 or "walkback_loss" in log.columns else f"a log without the columns {', '.join(sorted(missing))}")
+        raise GanbenchError(f"{log_path} is {which}; pass the train_log.csv of a run of the paper's GAN (`ganbench "
+                            "train` without --model)")
     if log.empty:
         raise GanbenchError(f"{log_path} has no rows (no epoch finished); pass the train_log.csv of a `ganbench train` "
                             "run that finished an epoch")
@@ -119,8 +127,10 @@ def training_curve(log_path: str | Path, path: Path, window: int = 25, config: d
         bad = ~np.isfinite(values)
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
-            cell = str(log[column].iloc[row])
-            raise GanbenchError(f"{log_path}: {column} is {cell!r} in data row {row + 1}, not a finite number; pass "
+            found = repr(str(log[column].iloc[row]))
+            if _cut_short(log_path, row, len(log.columns)):  # read back as NaN, as a written 'nan' is
+                found = "missing (the row is cut short)"
+            raise GanbenchError(f"{log_path}: {column} is {found} in data row {row + 1}, not a finite number; pass "
                                 "the train_log.csv of a `ganbench train` run, or fix that row")
         log[column] = values
     shown = log[log["parzen_valid"] > log["parzen_valid"].max() - 100]  # the first epochs sit far below
@@ -140,7 +150,7 @@ def training_curve(log_path: str | Path, path: Path, window: int = 25, config: d
     else:  # a generator file without its run's config: the log alone does not say how it was measured
         monitor_axis.set_title("per-epoch validation Parzen monitor (settings not recorded)", fontsize=8)
     monitor_axis.legend(fontsize=7)
-    loss_axis.plot(log["epoch"], log["d_loss"], linewidth=1)
+    loss_axis.plot(log["epoch"], log["d_loss"], linewidth=1, marker="." if len(log) == 1 else None)  # one epoch: a point
     loss_axis.set_ylabel("D loss")
     loss_axis.set_xlabel("epoch")
     return _save(figure, path)
