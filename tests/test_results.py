@@ -454,3 +454,56 @@ def test_the_full_protocols_grid_is_replayed_from_the_validation_means(given, da
     path.write_text(json.dumps(added))
     code, out, err = check(capsys, path)
     assert code == 2 and message in err, err
+
+
+def _edited(path, edit) -> None:
+    stored = json.loads(path.read_text())
+    edit(stored)
+    path.write_text(json.dumps(stored))
+
+
+def test_a_result_edited_where_check_read_past_it_is_refused(data, capsys):
+    """Each was accepted (exit 0): a near-tied width as sigma with its own mean (the stored grid still saying
+    another is best), a key written twice (JSON readers keep one or the other), an input's rows, bytes or
+    dimension, and a fixed-sigma result given a grid text or other validation rows."""
+    path = save(data)
+    whole = path.read_text()
+    stored = json.loads(whole)
+    grid = stored["selection"]["grid"]
+    best = max(range(len(grid)), key=lambda index: grid[index][1])
+    runner_up = max((index for index in range(len(grid)) if index != best), key=lambda index: grid[index][1])
+    edits = [
+        (lambda result: result["result"].update(sigma=grid[runner_up][0]), "is not the width of the highest validation"),
+        (lambda result: result["inputs"]["test"].update(rows=1), "inputs.test.rows is 1, but that input holds"),
+        (lambda result: result["inputs"]["samples"].update(dimension=11), "inputs.samples.dimension is 11"),
+        (lambda result: result["inputs"]["valid"].update(bytes=1), "inputs.valid.bytes is 1, but"),
+    ]
+    for edit, message in edits:
+        path.write_text(whole)
+        _edited(path, edit)
+        code, out, err = check(capsys, path)
+        assert code == 2 and message in err, (message, err)
+    mean = json.dumps(stored["result"]["mean"])
+    path.write_text(whole.replace(f'"mean": {mean}', f'"mean": -1.0, "mean": {mean}', 1))
+    code, out, err = check(capsys, path)
+    assert code == 2 and "holds the key 'mean' twice in one object" in err, err
+    fixed = save(data, "--sigma", "1.5")
+    fixed_whole = fixed.read_text()
+    for edit, message in ((lambda result: result["selection"].update(sigma_grid="1,2,3"), "holds a grid its sigma"),
+                          (lambda result: result["selection"].update(valid_rows=5), "selection.valid_rows is 5")):
+        fixed.write_text(fixed_whole)
+        _edited(fixed, edit)
+        code, out, err = check(capsys, fixed)
+        assert code == 2 and message in err, (message, err)
+    fixed.write_text(fixed_whole)
+    assert check(capsys, fixed)[0] == 0
+
+
+def test_a_torch_result_saved_at_another_precision_checks_on_the_kernel(data, capsys, monkeypatch):
+    """A torch result saved with --precision int8 (which the torch backend scores in float32 all the same) was
+    refused by `check --backend triton` ("precision int8 cannot be saved and checked yet")."""
+    path = save(data, "--precision", "int8", "--sigma", "1.5")
+    assert json.loads(path.read_text())["scorer"]["precision"] == "int8"
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    code, out, err = check(capsys, path, "--backend", "triton")
+    assert code == 0, out + err

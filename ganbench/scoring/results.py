@@ -211,6 +211,10 @@ def _verify_input(role: str, record: dict, folder: Path) -> Path | None:
     digest, listing = _digests(path, files)
     if digest != record["sha256"]:
         raise GanbenchError(_changed_message(role, path, digest, record, listing))
+    size = sum(entry["bytes"] for entry in listing)
+    if "bytes" in record and record["bytes"] != size:  # the bytes match their digest: the file's count is wrong
+        raise GanbenchError(f"inputs.{role}.bytes is {record['bytes']!r}, but {path} holds {size} bytes; the file was "
+                            "altered: save the result again")
     return path
 
 
@@ -274,13 +278,30 @@ def read_json(path: str | os.PathLike) -> dict:
         raise GanbenchError(f"{path} does not exist; write it with `ganbench parzen SAMPLES --save {path}` "
                             "(or `ganbench reproduce table1` for a table1.json)")
     try:
-        payload = json.loads(path.read_text())
+        payload = json.loads(path.read_text(), object_pairs_hook=_object_without_repeated_keys)
+    except RepeatedKeyError as error:
+        raise GanbenchError(f"{path} holds the key {str(error)!r} twice in one object (JSON readers keep one or the "
+                            "other); the file was altered: save it again") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise GanbenchError(f"{path} is not JSON ({type(error).__name__}: {error}); pass a result file "
                             "written by `ganbench parzen --save` or `ganbench reproduce table1`") from None
     if not isinstance(payload, dict):
         raise GanbenchError(f"{path} holds a JSON {type(payload).__name__}, not a ganbench result object")
     return payload
+
+
+class RepeatedKeyError(ValueError):
+    """A JSON object holding one key twice."""
+
+
+def _object_without_repeated_keys(pairs: list) -> dict:
+    """A JSON object as a dict, or an error when it holds a key twice: json keeps the last, so a file could show
+    its readers one number and have check read another."""
+    keys = [key for key, _ in pairs]
+    repeated = next((key for key in keys if keys.count(key) > 1), None)
+    if repeated is not None:
+        raise RepeatedKeyError(repeated)
+    return dict(pairs)
 
 
 def load(path: str | os.PathLike) -> dict:
@@ -309,8 +330,8 @@ def load(path: str | os.PathLike) -> dict:
         if _lookup(stored, key) < 1:
             raise GanbenchError(f"{path}: {key} is {_lookup(stored, key)}, expected a positive integer")
     grid = stored["selection"]["grid"]
-    if stored["selection"]["fixed_sigma"] and grid:
-        raise GanbenchError(f"{path}: selection.fixed_sigma is true, but the file holds the grid its sigma was "
+    if stored["selection"]["fixed_sigma"] and (grid or stored["selection"].get("sigma_grid") is not None):
+        raise GanbenchError(f"{path}: selection.fixed_sigma is true, but the file holds a grid its sigma was "
                             "chosen on; the file was altered: save the result again")
     for index, pair in enumerate(grid):
         if not (isinstance(pair, list) and len(pair) == 2 and all(_is_number(value) for value in pair) and pair[0] > 0):
@@ -376,6 +397,11 @@ def _check_type(path, key: str, value, expected: str) -> None:
 
 # ---- re-score and compare -------------------------------------------------------------------------
 
+# The kernel's precisions whose error bound a saved result carries (bounds.arithmetic_of); the first re-scores
+# a result another backend saved.
+CHECKED_PRECISIONS = ("tf32x3", "ieee")
+
+
 def check(path: str | os.PathLike, backend: str | None = None, device: str | None = None) -> tuple[bool, pd.DataFrame]:
     """Re-score a saved result from its inputs; one row per field (field, stored, new, difference,
     tolerance, ok). Raises ``GanbenchError`` when it cannot check (an input missing or changed)."""
@@ -383,9 +409,14 @@ def check(path: str | os.PathLike, backend: str | None = None, device: str | Non
         raise GanbenchError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
     stored = load(path)
     settings, selection = stored["scorer"], stored["selection"]
-    scoring = Scoring(protocol=selection["protocol"], backend=backend or settings["backend"],
-                      device=device if device is not None else settings.get("device"),
-                      precision=settings["precision"], chunk_rows=settings["chunk_rows"])
+    device = device if device is not None else settings.get("device")
+    precision = settings["precision"]
+    if backend is not None and resolve(backend, device)[0] == "triton" and precision not in CHECKED_PRECISIONS:
+        # Another backend than the saving one: a torch result saved with --precision int8 or tf32 (which the torch
+        # backend does not use) is re-scored by the kernel at a precision with a derived bound.
+        precision = CHECKED_PRECISIONS[0]
+    scoring = Scoring(protocol=selection["protocol"], backend=backend or settings["backend"], device=device,
+                      precision=precision, chunk_rows=settings["chunk_rows"])
     arithmetic = bounds.arithmetic_of(resolve(scoring.backend, scoring.device)[0], scoring.precision)
     bank, valid, test = _read_inputs(stored, Path(path).resolve().parent)
     result = stored["result"]
@@ -394,13 +425,20 @@ def check(path: str | os.PathLike, backend: str | None = None, device: str | Non
             raise GanbenchError(f"{path}: result.{key} is {result[key]}, but its inputs hold {count} "
                                 f"{'values a row' if key == 'dimension' else 'rows'}; the file was altered: save the "
                                 "result again")
-    if not selection["fixed_sigma"]:
-        # The validation rows the sigma was chosen on follow from the protocol and the file (``_valid_rows``).
-        chosen_on = _valid_rows(selection["protocol"], len(valid))
-        if selection["valid_rows"] != chosen_on:
-            raise GanbenchError(f"{path}: selection.valid_rows is {selection['valid_rows']}, but the "
-                                f"{selection['protocol']} protocol chooses sigma on {chosen_on} rows of its validation "
-                                "data; the file was altered: save the result again")
+    shapes = {"samples": (len(bank), bank.dimension), "valid": np.shape(valid), "test": np.shape(test)}
+    for role, (rows, dimension) in shapes.items():
+        record = stored["inputs"][role]
+        for key, count in (("rows", rows), ("dimension", dimension)):
+            if key in record and record[key] != count:
+                raise GanbenchError(f"{path}: inputs.{role}.{key} is {record[key]!r}, but that input holds {count}; "
+                                    "the file was altered: save the result again")
+    # The validation rows the sigma was chosen on follow from the protocol and the file (``_valid_rows``); a fixed
+    # sigma's file records the rows its protocol would choose on, as saving wrote them.
+    chosen_on = _valid_rows(selection["protocol"], len(valid))
+    if selection["valid_rows"] != chosen_on:
+        raise GanbenchError(f"{path}: selection.valid_rows is {selection['valid_rows']}, but the "
+                            f"{selection['protocol']} protocol chooses sigma on {chosen_on} rows of its validation "
+                            "data; the file was altered: save the result again")
     # The bounds are derived again from the inputs, as saving derived them: the file's own copy is for its
     # readers, and a bound raised by hand there would loosen the check.
     # The grid by sigma, the order ``tolerance_of`` gives the validation means' bounds in.
@@ -409,6 +447,10 @@ def check(path: str | os.PathLike, backend: str | None = None, device: str | Non
     sigmas = [] if grid is None else grid[:, 0].tolist()
     if grid is not None:
         _check_searched_widths(path, selection, grid)
+        at_sigma = grid[grid[:, 0] == result["sigma"], 1]
+        if len(at_sigma) and at_sigma[0] < grid[:, 1].max():  # the search keeps the width of the highest mean
+            raise GanbenchError(f"{path}: result.sigma {result['sigma']!r} is not the width of the highest validation "
+                                "mean in selection.grid; the file was altered: save the result again")
     parzen.check_float64_range(0.0, bank.dimension, np.array([result["sigma"], *sigmas]))  # widths the scorer takes
     derived = tolerance_of(SimpleNamespace(sigma=result["sigma"], valid_means=dict.fromkeys(sigmas)), bank, valid, test,
                            scoring)["bounds"]
