@@ -282,3 +282,15 @@ def test_a_measured_tfd_cell_is_explained_in_the_markdown():
     assert "on MNIST and TFD (nats" in text and "measured MNIST errors are std / sqrt(N)" in text
     assert (f"On TFD ({row['model']}) sigma is chosen per fold (0.1000, 0.2000, 0.3000, 0.4000, 0.5000; the sigma "
             "column is MNIST's) and the error is std / sqrt(5) of the five folds' means.") in text
+
+
+def test_a_table_with_a_key_twice_or_without_its_table_is_named(tmp_path, capsys):
+    """A second "table" key hid the first from check (json keeps the last); an object without one said
+    "KeyError: 'table'"."""
+    whole = (table1.ROOT / "results" / "table1.json").read_text()
+    (tmp_path / "twice.json").write_text(whole.replace('"table": [', '"table": [], "table": [', 1))
+    with pytest.raises(GanbenchError, match="holds the key 'table' twice in one object"):
+        table1.check(tmp_path / "twice.json")
+    (tmp_path / "other.json").write_text('{"config": {}}')
+    with pytest.raises(GanbenchError, match=r"is not a ganbench table1.json \(it has no 'table'\)"):
+        table1.check(tmp_path / "other.json")

@@ -359,13 +359,20 @@ def check(path: str | Path, rows: tuple[str, ...] | None = None, backend: str | 
         raise GanbenchError(f"{path} does not exist; create it with `ganbench reproduce table1`")
     not_a_table = (f"{path} is not a ganbench table1.json ({{}}); pass a file written by "
                    "`ganbench reproduce table1`")
+    from ganbench.scoring import results
+
     try:
-        stored = json.loads(path.read_text())
+        stored = json.loads(path.read_text(), object_pairs_hook=results.object_without_repeated_keys)
         measured_keys = [row["key"] for row in stored["table"] if row["kind"] == "measured"]
         stored_rows = {row["key"]: row for row in stored["table"] if row["kind"] == "measured"}
         published = [row for row in stored["table"] if row["kind"] == "published"]
         settings = stored["config"]
-    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as error:
+    except results.RepeatedKeyError as error:
+        raise GanbenchError(not_a_table.format(f"it holds the key {str(error)!r} twice in one object; the file was "
+                                               "altered")) from None
+    except KeyError as error:  # named, not as Python's "KeyError: 'table'"
+        raise GanbenchError(not_a_table.format(f"it has no {error.args[0]!r}")) from None
+    except (UnicodeDecodeError, json.JSONDecodeError, TypeError) as error:
         raise GanbenchError(not_a_table.format(f"{type(error).__name__}: {error}")) from None
     # What the table states beyond its measured numbers, checked before any work: a row written twice (only one
     # copy would be re-scored, both rendered) and the paper's own numbers, which no re-run measures.

@@ -278,7 +278,7 @@ def read_json(path: str | os.PathLike) -> dict:
         raise GanbenchError(f"{path} does not exist; write it with `ganbench parzen SAMPLES --save {path}` "
                             "(or `ganbench reproduce table1` for a table1.json)")
     try:
-        payload = json.loads(path.read_text(), object_pairs_hook=_object_without_repeated_keys)
+        payload = json.loads(path.read_text(), object_pairs_hook=object_without_repeated_keys)
     except RepeatedKeyError as error:
         raise GanbenchError(f"{path} holds the key {str(error)!r} twice in one object (JSON readers keep one or the "
                             "other); the file was altered: save it again") from None
@@ -294,7 +294,7 @@ class RepeatedKeyError(ValueError):
     """A JSON object holding one key twice."""
 
 
-def _object_without_repeated_keys(pairs: list) -> dict:
+def object_without_repeated_keys(pairs: list) -> dict:
     """A JSON object as a dict, or an error when it holds a key twice: json keeps the last, so a file could show
     its readers one number and have check read another."""
     keys = [key for key, _ in pairs]
@@ -335,7 +335,8 @@ def load(path: str | os.PathLike) -> dict:
                             "chosen on; the file was altered: save the result again")
     for index, pair in enumerate(grid):
         if not (isinstance(pair, list) and len(pair) == 2 and all(_is_number(value) for value in pair) and pair[0] > 0):
-            raise GanbenchError(f"{path}: selection.grid[{index}] is {pair!r}, expected [sigma > 0, validation mean]")
+            raise GanbenchError(f"{path}: selection.grid[{index}] is {repr(pair)[:60]}, expected [sigma > 0, "
+                                "validation mean]")
     if stored["result"]["sigma"] <= 0:
         raise GanbenchError(f"{path}: result.sigma is {stored['result']['sigma']}, expected a width > 0")
     for name in bounds.ARITHMETICS:
