@@ -86,8 +86,10 @@ def check_writable(path: str | os.PathLike, *, folder: bool, what: str = "--out"
     ``folder`` says whether ``path`` is to be a folder (results go inside it) or a file;
     ``what`` names it in the error and ``fix`` says what to do instead.
     """
-    if not folder and str(path).endswith(("/", os.sep)):  # Path() drops the slash: "new/" was written as a file "new"
-        raise GanbenchError(f"{what} {path} names a folder (it ends with a slash), not a file; {fix}")
+    text = os.fspath(path)
+    if not folder and (text.endswith(("/", os.sep)) or os.path.basename(text) in (".", "..")):
+        # Path() drops a trailing slash and "/.": "new/" and "new/." were written as a file "new".
+        raise GanbenchError(f"{what} {text} names a folder (it ends with a slash or a dot), not a file; {fix}")
     path = Path(path)
     if folder and path.exists() and not path.is_dir():
         raise GanbenchError(f"{what} {path} is a file, not a folder; {fix}")
@@ -160,7 +162,8 @@ def _temporaries(paths: list[Path]) -> Iterator[list[Path]]:
             _refused(path, _seal, temporary)  # every file complete on disk before the first rename
         for path in paths:  # a folder in a target's place refuses its rename: found before any rename is done
             if path.is_dir():
-                raise write_error(path, IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR)))
+                raise GanbenchError(f"cannot write {path}: a folder is in its place; move it, or choose another "
+                                    "output")
         for path, temporary in zip(paths, temporaries):
             _refused(path, os.replace, temporary, path)
     finally:

@@ -249,14 +249,16 @@ def test_a_baseline_monitor_width_the_scorer_refuses_is_refused_before_training(
     assert not (tmp_path / training.CHECKPOINT_NAME).exists()
 
 
-def test_the_best_epoch_of_a_stacked_model_is_one_of_its_top_layer(fake_mnist, tmp_path):
+def test_the_best_epoch_of_a_stacked_model_is_one_of_its_top_layer(fake_mnist, tmp_path, capsys):
     """A DBN run of first-layer epochs only shipped its untrained top RBM with --best, as "the highest monitor of
     its run"; the best epoch is now chosen among top-layer epochs (the first is epoch layer1_epochs + 1)."""
     first_only = dataclasses.replace(SMALL["dbn"], epochs=1)
     training.train(dbn.SPEC, first_only, tmp_path / "one", data=fake_mnist, progress=False)
     assert not (tmp_path / "one" / training.BEST_NAME).exists()
-    with pytest.raises(GanbenchError, match="no best.pt in"):
+    with pytest.raises(GanbenchError, match="has trained its first layer only, and a best epoch is chosen among"):
         training.export(dbn.SPEC, tmp_path / "one", tmp_path / "ship")
+    training.export(dbn.SPEC, tmp_path / "one", tmp_path / "last", best=False)  # the last epoch: said to be partial
+    assert "trained its first layer only: the exported dbn's top layer is untrained" in capsys.readouterr().err
     state = training.train(dbn.SPEC, SMALL["dbn"], tmp_path / "three", data=fake_mnist, progress=False)
     top = [row for row in state.log if row["layer"] == 2]
     best = max(top, key=lambda row: row["parzen_valid"])
@@ -272,7 +274,7 @@ def test_an_export_that_cannot_write_its_log_leaves_the_weights_as_they_were(fak
         (ship / f"cae_{training.LOG_NAME}").mkdir(parents=True)
     (tmp_path / "old" / "cae.pt").write_bytes(b"the weights shipped before")
     for ship in (tmp_path / "new", tmp_path / "old"):
-        with pytest.raises(GanbenchError, match="cannot write .*cae_train_log.csv: Is a directory"):
+        with pytest.raises(GanbenchError, match="cannot write .*cae_train_log.csv: a folder is in its place"):
             training.export(cae.SPEC, tmp_path / "run", ship, best=False)
     assert not (tmp_path / "new" / "cae.pt").exists()
     assert (tmp_path / "old" / "cae.pt").read_bytes() == b"the weights shipped before"

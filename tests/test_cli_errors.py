@@ -821,6 +821,12 @@ def test_figures_of_a_baseline_file_and_an_output_name_ending_in_a_slash(tmp_pat
     shipped_dbn = SHIPPED_GENERATOR.parent / "baselines" / "dbn.pt"
     line = one_line_error(capsys, "figures", "--generator", str(shipped_dbn), "--no-baselines", "--out",
                           str(tmp_path / "figures"))
-    assert "holds a dbn model, and --generator draws the paper's GAN only" in line and "--model" not in line
+    assert "holds a dbn model, and --generator takes the paper's GAN generator only" in line and "--model" not in line
+    for arguments in (("reproduce", "table1", "--generator", str(shipped_dbn), "--out", str(tmp_path / "table")),
+                      ("nn", "--checkpoint", str(shipped_dbn), "--count", "3")):  # neither takes --model either
+        line = one_line_error(capsys, *arguments)
+        assert "holds a dbn model, and --" in line and "GAN generator only" in line and "--model" not in line
     line = one_line_error(capsys, "sample", "--model", "dbn", "--count", "3", "--out", f"{tmp_path / 'new'}/")
-    assert "names a folder (it ends with a slash), not a file" in line and not (tmp_path / "new").exists()
+    assert "names a folder (it ends with a slash or a dot), not a file" in line and not (tmp_path / "new").exists()
+    line = one_line_error(capsys, "sample", "--model", "dbn", "--count", "3", "--out", f"{tmp_path / 'new'}/.")
+    assert "names a folder" in line and not (tmp_path / "new").exists()

@@ -507,3 +507,11 @@ def test_a_torch_result_saved_at_another_precision_checks_on_the_kernel(data, ca
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     code, out, err = check(capsys, path, "--backend", "triton")
     assert code == 0, out + err
+    # Saved as "auto" on a CPU, checked on a GPU machine (where auto resolves to the kernel): the same.
+    assert json.loads(path.read_text())["scorer"]["backend"] == "torch"
+    _edited(path, lambda result: result["scorer"].update(backend="auto"))
+    resolve = results.resolve
+    monkeypatch.setattr(results, "resolve", lambda backend, device: resolve("triton" if backend == "auto" else backend,
+                                                                             device))
+    code, out, err = check(capsys, path)
+    assert code == 0, out + err

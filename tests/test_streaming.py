@@ -484,8 +484,9 @@ def test_a_bank_on_two_scales_is_refused_whichever_side_is_8_bit(tmp_path, rng):
             streaming.log_likelihood(scored, tmp_path / "mixed", [0.5], progress=False)
     with pytest.raises(GanbenchError, match=r"bank .*mixed \(shard .*b.npy, its row 0\) has the value .* at row 11000"):
         banks.open_bank(tmp_path / "mixed", banks.MNIST_RANGE).read_all()
-    with pytest.raises(GanbenchError, match="on two scales"):  # 8-bit points against 0-255 floats
-        streaming.log_likelihood(points, bank.astype(np.float32), [0.5], progress=False)
+    for given in (points, list(points)):  # 8-bit points against 0-255 floats (a list of rows has no dtype)
+        with pytest.raises(GanbenchError, match="on two scales"):
+            streaming.log_likelihood(given, bank.astype(np.float32), [0.5], progress=False)
     # One scale either way is scored: 0-255 floats on both sides, and the bytes on both.
     assert np.isfinite(streaming.log_likelihood(points.astype(np.float32), bank[:500].astype(np.float32), [50.0],
                                                 progress=False)).all()

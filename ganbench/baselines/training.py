@@ -278,11 +278,26 @@ def train(spec: BaselineSpec, config, out_dir: str | Path, *, resume: bool = Fal
     return state
 
 
+def _first_layer_only(log_path: Path) -> bool:
+    """Whether a stacked model's run log holds epochs, none of its top layer (no best epoch can be chosen yet)."""
+    import pandas as pd
+
+    try:
+        log = pd.read_csv(log_path)
+    except (OSError, ValueError):
+        return False
+    return "layer" in log.columns and not log.empty and runs.selectable_rows(log).empty
+
+
 def export(spec: BaselineSpec, run: str | Path, out_dir: str | Path, best: bool = True) -> Path:
     """Ship a run: ``out_dir/<name>.pt`` in the spec's dtype and ``out_dir/<name>_train_log.csv``."""
     run, out_dir = Path(run), Path(out_dir)
     source = run / (BEST_NAME if best else CHECKPOINT_NAME)
     if not source.is_file():
+        if best and _first_layer_only(run / LOG_NAME):
+            raise GanbenchError(f"{run} has trained its first layer only, and a best epoch is chosen among the epochs "
+                                "of its top layer: train the run on past its first-layer epochs (`ganbench train "
+                                f"--model {spec.name} --resume --epochs N --out {run}`)")
         raise GanbenchError(f"no {source.name} in {run}; pass the --out folder of a `ganbench train --model {spec.name}` "
                             "run" + (" that logged its validation monitor (or drop --best)" if best else ""))
     model, metadata = load_model(spec, source)
@@ -291,6 +306,9 @@ def export(spec: BaselineSpec, run: str | Path, out_dir: str | Path, best: bool 
     log = runs.read_log(run / LOG_NAME, epochs_done)  # the run's epochs, each with its monitor
     if best:
         runs.check_best_is_logged_peak(log, run / LOG_NAME, source, metadata["epochs_done"])
+    if not best and not runs.selectable(log.iloc[-1].to_dict()):
+        print(f"ganbench: warning: the last epoch of {run} trained its first layer only: the exported {spec.name}'s "
+              "top layer is untrained", file=sys.stderr)
     candidates = runs.selectable_rows(log)["epoch"]
     selection = (f"{metadata['selection']}, among epochs {int(candidates.min())}-{int(candidates.max())}" if best
                  else "the last epoch of its run")

@@ -145,3 +145,17 @@ def start_cpu_pass_build(backend: str, device) -> None:
 
     if parzen.scoring_device(device, backend).type == "cpu":
         fused_rows.build_in_background()
+
+
+def load_gan_generator(path, flag: str):
+    """``sampling.load_generator(path)`` for a command whose ``flag`` takes the paper's GAN only (figures,
+    reproduce, nn): a baseline's file is told so, not to "add --model", which those commands do not take."""
+    from ganbench.gan import sampling
+    from ganbench.gan.checkpoints import OtherModelError
+
+    try:
+        return sampling.load_generator(path)
+    except OtherModelError as error:
+        raise GanbenchError(f"{flag} {path} holds a {error.model} model, and {flag} takes the paper's GAN generator "
+                            "only; leave it out for the shipped one (the baselines' rows and figures are made from "
+                            "their shipped weights in results/baselines)") from None

@@ -9,6 +9,7 @@ from ganbench.cli.common import (
     add_backend_options,
     add_data_options,
     check_backend,
+    load_gan_generator,
     print_json,
     read_own_data,
     require_at_least,
@@ -54,7 +55,7 @@ def command_nn(args) -> int:
             raise GanbenchError(f"samples {args.samples} holds {len(samples)} sample; the report needs at least 2 "
                                 "(each sample's nearest other sample)")
     else:
-        generator, _ = sampling.load_generator(args.checkpoint or str(SHIPPED_GENERATOR))
+        generator, _ = load_gan_generator(args.checkpoint or str(SHIPPED_GENERATOR), "--checkpoint")
     if own_data:  # on the user's own scale: no MNIST range check
         reference, unseen = own_data
     else:

@@ -11,6 +11,7 @@ from ganbench.cli.common import (
     add_data_options,
     check_backend,
     check_out,
+    load_gan_generator,
     print_json,
     seed_number,
     start_cpu_pass_build,
@@ -22,7 +23,6 @@ from ganbench.scoring import protocol
 
 
 def command_reproduce(args) -> int:
-    from ganbench.gan import sampling
     from ganbench.paper import table1
 
     # Everything that can be refused is refused before minutes of work.
@@ -35,7 +35,7 @@ def command_reproduce(args) -> int:
     if args.train:
         check_out(args.train_out, folder=True, flag="--train-out")
     else:
-        sampling.load_generator(args.generator)
+        load_gan_generator(args.generator, "--generator")
     config = table1.Table1Config(generator=args.generator, seed=args.seed, protocol=args.protocol,
                                  backend=args.backend, device=args.device, data_dir=args.data_dir, tfd=args.tfd)
     start_cpu_pass_build(args.backend, args.device)
@@ -91,18 +91,11 @@ def command_check(args) -> int:
 
 def command_figures(args) -> int:
     from ganbench import data
-    from ganbench.gan import sampling
-    from ganbench.gan.checkpoints import OtherModelError
     from ganbench.paper import figures
 
     check_backend(args.backend, None)  # figures take no --device: the GPU if there is one
     check_out(args.out, folder=True)
-    try:
-        sampling.load_generator(args.generator)  # a wrong file is refused before MNIST is loaded
-    except OtherModelError as error:  # figures takes no --model: "add --model dbn" would be refused
-        raise GanbenchError(f"{args.generator} holds a {error.model} model, and --generator draws the paper's GAN only; "
-                            "the baselines' figures are made from their shipped weights in results/baselines (drop "
-                            "--no-baselines)") from None
+    load_gan_generator(args.generator, "--generator")  # a wrong file is refused before MNIST is loaded
     beside = Path(args.generator).parent / "train_log.csv"
     train_log = args.train_log or (beside if beside.exists() else None)  # no log: no curve
     if train_log is None:

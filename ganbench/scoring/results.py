@@ -412,9 +412,10 @@ def check(path: str | os.PathLike, backend: str | None = None, device: str | Non
     settings, selection = stored["scorer"], stored["selection"]
     device = device if device is not None else settings.get("device")
     precision = settings["precision"]
-    if backend is not None and resolve(backend, device)[0] == "triton" and precision not in CHECKED_PRECISIONS:
-        # Another backend than the saving one: a torch result saved with --precision int8 or tf32 (which the torch
-        # backend does not use) is re-scored by the kernel at a precision with a derived bound.
+    if resolve(backend or settings["backend"], device)[0] == "triton" and precision not in CHECKED_PRECISIONS:
+        # Only a torch result holds such a precision (the kernel's are refused at --save): one saved with
+        # --precision int8 or tf32 (which the torch backend does not use), re-scored by the kernel, given
+        # --backend triton or as "auto" on a GPU machine, runs at a precision with a derived bound.
         precision = CHECKED_PRECISIONS[0]
     scoring = Scoring(protocol=selection["protocol"], backend=backend or settings["backend"], device=device,
                       precision=precision, chunk_rows=settings["chunk_rows"])

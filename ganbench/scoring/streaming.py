@@ -67,13 +67,14 @@ def log_likelihood(x, bank, sigmas, *, chunk_rows: int = CHUNK_ROWS, progress: b
         raise GanbenchError(f"chunk rows must be a positive integer, got {chunk_rows!r}")
     bank = bank if isinstance(bank, Bank) else open_bank(bank)
     chunk_rows = min(int(chunk_rows), len(bank))  # a chunk past the bank is the bank (2^63 overflowed the ranks' int64)
-    points_were_bytes = data_scale(getattr(x, "dtype", np.float64)) != 1.0
+    # The dtype as_data reads (a list of uint8 rows, or a DataFrame, has no .dtype of its own).
+    points_were_bytes = data_scale(x.dtype if isinstance(x, torch.Tensor) else np.asarray(x).dtype) != 1.0
     queries = as_matrix("x (the points scored)", as_data("x (the points scored)", x), dimension=bank.dimension)
     if bank.value_range is None:
-        # Refused when the two are on two scales, as evaluate and the command refuse them: 8-bit points against a
-        # bank of 0-255 floats scored -1.97e7 nats a point, and a bank of a uint8 shard beside a shard of 0-255
-        # floats scored the float one as nothing. Data of one scale, outliers included, are scored as given, as
-        # parzen.log_likelihood scores them (a bank with a known range checks each chunk against it instead).
+        # Refused where one side is 8-bit (divided by 255 as read) and the other not, and they are on two scales:
+        # 8-bit points against a bank of 0-255 floats scored -1.97e7 nats a point, and a bank of a uint8 shard
+        # beside a shard of 0-255 floats scored the float one as nothing. Float data are scored as given, outliers
+        # included, as parzen.log_likelihood scores them (evaluate and the command check their range and scale).
         check_same_scale(bank.mixed_shard_heads(SHARD_SCALE_ROWS))
         if points_were_bytes != bank.holds_bytes():
             check_same_scale({"x (the points scored)": queries, "the bank": bank.head(SCALE_ROWS)})
