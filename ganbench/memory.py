@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import math
-import mmap
 import os
 
 DISABLE_VARIABLE = "GANBENCH_RETAIN_MEMORY"
@@ -50,23 +48,3 @@ def physical_memory() -> int:
         return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (AttributeError, ValueError, OSError):
         return 2**62
-
-
-def prefaulted_zeros(shape: tuple[int, ...], dtype=None):
-    """A zero tensor in an anonymous mapping of its own that the kernel faults in whole at once (MAP_POPULATE),
-    on 4 KB pages; ``torch.zeros`` where the platform has no such mapping.
-
-    For k-means' 2 GB of bounds, allocated once after Table 1's other rows have grown the heap: on this
-    project's 2-core AMD EPYC ``torch.zeros`` there took 2.1 s in ``reproduce table1`` (5.9-6.3 s in a
-    test process; the heap's huge pages, compacted as they are faulted), a mapping filled page by page 1.4-1.6 s,
-    and a populated mapping 0.6-1.1 s. Its pages go back to the system when the tensor is freed."""
-    import torch  # late: the command reads this module before it needs torch
-
-    dtype = dtype or torch.float32
-    populate = getattr(mmap, "MAP_POPULATE", None)
-    size = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
-    if populate is None or size == 0 or not hasattr(mmap, "MAP_ANONYMOUS"):
-        return torch.zeros(shape, dtype=dtype)
-    mapping = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | populate)
-    # The tensor holds the mapping (the buffer it was made from): unmapped when the tensor goes.
-    return torch.frombuffer(mapping, dtype=dtype).view(shape)

@@ -326,24 +326,3 @@ def test_bad_points_and_counts_are_one_line_errors(points, clusters, message):
     """Once a NaN point gave a NaN centroid (cached as a result), 1e300 inf ones, 1-D points an IndexError."""
     with pytest.raises(GanbenchError, match=message):
         kmeans.fit(points, clusters, 2, progress=False)
-
-
-@pytest.mark.parametrize("populate", [True, False])
-def test_the_bounds_memory_is_zeros_of_its_shape_and_dtype_and_writable(populate, monkeypatch):
-    """``memory.prefaulted_zeros`` (k-means' bounds): a mapping the kernel populates, or torch.zeros where the
-    platform has no MAP_POPULATE; either way zeros of the shape and dtype asked for, each tensor its own memory."""
-    import mmap
-
-    import torch
-
-    from ganbench import memory
-
-    if not populate:
-        monkeypatch.delattr(mmap, "MAP_POPULATE", raising=False)
-    first, second = memory.prefaulted_zeros((37, 1031)), memory.prefaulted_zeros((5, 3), torch.float64)
-    assert first.shape == (37, 1031) and first.dtype == torch.float32 and second.dtype == torch.float64
-    assert not first.any() and not second.any()
-    first[36, 1030] = 2.5
-    first[0].fill_(1.0)
-    assert float(first.sum()) == 1031 + 2.5 and not second.any()
-    assert memory.prefaulted_zeros((0, 4)).shape == (0, 4)
