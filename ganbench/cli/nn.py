@@ -100,9 +100,10 @@ def stored_precision(args):
     (or float64), so a float16 file's copies are judged at float16, as ``memorization.report`` judges float16
     arrays; None (the report's own rule) when no file stores floats narrower than float32."""
     from ganbench.scoring import banks
+    from ganbench.scoring.inputs import narrowest_float_dtype
 
     stored = [banks.open_bank(path).stored_float_dtype() for path in (args.samples, args.train, args.test) if path]
-    narrowest = min((dtype for dtype in stored if dtype is not None), key=lambda dtype: dtype.itemsize, default=None)
+    narrowest = narrowest_float_dtype(dtype for dtype in stored if dtype is not None)
     return narrowest if narrowest is not None and narrowest.itemsize < 4 else None
 
 

@@ -11,7 +11,14 @@ import numpy as np
 from ganbench import cache
 from ganbench import defaults as keys
 from ganbench.errors import GanbenchError
-from ganbench.scoring.inputs import as_data, as_matrix, as_real_array, check_same_scale, is_whole_number
+from ganbench.scoring.inputs import (
+    as_data,
+    as_matrix,
+    as_real_array,
+    check_same_scale,
+    is_whole_number,
+    narrowest_float_dtype,
+)
 from ganbench.scoring.neighbours import nearest
 
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
@@ -112,8 +119,7 @@ def identity_dtype(*arrays: np.ndarray) -> np.dtype:
     """The dtype at which points count as identical: the narrowest float dtype among the arrays (float64 when
     none is float). A float64 file of a / 255 holds MNIST's images exactly as its float32 a / 255 does, 1e-15
     apart in float64: the same images at the precision the float32 side carries."""
-    floats = [array.dtype for array in arrays if array.dtype.kind == "f"]
-    return min(floats, key=lambda dtype: dtype.itemsize) if floats else np.dtype(np.float64)
+    return narrowest_float_dtype(array.dtype for array in arrays) or np.dtype(np.float64)
 
 
 def check_distances_resolve(role: str, distances: np.ndarray, identical: np.ndarray) -> None:

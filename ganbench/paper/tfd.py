@@ -57,6 +57,8 @@ def load_tfd(path: str | Path) -> list[TFDFold]:
         found = f" in {_value_range(images)}" if images.dtype.kind in "uif" else ""
         raise GanbenchError(f"{path}: images must be whole pixel values 0..255 (uint8, as TFD_48x48.mat holds them), "
                             f"got {images.dtype} values{found}")
+    from ganbench.paper.memorization import RowSet  # exact row membership (late: it loads the scorer)
+
     pixels = images.reshape(len(images), -1).astype(np.float32) / np.float32(255.0)
     result = []
     for fold in range(FOLDS):
@@ -67,17 +69,11 @@ def load_tfd(path: str | Path) -> list[TFDFold]:
             raise GanbenchError(f"{path}: fold {fold + 1} has {sizes['train']} train, {sizes['valid']} valid and "
                                 f"{sizes['test']} test images; each fold needs train and valid images and at least 2 "
                                 "test images (a mean and its standard error)")
-        if _all_within(parts["valid"], parts["train"]):
+        if RowSet(parts["train"], parts["train"].dtype).holds(parts["valid"]).all():
             raise GanbenchError(f"{path}: every valid image of fold {fold + 1} is also one of its train images, so no "
                                 "sigma can be chosen on them; supply TFD_48x48.mat")
         result.append(TFDFold(**parts))
     return result
-
-
-def _all_within(rows: np.ndarray, others: np.ndarray) -> bool:
-    """Whether every row of ``rows`` equals some row of ``others`` (compared by their bytes)."""
-    known = {row.tobytes() for row in others}
-    return all(row.tobytes() in known for row in rows)
 
 
 def _value_range(images: np.ndarray) -> str:

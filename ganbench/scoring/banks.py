@@ -23,7 +23,7 @@ import numpy as np
 
 from ganbench.defaults import CHUNK_ROWS
 from ganbench.errors import GanbenchError
-from ganbench.scoring.inputs import MNIST_RANGE, as_data, as_real_array, check_range, data_scale
+from ganbench.scoring.inputs import MNIST_RANGE, as_data, as_real_array, check_range, data_scale, narrowest_float_dtype
 
 __all__ = ["MNIST_RANGE", "Bank", "open_bank"]
 
@@ -34,6 +34,11 @@ class _Shard:
     rows: int
     offset: int          # byte offset of the data in the file
     array: np.ndarray | None = None
+
+
+def _is_byte_shard(shard: _Shard) -> bool:
+    """Whether a shard is 8-bit (uint8 images, divided by 255 as they are read; raw float32 shards are not)."""
+    return shard.array is not None and data_scale(shard.array.dtype) != 1.0
 
 
 def exact_dtype(dtype) -> np.dtype:
@@ -119,14 +124,13 @@ class Bank:
     def stored_float_dtype(self) -> np.dtype | None:
         """The narrowest float dtype its shards store (raw float32 shards: float32), None when every shard holds
         integers: the precision its values carry, which reading them as float32 or float64 only widens."""
-        floats = [np.dtype(np.float32) if shard.array is None else shard.array.dtype for shard in self.shards]
-        floats = [dtype for dtype in floats if dtype.kind == "f"]
-        return min(floats, key=lambda dtype: dtype.itemsize) if floats else None
+        return narrowest_float_dtype(np.dtype(np.float32) if shard.array is None else shard.array.dtype
+                                     for shard in self.shards)
 
     def mixed_shard_heads(self, rows: int) -> dict[str, np.ndarray]:
         """The first ``rows`` rows of every shard, by name, when some shards are 8-bit and others not (uint8 shards
         are divided by 255 as read, float ones are not: such a bank may mix two scales); else nothing."""
-        bytes_ = [shard.array is not None and data_scale(shard.array.dtype) != 1.0 for shard in self.shards]
+        bytes_ = [_is_byte_shard(shard) for shard in self.shards]
         if all(bytes_) or not any(bytes_):
             return {}
         return {f"the bank's shard {shard.path}": self._shard_rows(shard, 0, min(rows, shard.rows))
@@ -134,7 +138,7 @@ class Bank:
 
     def holds_bytes(self) -> bool:
         """Whether any shard is 8-bit (uint8 images, divided by 255 as they are read)."""
-        return any(shard.array is not None and data_scale(shard.array.dtype) != 1.0 for shard in self.shards)
+        return any(_is_byte_shard(shard) for shard in self.shards)
 
     def holds(self, values: np.ndarray, rows: int = CHUNK_ROWS) -> bool:
         """Whether the bank is exactly ``values`` (on the data's scale): read a piece at a time, not counted in

@@ -48,6 +48,12 @@ def as_real_array(name: str, values) -> np.ndarray:
     return array
 
 
+def narrowest_float_dtype(dtypes) -> np.dtype | None:
+    """The float dtype of fewest bytes among ``dtypes`` (others ignored), None when none is a float."""
+    floats = [np.dtype(dtype) for dtype in dtypes if np.dtype(dtype).kind == "f"]
+    return min(floats, key=lambda dtype: dtype.itemsize) if floats else None
+
+
 # Tensor dtypes torch's reductions and NumPy both take; the other floating ones (bfloat16, the float8 formats)
 # become float32, exactly (their values are float32 numbers).
 NUMERIC_TENSOR_DTYPES = (torch.float16, torch.float32, torch.float64)

@@ -262,7 +262,7 @@ def squared_distance_log2(magnitude: float, dimension: int) -> float:
     float64: the bound then read as all-zero data); -inf for all-zero data."""
     if magnitude == 0:
         return -math.inf
-    return math.log2(16.0 * dimension) + 2.0 * math.log2(magnitude)
+    return math.log2(squared_distance_bound(1.0, dimension)) + 2.0 * math.log2(magnitude)
 
 
 # Data whose largest entry lies below 2^-400 are scaled by a power of two before the float64 reference scores
