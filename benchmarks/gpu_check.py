@@ -192,6 +192,20 @@ def toy_mixture_rescoring() -> dict:
     return row
 
 
+def rescored_rows(call) -> int:
+    """How many rows ``call``'s float32 pass handed to the float64 rescoring (``parzen.finish_pass``): a bank of
+    near-copies (these banks are training images plus noise of 0.01) has rows float32 cannot vouch for, and their
+    rescoring reads the whole bank in float64, which shows in triton_s."""
+    counted = []
+    rescore = parzen._rescore_in_float64
+    parzen._rescore_in_float64 = lambda result, rows, *rest: counted.append(len(rows)) or rescore(result, rows, *rest)
+    try:
+        call()
+    finally:
+        parzen._rescore_in_float64 = rescore
+    return sum(counted)
+
+
 def timings(mnist, report: dict, repeats: int, skip_large: bool = False) -> list[dict]:
     rows = []
     base_bank = torch.from_numpy(mnist.train_x).cuda()
@@ -213,6 +227,8 @@ def timings(mnist, report: dict, repeats: int, skip_large: bool = False) -> list
         # trying int8): the kernel-only column below is tf32x3's.
         row["triton_s"] = cuda_time(lambda: parzen.parzen_pass(queries, bank, sigmas, backend="triton", device="cuda",
                                                                precision="tf32x3"), repeats_here, warmup=2)
+        row["rescored_rows"] = rescored_rows(lambda: parzen.parzen_pass(queries, bank, sigmas, backend="triton",
+                                                                       device="cuda", precision="tf32x3"))
         tuner = parzen_lse._parzen_lse_autotuned
         row["autotuned_config"] = str(getattr(tuner, "best_config", None))
         # Every candidate's time from the tuner (ms): what the next round of tiles should look at.

@@ -44,9 +44,22 @@ def test_reference_matches_the_literal_formula_at_odd_block_sizes(rng):
     x, bank = rng.random((37, 11)), rng.random((53, 11))
     sigmas = [0.05, 0.2, 1.0]
     expected = direct_log_likelihood(x, bank, sigmas)
-    for query_block, bank_block in ((1, 1), (7, 10), (64, 64)):
+    given = bank.copy()
+    # (1, 1) and (7, 10): several query blocks, one centred float64 copy of the bank; (64, 10) and (64, 64): one
+    # query block, each bank block centred as it is reached into reused buffers (10 leaves a last block of 3).
+    for query_block, bank_block in ((1, 1), (7, 10), (64, 10), (64, 64)):
         got = parzen.log_likelihood(x, bank, sigmas, backend="reference", query_block=query_block, bank_block=bank_block)
         np.testing.assert_allclose(got, expected, rtol=0, atol=1e-10)
+    np.testing.assert_array_equal(bank, given)  # centred copies only: the caller's float64 bank is never written
+
+
+def test_the_reference_widens_a_gpus_bank_blocks_for_few_queries():
+    """Rescoring a handful of rows on a GPU against 10^6 samples took 122 blocks of 8,192, each a dozen
+    launches and a wait; its blocks now grow to keep the tile near 2,048 x 8,192 elements (at most 65,536 rows)."""
+    assert reference.default_bank_block("cpu", 2) == reference.default_bank_block("cpu", 512) == 4096
+    assert reference.default_bank_block("cuda", 2048) == 8192
+    assert reference.default_bank_block("cuda", 300) == 2048 * 8192 // 300
+    assert reference.default_bank_block("cuda", 2) == reference.LARGEST_CUDA_BANK_BLOCK
 
 
 def test_reference_survives_sigmas_where_every_term_underflows(rng):

@@ -30,6 +30,11 @@ DEDUPLICATE_ABOVE = 16  # candidates a loose row past which equal samples are su
 # (512 x 4,096 is 16 MB); on a GPU larger tiles mean fewer launches, and 2,048 x 8,192 (128 MB, about
 # four times that with the per-sigma temporaries) fits beside any scoring pass.
 TILES = {"cpu": (512, 4096), "cuda": (2048, 8192)}
+# On a GPU a pass over few queries (the rows a float32 pass rescores: often a handful) would spend its time
+# launching the same few kernels for each 8,192-row bank block, so their bank blocks grow to keep the tile
+# near 2,048 x 8,192 elements, up to this many rows (65,536 x 784 float64 is 411 MB). The CPU keeps its
+# blocks, which its caches size.
+LARGEST_CUDA_BANK_BLOCK = 65_536
 
 # Rows per piece of the float64 work on chosen pairs: on the CPU its temporaries then stay in cache
 # (on a 2-core AMD EPYC, the exact-nearest refinement of 10,000 x 784: 85 ms in one piece, 9.7 ms in
@@ -62,28 +67,36 @@ def reference_partial(query: torch.Tensor, bank: torch.Tensor, grid, query_block
     """The whole bank's partial (float64 tensors on the queries' device): each query's nearest squared
     distance and index (the lowest among ties) and, per sigma of ``grid``, its shifted sum."""
     device = query.device
-    # The inputs stay in their own dtype for the direct differences (converted a piece at a time): one
-    # float64 copy of the bank, centred, is all the pass holds (a bank of 10^6 x 784 is 6.3 GB in float64).
+    # The inputs stay in their own dtype for the direct differences (converted a piece at a time).
     original_bank = bank.to(device)
-    mean = original_bank.mean(dim=0, dtype=torch.float64)
-    bank64 = original_bank.to(torch.float64, copy=True).sub_(mean)
+    query_block = query_block or TILES.get(device.type, TILES["cuda"])[0]
+    bank_block = bank_block or default_bank_block(device.type, min(len(query), query_block))
+    mean = _float64_mean(original_bank, bank_block)
     query64 = query.to(torch.float64, copy=True).sub_(mean)
-    bank_norms = (bank64 * bank64).sum(1)
-    default_queries, default_bank = TILES.get(device.type, TILES["cuda"])
-    query_block = query_block or default_queries
-    bank_block = bank_block or default_bank
+    # Several query blocks read the bank once each: one float64 copy of it, centred, serves them all (a bank
+    # of 10^6 x 784 is 6.3 GB in float64). One query block (the rows a float32 pass rescores, or a few
+    # queries) reads it once: each bank block is converted as it is reached, into buffers reused from block
+    # to block, and the pass holds no copy (rescoring 2 rows against 10^6 MNIST-like samples took 8.8 s on a
+    # 2-core AMD EPYC with the copy and torch's float64 mean, 2.0 s of it converting the whole bank first).
+    if len(query64) > query_block:
+        whole, whole_norms = _centred(original_bank, mean)
+
+        def bank_blocks():
+            for start in range(0, len(original_bank), bank_block):
+                yield start, whole[start:start + bank_block], whole_norms[start:start + bank_block]
+    else:
+        def bank_blocks():
+            return _centred_blocks(original_bank, mean, bank_block)
     # The grid's 1 / (2 sigma^2), ascending: widest sigma first.
     scales = torch.as_tensor(np.sort(partials.half_inverse_variances(grid, np.zeros(1))[:, 0]), device=device)
     # |fl(D) - D| <= K u (||x - c||^2 + max ||s - c||^2), the float64 bound of ganbench.scoring.bounds.
-    units = bounds.distance_coefficient("float64", bank64.shape[1]) * bounds.UNIT_ROUNDOFF["float64"]
+    units = bounds.distance_coefficient("float64", original_bank.shape[1]) * bounds.UNIT_ROUNDOFF["float64"]
     pieces = []
     for query_start in range(0, len(query64), query_block):
         queries = query64[query_start:query_start + query_block]
         query_norms = (queries * queries).sum(1)
         running = None
-        for bank_start in range(0, len(bank64), bank_block):
-            samples = bank64[bank_start:bank_start + bank_block]
-            sample_norms = bank_norms[bank_start:bank_start + bank_block]
+        for bank_start, samples, sample_norms in bank_blocks():
             # (||x||^2 + ||s||^2) - 2 x.s with the product formed apart, the form whose float64 bound is K u N with
             # K = d + 9 (``bounds.distance_coefficient``): a GEMM that accumulates its addend too rounds more.
             distances = (queries @ samples.T).mul_(-2.0).add_(query_norms[:, None] + sample_norms[None, :])
@@ -97,6 +110,46 @@ def reference_partial(query: torch.Tensor, bank: torch.Tensor, grid, query_block
     found = partials.BankPartial(*(torch.cat([getattr(piece, field) for piece in pieces], dim=-1)
                                    for field in ("min_sq_distance", "nearest_index", "shifted_sums")))
     return _with_exact_nearest(found, query, original_bank, grid)
+
+
+def default_bank_block(device_type: str, queries: int) -> int:
+    """Bank rows per float64 tile for a query block of ``queries`` rows: the device's ``TILES``, and on a GPU as
+    many more as keep the tile near its size, up to LARGEST_CUDA_BANK_BLOCK."""
+    tile_queries, tile_bank = TILES.get(device_type, TILES["cuda"])
+    if device_type == "cpu" or not queries:
+        return tile_bank
+    return min(max(tile_bank, tile_queries * tile_bank // queries), LARGEST_CUDA_BANK_BLOCK)
+
+
+def _float64_mean(bank: torch.Tensor, rows_at_once: int) -> torch.Tensor:
+    """The bank's column means, summed in float64 a block of rows at a time: torch's mean(dtype=float64)
+    converts the whole bank first (2.0 s against 0.2 s for 10^6 x 784 float32 on a 2-core AMD EPYC)."""
+    total = torch.zeros(bank.shape[1], dtype=torch.float64, device=bank.device)
+    buffer = torch.empty(min(rows_at_once, len(bank)), bank.shape[1], dtype=torch.float64, device=bank.device)
+    for start in range(0, len(bank), rows_at_once):
+        piece = bank[start:start + rows_at_once]
+        total += buffer[:len(piece)].copy_(piece).sum(0)
+    return total / len(bank)
+
+
+def _centred(bank: torch.Tensor, mean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``bank`` as float64 minus ``mean`` (a copy: the caller's bank is never written) and each row's squared
+    norm."""
+    centred = bank.to(torch.float64, copy=True).sub_(mean)
+    return centred, (centred * centred).sum(1)
+
+
+def _centred_blocks(bank: torch.Tensor, mean: torch.Tensor, rows_at_once: int):
+    """(first row, centred rows, their squared norms) for each block of ``rows_at_once`` bank rows, as ``_centred``
+    computes them, written into two buffers reused from block to block (fresh blocks cost the host a page
+    fault per 4 KB each time): each block's tensors hold until the next is asked for."""
+    rows = min(rows_at_once, len(bank))
+    centred = torch.empty(rows, bank.shape[1], dtype=torch.float64, device=bank.device)
+    squares = torch.empty_like(centred)
+    for start in range(0, len(bank), rows_at_once):
+        piece = bank[start:start + rows_at_once]
+        block = centred[:len(piece)].copy_(piece).sub_(mean)
+        yield start, block, torch.mul(block, block, out=squares[:len(piece)]).sum(1)
 
 
 def _with_exact_nearest(found: partials.BankPartial, query: torch.Tensor, bank: torch.Tensor, grid) -> partials.BankPartial:
