@@ -40,17 +40,35 @@ def test_one_point_bank_is_a_gaussian_density(backend, rng):
         assert np.all(np.abs(got - expected) <= bound)
 
 
-def test_reference_matches_the_literal_formula_at_odd_block_sizes(rng):
+@pytest.mark.parametrize("kept_bank_bytes", [reference.KEPT_BANK_BYTES, 0])
+def test_reference_matches_the_literal_formula_at_odd_block_sizes(kept_bank_bytes, rng, monkeypatch):
+    # KEPT_BANK_BYTES 0: a bank too large to keep centred, converted block by block for every query block.
+    monkeypatch.setattr(reference, "KEPT_BANK_BYTES", kept_bank_bytes)
     x, bank = rng.random((37, 11)), rng.random((53, 11))
     sigmas = [0.05, 0.2, 1.0]
     expected = direct_log_likelihood(x, bank, sigmas)
     given = bank.copy()
-    # (1, 1) and (7, 10): several query blocks, one centred float64 copy of the bank; (64, 10) and (64, 64): one
-    # query block, each bank block centred as it is reached into reused buffers (10 leaves a last block of 3).
+    # (1, 1) and (7, 10): several query blocks, one centred float64 copy of a small bank; (64, 10) and (64, 64):
+    # one query block, each bank block centred as it is reached into reused buffers (10 leaves a last block of 3).
     for query_block, bank_block in ((1, 1), (7, 10), (64, 10), (64, 64)):
         got = parzen.log_likelihood(x, bank, sigmas, backend="reference", query_block=query_block, bank_block=bank_block)
         np.testing.assert_allclose(got, expected, rtol=0, atol=1e-10)
     np.testing.assert_array_equal(bank, given)  # centred copies only: the caller's float64 bank is never written
+
+
+@pytest.mark.parametrize("sigmas", [[], [0.5]])
+def test_the_reference_names_the_first_of_identical_samples(sigmas, rng):
+    """Identical samples' expanded-form distances round differently by their place in the product (with 300
+    copies of an integer-valued row, a review found a later copy named nearest for 17 rows of 1,000): each
+    row's distances near its block's minimum are exact, so the first copy wins, in a block and across blocks."""
+    x = rng.integers(0, 256, (40, 40)).astype(np.float64)
+    copies = np.repeat(x[::4] + rng.integers(-9, 10, (10, 40)), 30, axis=0)   # 10 samples, 30 copies each
+    bank = np.concatenate([rng.integers(0, 256, (3, 40)).astype(np.float64), rng.permutation(copies)])
+    distances = ((x[:, None, :] - bank[None]) ** 2).sum(-1)
+    for bank_block in (None, 37):
+        scored = parzen.parzen_pass(x, bank, sigmas, backend="reference", bank_block=bank_block)
+        np.testing.assert_array_equal(scored.nearest_index, distances.argmin(1))  # NumPy's argmin: the first
+        np.testing.assert_array_equal(scored.min_sq_distance, distances.min(1))
 
 
 def test_the_reference_widens_a_gpus_bank_blocks_for_few_queries():

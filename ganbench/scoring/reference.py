@@ -35,6 +35,7 @@ TILES = {"cpu": (512, 4096), "cuda": (2048, 8192)}
 # near 2,048 x 8,192 elements, up to this many rows (65,536 x 784 float64 is 411 MB). The CPU keeps its
 # blocks, which its caches size.
 LARGEST_CUDA_BANK_BLOCK = 65_536
+KEPT_BANK_BYTES = 2**28  # a float64 bank up to 256 MB (42,799 rows of 784) is centred once for all query blocks
 
 # Rows per piece of the float64 work on chosen pairs: on the CPU its temporaries then stay in cache
 # (on a 2-core AMD EPYC, the exact-nearest refinement of 10,000 x 784: 85 ms in one piece, 9.7 ms in
@@ -73,12 +74,12 @@ def reference_partial(query: torch.Tensor, bank: torch.Tensor, grid, query_block
     bank_block = bank_block or default_bank_block(device.type, min(len(query), query_block))
     mean = _float64_mean(original_bank, bank_block)
     query64 = query.to(torch.float64, copy=True).sub_(mean)
-    # Several query blocks read the bank once each: one float64 copy of it, centred, serves them all (a bank
-    # of 10^6 x 784 is 6.3 GB in float64). One query block (the rows a float32 pass rescores, or a few
-    # queries) reads it once: each bank block is converted as it is reached, into buffers reused from block
-    # to block, and the pass holds no copy (rescoring 2 rows against 10^6 MNIST-like samples took 8.8 s on a
-    # 2-core AMD EPYC with the copy and torch's float64 mean, 2.0 s of it converting the whole bank first).
-    if len(query64) > query_block:
+    # Each bank block is converted to float64 and centred as it is reached, into buffers reused from block to
+    # block: the pass holds no float64 copy of the bank (rescoring 2 rows against 10^6 MNIST-like samples took
+    # 8.8 s on a 2-core AMD EPYC with the copy and torch's float64 mean, 2.0 s of it converting the whole bank
+    # first; 513 queries against 10^5 samples held 1.2 GB more than 512). Only a small bank read by several
+    # query blocks is kept centred once for all of them (its conversion would otherwise repeat per block).
+    if len(query64) > query_block and len(original_bank) * original_bank.shape[1] * 8 <= KEPT_BANK_BYTES:
         whole, whole_norms = _centred(original_bank, mean)
 
         def bank_blocks():
@@ -101,9 +102,10 @@ def reference_partial(query: torch.Tensor, bank: torch.Tensor, grid, query_block
             # K = d + 9 (``bounds.distance_coefficient``): a GEMM that accumulates its addend too rounds more.
             distances = (queries @ samples.T).mul_(-2.0).add_(query_norms[:, None] + sample_norms[None, :])
             distances.clamp_(min=0.0)
-            _exact_where_loose(distances, query_norms, sample_norms, units, scales,
-                               query[query_start:query_start + query_block],
-                               original_bank[bank_start:bank_start + bank_block])
+            original_queries = query[query_start:query_start + query_block]
+            original_samples = original_bank[bank_start:bank_start + bank_block]
+            _exact_where_loose(distances, query_norms, sample_norms, units, scales, original_queries, original_samples)
+            _exact_near_minimum(distances, query_norms, sample_norms, units, original_queries, original_samples)
             block = partials.from_distances(distances, grid, index_offset=bank_start)
             running = block if running is None else partials.merge(running, block, grid)
         pieces.append(running)
@@ -197,8 +199,27 @@ def _exact_where_loose(distances: torch.Tensor, query_norms: torch.Tensor, bank_
     if len(scales):
         candidates &= pair_errors * scales[-1] > REFERENCE_NATS
     picked_rows, picked_columns = torch.nonzero(candidates, as_tuple=True)
-    picked_rows = rows[picked_rows]
-    if len(picked_rows) > DEDUPLICATE_ABOVE * len(rows):
+    _recompute(distances, rows[picked_rows], picked_columns, len(rows), queries, samples)
+
+
+def _exact_near_minimum(distances: torch.Tensor, query_norms: torch.Tensor, bank_norms: torch.Tensor, units: float,
+                        queries: torch.Tensor, samples: torch.Tensor) -> None:
+    """Recompute in place, from direct differences, every distance of a row that could be its block's minimum:
+    those within twice the row's error bound e_i (``_exact_where_loose``) of the smallest. The block's minimum
+    and its index are then exact, the lowest index among exact ties, and so are the minima merged across
+    blocks: identical samples' expanded-form distances round differently by position, which made the reference
+    name a later copy as the nearest (17 rows of 1,000 in a review's trials with 300 copies). Usually one
+    distance a row: n d work against the block's n N d."""
+    row_errors = units * (query_norms + bank_norms.max())
+    within = distances.min(dim=1).values + 2 * row_errors
+    picked_rows, picked_columns = torch.nonzero(distances <= within[:, None], as_tuple=True)
+    _recompute(distances, picked_rows, picked_columns, len(distances), queries, samples)
+
+
+def _recompute(distances: torch.Tensor, picked_rows: torch.Tensor, picked_columns: torch.Tensor, rows: int,
+               queries: torch.Tensor, samples: torch.Tensor) -> None:
+    """distances[picked_rows, picked_columns] from direct differences of ``queries`` and ``samples``, in place."""
+    if len(picked_rows) > DEDUPLICATE_ABOVE * rows:
         # Many candidates a row: copies of a few samples (a collapsed generator's bank). Equal samples are at
         # equal distances, so each (row, distinct sample) pair is summed once and copied to the others.
         distinct, copy_of = torch.unique(samples, dim=0, return_inverse=True)
