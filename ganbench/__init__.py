@@ -28,14 +28,14 @@ def _shipped(name: str) -> Path:
 
 SHIPPED_GENERATOR = _shipped("generator.pt")  # the committed generator, float32 weights
 
-# The public scoring API at the top level, ``from ganbench import parzen, protocol``, imported on first use:
+# The public scoring API at the top level, ``from ganbench import parzen, protocol, streaming``, imported on first use:
 # ``import ganbench`` stays light (torch loads with the scorer), so the command can answer a Ctrl-C while
 # torch loads with one line instead of a traceback.
-__all__ = ["parzen", "protocol", "__version__"]
+__all__ = ["parzen", "protocol", "streaming", "__version__"]
 
 
 def __getattr__(name: str):
-    if name in ("parzen", "protocol"):
+    if name in ("parzen", "protocol", "streaming"):
         import importlib
 
         return importlib.import_module(f"ganbench.scoring.{name}")

@@ -170,6 +170,19 @@ def test_a_nan_names_the_role_of_its_file(role, command, files, capsys, no_mnist
     assert f"{role} {bad} contains NaN or inf at row 7" in line
 
 
+@pytest.mark.parametrize("role, command", [
+    ("held-out data", ["parzen", "{samples}", "--valid", "{valid}", "--test", "{bad}"]),
+    ("training data", ["nn", "--samples", "{samples}", "--train", "{bad}", "--test", "{test}"]),
+])
+def test_a_file_of_the_wrong_shape_names_its_role(role, command, files, capsys, no_mnist):
+    """A 1-D held-out file was called "a bank" (the scorer's own name for the samples)."""
+    bad = files.folder / "onedim.npy"
+    np.save(bad, np.ones(5, dtype=np.float32))
+    names = {"samples": files.samples, "valid": files.valid, "test": files.test, "bad": bad}
+    line = one_line_error(capsys, *[part.format(**names) for part in command])
+    assert f"{role} {bad} has shape (5,)" in line and "bank" not in line
+
+
 def test_nn_speaks_of_samples_and_training_data(files, capsys, no_mnist):
     wider = files.folder / "train6.npy"
     np.save(wider, np.ones((30, 6), dtype=np.float32))
@@ -240,6 +253,17 @@ OUT_COMMANDS = [
 def test_an_output_path_that_cannot_be_written_is_refused_first(command, files, capsys, no_mnist):
     line = one_line_error(capsys, *[part.format(file=files.a_file, folder=files.folder) for part in command])
     assert "--out" in line and ("is a file" in line or "is a folder" in line)
+
+
+@pytest.mark.parametrize("flags, said", [
+    (["--train-epochs", "5"], "--train-epochs sets up --train; without --train it would do nothing"),
+    (["--train-out", "runs/x", "--train-epochs", "5"], "--train-epochs, --train-out set up --train"),
+    (["--train", "--generator", "g.pt"], "--generator names a generator to score and --train trains one"),
+])
+def test_reproduce_refuses_flags_that_would_do_nothing(flags, said, files, capsys, no_mnist):
+    """--train-epochs without --train, or --generator beside --train, were ignored with exit 0."""
+    line = one_line_error(capsys, "reproduce", "table1", "--out", files.folder / "out", *flags)
+    assert said in line
 
 
 def test_an_unwritable_output_folder_is_refused_first(files, capsys, no_mnist, monkeypatch):
@@ -670,6 +694,17 @@ def test_ctrl_c_says_what_was_saved(files, capsys, tiny_mnist, monkeypatch):
     monkeypatch.setattr(table1, "reproduce", _interrupt)
     status, _, err = run(capsys, "reproduce", "table1", "--out", files.folder / "out")
     assert status == 130 and "no table was written" in err and "saved" not in err
+    # With --train, stopped before an epoch finished: it said the finished epochs were saved in a folder
+    # that did not exist.
+    monkeypatch.setattr(table1, "train_shipped_recipe", _interrupt)
+    status, _, err = run(capsys, "reproduce", "table1", "--train", "--train-out", files.folder / "t1",
+                         "--out", files.folder / "out")
+    assert status == 130 and "no training epoch had finished, so nothing was saved" in err
+    (files.folder / "t1").mkdir(exist_ok=True)
+    (files.folder / "t1" / train.CHECKPOINT_NAME).write_bytes(b"")
+    status, _, err = run(capsys, "reproduce", "table1", "--train", "--train-out", files.folder / "t1",
+                         "--out", files.folder / "out")
+    assert status == 130 and f"saved in {files.folder / 't1'}" in err
     monkeypatch.setattr(train, "train", _interrupt)
     status, _, err = run(capsys, "train", "--out", files.folder / "run")
     assert status == 130 and "nothing was saved" in err

@@ -77,6 +77,9 @@ def test_the_kernel_steps_are_as_wide_as_the_tf32x3_bound_assumes():
 def test_a_path_without_a_derived_bound_is_refused():
     with pytest.raises(GanbenchError, match="no derived error bound"):
         bounds.arithmetic_of("triton", "tf32")
+    # A saved result whose backend was edited said it had no bound "with precision tf32x3".
+    with pytest.raises(GanbenchError, match="unknown backend 'foo'"):
+        bounds.arithmetic_of("foo", "tf32x3")
 
 
 def test_auto_precision_scores_and_saves_as_tf32x3():

@@ -50,8 +50,6 @@ def test_an_altered_stored_number_fails_the_check(mnist, tmp_path):
     (lambda row: row.update(n_bank=5000), "n_bank"),
     (lambda row: row.update(protocol="bogus"), "protocol"),
     (lambda row: row["valid_means"].update({"0.1": row["valid_means"]["0.1"] + 3}), "valid_means"),
-    # A NaN never compares greater, so max() over the widths kept another difference and passed.
-    (lambda row: row["valid_means"].update({list(row["valid_means"])[2]: float("nan")}), "valid_means"),
 ])
 def test_a_row_that_misstates_its_measurement_fails_the_check(edit, field, mnist, tmp_path, capsys):
     """Each of these edits passed: the file's own tolerance was trusted, a row's counts, seed, protocol and
@@ -65,6 +63,25 @@ def test_a_row_that_misstates_its_measurement_fails_the_check(edit, field, mnist
     ok, frame = table1.check(tmp_path / "table1.json", ("training_images",), backend="torch")
     assert not ok and frame.loc[~frame["ok"], "field"].tolist() == [field], frame.to_string()
     assert "the TFD column is not re-scored" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("edit, said", [
+    (lambda row: row.update(seed="zero"), "seed = 'zero', not a whole number"),
+    (lambda row: row.update(n_bank=-3), "n_bank = -3, not a whole number"),
+    (lambda row: row.pop("valid_means"), "has no 'valid_means'"),
+    # A NaN never compares greater, so max() over the widths kept another difference and passed once.
+    (lambda row: row["valid_means"].update({list(row["valid_means"])[2]: float("nan")}), "valid_means that are not"),
+])
+def test_a_row_of_the_wrong_kind_cannot_be_checked(edit, said, tmp_path):
+    """A string seed, a negative count or deleted validation means were reported as numbers that moved (exit 1,
+    one row hundreds of characters wide): the file was altered, which is exit 2, before any work."""
+    stored = json.loads((RESULTS / "table1.json").read_text())
+    for row in stored["table"]:
+        if row.get("key") == "training_images":
+            edit(row["mnist"])
+    (tmp_path / "table1.json").write_text(json.dumps(stored))
+    with pytest.raises(GanbenchError, match=said):
+        table1.check(tmp_path / "table1.json", ("training_images",), backend="torch")
 
 
 def test_committed_table_has_every_row_and_provenance():

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import sys
 
-from ganbench.cli.common import add_data_options, check_out, print_json, require_at_least
+from ganbench.cli.common import add_data_options, check_out, print_json, require_at_least, strict_json
 from ganbench.devices import resolve_device
 
 
@@ -20,7 +20,8 @@ def command_bench(args) -> int:
     report = bench.run_report(cases, data.load_mnist(args.data_dir), device, args.repeats,
                               " ".join(["ganbench"] + sys.argv[1:]), peers=not args.no_peers)
     if args.out:
-        atomic.write_text(args.out, json.dumps(report, indent=2) + "\n")
+        # The file as stdout prints it: null where a number is missing (a bare NaN is not JSON).
+        atomic.write_text(args.out, json.dumps(strict_json(report), indent=2, default=float, allow_nan=False) + "\n")
     if args.json:
         print_json(report)
     else:

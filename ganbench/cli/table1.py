@@ -21,6 +21,9 @@ from ganbench.devices import resolve_device
 from ganbench.errors import GanbenchError
 from ganbench.scoring import protocol
 
+TRAIN_EPOCHS = 300          # reproduce --train: epochs of the shipped recipe ...
+TRAIN_OUT = "runs/table1"   # ... and its run folder
+
 
 def command_reproduce(args) -> int:
     from ganbench.paper import table1
@@ -32,6 +35,16 @@ def command_reproduce(args) -> int:
     if args.tfd is not None and not Path(args.tfd).is_file():
         raise GanbenchError(f"--tfd {args.tfd} is not a file; pass TFD_48x48.mat, or leave --tfd out")
     check_out(args.out, folder=True)
+    training = {"--train-epochs": args.train_epochs, "--train-out": args.train_out}
+    if args.train and args.generator is not None:
+        raise GanbenchError("--generator names a generator to score and --train trains one to score: drop one")
+    if not args.train and any(value is not None for value in training.values()):
+        given = ", ".join(flag for flag, value in training.items() if value is not None)
+        raise GanbenchError(f"{given} {'set' if ',' in given else 'sets'} up --train; without --train "
+                            f"{'they' if ',' in given else 'it'} would do nothing: add --train or drop {given}")
+    args.train_epochs = TRAIN_EPOCHS if args.train_epochs is None else args.train_epochs
+    args.train_out = TRAIN_OUT if args.train_out is None else args.train_out
+    args.generator = str(SHIPPED_GENERATOR) if args.generator is None else args.generator
     if args.train:
         check_out(args.train_out, folder=True, flag="--train-out")
     else:
@@ -52,9 +65,13 @@ def command_reproduce(args) -> int:
 
 
 def reproduce_interrupted(args) -> str:
+    from ganbench.gan.train import CHECKPOINT_NAME
+
     if not args.train:
         return "no table was written"
-    return (f"no table was written; the finished training epochs are saved in {args.train_out}, "
+    if not (Path(args.train_out or TRAIN_OUT) / CHECKPOINT_NAME).exists():
+        return "no table was written, and no training epoch had finished, so nothing was saved"
+    return (f"no table was written; the finished training epochs are saved in {args.train_out or TRAIN_OUT}, "
             "and the same command resumes them")
 
 
@@ -129,7 +146,8 @@ def figures_interrupted(args) -> str:
 def add_parsers(commands, formatter) -> None:
     reproduce_parser = commands.add_parser("reproduce", help="regenerate a table of the paper", formatter_class=formatter)
     reproduce_parser.add_argument("what", choices=("table1",), help="what to reproduce")
-    reproduce_parser.add_argument("--generator", default=str(SHIPPED_GENERATOR), help="generator to score")
+    reproduce_parser.add_argument("--generator", default=None,
+                                  help="generator to score (default: the shipped one, results/generator.pt)")
     reproduce_parser.add_argument("--seed", type=seed_number, default=0, help="noise seed of the bank and k-means")
     reproduce_parser.add_argument("--protocol", default=DEFAULT_PROTOCOL, choices=tuple(protocol.PROTOCOLS),
                                   help=f"how sigma is chosen ({protocol.describe_protocols()})")
@@ -139,8 +157,9 @@ def add_parsers(commands, formatter) -> None:
     reproduce_parser.add_argument("--train", action="store_true",
                                   help="train a generator first (the shipped recipe: the paper's config, then the "
                                        "epoch with the best validation monitor)")
-    reproduce_parser.add_argument("--train-epochs", type=int, default=300, help="epochs for --train")
-    reproduce_parser.add_argument("--train-out", default="runs/table1", help="run folder for --train")
+    reproduce_parser.add_argument("--train-epochs", type=int, default=None,
+                                  help=f"epochs for --train (default: {TRAIN_EPOCHS})")
+    reproduce_parser.add_argument("--train-out", default=None, help=f"run folder for --train (default: {TRAIN_OUT})")
     reproduce_parser.add_argument("--json", action="store_true", help="print the JSON on stdout")
     add_backend_options(reproduce_parser, precision=False)
     add_data_options(reproduce_parser)
@@ -157,8 +176,9 @@ def add_parsers(commands, formatter) -> None:
     check_parser.add_argument("--device", default=None, help="saved results only: override the stored device")
     check_parser.set_defaults(handler=command_check)
 
-    figures_parser = commands.add_parser("figures", help="Figure 2, Figure 3 and the distance histogram",
-                                         formatter_class=formatter)
+    figures_parser = commands.add_parser("figures", formatter_class=formatter,
+                                         help="Figure 2, Figure 3, samples, the distance histogram, training curves "
+                                              "(the baselines' too)")
     figures_parser.add_argument("--generator", default=str(SHIPPED_GENERATOR), help="generator to draw")
     figures_parser.add_argument("--seed", type=seed_number, default=0, help="noise seed")
     figures_parser.add_argument("--train-log", default=None,

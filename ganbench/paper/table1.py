@@ -388,17 +388,25 @@ def check(path: str | Path, rows: tuple[str, ...] | None = None, backend: str | 
     # Everything the re-run reads, looked up before any work: a missing key is this one-line error.
     needed = [("config", settings, name) for name in ("generator", "seed", "protocol", "backend", "kmeans_iterations")]
     needed += [(f"row {key!r}", stored_rows[key].get("mnist"), field) for key in keys
-               for field in ("mean", "standard_error", "sigma", "tolerance_nats")]
+               for field in ("mean", "standard_error", "sigma", "tolerance_nats", "n_test", "n_bank", "seed",
+                             "protocol", "valid_means")]
     for where, record, name in needed:
         if not isinstance(record, dict) or name not in record:
             raise GanbenchError(not_a_table.format(f"{where} has no {name!r}"))
         value = record[name]
+        # A value of the wrong kind is a file that was altered (exit 2), not a number that moved (exit 1).
         if name in ("generator", "protocol", "backend"):
             if not isinstance(value, str):
                 raise GanbenchError(not_a_table.format(f"{where} has {name} = {value!r}, not a string"))
-        elif name in ("seed", "kmeans_iterations"):
+        elif name in ("seed", "kmeans_iterations", "n_test", "n_bank"):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise GanbenchError(not_a_table.format(f"{where} has {name} = {value!r}, not a whole number >= 0"))
+        elif name == "valid_means":
+            if not isinstance(value, dict) or not all(
+                    isinstance(mean, (int, float)) and not isinstance(mean, bool) and math.isfinite(mean)
+                    for mean in value.values()):
+                raise GanbenchError(not_a_table.format(f"{where} has valid_means that are not finite numbers "
+                                                       "keyed by sigma"))
         elif isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise GanbenchError(not_a_table.format(f"{where} has {name} = {value!r}, not a finite number"))
     paper = [{"model": name, "mnist": {"mean": mean, "error": error}} for name, mean, error, *_ in PUBLISHED]

@@ -182,8 +182,8 @@ def _npz_shard(path: Path) -> tuple[_Shard, int, tuple[int, ...] | None]:
         raise GanbenchError(f"{path} is not a readable .npz file of numbers ({type(error).__name__}); "
                             "save a numeric array with numpy.savez") from None
     if array is None:
-        raise GanbenchError(f"{path} holds {len(names)} arrays ({', '.join(names)}); save one, or name the "
-                            "samples 'samples'")
+        raise GanbenchError(f"{path} holds {len(names)} arrays ({', '.join(names)}); save one, or name the one "
+                            "to read 'samples' (whatever the file holds)")
     if not isinstance(array, np.ndarray):  # NumPy hands back the raw bytes of a member that is not an .npy
         raise GanbenchError(f"{path}: its member {name!r} is not an .npy array; save a numeric array with numpy.savez")
     return _array_shard(path, array)
@@ -196,7 +196,7 @@ def _points_shape(path: Path | None, shape: tuple[int, ...]) -> tuple[int, tuple
     channel axis compare equal (``check_same_layout``)."""
     name = path or "bank"
     if len(shape) < 2:
-        raise GanbenchError(f"{name} has shape {tuple(shape)}; a bank is (count, dimension) or (count, height, width)")
+        raise GanbenchError(f"{name} has shape {tuple(shape)}; pass (count, dimension) or (count, height, width)")
     dimension = int(np.prod(shape[1:]))
     if dimension == 0:
         raise GanbenchError(f"{name} has shape {tuple(shape)}: no values per point; pass (count, dimension) with "
@@ -325,7 +325,14 @@ def open_bank(source, value_range: tuple[float, float] | None = None, role: str 
         files = [path]
     else:
         raise GanbenchError(f"{role} {path} does not exist; pass a .npy file or a folder of .npy shards")
-    shards, dimensions, layouts = zip(*(_npy_shard(file) for file in files))
+    try:
+        shards, dimensions, layouts = zip(*(_npy_shard(file) for file in files))
+    except GanbenchError as error:
+        # The readers name the file; the line also says which of the user's files it is ("held-out data x.npy
+        # has shape (784,)"), where it said "a bank" of every file.
+        if role == "bank" or not str(error).startswith(str(path)):
+            raise
+        raise GanbenchError(f"{role} {error}") from None
     if len(set(dimensions)) != 1:
         raise GanbenchError(f"shards in {path} have different dimensions {sorted(set(dimensions))}; a bank's samples "
                             "all have one dimension: move the others out")

@@ -66,6 +66,8 @@ KERNEL_STEP_COLUMNS = (16, 64)
 
 def arithmetic_of(backend: str, precision: str) -> str:
     """The arithmetic a resolved backend (reference, torch or triton) scores with."""
+    if backend not in ("reference", "torch", "triton"):  # a saved result edited, or written by another tool
+        raise GanbenchError(f"unknown backend {backend!r}: ganbench scores with reference, torch or triton")
     if backend == "reference":
         return "float64"
     if backend == "torch" or (backend == "triton" and precision == "ieee"):
