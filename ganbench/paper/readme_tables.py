@@ -57,9 +57,10 @@ def cpu_table(report: dict) -> str:
     for method in ordered:
         cases = by_method[method]
         if {1, 10} <= set(cases):
-            error = cases[10]["max_abs_error_nats"]
+            error = cases[10]["max_abs_error_nats"]  # null (older reports: NaN) for the matmul floor
+            shown = "-" if error is None or error != error else f"{error:.2g}"
             lines.append(f"| {method} | {_seconds(cases[1]['seconds'])} | {_seconds(cases[10]['seconds'])} | "
-                         f"{_ratio(cases[10]['ratio_to_ganbench'])} | {'-' if error != error else f'{error:.2g}'} |")
+                         f"{_ratio(cases[10]['ratio_to_ganbench'])} | {shown} |")
     # A peer that crashed or failed is a result too: its status, once per method.
     failed = {row["method"]: row["status"] for row in report["rows"] if "status" in row and row["n"] == 10_000}
     lines += [f"| {method} | {status} | | | |" for method, status in failed.items()]
