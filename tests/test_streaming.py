@@ -402,18 +402,24 @@ def test_an_npz_member_that_is_not_an_array_is_a_clear_error(tmp_path, rng):
         streaming.log_likelihood(rng.random((2, 3)), tmp_path / "bank.npz", [0.5], progress=False)
 
 
-@pytest.mark.parametrize("other", ["sigmas reordered", "rows reordered", "chunk size", "bank size", "bank drawn again"])
+@pytest.mark.parametrize("other", ["sigmas reordered", "rows reordered", "chunk size", "bank size", "bank drawn again",
+                                   "backend", "precision", "device"])
 def test_ranks_given_other_inputs_are_an_error_on_every_rank(other, rng, monkeypatch):
     """Other sigmas or another bank on one rank merged into a wrong answer on each, silently; other sizes failed
     inside gloo (rank 0 killed). The ranks compare a fingerprint of their inputs first (the second rank's here
     made from its own inputs): sigmas or rows in another order, which sums of them cannot tell, included."""
     queries = torch.from_numpy(rng.integers(0, 2, (6, 3)).astype(np.float64))  # 0/1: sums are exact in any order
     bank, grid, chunk_rows = banks.open_bank(rng.random((9, 3))), np.array([0.5, 1.0]), 4
-    theirs = {"sigmas reordered": (queries, bank, grid[::-1], chunk_rows),
-              "rows reordered": (queries.flip(0), bank, grid, chunk_rows),
-              "chunk size": (queries, bank, grid, 5),
-              "bank size": (queries, banks.open_bank(rng.random((8, 3))), grid, chunk_rows),
-              "bank drawn again": (queries, banks.open_bank(rng.random((9, 3))), grid, chunk_rows)}[other]
+    options = {"backend": "torch", "precision": "auto", "device": "cuda:0"}
+    theirs = {"sigmas reordered": (queries, bank, grid[::-1], chunk_rows, options),
+              "rows reordered": (queries.flip(0), bank, grid, chunk_rows, options),
+              "chunk size": (queries, bank, grid, 5, options),
+              "bank size": (queries, banks.open_bank(rng.random((8, 3))), grid, chunk_rows, options),
+              "bank drawn again": (queries, banks.open_bank(rng.random((9, 3))), grid, chunk_rows, options),
+              # Another arithmetic on one rank was merged silently; another GPU is each rank's own.
+              "backend": (queries, bank, grid, chunk_rows, {**options, "backend": "reference"}),
+              "precision": (queries, bank, grid, chunk_rows, {**options, "precision": "ieee"}),
+              "device": (queries, bank, grid, chunk_rows, {**options, "device": "cuda:1"})}[other]
     fingerprints = []
 
     def all_gather(out, tensor):
@@ -425,11 +431,27 @@ def test_ranks_given_other_inputs_are_an_error_on_every_rank(other, rng, monkeyp
     monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 2)
     monkeypatch.setattr(torch.distributed, "all_gather", all_gather)
     monkeypatch.setattr(torch, "device", lambda name: torch.empty(0).device)  # the CPU stands in for the GPU
-    streaming.same_inputs_on_every_rank(queries, bank, grid, chunk_rows)  # the same inputs on both: no error
+    streaming.same_inputs_on_every_rank(queries, bank, grid, chunk_rows, options)  # the same on both: no error
     fingerprints.clear()
-    streaming.same_inputs_on_every_rank(queries, bank, grid, chunk_rows)  # rank 0's fingerprint ...
+    streaming.same_inputs_on_every_rank(queries, bank, grid, chunk_rows, options)  # rank 0's fingerprint ...
+    if other == "device":
+        streaming.same_inputs_on_every_rank(*theirs)
+        return
     with pytest.raises(GanbenchError, match="rank 1 was given other inputs than rank 0"):
         streaming.same_inputs_on_every_rank(*theirs)  # ... against rank 1's
+
+
+def test_the_full_protocols_first_pass_compares_the_ranks_inputs_before_its_collective(rng, monkeypatch):
+    """Validation sets of other sizes on two ranks failed inside gloo's all-reduce of the nearest distances (a C++
+    abort, exit -6, on one rank): the fingerprint comes first."""
+    def mismatch(*args):
+        raise GanbenchError("rank 1 was given other inputs than rank 0")
+
+    monkeypatch.setattr(streaming, "is_distributed", lambda: True)
+    monkeypatch.setattr(streaming, "same_inputs_on_every_rank", mismatch)
+    monkeypatch.setattr(streaming, "all_merge", lambda *args: pytest.fail("a collective ran before the check"))
+    with pytest.raises(GanbenchError, match="other inputs"):
+        protocol.nearest_distances(rng.random((5, 3)), rng.random((9, 3)), chunk_rows=4, backend="torch")
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
@@ -520,7 +542,7 @@ def test_a_chunk_larger_than_the_bank_is_the_bank(rng, monkeypatch):
     seen = []
     monkeypatch.setattr(streaming, "is_distributed", lambda: True)
     monkeypatch.setattr(streaming, "same_inputs_on_every_rank",
-                        lambda queries, bank, grid, chunk_rows: seen.append(chunk_rows))
+                        lambda queries, bank, grid, chunk_rows, options: seen.append(chunk_rows))
     monkeypatch.setattr(streaming, "rank_rows", lambda count, chunk_rows: range(count))
     monkeypatch.setattr(streaming, "all_merge", lambda local, grid, n_queries: local)
     monkeypatch.setattr(torch.distributed, "get_rank", lambda: 0)

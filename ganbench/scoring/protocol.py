@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ganbench.defaults import CHUNK_ROWS, KEY_MEAN, KEY_SIGMA, KEY_STANDARD_ERROR
 from ganbench.errors import GanbenchError
@@ -222,6 +223,10 @@ def nearest_distances(queries, bank, *, chunk_rows: int = CHUNK_ROWS, progress: 
     """
     if streaming.is_distributed():
         source = bank if isinstance(bank, Bank) else open_bank(np.asarray(bank))
+        # The ranks' inputs compared before the first collective: validation sets of other sizes failed inside
+        # gloo's all-reduce (a C++ abort on one rank) instead of this one-line error.
+        points = queries if isinstance(queries, torch.Tensor) else torch.as_tensor(np.asarray(queries))
+        streaming.same_inputs_on_every_rank(points, source, [], min(chunk_rows, len(source)), backend_options)
         share = streaming.rank_rows(len(source), chunk_rows)
         local = streaming.stream_pass(queries, source, [], rows=share, chunk_rows=chunk_rows, progress=False,
                                       **backend_options)

@@ -79,7 +79,7 @@ def log_likelihood(x, bank, sigmas, *, chunk_rows: int = CHUNK_ROWS, progress: b
         if points_were_bytes != bank.holds_bytes():
             check_same_scale({"x (the points scored)": queries, "the bank": bank.head(SCALE_ROWS)})
     if is_distributed():
-        same_inputs_on_every_rank(queries, bank, grid, chunk_rows)
+        same_inputs_on_every_rank(queries, bank, grid, chunk_rows, backend_options)
         share = rank_rows(len(bank), chunk_rows)
         local = stream_pass(queries, bank, grid, rows=share, chunk_rows=chunk_rows,
                             progress=progress and torch.distributed.get_rank() == 0, **backend_options)
@@ -161,15 +161,20 @@ def share_rows(count: int, chunk_rows: int, rank: int, world: int) -> range:
     return range(min(count, chunks * rank // world * chunk_rows), min(count, chunks * (rank + 1) // world * chunk_rows))
 
 
-def same_inputs_on_every_rank(queries: torch.Tensor, bank: Bank, grid, chunk_rows: int) -> None:
+def same_inputs_on_every_rank(queries: torch.Tensor, bank: Bank, grid, chunk_rows: int,
+                              backend_options: dict | None = None) -> None:
     """A one-line error, on every rank, unless all ranks score the same queries against the same bank at the
     same sigmas in the same chunks: a rank given others would merge partials of another problem into a wrong
     answer, or (other sizes) fail inside the collectives. One all-gather of a fingerprint: the sizes, the chunk
     size, and a SHA-256 of the queries' and the sigmas' bytes in order and of the bank's first, middle and last
     rows (each rank reads only its share of the bank, so its shape and these rows stand for it: banks of one
     shape drawn with other seeds differ there). Bytes, not sums: a sum's rounding follows the thread count,
-    and sums miss reordered rows or sigmas."""
+    and sums miss reordered rows or sigmas. The backend and precision join it (``backend_options``; the device
+    may differ, one GPU a rank): a rank scoring in other arithmetic merged its share silently, while a saved
+    result's tolerance described rank 0's."""
     digest = hashlib.sha256()
+    options = backend_options or {}
+    digest.update(repr([(name, str(options.get(name))) for name in ("backend", "precision")]).encode())
     digest.update(np.ascontiguousarray(queries.detach().cpu().numpy()).tobytes())
     digest.update(str(queries.dtype).encode())
     digest.update(np.ascontiguousarray(grid, dtype=np.float64).tobytes())
@@ -184,9 +189,9 @@ def same_inputs_on_every_rank(queries: torch.Tensor, bank: Bank, grid, chunk_row
     collective(lambda tensor: torch.distributed.all_gather(every, tensor), mine)
     for rank, theirs in enumerate(every):
         if not torch.equal(theirs, every[0]):
-            raise GanbenchError(f"rank {rank} was given other inputs than rank 0 (queries, bank, sigmas or chunk "
-                                "size); pass every rank the same x, bank, sigmas and chunk_rows: each scores its "
-                                "share of the bank")
+            raise GanbenchError(f"rank {rank} was given other inputs than rank 0 (queries, bank, sigmas, chunk size, "
+                                "backend or precision); pass every rank the same x, bank, sigmas, chunk_rows and "
+                                "backend options: each scores its share of the bank")
 
 
 def all_merge(local: partials.BankPartial | None, sigmas, n_queries: int) -> partials.BankPartial:
