@@ -567,3 +567,27 @@ def test_a_notice_of_a_rank_other_than_0_names_its_rank(monkeypatch, capsys):
     monkeypatch.setattr(torch.distributed, "get_rank", lambda: 0)
     progress.announce_once("ganbench: a notice")
     assert capsys.readouterr().err == "ganbench: a notice\n"
+
+
+def test_a_mixed_banks_scale_check_holds_one_shard_at_a_time(tmp_path, rng):
+    """The check of a bank mixing uint8 and float shards read the head of every shard at once (120 shards of
+    1,000 rows: 358 MB, the whole bank); it now keeps each shard's magnitude only."""
+    import tracemalloc
+
+    for index in range(40):
+        rows = rng.integers(0, 256, (500, 200))
+        np.save(tmp_path / f"s{index:02d}.npy", rows.astype(np.uint8) if index % 2 else (rows / 255).astype(np.float32))
+    bank = banks.open_bank(tmp_path)
+    shard_bytes = 500 * 200 * 4  # one shard's head as float32
+    tracemalloc.start()
+    try:
+        magnitudes = bank.mixed_shard_magnitudes(500)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(magnitudes) == 40 and all(isinstance(value, float) for value in magnitudes.values())
+    # One head's magnitude makes a few float64 temporaries (~9 heads' bytes at most); every head held at once
+    # was 40 heads beside those.
+    assert peak < 20 * shard_bytes, peak
+    # One scale (a / 255 both ways): scored, as before.
+    assert np.isfinite(streaming.log_likelihood(rng.random((3, 200)), tmp_path, [0.5], progress=False)).all()

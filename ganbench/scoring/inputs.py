@@ -285,7 +285,11 @@ def check_same_scale(named_values: dict) -> None:
     scales) give a finite log-likelihood, only a meaningless one. Only this mismatch is refused: data
     of any one scale, however spread, sparse, offset or collapsed, are scored.
     """
-    magnitudes = {name: magnitude(values) for name, values in named_values.items()}
+    check_same_magnitudes({name: magnitude(values) for name, values in named_values.items()})
+
+
+def check_same_magnitudes(magnitudes: dict) -> None:
+    """``check_same_scale`` from each set's ``magnitude`` (None: no values), for sets read one at a time."""
     magnitudes = {name: value for name, value in magnitudes.items() if value is not None}
     for small_name, small in magnitudes.items():
         for large_name, large in magnitudes.items():

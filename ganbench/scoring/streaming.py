@@ -18,7 +18,16 @@ from ganbench.errors import GanbenchError
 from ganbench.progress import progress_bar
 from ganbench.scoring import partials, parzen
 from ganbench.scoring.banks import Bank, open_bank
-from ganbench.scoring.inputs import SCALE_ROWS, as_data, as_matrix, as_sigmas, check_same_scale, data_scale, is_whole_number
+from ganbench.scoring.inputs import (
+    SCALE_ROWS,
+    as_data,
+    as_matrix,
+    as_sigmas,
+    check_same_magnitudes,
+    check_same_scale,
+    data_scale,
+    is_whole_number,
+)
 
 # Rows of each shard of a bank that holds 8-bit and float shards, compared with each other: a folder of a uint8
 # shard and a shard of 0-255 floats passed a look at the bank's first rows, the float shard scoring nothing.
@@ -75,7 +84,7 @@ def log_likelihood(x, bank, sigmas, *, chunk_rows: int = CHUNK_ROWS, progress: b
         # 8-bit points against a bank of 0-255 floats scored -1.97e7 nats a point, and a bank of a uint8 shard
         # beside a shard of 0-255 floats scored the float one as nothing. Float data are scored as given, outliers
         # included, as parzen.log_likelihood scores them (evaluate and the command check their range and scale).
-        check_same_scale(bank.mixed_shard_heads(SHARD_SCALE_ROWS))
+        check_same_magnitudes(bank.mixed_shard_magnitudes(SHARD_SCALE_ROWS))
         if points_were_bytes != bank.holds_bytes():
             check_same_scale({"x (the points scored)": queries, "the bank": bank.head(SCALE_ROWS)})
     if is_distributed():
