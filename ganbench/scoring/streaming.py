@@ -6,9 +6,12 @@ streamed or distributed score equals the one-shot score to float64 rounding.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import os
+import signal
+import threading
 
 import numpy as np
 import torch
@@ -138,7 +141,8 @@ def init_from_environment(timeout_seconds: float = 300.0, *, device=None, backen
     if group_backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     try:
-        torch.distributed.init_process_group(group_backend, timeout=datetime.timedelta(seconds=timeout_seconds))
+        with stoppable_wait():
+            torch.distributed.init_process_group(group_backend, timeout=datetime.timedelta(seconds=timeout_seconds))
         _BARRIER_TIMEOUT["seconds"] = timeout_seconds
     except (RuntimeError, ValueError) as error:
         raise GanbenchError(f"rank {os.environ.get('RANK', '?')} of {world_size} could not join the process group "
@@ -226,9 +230,45 @@ def all_merge(local: partials.BankPartial | None, sigmas, n_queries: int) -> par
     return partials.BankPartial(global_min, nearest.cpu().numpy(), sums.cpu().numpy())
 
 
+@contextlib.contextmanager
+def stoppable_wait():
+    """Ctrl-C or SIGTERM while this rank waits inside torch.distributed (joining the group, a barrier, a
+    collective) stops it at once, with the command's one line and exit status (130, 143).
+
+    Python runs its signal handlers between bytecodes only, so a rank blocked in gloo ignored both until its
+    timeout (300 s by default) or until torchrun killed it 30 s later, silently. Python's C-level handler still
+    writes the signal's number to the wakeup fd at once: a thread reading it ends the process. Nothing has been
+    written while a rank waits (results are written after the last collective), so there is nothing to clean.
+    Off the main thread (where Python delivers no signals) it does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    previous = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+
+    def watch() -> None:
+        while data := os.read(read_end, 1):
+            if data[0] in (signal.SIGINT, signal.SIGTERM):
+                stopped = "terminated" if data[0] == signal.SIGTERM else "interrupted"
+                os.write(2, f"ganbench: {stopped} while waiting for the other ranks; nothing was written\n".encode())
+                os._exit(128 + data[0])
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        signal.set_wakeup_fd(previous)
+        os.close(write_end)  # the watcher reads the end of the pipe and returns
+        watcher.join()
+        os.close(read_end)
+
+
 def collective(operation, tensor, **options) -> None:
     try:
-        operation(tensor, **options)
+        with stoppable_wait():
+            operation(tensor, **options)
     except RuntimeError as error:
         raise GanbenchError(f"rank {torch.distributed.get_rank()}: a collective failed, most likely because another "
                             f"rank died or timed out ({str(error).splitlines()[0][:120]}); see that rank's error") from None
