@@ -1,10 +1,9 @@
 """`ganbench bench`: throughput of the scorer beside the alternatives."""
 from __future__ import annotations
 
-import json
 import sys
 
-from ganbench.cli.common import add_data_options, check_out, print_json, require_at_least, strict_json
+from ganbench.cli.common import add_data_options, check_out, json_text, print_json, require_at_least
 from ganbench.devices import resolve_device
 
 
@@ -20,8 +19,7 @@ def command_bench(args) -> int:
     report = bench.run_report(cases, data.load_mnist(args.data_dir), device, args.repeats,
                               " ".join(["ganbench"] + sys.argv[1:]), peers=not args.no_peers)
     if args.out:
-        # The file as stdout prints it: null where a number is missing (a bare NaN is not JSON).
-        atomic.write_text(args.out, json.dumps(strict_json(report), indent=2, default=float, allow_nan=False) + "\n")
+        atomic.write_text(args.out, json_text(report))  # as stdout prints it: null, not a bare NaN, for no number
     if args.json:
         print_json(report)
     else:

@@ -46,9 +46,14 @@ def strict_json(payload):
     return payload
 
 
+def json_text(payload, indent: int | None = 2) -> str:
+    """``payload`` as strict JSON text (``strict_json``: null for NaN or inf) ending in a newline, for stdout and
+    files alike."""
+    return json.dumps(strict_json(payload), indent=indent, default=float, allow_nan=False) + "\n"
+
+
 def print_json(payload, indent: int | None = 2) -> None:
-    json.dump(strict_json(payload), sys.stdout, indent=indent, default=float, allow_nan=False)
-    sys.stdout.write("\n")
+    sys.stdout.write(json_text(payload, indent))
 
 
 # What each of the user's own data files is called in errors ("held-out data x.npy contains NaN").

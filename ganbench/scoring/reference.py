@@ -80,7 +80,7 @@ def reference_partial(query: torch.Tensor, bank: torch.Tensor, grid, query_block
     # first; 513 queries against 10^5 samples held 1.2 GB more than 512). Only a small bank read by several
     # query blocks is kept centred once for all of them (its conversion would otherwise repeat per block).
     if len(query64) > query_block and len(original_bank) * original_bank.shape[1] * 8 <= KEPT_BANK_BYTES:
-        whole, whole_norms = _centred(original_bank, mean)
+        _, whole, whole_norms = next(_centred_blocks(original_bank, mean, len(original_bank)))
 
         def bank_blocks():
             for start in range(0, len(original_bank), bank_block):
@@ -104,8 +104,11 @@ def reference_partial(query: torch.Tensor, bank: torch.Tensor, grid, query_block
             distances.clamp_(min=0.0)
             original_queries = query[query_start:query_start + query_block]
             original_samples = original_bank[bank_start:bank_start + bank_block]
-            _exact_where_loose(distances, query_norms, sample_norms, units, scales, original_queries, original_samples)
-            _exact_near_minimum(distances, query_norms, sample_norms, units, original_queries, original_samples)
+            # A row's expanded-form error is at most e_i = units (||x_i - c||^2 + the block's largest ||s - c||^2).
+            row_errors = units * (query_norms + sample_norms.max())
+            _exact_where_loose(distances, query_norms, sample_norms, units, row_errors, scales, original_queries,
+                               original_samples)
+            _exact_near_minimum(distances, row_errors, original_queries, original_samples)
             block = partials.from_distances(distances, grid, index_offset=bank_start)
             running = block if running is None else partials.merge(running, block, grid)
         pieces.append(running)
@@ -134,17 +137,11 @@ def _float64_mean(bank: torch.Tensor, rows_at_once: int) -> torch.Tensor:
     return total / len(bank)
 
 
-def _centred(bank: torch.Tensor, mean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``bank`` as float64 minus ``mean`` (a copy: the caller's bank is never written) and each row's squared
-    norm."""
-    centred = bank.to(torch.float64, copy=True).sub_(mean)
-    return centred, (centred * centred).sum(1)
-
-
 def _centred_blocks(bank: torch.Tensor, mean: torch.Tensor, rows_at_once: int):
-    """(first row, centred rows, their squared norms) for each block of ``rows_at_once`` bank rows, as ``_centred``
-    computes them, written into two buffers reused from block to block (fresh blocks cost the host a page
-    fault per 4 KB each time): each block's tensors hold until the next is asked for."""
+    """(first row, centred rows, their squared norms) for each block of ``rows_at_once`` bank rows: float64 minus
+    ``mean`` (copies: the caller's bank is never written), written into two buffers reused from block to block
+    (fresh blocks cost the host a page fault per 4 KB each time): each block's tensors hold until the next is
+    asked for."""
     rows = min(rows_at_once, len(bank))
     centred = torch.empty(rows, bank.shape[1], dtype=torch.float64, device=bank.device)
     squares = torch.empty_like(centred)
@@ -167,12 +164,13 @@ def _with_exact_nearest(found: partials.BankPartial, query: torch.Tensor, bank: 
 
 
 def _exact_where_loose(distances: torch.Tensor, query_norms: torch.Tensor, bank_norms: torch.Tensor, units: float,
-                       scales: torch.Tensor, queries: torch.Tensor, samples: torch.Tensor) -> None:
+                       row_errors: torch.Tensor, scales: torch.Tensor, queries: torch.Tensor,
+                       samples: torch.Tensor) -> None:
     """Recompute in place, from direct differences of the inputs, the distances whose expanded-form
     error could move a log-sum-exp by more than REFERENCE_NATS.
 
     A pair's error is at most e_ij = ``units`` (||x_i - c||^2 + ||s_j - c||^2) (``bounds``: K u N with
-    the pair's own norms), a row's at most e_i with the block's largest bank norm. ``scales`` are the
+    the pair's own norms), a row's at most e_i (``row_errors``) with the block's largest bank norm. ``scales`` are the
     grid's 1 / (2 sigma^2), ascending. A row is loose at the sigmas where e_i x scale exceeds
     REFERENCE_NATS; at the widest of those, scale s, a term whose distance exceeds the row's by more
     than 40 / s (``partials.NEGLIGIBLE_EXPONENT``) is below e^-40 of its largest, before and after. So the
@@ -182,7 +180,6 @@ def _exact_where_loose(distances: torch.Tensor, query_norms: torch.Tensor, bank_
     pass (no sigma) recomputes the candidates (reach 0) of the rows whose error exceeds NEAREST_RELATIVE
     of their nearest distance: their argmin is then exact.
     """
-    row_errors = units * (query_norms + bank_norms.max())
     if len(scales):
         widest_loose = torch.searchsorted(scales, REFERENCE_NATS / row_errors.clamp(min=1e-300), right=True)
         rows = torch.nonzero(widest_loose < len(scales)).squeeze(1)
@@ -202,15 +199,14 @@ def _exact_where_loose(distances: torch.Tensor, query_norms: torch.Tensor, bank_
     _recompute(distances, rows[picked_rows], picked_columns, len(rows), queries, samples)
 
 
-def _exact_near_minimum(distances: torch.Tensor, query_norms: torch.Tensor, bank_norms: torch.Tensor, units: float,
-                        queries: torch.Tensor, samples: torch.Tensor) -> None:
+def _exact_near_minimum(distances: torch.Tensor, row_errors: torch.Tensor, queries: torch.Tensor,
+                        samples: torch.Tensor) -> None:
     """Recompute in place, from direct differences, every distance of a row that could be its block's minimum:
     those within twice the row's error bound e_i (``_exact_where_loose``) of the smallest. The block's minimum
     and its index are then exact, the lowest index among exact ties, and so are the minima merged across
     blocks: identical samples' expanded-form distances round differently by position, which made the reference
     name a later copy as the nearest (17 rows of 1,000 in a review's trials with 300 copies). Usually one
     distance a row: n d work against the block's n N d."""
-    row_errors = units * (query_norms + bank_norms.max())
     within = distances.min(dim=1).values + 2 * row_errors
     picked_rows, picked_columns = torch.nonzero(distances <= within[:, None], as_tuple=True)
     _recompute(distances, picked_rows, picked_columns, len(distances), queries, samples)
