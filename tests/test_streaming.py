@@ -597,9 +597,8 @@ def test_a_mixed_banks_scale_check_holds_one_shard_at_a_time(tmp_path, rng):
 def test_a_rank_waiting_for_the_others_stops_at_once(name, status):
     """Blocked inside gloo (joining the group, a barrier), a rank ran no Python signal handler: Ctrl-C did nothing
     and torchrun's SIGTERM was ignored until the timeout or a SIGKILL 30 s later. Here handlers that return stand
-    in for a wait Python cannot interrupt; the rank must still stop within the second, with one line."""
-    import time
-
+    in for a wait Python cannot interrupt: left to them, the script would sleep its minute and exit 0; the rank must
+    stop with the signal's status and one line."""
     script = ("import os, signal, time\n"
               "from ganbench.scoring.streaming import stoppable_wait\n"
               "signal.signal(signal.SIGINT, lambda *args: None)\n"
@@ -607,8 +606,6 @@ def test_a_rank_waiting_for_the_others_stops_at_once(name, status):
               "with stoppable_wait():\n"
               f"    os.kill(os.getpid(), signal.{name})\n"
               "    time.sleep(60)\n")
-    started = time.monotonic()
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == status, done.stderr
     assert done.stderr.strip().endswith("while waiting for the other ranks; nothing was written")
-    assert time.monotonic() - started < 45  # not the minute's wait
