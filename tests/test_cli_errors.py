@@ -865,3 +865,34 @@ def test_figures_of_a_baseline_file_and_an_output_name_ending_in_a_slash(tmp_pat
     assert "names a folder (it ends with a slash or a dot), not a file" in line and not (tmp_path / "new").exists()
     line = one_line_error(capsys, "sample", "--model", "dbn", "--count", "3", "--out", f"{tmp_path / 'new'}/.")
     assert "names a folder" in line and not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize("command", [
+    ["sample", "--count", "5", "--out", "{folder}/bank.npy"],
+    ["train", "--epochs", "1", "--out", "{folder}/run"],
+    ["reproduce", "table1", "--out", "{folder}/table"],
+    ["nn", "--samples", "{samples}", "--train", "{valid}", "--test", "{test}"],
+    ["check", "{folder}/result.json"],
+])
+def test_single_process_commands_refuse_torchrun(command, files, capsys, no_mnist, monkeypatch):
+    """Under torchrun every rank ran the whole command (`sample` wrote the same bank once a rank; two ranks of
+    `train` would share one run folder). Only `parzen` divides its work; the others refuse, before any output."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    arguments = [part.format(folder=files.folder, samples=files.samples, valid=files.valid, test=files.test)
+                 for part in command]
+    line = one_line_error(capsys, *arguments)
+    assert f"`ganbench {command[0]}` runs in one process, and this is rank 1 of 2" in line
+    assert "without torchrun (or unset WORLD_SIZE)" in line
+    assert sorted(path.name for path in files.folder.iterdir()) == ["a_file.txt", "samples.npy", "test.npy",
+                                                                     "valid.npy"]
+
+
+@pytest.mark.parametrize("world", ["1", "abc"])
+def test_single_process_commands_run_outside_torchrun(world, files, capsys, monkeypatch):
+    """WORLD_SIZE=1 (or a value that is not torchrun's) leaves a single-process command alone."""
+    monkeypatch.setenv("WORLD_SIZE", world)
+    status, out, err = run(capsys, "nn", "--samples", files.samples, "--train", files.valid, "--test", files.test,
+                           "--json")
+    assert status == 0, err
+    assert json.loads(out)["n_samples"] == 40

@@ -68,6 +68,26 @@ def run() -> None:
     sys.exit(main(parser=parser))
 
 
+# The commands whose work torchrun's ranks divide between them (``ganbench.scoring.streaming``); every other
+# command does its whole job in each process it is started in.
+DISTRIBUTED_COMMANDS = ("parzen",)
+
+
+def _refuse_single_process_command_under_torchrun(command: str) -> None:
+    """Under torchrun (WORLD_SIZE > 1) a command that does not divide its work ran all of it on each rank: two
+    ranks of `ganbench train` would train into one run folder, each replacing the other's checkpoints, and `sample`
+    drew and wrote the same bank once a rank. Refused on every rank, in one line."""
+    try:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        return  # not torchrun's (``streaming.init_from_environment`` refuses it where ranks are joined)
+    if world > 1 and command not in DISTRIBUTED_COMMANDS:
+        rank = os.environ.get("RANK", "?")
+        raise GanbenchError(f"`ganbench {command}` runs in one process, and this is rank {rank} of {world} "
+                            f"(WORLD_SIZE={world}, as torchrun sets it): only `ganbench parzen` divides its work "
+                            f"between ranks; run `ganbench {command}` without torchrun (or unset WORLD_SIZE)")
+
+
 def _refuse_empty_values(args) -> None:
     """An empty value (an unset shell variable: ``--checkpoint "$CKPT"``) names nothing: refused, never taken as
     the default (it sampled the shipped generator) or the current folder (``--out ''`` trained there)."""
@@ -96,6 +116,7 @@ def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None =
         from ganbench import cache
 
         cache.limit_bytes()
+        _refuse_single_process_command_under_torchrun(args.command)
         status = args.handler(args)
         sys.stdout.flush()  # a full disk or a closed pipe behind stdout shows here, not after exit
         return status
