@@ -287,10 +287,9 @@ def test_npz_banks_are_read_in_place_unless_compressed(kind, tmp_path, rng):
     (shard,) = bank.shards
     if kind == "compressed":
         assert type(shard.array) is np.ndarray
-    elif kind in ("float32", "one of two named samples"):
-        assert shard.array is None and shard.offset > 0  # plain reads at the member's values
     else:
-        assert isinstance(shard.array, np.memmap)
+        assert shard.array is None and shard.offset > 0  # plain reads at the member's values
+        assert (shard.fortran_shape is not None) == (kind == "float64 Fortran order")
     expected = np.asarray(as_data("bank", arrays[kind].reshape(37, -1)), dtype=bank.dtype)
     chunks = list(bank.chunks(10))
     assert [first for first, _ in chunks] == [0, 10, 20, 30] and bank.rows_read == 37
@@ -313,6 +312,118 @@ def test_an_npz_member_cut_short_is_refused_in_one_line(tmp_path, rng):
         archive.writestr("samples.npy", whole.read_bytes()[:-24])
     with pytest.raises(GanbenchError, match="bank.npz is not a readable .npz file of numbers"):
         banks.open_bank(tmp_path / "bank.npz")
+
+
+def stored_npz(path, member_bytes, name="samples.npy"):
+    """An archive of one member stored uncompressed, as numpy.savez writes."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr(name, member_bytes)
+    return path
+
+
+def npy_bytes(tmp_path, values) -> bytes:
+    np.save(tmp_path / "member.npy", values)
+    return (tmp_path / "member.npy").read_bytes()
+
+
+def test_a_folder_of_many_shards_holds_no_open_files(tmp_path, rng):
+    """Shards of uint8 (any dtype but float32) were memory maps, each holding a file open for the bank's life:
+    1,100 .npz shards under a limit of 1,024 open files were a traceback ("Too many open files")."""
+    folder = tmp_path / "bank"
+    folder.mkdir()
+    images = rng.integers(0, 256, size=(60, 2, 3), dtype=np.uint8)
+    for index in range(30):
+        (np.save if index % 2 else np.savez)(folder / f"s{index:03d}", images[2 * index:2 * index + 2])
+    before = len(os.listdir("/proc/self/fd"))
+    bank = banks.open_bank(folder)
+    assert len(os.listdir("/proc/self/fd")) == before
+    in_order = [images[2 * index:2 * index + 2] for index in [*range(1, 30, 2), *range(0, 30, 2)]]  # .npy first
+    np.testing.assert_array_equal(bank.read_all(), as_data("bank", np.concatenate(in_order).reshape(60, -1)))
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_a_damaged_npz_member_is_refused(tmp_path, rng):
+    """Read in place, a stored member skipped the CRC-32 NumPy's load checks: a flipped bit was scored silently."""
+    values = rng.random((100, 6), dtype=np.float32)
+    np.savez(tmp_path / "clean.npz", samples=values)
+    raw = bytearray((tmp_path / "clean.npz").read_bytes())
+    raw[raw.index(values.tobytes()) + 3] ^= 0x01
+    (tmp_path / "damaged.npz").write_bytes(raw)
+    np.testing.assert_array_equal(banks.open_bank(tmp_path / "clean.npz").read_all(), values)
+    with pytest.raises(GanbenchError, match="damaged.npz is not a readable .npz file of numbers \\(BadZipFile\\)"):
+        banks.open_bank(tmp_path / "damaged.npz")
+
+
+def test_a_directory_entry_that_points_at_another_member_is_refused(tmp_path, rng):
+    """The directory's samples.npy pointing at the local header of another member read that member's values."""
+    import zipfile
+
+    path = tmp_path / "bank.npz"
+    np.savez(path, other=rng.random((5, 6), dtype=np.float32), samples=rng.random((5, 6), dtype=np.float32))
+    with zipfile.ZipFile(path) as archive:
+        other, samples = archive.getinfo("other.npy"), archive.getinfo("samples.npy")
+    raw = bytearray(path.read_bytes())
+    directory = raw.index(b"PK\x01\x02samples.npy"[:4], raw.rindex(b"samples.npy") - 46)
+    assert raw[directory + 42:directory + 46] == samples.header_offset.to_bytes(4, "little")
+    raw[directory + 42:directory + 46] = other.header_offset.to_bytes(4, "little")
+    path.write_bytes(raw)
+    with pytest.raises(GanbenchError, match="bank.npz is not a readable .npz file of numbers"):
+        banks.open_bank(path)
+
+
+def header_bytes(descr: str, shape: str) -> bytes:
+    text = "{'descr': '%s', 'fortran_order': False, 'shape': %s, }" % (descr, shape)
+    text += " " * (64 - (11 + len(text)) % 64) + "\n"
+    return b"\x93NUMPY\x01\x00" + len(text).to_bytes(2, "little") + text.encode()
+
+
+@pytest.mark.parametrize("descr, shape, body", [("|u1", "(-8, -6)", 48), ("<f4", "(-8, -6)", 192),
+                                                ("|u1", "(4294967296, 4294967296)", 0), ("<f4", "(90, 6)", 240)])
+@pytest.mark.parametrize("container", [".npy", ".npz"])
+def test_npy_headers_that_lie_are_one_line_errors(descr, shape, body, container, tmp_path):
+    """Negative sizes (NumPy's header reader takes them), sizes whose int64 product wraps to 0, and more rows
+    than the bytes hold were tracebacks (a memory map's ValueError) or a bank of -8 rows."""
+    data = header_bytes(descr, shape) + bytes(body)
+    path = tmp_path / f"bank{container}"
+    if container == ".npz":
+        stored_npz(path, data)
+    else:
+        path.write_bytes(data)
+    with pytest.raises(GanbenchError, match="bank.np[yz] (is not a readable|is shorter than)"):
+        banks.open_bank(path).read_all()
+
+
+def test_a_file_that_changes_while_it_is_read_is_an_error(tmp_path, rng):
+    """A bank rewritten under a scorer mixed two versions (same size), or ended in a bus error (a memory map of a
+    file cut short)."""
+    for name, save in (("bank.npy", np.save), ("images.npz", np.savez)):
+        path = tmp_path / name
+        save(path, rng.integers(0, 256, size=(50, 6), dtype=np.uint8))
+        chunks = banks.open_bank(path).chunks(10)
+        next(chunks)
+        save(path, rng.integers(0, 256, size=(50, 6), dtype=np.uint8))
+        os.utime(path, ns=(1, 1))  # another time whatever the clock's resolution
+        with pytest.raises(GanbenchError, match=f"{name} changed while it was being read"):
+            next(chunks)
+
+
+def test_npz_archives_numpy_refuses_are_refused(tmp_path, rng):
+    """An archive after other bytes (a self-extracting stub), which NumPy's load refuses, was read in place when
+    stored and refused when compressed; an encrypted member or an .npy with an archive after it were tracebacks."""
+    values = rng.random((5, 6), dtype=np.float32)
+    np.savez(tmp_path / "plain.npz", samples=values)
+    (tmp_path / "stub.npz").write_bytes(b"#!/bin/sh\nexit 0\n" + (tmp_path / "plain.npz").read_bytes())
+    raw = bytearray((tmp_path / "plain.npz").read_bytes())
+    for signature in (b"PK\x03\x04", b"PK\x01\x02"):  # the encrypted flag, in the local header and directory
+        at = raw.index(signature)
+        raw[at + (6 if signature == b"PK\x03\x04" else 8)] |= 0x1
+    (tmp_path / "encrypted.npz").write_bytes(raw)
+    (tmp_path / "npy_then_zip.npz").write_bytes(npy_bytes(tmp_path, values) + (tmp_path / "plain.npz").read_bytes())
+    for name in ("stub.npz", "encrypted.npz", "npy_then_zip.npz"):
+        with pytest.raises(GanbenchError, match=f"{name} is not a readable .npz file of numbers"):
+            banks.open_bank(tmp_path / name)
 
 
 # ---- each rank reads its share only; chunks independent of the shard sizes ---------------------

@@ -6,17 +6,22 @@ Rows are read as float32, or as float64 where a shard holds float64 values or in
 than float32's 24-bit significand, so that no value is rounded on its way to the scorer (whose
 float64 reference then scores the data as given).
 
-Chunks are read with plain file reads (no memory map), so resident memory stays at one
-chunk whatever the bank's size; the scorer merges per-chunk partial sums exactly
-(``ganbench.scoring.partials``), keeping the nearest index global. An ``.npz`` written by
-``numpy.savez`` stores its array uncompressed inside the zip archive, so it is read in place the same
-way; one written by ``numpy.savez_compressed`` must be inflated, and is loaded whole.
+Chunks are read with plain file reads (no memory map, no file left open), so resident memory stays at
+one chunk whatever the bank's size, and a folder of thousands of shards holds no file descriptors; the
+scorer merges per-chunk partial sums exactly (``ganbench.scoring.partials``), keeping the nearest index
+global. A file that changes while it is read (its size or modification time) is an error, never a bank
+of two versions. An ``.npz`` written by ``numpy.savez`` stores its array uncompressed inside the zip
+archive, so it is read in place the same way, once its CRC-32 is checked (one read of the member: NumPy's
+load checks it too, and a flipped bit scored silently without it); one written by
+``numpy.savez_compressed`` must be inflated, and is loaded whole.
 """
 from __future__ import annotations
 
 import json
+import os
 import struct
 import zipfile
+import zlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,15 +46,28 @@ __all__ = ["MNIST_RANGE", "Bank", "open_bank"]
 
 @dataclass(frozen=True)
 class _Shard:
+    """Rows held in memory (``array``: arrays, compressed .npz members), or read in place from ``path``: values of
+    ``stored`` dtype from byte ``offset`` on, in C order, or in Fortran order of ``fortran_shape``."""
     path: Path | None
     rows: int
-    offset: int          # byte offset of the data in the file
+    offset: int                            # byte offset of the values in the file
     array: np.ndarray | None = None
+    stored: np.dtype = np.dtype("<f4")     # the file's dtype (read in place)
+    fortran_shape: tuple[int, ...] | None = None
+    stamp: tuple[int, int] | None = None   # the file's size and modification time when opened
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.array.dtype if self.array is not None else self.stored
 
 
 def _is_byte_shard(shard: _Shard) -> bool:
-    """Whether a shard is 8-bit (uint8 images, divided by 255 as they are read; raw float32 shards are not)."""
-    return shard.array is not None and data_scale(shard.array.dtype) != 1.0
+    """Whether a shard is 8-bit (uint8 images, divided by 255 as they are read; float shards are not)."""
+    return data_scale(shard.dtype) != 1.0
+
+
+def _stamp(status: os.stat_result) -> tuple[int, int]:
+    return status.st_size, status.st_mtime_ns
 
 
 def exact_dtype(dtype) -> np.dtype:
@@ -68,8 +86,7 @@ class Bank:
         self.shards, self.dimension, self.source = shards, dimension, source
         self.layout = layout  # the image shape of its files, length-1 axes dropped; None for vectors
         self.value_range, self.role = value_range, role  # role names the data in errors: "held-out data"
-        self.dtype = max((exact_dtype(shard.array.dtype) for shard in shards if shard.array is not None),
-                         key=lambda dtype: dtype.itemsize, default=np.dtype(np.float32))
+        self.dtype = max((exact_dtype(shard.dtype) for shard in shards), key=lambda dtype: dtype.itemsize)
         self.count = sum(shard.rows for shard in shards)
         self.rows_read = 0  # rows read from the shards so far (each rank of several reads its share only)
         if self.count == 0:
@@ -114,12 +131,21 @@ class Bank:
         if shard.array is not None:
             return np.asarray(as_data(self.source, shard.array[start:start + count]), dtype=self.dtype)
         with open(shard.path, "rb") as handle:
-            handle.seek(shard.offset + start * self.dimension * 4)
-            chunk = np.fromfile(handle, dtype="<f4", count=count * self.dimension)
-        if chunk.size != count * self.dimension:
-            raise GanbenchError(f"{shard.path} is shorter than its header says (truncated?); "
-                                "rewrite it with `ganbench sample`")
-        return chunk.reshape(count, self.dimension).astype(self.dtype, copy=False)
+            if _stamp(os.fstat(handle.fileno())) != shard.stamp:
+                raise GanbenchError(f"{shard.path} changed while it was being read (its size or time); score it "
+                                    "again once it is written")
+            if shard.fortran_shape is not None:  # its rows are strided: a map of the file for this read alone
+                mapped = np.memmap(handle, dtype=shard.stored, mode="r", offset=shard.offset,
+                                   shape=shard.fortran_shape, order="F")
+                values = np.ascontiguousarray(mapped[start:start + count]).reshape(count, self.dimension)
+                del mapped
+            else:
+                handle.seek(shard.offset + start * self.dimension * shard.stored.itemsize)
+                values = np.fromfile(handle, dtype=shard.stored, count=count * self.dimension)
+                if values.size != count * self.dimension:
+                    raise GanbenchError(f"{shard.path} is shorter than its header says (truncated?); write it again")
+                values = values.reshape(count, self.dimension)
+        return np.asarray(as_data(self.source, values), dtype=self.dtype)
 
     def where(self, row: int) -> str:
         """The source of bank row ``row``, with the shard and its own row when the bank has several."""
@@ -135,7 +161,7 @@ class Bank:
     def stored_float_dtype(self) -> np.dtype | None:
         """The narrowest float dtype its shards store (raw float32 shards: float32), None when every shard holds
         integers: the precision its values carry, which reading them as float32 or float64 only widens."""
-        return narrowest_float_dtype(np.dtype(np.float32) if shard.array is None else shard.array.dtype
+        return narrowest_float_dtype(shard.dtype
                                      for shard in self.shards)
 
     def mixed_shard_magnitudes(self, rows: int) -> dict[str, float | None]:
@@ -190,12 +216,16 @@ def _npz_shard(path: Path) -> tuple[_Shard, int, tuple[int, ...] | None]:
     if stored is not None:
         return stored
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):  # an .npy with a zip archive after it
+            raise ValueError("not a zip archive of .npy arrays")
+        with loaded as archive:
             names = list(archive.keys())
             name = "samples" if "samples" in names else (names[0] if len(names) == 1 else None)
             array = None if name is None else archive[name]
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, RuntimeError, NotImplementedError) as error:
         # NumPy's own text can advise loading with allow_pickle, which runs code from the file: never relay it.
+        # RuntimeError: an encrypted member; NotImplementedError: a compression zipfile cannot inflate.
         raise GanbenchError(f"{path} is not a readable .npz file of numbers ({type(error).__name__}); "
                             "save a numeric array with numpy.savez") from None
     if array is None:
@@ -209,14 +239,19 @@ def _npz_shard(path: Path) -> tuple[_Shard, int, tuple[int, ...] | None]:
 # A zip member's local header: its signature, then fixed fields up to the lengths of its name and extra field.
 LOCAL_HEADER = struct.Struct("<4s22xHH")
 LOCAL_SIGNATURE = b"PK\x03\x04"
+CRC_BLOCK_BYTES = 2**24  # read at a time to check a member's CRC-32
 
 
 def _stored_npz_array(path: Path) -> tuple[_Shard, int, tuple[int, ...] | None] | None:
     """The array ``_npz_shard`` reads, in place, when its member is an .npy stored uncompressed and unencrypted:
     its bytes are then an .npy file's inside the archive, from the member's local header on. None for anything
-    else (a compressed member, several arrays, a header that does not parse), which ``_npz_shard`` loads whole
-    through NumPy and refuses as it always has. A bank of 10^6 MNIST-size rows saved with numpy.savez held all of
-    its 3.1 GB in memory before scoring began; read in place it holds one chunk."""
+    else (a compressed member, several arrays, an archive after other bytes, which NumPy refuses, a local header
+    that is not the directory's, a header that does not parse or a size that does not add up), which
+    ``_npz_shard`` loads whole through NumPy and refuses as it always has. A bank of 10^6 MNIST-size rows saved
+    with numpy.savez held all of its 3.1 GB in memory before scoring began; read in place it holds one chunk.
+
+    The member's bytes are checked against its CRC-32 first, as NumPy's load checks them: one read of the
+    member, a chunk at a time (a flipped bit was otherwise scored, silently)."""
     try:
         with zipfile.ZipFile(path) as archive:
             members = archive.infolist()
@@ -229,31 +264,62 @@ def _stored_npz_array(path: Path) -> tuple[_Shard, int, tuple[int, ...] | None] 
                 or not member.filename.endswith(".npy")):
             return None
         with open(path, "rb") as handle:
+            status = os.fstat(handle.fileno())
+            if handle.read(len(LOCAL_SIGNATURE)) != LOCAL_SIGNATURE:  # NumPy reads archives that start the file
+                return None
             handle.seek(member.header_offset)
             signature, name_length, extra_length = LOCAL_HEADER.unpack(handle.read(LOCAL_HEADER.size))
-            if signature != LOCAL_SIGNATURE:
+            if signature != LOCAL_SIGNATURE or handle.read(name_length) != member.filename.encode(
+                    "utf-8" if member.flag_bits & 0x800 else "cp437"):
                 return None
             start = member.header_offset + LOCAL_HEADER.size + name_length + extra_length
             handle.seek(start)
             shape, fortran_order, dtype, offset = _npy_header(handle)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, struct.error):
+            if (dtype.hasobject or dtype.kind not in "uif" or len(shape) < 2
+                    or member.file_size != offset - start + _value_bytes(shape, dtype)
+                    or status.st_size < start + member.file_size or not _crc_matches(handle, start, member)):
+                return None  # NumPy's load gives the one-line refusal, or reads what it can
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, struct.error, UnicodeError):
         return None
-    values = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if dtype.hasobject or dtype.kind not in "uif" or member.file_size != offset - start + values:
-        return None  # NumPy's load gives the one-line refusal
-    if dtype == np.dtype("<f4") and not fortran_order:
-        dimension, layout = _points_shape(path, shape)
-        return _Shard(path, shape[0], offset), dimension, layout
-    return _array_shard(path, np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape,
-                                        order="F" if fortran_order else "C"))
+    return _in_place_shard(path, shape, fortran_order, dtype, offset, status)
+
+
+def _crc_matches(handle, start: int, member: zipfile.ZipInfo) -> bool:
+    handle.seek(start)
+    crc, left = 0, member.file_size
+    while left:
+        block = handle.read(min(CRC_BLOCK_BYTES, left))
+        if not block:
+            return False
+        crc, left = zlib.crc32(block, crc), left - len(block)
+    return crc == member.CRC
 
 
 def _npy_header(handle) -> tuple[tuple[int, ...], bool, np.dtype, int]:
-    """An .npy header read from ``handle``'s position: shape, Fortran order, dtype, and where the values start."""
+    """An .npy header read from ``handle``'s position: shape, Fortran order, dtype, and where the values start.
+    NumPy's reader takes negative sizes; they are refused here (ValueError, as for any header it refuses)."""
     version = np.lib.format.read_magic(handle)
     read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
     shape, fortran_order, dtype = read_header(handle)
+    if any(size < 0 for size in shape):
+        raise ValueError(f"its header gives the shape {tuple(shape)}, with a negative size")
     return shape, fortran_order, dtype, handle.tell()
+
+
+def _value_bytes(shape: tuple[int, ...], dtype: np.dtype) -> int:
+    """The bytes of an array's values, in Python's integers (NumPy's int64 product of large sizes wraps)."""
+    count = 1
+    for size in shape:
+        count *= int(size)
+    return count * dtype.itemsize
+
+
+def _in_place_shard(path: Path, shape: tuple[int, ...], fortran_order: bool, dtype: np.dtype, offset: int,
+                    status: os.stat_result) -> tuple[_Shard, int, tuple[int, ...] | None]:
+    """A shard read from the file as it is scored (no copy held, no file left open)."""
+    dimension, layout = _points_shape(path, shape)
+    return (_Shard(path, shape[0], offset, stored=dtype, fortran_shape=tuple(shape) if fortran_order else None,
+                   stamp=_stamp(status)), dimension, layout)
 
 
 def _points_shape(path: Path | None, shape: tuple[int, ...]) -> tuple[int, tuple[int, ...] | None]:
@@ -287,18 +353,17 @@ def _npy_shard(path: Path) -> tuple[_Shard, int, tuple[int, ...] | None]:
         return _npz_shard(path)
     try:
         with open(path, "rb") as handle:
+            status = os.fstat(handle.fileno())
             shape, fortran_order, dtype, offset = _npy_header(handle)
     except (ValueError, OSError, EOFError) as error:
         raise GanbenchError(f"{path} is not a readable .npy file ({error})") from None
-    dimension, layout = _points_shape(path, shape)
+    _points_shape(path, shape)
     if dtype.hasobject or dtype.kind not in "uif":
         raise GanbenchError(f"{path} has dtype {dtype}; save a numeric array (float32, or uint8 images)")
-    if path.stat().st_size < offset + shape[0] * dimension * dtype.itemsize:
+    if status.st_size < offset + _value_bytes(shape, dtype):
         raise GanbenchError(f"{path} is shorter than its header says (truncated?); write it again")
-    if dtype != np.dtype("<f4") or fortran_order:
-        # Other dtypes or layouts: read through a memory map (uint8 images are divided by 255).
-        return _array_shard(path, np.load(path, allow_pickle=False, mmap_mode="r"))
-    return _Shard(path, shape[0], offset), dimension, layout
+    # Every dtype and order is read in place (uint8 images are divided by 255 as they are read).
+    return _in_place_shard(path, shape, fortran_order, dtype, offset, status)
 
 
 # ``ganbench sample --shard-size`` marks its folder with this file: incomplete while it writes, then the list
