@@ -1,5 +1,6 @@
 """The Table 1 baselines (ganbench/baselines): samplers, the GSN's update order and walkback, the CAE's
 Jacobian step, bit-exact resume, the authors' GSN bank. Small layers and random data keep it fast."""
+import contextlib
 import dataclasses
 from types import SimpleNamespace
 
@@ -200,6 +201,33 @@ def test_gsn_chain_keeps_only_the_means_asked_for_from_the_same_chain():
     every_mean = gsn.chain_means(model, starts, 40, config, torch.Generator().manual_seed(3))
     kept = gsn.chain_means(model, starts, 40, config, torch.Generator().manual_seed(3), first_kept=9, every=5)
     np.testing.assert_array_equal(kept, every_mean[9::5])
+
+
+def test_one_gsn_chain_runs_torch_on_one_thread_and_gives_the_same_means(monkeypatch):
+    """A single chain's products run on OpenBLAS's threads; torch's own operations beside them, once a script had
+    set torch's thread count, took the cores from them (0.47 -> 16.6 ms a step). The chain now runs torch on one
+    thread, restores the count after, and its means are those of a chain run without that, bit for bit."""
+    model, config = gsn.DeepGSN(hidden=64), gsn.GSNConfig(hidden=64)
+    start = np.random.default_rng(0).random((1, 784)).astype(np.float32)
+    threads_seen, product = [], gsn.blas_product
+
+    def recording_product(activations, weights):
+        threads_seen.append(torch.get_num_threads())
+        return product(activations, weights)
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        monkeypatch.setattr(gsn, "blas_product", recording_product)
+        means = gsn.chain_means(model, start, 12, config, torch.Generator().manual_seed(5))
+        assert set(threads_seen) == {1} and torch.get_num_threads() == 2
+        monkeypatch.setattr(gsn, "one_torch_thread", contextlib.nullcontext)
+        threads_seen.clear()
+        unchanged = gsn.chain_means(model, start, 12, config, torch.Generator().manual_seed(5))
+        assert set(threads_seen) == {2}
+    finally:
+        torch.set_num_threads(previous)
+    np.testing.assert_array_equal(means, unchanged)
 
 
 def test_resuming_without_the_best_epochs_weights_says_so(fake_mnist, tmp_path, capsys):

@@ -18,6 +18,7 @@ re-implemented in PyTorch (docs/baselines.md lists every setting and where it co
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -97,8 +98,26 @@ def blas_product(activations: torch.Tensor, weights: torch.Tensor) -> torch.Tens
     way, only the order of the sums differs. On the project's 2-core AMD EPYC NumPy's OpenBLAS runs a
     matrix-vector product on both cores where torch's runs on one: a step of the authors' single chain
     0.43 against 0.81 ms. Not for batches: there torch's elementwise operations run on its OpenMP threads,
-    which keep spinning while OpenBLAS's threads want the same cores (100 chains took 3x longer)."""
+    which keep spinning while OpenBLAS's threads want the same cores (100 chains took 3x longer); for one
+    chain the same contention is kept out by ``one_torch_thread``."""
     return torch.from_numpy(np.matmul(activations.numpy(), weights.detach().numpy()))
+
+
+@contextlib.contextmanager
+def one_torch_thread():
+    """torch's own operations on one thread while a single chain's products run on OpenBLAS's threads.
+
+    A chain's elementwise operations act on one row (1,500 values) and gain nothing from threads, but once
+    torch's thread count has been set (``torch.set_num_threads(2)`` in a user's script, even to the count it
+    had) its OpenMP threads took the cores from OpenBLAS's: a step of the authors' chain went from 0.47 to 16.6
+    ms on a 2-core AMD EPYC (the bank of 10,000 from 4.7 s to minutes); on one thread, 0.39 ms. Threads change
+    no value here: every torch operation of a step is elementwise or a draw of the serial generator."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _uniform_init(fan_in: int, fan_out: int) -> torch.Tensor:
@@ -156,11 +175,12 @@ def chain_means(model: DeepGSN, starts: np.ndarray, steps: int, config: GSNConfi
     x, h2 = salt_and_pepper(torch.as_tensor(starts, dtype=torch.float32), config.salt_and_pepper, rng), None
     kept = range(first_kept, steps, every)
     means = np.empty((len(kept), len(starts), x.shape[1]), dtype=np.float32)
-    product = blas_product if len(starts) == 1 else torch.matmul
-    for index in progress_bar(range(steps), desc="Deep GSN chains", leave=False):  # on a terminal only
-        logits, x, h2 = model.step(x, h2, config, rng, product=product)
-        if index >= first_kept and (index - first_kept) % every == 0:
-            means[(index - first_kept) // every] = torch.sigmoid(logits).numpy()
+    single = len(starts) == 1
+    with one_torch_thread() if single else contextlib.nullcontext():
+        for index in progress_bar(range(steps), desc="Deep GSN chains", leave=False):  # on a terminal only
+            logits, x, h2 = model.step(x, h2, config, rng, product=blas_product if single else torch.matmul)
+            if index >= first_kept and (index - first_kept) % every == 0:
+                means[(index - first_kept) // every] = torch.sigmoid(logits).numpy()
     return means
 
 
