@@ -252,6 +252,28 @@ def test_a_rank_that_dies_stops_the_others(tmp_path, mnist):
     _, survivor_err = survivor.communicate(timeout=120)
     assert casualty.returncode == 2 and "does not exist" in casualty_err
     assert survivor.returncode == 2 and "Traceback" not in survivor_err
+    # It stopped at once: not "failed to pass monitoredBarrier in 10000 ms", gloo's words for a wait of --timeout.
+    assert ("rank 0: rank 1 stopped before the ranks met" in survivor_err
+            or "rank 0: another rank stopped while the ranks exchanged" in survivor_err), survivor_err
+
+
+@pytest.mark.parametrize("text, waited, expected", [
+    ("[Rank 0]: Ranks 1 failed to pass monitoredBarrier in 20000 ms", 0.4,
+     "rank 0: rank 1 stopped before the ranks met; its own error says why"),
+    ("[Rank 0]: Ranks 1, 3 failed to pass monitoredBarrier in 20000 ms", 0.4, "rank 0: ranks 1, 3 stopped before"),
+    ("[Rank 0]: Rank 2 failed to pass monitoredBarrier in 20000 ms", 20.2,
+     "rank 0: rank 2 did not reach the ranks' meeting within --timeout 20 s"),
+    ("[/build/gloo/transport/tcp/pair.cc:553] Connection closed by peer [127.0.0.1]:52437", 0.1,
+     "rank 0: another rank stopped while the ranks exchanged (its connection closed)"),
+    ("Something else\nsecond line", 1.0, "rank 0: a collective failed, most likely because another rank died or "
+                                          "timed out (Something else); see that rank's error"),
+])
+def test_a_failed_collective_says_whether_a_rank_stopped_or_never_came(text, waited, expected, monkeypatch):
+    """gloo names --timeout whether the missing rank died at once or never came (a survivor's line read as a wait
+    of 300 s), and a closed connection named a file of torch's build machine."""
+    monkeypatch.setattr(torch.distributed, "get_rank", lambda: 0)
+    monkeypatch.setitem(streaming._BARRIER_TIMEOUT, "seconds", 20.0)
+    assert expected in streaming.collective_failure(text, waited)
 
 
 def test_uint8_and_npz_banks_are_scaled_to_the_data(tmp_path, rng):
