@@ -187,15 +187,21 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def assert_two_runs_agree(one: dict, two: dict, valid, test, bank, dtype, chunk_rows: int) -> None:
+def assert_two_runs_agree(one: dict, two: dict, valid, test, bank, dtype, chunk_rows: int,
+                          other_chunk_rows: int | None = None) -> None:
     """Two `ganbench parzen --json` results for the same bank: each run's scores are within
-    log_likelihood_bound of the exact ones, so the two differ by at most twice that."""
+    log_likelihood_bound of the exact ones (for its chunks: ``other_chunk_rows`` those of the second run, where
+    they differ), so the two differ by at most twice the larger bound."""
     grid = np.asarray(protocol.PROTOCOLS["paper"].sigma_grid)
     valid = valid[:protocol.PROTOCOLS["paper"].valid_count]
-    options = {"dtype": dtype, "chunk_rows": chunk_rows, "block_rows": chunk_rows}
-    valid_bounds = 2 * log_likelihood_bound(valid, bank, grid, **options)
+
+    def bound(points, sigmas):
+        return np.max([log_likelihood_bound(points, bank, sigmas, dtype=dtype, chunk_rows=rows, block_rows=rows)
+                       for rows in {chunk_rows, other_chunk_rows or chunk_rows}], axis=0)
+
+    valid_bounds = 2 * bound(valid, grid)
     valid_sizes = np.abs(parzen.log_likelihood(valid, bank, grid, backend="reference")).mean(1) + valid_bounds.max(1)
-    test_bounds = 2 * log_likelihood_bound(test, bank, [one["sigma"]], **options)[0]
+    test_bounds = 2 * bound(test, [one["sigma"]])[0]
     test_size = abs(one["mean"]) + one["standard_error"] * np.sqrt(len(test))  # mean |x| <= |mean| + std
     runs = [dict(run, valid_means=list(run["valid_means"].values())) for run in (one, two)]
     assert_parzen_scores_agree(*runs, valid_bounds, test_bounds, valid_sizes, test_size)
@@ -203,12 +209,15 @@ def assert_two_runs_agree(one: dict, two: dict, valid, test, bank, dtype, chunk_
 
 @pytest.mark.slow
 @pytest.mark.distributed
-@pytest.mark.parametrize("backend, dtype", [("torch", np.float32), ("reference", np.float64)])
-def test_two_gloo_processes_equal_one(tmp_path, mnist, backend, dtype):
-    bank = mnist.train_x[:501]
+@pytest.mark.parametrize("backend, dtype, chunk_rows", [("torch", np.float32, 100), ("reference", np.float64, 100),
+                                                      ("torch", np.float32, 1000)])
+def test_two_gloo_processes_equal_one(tmp_path, mnist, backend, dtype, chunk_rows):
+    """Six chunks shared whole; or one chunk (the bank below --chunk-rows), cut into two equal shares (of 251 rows:
+    the chunks of 251 that the bound below takes)."""
+    bank = mnist.train_x[:501 if chunk_rows < 501 else 502]
     np.save(tmp_path / "bank.npy", bank)
     base = [sys.executable, "-m", "ganbench", "parzen", str(tmp_path / "bank.npy"), "--json", "--backend", backend,
-            "--device", "cpu", "--chunk-rows", "100"]
+            "--device", "cpu", "--chunk-rows", str(chunk_rows)]
     single = subprocess.run(base, capture_output=True, text=True, timeout=300)
     assert single.returncode == 0, single.stderr
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
@@ -216,12 +225,13 @@ def test_two_gloo_processes_equal_one(tmp_path, mnist, backend, dtype):
     distributed = subprocess.run(launcher, capture_output=True, text=True, timeout=300)
     assert distributed.returncode == 0, distributed.stderr
     one, two = json.loads(single.stdout), json.loads(distributed.stdout)  # only rank 0 printed
-    assert two["world_size"] == 2 and one["n_bank"] == two["n_bank"] == 501
+    assert two["world_size"] == 2 and one["n_bank"] == two["n_bank"] == len(bank)
     # Each rank scores whole chunks as the single process does, but torchrun starts its ranks with
     # OMP_NUM_THREADS=1 where the single process may use every core, and BLAS blocks its products by
     # thread count: the chunks' float32 (or float64) rounding differs, within the derived bounds.
     # The float64 reference backend checks the merge itself to ~1e-9 nats.
-    assert_two_runs_agree(one, two, mnist.valid_x, mnist.test_x, bank, dtype, chunk_rows=100)
+    assert_two_runs_agree(one, two, mnist.valid_x, mnist.test_x, bank, dtype, chunk_rows=min(chunk_rows, len(bank)),
+                          other_chunk_rows=chunk_rows if chunk_rows < len(bank) else len(bank) // 2)
 
 
 def rank_command(tmp_path, rank, port, bank):
@@ -498,6 +508,21 @@ def test_each_rank_reads_only_its_share_of_the_bank(tmp_path, rng, monkeypatch, 
         shares.append(share)
     assert [row for share in shares for row in share] == list(range(301))  # a partition, in order
     assert all(share.start % 33 == 0 for share in shares if len(share))
+
+
+@pytest.mark.parametrize("count, chunk_rows, world", [(301, 33, 3), (40_001, 65_536, 2), (40_001, 30_000, 3),
+                                                     (5, 100, 8), (1, 1, 4), (97, 10, 10), (7, 7, 3)])
+def test_rank_shares_partition_the_bank_and_leave_no_rank_idle(count, chunk_rows, world):
+    """Whole chunks when there are as many as ranks; a bank of fewer chunks is cut into equal shares, where whole
+    chunks left all but one rank idle (40,001 rows under two ranks: one chunk, all of it on rank 0)."""
+    shares = [streaming.share_rows(count, chunk_rows, rank, world) for rank in range(world)]
+    assert [row for share in shares for row in share] == list(range(count))  # a partition, in order
+    chunks = -(-count // chunk_rows)
+    if chunks >= world:
+        assert all(share.start % chunk_rows == 0 for share in shares if len(share))
+    else:
+        assert max(map(len, shares)) - min(map(len, shares)) <= 1 and all(len(share) <= chunk_rows for share in shares)
+        assert sum(1 for share in shares if len(share)) == min(count, world)
 
 
 def test_ranks_score_the_chunks_a_single_process_scores_whatever_the_shard_size(tmp_path, mnist):
