@@ -51,12 +51,12 @@ def rescored(norms, float32_minima, minima, log_sums, sigma: float, refused=None
 
 
 def test_the_refinement_estimate_weighs_its_correction_by_the_others_share():
-    # log S = log 2 (one other term as heavy as the nearest): share 1/2; scale 1 / (2 * 0.1^2) = 50; margin 4.
-    # Corrections 7e-6, 1.1e-5, 1: 4 * 50 * 7e-6 / 2 = 7e-4 and 4 * 50 * 1.1e-5 / 2 = 1.1e-3 against 1e-3; the
-    # last row's nearest term is all of its sum. R = 0: the floor u (0 + (0 + sqrt(D + 0.8))^2) is far below these.
-    assert float64_rows.ESTIMATE_MARGIN == 4
+    # log S = log 2 (one other term as heavy as the nearest): share 1/2; scale 1 / (2 * 0.1^2) = 50; margin 2.5.
+    # Corrections 1.2e-5, 2e-5, 1: 2.5 * 50 * 1.2e-5 / 2 = 7.5e-4 and 2.5 * 50 * 2e-5 / 2 = 1.25e-3 against 1e-3;
+    # the last row's nearest term is all of its sum. R = 0: the floor u (0 + (0 + sqrt(D + 0.8))^2) is far below.
+    assert float64_rows.ESTIMATE_MARGIN == 2.5
     log_2 = np.log(2.0)
-    assert rescored([0, 0, 0], [1.0, 1.0, 1.0], [1 + 7e-6, 1 + 1.1e-5, 2.0], [log_2, log_2, 0.0], 0.1) == [
+    assert rescored([0, 0, 0], [1.0, 1.0, 1.0], [1 + 1.2e-5, 1 + 2e-5, 2.0], [log_2, log_2, 0.0], 0.1) == [
         False, True, False]
     # No correction (a nearest sample at the bank mean has its distance R rounded once, maybe exactly), but
     # R = D = 1e4: the floor u (1e4 + (100 + sqrt(1e4 + 0.8))^2) ~ 3e-3, times 50 / 2, passes 1e-3.
