@@ -137,7 +137,7 @@ class Bank:
             if shard.fortran_shape is not None:  # its rows are strided: a map of the file for this read alone
                 mapped = np.memmap(handle, dtype=shard.stored, mode="r", offset=shard.offset,
                                    shape=shard.fortran_shape, order="F")
-                values = np.ascontiguousarray(mapped[start:start + count]).reshape(count, self.dimension)
+                values = np.array(mapped[start:start + count], order="C").reshape(count, self.dimension)  # a copy
                 del mapped
             else:
                 handle.seek(shard.offset + start * self.dimension * shard.stored.itemsize)
@@ -161,8 +161,7 @@ class Bank:
     def stored_float_dtype(self) -> np.dtype | None:
         """The narrowest float dtype its shards store (raw float32 shards: float32), None when every shard holds
         integers: the precision its values carry, which reading them as float32 or float64 only widens."""
-        return narrowest_float_dtype(shard.dtype
-                                     for shard in self.shards)
+        return narrowest_float_dtype(shard.dtype for shard in self.shards)
 
     def mixed_shard_magnitudes(self, rows: int) -> dict[str, float | None]:
         """``inputs.magnitude`` of the first ``rows`` rows of every shard, by name, when some shards are 8-bit and
