@@ -481,7 +481,8 @@ def float32_if_exact(values: torch.Tensor) -> torch.Tensor:
     """float64 values that are all float32 numbers (float32 data widened: MNIST's a / 255 as ``.astype(float64)``)
     as float32, the same numbers; anything else as given. Such data scored as float64 missed the int8 paths, which
     take float32 and float64 values a / 255 rounded in their own dtype: 2,000 MNIST test images against 10,000
-    training images took 0.28 s and were 3.2e-4 nats off through the float32 GEMM, against 0.08 s and 1.1e-5."""
+    training images took 0.28 s and were 3.2e-4 nats off through the float32 GEMM; now 0.20 s (the checks and
+    copies of float64 data; 0.08 s from float32 arrays), bit for bit the float32 images' result."""
     if values.dtype != torch.float64 or not len(values):
         return values
     single = values[:1].float()
