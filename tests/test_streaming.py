@@ -264,7 +264,7 @@ def test_a_rank_that_dies_stops_the_others(tmp_path, mnist):
     assert survivor.returncode == 2 and "Traceback" not in survivor_err
     # It stopped at once: not "failed to pass monitoredBarrier in 10000 ms", gloo's words for a wait of --timeout.
     assert ("rank 0: rank 1 stopped before the ranks met" in survivor_err
-            or "rank 0: another rank stopped while the ranks exchanged" in survivor_err), survivor_err
+            or "rank 0: another rank stopped (its connection closed)" in survivor_err), survivor_err
 
 
 @pytest.mark.parametrize("text, waited, expected", [
@@ -274,7 +274,9 @@ def test_a_rank_that_dies_stops_the_others(tmp_path, mnist):
     ("[Rank 0]: Rank 2 failed to pass monitoredBarrier in 20000 ms", 20.2,
      "rank 0: rank 2 did not reach the ranks' meeting within --timeout 20 s"),
     ("[/build/gloo/transport/tcp/pair.cc:553] Connection closed by peer [127.0.0.1]:52437", 0.1,
-     "rank 0: another rank stopped while the ranks exchanged (its connection closed)"),
+     "rank 0: another rank stopped (its connection closed); its own error says why"),
+    ("Rank 1 successfully reached monitoredBarrier, but received errors while waiting for send/recv from rank 2. "
+     "Please check rank 2 logs for faulty rank.", 0.2, "rank 0: rank 2 stopped before the ranks met"),
     ("Something else\nsecond line", 1.0, "rank 0: a collective failed, most likely because another rank died or "
                                           "timed out (Something else); see that rank's error"),
 ])

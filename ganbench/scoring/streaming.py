@@ -282,24 +282,27 @@ def collective(operation, tensor, **options) -> None:
 
 
 # gloo's monitored barrier names the ranks that did not reach it: "Ranks 1, 3 failed to pass monitoredBarrier in
-# 300000 ms", the same words whether they stopped at once or never came.
-MISSING_RANKS = re.compile(r"Ranks? ([\d, ]+?) failed to pass monitoredBarrier")
+# 300000 ms", the same words whether they stopped at once or never came; a rank other than the barrier's first
+# names the one it lost: "Rank 1 successfully reached monitoredBarrier, but received errors while waiting for
+# send/recv from rank 0".
+MISSING_RANKS = re.compile(r"Ranks? ([\d, ]+?) failed to pass monitoredBarrier|errors while waiting for send/recv "
+                           r"from rank (\d+)")
 
 
 def collective_failure(text: str, waited: float) -> str:
     """This rank's one line when a collective failed after ``waited`` seconds: whether the ranks a barrier missed
     stopped early (their own lines say why) or never came within --timeout (gloo's text names the timeout in both
     cases: a rank that died at once read as a wait of 300 s), or another rank closed its connection (gloo's text
-    named a source file of the build machine); else gloo's first line."""
+    named a source file of the build machine, and no rank); else gloo's first line."""
     rank = torch.distributed.get_rank()
     missing, timeout = MISSING_RANKS.search(text), _BARRIER_TIMEOUT["seconds"]
-    if missing is None and "Connection closed by peer" in text:  # a rank that exited while the others sent to it
-        return (f"rank {rank}: another rank stopped while the ranks exchanged (its connection closed); its own error "
-                "says why, and no result was written")
+    if missing is None and "Connection closed by peer" in text:  # a rank that exited, unnamed by gloo
+        return (f"rank {rank}: another rank stopped (its connection closed); its own error says why, and no result "
+                "was written")
     if missing is None:
         return (f"rank {rank}: a collective failed, most likely because another rank died or timed out "
                 f"({text.splitlines()[0][:120]}); see that rank's error")
-    ranks = missing.group(1)
+    ranks = missing.group(1) or missing.group(2)
     which = f"rank {ranks}" if "," not in ranks else f"ranks {ranks}"
     if timeout is None or waited < 0.9 * timeout:
         return f"rank {rank}: {which} stopped before the ranks met; its own error says why, and no result was written"
