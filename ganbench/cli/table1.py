@@ -69,9 +69,10 @@ def reproduce_interrupted(args) -> str:
 
     if not args.train:
         return "no table was written"
-    if not (Path(args.train_out or TRAIN_OUT) / CHECKPOINT_NAME).exists():
+    run_folder = args.train_out or TRAIN_OUT  # None when interrupted before the defaults were filled in
+    if not (Path(run_folder) / CHECKPOINT_NAME).exists():
         return "no table was written, and no training epoch had finished, so nothing was saved"
-    return (f"no table was written; the finished training epochs are saved in {args.train_out or TRAIN_OUT}, "
+    return (f"no table was written; the finished training epochs are saved in {run_folder}, "
             "and the same command resumes them")
 
 

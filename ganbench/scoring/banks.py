@@ -280,7 +280,7 @@ def _stored_npz_array(path: Path) -> tuple[_Shard, int, tuple[int, ...] | None] 
                 return None  # NumPy's load gives the one-line refusal, or reads what it can
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, struct.error, UnicodeError):
         return None
-    return _in_place_shard(path, shape, fortran_order, dtype, offset, status)
+    return (_in_place_shard(path, shape, fortran_order, dtype, offset, status), *_points_shape(path, shape))
 
 
 def _crc_matches(handle, start: int, member: zipfile.ZipInfo) -> bool:
@@ -314,11 +314,10 @@ def _value_bytes(shape: tuple[int, ...], dtype: np.dtype) -> int:
 
 
 def _in_place_shard(path: Path, shape: tuple[int, ...], fortran_order: bool, dtype: np.dtype, offset: int,
-                    status: os.stat_result) -> tuple[_Shard, int, tuple[int, ...] | None]:
+                    status: os.stat_result) -> _Shard:
     """A shard read from the file as it is scored (no copy held, no file left open)."""
-    dimension, layout = _points_shape(path, shape)
-    return (_Shard(path, shape[0], offset, stored=dtype, fortran_shape=tuple(shape) if fortran_order else None,
-                   stamp=_stamp(status)), dimension, layout)
+    return _Shard(path, shape[0], offset, stored=dtype, fortran_shape=tuple(shape) if fortran_order else None,
+                  stamp=_stamp(status))
 
 
 def _points_shape(path: Path | None, shape: tuple[int, ...]) -> tuple[int, tuple[int, ...] | None]:
@@ -356,13 +355,13 @@ def _npy_shard(path: Path) -> tuple[_Shard, int, tuple[int, ...] | None]:
             shape, fortran_order, dtype, offset = _npy_header(handle)
     except (ValueError, OSError, EOFError) as error:
         raise GanbenchError(f"{path} is not a readable .npy file ({error})") from None
-    _points_shape(path, shape)
+    dimension, layout = _points_shape(path, shape)
     if dtype.hasobject or dtype.kind not in "uif":
         raise GanbenchError(f"{path} has dtype {dtype}; save a numeric array (float32, or uint8 images)")
     if status.st_size < offset + _value_bytes(shape, dtype):
         raise GanbenchError(f"{path} is shorter than its header says (truncated?); write it again")
     # Every dtype and order is read in place (uint8 images are divided by 255 as they are read).
-    return _in_place_shard(path, shape, fortran_order, dtype, offset, status)
+    return _in_place_shard(path, shape, fortran_order, dtype, offset, status), dimension, layout
 
 
 # ``ganbench sample --shard-size`` marks its folder with this file: incomplete while it writes, then the list

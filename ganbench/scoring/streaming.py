@@ -173,7 +173,7 @@ def share_rows(count: int, chunk_rows: int, rank: int, world: int) -> range:
     scored exactly as a single process scores it and only the float64 merge order differs. A bank
     of fewer chunks than ranks is cut into ``world`` equal shares instead (each one chunk, scored within
     the same bound): in whole chunks most ranks would have nothing to do (a 40,001-row bank, one chunk of
-    the default 65,536 rows, took 7.47 s on one of two ranks, 3.90 s cut in chunks of 10,000).
+    the default 65,536 rows, ran on one of two ranks: 8.58 s, 6.52 s in equal shares, docs/performance.md).
     """
     chunks = -(-count // chunk_rows)
     if chunks < world:
